@@ -1,0 +1,103 @@
+"""The canonical patient fields: one list that feeds the reader, the suites, the store and the upload file."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Field:
+    """One canonical field of a Genesis patient export.
+
+    ``kind`` names the normaliser that cleans the value; ``max_length`` is the width of the
+    store column.
+    """
+
+    name: str
+    header: str
+    aliases: tuple[str, ...] = ()
+    required: bool = False
+    kind: str = "text"
+    max_length: int = 100
+
+
+FIELDS: tuple[Field, ...] = (
+    Field("account_number", "Account #", ("Acct #", "Account Number", "Acct No", "Account", "Chart #"),
+          required=True, kind="account_number", max_length=32),
+    Field("last_name", "Last Name", ("Last", "Surname"), required=True, kind="name"),
+    Field("first_name", "First Name", ("First",), required=True, kind="name"),
+    Field("middle_initial", "MI", ("Middle Initial", "Middle"), kind="name", max_length=50),
+    Field("address1", "Address", ("Address 1", "Street"), kind="name", max_length=200),
+    Field("address2", "Address 2", ("Apt", "Suite"), kind="name", max_length=200),
+    Field("city", "City", kind="name"),
+    Field("state", "State", ("ST",), kind="state", max_length=2),
+    Field("zip", "Zip", ("Zip Code", "Postal Code"), kind="zip", max_length=10),
+    Field("home_phone", "Home Phone", ("Phone",), kind="phone", max_length=10),
+    Field("cell_phone", "Cell Phone", ("Mobile", "Cell"), kind="phone", max_length=10),
+    Field("email", "Email", ("E-mail", "Email Address"), kind="email", max_length=254),
+    Field("birth_date", "Birth Date", ("DOB", "Birthdate", "Date of Birth"), kind="birth_date", max_length=10),
+    Field("gender", "Sex", ("Gender",), kind="gender", max_length=1),
+    Field("status", "Status", ("Patient Status",), kind="status", max_length=8),
+    Field("last_visit", "Last Visit", ("Last Visit Date",), kind="date", max_length=10),
+)
+
+FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
+REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
+FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
+
+# Phone extensions are kept apart from the 10 digits (SPEC §2); they are stored, not exported.
+EXTENSION_FIELDS: dict[str, str] = {"home_phone": "home_phone_ext", "cell_phone": "cell_phone_ext"}
+
+# The spreadsheet row a record starts on (SPEC §4): the only way rows are identified outside the store.
+ROW_NUMBER = "row_number"
+
+# The column the rejected-rows file adds so the office sees what to fix; recognised and ignored
+# when that file is dropped into an inbox again.
+PROBLEM_COLUMN = "Import Problem"
+
+
+def header_key(header: str) -> str:
+    """Case, spaces, punctuation and order do not matter when matching headers (SPEC §2)."""
+    return re.sub(r"[^0-9a-z]", "", header.casefold())
+
+
+HEADER_TO_FIELD: dict[str, str] = {
+    header_key(h): f.name for f in FIELDS for h in (f.header, *f.aliases)
+}
+IGNORED_HEADER_KEYS: frozenset[str] = frozenset({header_key(PROBLEM_COLUMN)})
+
+
+def field_for_header(header: str) -> str | None:
+    """The canonical field a header maps to, or None for an unknown column."""
+    return HEADER_TO_FIELD.get(header_key(header))
+
+
+# The Cash Practice importer refuses a file whose first row is not this header (SPEC §5).
+# Each column is filled from a store field; ClientID is Cash Practice's own id.
+UPLOAD_COLUMNS: tuple[tuple[str, str | None], ...] = (
+    ("ClientID", None),
+    ("TPSID", "account_number"),
+    ("Email", "email"),
+    ("FirstName", "first_name"),
+    ("LastName", "last_name"),
+    ("Address", "address1"),
+    ("City", "city"),
+    ("State", "state"),
+    ("Zip", "zip"),
+    ("Phone", "home_phone"),
+    ("WorkPhone", None),
+    ("Cell", "cell_phone"),
+)
+
+# Columns a practice may add after the fixed ones with `upload_extra_columns`.
+UPLOAD_EXTRA_COLUMNS: dict[str, str] = {
+    "MiddleInitial": "middle_initial",
+    "Address2": "address2",
+    "BirthDate": "birth_date",
+    "Gender": "gender",
+    "Status": "status",
+    "LastVisit": "last_visit",
+    "HomePhoneExt": "home_phone_ext",
+    "CellPhoneExt": "cell_phone_ext",
+}

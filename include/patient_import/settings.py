@@ -1,0 +1,96 @@
+"""Settings from the environment (SPEC §6), with the embedded defaults. Read when called, never cached,
+so a test or a `make import` can point the pipeline somewhere else."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+EXPECTATIONS_DIR = REPO_ROOT / "expectations"
+DEFAULT_PRACTICES_FILE = REPO_ROOT / "config" / "practices.yml"
+
+AREAS = ("inbox", "archive", "quarantine", "outbox", "staging", "reports", "data_docs")
+
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive, got {value}")
+    return value
+
+
+def home() -> Path:
+    """`$PATIENT_IMPORT_HOME`: the local Airflow home and the default SQLite store."""
+    return Path(os.environ.get("PATIENT_IMPORT_HOME") or REPO_ROOT / "var").resolve()
+
+
+def storage_root() -> Path:
+    """`$PATIENT_IMPORT_STORAGE`: the file areas (inbox, archive, ...)."""
+    raw = os.environ.get("PATIENT_IMPORT_STORAGE")
+    return Path(raw).resolve() if raw else home()
+
+
+def area(name: str, *parts: str) -> Path:
+    if name not in AREAS:
+        raise ValueError(f"unknown file area {name!r}")
+    return storage_root().joinpath(name, *parts)
+
+
+def practices_file() -> Path:
+    return Path(os.environ.get("PATIENT_IMPORT_PRACTICES") or DEFAULT_PRACTICES_FILE)
+
+
+def default_store_url() -> str:
+    return f"sqlite:///{home() / 'patient_store.db'}"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What an export may hold before it is refused (SPEC §4 file codes); all configurable."""
+
+    max_file_bytes: int
+    max_rows: int
+    max_columns: int
+    max_field_length: int
+    max_uncompressed_bytes: int  # an .xlsx is a zip: bounds what its sheet may inflate to
+
+    @classmethod
+    def from_env(cls) -> "Limits":
+        return cls(
+            max_file_bytes=_int_env("PATIENT_IMPORT_MAX_FILE_MB", 200) * 1024 * 1024,
+            max_rows=_int_env("PATIENT_IMPORT_MAX_ROWS", 2_000_000),
+            max_columns=_int_env("PATIENT_IMPORT_MAX_COLUMNS", 200),
+            max_field_length=_int_env("PATIENT_IMPORT_MAX_FIELD_LENGTH", 1_000),
+            max_uncompressed_bytes=_int_env("PATIENT_IMPORT_MAX_UNCOMPRESSED_MB", 1_000) * 1024 * 1024,
+        )
+
+
+def rejected_share_limit() -> float:
+    """More than this share of rejected rows rejects the whole file (SPEC §3 rule 5)."""
+    return 0.25
+
+
+def inbox_settle_seconds() -> int:
+    """How long a file's size and modification time must be still before it is picked up."""
+    return _int_env("PATIENT_IMPORT_SETTLE_SECONDS", 5)
+
+
+def retention_days() -> int:
+    return _int_env("PATIENT_IMPORT_RETENTION_DAYS", 365)
+
+
+def stale_after_days() -> int:
+    return _int_env("PATIENT_IMPORT_STALE_AFTER_DAYS", 14)
+
+
+def timezone() -> str:
+    """The DAG's time zone: the export date of a file without one in its name is its landing day here."""
+    return os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")

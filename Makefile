@@ -1,0 +1,50 @@
+# Patient import: `make run` (set up and run the demo) and `make test` on a fresh clone.
+SHELL := /bin/bash
+ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+PY := $(ROOT)/.venv/bin/python
+
+export PATIENT_IMPORT_HOME ?= $(ROOT)/var
+export AIRFLOW_HOME ?= $(PATIENT_IMPORT_HOME)/airflow
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
+
+.PHONY: help install airflow-db demo run import test test-fast suites clean
+
+help:
+	@echo "make run      install, then import the demo export through the real DAG"
+	@echo "make test     the whole test suite"
+	@echo "make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
+
+# uv itself is installed when missing; the locked dependencies go into .venv.
+install:
+	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --quiet
+
+# The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated.
+airflow-db: install
+	@mkdir -p "$(AIRFLOW_HOME)"
+	@$(ROOT)/.venv/bin/airflow db migrate >"$(AIRFLOW_HOME)/db_migrate.log" 2>&1 || { cat "$(AIRFLOW_HOME)/db_migrate.log"; exit 1; }
+
+demo: install
+	@$(PY) -m include.patient_import.demo
+
+run: airflow-db demo
+	@$(PY) scripts/run_dag.py --practice demo_clinic
+
+import: airflow-db
+	@test -n "$(PRACTICE)" || { echo "usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"; exit 2; }
+	@test -n "$(FILE)" || { echo "usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"; exit 2; }
+	@$(PY) scripts/run_dag.py --practice "$(PRACTICE)" --file "$(FILE)" \
+		$(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
+test: install
+	@$(PY) -m pytest -q
+
+suites: install
+	@$(PY) -m include.patient_import.suites
+
+clean:
+	rm -rf "$(ROOT)/var"

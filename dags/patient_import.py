@@ -1,0 +1,181 @@
+"""
+# patient_import
+
+Imports Genesis patient exports into the Cash Practice patient store, one practice at a time.
+
+For each practice with waiting exports (or the one named in the run's conf), oldest export first:
+
+1. **extract_exports** — picks the exports, archives the originals, registers each import.
+2. **validate_exports** — reads and normalises each file; the Great Expectations suites in
+   `expectations/` decide which rows and files are rejected; builds Data Docs.
+3. **transform_exports** — writes the upload-ready Cash Practice CSV and the rejected rows.
+4. **load_patients** — one transaction per import, under the practice's lock.
+5. **report_imports** — finalises each import and writes its JSON report, whatever happened
+   upstream; fails the run when an import was rejected or failed.
+
+Trigger with conf `{"practice_id": "demo_clinic", "export_file": "/abs/path.csv",
+"exported_on": "YYYY-MM-DD", "dry_run": false}` to import one file; without `export_file` a run
+imports what waits in the inboxes (and archived exports never imported). See the README.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
+
+_STORE_CONN_ID = "patient_store"
+_SCHEDULE = os.environ.get("PATIENT_IMPORT_SCHEDULE", "@daily")
+_TIMEZONE = os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")
+_RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
+_RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_SECONDS", "30")))
+
+
+def _store_url() -> str | None:
+    """The `patient_store` connection as a SQLAlchemy URL; None means the embedded SQLite store."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from include.patient_import.store import sqlalchemy_url
+
+    try:
+        conn = Connection.get(_STORE_CONN_ID)
+    except AirflowNotFoundException:
+        return None
+    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
+
+
+def _engine(prepare: bool = False):
+    from include.patient_import.pipeline import open_store
+
+    return open_store(_store_url(), prepare=prepare)
+
+
+def _run_info(practice_id: str | None = None):
+    """The run's identity; inside the practice group it also labels the map index with the practice."""
+    from include.patient_import.pipeline import RunInfo
+
+    ctx = get_current_context()
+    if practice_id is not None:
+        ctx["practice_id"] = practice_id  # rendered by map_index_template
+    run = ctx["dag_run"]
+    run_type = str(run.run_type).split(".")[-1].lower()
+    end = ctx.get("data_interval_end")
+    if run_type == "manual" or end is None:
+        # A manual run imports everything waiting up to the moment it runs.
+        now = pendulum.now("UTC")
+        end = max(end, now) if end else now
+    return RunInfo(dag_id=run.dag_id, run_id=run.run_id, run_type=run_type, map_index=ctx["ti"].map_index,
+                   interval_start=ctx.get("data_interval_start"), interval_end=end)
+
+
+def _bad_input(exc: Exception):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    return AirflowFailException(str(exc))
+
+
+@task
+def plan_imports(params: dict | None = None) -> list[str]:
+    """The practices this run imports for: the one in the conf, or every one with waiting exports."""
+    from include.patient_import.planning import practices_to_import
+    from include.patient_import.problems import ConfigurationError
+
+    try:
+        return practices_to_import(_engine(prepare=True), _run_info(), params or {})
+    except (ConfigurationError, ValueError) as exc:
+        raise _bad_input(exc) from None
+
+
+@task(map_index_template="{{ practice_id }}")
+def extract_exports(practice_id: str, params: dict | None = None) -> list[str]:
+    from include.patient_import.pipeline import extract_exports as extract
+    from include.patient_import.planning import export_request
+    from include.patient_import.problems import ConfigurationError
+
+    try:
+        request = export_request(params or {})
+        return extract(_engine(), practice_id, _run_info(practice_id), **request)
+    except (ConfigurationError, ValueError) as exc:
+        raise _bad_input(exc) from None
+
+
+@task(map_index_template="{{ practice_id }}")
+def validate_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
+    from include.patient_import.pipeline import validate_import
+
+    _run_info(practice_id)
+    engine = _engine()
+    return [validate_import(engine, i) for i in import_ids]
+
+
+@task(map_index_template="{{ practice_id }}")
+def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
+    from include.patient_import.pipeline import transform_import
+
+    _run_info(practice_id)
+    engine = _engine()
+    return [transform_import(engine, i) for i in import_ids]
+
+
+@task(map_index_template="{{ practice_id }}")
+def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
+    from include.patient_import.pipeline import load_patients as load
+
+    _run_info(practice_id)
+    engine = _engine()
+    return [load(engine, i) for i in import_ids]
+
+
+@task(trigger_rule="all_done", map_index_template="{{ practice_id }}")
+def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
+    from include.patient_import.pipeline import report_import
+    from include.patient_import.planning import unsuccessful
+
+    _run_info(practice_id)
+    # No ids when extract failed: that failure already fails the run, with nothing to report.
+    summaries = [report_import(_engine, i) for i in import_ids or []]
+    failed = unsuccessful(summaries)
+    if failed:
+        raise _bad_input(failed)
+    return summaries
+
+
+@task_group
+def import_practice(practice_id: str) -> None:
+    import_ids = extract_exports(practice_id)
+    validated = validate_exports(practice_id, import_ids)
+    transformed = transform_exports(practice_id, import_ids)
+    loaded = load_patients(practice_id, import_ids)
+    reported = report_imports(practice_id, import_ids)
+    validated >> transformed >> loaded >> reported
+
+
+@dag(
+    schedule=CronDataIntervalTimetable(_SCHEDULE, timezone=_TIMEZONE),
+    start_date=pendulum.datetime(2026, 1, 1, tz=_TIMEZONE),
+    catchup=False,
+    max_active_runs=1,
+    doc_md=__doc__,
+    tags=["patient_import", "genesis", "cash_practice"],
+    default_args={"retries": _RETRIES, "retry_delay": _RETRY_DELAY, "retry_exponential_backoff": True,
+                  "max_retry_delay": timedelta(minutes=10)},
+    params={
+        "practice_id": Param("", type="string", title="Practice",
+                             description="Practice id from the registry; empty imports every practice's waiting exports."),
+        "export_file": Param(None, type=["null", "string"], title="Export file",
+                             description="Absolute path of one export to import (copied, never moved or changed). "
+                                         "Empty: import what waits in the inboxes."),
+        "exported_on": Param(None, type=["null", "string"], title="Export date",
+                             description="YYYY-MM-DD. Empty: a date in the file name, else the day the file landed."),
+        "dry_run": Param(False, type="boolean", title="Dry run",
+                         description="Validate and report every outcome without changing any patient or file area."),
+    },
+)
+def patient_import() -> None:
+    import_practice.expand(practice_id=plan_imports())
+
+
+patient_import()

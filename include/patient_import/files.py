@@ -1,0 +1,185 @@
+"""The file areas of SPEC §6: inboxes, the archive, the quarantine, staging and the outputs.
+
+Every file the pipeline writes has a name without spaces or hyphens, and is written under a
+temporary name first, so a retried task never sees half a file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+from include.patient_import import settings
+
+log = logging.getLogger(__name__)
+
+_DATE_IN_NAME = re.compile(r"(?<!\d)(20\d\d|19\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
+
+
+def safe_name(name: str) -> str:
+    """A file name without spaces, hyphens or anything a share or an importer trips over."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot:
+        stem, ext = name, ""
+    stem = _UNSAFE.sub("_", stem).strip("_.") or "export"
+    ext = _UNSAFE.sub("", ext).lower()
+    return f"{stem}.{ext}" if ext else stem
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def date_in_name(name: str) -> date | None:
+    """A `YYYYMMDD` date in the file name, if it is a real date."""
+    for match in _DATE_IN_NAME.finditer(name):
+        try:
+            return date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            continue
+    return None
+
+
+def landing_date(path: Path) -> date:
+    """The day the file landed: its modification time in the DAG's time zone."""
+    return datetime.fromtimestamp(path.stat().st_mtime, ZoneInfo(settings.timezone())).date()
+
+
+def export_date(path: Path, given: date | None = None) -> date:
+    """SPEC §6: the run's `exported_on`, else a date in the file name, else the landing day."""
+    return given or date_in_name(path.name) or landing_date(path)
+
+
+def copy_atomic(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+    return target
+
+
+def archive_path(practice_id: str, exported_on: date, name: str, sha256: str) -> Path:
+    """`archive/<practice>/<YYYYMMDD>/<name>_<sha8>.<ext>`: one place per distinct export."""
+    safe = safe_name(name)
+    stem, dot, ext = safe.rpartition(".")
+    stem, ext = (stem, f".{ext}") if dot else (safe, "")
+    return settings.area("archive", practice_id, exported_on.strftime("%Y%m%d"), f"{stem}_{sha256[:8]}{ext}")
+
+
+def archived_date(path: Path) -> date | None:
+    """The export date an archived file is filed under."""
+    try:
+        return datetime.strptime(path.parent.name, "%Y%m%d").date()
+    except ValueError:
+        return None
+
+
+def archive(source: Path, practice_id: str, exported_on: date, sha256: str, *, move: bool) -> Path:
+    """Keep the original unchanged in the archive; inbox files are moved, given files copied.
+
+    Safe to repeat: an original already archived is not copied again.
+    """
+    target = archive_path(practice_id, exported_on, source.name, sha256)
+    if not target.exists():
+        copy_atomic(source, target)
+    if move:
+        source.unlink(missing_ok=True)
+    return target
+
+
+def quarantine(archived: Path, practice_id: str) -> Path:
+    """A copy of a rejected original where the office will look for it."""
+    target = settings.area("quarantine", practice_id, archived.name)
+    return target if target.exists() else copy_atomic(archived, target)
+
+
+@dataclass(frozen=True)
+class InboxFile:
+    path: Path
+    size: int
+    mtime: float
+
+
+def refused_entry(path: Path, inbox: Path) -> str | None:
+    """Why an inbox entry must not be read: links and paths leaving the inbox are never followed."""
+    if path.is_symlink():
+        return "is a symbolic link"
+    try:
+        path.resolve().relative_to(inbox.resolve())
+    except ValueError:
+        return "points outside the inbox"
+    if not path.is_file():
+        return "is not a regular file"
+    return None
+
+
+def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) -> list[InboxFile]:
+    """Files in the practice's inbox whose size and modification time have stopped changing.
+
+    A file is stable when its modification time is at least `settle_seconds` old and its size and
+    modification time do not change over a short second look (it may still be being copied).
+    """
+    settle = settings.inbox_settle_seconds() if settle_seconds is None else settle_seconds
+    inbox = settings.area("inbox", practice_id)
+    if not inbox.is_dir():
+        return []
+    entries = []
+    for path in sorted(inbox.iterdir()):
+        if path.name.startswith("."):
+            continue
+        reason = refused_entry(path, inbox)
+        if reason:
+            log.warning("inbox %s: %s %s; left alone", practice_id, path.name, reason)
+            continue
+        entries.append(path)
+    first = {path: path.stat() for path in entries}
+    if first and settle:
+        time.sleep(min(1.0, settle))
+    stable = []
+    now = time.time()
+    for path, before in first.items():
+        try:
+            after = path.stat()
+        except FileNotFoundError:
+            continue
+        if (after.st_size, after.st_mtime) != (before.st_size, before.st_mtime) or now - after.st_mtime < settle:
+            log.info("inbox %s: %s is still being written; it waits for the next run", practice_id, path.name)
+            continue
+        stable.append(InboxFile(path, after.st_size, after.st_mtime))
+    return stable
+
+
+def archived_exports(practice_id: str) -> list[Path]:
+    root = settings.area("archive", practice_id)
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith("."))
+
+
+def staging_dir(import_id: str) -> Path:
+    return settings.area("staging", import_id)
+
+
+def clear_staging(import_id: str) -> None:
+    shutil.rmtree(staging_dir(import_id), ignore_errors=True)
+
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+def is_safe_id(value: str) -> bool:
+    """Letters, digits and underscores only: safe as one folder name."""
+    return bool(_SAFE_ID.match(value or ""))

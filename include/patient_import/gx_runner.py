@@ -1,0 +1,114 @@
+"""Runs the Great Expectations suites of `expectations/` and maps their results to outcomes.
+
+Results are asked for as row numbers only (`unexpected_index_column_names` with the row number,
+`exclude_unexpected_values`), so neither the results nor the Data Docs built from them hold a
+patient value (SPEC §4).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from include.patient_import.schema import ROW_NUMBER
+from include.patient_import.suites import load_suite
+
+log = logging.getLogger(__name__)
+
+_RESULT_FORMAT = {
+    "result_format": "COMPLETE",
+    "unexpected_index_column_names": [ROW_NUMBER],
+    "exclude_unexpected_values": True,
+    "return_unexpected_index_query": False,
+    "partial_unexpected_count": 0,
+}
+_DOCS_SITE = "import_docs"
+
+
+@dataclass(frozen=True)
+class SuiteFailure:
+    """One failed expectation: the problem code its meta names, and where it failed."""
+
+    code: str
+    field: str | None
+    rows: tuple[int, ...] = ()
+    observed: object = None
+
+
+@dataclass
+class SuiteRunner:
+    """Validates frames against the stored suites within one GX context.
+
+    With `project_dir`, a file context keeps the results there and `build_docs` renders them as
+    Data Docs into `docs_dir`; without it, an ephemeral context validates and keeps nothing.
+    """
+
+    project_dir: Path | None = None
+    docs_dir: Path | None = None
+    _context: object = field(default=None, init=False, repr=False)
+
+    def _gx(self):
+        if self._context is None:
+            import great_expectations as gx
+
+            if self.project_dir is None:
+                self._context = gx.get_context(mode="ephemeral")
+            else:
+                # A retried task starts from a clean GX project: results of the failed try go.
+                shutil.rmtree(self.project_dir, ignore_errors=True)
+                self.project_dir.mkdir(parents=True, exist_ok=True)
+                self._context = gx.get_context(mode="file", project_root_dir=str(self.project_dir))
+                if self.docs_dir is not None:
+                    self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={
+                        "class_name": "SiteBuilder",
+                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                          "base_directory": str(self.docs_dir)},
+                    })
+            self._context.data_sources.add_pandas("export")
+        return self._context
+
+    def run(self, suite_name: str, frame: pd.DataFrame, parameters: dict | None = None) -> list[SuiteFailure]:
+        import great_expectations as gx
+
+        context = self._gx()
+        source = context.data_sources.get("export")
+        key = f"{suite_name}_{uuid.uuid4().hex[:8]}"
+        batch = source.add_dataframe_asset(key).add_batch_definition_whole_dataframe(key)
+        suite = context.suites.add(gx.ExpectationSuite(**_suite_document(suite_name)))
+        definition = context.validation_definitions.add(gx.ValidationDefinition(name=key, data=batch, suite=suite))
+        checkpoint = context.checkpoints.add(gx.Checkpoint(
+            name=key, validation_definitions=[definition], result_format=_RESULT_FORMAT, actions=[]))
+        result = checkpoint.run(batch_parameters={"dataframe": frame}, expectation_parameters=parameters or {})
+        failures = []
+        for validation in result.run_results.values():
+            for outcome in validation.results:
+                if outcome.exception_info and outcome.exception_info.get("raised_exception"):
+                    # An expectation that could not run is a defect, never a data verdict.
+                    raise RuntimeError(f"expectation {outcome.expectation_config.type} of suite "
+                                       f"{suite_name} could not run")
+                if outcome.success:
+                    continue
+                meta = outcome.expectation_config.meta or {}
+                details = outcome.result or {}
+                rows = tuple(int(i[ROW_NUMBER][0]) if isinstance(i[ROW_NUMBER], list) else int(i[ROW_NUMBER])
+                             for i in details.get("unexpected_index_list") or ())
+                failures.append(SuiteFailure(code=meta["code"], field=meta.get("field"), rows=rows,
+                                             observed=details.get("observed_value")))
+        return failures
+
+    def build_docs(self) -> Path | None:
+        if self.project_dir is None or self.docs_dir is None or self._context is None:
+            return None
+        self._context.build_data_docs(site_names=[_DOCS_SITE])
+        return self.docs_dir / "index.html"
+
+
+def _suite_document(name: str) -> dict:
+    doc = load_suite(name)
+    return {"name": doc["name"], "expectations": doc["expectations"], "meta": doc.get("meta", {})}

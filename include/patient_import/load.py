@@ -1,0 +1,214 @@
+"""Loads one validated export into the patient store, in one transaction, exactly once.
+
+The transaction takes the practice's lock, re-reads the store, decides every row's outcome
+(rules.decide_outcomes), re-checks capacity under the lock with the `practice_capacity` suite,
+upserts the patients keyed on (practice, account number), and records the row outcomes and
+problems. `imports.loaded_at` is set in the same transaction: a retried load finds it and
+returns the recorded result instead of applying the rows twice.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from include.patient_import import problems as p
+from include.patient_import.practices import Practice
+from include.patient_import.rules import (
+    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, Counts, capacity_parameters, capacity_rejection,
+    decide_outcomes, payment_plan_warning,
+)
+from include.patient_import.records import import_problems
+from include.patient_import.schema import ROW_NUMBER
+from include.patient_import.store import Import, ImportProblem, ImportRow, Patient, lock_practice
+from include.patient_import.suites import PRACTICE_CAPACITY
+from include.patient_import.gx_runner import SuiteRunner
+
+_DATE_COLUMNS = ("birth_date", "last_visit")
+_BATCH = 5_000
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    status: str
+    counts: Counts
+    already_loaded: bool = False
+
+
+def stored_patients(conn: Connection, practice_id: str) -> pd.DataFrame:
+    """The practice's patients that carry an account number, indexed by it."""
+    columns = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]
+    table = Patient.__table__
+    rows = conn.execute(sa.select(*[table.c[c] for c in columns])
+                        .where(table.c.practice_id == practice_id,
+                               table.c.third_party_acct_number.is_not(None))).all()
+    frame = pd.DataFrame(rows, columns=columns, dtype="object")
+    return frame.set_index(frame["third_party_acct_number"])
+
+
+def count_patients(conn: Connection, practice_id: str, *, without_account: bool = False) -> int:
+    table = Patient.__table__
+    query = sa.select(sa.func.count()).select_from(table).where(table.c.practice_id == practice_id)
+    if without_account:
+        query = query.where(table.c.third_party_acct_number.is_(None))
+    return int(conn.execute(query).scalar_one())
+
+
+def _upsert_statement(conn: Connection):
+    """One statement for inserts and updates on both databases: an empty cell never erases a
+    stored value, and `last_seen_exported_on` only moves forward (SPEC §3 rules 6 and 7)."""
+    table = Patient.__table__
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    incoming = stmt.excluded
+    keep = {STORE_COLUMN.get(c, c) for c in DATA_COLUMNS} - {"third_party_acct_number"}
+    updates = {c: sa.func.coalesce(incoming[c], table.c[c]) for c in keep | {"updated_import_id"}}
+    updates["last_seen_exported_on"] = sa.case(
+        (table.c.last_seen_exported_on.is_(None), incoming.last_seen_exported_on),
+        (incoming.last_seen_exported_on > table.c.last_seen_exported_on, incoming.last_seen_exported_on),
+        else_=table.c.last_seen_exported_on,
+    )
+    return stmt.on_conflict_do_update(index_elements=["practice_id", "third_party_acct_number"], set_=updates)
+
+
+def _patient_records(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> list[dict]:
+    frame = applied[list(DATA_COLUMNS)].rename(columns=STORE_COLUMN).astype("object")
+    frame = frame.where(frame.notna(), None)
+    for column in _DATE_COLUMNS:
+        frame[column] = frame[column].map(lambda v: date.fromisoformat(v) if v else None)
+    # Empty means active for a new patient; for a stored one an absent Status column keeps theirs.
+    frame["status"] = frame["status"].where(frame["status"].notna() | applied[OUTCOME].ne("inserted"), "active")
+    frame["practice_id"] = practice_id
+    frame["last_seen_exported_on"] = exported_on
+    frame["created_import_id"] = import_id
+    frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
+        applied[OUTCOME].eq("updated"), None)
+    return frame.to_dict("records")
+
+
+def _executemany(conn: Connection, statement, records: list[dict]) -> None:
+    for start in range(0, len(records), _BATCH):
+        conn.execute(statement, records[start:start + _BATCH])
+
+
+def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
+                     problems: list[p.Problem]) -> None:
+    conn.execute(sa.delete(ImportRow.__table__).where(ImportRow.__table__.c.import_id == import_id))
+    conn.execute(sa.delete(ImportProblem.__table__).where(ImportProblem.__table__.c.import_id == import_id))
+    rows = pd.DataFrame({
+        "import_id": import_id,
+        "row_number": decided[ROW_NUMBER].astype("int64"),
+        "account_number": decided["account_number"],
+        "outcome": decided[OUTCOME],
+        "code": decided[CODE],
+    }).astype("object")
+    rows = rows.where(rows.notna(), None)
+    _executemany(conn, sa.insert(ImportRow.__table__), rows.to_dict("records"))
+    if problems:
+        _executemany(conn, sa.insert(ImportProblem.__table__), [
+            {"import_id": import_id, "row_number": x.row, "account_number": x.account_number,
+             "field": x.field, "code": x.code, "severity": x.severity, "message": x.message}
+            for x in sorted(problems, key=p.Problem.sort_key)
+        ])
+
+
+def recorded_result(conn: Connection, import_id: str) -> LoadResult | None:
+    record = conn.execute(sa.select(Import.__table__).where(Import.__table__.c.id == import_id)).mappings().one()
+    if record["loaded_at"] is None:
+        return None
+    counts = Counts(**{k: record[k] for k in ("read", "inserted", "updated", "unchanged", "skipped", "rejected")})
+    return LoadResult(status=record["status"], counts=counts, already_loaded=True)
+
+
+def _finish_load(conn: Connection, import_id: str, status: str, counts: Counts, details: dict | None) -> None:
+    table = Import.__table__
+    conn.execute(sa.update(table).where(table.c.id == import_id).values(
+        status=status, loaded_at=datetime.now(timezone.utc), details=json.dumps(details) if details else None,
+        **counts.as_dict()))
+
+
+def _file_rejection_outcomes(frame: pd.DataFrame, rejection: p.ExportRejected) -> pd.DataFrame:
+    decided = frame[[ROW_NUMBER, "account_number"]].copy()
+    own = frame[CODE] if CODE in frame else pd.Series(None, index=frame.index, dtype="object")
+    decided[CODE] = own.where(own.isin(p.ROW_ERROR_CODES), rejection.code)
+    decided[OUTCOME] = p.REJECTED
+    return decided
+
+
+def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_on: date,
+                frame: pd.DataFrame | None, problems: list[p.Problem],
+                rejection: p.ExportRejected | None, dry_run: bool,
+                runner: SuiteRunner | None = None) -> tuple[LoadResult, list[p.Problem]]:
+    """Apply one import's rows, or record its rejection, in one transaction.
+
+    Args:
+        frame: the normalised rows with their suite `code`; None when the file could not be read.
+        problems: what validation found (warnings, row errors, duplicate copies).
+        rejection: a file-level rejection decided before the load, if any.
+        dry_run: decide and record every outcome, but change no patient.
+
+    Returns the result and the full problem list recorded for the import.
+    """
+    runner = runner or SuiteRunner()
+    with engine.begin() as conn:
+        lock_practice(conn, practice.id)
+        done = recorded_result(conn, import_id)
+        if done is not None:
+            return done, import_problems(conn, import_id)
+
+        frame = frame if frame is not None else pd.DataFrame({ROW_NUMBER: [], "account_number": [], CODE: []})
+        if rejection is None and count_patients(conn, practice.id, without_account=True):
+            rejection = p.ExportRejected(
+                p.EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER,
+                "the practice has stored patients without an account number; importing would create "
+                "duplicates of them. Give them their Genesis account numbers first.")
+        decided = None
+        if rejection is None:
+            decided = decide_outcomes(frame, stored_patients(conn, practice.id), practice, exported_on)
+            new = int((decided[OUTCOME] == p.INSERTED).sum())
+            if new:
+                stored = count_patients(conn, practice.id)
+                if runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, "is_new"]],
+                              capacity_parameters(practice, stored)):
+                    rejection = capacity_rejection(practice, stored, new)
+        problems = list(problems)
+        if rejection is not None:
+            decided = _file_rejection_outcomes(frame, rejection)
+            problems.append(rejection.problem())
+            status = p.Status.REJECTED
+        else:
+            problems += _skip_problems(decided)
+            warning = payment_plan_warning(practice, int((decided[OUTCOME] == p.INSERTED).sum()))
+            if warning:
+                problems.append(warning)
+            if not dry_run:
+                applied = decided[decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
+                # Unchanged rows are written too when they carry a newer export date (rule 7).
+                records = _patient_records(applied, practice.id, import_id, exported_on)
+                _executemany(conn, _upsert_statement(conn), records)
+            status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
+        counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
+        _record_outcomes(conn, import_id, decided, problems)
+        _finish_load(conn, import_id, str(status), counts, rejection.details if rejection else None)
+    return LoadResult(status=str(status), counts=counts), sorted(problems, key=p.Problem.sort_key)
+
+
+_SKIP_MESSAGES = {
+    p.INACTIVE_WITHOUT_DRIP_EDUCATION: "new inactive patient skipped: the practice does not use Drip-Education",
+    p.NOT_ON_PAYMENT_PLAN_LIST: "skipped: the account is not on the practice's payment-plan list",
+    p.OLDER_THAN_STORED: "skipped: the patient was already updated from a newer export",
+}
+
+
+def _skip_problems(decided: pd.DataFrame) -> list[p.Problem]:
+    skips = decided[decided[CODE].isin(list(_SKIP_MESSAGES))]
+    return [p.Problem(code=c, message=_SKIP_MESSAGES[c], row=int(r), account_number=a)
+            for r, a, c in zip(skips[ROW_NUMBER], skips["account_number"], skips[CODE])]

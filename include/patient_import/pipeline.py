@@ -1,0 +1,278 @@
+"""The five stages of one practice's imports: extract, validate, transform, load, report.
+
+Each stage takes an import id, reads what the previous stage left in the import's staging folder
+and the store, writes its own output there, and returns a small summary (ids, paths, counts).
+Every stage is safe to run again. Nothing here knows about Airflow: the DAG hands in the run's
+identity (`RunInfo`) and the store's engine.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from include.patient_import import files, records, settings
+from include.patient_import import problems as p
+from include.patient_import.practices import Practice, load_practices
+from include.patient_import.store import Patient, create_store_engine, migrate
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Who runs the import: the identity an import id follows from (SPEC §6)."""
+
+    dag_id: str
+    run_id: str
+    run_type: str = "manual"
+    map_index: int = -1
+    interval_start: datetime | None = None
+    interval_end: datetime | None = None
+
+
+@dataclass
+class Job:
+    """What extract decided about one export; the later stages read it from staging."""
+
+    import_id: str
+    practice_id: str
+    source: str  # the file the stages read: the archived original, or the given file on a dry run
+    export_name: str
+    sha256: str
+    size: int
+    exported_on: str
+    dry_run: bool
+    archive_path: str | None = None
+    rejection: dict | None = None  # {"code", "message"} of a rejection decided at extract
+
+    def save(self) -> None:
+        path = files.staging_dir(self.import_id) / "job.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+
+    @classmethod
+    def load(cls, import_id: str) -> "Job":
+        path = files.staging_dir(import_id) / "job.json"
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def export_date(self) -> date:
+        return date.fromisoformat(self.exported_on)
+
+    def rejected(self) -> p.ExportRejected | None:
+        return p.ExportRejected(**self.rejection) if self.rejection else None
+
+
+def today() -> date:
+    return datetime.now(ZoneInfo(settings.timezone())).date()
+
+
+def open_store(url: str | None = None, *, prepare: bool = False) -> Engine:
+    """The store's engine; with `prepare`, migrate it and sync the practice registry."""
+    engine = create_store_engine(url)
+    if prepare:
+        migrate(engine)
+        records.sync_practices(engine, load_practices())
+    return engine
+
+
+def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str, name: str) -> str:
+    """Same run, map index and export → same import (a cleared task continues it); a new run → a new one."""
+    key = "|".join([run.dag_id, run.run_id, str(run.map_index), sha256, name])
+    return f"{practice_id}_{exported_on:%Y%m%d}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+# ---------------------------------------------------------------- extract
+
+def _before(day: date, end: datetime | None) -> bool:
+    """An export dated `day` belongs to a run whose data interval ends at `end` (SPEC §6)."""
+    return end is None or datetime.combine(day, datetime.min.time(), end.tzinfo) < end
+
+
+def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
+                       exported_on: date | None) -> list[tuple[Path, bool, date]]:
+    """(path, in_inbox, export date) of every export waiting for this practice and this run.
+
+    Waiting: stable files in the inbox, and archived originals never imported (only failed or
+    dry-run imports), or imported by this very run (a retried extract continues them), dated
+    before the end of the run's data interval. A backfill run takes the originals archived for
+    its data interval, imported or not.
+    """
+    with engine.connect() as conn:
+        imported = records.imports_of_archive(conn, practice_id)
+    start = run.interval_start.date() if run.interval_start else None
+    chosen: list[tuple[Path, bool, date]] = []
+    for archived in files.archived_exports(practice_id):
+        filed_on = files.archived_date(archived)
+        if filed_on is None or not _before(filed_on, run.interval_end):
+            continue
+        if run.run_type == "backfill":
+            if start is None or filed_on >= start:
+                chosen.append((archived, False, filed_on))
+            continue
+        earlier = imported.get(str(archived), [])
+        mine = any(i["dag_run_id"] == run.run_id and i["map_index"] == run.map_index for i in earlier)
+        settled = any(not i["dry_run"] and i["status"] != p.Status.FAILED.value for i in earlier)
+        if mine or not settled:
+            chosen.append((archived, False, filed_on))
+    if run.run_type != "backfill":
+        for waiting in files.waiting_inbox_files(practice_id):
+            day = files.export_date(waiting.path, exported_on)
+            if _before(day, run.interval_end):
+                chosen.append((waiting.path, True, day))
+    return chosen
+
+
+def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_file: str | None = None,
+                    exported_on: date | None = None, dry_run: bool = False,
+                    practices: dict[str, Practice] | None = None) -> list[str]:
+    """Pick the practice's exports, archive the originals, register each import; oldest first.
+
+    Returns the import ids in export-date order.
+    """
+    from include.patient_import.reader import detect_file_type
+
+    practices = practices if practices is not None else load_practices()
+    if export_file:
+        given = Path(export_file)
+        if not given.is_absolute():
+            raise p.ConfigurationError(f"export_file must be an absolute path, got {export_file!r}")
+        if not given.is_file():
+            raise p.ConfigurationError(f"export_file {export_file!r} does not exist or is not a file")
+        candidates = [(given, False, files.export_date(given, exported_on))]
+    else:
+        candidates = _candidate_exports(engine, practice_id, run, exported_on)
+
+    archive_root = settings.area("archive")
+    jobs: list[Job] = []
+    for path, in_inbox, export_on in candidates:
+        in_archive = path.is_relative_to(archive_root)
+        sha = files.sha256_of(path)
+        size = path.stat().st_size
+        rejection = None
+        known = practice_id in practices
+        if not known:
+            rejection = {"code": p.UNKNOWN_PRACTICE,
+                         "message": f"practice {practice_id!r} is not in the practice registry"}
+        elif export_on > today():
+            rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
+                         "message": f"the export date {export_on.isoformat()} is in the future"}
+        else:
+            try:
+                with path.open("rb") as handle:
+                    detect_file_type(path, handle.read(8192))
+            except p.ExportRejected as exc:
+                rejection = {"code": exc.code, "message": exc.message}
+        import_id = import_id_for(run, practice_id, export_on, sha, path.name)
+        archive_path = None
+        source = path
+        safe_practice = practice_id if files.is_safe_id(practice_id) else "_unknown"
+        if in_archive:
+            archive_path = path
+        elif not dry_run:
+            archive_path = files.archive(path, safe_practice, export_on, sha, move=in_inbox)
+            source = archive_path
+        job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
+                  sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
+                  archive_path=str(archive_path) if archive_path else None, rejection=rejection)
+        job.save()
+        records.register_import(
+            engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
+            run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
+            archive_path=job.archive_path, exported_on=export_on, dry_run=dry_run)
+        log.info("import %s: %s (%d bytes, exported %s)%s", import_id, files.safe_name(path.name), size,
+                 export_on, f" rejected: {rejection['code']}" if rejection else "")
+        jobs.append(job)
+    jobs.sort(key=lambda j: (j.exported_on, j.export_name))
+    return [j.import_id for j in jobs]
+
+
+# ---------------------------------------------------------------- validate
+
+def validate_import(engine: Engine, import_id: str) -> dict:
+    """Read, normalise and validate one export with the suites; keep the result in staging."""
+    from include.patient_import.validate import validate_export, save_validation
+
+    job = Job.load(import_id)
+    practices = load_practices()
+    outcome = validate_export(engine, job, practices.get(job.practice_id), today=today())
+    save_validation(import_id, outcome)
+    if outcome.docs_index:
+        records.update_import(engine, import_id, data_docs_path=str(outcome.docs_index))
+    return {"import_id": import_id, "read": outcome.read,
+            "rejected": outcome.rejection.code if outcome.rejection else None}
+
+
+# ---------------------------------------------------------------- transform
+
+def transform_import(engine: Engine, import_id: str) -> dict:
+    """Write the upload-ready Cash Practice file and the rejected-rows file to the outbox."""
+    from include.patient_import.transform import upload_rows, write_rejected_rows, write_upload_file
+    from include.patient_import.validate import load_validation
+
+    job = Job.load(import_id)
+    validation = load_validation(import_id)
+    if job.dry_run or validation.frame is None or job.practice_id not in (practices := load_practices()):
+        return {"import_id": import_id, "upload": None, "rejected_rows": None}
+    practice = practices[job.practice_id]
+    outbox = settings.area("outbox", job.practice_id)
+    rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
+                                        validation.headers, validation.columns, validation.problems)
+    upload = None
+    if validation.rejection is None:
+        rows = upload_rows(validation.frame, practice)
+        upload = write_upload_file(outbox / f"{import_id}.csv", rows, practice,
+                                   _known_client_ids(engine, job, rows["account_number"]))
+    records.update_import(engine, import_id, upload_path=str(upload) if upload else None,
+                          rejected_rows_path=str(rejected_rows) if rejected_rows else None)
+    return {"import_id": import_id, "upload": str(upload) if upload else None,
+            "rejected_rows": str(rejected_rows) if rejected_rows else None}
+
+
+def _known_client_ids(engine: Engine, job: Job, accounts) -> dict[str, int]:
+    """Store ids of the patients known before this import: their ClientID in Cash Practice."""
+    table = Patient.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(table.c.third_party_acct_number, table.c.id).where(
+            table.c.practice_id == job.practice_id,
+            sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != job.import_id))).all()
+    wanted = set(accounts.dropna())
+    return {acct: pid for acct, pid in rows if acct in wanted}
+
+
+# ---------------------------------------------------------------- load
+
+def load_patients(engine: Engine, import_id: str) -> dict:
+    """Apply the rows to the store in one transaction (or record the rejection)."""
+    from include.patient_import.load import load_import
+    from include.patient_import.validate import load_validation
+
+    job = Job.load(import_id)
+    practices = load_practices()
+    practice = practices.get(job.practice_id) or Practice(id=job.practice_id, name=job.practice_id)
+    validation = load_validation(import_id)
+    result, _ = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
+                            frame=validation.frame, problems=validation.problems,
+                            rejection=validation.rejection, dry_run=job.dry_run)
+    if validation.rejection is None and result.status == p.Status.REJECTED:
+        log.info("import %s rejected at load", import_id)
+    return {"import_id": import_id, "status": result.status, "counts": result.counts.as_dict()}
+
+
+# ---------------------------------------------------------------- report
+
+def report_import(engine_factory, import_id: str) -> dict:
+    """Finalise the import and write its JSON report, even when the store cannot be reached."""
+    from include.patient_import.report import finalise_import
+
+    return finalise_import(engine_factory, import_id)

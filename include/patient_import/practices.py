@@ -1,0 +1,99 @@
+"""The practice registry (SPEC §6): a YAML file of practices and the systems they use."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from include.patient_import import settings
+from include.patient_import.normalize import normalize_account_number
+from include.patient_import.problems import ConfigurationError
+from include.patient_import.schema import UPLOAD_EXTRA_COLUMNS
+
+DRIP_EDUCATION = "drip_education"
+AUTO_DEBIT = "auto_debit"
+CASH_PLAN_CALCULATOR = "cash_plan_calculator"
+SYSTEMS = frozenset({DRIP_EDUCATION, AUTO_DEBIT, CASH_PLAN_CALCULATOR})
+PAYMENT_PLAN_SYSTEMS = frozenset({AUTO_DEBIT, CASH_PLAN_CALCULATOR})
+DEFAULT_CAPACITY = 1000
+LARGE_PAYMENT_PLAN_IMPORT = 50  # SPEC §3 rule 3: more new patients than this earns a warning
+
+_PRACTICE_ID = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+@dataclass(frozen=True)
+class Practice:
+    id: str
+    name: str
+    capacity: int = DEFAULT_CAPACITY
+    systems: frozenset[str] = frozenset()
+    payment_plan_accounts: frozenset[str] = frozenset()  # normalised account numbers
+    upload_extra_columns: tuple[str, ...] = ()
+
+    @property
+    def uses_drip_education(self) -> bool:
+        return DRIP_EDUCATION in self.systems
+
+    @property
+    def payment_plan_only(self) -> bool:
+        """Uses only Auto-Debit and/or the Cash Plan Calculator (SPEC §3 rule 3)."""
+        return bool(self.systems) and self.systems <= PAYMENT_PLAN_SYSTEMS
+
+    @property
+    def payment_plan_list(self) -> frozenset[str] | None:
+        """The accounts on a payment plan, when this practice keeps such a list; else None."""
+        return self.payment_plan_accounts if self.payment_plan_only and self.payment_plan_accounts else None
+
+
+def _practice(entry: object, position: int) -> Practice:
+    where = f"practice #{position}"
+    if not isinstance(entry, dict):
+        raise ConfigurationError(f"{where}: expected a mapping with id, name, capacity, systems")
+    pid = str(entry.get("id") or "")
+    if not _PRACTICE_ID.match(pid):
+        raise ConfigurationError(f"{where}: id {pid!r} must be letters, digits and underscores")
+    where = f"practice {pid}"
+    capacity = entry.get("capacity", DEFAULT_CAPACITY)
+    if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
+        raise ConfigurationError(f"{where}: capacity must be a whole number >= 0")
+    systems = entry.get("systems") or []
+    unknown = set(systems) - SYSTEMS
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown systems {sorted(unknown)}; known: {sorted(SYSTEMS)}")
+    accounts = entry.get("payment_plan_accounts") or []
+    if not isinstance(accounts, list):
+        raise ConfigurationError(f"{where}: payment_plan_accounts must be a list of account numbers")
+    normalised = {normalize_account_number(str(a)) for a in accounts}
+    normalised.discard(None)
+    extras = tuple(entry.get("upload_extra_columns") or ())
+    bad = [c for c in extras if c not in UPLOAD_EXTRA_COLUMNS]
+    if bad:
+        raise ConfigurationError(
+            f"{where}: unknown upload_extra_columns {bad}; known: {sorted(UPLOAD_EXTRA_COLUMNS)}")
+    return Practice(id=pid, name=str(entry.get("name") or pid), capacity=capacity,
+                    systems=frozenset(systems), payment_plan_accounts=frozenset(normalised),
+                    upload_extra_columns=extras)
+
+
+def load_practices(path: Path | None = None) -> dict[str, Practice]:
+    """Read and check the registry; raises ConfigurationError with the entry at fault."""
+    path = path or settings.practices_file()
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as exc:
+        raise ConfigurationError(f"practice registry not found: {path}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigurationError(f"practice registry {path} is not valid YAML: {exc}") from exc
+    entries = data.get("practices") if isinstance(data, dict) else None
+    if not isinstance(entries, list):
+        raise ConfigurationError(f"practice registry {path} must have a 'practices' list")
+    practices: dict[str, Practice] = {}
+    for position, entry in enumerate(entries, start=1):
+        practice = _practice(entry, position)
+        if practice.id in practices:
+            raise ConfigurationError(f"practice registry {path}: practice {practice.id} is listed twice")
+        practices[practice.id] = practice
+    return practices

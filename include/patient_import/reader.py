@@ -1,0 +1,633 @@
+"""Read a dropped patient export (CSV, tab-separated text or .xlsx) into one table of strings (SPEC §2).
+
+Every file-level problem raises `ExportRejected`; messages name headers, row numbers, sizes and
+limits, never a cell value.
+
+Decisions:
+
+- **Type by content, not by name.** PDF, legacy `.xls` (OLE2, which is also what a
+  password-protected `.xlsx` is), images, archives, Office documents other than a workbook,
+  HTML/XML/RTF and binary data (NUL bytes, unless UTF-16 with BOM) are `unsupported_file_type`,
+  with a message saying what the file looks like. A text file named `.xlsx` is read as text and
+  a workbook named `.csv` as a workbook: content wins. A damaged zip or workbook is
+  `unreadable_file`.
+- **Encoding**, decided by rule over the whole file (charset_normalizer is not used: its guesses
+  are probabilistic and these rules cover every case the spec accepts):
+  UTF-16 byte-order mark → UTF-16; UTF-8 BOM → UTF-8 (and any non-UTF-8 byte after it is
+  `unreadable_file`, mixed encodings); valid UTF-8 → UTF-8; otherwise Windows-1252, except that
+  a file holding any well-formed UTF-8 multi-byte sequence is `unreadable_file` (mixed
+  encodings), and so is one holding a byte Windows-1252 leaves undefined (0x81 0x8D 0x8F 0x90
+  0x9D). Caveat: Windows-1252 text in which a capital accented letter is directly followed by a
+  symbol such as a no-break space or a curly quote ("É" + NBSP) is, byte for byte, UTF-8 and is
+  refused as mixed; the office re-saves as "CSV UTF-8".
+- **Delimiter**: the most frequent of tab, comma and semicolon outside quotes on the header line
+  (ties: tab, then comma; none at all: comma); a first line `sep=;` (Excel's hint) sets it and
+  is not the header. `file_type` is "tsv" for tab, else "csv". Quoting is RFC 4180, parsed strictly by the csv
+  module: a quote never closed, or text after a closing quote, is `unreadable_file` at the row
+  where the record starts; so is a value over `max_field_length` that runs over several lines
+  (a swallowed quote far more often than a note). Other long values are `field_too_long`; the
+  ignored "Import Problem" column is not checked.
+- **Columns**: the first non-blank row is the header. All its cells count, trailing empty ones
+  included (Excel writes every row as wide as the sheet's used range): that is the width
+  `max_columns` limits. A row with more values than the header has cells is `unreadable_file`
+  (usually an unquoted comma); extra empty cells are fine, missing ones are "". A column without
+  a header is dropped when it holds no value (Excel's trailing empty columns), otherwise kept as
+  an unknown column "(column N)", N being the spreadsheet's column number.
+- **Rows**: `row_number` is the physical line the record starts on (blank lines and lines inside
+  quoted values count), or the sheet's row for .xlsx. Rows whose cells are all blank are skipped
+  and not counted. Values are kept as written (no trimming): normalising is a later step.
+- **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
+  uncompressed sizes (total and per-member ratio) against zip bombs. Numbers that are whole
+  lose ".0"; other numbers keep Excel's 15 significant digits; dates and datetimes become
+  YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
+  calamine's `iter_rows()` starts at the sheet's first row even when the first rows are empty,
+  but at the first used column; both offsets are derived from the sheet, not assumed.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import dataclasses
+import io
+import mmap
+import re
+import zipfile
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime, time
+from itertools import chain
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+import pyarrow as pa
+from python_calamine import CalamineError, CalamineWorkbook
+
+from include.patient_import.problems import (
+    DUPLICATE_COLUMNS,
+    EMPTY_FILE,
+    FIELD_TOO_LONG,
+    FILE_TOO_LARGE,
+    NO_DATA_ROWS,
+    TOO_MANY_COLUMNS,
+    TOO_MANY_ROWS,
+    UNKNOWN_COLUMN,
+    UNREADABLE_FILE,
+    UNSUPPORTED_FILE_TYPE,
+    ExportRejected,
+    Problem,
+)
+from include.patient_import.schema import IGNORED_HEADER_KEYS, ROW_NUMBER, field_for_header, header_key
+from include.patient_import.settings import Limits
+
+_HEAD_BYTES = 64 * 1024
+_CHUNK_BYTES = 1024 * 1024
+_BATCH_ROWS = 50_000
+_ADVICE = "save the patient list as CSV (or .xlsx) and drop it again"
+
+# Leading bytes of formats people drop by mistake, and what to call them.
+_SIGNATURES: tuple[tuple[bytes, str], ...] = (
+    (b"%PDF", "a PDF document"),
+    (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+     "a legacy Excel .xls workbook (or another Office 97-2003 or password-protected document)"),
+    (b"\x89PNG\r\n\x1a\n", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF87a", "a GIF image"),
+    (b"GIF89a", "a GIF image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"\x1f\x8b", "a gzip archive"),
+    (b"7z\xbc\xaf\x27\x1c", "a 7-Zip archive"),
+    (b"Rar!\x1a\x07", "a RAR archive"),
+    (b"{\\rtf", "a Rich Text (RTF) document"),
+)
+_MARKUP: tuple[tuple[bytes, str], ...] = (
+    (b"<!doctype html", "a web page (HTML)"),
+    (b"<html", "a web page (HTML)"),
+    (b"<table", "a web page (HTML)"),
+    (b"<?xml", "an XML document (perhaps an Excel 2003 XML spreadsheet)"),
+)
+_ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+
+# Well-formed UTF-8 multi-byte sequences (no overlongs, no surrogates): their presence in a file
+# that is not UTF-8 means two encodings were mixed.
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]"
+    rb"|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
+    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
+
+_DELIMITERS = ("\t", ",", ";")  # order breaks ties
+_SEP_LINE = re.compile(r'^"?sep=([\t,;])"?\s*$', re.IGNORECASE)
+_NOT_CONTENT = " \t\r\n,;\"\ufeff"
+
+# A zip member inflating more than this many times its compressed size is a bomb, not a sheet;
+# sheets of repetitive XML stay well under it. Members smaller than the floor cannot hurt.
+_MAX_COMPRESSION_RATIO = 200
+_RATIO_FLOOR_BYTES = 1024 * 1024
+
+
+@dataclass
+class ParsedExport:
+    """One export as read: every value a string (pandas' str dtype), before any normalisation."""
+
+    frame: pd.DataFrame = dataclasses.field(repr=False)  # patient values: never in a repr or a log
+    headers: list[str]
+    columns: list[str]
+    problems: list[Problem]
+    file_type: str
+    encoding: str | None
+    delimiter: str | None
+
+
+def read_export(path: Path, limits: Limits | None = None) -> ParsedExport:
+    """Read an export into a table of strings with the spreadsheet's row numbers.
+
+    Args:
+        path: the dropped file.
+        limits: size limits; `Limits.from_env()` when omitted.
+
+    Returns:
+        The table: `row_number` first, then one column per kept header, named by field
+        (unknown columns `__extra_<column number>`), with `unknown_column` warnings.
+
+    Raises:
+        ExportRejected: for every file-level problem (type, encoding, quoting, limits, headers).
+    """
+    limits = limits or Limits.from_env()
+    path = Path(path)
+    size = path.stat().st_size
+    if size > limits.max_file_bytes:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"the file is {_mb(size)}; the limit is {_mb(limits.max_file_bytes)}",
+            details={"bytes": size, "limit": limits.max_file_bytes},
+        )
+    if size == 0:
+        raise ExportRejected(EMPTY_FILE, "the file is empty (0 bytes)")
+    with path.open("rb") as f:
+        head = f.read(_HEAD_BYTES)
+    if detect_file_type(path, head) == "xlsx":
+        return _read_xlsx(path, limits)
+    return _read_text(path, head, limits)
+
+
+def detect_file_type(path: Path, head: bytes) -> str:
+    """The file's type by content: "xlsx", "csv" or "tsv" (from its first bytes and a zip's members).
+
+    Raises:
+        ExportRejected: `unsupported_file_type` for anything else, `unreadable_file` for a
+            damaged zip.
+    """
+    for signature, what in _SIGNATURES:
+        if head.startswith(signature):
+            _refuse(what)
+    if head.startswith(b"BM") and head[6:10] == b"\x00\x00\x00\x00":
+        _refuse("a BMP image")
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        _refuse("a WEBP image")
+    if head.startswith(_ZIP_SIGNATURES):
+        return _zip_kind(Path(path))
+    start = head.removeprefix(codecs.BOM_UTF8).lstrip()[:32].lower()
+    for signature, what in _MARKUP:
+        if start.startswith(signature):
+            _refuse(what)
+    if head.startswith(_UTF16_BOMS):
+        text = head[: len(head) // 2 * 2].decode("utf-16", errors="replace")
+    elif b"\x00" in head:
+        _refuse("binary data (it holds NUL bytes)")
+    else:
+        text = head.decode("utf-8", errors="replace")
+    delimiter, _ = _find_delimiter(io.StringIO(text, newline=""))
+    return "tsv" if delimiter == "\t" else "csv"
+
+
+def _refuse(what: str) -> NoReturn:
+    raise ExportRejected(UNSUPPORTED_FILE_TYPE, f"this is {what}, not a patient export; {_ADVICE}")
+
+
+def _zip_kind(path: Path) -> str:
+    named_xlsx = path.suffix.lower() in (".xlsx", ".xlsm")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = set(archive.namelist())
+            if "xl/workbook.xml" in names:
+                return "xlsx"
+            if "xl/workbook.bin" in names:
+                what = "an Excel binary workbook (.xlsb)"
+            elif "word/document.xml" in names:
+                what = "a Word document"
+            elif "ppt/presentation.xml" in names:
+                what = "a PowerPoint presentation"
+            elif "mimetype" in names and b"spreadsheet" in archive.read("mimetype")[:100]:
+                what = "an OpenDocument spreadsheet (.ods)"
+            else:
+                what = "a zip archive without an Excel workbook in it"
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError):
+        kind = "this .xlsx workbook" if named_xlsx else "this zip archive"
+        raise ExportRejected(
+            UNREADABLE_FILE, f"{kind} is damaged or incomplete and cannot be opened; {_ADVICE}"
+        ) from None
+    if named_xlsx:
+        what = f"not a valid Excel workbook: it is {what}"
+    _refuse(what)
+
+
+# --- text ----------------------------------------------------------------------------------
+
+
+def _read_text(path: Path, head: bytes, limits: Limits) -> ParsedExport:
+    encoding = _text_encoding(path, head)
+    try:
+        with path.open("r", encoding=encoding, newline="") as f:
+            lines = iter(f)
+            delimiter, leading = _find_delimiter(lines)
+            records = _csv_records(chain(leading, lines), delimiter)
+            parsed = _collect(records, limits, first_column=1)
+    except UnicodeDecodeError:
+        # The bytes were checked above; only a file changed while being read gets here.
+        raise ExportRejected(UNREADABLE_FILE, f"the file is not valid {encoding} text") from None
+    return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter)
+
+
+def _text_encoding(path: Path, head: bytes) -> str:
+    if head.startswith(_UTF16_BOMS):
+        _check_utf16(path)
+        return "utf-16"
+    with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
+        nul = data.find(b"\x00")
+        if nul != -1:
+            _refuse(f"binary data (line {_line_at(data, nul)} holds NUL bytes)")
+        invalid = _first_invalid_utf8(data)
+        if invalid is None:
+            return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
+        utf8 = _UTF8_MULTIBYTE.search(data)
+        if head.startswith(codecs.BOM_UTF8) or utf8:
+            where = f", line {_line_at(data, utf8.start())} holds UTF-8 text" if utf8 else ""
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                f"the file mixes text encodings (line {_line_at(data, invalid)} is not UTF-8{where}); "
+                "save it again as CSV UTF-8",
+            )
+        undefined = _CP1252_UNDEFINED.search(data)
+        if undefined:
+            line = _line_at(data, undefined.start())
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                f"line {line} holds byte 0x{data[undefined.start()]:02X}, which is neither UTF-8 nor "
+                "Windows-1252 text; save the file again as CSV UTF-8",
+                row=line,
+            )
+    return "cp1252"
+
+
+def _first_invalid_utf8(data: mmap.mmap) -> int | None:
+    """Offset of the first byte that is not UTF-8, or None; reads in chunks to bound memory."""
+    carry = b""
+    size = len(data)
+    for start in range(0, size, _CHUNK_BYTES):
+        buf = carry + data[start:start + _CHUNK_BYTES]
+        try:
+            _, consumed = codecs.utf_8_decode(buf, "strict", start + _CHUNK_BYTES >= size)
+        except UnicodeDecodeError as exc:
+            return start - len(carry) + exc.start
+        carry = buf[consumed:]
+    return None
+
+
+def _check_utf16(path: Path) -> None:
+    decoder = codecs.getincrementaldecoder("utf-16")("strict")
+    with path.open("rb") as f:
+        try:
+            while chunk := f.read(_CHUNK_BYTES):
+                if "\x00" in decoder.decode(chunk):
+                    _refuse("binary data (it holds NUL characters)")
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise ExportRejected(
+                UNREADABLE_FILE, "the file starts like UTF-16 text but is not valid UTF-16"
+            ) from None
+
+
+def _line_at(data: mmap.mmap, offset: int) -> int:
+    before = data[:offset]
+    # Line breaks as Python's universal newlines count them: \r\n, \r and \n.
+    return before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
+
+
+def _find_delimiter(lines: Iterator[str]) -> tuple[str, list[str]]:
+    """The delimiter, and the lines read to find it (to be parsed again, line count intact)."""
+    read: list[str] = []
+    for line in lines:
+        if not read and (hint := _SEP_LINE.match(line)):
+            # Excel's "sep=;" hint: not the header, but still line 1.
+            return hint.group(1), ["\n"]
+        read.append(line)
+        if line.strip(_NOT_CONTENT):
+            return _sniff_delimiter(line[:_HEAD_BYTES]), read
+    return ",", read
+
+
+def _sniff_delimiter(line: str) -> str:
+    counts = dict.fromkeys(_DELIMITERS, 0)
+    quoted = False
+    for char in line:
+        if char == '"':
+            quoted = not quoted
+        elif not quoted and char in counts:
+            counts[char] += 1
+    if not any(counts.values()):
+        return ","  # a one-column file
+    return max(_DELIMITERS, key=counts.__getitem__)
+
+
+def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, cells) for every record, blank lines included."""
+    reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
+    start = 1
+    try:
+        for cells in reader:
+            yield start, cells
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        # csv's messages name only quote and delimiter characters, never the data.
+        raise ExportRejected(
+            UNREADABLE_FILE,
+            f"row {start}: the quoting is broken ({exc}); a quote is probably never closed or is "
+            "followed by text",
+            row=start,
+        ) from None
+
+
+# --- xlsx ----------------------------------------------------------------------------------
+
+
+def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
+    _check_inflated_size(path, limits)
+    try:
+        with CalamineWorkbook.from_path(str(path)) as workbook:
+            sheet = workbook.get_sheet_by_index(0)
+            if sheet.start is None:
+                raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
+            first_column, records = _sheet_records(sheet)
+            parsed = _collect(records, limits, first_column)
+    except (CalamineError, ValueError):
+        raise ExportRejected(
+            UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
+        ) from None
+    return _export(parsed, "xlsx", None, None)
+
+
+def _check_inflated_size(path: Path, limits: Limits) -> None:
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    total = sum(m.file_size for m in members)
+    if total > limits.max_uncompressed_bytes:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"the workbook unpacks to {_mb(total)}; the limit is {_mb(limits.max_uncompressed_bytes)}",
+            details={"bytes": total, "limit": limits.max_uncompressed_bytes},
+        )
+    for m in members:
+        ratio = m.file_size // max(m.compress_size, 1)
+        if m.file_size > _RATIO_FLOOR_BYTES and ratio > _MAX_COMPRESSION_RATIO:
+            raise ExportRejected(
+                FILE_TOO_LARGE,
+                f"the workbook part {m.filename!r} unpacks to {ratio} times its size: "
+                "this is not a normal workbook",
+            )
+
+
+def _sheet_records(sheet) -> tuple[int, Iterator[tuple[int, list[str]]]]:
+    """The sheet's first column number, and (sheet row, cells as text) for every row."""
+    start_row, _ = sheet.start
+    _, end_column = sheet.end
+    rows = iter(sheet.iter_rows())
+    first = next(rows, [])
+    # calamine (0.9) yields from the sheet's row 1 but from the first used column; check
+    # rather than assume, so another version cannot shift every row number silently.
+    first_row = start_row + 1 if start_row and any(v != "" for v in first) else 1
+    first_column = end_column + 2 - len(first) if first else 1
+
+    def records() -> Iterator[tuple[int, list[str]]]:
+        for number, row in enumerate(chain([first], rows), start=first_row):
+            yield number, [v if v.__class__ is str else _cell_text(v) for v in row]
+
+    return first_column, records()
+
+
+def _cell_text(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, float):
+        # Excel keeps 15 significant digits; whole numbers (account numbers, zips) lose ".0".
+        return str(int(value)) if value.is_integer() else format(value, ".15g")
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, (date, time)):
+        return value.isoformat()
+    return str(value)
+
+
+# --- shared --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Parsed:
+    labels: list[str]                  # per header position: the header text, or "(column N)"
+    names: list[str | None]            # per position: frame column name; None when dropped
+    headerless: set[int]               # positions without a header: kept only if they hold a value
+    has_value: set[int] = dataclasses.field(default_factory=set)
+    row_numbers: list[pa.Array] = dataclasses.field(default_factory=list)
+    # Per position, Arrow chunks; for a headerless column, a batch without a value is just its
+    # length, so Excel's empty trailing columns cost nothing.
+    chunks: dict[int, list[pa.Array | int]] = dataclasses.field(default_factory=dict)
+    count: int = 0
+
+    def add_batch(self, numbers: list[int], rows: list[list[str]]) -> None:
+        """Turn a batch of rows into Arrow column chunks, so memory holds one batch of Python strings."""
+        self.row_numbers.append(pa.array(numbers, type=pa.int64()))
+        for position, values in enumerate(zip(*rows)):
+            if self.names[position] is None:
+                continue
+            chunks = self.chunks.setdefault(position, [])
+            if position in self.headerless and not any(map(str.strip, values)):
+                chunks.append(len(values))
+                continue
+            self.has_value.add(position)
+            chunks.append(pa.array(values, type=pa.large_string()))
+        self.count += len(rows)
+        numbers.clear()
+        rows.clear()
+
+    def column(self, position: int) -> pa.ChunkedArray:
+        chunks = [c if isinstance(c, pa.Array) else pa.repeat("", c).cast(pa.large_string())
+                  for c in self.chunks[position]]
+        return pa.chunked_array(chunks, type=pa.large_string())
+
+    def kept(self, position: int) -> bool:
+        return self.names[position] is not None and (
+            position not in self.headerless or position in self.has_value
+        )
+
+
+def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int) -> _Parsed:
+    """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
+    for header_row, header in records:
+        if not _is_blank(header):
+            break
+    else:
+        raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
+    parsed = _read_header(header, header_row, limits, first_column)
+    width = len(parsed.labels)
+    max_length, max_rows = limits.max_field_length, limits.max_rows
+    rows: list[list[str]] = []
+    numbers: list[int] = []
+    room = min(max_rows, _BATCH_ROWS)
+    # The hot loop of a million-row file: C-level string operations only.
+    for row, cells in records:
+        joined = "".join(cells)
+        if not joined or joined.isspace():
+            continue
+        if len(cells) != width:
+            cells = _fit(cells, width, row)
+        if len(joined) > max_length:
+            _check_lengths(cells, row, parsed, max_length)
+        if len(rows) == room:
+            if parsed.count + room >= max_rows:
+                raise ExportRejected(
+                    TOO_MANY_ROWS, f"the file has more than {max_rows} data rows (the limit)",
+                    row=row, details={"limit": max_rows},
+                )
+            parsed.add_batch(numbers, rows)
+            room = min(max_rows - parsed.count, _BATCH_ROWS)
+        rows.append(cells)
+        numbers.append(row)
+    if rows:
+        parsed.add_batch(numbers, rows)
+    if not parsed.count:
+        raise ExportRejected(NO_DATA_ROWS, "the file has a header but no patient rows")
+    return parsed
+
+
+def _is_blank(cells: list[str]) -> bool:
+    return not "".join(cells).strip()
+
+
+def _read_header(header: list[str], row: int, limits: Limits, first_column: int) -> _Parsed:
+    if len(header) > limits.max_columns:
+        named = len(header)
+        while not header[named - 1].strip():
+            named -= 1
+        empty = len(header) - named
+        hint = f" ({empty} of them empty at the end: delete them in Excel)" if empty else ""
+        raise ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"the header has {len(header)} columns{hint}; the limit is {limits.max_columns}",
+            row=row, details={"columns": len(header), "limit": limits.max_columns},
+        )
+    labels: list[str] = []
+    names: list[str | None] = []
+    headerless: list[int] = []
+    seen: dict[str, str] = {}
+    for position, text in enumerate(header):
+        number = first_column + position
+        if len(text) > limits.max_field_length:
+            raise ExportRejected(
+                FIELD_TOO_LONG,
+                f"the header of column {number} is {len(text)} characters long; "
+                f"the limit is {limits.max_field_length}",
+                row=row,
+            )
+        if not text.strip():
+            labels.append(f"(column {number})")
+            names.append(f"__extra_{number}")
+            headerless.append(position)
+            continue
+        labels.append(text)
+        field = field_for_header(text)
+        if header_key(text) in IGNORED_HEADER_KEYS:
+            names.append(None)
+        elif field is None:
+            names.append(f"__extra_{number}")
+        elif field in seen:
+            raise ExportRejected(
+                DUPLICATE_COLUMNS,
+                f"columns {seen[field]!r} and {text!r} both map to the field {field}; keep one of them",
+                field=field,
+            )
+        else:
+            seen[field] = text
+            names.append(field)
+    return _Parsed(labels, names, set(headerless))
+
+
+def _fit(cells: list[str], width: int, row: int) -> list[str]:
+    if len(cells) < width:
+        return cells + [""] * (width - len(cells))
+    if "".join(cells[width:]).strip():
+        values = len(cells)
+        while not cells[values - 1].strip():
+            values -= 1
+        raise ExportRejected(
+            UNREADABLE_FILE,
+            f"row {row} has {values} values but the header has {width} columns",
+            row=row,
+        )
+    return cells[:width]
+
+
+def _check_lengths(cells: list[str], row: int, parsed: _Parsed, max_length: int) -> None:
+    for position, value in enumerate(cells):
+        name = parsed.names[position]
+        if name is None or len(value) <= max_length:
+            continue  # an ignored column (our own "Import Problem" notes) may be long
+        label = parsed.labels[position]
+        field = label if name.startswith("__extra_") else name
+        breaks = value.count("\n") + value.count("\r") - value.count("\r\n")
+        if breaks:
+            # A value running over many lines is far more often an unclosed quote than a note.
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                f"row {row}: the value in column {label!r} runs over {breaks + 1} lines and "
+                f"{len(value)} characters; a quote is probably never closed",
+                row=row, field=field,
+            )
+        raise ExportRejected(
+            FIELD_TOO_LONG,
+            f"row {row}: the value in column {label!r} is {len(value)} characters long; "
+            f"the limit is {max_length}",
+            row=row, field=field,
+        )
+
+
+def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: str | None) -> ParsedExport:
+    data: dict[str, pa.ChunkedArray] = {ROW_NUMBER: pa.chunked_array(parsed.row_numbers, type=pa.int64())}
+    headers: list[str] = []
+    columns: list[str] = []
+    problems: list[Problem] = []
+    for position, name in enumerate(parsed.names):
+        if not parsed.kept(position):
+            continue
+        label = parsed.labels[position]
+        headers.append(label)
+        columns.append(name)
+        data[name] = parsed.column(position)
+        if name.startswith("__extra_"):
+            problems.append(Problem(
+                code=UNKNOWN_COLUMN, field=label,
+                message=f"column {label!r} is not a patient field and is ignored",
+            ))
+    # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
+    frame = pa.table(data).to_pandas()
+    return ParsedExport(frame, headers, columns, problems, file_type, encoding, delimiter)
+
+
+def _mb(size: int) -> str:
+    return f"{size / (1024 * 1024):.1f} MB"

@@ -1,0 +1,147 @@
+"""The report stage: the import's final status in the store and its JSON report (SPEC §4, §6).
+
+The JSON is written whatever happened upstream, also when the store cannot be reached; then it
+says `failed` and the task fails so that Airflow retries it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from include.patient_import import files, records, settings
+from include.patient_import import problems as p
+from include.patient_import.rules import Counts
+
+log = logging.getLogger(__name__)
+
+
+class StoreUnavailable(Exception):
+    """The store could not be reached to finalise the import; the JSON report says `failed`."""
+
+
+def report_path(practice_id: str, import_id: str) -> Path:
+    folder = practice_id if files.is_safe_id(practice_id) else "_unknown"
+    return settings.area("reports", folder, f"{import_id}.json")
+
+
+def _iso(value) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def build_report(record: dict, problems: list[p.Problem]) -> dict:
+    """The report document of SPEC §6, plus where the import's files are."""
+    details = json.loads(record["details"]) if record.get("details") else {}
+    return {
+        "import_id": record["id"],
+        "practice_id": record["practice_id"],
+        "status": record["status"],
+        "dry_run": bool(record["dry_run"]),
+        "export": {"name": record["export_name"], "sha256": record["export_sha256"],
+                   "exported_on": _iso(record["exported_on"]), "bytes": record.get("export_bytes")},
+        "counts": {k: int(record.get(k) or 0) for k in Counts().as_dict()},
+        "problems": [x.to_dict() for x in sorted(problems, key=p.Problem.sort_key)],
+        "details": details,
+        "files": {k: record.get(f"{k}_path") for k in
+                  ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
+        "dag_run_id": record["dag_run_id"],
+        "started_at": _iso(record.get("started_at")),
+        "finished_at": _iso(record.get("finished_at")),
+    }
+
+
+def write_report(document: dict) -> Path:
+    path = report_path(document["practice_id"], document["import_id"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def _failed_problem(reason: str) -> p.Problem:
+    return p.Problem(code=p.IMPORT_FAILED, message=reason)
+
+
+def _finalise_in_store(engine: Engine, import_id: str) -> dict:
+    with engine.connect() as conn:
+        record = records.get_import(conn, import_id)
+    if record is None:
+        raise LookupError(f"import {import_id} is not registered in the store")
+    updates: dict = {"finished_at": records.now()}
+    if record["loaded_at"] is None:
+        # Load never committed: an infrastructure fault retries could not overcome.
+        read = _staged_read(import_id)
+        updates |= {"status": p.Status.FAILED.value, "read": read, "rejected": read,
+                    **{k: 0 for k in ("inserted", "updated", "unchanged", "skipped")}}
+        records.replace_problem(engine, import_id, _failed_problem(
+            "the import did not complete (an infrastructure fault that retries could not overcome); "
+            "no patient changed. Re-run it after the fault is fixed."))
+    status = updates.get("status", record["status"])
+    if status == p.Status.REJECTED.value and not record["dry_run"] and record["archive_path"]:
+        archived = Path(record["archive_path"])
+        if archived.exists():
+            updates["quarantine_path"] = str(files.quarantine(archived, _folder(record["practice_id"])))
+        if record.get("upload_path"):
+            # A rejected import must leave nothing that someone could upload by mistake.
+            Path(record["upload_path"]).unlink(missing_ok=True)
+            updates["upload_path"] = None
+    updates["report_path"] = str(report_path(record["practice_id"], import_id))
+    records.update_import(engine, import_id, **updates)
+    with engine.connect() as conn:
+        record = records.get_import(conn, import_id)
+        problems = records.import_problems(conn, import_id)
+    return build_report(record, problems)
+
+
+def _folder(practice_id: str) -> str:
+    return practice_id if files.is_safe_id(practice_id) else "_unknown"
+
+
+def _staged_read(import_id: str) -> int:
+    rows = files.staging_dir(import_id) / "rows.parquet"
+    if not rows.exists():
+        return 0
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(rows).metadata.num_rows
+
+
+def _report_from_staging(import_id: str, reason: str) -> dict:
+    """The report when the store cannot be reached: what staging knows, status `failed`."""
+    from include.patient_import.pipeline import Job
+
+    job = Job.load(import_id)
+    read = _staged_read(import_id)
+    return {
+        "import_id": import_id, "practice_id": job.practice_id, "status": p.Status.FAILED.value,
+        "dry_run": job.dry_run,
+        "export": {"name": job.export_name, "sha256": job.sha256, "exported_on": job.exported_on,
+                   "bytes": job.size},
+        "counts": Counts.all_rejected(read).as_dict(),
+        "problems": [_failed_problem(reason).to_dict()],
+        "details": {}, "files": {"archive": job.archive_path}, "dag_run_id": None,
+        "started_at": None, "finished_at": records.now().isoformat(),
+    }
+
+
+def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dict:
+    """Finalise one import and write its report; returns a summary without patient data."""
+    try:
+        document = _finalise_in_store(engine_factory(), import_id)
+    except SQLAlchemyError as exc:
+        log.error("import %s: the store could not be reached (%s); writing the report from staging",
+                  import_id, type(exc).__name__)
+        document = _report_from_staging(import_id, "the patient store could not be reached to finish the import")
+        path = write_report(document)
+        raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
+    path = write_report(document)
+    files.clear_staging(import_id)
+    return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],
+            "dry_run": document["dry_run"], "counts": document["counts"], "report": str(path)}

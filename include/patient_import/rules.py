@@ -1,0 +1,159 @@
+"""The business rules of SPEC §3 that decide each row's one outcome.
+
+Row errors (missing fields, account numbers, duplicates) are decided by the `patient_rows` suite;
+this module derives the columns that suite checks, applies the rules that need the store
+(inactive patients, payment-plan lists, export order, insert / update / unchanged), and counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import pandas as pd
+
+from include.patient_import import problems as p
+from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
+from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER
+from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW, REJECTED
+
+# Every stored patient value an export can set: the canonical fields and the phone extensions.
+DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
+# Stored under another name: the account number is the 3rd-party software account number.
+STORE_COLUMN = {"account_number": "third_party_acct_number"}
+CODE = "code"
+OUTCOME = "outcome"
+
+
+def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
+    """The frame the `patient_rows` suite validates: required fields plus duplicate counts.
+
+    Rows are compared on all their normalised data; rows without an account number are left to
+    the missing-field check.
+    """
+    frame = normalized[[ROW_NUMBER, "account_number", "last_name", "first_name"]].copy()
+    digest = pd.util.hash_pandas_object(normalized[list(DATA_COLUMNS)].fillna("\x00"), index=False)
+    keyed = pd.DataFrame({"account": normalized["account_number"], "digest": digest})
+    has_account = keyed["account"].notna()
+    variants = keyed[has_account].groupby("account")["digest"].transform("nunique")
+    copies = keyed[has_account].groupby(["account", "digest"]).cumcount()
+    frame[ACCOUNT_DATA_VARIANTS] = variants.reindex(frame.index).fillna(1).astype("int64")
+    frame[EARLIER_COPIES] = copies.reindex(frame.index).fillna(0).astype("int64")
+    return frame
+
+
+def winning_codes(row_numbers: pd.Series, failures: dict[int, set[str]]) -> pd.Series:
+    """The one code per row that decides its outcome, by SPEC §3's order; None where none applies."""
+    rank = {code: i for i, code in enumerate(p.PRECEDENCE)}
+    best = {row: min(codes, key=rank.__getitem__) for row, codes in failures.items() if codes}
+    return row_numbers.map(best).astype("object").where(row_numbers.isin(best.keys()), None)
+
+
+def rejected_flags(codes: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({REJECTED: codes.isin(p.ROW_ERROR_CODES).astype("int64")})
+
+
+@dataclass(frozen=True)
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+    @classmethod
+    def of(cls, outcomes: pd.Series) -> "Counts":
+        tally = outcomes.value_counts()
+        return cls(read=len(outcomes), **{o: int(tally.get(o, 0)) for o in p.OUTCOMES})
+
+    @classmethod
+    def all_rejected(cls, read: int) -> "Counts":
+        return cls(read=read, rejected=read)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"read": self.read, "inserted": self.inserted, "updated": self.updated,
+                "unchanged": self.unchanged, "skipped": self.skipped, "rejected": self.rejected}
+
+
+def stored_as_text(stored: pd.DataFrame) -> pd.DataFrame:
+    """Stored values as the normaliser writes them (ISO dates), so they compare with the export's."""
+    return stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, date) else v))
+
+
+def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practice,
+                    exported_on: date) -> pd.DataFrame:
+    """Each row's outcome and code, given the store (SPEC §3 rules 2, 3, 7 and the sync rule 6).
+
+    `frame` holds the normalised rows and their suite `code` (row errors and duplicate copies);
+    `stored` the practice's stored patients indexed by account number, with
+    `last_seen_exported_on`. Returns `frame` with `outcome`, `code`, and `changed` (rows whose
+    write changes a stored value).
+    """
+    out = frame.copy()
+    code = out[CODE].astype("object")
+    account = out["account_number"]
+    exists = account.isin(stored.index)
+    pending = code.isna()
+
+    inactive_new = pending & ~exists & out["status"].eq("inactive") & (not practice.uses_drip_education)
+    code = code.mask(inactive_new, p.INACTIVE_WITHOUT_DRIP_EDUCATION)
+    pending = code.isna()
+
+    plan = practice.payment_plan_list
+    if plan is not None:
+        code = code.mask(pending & ~account.isin(plan), p.NOT_ON_PAYMENT_PLAN_LIST)
+        pending = code.isna()
+
+    last_seen = account.map(stored["last_seen_exported_on"]) if len(stored) else pd.Series(None, index=out.index)
+    older = pending & exists & last_seen.notna() & (last_seen.astype("object") > exported_on.isoformat())
+    code = code.mask(older, p.OLDER_THAN_STORED)
+    pending = code.isna()
+
+    changed = pd.Series(False, index=out.index)
+    if len(stored):
+        before = stored_as_text(stored.reindex(account.where(exists)))
+        before.index = out.index
+        for column in DATA_COLUMNS:
+            target = STORE_COLUMN.get(column, column)
+            new = out[column]
+            changed |= new.notna() & (new.astype("object") != before[target].astype("object"))
+
+    outcome = pd.Series(p.UNCHANGED, index=out.index, dtype="object")
+    outcome = outcome.mask(pending & ~exists, p.INSERTED)
+    outcome = outcome.mask(pending & exists & changed, p.UPDATED)
+    outcome = outcome.mask(code.isin(p.SKIP_CODES), p.SKIPPED)
+    outcome = outcome.mask(code.isin(p.ROW_ERROR_CODES), p.REJECTED)
+    out[OUTCOME] = outcome
+    out[CODE] = code
+    out["changed"] = changed & pending
+    out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
+    return out
+
+
+def capacity_parameters(practice: Practice, stored_count: int) -> dict[str, int]:
+    """The `practice_capacity` suite's parameter: how many new patients still fit (never negative,
+    so an import that adds nobody always passes, SPEC §3 rule 1)."""
+    from include.patient_import.suites import CAPACITY_REMAINING
+
+    return {CAPACITY_REMAINING: max(practice.capacity - stored_count, 0)}
+
+
+def capacity_rejection(practice: Practice, stored_count: int, new: int) -> p.ExportRejected:
+    overflow = stored_count + new - practice.capacity
+    return p.ExportRejected(
+        p.CAPACITY_EXCEEDED,
+        f"importing {new} new patients would exceed the practice's capacity of {practice.capacity} "
+        f"({stored_count} stored; {overflow} over)",
+        details={"capacity": practice.capacity, "stored": stored_count, "new": new, "overflow": overflow},
+    )
+
+
+def payment_plan_warning(practice: Practice, new: int) -> p.Problem | None:
+    """SPEC §3 rule 3: a large import for a payment-plan-only practice without a list."""
+    if practice.payment_plan_only and practice.payment_plan_list is None and new > LARGE_PAYMENT_PLAN_IMPORT:
+        return p.Problem(
+            code=p.LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE,
+            message=(f"{new} new patients for a practice that uses only payment-plan systems and keeps "
+                     f"no payment_plan_accounts list (more than {LARGE_PAYMENT_PLAN_IMPORT})"))
+    return None

@@ -1,0 +1,193 @@
+"""The patient store: tables, engine and the per-practice lock (SPEC §5, §6).
+
+The schema is created by the Alembic migrations in `migrations/`; these models are their mirror for
+queries and must change together with a new migration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import date, datetime
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from include.patient_import import settings
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_SECONDS = 60
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Practice(Base):
+    __tablename__ = "practices"
+
+    id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(sa.Text)
+    capacity: Mapped[int] = mapped_column(sa.Integer)
+    systems: Mapped[str] = mapped_column(sa.Text, default="")  # comma-separated, sorted
+    updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+
+
+class Patient(Base):
+    __tablename__ = "patients"
+    __table_args__ = (
+        sa.UniqueConstraint("practice_id", "third_party_acct_number", name="uq_patients_practice_acct"),
+    )
+
+    # Cash Practice's own id for the patient: the upload file's ClientID.
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    practice_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("practices.id"), index=True)
+    third_party_acct_number: Mapped[str | None] = mapped_column(sa.String(32))
+    first_name: Mapped[str | None] = mapped_column(sa.Text)
+    last_name: Mapped[str | None] = mapped_column(sa.Text)
+    middle_initial: Mapped[str | None] = mapped_column(sa.Text)
+    address1: Mapped[str | None] = mapped_column(sa.Text)
+    address2: Mapped[str | None] = mapped_column(sa.Text)
+    city: Mapped[str | None] = mapped_column(sa.Text)
+    state: Mapped[str | None] = mapped_column(sa.String(2))
+    zip: Mapped[str | None] = mapped_column(sa.String(10))
+    home_phone: Mapped[str | None] = mapped_column(sa.String(10))
+    home_phone_ext: Mapped[str | None] = mapped_column(sa.String(10))
+    cell_phone: Mapped[str | None] = mapped_column(sa.String(10))
+    cell_phone_ext: Mapped[str | None] = mapped_column(sa.String(10))
+    email: Mapped[str | None] = mapped_column(sa.Text)
+    birth_date: Mapped[date | None] = mapped_column(sa.Date)
+    gender: Mapped[str | None] = mapped_column(sa.String(1))
+    status: Mapped[str] = mapped_column(sa.String(8), default="active")
+    last_visit: Mapped[date | None] = mapped_column(sa.Date)
+    last_seen_exported_on: Mapped[date | None] = mapped_column(sa.Date)
+    created_import_id: Mapped[str | None] = mapped_column(sa.String(80))
+    updated_import_id: Mapped[str | None] = mapped_column(sa.String(80))
+
+
+class Import(Base):
+    __tablename__ = "imports"
+
+    id: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    practice_id: Mapped[str] = mapped_column(sa.String(64), index=True)
+    dag_run_id: Mapped[str] = mapped_column(sa.Text)
+    map_index: Mapped[int] = mapped_column(sa.Integer, default=-1)
+    run_type: Mapped[str] = mapped_column(sa.String(32), default="manual")
+    export_name: Mapped[str] = mapped_column(sa.Text)
+    export_sha256: Mapped[str] = mapped_column(sa.String(64))
+    export_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    archive_path: Mapped[str | None] = mapped_column(sa.Text)
+    exported_on: Mapped[date] = mapped_column(sa.Date)
+    dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False)
+    status: Mapped[str] = mapped_column(sa.String(32), index=True)
+    read: Mapped[int] = mapped_column(sa.Integer, default=0)
+    inserted: Mapped[int] = mapped_column(sa.Integer, default=0)
+    updated: Mapped[int] = mapped_column(sa.Integer, default=0)
+    unchanged: Mapped[int] = mapped_column(sa.Integer, default=0)
+    skipped: Mapped[int] = mapped_column(sa.Integer, default=0)
+    rejected: Mapped[int] = mapped_column(sa.Integer, default=0)
+    started_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
+    loaded_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    finished_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    report_path: Mapped[str | None] = mapped_column(sa.Text)
+    upload_path: Mapped[str | None] = mapped_column(sa.Text)
+    rejected_rows_path: Mapped[str | None] = mapped_column(sa.Text)
+    data_docs_path: Mapped[str | None] = mapped_column(sa.Text)
+    quarantine_path: Mapped[str | None] = mapped_column(sa.Text)
+    details: Mapped[str | None] = mapped_column(sa.Text)  # JSON: figures of a rejection (capacity, ...)
+
+
+class ImportRow(Base):
+    """The one outcome of each row read (SPEC §4)."""
+
+    __tablename__ = "import_rows"
+
+    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), primary_key=True)
+    row_number: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
+    account_number: Mapped[str | None] = mapped_column(sa.String(32))
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    code: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class ImportProblem(Base):
+    __tablename__ = "import_problems"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    row_number: Mapped[int | None] = mapped_column(sa.Integer)
+    account_number: Mapped[str | None] = mapped_column(sa.String(32))
+    field: Mapped[str | None] = mapped_column(sa.Text)
+    code: Mapped[str] = mapped_column(sa.String(64))
+    severity: Mapped[str] = mapped_column(sa.String(8))
+    message: Mapped[str] = mapped_column(sa.Text)
+
+
+def sqlalchemy_url(conn_type: str | None, host: str | None = None, login: str | None = None,
+                   password: str | None = None, port: int | None = None, schema: str | None = None) -> str:
+    """The SQLAlchemy URL for the fields of an Airflow connection (`patient_store`)."""
+    kind = (conn_type or "").lower()
+    if kind == "sqlite":
+        # Airflow keeps a SQLite connection's file path in `host`.
+        return f"sqlite:///{host}"
+    if kind in ("postgres", "postgresql"):
+        url = sa.URL.create("postgresql+psycopg", username=login or None, password=password or None,
+                            host=host or None, port=port or None, database=schema or None)
+        return url.render_as_string(hide_password=False)
+    raise ValueError(f"patient_store connection type {conn_type!r} is not supported (use sqlite or postgres)")
+
+
+def create_store_engine(url: str | None = None) -> Engine:
+    """An engine that never prints bound values (patient data) in its errors.
+
+    SQLite: the file's folder is created, WAL lets readers work during a load, and every
+    transaction starts with BEGIN IMMEDIATE so writers queue on the busy timeout instead of
+    failing half-way.
+    """
+    url = url or settings.default_store_url()
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, hide_parameters=True,
+                                  connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_on_connect(dbapi_conn, _record):  # noqa: ANN001
+            dbapi_conn.isolation_level = None  # let SQLAlchemy's "begin" event emit BEGIN itself
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin_immediate(conn):  # noqa: ANN001
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
+
+
+def lock_practice(conn: Connection, practice_id: str) -> None:
+    """Serialise imports of one practice until the transaction ends (SPEC §3 rule 1, issue #3).
+
+    PostgreSQL: a transaction-scoped advisory lock keyed on the practice. SQLite: the
+    transaction already holds the database's write lock (BEGIN IMMEDIATE).
+    """
+    if conn.dialect.name == "postgresql":
+        key = int.from_bytes(hashlib.sha256(practice_id.encode()).digest()[:8], "big", signed=True)
+        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the store's schema to the newest migration (idempotent)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")

@@ -1,0 +1,161 @@
+"""The validate stage: read the export, normalise it, and let the suites decide what is rejected.
+
+The outcome goes to the import's staging folder: the normalised rows with their suite code
+(Parquet), the rows as read (for the rejected-rows file) and the problems (JSON).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy.engine import Engine
+
+from include.patient_import import files, settings
+from include.patient_import import problems as p
+from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
+from include.patient_import.practices import Practice
+from include.patient_import.rules import CODE, OUTCOME, capacity_parameters, capacity_rejection, check_frame, \
+    decide_outcomes, rejected_flags, winning_codes
+from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER
+from include.patient_import.suites import EXPORT_COLUMNS, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
+
+_ROW_MESSAGES = {
+    p.MISSING_REQUIRED_FIELD: "{header} is required",
+    p.INVALID_ACCOUNT_NUMBER: "the account number is not a whole number (Excel may have turned it into "
+                              "scientific notation, which loses digits); correct it and import the row again",
+    p.DUPLICATE_ACCOUNT_NUMBER: "another row of the file has this account number with different data; "
+                                "neither is imported",
+    p.DUPLICATE_ROW: "identical to an earlier row of the file; imported once",
+}
+
+
+@dataclass
+class Validation:
+    frame: pd.DataFrame | None = None  # normalised rows with their suite `code`
+    raw: pd.DataFrame | None = None  # the rows as read
+    headers: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    problems: list[p.Problem] = field(default_factory=list)
+    rejection: p.ExportRejected | None = None
+    docs_index: Path | None = None
+
+    @property
+    def read(self) -> int:
+        return 0 if self.frame is None else len(self.frame)
+
+
+def _row_problems(failures: list[SuiteFailure], accounts: dict[int, str | None]) -> tuple[dict[int, set[str]], list[p.Problem]]:
+    by_row: dict[int, set[str]] = {}
+    found = []
+    for failure in failures:
+        header = FIELDS_BY_NAME[failure.field].header if failure.field else ""
+        for row in failure.rows:
+            by_row.setdefault(row, set()).add(failure.code)
+            found.append(p.Problem(code=failure.code, message=_ROW_MESSAGES[failure.code].format(header=header),
+                                   row=row, account_number=accounts.get(row), field=failure.field))
+    return by_row, found
+
+
+def _missing_columns(present: list[str]) -> p.ExportRejected:
+    missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in present]
+    return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS,
+                            f"the export has no column for: {', '.join(missing)} (required)")
+
+
+def _too_many_rejected(codes: pd.Series) -> p.ExportRejected:
+    rejected = int(codes.isin(p.ROW_ERROR_CODES).sum())
+    return p.ExportRejected(
+        p.TOO_MANY_REJECTED_ROWS,
+        f"{rejected} of {len(codes)} rows ({rejected / len(codes):.0%}) were rejected; more than a quarter "
+        "means this is probably not the right file", details={"rejected_rows": rejected, "read": len(codes)})
+
+
+def validate_export(engine: Engine, job, practice: Practice | None, *, today: date) -> Validation:
+    """Validate one export; a file-level rejection is returned in the result, not raised."""
+    from include.patient_import.load import count_patients, stored_patients
+    from include.patient_import.normalize import normalize_export
+    from include.patient_import.reader import read_export
+
+    result = Validation()
+    if job.rejection or practice is None:
+        result.rejection = job.rejected() or p.ExportRejected(p.UNKNOWN_PRACTICE, "unknown practice")
+        return result
+    runner = SuiteRunner(project_dir=files.staging_dir(job.import_id) / "gx",
+                         docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
+    try:
+        parsed = read_export(Path(job.source), settings.Limits.from_env())
+        result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
+        result.problems += parsed.problems
+        if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
+            raise _missing_columns(parsed.columns)
+
+        normalized = normalize_export(parsed.frame, today=today)
+        frame = normalized.frame
+        result.problems += normalized.problems
+        accounts = dict(zip(frame[ROW_NUMBER].astype(int), frame["account_number"]))
+        by_row, row_problems = _row_problems(runner.run(PATIENT_ROWS, check_frame(frame)), accounts)
+        frame[CODE] = winning_codes(frame[ROW_NUMBER], by_row)
+        # Every row error is reported, so the office fixes them all at once; a skip only when it decided.
+        winners = dict(zip(frame[ROW_NUMBER].astype(int), frame[CODE]))
+        result.problems += [x for x in row_problems if x.code in p.ROW_ERROR_CODES or winners[x.row] == x.code]
+        result.frame = frame
+
+        flags = rejected_flags(frame[CODE])
+        flags[ROW_NUMBER] = frame[ROW_NUMBER]
+        if runner.run(REJECTED_SHARE, flags):
+            raise _too_many_rejected(frame[CODE])
+
+        with engine.connect() as conn:
+            stored = stored_patients(conn, practice.id)
+            stored_count = count_patients(conn, practice.id)
+        decided = decide_outcomes(frame, stored, practice, date.fromisoformat(job.exported_on))
+        new = int((decided[OUTCOME] == p.INSERTED).sum())
+        if new and runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, "is_new"]],
+                              capacity_parameters(practice, stored_count)):
+            raise capacity_rejection(practice, stored_count, new)
+    except p.ExportRejected as exc:
+        result.rejection = exc
+    finally:
+        result.docs_index = runner.build_docs()
+    return result
+
+
+def save_validation(import_id: str, validation: Validation) -> None:
+    stage = files.staging_dir(import_id)
+    stage.mkdir(parents=True, exist_ok=True)
+    if validation.frame is not None:
+        validation.frame.to_parquet(stage / "rows.parquet", index=False)
+    if validation.raw is not None:
+        validation.raw.to_parquet(stage / "raw.parquet", index=False)
+    rejection = validation.rejection
+    doc = {
+        "headers": validation.headers, "columns": validation.columns,
+        "problems": [x.to_dict() for x in validation.problems],
+        "rejection": None if rejection is None else {
+            "code": rejection.code, "message": rejection.message, "row": rejection.row,
+            "field": rejection.field, "details": rejection.details},
+        "docs_index": str(validation.docs_index) if validation.docs_index else None,
+    }
+    tmp = stage / ".validation.json.tmp"
+    tmp.write_text(json.dumps(doc), encoding="utf-8")
+    tmp.replace(stage / "validation.json")
+
+
+def load_validation(import_id: str) -> Validation:
+    stage = files.staging_dir(import_id)
+    doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
+    frame = pd.read_parquet(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
+    raw = pd.read_parquet(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
+    if frame is not None:
+        frame = frame.astype("object").where(frame.notna(), None)
+        frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
+    rejection = doc["rejection"]
+    return Validation(
+        frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
+        problems=[p.Problem(**x) for x in doc["problems"]],
+        rejection=p.ExportRejected(**rejection) if rejection else None,
+        docs_index=Path(doc["docs_index"]) if doc["docs_index"] else None)

@@ -1,0 +1,56 @@
+"""Runs `patient_import` once through the real DAG (`dag.test()`) and prints what happened.
+
+Used by `make run` (the demo) and `make import`. Exits 1 when an import was rejected or failed,
+2 when the run could not start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--practice", default="", help="practice id (empty: every practice's inbox)")
+    parser.add_argument("--file", default="", help="one export file to import")
+    parser.add_argument("--exported-on", default="", help="export date YYYY-MM-DD")
+    parser.add_argument("--dry-run", action="store_true")
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = _parse()
+    conf: dict = {"practice_id": args.practice, "dry_run": args.dry_run}
+    if args.file:
+        path = Path(args.file).expanduser()
+        if not path.is_file():
+            print(f"error: {args.file!r} is not a file", file=sys.stderr)
+            return 2
+        conf["export_file"] = str(path.resolve())
+        if not args.practice:
+            print("error: PRACTICE=<id> is required with FILE", file=sys.stderr)
+            return 2
+    if args.exported_on:
+        conf["exported_on"] = args.exported_on
+
+    from airflow.dag_processing.dagbag import DagBag
+
+    from include.patient_import.summary import print_run_summary
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import.py"))
+    if bag.import_errors:
+        print(json.dumps(bag.import_errors, indent=1), file=sys.stderr)
+        return 2
+    dag = bag.get_dag("patient_import")
+    run = dag.test(run_conf=conf)
+    return print_run_summary(run.run_id, str(run.state))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

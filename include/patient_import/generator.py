@@ -337,7 +337,8 @@ def _contains_any(s: pd.Series, chars: str) -> np.ndarray:
     return found
 
 
-def _variants(rng: np.random.Generator, n: int, shares: Sequence[float], allowed: np.ndarray | None = None) -> np.ndarray:
+def _variants(rng: np.random.Generator, n: int, shares: Sequence[float],
+              allowed: np.ndarray | None = None) -> np.ndarray:
     """Variant k+1 for ``shares[k]`` of the rows, 0 for the rest and for rows not ``allowed``."""
     p = np.array([1 - sum(shares), *shares])
     variant = rng.choice(len(p), size=n, p=p)
@@ -361,7 +362,8 @@ def _mdy(days: np.ndarray) -> pd.Series:
     first = days.min()
     calendar = first + np.arange((days.max() - first).astype(np.int64) + 1)
     year, month, day = _ymd(calendar)
-    return _take(_join(_digits(month), "/", _digits(day), "/", _digits(year)), (days - first).astype(np.int64))
+    formatted = _join(_digits(month), "/", _digits(day), "/", _digits(year))
+    return _take(formatted, (days - first).astype(np.int64))
 
 
 def _parse_mdy(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -375,7 +377,8 @@ def _parse_mdy(s: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     widths = pc.utf8_length(pc.list_flatten(parts.take(pa.array(rows)))).to_numpy().reshape(-1, 3)
     rows = rows[(widths[:, 0] >= 1) & (widths[:, 0] <= 2) & (widths[:, 1] >= 1) & (widths[:, 1] <= 2)
                 & (widths[:, 2] == 4)]
-    month, day, year = pc.cast(pc.list_flatten(parts.take(pa.array(rows))), pa.int64()).to_numpy().reshape(-1, 3).T
+    numbers = pc.cast(pc.list_flatten(parts.take(pa.array(rows))), pa.int64()).to_numpy()
+    month, day, year = numbers.reshape(-1, 3).T
     plausible = (month >= 1) & (month <= 12) & (day >= 1) & (day <= 31)
     rows, month, day, year = rows[plausible], month[plausible], day[plausible], year[plausible]
     dates = ((year - 1970) * 12 + month - 1).astype("datetime64[M]").astype("datetime64[D]") + (day - 1)
@@ -409,7 +412,9 @@ def generate_patients(rows: int, *, seed: int = 0, first_account: int = 10001,
     today64 = np.datetime64(today or date.today(), "D")
     blocks = [_patient_block(np.random.default_rng([seed, _PATIENTS, k]), n, first_account + start,
                              inactive_share, today64) for k, (start, n) in enumerate(_blocks(rows))]
-    return pd.concat(blocks, ignore_index=True) if blocks else _patient_block(np.random.default_rng(0), 0, 0, 0, today64)
+    if not blocks:
+        return _patient_block(np.random.default_rng(0), 0, first_account, inactive_share, today64)
+    return pd.concat(blocks, ignore_index=True)
 
 
 def _blocks(rows: int) -> list[tuple[int, int]]:
@@ -502,7 +507,8 @@ def _emails(rng: np.random.Generator, first: pd.Series, last: pd.Series) -> pd.S
 
 # --- bad rows and duplicates -----------------------------------------------------------------
 
-def _bad_kinds(rng: np.random.Generator, today64: np.datetime64) -> tuple[tuple[str, str, Callable[[int], pd.Series]], ...]:
+def _bad_kinds(rng: np.random.Generator,
+               today64: np.datetime64) -> tuple[tuple[str, str, Callable[[int], pd.Series]], ...]:
     """(code, field, maker of bad values): one rule broken per row, in the order kinds are dealt."""
     def pick(pool: Sequence[str]) -> Callable[[int], pd.Series]:
         return lambda n: _take(_pool(pool), rng.integers(0, len(pool), n))
@@ -557,7 +563,8 @@ def add_problems(patients: pd.DataFrame, *, seed: int = 0, bad_share: float = 0.
     """
     _check_share("bad_share", bad_share)
     _check_share("duplicate_share", duplicate_share)
-    return _add_problems(patients, np.random.default_rng([seed, _PROBLEMS]), np.datetime64(today or date.today(), "D"),
+    rng = np.random.default_rng([seed, _PROBLEMS])
+    return _add_problems(patients, rng, np.datetime64(today or date.today(), "D"),
                          round(bad_share * len(patients)), round(duplicate_share * len(patients)))
 
 
@@ -579,7 +586,8 @@ def _add_problems(patients: pd.DataFrame, rng: np.random.Generator, today64: np.
     kinds = _bad_kinds(rng, today64)
     # Each row's problem as a position in `carried`: 0 for none, then the bad kinds, then duplicates.
     carried = [("", ""), *((code, field) for code, field, _ in kinds),
-               (problems.DUPLICATE_ACCOUNT_NUMBER, "account_number"), (problems.DUPLICATE_ROW, "account_number")]
+               (problems.DUPLICATE_ACCOUNT_NUMBER, "account_number"),
+               (problems.DUPLICATE_ROW, "account_number")]
     conflict, duplicate = len(carried) - 2, len(carried) - 1
     problem = np.zeros(n, dtype=np.int64)
     dealt = rng.permutation(np.arange(n_bad) % len(kinds))
@@ -648,7 +656,8 @@ def _render_phone(s: pd.Series, rng: np.random.Generator, extension_ok: np.ndarr
     return _where(ten, formatted, s)
 
 
-def _render_date(s: pd.Series, rng: np.random.Generator, xlsx: bool, two_digit_years: tuple[int, int]) -> pd.Series | np.ndarray:
+def _render_date(s: pd.Series, rng: np.random.Generator, xlsx: bool,
+                 two_digit_years: tuple[int, int]) -> pd.Series | np.ndarray:
     """Dates as Excel leaves them; each distinct value is parsed and formatted once.
 
     Two-digit years only within ``two_digit_years`` (inclusive), where every usual pivot
@@ -681,7 +690,8 @@ def _render_date(s: pd.Series, rng: np.random.Generator, xlsx: bool, two_digit_y
     return _take(table, variant * len(uniques) + codes)
 
 
-def _render_choice(s: pd.Series, rng: np.random.Generator, spellings: dict[str, tuple[tuple[str, float], ...]]) -> pd.Series:
+def _render_choice(s: pd.Series, rng: np.random.Generator,
+                   spellings: dict[str, tuple[tuple[str, float], ...]]) -> pd.Series:
     """Known values replaced by one of their other spellings, each at its share."""
     pool = np.array([spelling for options in spellings.values() for spelling, _ in options], dtype=object)
     chosen = np.full(len(s), -1)
@@ -713,8 +723,9 @@ def _render_state(s: pd.Series, rng: np.random.Generator) -> pd.Series:
     known = _flags(pc.is_valid(position))
     draw = rng.random(len(s))
     full_rows = np.flatnonzero(known & (draw < 0.02))
-    out = _assign(s, full_rows, _STATE_FULL.to_numpy()[position.to_numpy(zero_copy_only=False)[full_rows].astype(np.int64)])
-    return out.mask(known & (draw >= 0.02) & (draw < 0.05), s.str.lower())
+    positions = position.to_numpy(zero_copy_only=False)[full_rows].astype(np.int64)
+    out = _assign(s, full_rows, _STATE_FULL.to_numpy()[positions])
+    return _where(known & (draw >= 0.02) & (draw < 0.05), s.str.lower(), out)
 
 
 def _render_email(s: pd.Series, rng: np.random.Generator) -> pd.Series:
@@ -756,13 +767,15 @@ def _damage(block: pd.DataFrame, rng: np.random.Generator, *, xlsx: bool, data_o
     spaced = np.flatnonzero(_contains_any(c["address2"], " ") & data_ok)
     if len(spaced):
         line_breaks[rng.choice(spaced, size=max(1, len(spaced) // 500), replace=False)] = True
+    accounts = c["account_number"]
     out: Cells = {
-        "account_number": _numbers(c["account_number"], rng, 0.15) if xlsx else _render_account(c["account_number"], rng),
+        "account_number": _numbers(accounts, rng, 0.15) if xlsx else _render_account(accounts, rng),
         "last_name": _render_spaces(c["last_name"], rng, 0.01, "trailing"),
         "first_name": _render_spaces(c["first_name"], rng, 0.01, "leading"),
         "middle_initial": c["middle_initial"],
         "address1": _render_spaces(c["address1"], rng, 0.02, "double"),
-        "address2": _apply(c["address2"], line_breaks, lambda v: v.str.replace(" ", "\n", n=1, regex=False)),  # Alt-Enter
+        # Alt-Enter in a cell
+        "address2": _apply(c["address2"], line_breaks, lambda v: v.str.replace(" ", "\n", n=1, regex=False)),
         "city": c["city"],
         "state": _render_state(c["state"], rng),
         "home_phone": _render_phone(c["home_phone"], rng, data_ok),
@@ -777,7 +790,8 @@ def _damage(block: pd.DataFrame, rng: np.random.Generator, *, xlsx: bool, data_o
     if xlsx:
         out["zip"] = _numbers(zips, rng, 0.5, 5)  # 02134 becomes the number 2134
     else:
-        lost = _is_decimal(zips, 5) & _flags(pc.starts_with(_arrow(zips), "0")) & (rng.random(len(zips)) < 0.5)
+        leading_zero = _is_decimal(zips, 5) & _flags(pc.starts_with(_arrow(zips), "0"))
+        lost = leading_zero & (rng.random(len(zips)) < 0.5)
         out["zip"] = _apply(zips, lost, lambda v: v.str.lstrip("0"))
     return out
 
@@ -813,10 +827,11 @@ def write_export(patients: pd.DataFrame, path: Path, *, fmt: str = "csv", encodi
     # An exact copy must stay one: no extension or line break on a row whose account repeats.
     accounts = patients.get("account_number", pd.Series("", index=patients.index, dtype="str"))
     data_ok = ~(accounts.duplicated(keep=False) & (accounts != "")).to_numpy()
-    blocks = ((patients.iloc[start:start + n], data_ok[start:start + n]) for start, n in _blocks(len(patients)))
-    return _write(blocks, len(patients), Path(path), fmt=fmt, encoding=encoding, excel_artefacts=excel_artefacts,
-                  rng=np.random.default_rng([seed, _ARTEFACTS]), header_style=header_style,
-                  present=[name for name in FIELD_NAMES if name in patients.columns])
+    blocks = ((patients.iloc[start:start + n], data_ok[start:start + n])
+              for start, n in _blocks(len(patients)))
+    return _write(blocks, len(patients), Path(path), fmt=fmt, encoding=encoding,
+                  excel_artefacts=excel_artefacts, rng=np.random.default_rng([seed, _ARTEFACTS]),
+                  header_style=header_style, present=[name for name in FIELD_NAMES if name in patients.columns])
 
 
 def _write(blocks: Iterable[tuple[pd.DataFrame, np.ndarray | None]], rows: int, path: Path, *, fmt: str,
@@ -837,14 +852,17 @@ def _write(blocks: Iterable[tuple[pd.DataFrame, np.ndarray | None]], rows: int, 
 
     def rendered() -> Iterator[tuple[Cells, dict[int, bool]]]:
         for block, data_ok in blocks:
-            block = block.reindex(columns=FIELD_NAMES, fill_value="").fillna("").astype("str").reset_index(drop=True)
+            block = block.reindex(columns=FIELD_NAMES, fill_value="").fillna("").astype("str")
+            block = block.reset_index(drop=True)
             if not excel_artefacts:
                 yield {name: block[name] for name in FIELD_NAMES}, {}
                 continue
             if data_ok is None:
-                data_ok = ~(block["account_number"].duplicated(keep=False) & (block["account_number"] != "")).to_numpy()
+                accounts = block["account_number"]
+                data_ok = ~(accounts.duplicated(keep=False) & (accounts != "")).to_numpy()
             at = rng.choice(len(block), size=min(len(block), _blank_lines(len(block))), replace=False)
-            blank_after = dict(zip(at.tolist(), (rng.random(len(at)) < 0.5).tolist()))  # empty, or delimiters only
+            # after each of these rows: a truly empty line (True), or one of delimiters only
+            blank_after = dict(zip(at.tolist(), (rng.random(len(at)) < 0.5).tolist()))
             yield _damage(block, rng, xlsx=fmt == "xlsx", data_ok=data_ok), blank_after
 
     if fmt == "xlsx":
@@ -859,7 +877,8 @@ def _blank_lines(rows: int) -> int:
     return 1 + rows // 2000 if rows else 0
 
 
-def _layout(rng: np.random.Generator, header_style: str, present: Sequence[str]) -> tuple[list[str], list[str]]:
+def _layout(rng: np.random.Generator, header_style: str,
+            present: Sequence[str]) -> tuple[list[str], list[str]]:
     """The header cells, and the field in each column."""
     fields = [f for f in FIELDS if f.name in present]
     if header_style == "genesis":
@@ -874,8 +893,9 @@ def _layout(rng: np.random.Generator, header_style: str, present: Sequence[str])
     return headers, columns
 
 
-def _write_text(path: Path, delimiter: str, encoding: str, newline: str, headers: list[str], columns: list[str],
-                extra_columns: int, blocks: Iterator[tuple[Cells, dict[int, bool]]], excel_artefacts: bool) -> None:
+def _write_text(path: Path, delimiter: str, encoding: str, newline: str, headers: list[str],
+                columns: list[str], extra_columns: int, blocks: Iterator[tuple[Cells, dict[int, bool]]],
+                excel_artefacts: bool) -> None:
     special = delimiter + '"\r\n'
     only_delimiters = delimiter * (len(columns) + extra_columns - 1)
     separator = pa.scalar(delimiter, pa.large_string())

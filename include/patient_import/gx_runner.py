@@ -96,8 +96,7 @@ class SuiteRunner:
                     continue
                 meta = outcome.expectation_config.meta or {}
                 details = outcome.result or {}
-                rows = tuple(int(i[ROW_NUMBER][0]) if isinstance(i[ROW_NUMBER], list) else int(i[ROW_NUMBER])
-                             for i in details.get("unexpected_index_list") or ())
+                rows = tuple(sorted(_row_numbers(details.get("unexpected_index_list") or ())))
                 failures.append(SuiteFailure(code=meta["code"], field=meta.get("field"), rows=rows,
                                              observed=details.get("observed_value")))
         return failures
@@ -107,6 +106,18 @@ class SuiteRunner:
             return None
         self._context.build_data_docs(site_names=[_DOCS_SITE])
         return self.docs_dir / "index.html"
+
+
+def _row_numbers(index_list) -> set[int]:
+    """Row numbers of the failing rows; without values, GX groups several rows in one entry."""
+    found: set[int] = set()
+    for entry in index_list:
+        value = entry[ROW_NUMBER]
+        if isinstance(value, (list, tuple)):
+            found.update(int(v) for v in value)
+        else:
+            found.add(int(value))
+    return found
 
 
 def _suite_document(name: str) -> dict:

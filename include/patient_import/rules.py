@@ -78,7 +78,8 @@ class Counts:
 
 def stored_as_text(stored: pd.DataFrame) -> pd.DataFrame:
     """Stored values as the normaliser writes them (ISO dates), so they compare with the export's."""
-    return stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, date) else v))
+    return stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, date) else v)) \
+        if len(stored) else stored
 
 
 def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practice,
@@ -91,6 +92,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     write changes a stored value).
     """
     out = frame.copy()
+    stored = stored_as_text(stored)
     code = out[CODE].astype("object")
     account = out["account_number"]
     exists = account.isin(stored.index)
@@ -112,7 +114,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
 
     changed = pd.Series(False, index=out.index)
     if len(stored):
-        before = stored_as_text(stored.reindex(account.where(exists)))
+        before = stored.reindex(account.where(exists))
         before.index = out.index
         for column in DATA_COLUMNS:
             target = STORE_COLUMN.get(column, column)

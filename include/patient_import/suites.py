@@ -69,7 +69,7 @@ def build_suites() -> dict[str, dict]:
                          column=IS_NEW, min_value=0, max_value={"$PARAMETER": CAPACITY_REMAINING}),
         ],
     }
-    return {name: {"name": name, "expectations": exps, "meta": {"generated_by": __name__}}
+    return {name: {"name": name, "expectations": exps, "meta": {"generated_by": "include.patient_import.suites"}}
             for name, exps in suites.items()}
 
 

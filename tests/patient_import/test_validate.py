@@ -1,0 +1,108 @@
+"""The validate stage with the real suites: outcomes from GX results, and no patient value in them."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from include.patient_import import problems as p
+from include.patient_import.gx_runner import SuiteRunner
+from include.patient_import.pipeline import Job
+from include.patient_import.practices import Practice
+from include.patient_import.rules import CODE
+from include.patient_import.store import create_store_engine, migrate
+from include.patient_import.suites import build_suites, render, suite_path
+from include.patient_import.validate import validate_export
+
+pytestmark = pytest.mark.unit
+
+HEADER = "Account #,Last Name,First Name,Email,Home Phone\n"
+MARKERS = ("Zebulonmarker", "markerfirst", "marker@example.com", "2089478877")
+
+
+@pytest.fixture
+def area(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
+    monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    migrate(engine)
+    return tmp_path, engine
+
+
+def run(area, text: str, practice: Practice | None = None):
+    root, engine = area
+    export = root / "export.csv"
+    export.write_text(text, encoding="utf-8")
+    job = Job(import_id="imp1", practice_id="c", source=str(export), export_name="export.csv", sha256="0" * 64,
+              size=export.stat().st_size, exported_on="2026-11-20", dry_run=False)
+    practice = practice or Practice(id="c", name="C", capacity=100, systems=frozenset({"drip_education"}))
+    return validate_export(engine, job, practice, today=date(2026, 11, 27))
+
+
+def test_committed_suites_are_the_ones_built_from_the_schema():
+    for name, suite in build_suites().items():
+        assert suite_path(name).read_text(encoding="utf-8") == render(suite), f"run `make suites` ({name})"
+
+
+def test_missing_required_column_rejects_the_file(area):
+    result = run(area, "Account #,Last Name\n1,Lopez\n")
+
+    assert result.rejection.code == p.MISSING_REQUIRED_COLUMNS
+    assert "First Name" in result.rejection.message
+
+
+def test_row_errors_come_from_the_row_suite_with_every_duplicate(area):
+    rows = "".join(f"{i},Lopez,Ana,,\n" for i in range(10, 30))
+    result = run(area, HEADER + rows + ",Lopez,Ana,,\n7,Smith,Ana,,\n7,Smyth,Ana,,\n9,Lopez,Ana,,\n9,Lopez,Ana,,\n")
+
+    assert result.rejection is None
+    by_row = dict(zip(result.frame["row_number"], result.frame[CODE]))
+    assert by_row[22] == p.MISSING_REQUIRED_FIELD
+    assert by_row[23] == by_row[24] == p.DUPLICATE_ACCOUNT_NUMBER
+    assert by_row[25] is None and by_row[26] == p.DUPLICATE_ROW
+
+
+def test_more_than_a_quarter_rejected_rejects_the_file(area):
+    result = run(area, HEADER + "1,Lopez,Ana,,\n,Lopez,Ana,,\n3,,Ana,,\n4,Lopez,Ana,,\n")
+
+    assert result.rejection.code == p.TOO_MANY_REJECTED_ROWS
+    assert "2 of 4" in result.rejection.message
+
+
+def test_capacity_is_checked_against_the_store_with_the_capacity_suite(area):
+    small = Practice(id="c", name="C", capacity=2, systems=frozenset({"drip_education"}))
+
+    result = run(area, HEADER + "1,Lopez,Ana,,\n2,Lopez,Ana,,\n3,Lopez,Ana,,\n", small)
+
+    assert result.rejection.code == p.CAPACITY_EXCEEDED
+    assert result.rejection.details == {"capacity": 2, "stored": 0, "new": 3, "overflow": 1}
+
+
+def test_validation_results_and_data_docs_hold_no_patient_value(area):
+    root, _ = area
+    rows = "".join(f"{i},Lopez,Ana,,\n" for i in range(10, 20))
+    result = run(area, HEADER + rows + "1.2E+11,Zebulonmarker,markerfirst,marker@example.com,2089478877\n"
+                 + ",Zebulonmarker,markerfirst,marker@example.com,2089478877\n")
+
+    assert result.docs_index and result.docs_index.is_file()
+    written = [f for f in root.rglob("*") if f.is_file() and f.suffix in (".json", ".html")
+               and ("gx" in f.parts or "data_docs" in f.parts)]
+    assert written
+    for path in written:
+        text = path.read_text(encoding="utf-8", errors="replace")
+        for marker in MARKERS:
+            assert marker not in text, (path, marker)
+
+
+def test_suite_runner_reports_every_row_of_a_grouped_failure():
+    import pandas as pd
+
+    frame = pd.DataFrame({"row_number": [2, 3, 4], "account_data_variants": [2, 2, 1], "earlier_copies": [0, 0, 0],
+                          "account_number": ["7", "7", "8"], "last_name": ["a", "b", "c"], "first_name": ["x"] * 3})
+
+    failures = SuiteRunner().run("patient_rows", frame)
+
+    assert [(f.code, f.rows) for f in failures] == [(p.DUPLICATE_ACCOUNT_NUMBER, (2, 3))]

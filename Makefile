@@ -11,12 +11,13 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import test test-fast suites clean
+.PHONY: help install airflow-db demo run import up down test suites clean
 
 help:
 	@echo "make run      install, then import the demo export through the real DAG"
 	@echo "make test     the whole test suite"
 	@echo "make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
+	@echo "make up / make down   start / stop the local Airflow with the UI (scheduler, API server, ...)"
 
 # uv itself is installed when missing; the locked dependencies go into .venv.
 install:
@@ -39,6 +40,13 @@ import: airflow-db
 	@test -n "$(FILE)" || { echo "usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"; exit 2; }
 	@$(PY) scripts/run_dag.py --practice "$(PRACTICE)" --file "$(FILE)" \
 		$(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
+# The local Airflow (scheduler, API server + UI, DAG processor, triggerer) on the embedded defaults.
+up: install
+	@$(PY) scripts/airflow_stack.py up
+
+down:
+	@$(PY) scripts/airflow_stack.py down
 
 test: install
 	@$(PY) -m pytest -q

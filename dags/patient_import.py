@@ -27,6 +27,7 @@ import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
 _STORE_CONN_ID = "patient_store"
+_ALERTS_CONN_ID = "patient_import_alerts"
 _SCHEDULE = os.environ.get("PATIENT_IMPORT_SCHEDULE", "@daily")
 _TIMEZONE = os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")
 _RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
@@ -71,6 +72,33 @@ def _run_info(practice_id: str | None = None):
                    interval_start=ctx.get("data_interval_start"), interval_end=end)
 
 
+def _alert(subject: str, lines: list[str]) -> None:
+    """E-mail the data team through the `patient_import_alerts` SMTP connection; off when it is not defined.
+
+    The connection's extra holds the recipients (`{"to": "team@clinic.example", "from_email": ...}`).
+    Messages carry practice ids, import ids and report paths only.
+    """
+    import html
+    import logging
+
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = Connection.get(_ALERTS_CONN_ID)
+    except AirflowNotFoundException:
+        return
+    recipients = conn.extra_dejson.get("to")
+    if not recipients:
+        logging.getLogger(__name__).warning("connection %s has no 'to' in its extra: no alert sent", _ALERTS_CONN_ID)
+        return
+    from airflow.providers.smtp.notifications.smtp import SmtpNotifier
+
+    body = "<br>".join(html.escape(line) for line in lines)
+    SmtpNotifier(to=recipients, subject=subject, html_content=body, smtp_conn_id=_ALERTS_CONN_ID).notify(
+        get_current_context())
+
+
 def _bad_input(exc: Exception):
     from airflow.sdk.exceptions import AirflowFailException
 
@@ -80,11 +108,15 @@ def _bad_input(exc: Exception):
 @task
 def plan_imports(params: dict | None = None) -> list[str]:
     """The practices this run imports for: the one in the conf, or every one with waiting exports."""
-    from include.patient_import.planning import practices_to_import
+    from include.patient_import.planning import practices_to_import, stale_practices
     from include.patient_import.problems import ConfigurationError
 
     try:
-        return practices_to_import(_engine(prepare=True), _run_info(), params or {})
+        engine = _engine(prepare=True)
+        stale = stale_practices(engine)
+        if stale:
+            _alert(f"patient_import: {len(stale)} practices without a recent export", stale)
+        return practices_to_import(engine, _run_info(), params or {})
     except (ConfigurationError, ValueError) as exc:
         raise _bad_input(exc) from None
 
@@ -139,6 +171,7 @@ def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
     summaries = [report_import(_engine, i) for i in import_ids or []]
     failed = unsuccessful(summaries)
     if failed:
+        _alert(f"patient_import: an import of {practice_id} was rejected or failed", [failed])
         raise _bad_input(failed)
     return summaries
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
@@ -9,6 +10,8 @@ from sqlalchemy.engine import Engine
 from include.patient_import import files, records
 from include.patient_import.practices import load_practices
 from include.patient_import.problems import ConfigurationError, Status
+
+log = logging.getLogger(__name__)
 
 # How long an import may stay `processing` before the next run takes it for abandoned by a crash.
 ABANDONED_AFTER = timedelta(hours=6)
@@ -37,9 +40,7 @@ def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
     practice_id = (params.get("practice_id") or "").strip()
     abandoned = records.fail_abandoned_imports(engine, current_run_id=run.run_id, older_than=ABANDONED_AFTER)
     if abandoned:
-        import logging
-
-        logging.getLogger(__name__).warning("marked %d abandoned imports failed: %s", len(abandoned), abandoned)
+        log.warning("marked %d abandoned imports failed: %s", len(abandoned), abandoned)
     if request["export_file"] and not practice_id:
         raise ConfigurationError("export_file needs a practice_id")
     if practice_id:
@@ -47,6 +48,17 @@ def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
     practices = load_practices()
     return sorted(pid for pid in practices if files.waiting_inbox_files(pid, settle_seconds=0)
                   or files.archived_exports(pid))
+
+
+def stale_practices(engine: Engine) -> list[str]:
+    """Messages for the registered practices whose newest export is too old; each is logged."""
+    from include.patient_import.pipeline import today
+    from include.patient_import.staleness import staleness
+
+    found = [s.message() for s in staleness(engine, load_practices(), today()) if s.stale]
+    for message in found:
+        log.warning("stale: %s", message)
+    return found
 
 
 def unsuccessful(summaries: list[dict]) -> str | None:

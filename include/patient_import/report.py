@@ -18,6 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from include.patient_import import files, records, settings
 from include.patient_import import problems as p
 from include.patient_import.rules import Counts
+from include.patient_import.staleness import staleness
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def build_report(record: dict, problems: list[p.Problem]) -> dict:
-    """The report document of SPEC §6, plus where the import's files are."""
+def build_report(record: dict, problems: list[p.Problem], staleness: dict | None = None) -> dict:
+    """The report document of SPEC §6, plus where the import's files are and the practice's staleness."""
     details = json.loads(record["details"]) if record.get("details") else {}
     return {
         "import_id": record["id"],
@@ -50,6 +51,7 @@ def build_report(record: dict, problems: list[p.Problem]) -> dict:
         "details": details,
         "files": {k: record.get(f"{k}_path") for k in
                   ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
+        "staleness": staleness,
         "dag_run_id": record["dag_run_id"],
         "started_at": _iso(record.get("started_at")),
         "finished_at": _iso(record.get("finished_at")),
@@ -97,7 +99,10 @@ def _finalise_in_store(engine: Engine, import_id: str) -> dict:
     with engine.connect() as conn:
         record = records.get_import(conn, import_id)
         problems = records.import_problems(conn, import_id)
-    return build_report(record, problems)
+    [practice] = staleness(engine, [record["practice_id"]], records.now().date())
+    if practice.stale:
+        log.warning("stale: %s", practice.message())
+    return build_report(record, problems, practice.as_dict())
 
 
 def _folder(practice_id: str) -> str:
@@ -126,7 +131,7 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
                    "bytes": job.size},
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(reason).to_dict()],
-        "details": {}, "files": {"archive": job.archive_path}, "dag_run_id": None,
+        "details": {}, "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }
 

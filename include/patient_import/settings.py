@@ -14,7 +14,7 @@ DEFAULT_PRACTICES_FILE = REPO_ROOT / "config" / "practices.yml"
 AREAS = ("inbox", "archive", "quarantine", "outbox", "staging", "reports", "data_docs")
 
 
-def _int_env(name: str, default: int) -> int:
+def _int_env(name: str, default: int, minimum: int = 1) -> int:
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
@@ -22,8 +22,8 @@ def _int_env(name: str, default: int) -> int:
         value = int(raw)
     except ValueError as exc:
         raise ValueError(f"{name} must be a whole number, got {raw!r}") from exc
-    if value <= 0:
-        raise ValueError(f"{name} must be positive, got {value}")
+    if value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
     return value
 
 
@@ -80,7 +80,7 @@ def rejected_share_limit() -> float:
 
 def inbox_settle_seconds() -> int:
     """How long a file's size and modification time must be still before it is picked up."""
-    return _int_env("PATIENT_IMPORT_SETTLE_SECONDS", 5)
+    return _int_env("PATIENT_IMPORT_SETTLE_SECONDS", 5, minimum=0)
 
 
 def retention_days() -> int:

@@ -1,0 +1,88 @@
+"""One real Airflow (scheduler, API server, DAG processor, triggerer) per test session."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts.airflow_stack import Stack, start_stack, wait_for_dag
+
+E2E_PRACTICES = """
+practices:
+  - id: alpha_clinic
+    name: Alpha Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+  - id: bravo_clinic
+    name: Bravo Chiropractic
+    capacity: 1000
+    systems: [drip_education, auto_debit]
+  - id: charlie_clinic
+    name: Charlie Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+  - id: demo_clinic
+    name: Demo Chiropractic
+    capacity: 1000
+    systems: [drip_education, auto_debit, cash_plan_calculator]
+"""
+
+
+class Airflow:
+    """The running stack, its REST API with a token, and the patient-import home it works on."""
+
+    def __init__(self, stack: Stack, home: Path):
+        self.stack = stack
+        self.home = home
+        self.token = stack.token()
+
+    def api(self, method: str, path: str, body: dict | None = None) -> dict:
+        return self.stack.request(method, path, body, token=self.token)
+
+    def runs(self, **query) -> list[dict]:
+        params = "&".join(f"{k}={v}" for k, v in query.items())
+        return self.api("GET", f"/api/v2/dags/patient_import/dagRuns?limit=100&{params}")["dag_runs"]
+
+    def wait_until_idle(self, timeout: float = 900) -> list[dict]:
+        """Poll until no run of the DAG is queued or running; returns all runs."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            runs = self.runs()
+            if runs and all(r["state"] in ("success", "failed") for r in runs):
+                return runs
+            time.sleep(2)
+        raise TimeoutError(f"runs still active after {timeout:.0f} s: "
+                           f"{[(r['dag_run_id'], r['state']) for r in self.runs()]}")
+
+    def task_instances(self, run_id: str) -> list[dict]:
+        return self.api("GET", f"/api/v2/dags/patient_import/dagRuns/{run_id}/taskInstances?limit=200")[
+            "task_instances"]
+
+
+@pytest.fixture(scope="session")
+def airflow(tmp_path_factory) -> Airflow:
+    root = tmp_path_factory.mktemp("e2e")
+    home = root / "home"
+    home.mkdir()
+    registry = root / "practices.yml"
+    registry.write_text(E2E_PRACTICES, encoding="utf-8")
+    env = {
+        "PATIENT_IMPORT_HOME": str(home),
+        "PATIENT_IMPORT_PRACTICES": str(registry),
+        "PATIENT_IMPORT_SETTLE_SECONDS": "0",
+        "PATIENT_IMPORT_RETRIES": "1",
+        "PATIENT_IMPORT_RETRY_DELAY_SECONDS": "1",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+    }
+    os.environ.update({k: v for k, v in env.items() if k.startswith("PATIENT_IMPORT")})
+    stack = start_stack(home / "airflow", extra_env=env)
+    try:
+        client = Airflow(stack, home)
+        wait_for_dag(stack, client.token)
+        client.wait_until_idle()  # the first scheduled run, on empty inboxes
+        yield client
+    finally:
+        stack.stop()

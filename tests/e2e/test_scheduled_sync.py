@@ -1,0 +1,105 @@
+"""Recurring syncs and backfills on the real scheduler (issue #3): three practices, three export dates."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+pytestmark = pytest.mark.e2e
+
+PRACTICES = ("alpha_clinic", "bravo_clinic", "charlie_clinic")
+TODAY = date.today()
+DATES = [TODAY - timedelta(days=d) for d in (6, 5, 4)]
+
+
+def drop_exports(home: Path) -> None:
+    """Each practice gets three exports; each later export changes some cities and adds patients."""
+    from include.patient_import.generator import generate_patients, write_export
+
+    for p_index, practice in enumerate(PRACTICES):
+        base = generate_patients(12, seed=p_index, first_account=1000 * (p_index + 1), today=TODAY)
+        for d_index, day in enumerate(DATES):
+            rows = base.head(8 + 2 * d_index).copy()
+            rows.loc[rows.index[:3], "city"] = f"City{d_index}"
+            path = home / "inbox" / practice / f"genesis_{day:%Y%m%d}.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_export(rows, path, excel_artefacts=False)
+            landed = time.time() - 120
+            os.utime(path, (landed, landed))
+
+
+def store(home: Path) -> sa.Engine:
+    from include.patient_import.store import create_store_engine
+
+    return create_store_engine(f"sqlite:///{home / 'patient_store.db'}")
+
+
+def patients(home: Path) -> list[tuple]:
+    with store(home).connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT practice_id, third_party_acct_number, first_name, last_name, city, status, "
+            "last_seen_exported_on FROM patients ORDER BY practice_id, third_party_acct_number")).all()
+
+
+def imports(home: Path, run_ids: list[str]) -> list[dict]:
+    with store(home).connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM imports")).mappings().all()
+    return [dict(r) for r in rows if r["dag_run_id"] in run_ids]
+
+
+def report(record: dict) -> dict:
+    return json.loads(Path(record["report_path"]).read_text(encoding="utf-8"))
+
+
+def backfill(airflow, start: date, end: date) -> list[str]:
+    before = {r["dag_run_id"] for r in airflow.runs(run_type="backfill")}
+    airflow.api("POST", "/api/v2/backfills", {
+        "dag_id": "patient_import", "from_date": f"{start}T00:00:00Z", "to_date": f"{end}T00:00:00Z",
+        "reprocess_behavior": "completed", "max_active_runs": 1, "run_backwards": False, "dag_run_conf": {}})
+    time.sleep(1)
+    runs = airflow.wait_until_idle()
+    return [r["dag_run_id"] for r in runs if r["run_type"] == "backfill" and r["dag_run_id"] not in before]
+
+
+def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
+    drop_exports(airflow.home)
+
+    triggered = airflow.api("POST", "/api/v2/dags/patient_import/dagRuns", {"logical_date": None, "conf": {}})
+    runs = airflow.wait_until_idle()
+    run = next(r for r in runs if r["dag_run_id"] == triggered["dag_run_id"])
+    assert run["state"] == "success"
+
+    mapped = [t for t in airflow.task_instances(run["dag_run_id"]) if t["task_id"] == "import_practice.load_patients"]
+    assert sorted(t["rendered_map_index"] for t in mapped) == sorted(PRACTICES)
+    done = imports(airflow.home, [run["dag_run_id"]])
+    assert len(done) == 9 and {r["status"] for r in done} == {"completed"}
+    for practice in PRACTICES:
+        own = sorted((r for r in done if r["practice_id"] == practice), key=lambda r: r["loaded_at"])
+        assert [str(r["exported_on"]) for r in own] == [str(d) for d in DATES]
+        assert [report(r)["counts"]["inserted"] for r in own] == [8, 2, 2]
+    synced = patients(airflow.home)
+    assert len(synced) == 3 * 12 and len({(p[0], p[1]) for p in synced}) == len(synced)
+    assert {p[4] for p in synced if p[4] and p[4].startswith("City")} == {"City2"}
+    assert {str(p[6]) for p in synced} <= {str(d) for d in DATES}
+
+    first = backfill(airflow, DATES[0], DATES[-1])
+    assert len(first) == 3
+    listed = airflow.api("GET", "/api/v2/dags/patient_import/dagRuns?run_type=backfill&limit=100")["dag_runs"]
+    assert {r["dag_run_id"] for r in listed} >= set(first) and all(r["state"] == "success" for r in listed)
+    backfilled = imports(airflow.home, first)
+    assert len(backfilled) == 9
+    for record in backfilled:
+        counts = report(record)["counts"]
+        assert counts["read"] == sum(v for k, v in counts.items() if k != "read")
+        assert counts["inserted"] == counts["updated"] == 0
+    assert patients(airflow.home) == synced
+
+    second = backfill(airflow, DATES[0], DATES[-1])
+    assert len(second) == 3
+    assert patients(airflow.home) == synced

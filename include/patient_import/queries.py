@@ -1,0 +1,243 @@
+"""Read-only queries behind the Import Results pages (issue #4): the list, one import, the chart.
+
+What they return identifies patients by account number only: counts, problem lines and the
+paths the store records for an import's files, never a stored patient's data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from include.patient_import import records, settings
+from include.patient_import.problems import OUTCOMES, Status
+from include.patient_import.store import Import, Practice
+
+_IMPORTS = Import.__table__
+_PRACTICES = Practice.__table__
+
+MAX_PER_PAGE = 100
+CHART_DAYS = 30
+
+# The files of an import that can be downloaded: the column recording each, and its file area.
+DOWNLOADS: dict[str, tuple[str, str]] = {
+    "upload": ("upload_path", "outbox"),
+    "rejected_rows": ("rejected_rows_path", "outbox"),
+}
+
+
+@dataclass(frozen=True)
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+
+@dataclass(frozen=True)
+class ImportSummary:
+    id: str
+    practice_id: str
+    practice_name: str | None
+    dag_run_id: str
+    export_name: str
+    exported_on: date
+    dry_run: bool
+    status: str
+    counts: Counts
+    started_at: datetime
+    finished_at: datetime | None
+
+    @property
+    def duration(self) -> timedelta | None:
+        """Wall time from registration to the final report; None while it is processing."""
+        if self.finished_at is None or self.started_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+@dataclass(frozen=True)
+class ImportPage:
+    items: list[ImportSummary]
+    total: int
+    page: int
+    per_page: int
+
+    @property
+    def pages(self) -> int:
+        return max(1, -(-self.total // self.per_page))
+
+
+@dataclass(frozen=True)
+class ProblemLine:
+    row: int | None
+    account_number: str | None
+    field: str | None
+    code: str
+    severity: str
+    message: str
+
+
+@dataclass(frozen=True)
+class ImportDetail:
+    summary: ImportSummary
+    problems: list[ProblemLine]
+    # Which of the import's files exist (recorded in the store and still on disk).
+    files: dict[str, bool] = field(default_factory=dict)
+    has_data_docs: bool = False
+    # Figures of a file-level rejection (capacity, stored, new, ...): numbers, never patient data.
+    details: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DayCounts:
+    day: date
+    inserted: int
+    updated: int
+    rejected: int
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL, aware."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def store_ready(conn: Connection) -> bool:
+    """False before the first import has created the store's tables."""
+    return sa.inspect(conn).has_table(_IMPORTS.name)
+
+
+def _summary(row, names: dict[str, str]) -> ImportSummary:
+    return ImportSummary(
+        id=row["id"], practice_id=row["practice_id"], practice_name=names.get(row["practice_id"]),
+        dag_run_id=row["dag_run_id"], export_name=row["export_name"], exported_on=row["exported_on"],
+        dry_run=bool(row["dry_run"]), status=row["status"],
+        counts=Counts(**{name: int(row[name] or 0) for name in ("read", *OUTCOMES)}),
+        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]))
+
+
+def practice_names(conn: Connection) -> dict[str, str]:
+    """Every practice known to the store or named by an import, with its display name."""
+    names = dict(conn.execute(sa.select(_PRACTICES.c.id, _PRACTICES.c.name)).all())
+    for practice_id in conn.execute(sa.select(_IMPORTS.c.practice_id).distinct()).scalars():
+        names.setdefault(practice_id, practice_id)
+    return dict(sorted(names.items()))
+
+
+def list_imports(conn: Connection, *, practice_id: str | None = None, status: str | None = None,
+                 page: int = 1, per_page: int = 25) -> ImportPage:
+    """Imports newest first (by when they started), filtered and paginated.
+
+    Args:
+        practice_id: only this practice's imports.
+        status: only imports in this status (`processing` included).
+        page: 1-based; a page past the end is empty.
+        per_page: 1 to `MAX_PER_PAGE`.
+    Raises:
+        ValueError: for an unknown status or a page or page size out of range.
+    """
+    if status is not None and status not in {s.value for s in Status}:
+        raise ValueError(f"unknown import status {status!r}")
+    if page < 1 or not 1 <= per_page <= MAX_PER_PAGE:
+        raise ValueError(f"page must be >= 1 and per_page 1..{MAX_PER_PAGE}")
+    where = []
+    if practice_id:
+        where.append(_IMPORTS.c.practice_id == practice_id)
+    if status:
+        where.append(_IMPORTS.c.status == status)
+    total = conn.execute(sa.select(sa.func.count()).select_from(_IMPORTS).where(*where)).scalar_one()
+    rows = conn.execute(sa.select(_IMPORTS).where(*where)
+                        .order_by(_IMPORTS.c.started_at.desc(), _IMPORTS.c.id.desc())
+                        .limit(per_page).offset((page - 1) * per_page)).mappings().all()
+    names = practice_names(conn)
+    return ImportPage(items=[_summary(r, names) for r in rows], total=total, page=page, per_page=per_page)
+
+
+def _existing(path: str | None) -> bool:
+    return bool(path) and Path(path).is_file()
+
+
+def import_detail(conn: Connection, import_id: str) -> ImportDetail | None:
+    """One import with its problems in report order (SPEC §4); None when there is no such import."""
+    row = records.get_import(conn, import_id)
+    if row is None:
+        return None
+    problems = [ProblemLine(row=x.row, account_number=x.account_number, field=x.field, code=x.code,
+                            severity=x.severity, message=x.message)
+                for x in records.import_problems(conn, import_id)]
+    try:
+        details = json.loads(row["details"]) if row["details"] else {}
+    except ValueError:
+        details = {}
+    return ImportDetail(
+        summary=_summary(row, practice_names(conn)), problems=problems,
+        files={kind: _existing(row[column]) for kind, (column, _area) in DOWNLOADS.items()},
+        has_data_docs=_existing(row["data_docs_path"]),
+        details=details if isinstance(details, dict) else {})
+
+
+def _inside(path: Path, root: Path) -> Path | None:
+    resolved = path.resolve()
+    return resolved if resolved.is_relative_to(root.resolve()) and resolved.is_file() else None
+
+
+def import_file(conn: Connection, import_id: str, kind: str) -> Path | None:
+    """The file of kind `upload` or `rejected_rows` that the store records for the import.
+
+    Only a file inside its file area is returned (a path edited in the store cannot reach
+    elsewhere); None when none is recorded or it is gone.
+    """
+    column, area = DOWNLOADS[kind]
+    row = records.get_import(conn, import_id)
+    if row is None or not row[column]:
+        return None
+    return _inside(Path(row[column]), settings.area(area))
+
+
+def data_docs_file(conn: Connection, import_id: str, relative: str) -> Path | None:
+    """A file of the import's Data Docs site, by its path inside the site; None outside or missing."""
+    row = records.get_import(conn, import_id)
+    if row is None or not row["data_docs_path"]:
+        return None
+    site = Path(row["data_docs_path"]).parent
+    if not site.resolve().is_relative_to(settings.area("data_docs").resolve()):
+        return None
+    return _inside(site / (relative or "index.html"), site)
+
+
+def daily_counts(conn: Connection, *, practice_id: str | None = None,
+                 days: int = CHART_DAYS) -> dict[str, list[DayCounts]]:
+    """Patients inserted, updated and rejected per practice per day (UTC day the import started).
+
+    Covers the `days` days up to the newest import; dry runs are left out (they change nothing).
+    Every day of the window is present, with zeros on days without imports.
+    """
+    where = [_IMPORTS.c.dry_run.is_(False)]
+    if practice_id:
+        where.append(_IMPORTS.c.practice_id == practice_id)
+    newest = conn.execute(sa.select(sa.func.max(_IMPORTS.c.started_at)).where(*where)).scalar()
+    if newest is None:
+        return {}
+    last = _utc(newest).date()
+    first = last - timedelta(days=days - 1)
+    rows = conn.execute(sa.select(_IMPORTS.c.practice_id, _IMPORTS.c.started_at, _IMPORTS.c.inserted,
+                                  _IMPORTS.c.updated, _IMPORTS.c.rejected)
+                        .where(*where, _IMPORTS.c.started_at >= datetime.combine(first, time.min, timezone.utc)))
+    totals: dict[str, dict[date, list[int]]] = {}
+    for practice, started_at, inserted, updated, rejected in rows:
+        day = totals.setdefault(practice, {}).setdefault(_utc(started_at).date(), [0, 0, 0])
+        day[0] += inserted or 0
+        day[1] += updated or 0
+        day[2] += rejected or 0
+    window = [first + timedelta(days=i) for i in range(days)]
+    return {practice: [DayCounts(d, *by_day.get(d, (0, 0, 0))) for d in window]
+            for practice, by_day in sorted(totals.items())}

@@ -1,0 +1,262 @@
+"""The Import Results web app, mounted by the Airflow API server under `/import-results`.
+
+Security: plugin routes are not protected by Airflow, so every route here depends on Airflow's own
+`requires_access_dag` for the `patient_import` DAG: no valid token (the `Authorization: Bearer`
+header, or the `_token` cookie the UI sets) → 401; reading needs the DAG's read permission; the
+downloads of patient files need permission to run it (a viewer gets 403). Pages show account
+numbers and never any other patient value. The data comes from the patient store through
+`include.patient_import.queries`, read with the `patient_store` connection when one is defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from functools import lru_cache
+from pathlib import Path as FilePath
+from typing import Annotated, Literal
+from urllib.parse import quote, urlencode
+
+import jinja2
+from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from sqlalchemy.engine import Connection, Engine
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.exceptions import AirflowNotFoundException
+from airflow.models import Connection as AirflowConnection
+from import_results.chart import SERIES, practice_chart
+from include.patient_import import queries, settings
+from include.patient_import.problems import Status
+from include.patient_import.store import create_store_engine, sqlalchemy_url
+
+DAG_ID = "patient_import"
+STORE_CONN_ID = "patient_store"
+PROBLEMS_PER_PAGE = 200
+
+ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
+PracticeFilter = Annotated[str, Query(pattern=r"^[A-Za-z0-9_]{0,64}$")]
+StatusFilter = Annotated[Literal["", *[s.value for s in Status]], Query()]  # "" = every status
+PageNumber = Annotated[int, Query(ge=1, le=100_000)]
+PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)]
+
+_read_access = requires_access_dag(method="GET", param_dag_id=DAG_ID)
+_run_access = requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN, param_dag_id=DAG_ID)
+
+app = FastAPI(title="Import Results", dependencies=[Depends(_read_access)],
+              docs_url=None, redoc_url=None, openapi_url=None)
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(FilePath(__file__).with_name("templates")),
+    autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+# ---------------------------------------------------------------- the store
+
+def _store_url() -> str:
+    """The `patient_store` connection as a SQLAlchemy URL; the embedded SQLite store without one."""
+    try:
+        conn = AirflowConnection.get_connection_from_secrets(STORE_CONN_ID)
+    except AirflowNotFoundException:
+        return settings.default_store_url()
+    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
+
+
+@lru_cache(maxsize=4)
+def _engine(url: str) -> Engine:
+    return create_store_engine(url)
+
+
+def store() -> Iterator[Connection | None]:
+    """A connection to the store; None before the first import has created it."""
+    with _engine(_store_url()).connect() as conn:
+        yield conn if queries.store_ready(conn) else None
+
+
+Store = Annotated[Connection | None, Depends(store)]
+
+
+# ---------------------------------------------------------------- rendering
+
+# The pages load nothing from elsewhere (they must work offline) and are framed only by Airflow.
+_PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
+                "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+# Data Docs are generated HTML served from Airflow's origin: sandboxed into an origin of their own,
+# their scripts can reach neither the user's session nor the API.
+_DATA_DOCS_POLICY = "sandbox allow-scripts; frame-ancestors 'self'"
+
+
+@app.middleware("http")
+async def _security_headers(request: Request, call_next):
+    response = await call_next(request)
+    # Pages and files hold patient references: never kept by a browser or a proxy.
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers.setdefault("Content-Security-Policy", _PAGE_POLICY)
+    return response
+
+
+@app.exception_handler(StarletteHTTPException)
+async def _http_error(request: Request, exc: StarletteHTTPException):
+    if "text/html" in request.headers.get("accept", ""):
+        return _page(request, "error.html", status_code=exc.status_code, status=exc.status_code,
+                     detail=str(exc.detail), login_url=f"{_airflow_root(request)}/auth/login")
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def _url(request: Request, name: str, query: dict | None = None, **params) -> str:
+    path = request.scope.get("root_path", "") + request.app.url_path_for(name, **params)
+    query = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+    return f"{path}?{urlencode(query)}" if query else path
+
+
+def _airflow_root(request: Request) -> str:
+    return request.scope.get("app_root_path", "").rstrip("/")
+
+
+def _run_url(request: Request, run_id: str) -> str:
+    """The DAG run in the Airflow grid."""
+    return f"{_airflow_root(request)}/dags/{DAG_ID}/runs/{quote(run_id, safe='')}"
+
+
+def _duration(value: timedelta | None) -> str:
+    if value is None:
+        return ""
+    seconds = int(value.total_seconds())
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def _when(value: datetime | None, zone: bool = True) -> str:
+    """A UTC time to the minute (the queries hand times back in UTC)."""
+    if value is None:
+        return ""
+    return f"{value:%Y-%m-%d %H:%M}" + (" UTC" if zone else "")
+
+
+_templates.filters.update(duration=_duration, when=_when)
+
+
+def _page(request: Request, template: str, status_code: int = 200, **context) -> HTMLResponse:
+    context.setdefault("home_url", _url(request, "import_list"))
+    html = _templates.get_template(template).render(request=request, **context)
+    return HTMLResponse(html, status_code=status_code)
+
+
+def _may_run(user) -> bool:
+    """Whether the user may download patient files; only decides what the page offers."""
+    return get_auth_manager().is_authorized_dag(
+        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=DAG_ID), user=user)
+
+
+def _summary_json(request: Request, item: queries.ImportSummary) -> dict:
+    data = jsonable_encoder(item)
+    duration = item.duration
+    data["duration_seconds"] = round(duration.total_seconds(), 3) if duration is not None else None
+    data["dag_run_url"] = _run_url(request, item.dag_run_id)
+    data["url"] = _url(request, "import_detail", import_id=item.id)
+    return data
+
+
+def _list(conn: Connection | None, practice: str, status: str, page: int, per_page: int) -> queries.ImportPage:
+    if conn is None:
+        return queries.ImportPage(items=[], total=0, page=page, per_page=per_page)
+    return queries.list_imports(conn, practice_id=practice or None, status=status or None,
+                                page=page, per_page=per_page)
+
+
+def _detail(conn: Connection | None, import_id: str) -> queries.ImportDetail:
+    detail = queries.import_detail(conn, import_id) if conn is not None else None
+    if detail is None:
+        raise HTTPException(404, f"no import {import_id}")
+    return detail
+
+
+# ---------------------------------------------------------------- pages
+
+@app.get("/", response_class=HTMLResponse, name="import_list")
+def import_list(request: Request, conn: Store, practice: PracticeFilter = "", status: StatusFilter = "",
+                page: PageNumber = 1, per_page: PageSize = 25) -> HTMLResponse:
+    result = _list(conn, practice, status, page, per_page)
+    names = queries.practice_names(conn) if conn is not None else {}
+    series = queries.daily_counts(conn, practice_id=practice or None) if conn is not None else {}
+    charts = [practice_chart(pid, names.get(pid, pid), days) for pid, days in series.items()]
+    filters = {"practice": practice, "status": status, "per_page": per_page if per_page != 25 else None}
+    return _page(
+        request, "list.html", result=result, practices=names, statuses=[s.value for s in Status],
+        practice=practice, status=status, charts=charts, series=SERIES,
+        rows=[(item, _url(request, "import_detail", import_id=item.id), _run_url(request, item.dag_run_id))
+              for item in result.items],
+        prev_url=_url(request, "import_list", {**filters, "page": page - 1}) if page > 1 else None,
+        next_url=_url(request, "import_list", {**filters, "page": page + 1}) if page < result.pages else None,
+        refresh=any(item.status == Status.PROCESSING for item in result.items))
+
+
+@app.get("/imports/{import_id}", response_class=HTMLResponse, name="import_detail")
+def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetUserDep,
+                  problems_page: PageNumber = 1) -> HTMLResponse:
+    detail = _detail(conn, import_id)
+    pages = max(1, -(-len(detail.problems) // PROBLEMS_PER_PAGE))
+    start = (problems_page - 1) * PROBLEMS_PER_PAGE
+
+    def link(number: int) -> str:
+        return _url(request, "import_detail", {"problems_page": number}, import_id=import_id)
+
+    return _page(
+        request, "detail.html", detail=detail, item=detail.summary,
+        problems=detail.problems[start:start + PROBLEMS_PER_PAGE], problems_page=problems_page,
+        problems_pages=pages, prev_url=link(problems_page - 1) if problems_page > 1 else None,
+        next_url=link(problems_page + 1) if problems_page < pages else None,
+        run_url=_run_url(request, detail.summary.dag_run_id), may_download=_may_run(user),
+        downloads=[(kind, label, _url(request, "download", import_id=import_id, kind=kind))
+                   for kind, label in (("upload", "Upload-ready Cash Practice CSV"),
+                                       ("rejected_rows", "Rejected rows CSV"))
+                   if detail.files.get(kind)],
+        data_docs_url=_url(request, "data_docs", import_id=import_id, path="index.html")
+        if detail.has_data_docs else None)
+
+
+@app.get("/imports/{import_id}/files/{kind}", name="download", dependencies=[Depends(_run_access)])
+def download(import_id: ImportId, kind: Literal["upload", "rejected_rows"], conn: Store) -> FileResponse:
+    """One of the import's patient files, as an attachment; only a file the store records for it."""
+    path = queries.import_file(conn, import_id, kind) if conn is not None else None
+    if path is None:
+        raise HTTPException(404, f"import {import_id} has no {kind.replace('_', ' ')} file")
+    return FileResponse(path, media_type="text/csv; charset=utf-8", filename=path.name)
+
+
+@app.get("/imports/{import_id}/data-docs/{path:path}", name="data_docs")
+def data_docs(import_id: ImportId, path: str, conn: Store) -> FileResponse:
+    """The import's Great Expectations Data Docs (counts and row numbers, no patient values)."""
+    found = queries.data_docs_file(conn, import_id, path) if conn is not None else None
+    if found is None:
+        raise HTTPException(404, "no such Data Docs page")
+    return FileResponse(found, headers={"Content-Security-Policy": _DATA_DOCS_POLICY})
+
+
+# ---------------------------------------------------------------- JSON, for scripts and tests
+
+@app.get("/api/imports", name="api_import_list")
+def api_import_list(request: Request, conn: Store, practice: PracticeFilter = "", status: StatusFilter = "",
+                    page: PageNumber = 1, per_page: PageSize = 25) -> dict:
+    result = _list(conn, practice, status, page, per_page)
+    return {"imports": [_summary_json(request, item) for item in result.items], "total": result.total,
+            "page": result.page, "per_page": result.per_page, "pages": result.pages}
+
+
+@app.get("/api/imports/{import_id}", name="api_import_detail")
+def api_import_detail(request: Request, import_id: ImportId, conn: Store) -> dict:
+    detail = _detail(conn, import_id)
+    return {"import": _summary_json(request, detail.summary),
+            "problems": jsonable_encoder(detail.problems), "files": detail.files,
+            "data_docs": detail.has_data_docs, "details": detail.details}

@@ -1,0 +1,285 @@
+"""Import Results in a real browser: a real import, a real `airflow api-server`, headless Chromium.
+
+Chromium is driven over its DevTools protocol with `websockets` (already in the environment);
+`scripts/install_chromium.sh` installs Debian's Chromium when it is missing. The test logs in on
+Airflow's login page, opens Import Results from the navigation, checks the import's counts in the
+list and on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the
+Airflow grid.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from base64 import b64decode
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+# The README's screenshots are refreshed only on request, so a test run leaves the tree clean.
+_SHOTS = (ROOT / "docs" if os.environ.get("PATIENT_IMPORT_UPDATE_SCREENSHOTS")
+          else Path(tempfile.gettempdir()) / "patient_import_screenshots")
+_SHOTS.mkdir(parents=True, exist_ok=True)
+SCREENSHOT = _SHOTS / "import_results.png"
+DETAIL_SCREENSHOT = _SHOTS / "import_results_detail.png"
+USERNAME, PASSWORD = "admin", "e2e-admin-password"
+PRACTICE = "demo_clinic"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(what: str, check, timeout: float, interval: float = 0.2):
+    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop a process started in its own session, with everything it started."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=5)
+
+
+# ---------------------------------------------------------------- Airflow
+
+@pytest.fixture(scope="module")
+def airflow_env(tmp_path_factory) -> dict[str, str]:
+    base = tmp_path_factory.mktemp("import_results_e2e")
+    home = base / "home"
+    (home / "airflow").mkdir(parents=True)
+    passwords = base / "passwords.json"
+    passwords.write_text(json.dumps({USERNAME: PASSWORD}), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PATIENT_IMPORT_", "AIRFLOW_CONN_", "AIRFLOW__"))}
+    env.update({
+        "PATIENT_IMPORT_HOME": str(home),
+        "AIRFLOW_HOME": str(home / "airflow"),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(64).hex(),
+        "PATIENT_IMPORT_RETRIES": "0",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    })
+    return env
+
+
+def _run(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"{args[:3]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def airflow_server(airflow_env):
+    """A migrated Airflow, one real import of the demo export, and the API server serving the UI."""
+    env = airflow_env
+    bin_dir = Path(sys.executable).parent
+    _run(env, str(bin_dir / "airflow"), "db", "migrate")
+    _run(env, sys.executable, "-m", "include.patient_import.demo")
+
+    port = _free_port()
+    log = open(Path(env["AIRFLOW_HOME"]) / "api_server.log", "w")
+    server = subprocess.Popen(
+        [str(bin_dir / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # The import and the server's start-up overlap: both take a while.
+        # The demo export has a few bad rows on purpose: the import completes with errors (exit 0).
+        _run(env, sys.executable, "scripts/run_dag.py", "--practice", PRACTICE)
+        base_url = f"http://127.0.0.1:{port}"
+
+        def healthy() -> bool:
+            assert server.poll() is None, Path(log.name).read_text()[-3000:]
+            try:
+                with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=2) as response:
+                    return response.status == 200
+            except OSError:
+                return False
+
+        _wait("the API server's health endpoint", healthy, timeout=90)
+        yield base_url
+    finally:
+        _stop(server)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def imported(airflow_env, airflow_server) -> dict:
+    """The import that the run made, as the store records it."""
+    from include.patient_import import queries
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{Path(airflow_env['PATIENT_IMPORT_HOME']) / 'patient_store.db'}")
+    with engine.connect() as conn:
+        page = queries.list_imports(conn)
+    engine.dispose()
+    assert page.total == 1, page
+    item = page.items[0]
+    assert item.status == "completed_with_errors" and item.counts.inserted > 0 and item.counts.rejected > 0
+    return {"id": item.id, "run_id": item.dag_run_id, "counts": item.counts.__dict__}
+
+
+# ---------------------------------------------------------------- Chromium
+
+class Browser:
+    """Just enough of the Chrome DevTools protocol: navigate, evaluate, type, screenshot."""
+
+    def __init__(self, websocket) -> None:
+        self.ws = websocket
+        self._ids = itertools.count(1)
+
+    def send(self, method: str, **params) -> dict:
+        message_id = next(self._ids)
+        self.ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
+        while True:
+            message = json.loads(self.ws.recv(timeout=60))
+            if message.get("id") == message_id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str):
+        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression!r}: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def wait_for(self, what: str, expression: str, timeout: float = 30):
+        return _wait(what, lambda: self.evaluate(expression), timeout=timeout)
+
+    def type_into(self, selector: str, text: str) -> None:
+        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
+        self.send("Input.insertText", text=text)
+
+    def screenshot(self, path: Path) -> None:
+        data = self.send("Page.captureScreenshot", format="png")["data"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b64decode(data))
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Path:
+    if not CHROMIUM.exists():
+        subprocess.run(["bash", str(ROOT / "scripts" / "install_chromium.sh")], check=True, timeout=900)
+    return CHROMIUM
+
+
+@pytest.fixture
+def browser(chromium):
+    from websockets.sync.client import connect
+
+    profile = Path(tempfile.mkdtemp(prefix="chromium_profile_"))
+    process = subprocess.Popen(
+        [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
+         "--remote-debugging-port=0", "--window-size=1280,860", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        active = profile / "DevToolsActivePort"
+        port = _wait("Chromium's DevTools port", lambda: active.exists() and active.read_text().split("\n")[0],
+                     timeout=30)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
+            page = next(t for t in json.load(response) if t["type"] == "page")
+        with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
+            browser = Browser(ws)
+            browser.send("Page.enable")
+            browser.send("Runtime.enable")
+            browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1,
+                         mobile=False)
+            yield browser
+    finally:
+        _stop(process)
+        subprocess.run(["rm", "-rf", str(profile)], check=False)
+
+
+# ---------------------------------------------------------------- the test
+
+_FRAME = "document.querySelector('iframe[title=\"Import Results\"]')"
+_FRAME_DOC = f"({_FRAME} && {_FRAME}.contentDocument)"
+
+
+def _counts_in_frame(browser: Browser, scope_selector: str) -> dict[str, int]:
+    """The counts shown under `scope_selector`: {name: number} from its `data-count` elements."""
+    return browser.evaluate(
+        f"Object.fromEntries([...{_FRAME_DOC}.querySelectorAll('{scope_selector} [data-count]')].map(e => "
+        "[e.dataset.count, parseInt((e.querySelector('.value') || e).textContent, 10)]))")
+
+
+def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(browser, airflow_server, imported):
+    base = airflow_server
+    expected = imported["counts"]
+
+    browser.send("Page.navigate", url=f"{base}/auth/login?next=/")
+    browser.wait_for("the login form", "!!document.querySelector('input[name=password]')")
+    browser.type_into("input[name=username]", USERNAME)
+    browser.type_into("input[name=password]", PASSWORD)
+    browser.wait_for("the enabled sign-in button", "!document.querySelector('button[type=submit]').disabled")
+    browser.evaluate("document.querySelector('button[type=submit]').click()")
+    browser.wait_for("the Airflow home page after login",
+                     "location.pathname === '/' && document.cookie.includes('_token=')")
+
+    nav_link = "document.querySelector('a[href$=\"plugin/import-results\"]')"
+    browser.wait_for("Import Results in the navigation", f"!!{nav_link}", timeout=60)
+    assert browser.evaluate(f"{nav_link}.textContent + ({nav_link}.getAttribute('title') || '')"
+                            ).count("Import Results") >= 1
+    browser.evaluate(f"{nav_link}.click()")
+
+    row = f"tr[data-import-id=\"{imported['id']}\"]"
+    browser.wait_for("the import in the Import Results list",
+                     f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('{row}'))", timeout=60)
+    assert browser.evaluate("location.pathname").startswith("/plugin/import-results")
+    listed = _counts_in_frame(browser, row)
+    assert listed == expected
+    assert browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} .badge').textContent") == "completed with errors"
+    assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('svg rect')"), "the chart has no bars"
+
+    browser.screenshot(SCREENSHOT)
+
+    browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} td a').click()")
+    browser.wait_for("the import's detail page", f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('#problems'))")
+    assert _counts_in_frame(browser, "#counts") == expected
+    problems = browser.evaluate(f"{_FRAME_DOC}.querySelectorAll('#problems tbody tr').length")
+    assert problems > 0
+    assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('#download-upload')"), "admin sees no upload download"
+    assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('#download-rejected_rows')")
+    assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('#data-docs')")
+    # The UI keeps the frame's page in its own address: the detail page can be linked to.
+    assert f"/imports/{imported['id']}" in browser.evaluate("location.pathname")
+    browser.screenshot(DETAIL_SCREENSHOT)
+
+    browser.evaluate(f"{_FRAME_DOC}.querySelector('a[data-airflow-link]').click()")
+    run_path = "/dags/patient_import/runs/"
+    browser.wait_for("the DAG run in the Airflow grid", f"location.pathname.startsWith('{run_path}')")
+    browser.wait_for("the Airflow grid in place of the Import Results frame", f"!{_FRAME}")

@@ -1,0 +1,411 @@
+"""The Import Results app over HTTP, mounted the way the API server mounts it, with Airflow's real auth.
+
+The app is mounted by Airflow's own `init_plugins` and the SimpleAuthManager's `/auth/token` issues
+the tokens; `requires_access_dag` decides. The store is a real SQLite file reached through the
+`patient_store` connection, filled by the package's own record functions.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORDS = {"admin": "admin-secret", "viewer": "viewer-secret"}
+PRACTICES_YAML = """
+practices:
+  - id: demo_clinic
+    name: Demo Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+  - id: small_clinic
+    name: Small Clinic
+    capacity: 5
+    systems: [drip_education]
+  - id: plan_clinic
+    name: Payment Plan Clinic
+    capacity: 1000
+    systems: [auto_debit]
+"""
+# Patient values that the pages must never show; they are in the store and in the patient files.
+PATIENT_VALUES = ("Zebediah", "Quuxington", "zeb.quux@example.org", "5558675309", "742 Evergreen Terrace")
+T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
+
+
+@pytest.fixture(scope="module")
+def airflow_metadata_db():
+    """Airflow's metadata database: `requires_access_dag` looks the DAG's team up there."""
+    result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                            capture_output=True, text=True, env=os.environ.copy(), timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def _record(engine, import_id: str, practice_id: str, status: str, started: datetime, *,
+            counts: dict | None = None, finished: bool = True, dry_run: bool = False, **paths) -> None:
+    from include.patient_import import records
+
+    records.register_import(engine, id=import_id, practice_id=practice_id, dag_run_id=f"manual__{import_id}",
+                            map_index=0, run_type="manual", export_name=f"{import_id}.csv",
+                            export_sha256="0" * 64, export_bytes=100, archive_path=None,
+                            exported_on=started.date(), dry_run=dry_run)
+    records.update_import(engine, import_id, status=status, started_at=started,
+                          finished_at=started + timedelta(seconds=42) if finished else None,
+                          **(counts or {}), **paths)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A store with seven imports of three practices, one with files, problems and Data Docs."""
+    import sqlalchemy as sa
+
+    from include.patient_import import problems as p, records
+    from include.patient_import.pipeline import open_store
+    from include.patient_import.store import Patient
+
+    base = tmp_path_factory.mktemp("import_results_api")
+    home = base / "home"
+    registry = base / "practices.yml"
+    registry.write_text(PRACTICES_YAML, encoding="utf-8")
+    database = base / "elsewhere" / "store.db"  # not the default path: only the connection leads here
+    env = {"PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(registry),
+           "AIRFLOW_CONN_PATIENT_STORE": json.dumps({"conn_type": "sqlite", "host": str(database)})}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv("PATIENT_IMPORT_STORAGE", raising=False)
+        for key, value in env.items():
+            mp.setenv(key, value)
+        engine = open_store(f"sqlite:///{database}", prepare=True)
+
+        outbox = home / "outbox" / "demo_clinic"
+        outbox.mkdir(parents=True)
+        upload = outbox / "demo_clinic_20261120_a.csv"
+        upload.write_text('"ClientID","TPSID","Email","FirstName","LastName"\n'
+                          '"","10001","zeb.quux@example.org","Zebediah","Quuxington"\n', encoding="utf-8")
+        rejected_rows = outbox / "demo_clinic_20261120_a_rejected_rows.csv"
+        rejected_rows.write_text("Account #,Last Name,First Name\n,Quuxington,Zebediah\n", encoding="utf-8")
+        docs = home / "data_docs" / "demo_clinic" / "demo_clinic_20261120_a"
+        (docs / "validations").mkdir(parents=True)
+        (docs / "index.html").write_text("<html><body>Data Docs index</body></html>", encoding="utf-8")
+        (docs / "validations" / "run.html").write_text("<html>one validation</html>", encoding="utf-8")
+        outside = base / "outside.csv"
+        outside.write_text("secret,data\n", encoding="utf-8")
+
+        _record(engine, "demo_clinic_20261120_a", "demo_clinic", "completed_with_errors", T0,
+                counts={"read": 5, "inserted": 3, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 2},
+                upload_path=str(upload), rejected_rows_path=str(rejected_rows),
+                data_docs_path=str(docs / "index.html"))
+        with engine.begin() as conn:
+            conn.execute(sa.insert(Patient.__table__).values(
+                practice_id="demo_clinic", third_party_acct_number="10001", first_name="Zebediah",
+                last_name="Quuxington", email="zeb.quux@example.org", home_phone="5558675309",
+                address1="742 Evergreen Terrace", status="active"))
+        for problem in (p.Problem(code="missing_required_field", message="Last Name is required", row=3,
+                                  account_number="10442", field="last_name", severity="error"),
+                        p.Problem(code="invalid_account_number", message="1.23E+11 lost its digits to Excel",
+                                  row=4, account_number=None, field="account_number", severity="error"),
+                        p.Problem(code="unknown_column", message="column 'Referral' is not imported",
+                                  row=None, account_number=None, field="Referral", severity="warning")):
+            records.replace_problem(engine, "demo_clinic_20261120_a", problem)
+        _record(engine, "demo_clinic_20261121_b", "demo_clinic", "completed", T0 + timedelta(days=1),
+                counts={"read": 4, "inserted": 1, "updated": 3, "unchanged": 0, "skipped": 0, "rejected": 0})
+        _record(engine, "small_clinic_20261121_c", "small_clinic", "rejected", T0 + timedelta(days=1, hours=1),
+                counts={"read": 9, "rejected": 9})
+        records.set_details(engine, "small_clinic_20261121_c", {"capacity": 5, "stored": 0, "new": 9, "overflow": 4})
+        _record(engine, "plan_clinic_20261122_d", "plan_clinic", "completed", T0 + timedelta(days=2),
+                counts={"read": 2, "inserted": 2})
+        _record(engine, "plan_clinic_20261122_e", "plan_clinic", "failed", T0 + timedelta(days=2, hours=1),
+                upload_path=str(outside))
+        _record(engine, "plan_clinic_20261123_f", "plan_clinic", "completed", T0 + timedelta(days=3),
+                counts={"read": 7, "unchanged": 7}, dry_run=True)
+        _record(engine, "demo_clinic_20261124_g", "demo_clinic", "processing", T0 + timedelta(days=4),
+                finished=False)
+        engine.dispose()
+        yield {"home": home, "database": database, "docs": docs, "upload": upload,
+               "rejected_rows": rejected_rows, "env": env}
+
+
+@pytest.fixture(scope="module")
+def client(airflow_metadata_db, store, tmp_path_factory):
+    """Airflow's own plugin mounting and auth manager around the app, as in `airflow api-server`."""
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
+
+    passwords = tmp_path_factory.mktemp("auth") / "passwords.json"
+    passwords.write_text(json.dumps(PASSWORDS), encoding="utf-8")
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in store["env"].items():
+            mp.setenv(key, value)
+        mp.setenv("AIRFLOW__CORE__AUTH_MANAGER",
+                  "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager")
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS", "admin:admin,viewer:viewer")
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS", "False")
+        mp.setenv("AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE", str(passwords))
+        mp.setenv("AIRFLOW__API_AUTH__JWT_SECRET", os.urandom(64).hex())
+        from airflow.api_fastapi.app import init_auth_manager, init_plugins
+
+        app = FastAPI()
+        init_plugins(app)
+        init_auth_manager(app)
+        with TestClient(app) as test_client:
+            yield test_client
+
+
+def _token(client, user: str) -> str:
+    response = client.post("/auth/token", json={"username": user, "password": PASSWORDS[user]})
+    assert response.status_code == 201, response.text
+    return response.json()["access_token"]
+
+
+@pytest.fixture(scope="module")
+def admin(client) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(client, 'admin')}"}
+
+
+@pytest.fixture(scope="module")
+def viewer(client) -> dict[str, str]:
+    return {"Authorization": f"Bearer {_token(client, 'viewer')}"}
+
+
+def _ids(client, headers, **params) -> list[str]:
+    response = client.get("/import-results/api/imports", headers=headers, params=params)
+    assert response.status_code == 200, response.text
+    return [item["id"] for item in response.json()["imports"]]
+
+
+NEWEST_FIRST = ["demo_clinic_20261124_g", "plan_clinic_20261123_f", "plan_clinic_20261122_e",
+                "plan_clinic_20261122_d", "small_clinic_20261121_c", "demo_clinic_20261121_b",
+                "demo_clinic_20261120_a"]
+DETAIL = "/import-results/imports/demo_clinic_20261120_a"
+ROUTES = ["/import-results/", "/import-results/?status=completed", DETAIL,
+          "/import-results/api/imports", "/import-results/api/imports/demo_clinic_20261120_a",
+          f"{DETAIL}/files/upload", f"{DETAIL}/files/rejected_rows", f"{DETAIL}/data-docs/index.html"]
+
+
+def test_plugin_mounts_the_app_and_adds_import_results_to_the_navigation():
+    from airflow import plugins_manager
+
+    apps, _ = plugins_manager.get_fastapi_plugins()
+    views, _ = plugins_manager._get_ui_plugins()
+    assert [a["url_prefix"] for a in apps if a["name"] == "Import Results"] == ["/import-results"]
+    view = next(v for v in views if v["name"] == "Import Results")
+    assert view["url_route"] == "import-results" and view["href"] == "/import-results/"
+    assert view["destination"] == "nav"
+
+
+@pytest.mark.parametrize("route", ROUTES)
+def test_anonymous_request_gets_401_and_no_data(client, route):
+    response = client.get(route)
+    assert response.status_code == 401
+    assert "demo_clinic_20261120_a" not in response.text.replace(route, "")
+    assert "10442" not in response.text and "Quuxington" not in response.text
+
+
+def test_anonymous_browser_gets_a_401_page_with_the_login_link(client):
+    response = client.get("/import-results/", headers={"Accept": "text/html"})
+    assert response.status_code == 401
+    assert "/auth/login" in response.text and "demo_clinic" not in response.text
+
+
+def test_forged_token_is_refused(client):
+    response = client.get("/import-results/api/imports", headers={"Authorization": "Bearer not.a.jwt"})
+    assert response.status_code in (401, 403)
+    assert "imports" not in response.json()
+
+
+def test_list_shows_every_import_newest_first(client, viewer):
+    assert _ids(client, viewer) == NEWEST_FIRST
+    page = client.get("/import-results/", headers=viewer)
+    assert page.status_code == 200
+    assert re.findall(r'data-import-id="([^"]+)"', page.text) == NEWEST_FIRST
+
+
+def test_list_item_carries_counts_status_duration_and_dag_run_link(client, viewer):
+    items = client.get("/import-results/api/imports", headers=viewer).json()["imports"]
+    first = next(i for i in items if i["id"] == "demo_clinic_20261120_a")
+    assert first["counts"] == {"read": 5, "inserted": 3, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 2}
+    assert first["status"] == "completed_with_errors" and first["duration_seconds"] == 42
+    assert first["practice_name"] == "Demo Chiropractic" and first["exported_on"] == "2026-11-20"
+    assert first["dag_run_url"] == "/dags/patient_import/runs/manual__demo_clinic_20261120_a"
+    processing = next(i for i in items if i["status"] == "processing")
+    assert processing["duration_seconds"] is None
+    page = client.get("/import-results/", headers=viewer).text
+    assert "running…" in page and 'href="/dags/patient_import/runs/manual__demo_clinic_20261120_a"' in page
+    assert "42 s" in page and '<span class="badge dry">dry run</span>' in page
+
+
+def test_list_filters_by_practice(client, viewer):
+    assert _ids(client, viewer, practice="demo_clinic") == [
+        "demo_clinic_20261124_g", "demo_clinic_20261121_b", "demo_clinic_20261120_a"]
+    page = client.get("/import-results/", headers=viewer, params={"practice": "small_clinic"}).text
+    assert re.findall(r'data-import-id="([^"]+)"', page) == ["small_clinic_20261121_c"]
+
+
+def test_list_filters_by_status_including_processing(client, viewer):
+    assert _ids(client, viewer, status="processing") == ["demo_clinic_20261124_g"]
+    assert _ids(client, viewer, status="completed") == [
+        "plan_clinic_20261123_f", "plan_clinic_20261122_d", "demo_clinic_20261121_b"]
+    assert _ids(client, viewer, status="completed", practice="plan_clinic") == [
+        "plan_clinic_20261123_f", "plan_clinic_20261122_d"]
+    assert _ids(client, viewer, status="rejected", practice="demo_clinic") == []
+
+
+def test_empty_filters_from_the_form_mean_all(client, viewer):
+    assert _ids(client, viewer, practice="", status="") == NEWEST_FIRST
+
+
+@pytest.mark.parametrize("params", [{"status": "done"}, {"practice": "x'; drop table imports;--"},
+                                    {"page": 0}, {"per_page": 1000}])
+def test_invalid_filters_are_refused(client, viewer, params):
+    assert client.get("/import-results/api/imports", headers=viewer, params=params).status_code == 422
+
+
+def test_list_paginates(client, viewer):
+    pages = [client.get("/import-results/api/imports", headers=viewer, params={"per_page": 3, "page": n}).json()
+             for n in (1, 2, 3, 4)]
+    assert [p["total"] for p in pages] == [7, 7, 7, 7] and pages[0]["pages"] == 3
+    assert [i["id"] for p in pages for i in p["imports"]] == NEWEST_FIRST
+    assert pages[3]["imports"] == []
+    html = client.get("/import-results/", headers=viewer, params={"per_page": 3, "page": 2}).text
+    assert "Page 2 of 3" in html
+    assert "page=1" in html and "page=3" in html and "per_page=3" in html
+
+
+def test_chart_is_server_rendered_svg_per_practice_without_dry_runs(client, viewer):
+    page = client.get("/import-results/", headers=viewer).text
+    assert page.count("<svg") == 3  # one per practice with imports that are not dry runs
+    assert "2026-11-21: 3 updated" in page and "2026-11-20: 2 rejected" in page
+    assert "<script src" not in page and "cdn" not in page.lower()
+
+
+def test_detail_shows_counts_problems_and_links(client, admin):
+    response = client.get(DETAIL, headers=admin)
+    assert response.status_code == 200
+    page = response.text
+    counts = dict(re.findall(r'data-count="(\w+)"><div class="value">(\d+)<', page))
+    assert counts == {"read": "5", "inserted": "3", "updated": "0", "unchanged": "0", "skipped": "0", "rejected": "2"}
+    rows = re.findall(r"<tr class=\"sev-\w+\">\s*(.*?)</tr>", re.search(r'id="problems".*?</table>', page, re.S)[0],
+                      re.S)
+    cells = [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows]
+    assert cells == [
+        ["file", "", "Referral", "unknown_column", "column &#39;Referral&#39; is not imported"],
+        ["3", "10442", "last_name", "missing_required_field", "Last Name is required"],
+        ["4", "", "account_number", "invalid_account_number", "1.23E+11 lost its digits to Excel"],
+    ]
+    assert f'href="{DETAIL}/files/upload"' in page and f'href="{DETAIL}/files/rejected_rows"' in page
+    assert f'href="{DETAIL}/data-docs/index.html"' in page
+    assert 'href="/dags/patient_import/runs/manual__demo_clinic_20261120_a"' in page
+
+
+def test_detail_json_matches_the_store(client, viewer):
+    body = client.get("/import-results/api/imports/demo_clinic_20261120_a", headers=viewer).json()
+    assert body["import"]["counts"]["rejected"] == 2
+    assert [(x["row"], x["code"]) for x in body["problems"]] == [
+        (None, "unknown_column"), (3, "missing_required_field"), (4, "invalid_account_number")]
+    assert body["files"] == {"upload": True, "rejected_rows": True} and body["data_docs"] is True
+
+
+def test_rejected_import_detail_explains_the_rejection_figures(client, viewer):
+    page = client.get("/import-results/imports/small_clinic_20261121_c", headers=viewer).text
+    assert "Why the file was rejected" in page and "<dt>overflow</dt><dd>4</dd>" in page
+
+
+def test_problems_table_paginates(client, viewer, monkeypatch):
+    import import_results.app
+
+    monkeypatch.setattr(import_results.app, "PROBLEMS_PER_PAGE", 2)
+    first = client.get(DETAIL, headers=viewer).text
+    second = client.get(DETAIL, headers=viewer, params={"problems_page": 2}).text
+    assert "Problems page 1 of 2" in first and "10442" in first and "1.23E+11" not in first
+    assert "Problems page 2 of 2" in second and "1.23E+11" in second and "10442" not in second
+
+
+def test_pages_load_nothing_from_elsewhere_and_data_docs_are_sandboxed(client, viewer):
+    page = client.get("/import-results/", headers=viewer)
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    docs = client.get(f"{DETAIL}/data-docs/index.html", headers=viewer)
+    assert docs.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+
+
+def test_unknown_import_is_404(client, admin):
+    assert client.get("/import-results/imports/nope_20260101_x", headers=admin).status_code == 404
+    assert client.get("/import-results/api/imports/nope_20260101_x", headers=admin).status_code == 404
+    assert client.get("/import-results/imports/nope_20260101_x/files/upload", headers=admin).status_code == 404
+
+
+@pytest.mark.parametrize("kind", ["upload", "rejected_rows"])
+def test_admin_downloads_the_patient_files_as_csv(client, admin, store, kind):
+    response = client.get(f"{DETAIL}/files/{kind}", headers=admin)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == f'attachment; filename="{store[kind].name}"'
+    assert response.headers["cache-control"] == "no-store"
+    assert response.content == store[kind].read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["upload", "rejected_rows"])
+def test_viewer_may_not_download_patient_files(client, viewer, kind):
+    response = client.get(f"{DETAIL}/files/{kind}", headers=viewer)
+    assert response.status_code == 403
+    assert "Zebediah" not in response.text
+
+
+def test_viewer_reads_the_detail_without_download_links(client, viewer):
+    page = client.get(DETAIL, headers=viewer).text
+    assert "/files/upload" not in page and "/files/rejected_rows" not in page
+    assert "allowed to run the <code>patient_import</code> DAG" in page
+    assert "/data-docs/index.html" in page
+
+
+def test_download_serves_only_files_inside_the_file_areas(client, admin):
+    # The failed import's record points outside the outbox: nothing is served.
+    assert client.get("/import-results/imports/plan_clinic_20261122_e/files/upload", headers=admin).status_code == 404
+    assert client.get(f"{DETAIL}/files/archive", headers=admin).status_code == 422
+
+
+def test_data_docs_are_served_from_the_imports_site_only(client, viewer):
+    assert client.get(f"{DETAIL}/data-docs/index.html", headers=viewer).text.endswith("Data Docs index</body></html>")
+    assert client.get(f"{DETAIL}/data-docs/validations/run.html", headers=viewer).status_code == 200
+    for escape in ("..%2F..%2F..%2F..%2Foutside.csv", "%2E%2E/%2E%2E/%2E%2E/%2E%2E/outside.csv",
+                   "/etc/passwd", "validations/../../../../../outside.csv"):
+        response = client.get(f"{DETAIL}/data-docs/{escape}", headers=viewer)
+        assert response.status_code == 404, escape
+        assert "secret" not in response.text
+
+
+def test_pages_show_no_patient_values(client, admin):
+    for route in ["/import-results/", DETAIL, "/import-results/api/imports",
+                  "/import-results/api/imports/demo_clinic_20261120_a",
+                  "/import-results/imports/small_clinic_20261121_c"]:
+        text = client.get(route, headers=admin).text
+        assert not [value for value in PATIENT_VALUES if value in text], route
+
+
+def test_the_uis_token_cookie_authenticates(client):
+    client.cookies.set("_token", _token(client, "viewer"))
+    try:
+        assert _ids(client, {}) == NEWEST_FIRST
+    finally:
+        client.cookies.clear()
+
+
+def test_store_without_imports_yet_shows_an_empty_list(client, viewer, tmp_path, monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_PATIENT_STORE",
+                       json.dumps({"conn_type": "sqlite", "host": str(tmp_path / "new.db")}))
+    response = client.get("/import-results/", headers=viewer)
+    assert response.status_code == 200 and "No imports" in response.text
+    assert client.get("/import-results/api/imports", headers=viewer).json()["total"] == 0
+
+
+def test_default_store_is_used_without_the_connection(client, viewer, monkeypatch, tmp_path):
+    monkeypatch.delenv("AIRFLOW_CONN_PATIENT_STORE")
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
+    assert client.get("/import-results/api/imports", headers=viewer).json()["total"] == 0
+    assert (tmp_path / "patient_store.db").exists()

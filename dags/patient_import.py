@@ -54,7 +54,7 @@ def _engine(prepare: bool = False):
     return open_store(_store_url(), prepare=prepare)
 
 
-def _run_info(practice_id: str | None = None):
+def _run_info(practice_id: str | None = None, attempt: int = 1):
     """The run's identity; inside the practice group it also labels the map index with the practice."""
     from include.patient_import.pipeline import RunInfo
 
@@ -69,7 +69,7 @@ def _run_info(practice_id: str | None = None):
         now = pendulum.now("UTC")
         end = max(end, now) if end else now
     return RunInfo(dag_id=run.dag_id, run_id=run.run_id, run_type=run_type, map_index=ctx["ti"].map_index,
-                   interval_start=ctx.get("data_interval_start"), interval_end=end)
+                   attempt=attempt, interval_start=ctx.get("data_interval_start"), interval_end=end)
 
 
 def _alert(subject: str, lines: list[str]) -> None:
@@ -106,8 +106,12 @@ def _bad_input(exc: Exception):
 
 
 @task
-def plan_imports(params: dict | None = None) -> list[str]:
-    """The practices this run imports for: the one in the conf, or every one with waiting exports."""
+def plan_imports(params: dict | None = None) -> list[dict]:
+    """The practices this run imports for: the one in the conf, or every one with waiting exports.
+
+    Each carries this task's try number: a run cleared as a whole (or reprocessed by a backfill)
+    plans again and so imports again, while a task cleared on its own continues its imports.
+    """
     from include.patient_import.planning import practices_to_import, stale_practices
     from include.patient_import.problems import ConfigurationError
 
@@ -116,20 +120,22 @@ def plan_imports(params: dict | None = None) -> list[str]:
         stale = stale_practices(engine)
         if stale:
             _alert(f"patient_import: {len(stale)} practices without a recent export", stale)
-        return practices_to_import(engine, _run_info(), params or {})
+        attempt = get_current_context()["ti"].try_number
+        return [{"practice_id": p, "attempt": attempt}
+                for p in practices_to_import(engine, _run_info(), params or {})]
     except (ConfigurationError, ValueError) as exc:
         raise _bad_input(exc) from None
 
 
 @task(map_index_template="{{ practice_id }}")
-def extract_exports(practice_id: str, params: dict | None = None) -> list[str]:
+def extract_exports(practice_id: str, attempt: int, params: dict | None = None) -> list[str]:
     from include.patient_import.pipeline import extract_exports as extract
     from include.patient_import.planning import export_request
     from include.patient_import.problems import ConfigurationError
 
     try:
         request = export_request(params or {})
-        return extract(_engine(), practice_id, _run_info(practice_id), **request)
+        return extract(_engine(), practice_id, _run_info(practice_id, attempt), **request)
     except (ConfigurationError, ValueError) as exc:
         raise _bad_input(exc) from None
 
@@ -177,8 +183,8 @@ def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 
 @task_group
-def import_practice(practice_id: str) -> None:
-    import_ids = extract_exports(practice_id)
+def import_practice(practice_id: str, attempt: int) -> None:
+    import_ids = extract_exports(practice_id, attempt)
     validated = validate_exports(practice_id, import_ids)
     transformed = transform_exports(practice_id, import_ids)
     loaded = load_patients(practice_id, import_ids)
@@ -208,7 +214,7 @@ def import_practice(practice_id: str) -> None:
     },
 )
 def patient_import() -> None:
-    import_practice.expand(practice_id=plan_imports())
+    import_practice.expand_kwargs(plan_imports())
 
 
 patient_import()

@@ -1,7 +1,105 @@
+"""Test-wide setup: the repository on sys.path, and a throwaway Airflow home set before Airflow is imported."""
+
+import os
+import shutil
 import sys
+import tempfile
+import uuid
 from pathlib import Path
 
-# The project is not an installed package: `include` and `dags` import from the repository root.
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+# Airflow reads its configuration when first imported: point it at a session-private home with
+# the project's DAGs and plugins, short retry delays, and no example DAGs.
+_AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="patient_import_airflow_"))
+os.environ.update({
+    "AIRFLOW_HOME": str(_AIRFLOW_HOME),
+    "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
+    "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+    "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+    "PATIENT_IMPORT_RETRIES": "1",
+    "PATIENT_IMPORT_RETRY_DELAY_SECONDS": "1",
+    "PATIENT_IMPORT_SETTLE_SECONDS": "0",
+})
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+
+
+@pytest.fixture(scope="session")
+def airflow_db():
+    """Airflow's own metadata database (DagBag, `dag.test()`), migrated once per session."""
+    import subprocess
+
+    result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                            capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return os.environ["AIRFLOW_HOME"]
+
+
+# ---------------------------------------------------------------- patient stores (SQLite, PostgreSQL)
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """One throwaway PostgreSQL 15 server for the session (tests/harness/postgres.py).
+
+    Skipped where the server binaries are missing, unless `CI` is set: CI must test PostgreSQL.
+    """
+    from tests.harness.postgres import PostgresServer, PostgresUnavailable
+
+    try:
+        server = PostgresServer()
+    except PostgresUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI runs the store tests on PostgreSQL 15, but: {exc}")
+        pytest.skip(f"PostgreSQL 15 not available: {exc}")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server) -> str:
+    """The SQLAlchemy URL of an empty database (no tables) on the session's PostgreSQL server."""
+    return postgres_server.create_database("patient_import")
+
+
+@pytest.fixture(scope="session")
+def _sqlite_store_template(tmp_path_factory) -> Path:
+    from include.patient_import.store import create_store_engine, migrate
+
+    path = tmp_path_factory.mktemp("store_template") / "patient_store.db"
+    engine = create_store_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()  # the last connection's close folds the WAL into the file
+    return path
+
+
+@pytest.fixture(scope="session")
+def _postgres_store_template(postgres_server) -> str:
+    from include.patient_import.store import create_store_engine, migrate
+
+    name = "store_template"
+    engine = create_store_engine(postgres_server.create_database(name))
+    migrate(engine)
+    engine.dispose()  # a template database must have no connections
+    return name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path) -> str:
+    """A fresh, migrated, empty patient store for each test, on each database: a copy of a
+    template migrated once per session (a file copy; CREATE DATABASE ... TEMPLATE)."""
+    if request.param == "sqlite":
+        path = tmp_path / "patient_store.db"
+        shutil.copyfile(request.getfixturevalue("_sqlite_store_template"), path)
+        yield f"sqlite:///{path}"
+        return
+    server = request.getfixturevalue("postgres_server")
+    name = f"store_{uuid.uuid4().hex[:12]}"
+    url = server.create_database(name, template=request.getfixturevalue("_postgres_store_template"))
+    yield url
+    server.drop_database(name)

@@ -5,11 +5,16 @@ The transaction takes the practice's lock, re-reads the store, decides every row
 upserts the patients keyed on (practice, account number), and records the row outcomes and
 problems. `imports.loaded_at` is set in the same transaction: a retried load finds it and
 returns the recorded result instead of applying the rows twice.
+
+The write is set-based on both databases: the rows go into a temporary staging table (COPY on
+PostgreSQL, executemany on SQLite), then one `INSERT ... SELECT ... ON CONFLICT DO UPDATE`,
+built once by `upsert_statement`, carries the sync rules for every row.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 
@@ -18,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
+from include.patient_import.normalize import ACTIVE
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
     CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, Counts, capacity_parameters, capacity_rejection,
@@ -25,12 +31,13 @@ from include.patient_import.rules import (
 )
 from include.patient_import.records import import_problems
 from include.patient_import.schema import ROW_NUMBER
-from include.patient_import.store import Import, ImportProblem, ImportRow, Patient, lock_practice
+from include.patient_import.store import (
+    Import, ImportProblem, ImportRow, Patient, lock_practice, postgres_error_message,
+)
 from include.patient_import.suites import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
 
 _DATE_COLUMNS = ("birth_date", "last_visit")
-_BATCH = 5_000
 
 
 @dataclass(frozen=True)
@@ -59,18 +66,45 @@ def count_patients(conn: Connection, practice_id: str, *, without_account: bool 
     return int(conn.execute(query).scalar_one())
 
 
-def _upsert_statement(conn: Connection):
-    """One statement for inserts and updates on both databases: an empty cell never erases a
-    stored value, and `last_seen_exported_on` only moves forward (SPEC §3 rules 6 and 7)."""
+# The patient columns an import writes: every export field, the bookkeeping, never the id.
+_WRITTEN = tuple(STORE_COLUMN.get(c, c) for c in DATA_COLUMNS) + (
+    "practice_id", "last_seen_exported_on", "created_import_id", "updated_import_id")
+
+
+def _staging_table() -> sa.Table:
+    """A temporary table shaped like the written patient columns, plus the spreadsheet row number
+    (kept so new patients get their ids in file order)."""
+    patients = Patient.__table__
+    return sa.Table("patient_staging", sa.MetaData(), sa.Column(ROW_NUMBER, sa.Integer),
+                    *[sa.Column(c, patients.c[c].type) for c in _WRITTEN], prefixes=["TEMPORARY"])
+
+
+def upsert_statement(dialect: str, staging: sa.Table):
+    """The one statement that writes an import's patients, on both databases: inserts the new
+    ones and updates the stored ones from the staging table, where an empty cell never erases a
+    stored value and `last_seen_exported_on` only moves forward (SPEC §3 rules 6 and 7)."""
     table = Patient.__table__
-    if conn.dialect.name == "postgresql":
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
-    else:
+    elif dialect == "sqlite":
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table)
+    else:
+        raise ValueError(f"the patient store does not support {dialect}")
+    stored = table.alias("stored")
+    values = [staging.c[c] for c in _WRITTEN]
+    # Both databases check NOT NULL on the proposed row before ON CONFLICT, so the status is
+    # settled here: an empty one keeps the stored patient's, and a new patient is active (SPEC §2).
+    values[_WRITTEN.index("status")] = sa.func.coalesce(staging.c.status, stored.c.status, ACTIVE)
+    rows = (sa.select(*values)
+            .select_from(staging.outerjoin(stored, sa.and_(
+                stored.c.practice_id == staging.c.practice_id,
+                stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
+            .where(sa.true())  # else SQLite reads ON CONFLICT as a join constraint
+            .order_by(staging.c[ROW_NUMBER]))
+    stmt = insert(table).from_select(list(_WRITTEN), rows)
     incoming = stmt.excluded
     keep = {STORE_COLUMN.get(c, c) for c in DATA_COLUMNS} - {"third_party_acct_number"}
-    updates = {c: sa.func.coalesce(incoming[c], table.c[c]) for c in keep | {"updated_import_id"}}
+    updates = {c: sa.func.coalesce(incoming[c], table.c[c]) for c in sorted(keep | {"updated_import_id"})}
     updates["last_seen_exported_on"] = sa.case(
         (table.c.last_seen_exported_on.is_(None), incoming.last_seen_exported_on),
         (incoming.last_seen_exported_on > table.c.last_seen_exported_on, incoming.last_seen_exported_on),
@@ -79,45 +113,96 @@ def _upsert_statement(conn: Connection):
     return stmt.on_conflict_do_update(index_elements=["practice_id", "third_party_acct_number"], set_=updates)
 
 
-def _patient_records(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> list[dict]:
+def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> pd.DataFrame:
+    """The staging table's rows: store column names, Python values, None for empty."""
     frame = applied[list(DATA_COLUMNS)].rename(columns=STORE_COLUMN).astype("object")
-    frame = frame.where(frame.notna(), None)
     for column in _DATE_COLUMNS:
-        frame[column] = frame[column].map(lambda v: date.fromisoformat(v) if v else None)
-    # Empty means active for a new patient; for a stored one an absent Status column keeps theirs.
-    frame["status"] = frame["status"].where(frame["status"].notna() | applied[OUTCOME].ne("inserted"), "active")
+        frame[column] = frame[column].map(lambda v: date.fromisoformat(v) if isinstance(v, str) and v else None)
     frame["practice_id"] = practice_id
     frame["last_seen_exported_on"] = exported_on
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)
-    return frame.to_dict("records")
+    frame.insert(0, ROW_NUMBER, applied[ROW_NUMBER].astype("int64"))
+    return frame[[ROW_NUMBER, *_WRITTEN]]
 
 
-def _executemany(conn: Connection, statement, records: list[dict]) -> None:
-    for start in range(0, len(records), _BATCH):
-        conn.execute(statement, records[start:start + _BATCH])
+def _write_patients(conn: Connection, rows: pd.DataFrame) -> None:
+    staging = _staging_table()
+    staging.create(conn)
+    _bulk_insert(conn, staging, rows)
+    conn.execute(upsert_statement(conn.dialect.name, staging))
+    staging.drop(conn)
+
+
+def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
+    """Plain inserts of many rows (`rows`' columns are the table's): COPY on PostgreSQL; on SQLite
+    one executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
+    `to_dict` and per-row parameter processing cost more than the database's)."""
+    if rows.empty:
+        return
+    # Python values and None for every empty cell: pandas' NaN would be stored as the text 'NaN'.
+    rows = rows.astype("object")
+    columns = {name: values.tolist() for name, values in rows.where(rows.notna(), None).items()}
+    quote = conn.dialect.identifier_preparer
+    target = f"{quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)})"
+    if conn.dialect.name != "postgresql":
+        for name, values in columns.items():
+            bind = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            if bind is not None:
+                columns[name] = [None if v is None else bind(v) for v in values]
+        placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
+        conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({placeholders})", list(zip(*columns.values())))
+        return
+    copy_sql = f"COPY {target} FROM STDIN"
+    driver_error = conn.dialect.loaded_dbapi.Error
+    try:
+        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+            for values in zip(*columns.values()):
+                copy.write_row(values)
+    except driver_error as error:
+        # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
+        # others (the server's context quotes the offending value), and wrapped the same way.
+        failed = _copy_line(error)
+        message = postgres_error_message(error)
+        if message is not None:
+            error.args = (message,)
+        wrapped = sa.exc.DBAPIError.instance(copy_sql, None, error, driver_error, hide_parameters=True,
+                                             dialect=conn.dialect)
+        if failed and ROW_NUMBER in rows.columns and failed <= len(rows):
+            wrapped.add_note(f"COPY into {table.name} failed at spreadsheet row {rows[ROW_NUMBER].iloc[failed - 1]}")
+        raise wrapped from error
+
+
+def _copy_line(error: Exception) -> int | None:
+    """The COPY line the server reports in its error context (`COPY t, line 7, column c: ...`)."""
+    context = getattr(getattr(error, "diag", None), "context", None) or ""
+    found = re.search(r"\bline (\d+)", context)
+    return int(found.group(1)) if found else None
 
 
 def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
                      problems: list[p.Problem]) -> None:
     conn.execute(sa.delete(ImportRow.__table__).where(ImportRow.__table__.c.import_id == import_id))
     conn.execute(sa.delete(ImportProblem.__table__).where(ImportProblem.__table__.c.import_id == import_id))
+    # An invalid account number is whatever the cell held (a note, a whole row split on the wrong
+    # delimiter): no identifier, and maybe longer than the column, which PostgreSQL refuses.
+    accounts = decided["account_number"].astype("object")
+    accounts = accounts.where(accounts.str.fullmatch(r"[0-9]{1,32}", na=False).astype(bool))
     rows = pd.DataFrame({
         "import_id": import_id,
         "row_number": decided[ROW_NUMBER].astype("int64"),
-        "account_number": decided["account_number"],
+        "account_number": accounts.where(accounts.notna(), None),
         "outcome": decided[OUTCOME],
         "code": decided[CODE],
-    }).astype("object")
-    rows = rows.where(rows.notna(), None)
-    _executemany(conn, sa.insert(ImportRow.__table__), rows.to_dict("records"))
-    if problems:
-        _executemany(conn, sa.insert(ImportProblem.__table__), [
-            {"import_id": import_id, "row_number": x.row, "account_number": x.account_number,
-             "field": x.field, "code": x.code, "severity": x.severity, "message": x.message}
-            for x in sorted(problems, key=p.Problem.sort_key)
-        ])
+    })
+    _bulk_insert(conn, ImportRow.__table__, rows)
+    listed = pd.DataFrame(
+        [(import_id, x.row, x.account_number, x.field, x.code, x.severity, x.message)
+         for x in sorted(problems, key=p.Problem.sort_key)],
+        columns=["import_id", "row_number", "account_number", "field", "code", "severity", "message"],
+        dtype="object")
+    _bulk_insert(conn, ImportProblem.__table__, listed)
 
 
 def recorded_result(conn: Connection, import_id: str) -> LoadResult | None:
@@ -192,8 +277,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if not dry_run:
                 applied = decided[decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
                 # Unchanged rows are written too when they carry a newer export date (rule 7).
-                records = _patient_records(applied, practice.id, import_id, exported_on)
-                _executemany(conn, _upsert_statement(conn), records)
+                _write_patients(conn, _patient_rows(applied, practice.id, import_id, exported_on))
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)

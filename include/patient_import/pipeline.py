@@ -36,6 +36,7 @@ class RunInfo:
     run_id: str
     run_type: str = "manual"
     map_index: int = -1
+    attempt: int = 1  # the run's planning attempt: a run cleared as a whole imports again
     interval_start: datetime | None = None
     interval_end: datetime | None = None
 
@@ -87,8 +88,9 @@ def open_store(url: str | None = None, *, prepare: bool = False) -> Engine:
 
 
 def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str, name: str) -> str:
-    """Same run, map index and export → same import (a cleared task continues it); a new run → a new one."""
-    key = "|".join([run.dag_id, run.run_id, str(run.map_index), sha256, name])
+    """Same run, map index and export → same import (a cleared task continues it); a new run, or a
+    run cleared as a whole (a new planning attempt, as a backfill's reprocessing does) → a new one."""
+    key = "|".join([run.dag_id, run.run_id, str(run.map_index), str(run.attempt), sha256, name])
     return f"{practice_id}_{exported_on:%Y%m%d}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
 
 

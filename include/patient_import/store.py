@@ -167,7 +167,41 @@ def create_store_engine(url: str | None = None) -> Engine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
-    return sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
+    engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)
+    # hide_parameters hides the bound values, but not PostgreSQL's own message, whose DETAIL
+    # ("Failing row contains (...)") and CONTEXT (a COPY's offending value) quote patient data.
+    event.listen(engine, "handle_error", _without_patient_values)
+    return engine
+
+
+def postgres_error_message(error: Exception) -> str | None:
+    """A psycopg error's message without the parts that can quote stored values, or None when
+    the error did not come from the server (a refused connection, ...).
+
+    Kept: the primary message (it names tables, columns and constraints), except for data
+    exceptions (SQLSTATE class 22), whose primary message quotes the value itself.
+    """
+    diag = getattr(error, "diag", None)
+    sqlstate = getattr(diag, "sqlstate", None)
+    if not sqlstate:
+        return None
+    where = ", ".join(f"{what} {name}" for what, name in (
+        ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name)) if name)
+    message = (f"invalid data ({type(error).__name__}); the value is not shown" if sqlstate.startswith("22")
+               else diag.message_primary or type(error).__name__)
+    return f"{message} [SQLSTATE {sqlstate}{'; ' + where if where else ''}]"
+
+
+def _without_patient_values(context):  # noqa: ANN001 - sqlalchemy.engine.ExceptionContext
+    error = context.original_exception
+    message = postgres_error_message(error)
+    if message is None or context.sqlalchemy_exception is None:
+        return None
+    # The driver's exception is chained to the one raised, and printed with it: scrub both.
+    error.args = (message,)
+    wrapped = context.sqlalchemy_exception
+    return type(wrapped)(context.statement, context.parameters, error, hide_parameters=True,
+                         connection_invalidated=context.is_disconnect, ismulti=wrapped.ismulti)
 
 
 def lock_practice(conn: Connection, practice_id: str) -> None:

@@ -16,7 +16,7 @@ DAG_FILE = ROOT / "dags" / "patient_import.py"
 
 
 @pytest.fixture(scope="module")
-def dag():
+def dag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 
     bag = DagBag(dag_folder=str(DAG_FILE))

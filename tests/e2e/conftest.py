@@ -57,6 +57,16 @@ class Airflow:
         raise TimeoutError(f"runs still active after {timeout:.0f} s: "
                            f"{[(r['dag_run_id'], r['state']) for r in self.runs()]}")
 
+    def wait_until_backfills_complete(self, timeout: float = 300) -> None:
+        """The scheduler marks a backfill complete some time after its last run ends."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            backfills = self.api("GET", "/api/v2/backfills?dag_id=patient_import&limit=100")["backfills"]
+            if all(b["completed_at"] for b in backfills):
+                return
+            time.sleep(2)
+        raise TimeoutError(f"backfills not complete after {timeout:.0f} s")
+
     def task_instances(self, run_id: str) -> list[dict]:
         return self.api("GET", f"/api/v2/dags/patient_import/dagRuns/{run_id}/taskInstances?limit=200")[
             "task_instances"]

@@ -58,13 +58,13 @@ def report(record: dict) -> dict:
 
 
 def backfill(airflow, start: date, end: date) -> list[str]:
-    before = {r["dag_run_id"] for r in airflow.runs(run_type="backfill")}
+    """Create a backfill that reprocesses completed runs; wait for it; return its runs' ids."""
     airflow.api("POST", "/api/v2/backfills", {
         "dag_id": "patient_import", "from_date": f"{start}T00:00:00Z", "to_date": f"{end}T00:00:00Z",
         "reprocess_behavior": "completed", "max_active_runs": 1, "run_backwards": False, "dag_run_conf": {}})
-    time.sleep(1)
     runs = airflow.wait_until_idle()
-    return [r["dag_run_id"] for r in runs if r["run_type"] == "backfill" and r["dag_run_id"] not in before]
+    airflow.wait_until_backfills_complete()
+    return [r["dag_run_id"] for r in runs if r["run_type"] == "backfill"]
 
 
 def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
@@ -88,18 +88,22 @@ def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
     assert {p[4] for p in synced if p[4] and p[4].startswith("City")} == {"City2"}
     assert {str(p[6]) for p in synced} <= {str(d) for d in DATES}
 
-    first = backfill(airflow, DATES[0], DATES[-1])
-    assert len(first) == 3
+    # Backfill the two newest intervals: each run re-imports the export archived for its day.
+    first = backfill(airflow, DATES[1], DATES[2])
+    assert len(first) == 2
     listed = airflow.api("GET", "/api/v2/dags/patient_import/dagRuns?run_type=backfill&limit=100")["dag_runs"]
-    assert {r["dag_run_id"] for r in listed} >= set(first) and all(r["state"] == "success" for r in listed)
+    assert {r["dag_run_id"] for r in listed} == set(first) and all(r["state"] == "success" for r in listed)
     backfilled = imports(airflow.home, first)
-    assert len(backfilled) == 9
+    assert len(backfilled) == 6 and {str(r["exported_on"]) for r in backfilled} == {str(DATES[1]), str(DATES[2])}
     for record in backfilled:
         counts = report(record)["counts"]
+        assert record["status"] == "completed"
         assert counts["read"] == sum(v for k, v in counts.items() if k != "read")
         assert counts["inserted"] == counts["updated"] == 0
     assert patients(airflow.home) == synced
 
-    second = backfill(airflow, DATES[0], DATES[-1])
-    assert len(second) == 3
+    # Reprocessing the same range re-runs those runs: new imports, and still no patient changes.
+    second = backfill(airflow, DATES[1], DATES[2])
+    assert set(second) == set(first)
+    assert len(imports(airflow.home, second)) == 12
     assert patients(airflow.home) == synced

@@ -35,15 +35,6 @@ practices:
 
 
 @pytest.fixture(scope="session")
-def airflow_db():
-    """Airflow's own metadata database for `dag.test()`, migrated once per session."""
-    result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                            capture_output=True, text=True, env=os.environ.copy())
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    return os.environ["AIRFLOW_HOME"]
-
-
-@pytest.fixture(scope="session")
 def patient_import_dag(airflow_db):
     from airflow.dag_processing.dagbag import DagBag
 

@@ -1,0 +1,1 @@
+"""Test harnesses: real servers the tests start and stop themselves."""

@@ -90,6 +90,7 @@ def stop_process_group(pid: int, timeout: float = 30) -> None:
         return
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        _reap(pid)  # a dead but unreaped leader still counts as a member of its group
         try:
             os.killpg(pid, 0)
         except ProcessLookupError:
@@ -99,6 +100,13 @@ def stop_process_group(pid: int, timeout: float = 30) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass  # not our child (`make down` from another shell): its parent reaps it
 
 
 def _healthy(url: str) -> bool:

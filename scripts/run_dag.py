@@ -41,6 +41,7 @@ def main() -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
+    from include.patient_import.pipeline import open_store
     from include.patient_import.summary import print_run_summary
 
     bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import.py"))
@@ -49,7 +50,21 @@ def main() -> int:
         return 2
     dag = bag.get_dag("patient_import")
     run = dag.test(run_conf=conf)
-    return print_run_summary(run.run_id, str(run.state))
+    return print_run_summary(run.run_id, str(run.state), open_store(_store_url()))
+
+
+def _store_url() -> str | None:
+    """The store the DAG used: the `patient_store` connection when defined (as in the task)."""
+    from airflow.exceptions import AirflowNotFoundException
+    from airflow.models import Connection
+
+    from include.patient_import.store import sqlalchemy_url
+
+    try:
+        conn = Connection.get_connection_from_secrets("patient_store")
+    except AirflowNotFoundException:
+        return None
+    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
 
 
 if __name__ == "__main__":

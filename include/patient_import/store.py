@@ -138,12 +138,13 @@ def sqlalchemy_url(conn_type: str | None, host: str | None = None, login: str | 
     raise ValueError(f"patient_store connection type {conn_type!r} is not supported (use sqlite or postgres)")
 
 
-def create_store_engine(url: str | None = None) -> Engine:
+def create_store_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
     """An engine that never prints bound values (patient data) in its errors.
 
     SQLite: the file's folder is created, WAL lets readers work during a load, and every
     transaction starts with BEGIN IMMEDIATE so writers queue on the busy timeout instead of
-    failing half-way.
+    failing half-way; a `read_only` engine (the UI's) begins deferred, so pages never wait for a
+    running load.
     """
     url = url or settings.default_store_url()
     parsed = make_url(url)
@@ -162,9 +163,11 @@ def create_store_engine(url: str | None = None) -> Engine:
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_SECONDS * 1000}")
             cur.close()
 
+        begin = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+
         @event.listens_for(engine, "begin")
-        def _sqlite_begin_immediate(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _sqlite_begin(conn):  # noqa: ANN001
+            conn.exec_driver_sql(begin)
 
         return engine
     engine = sa.create_engine(url, hide_parameters=True, pool_pre_ping=True)

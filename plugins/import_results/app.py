@@ -68,7 +68,7 @@ def _store_url() -> str:
 
 @lru_cache(maxsize=4)
 def _engine(url: str) -> Engine:
-    return create_store_engine(url)
+    return create_store_engine(url, read_only=True)
 
 
 def store() -> Iterator[Connection | None]:

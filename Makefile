@@ -11,18 +11,20 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import up down test suites clean
+.PHONY: help install airflow-db demo run import up down test suites clean purge reliability
 
 help:
 	@echo "make run      install, then import the demo export through the real DAG"
 	@echo "make test     the whole test suite"
 	@echo "make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
 	@echo "make up / make down   start / stop the local Airflow with the UI (scheduler, API server, ...)"
+	@echo "make purge [DAYS=N] [DRY_RUN=1]   delete patient files older than the retention period"
+	@echo "make reliability   hostile inputs, rows lost or duplicated, faults and markers: the figures"
 
 # uv itself is installed when missing; the locked dependencies go into .venv.
 install:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
-	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --quiet
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet
 
 # The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated.
 airflow-db: install
@@ -50,6 +52,15 @@ down:
 
 test: install
 	@$(PY) -m pytest -q
+	@$(PY) scripts/reliability.py
+
+# Patient files older than $$PATIENT_IMPORT_RETENTION_DAYS (or DAYS) leave archive/, quarantine/,
+# outbox/, reports/ and data_docs/; inbox/ and staging/ are never touched.
+purge: install
+	@$(PY) -m include.patient_import.retention $(if $(DAYS),--days "$(DAYS)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
+reliability: install
+	@$(PY) scripts/reliability.py
 
 suites: install
 	@$(PY) -m include.patient_import.suites

@@ -133,6 +133,8 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
     modification time do not change over a short second look (it may still be being copied).
     """
     settle = settings.inbox_settle_seconds() if settle_seconds is None else settle_seconds
+    if not _safe_practice(practice_id, "inbox"):
+        return []
     inbox = settings.area("inbox", practice_id)
     if not inbox.is_dir():
         return []
@@ -163,6 +165,8 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
 
 
 def archived_exports(practice_id: str) -> list[Path]:
+    if not _safe_practice(practice_id, "archive"):
+        return []
     root = settings.area("archive", practice_id)
     if not root.is_dir():
         return []
@@ -182,4 +186,19 @@ _SAFE_ID = re.compile(r"^[A-Za-z0-9_]+$")
 
 def is_safe_id(value: str) -> bool:
     """Letters, digits and underscores only: safe as one folder name."""
-    return bool(_SAFE_ID.match(value or ""))
+    return bool(_SAFE_ID.fullmatch(value or ""))
+
+
+def _safe_practice(practice_id: str, area: str) -> bool:
+    # A practice id from a run's conf ("..", "../x") must not turn the storage root or another
+    # practice's folder into this practice's inbox: its files would be moved to the archive.
+    if is_safe_id(practice_id):
+        return True
+    log.warning("%s of practice %r refused: a practice id is letters, digits and underscores only",
+                area, practice_id)
+    return False
+
+
+def practice_folder(practice_id: str) -> str:
+    """The practice's folder in a file area; an id from a bad conf never becomes a path."""
+    return practice_id if is_safe_id(practice_id) else "_unknown"

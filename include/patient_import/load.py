@@ -26,9 +26,10 @@ from include.patient_import import problems as p
 from include.patient_import.normalize import ACTIVE
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, Counts, capacity_parameters, capacity_rejection,
+    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, capacity_parameters, capacity_rejection,
     decide_outcomes, payment_plan_warning,
 )
+from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import (

@@ -42,7 +42,7 @@ import pandas as pd
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from include.patient_import.problems import ZIP_PADDED, Problem, invalid_code
+from include.patient_import.problems import ZIP_PADDED, Problem, invalid_code, severity_of
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
@@ -436,6 +436,55 @@ def _normalize_phones(texts: pd.Series, field: str) -> list[np.ndarray]:
     return [values, extensions, codes]
 
 
+# Account numbers as Genesis writes them: ASCII digits and nothing else (leading zeros are dropped).
+_PLAIN_ACCOUNT = r"[0-9]+"
+
+
+def _normalize_accounts(texts: pd.Series) -> np.ndarray:
+    """Account numbers: plain digits vectorised, the rest (Excel's damage) one distinct value at a time."""
+    values = np.full(len(texts), None, dtype=object)
+    plain = texts.str.fullmatch(_PLAIN_ACCOUNT).to_numpy(dtype=bool)
+    if plain.any():
+        stripped = texts[plain].str.lstrip("0")
+        values[plain] = stripped.where(stripped != "", "0").to_numpy(dtype=object)
+    if not plain.all():
+        (values[~plain],) = _apply_distinct(texts[~plain], lambda raw: (normalize_account_number(raw),), 1)
+    return values
+
+
+# What the vectorised e-mail path takes: _PLAIN_ADDRESS, whose ASCII classes both of pandas' regex
+# engines (Python's and pyarrow's RE2) read alike. Such an address holds exactly one "@".
+_PLAIN_EMAIL = _PLAIN_ADDRESS.pattern
+
+
+def _normalize_emails(texts: pd.Series) -> list[np.ndarray]:
+    """E-mails: plain ASCII addresses vectorised, with the domain checked once per distinct
+    domain (as :func:`normalize_email` does); the rest one distinct value at a time."""
+    values, codes = (np.full(len(texts), None, dtype=object) for _ in range(2))
+    plain = texts.str.fullmatch(_PLAIN_EMAIL).to_numpy(dtype=bool)
+    if plain.any():
+        rows = np.flatnonzero(plain)
+        parts = texts[plain].str.partition("@")
+        local = parts[0].to_numpy(dtype=object)
+        positions, domains = pd.factorize(parts[2].to_numpy(dtype=object))
+        checked = [_checked_domain(domain) for domain in domains.tolist()]
+        valid_domain = np.array([c is not None for c in checked], dtype=bool)
+        lowered = _objects([c[0].lower() if c else None for c in checked])
+        # email_validator's length rule, in UTF-8 bytes, on the address as written, normalised and
+        # IDNA-encoded (as in normalize_email).
+        longest = np.array([max(len(d), len(c[0].encode()), len(c[1])) if c else 0
+                            for d, c in zip(domains.tolist(), checked)], dtype=np.int64)
+        local_length = pd.Series(local).str.len().to_numpy(dtype=np.int64)
+        good = valid_domain[positions] & (local_length + 1 + longest[positions] <= _MAX_ADDRESS_BYTES)
+        joined = (pd.Series(local, dtype=object) + "@" + pd.Series(lowered[positions], dtype=object)).to_numpy()
+        values[rows[good]] = joined[good]
+        codes[rows[~good]] = invalid_code("email")
+    if not plain.all():
+        rows = np.flatnonzero(~plain)
+        values[rows], codes[rows] = _apply_distinct(texts[~plain], normalize_email, 2)
+    return [values, codes]
+
+
 def _normalizer(kind: str, field: str, today: datetime.date) -> Callable[[str], Cleaned]:
     match kind:
         case "zip":
@@ -480,9 +529,12 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
             continue
         texts = _texts(frame, name)
         if kind == "account_number":
-            (columns[name],) = _apply_distinct(texts, lambda raw: (normalize_account_number(raw),), 1)
+            columns[name] = _normalize_accounts(texts)
         elif kind == "name":
             (columns[name],) = _apply_distinct(texts, lambda raw: (normalize_name(raw),), 1)
+        elif kind == "email":
+            columns[name], codes = _normalize_emails(texts)
+            flagged.append((name, kind, codes))
         elif kind == "phone":
             columns[name], columns[EXTENSION_FIELDS[name]], codes = _normalize_phones(texts, name)
             flagged.append((name, kind, codes))
@@ -497,9 +549,11 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
         for position in np.flatnonzero(pd.notna(codes)):
             warnings.append((int(row_numbers[position]), name, codes[position], kind, position))
     warnings.sort(key=lambda w: w[:3])
+    # Severity given, not looked up for each of what can be a hundred thousand warnings.
+    severity = {code: str(severity_of(code)) for code in {w[2] for w in warnings}}
     problems = [
         Problem(code=code, message=_message(name, kind, code), row=row,
-                account_number=accounts[position], field=name)
+                account_number=accounts[position], field=name, severity=severity[code])
         for row, name, code, kind, position in warnings
     ]
 

@@ -178,7 +178,7 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
         import_id = import_id_for(run, practice_id, export_on, sha, path.name)
         archive_path = None
         source = path
-        safe_practice = practice_id if files.is_safe_id(practice_id) else "_unknown"
+        safe_practice = files.practice_folder(practice_id)
         if in_archive:
             archive_path = path
         elif not dry_run:

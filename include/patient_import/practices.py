@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from include.patient_import import settings
+from include.patient_import.files import is_safe_id
 from include.patient_import.normalize import normalize_account_number
 from include.patient_import.problems import ConfigurationError
 from include.patient_import.schema import UPLOAD_EXTRA_COLUMNS
@@ -21,7 +21,6 @@ PAYMENT_PLAN_SYSTEMS = frozenset({AUTO_DEBIT, CASH_PLAN_CALCULATOR})
 DEFAULT_CAPACITY = 1000
 LARGE_PAYMENT_PLAN_IMPORT = 50  # SPEC §3 rule 3: more new patients than this earns a warning
 
-_PRACTICE_ID = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,7 @@ def _practice(entry: object, position: int) -> Practice:
     if not isinstance(entry, dict):
         raise ConfigurationError(f"{where}: expected a mapping with id, name, capacity, systems")
     pid = str(entry.get("id") or "")
-    if not _PRACTICE_ID.match(pid):
+    if not is_safe_id(pid):
         raise ConfigurationError(f"{where}: id {pid!r} must be letters, digits and underscores")
     where = f"practice {pid}"
     capacity = entry.get("capacity", DEFAULT_CAPACITY)

@@ -5,6 +5,7 @@ Messages never hold patient values: a row is identified by its row number and ac
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
@@ -67,6 +68,30 @@ UNKNOWN_COLUMN = "unknown_column"
 LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
 
 
+@dataclass(frozen=True)
+class Counts:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    skipped: int = 0
+    rejected: int = 0
+
+    @classmethod
+    def of(cls, outcomes) -> "Counts":
+        """From a pandas Series of row outcomes."""
+        tally = outcomes.value_counts()
+        return cls(read=len(outcomes), **{o: int(tally.get(o, 0)) for o in OUTCOMES})
+
+    @classmethod
+    def all_rejected(cls, read: int) -> "Counts":
+        return cls(read=read, rejected=read)
+
+    def as_dict(self) -> dict[str, int]:
+        return {"read": self.read, "inserted": self.inserted, "updated": self.updated,
+                "unchanged": self.unchanged, "skipped": self.skipped, "rejected": self.rejected}
+
+
 def invalid_code(field: str) -> str:
     """The warning for an optional value that was left out (`invalid_email`, ...)."""
     return f"invalid_{field}"
@@ -88,6 +113,9 @@ FILE_ERROR_CODES: frozenset[str] = frozenset({
 })
 
 
+_ACCOUNT_NUMBER = re.compile(r"[0-9]{1,32}")
+
+
 @dataclass(frozen=True)
 class Problem:
     """One line of the report's `problems`. `row` is None for a problem about the whole file."""
@@ -102,6 +130,10 @@ class Problem:
     def __post_init__(self) -> None:
         if not self.severity:
             object.__setattr__(self, "severity", str(severity_of(self.code)))
+        if self.account_number is not None and not _ACCOUNT_NUMBER.fullmatch(self.account_number):
+            # Only a valid account number identifies a row; an invalid one is whatever the cell
+            # held (a name, a whole row split on the wrong delimiter) and must not reach a report.
+            object.__setattr__(self, "account_number", None)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -126,10 +158,14 @@ class ExportRejected(Exception):
         self.message = message
         self.row = row
         self.field = field
-        self.details = details or {}
+        self.details = dict(details or {})
+        if row is not None:
+            self.details.setdefault("row", row)
 
     def problem(self) -> Problem:
-        return Problem(code=self.code, message=self.message, row=self.row, field=self.field)
+        # A file-level problem has `row: null` (SPEC §4); where the file broke is in the message
+        # and, for the report's `details`, in details["row"].
+        return Problem(code=self.code, message=self.message, field=self.field)
 
 
 class ConfigurationError(Exception):

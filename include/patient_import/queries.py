@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.patient_import import records, settings
-from include.patient_import.problems import OUTCOMES, Status
+from include.patient_import.problems import OUTCOMES, Counts, Status
 from include.patient_import.store import Import, Practice
 
 _IMPORTS = Import.__table__
@@ -29,16 +29,6 @@ DOWNLOADS: dict[str, tuple[str, str]] = {
     "upload": ("upload_path", "outbox"),
     "rejected_rows": ("rejected_rows_path", "outbox"),
 }
-
-
-@dataclass(frozen=True)
-class Counts:
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    rejected: int = 0
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,11 @@ Decisions:
   YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
   calamine's `iter_rows()` starts at the sheet's first row even when the first rows are empty,
   but at the first used column; both offsets are derived from the sheet, not assumed.
+  calamine loads the used range as a dense grid (about 32 bytes a cell, empty or not), so a few
+  cells far apart in a tiny file (one at XFD1048576) would ask for hundreds of gigabytes and abort
+  the process: before loading, the first sheet's XML is scanned for far cell references, and a
+  grid larger than max(2 million cells, half the sheet's XML bytes) is `too_many_columns` when a
+  value lies beyond `max_columns`, else `file_too_large`.
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from __future__ import annotations
 import codecs
 import csv
 import dataclasses
+import functools
 import io
 import mmap
 import re
@@ -354,6 +360,13 @@ def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, li
             yield start, cells
             start = reader.line_num + 1
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc) and reader.line_num <= start:
+            # One value over csv's own limit (128 KB) on one line: long, not badly quoted.
+            raise ExportRejected(
+                FIELD_TOO_LONG,
+                f"row {start}: a value is more than {csv.field_size_limit()} characters long",
+                row=start,
+            ) from None
         # csv's messages name only quote and delimiter characters, never the data.
         raise ExportRejected(
             UNREADABLE_FILE,
@@ -368,6 +381,7 @@ def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, li
 
 def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
     _check_inflated_size(path, limits)
+    _check_sheet_grid(path, limits)
     try:
         with CalamineWorkbook.from_path(str(path)) as workbook:
             sheet = workbook.get_sheet_by_index(0)
@@ -400,6 +414,115 @@ def _check_inflated_size(path: Path, limits: Limits) -> None:
                 f"the workbook part {m.filename!r} unpacks to {ratio} times its size: "
                 "this is not a normal workbook",
             )
+
+
+# An honest sheet has at least a couple of XML bytes per cell of its used range; a sparse one
+# (a stray cell far below or right of the list) may still be loaded up to this many cells.
+_GRID_FLOOR_CELLS = 2_000_000
+_XML_BYTES_PER_CELL = 2
+# Cell and row references (`r="AB12"`). Every writer puts no space around "="; patterns that
+# start with a literal are ten times faster, so the spaced form XML also allows is looked for
+# separately and only then matched with the slower patterns.
+_SPACED_EQUALS = (re.compile(rb"r[ \t\r\n]+="), re.compile(rb"=[ \t\r\n]+[\"']"))
+_REF_START = {False: rb"r=[\"']", True: rb"(?<![\w:.-])r[ \t\r\n]*=[ \t\r\n]*[\"']"}
+_FIRST_SHEET_RID = re.compile(rb"""<(?:\w+:)?sheet\b[^>]*?\s(?:\w+:)?id\s*=\s*["']([^"']+)["']""")
+
+
+@functools.cache
+def _reference_patterns(digits: int, spaced: bool) -> tuple[re.Pattern, re.Pattern]:
+    """(rows of at least `digits` digits, columns of two letters or more)."""
+    start = _REF_START[spaced]
+    return (re.compile(start + rb"[A-Za-z]*([0-9]{%d,})[\"']" % digits),
+            re.compile(start + rb"([A-Za-z]{2,})[0-9]"))
+
+
+def _column_number(letters: bytes) -> int:
+    number = 0
+    for char in letters.upper():
+        number = number * 26 + char - 64
+    return number
+
+
+def _check_sheet_grid(path: Path, limits: Limits) -> None:
+    """Refuse a first sheet whose used range calamine would load as a huge, mostly empty grid.
+
+    Only references that could break the bound are looked at (rows with many digits, columns of
+    two letters or more), so an honest sheet costs one inflate and two C-level scans.
+    """
+    with zipfile.ZipFile(path) as archive:
+        first = _first_sheet_member(archive)
+        # Not found the way calamine would find it: look at every XML part rather than none.
+        members = [first] if first else [n for n in archive.namelist() if n.lower().endswith(".xml")]
+        for member in members:
+            _check_member_grid(archive, member, limits)
+
+
+def _check_member_grid(archive: zipfile.ZipFile, member: str, limits: Limits) -> None:
+    allowed = max(_GRID_FLOOR_CELLS, archive.getinfo(member).file_size // _XML_BYTES_PER_CELL)
+    digits = len(str(allowed // max(26, limits.max_columns)))
+    # Unless a reference says otherwise, rows stay below 10**(digits-1) and columns within Z.
+    max_row, max_column = 10 ** (digits - 1) - 1, 26
+    try:
+        with archive.open(member) as stream:
+            carry = b""
+            while chunk := stream.read(_CHUNK_BYTES):
+                buf = carry + chunk
+                cut = buf.rfind(b"<")
+                cut = len(buf) if cut < 0 else cut
+                spaced = any(p.search(buf, 0, cut) for p in _SPACED_EQUALS)
+                far_row, wide_column = _reference_patterns(digits, spaced)
+                max_row = max(max_row, max(map(int, far_row.findall(buf, 0, cut)), default=0))
+                columns = set(wide_column.findall(buf, 0, cut))
+                max_column = max(max_column, max(map(_column_number, columns), default=0))
+                carry = buf[cut:]
+    except (zipfile.BadZipFile, zlib.error, EOFError):
+        raise ExportRejected(
+            UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
+        ) from None
+    if max_row * max_column <= allowed:
+        return
+    if max_column > limits.max_columns:
+        raise ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"the first sheet has cells up to column {max_column}; the limit is {limits.max_columns}",
+            details={"columns": max_column, "limit": limits.max_columns},
+        )
+    raise ExportRejected(
+        FILE_TOO_LARGE,
+        f"the first sheet's cells reach row {max_row}"
+        + (f" and column {max_column}" if max_column > 26 else "")
+        + ", a range far larger than the data it holds (stray cells far below or right of the list?); "
+        "delete them and save again",
+        details={"rows": max_row, "columns": max_column},
+    )
+
+
+def _first_sheet_member(archive: zipfile.ZipFile) -> str | None:
+    """The zip member of the workbook's first sheet, as listed in xl/workbook.xml."""
+    try:
+        workbook = archive.read("xl/workbook.xml")
+        rels = archive.read("xl/_rels/workbook.xml.rels")
+    except KeyError:
+        return None
+    first = _FIRST_SHEET_RID.search(workbook)
+    if first is None:
+        return None
+    rid = re.escape(first[1])
+    relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid,
+                         rels)
+    if relation is None:
+        return None
+    target = relation[1].decode("utf-8", "replace")
+    member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    parts: list[str] = []
+    for part in member.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part not in ("", "."):
+            parts.append(part)
+    member = "/".join(parts)
+    return member if member in archive.namelist() else None
 
 
 def _sheet_records(sheet) -> tuple[int, Iterator[tuple[int, list[str]]]]:

@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from include.patient_import import files, records, settings
 from include.patient_import import problems as p
-from include.patient_import.rules import Counts
+from include.patient_import.problems import Counts
 from include.patient_import.staleness import staleness
 
 log = logging.getLogger(__name__)
@@ -28,8 +28,7 @@ class StoreUnavailable(Exception):
 
 
 def report_path(practice_id: str, import_id: str) -> Path:
-    folder = practice_id if files.is_safe_id(practice_id) else "_unknown"
-    return settings.area("reports", folder, f"{import_id}.json")
+    return settings.area("reports", files.practice_folder(practice_id), f"{import_id}.json")
 
 
 def _iso(value) -> str | None:
@@ -89,7 +88,8 @@ def _finalise_in_store(engine: Engine, import_id: str) -> dict:
     if status == p.Status.REJECTED.value and not record["dry_run"] and record["archive_path"]:
         archived = Path(record["archive_path"])
         if archived.exists():
-            updates["quarantine_path"] = str(files.quarantine(archived, _folder(record["practice_id"])))
+            folder = files.practice_folder(record["practice_id"])
+            updates["quarantine_path"] = str(files.quarantine(archived, folder))
         if record.get("upload_path"):
             # A rejected import must leave nothing that someone could upload by mistake.
             Path(record["upload_path"]).unlink(missing_ok=True)
@@ -103,10 +103,6 @@ def _finalise_in_store(engine: Engine, import_id: str) -> dict:
     if practice.stale:
         log.warning("stale: %s", practice.message())
     return build_report(record, problems, practice.as_dict())
-
-
-def _folder(practice_id: str) -> str:
-    return practice_id if files.is_safe_id(practice_id) else "_unknown"
 
 
 def _staged_read(import_id: str) -> int:

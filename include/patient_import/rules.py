@@ -7,9 +7,9 @@ this module derives the columns that suite checks, applies the rules that need t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 from include.patient_import import problems as p
@@ -29,16 +29,22 @@ def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
     """The frame the `patient_rows` suite validates: required fields plus duplicate counts.
 
     Rows are compared on all their normalised data; rows without an account number are left to
-    the missing-field check.
+    the missing-field check. Only rows whose account number appears more than once are hashed:
+    the others have one variant and no earlier copy.
     """
     frame = normalized[[ROW_NUMBER, "account_number", "last_name", "first_name"]].copy()
-    digest = pd.util.hash_pandas_object(normalized[list(DATA_COLUMNS)].fillna("\x00"), index=False)
-    keyed = pd.DataFrame({"account": normalized["account_number"], "digest": digest})
-    has_account = keyed["account"].notna()
-    variants = keyed[has_account].groupby("account")["digest"].transform("nunique")
-    copies = keyed[has_account].groupby(["account", "digest"]).cumcount()
-    frame[ACCOUNT_DATA_VARIANTS] = variants.reindex(frame.index).fillna(1).astype("int64")
-    frame[EARLIER_COPIES] = copies.reindex(frame.index).fillna(0).astype("int64")
+    account = normalized["account_number"]
+    repeated = account.notna() & account.duplicated(keep=False)
+    variants = pd.Series(1, index=frame.index, dtype="int64")
+    copies = pd.Series(0, index=frame.index, dtype="int64")
+    if repeated.any():
+        data = normalized.loc[repeated, list(DATA_COLUMNS)]
+        digest = pd.util.hash_pandas_object(data.astype("object").fillna("\x00"), index=False)
+        keyed = pd.DataFrame({"account": account[repeated], "digest": digest})
+        variants[repeated] = keyed.groupby("account")["digest"].transform("nunique").astype("int64")
+        copies[repeated] = keyed.groupby(["account", "digest"]).cumcount().astype("int64")
+    frame[ACCOUNT_DATA_VARIANTS] = variants
+    frame[EARLIER_COPIES] = copies
     return frame
 
 
@@ -53,33 +59,47 @@ def rejected_flags(codes: pd.Series) -> pd.DataFrame:
     return pd.DataFrame({REJECTED: codes.isin(p.ROW_ERROR_CODES).astype("int64")})
 
 
-@dataclass(frozen=True)
-class Counts:
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    skipped: int = 0
-    rejected: int = 0
+def _dates_as_text(column: pd.Series) -> pd.Series:
+    values = column.to_numpy(dtype=object)
+    if not any(issubclass(kind, date) for kind in set(map(type, values))):
+        return column
+    # Once per distinct value: a store repeats the same dates (birth days, export dates) endlessly.
+    positions, distinct = pd.factorize(values)
+    texts = _objects([v.isoformat() if isinstance(v, date) else v for v in distinct.tolist()])
+    out = values.copy()
+    present = positions >= 0  # None and NaN keep their place, as they are
+    out[present] = texts[positions[present]]
+    return pd.Series(out, index=column.index, dtype="object")
 
-    @classmethod
-    def of(cls, outcomes: pd.Series) -> "Counts":
-        tally = outcomes.value_counts()
-        return cls(read=len(outcomes), **{o: int(tally.get(o, 0)) for o in p.OUTCOMES})
 
-    @classmethod
-    def all_rejected(cls, read: int) -> "Counts":
-        return cls(read=read, rejected=read)
-
-    def as_dict(self) -> dict[str, int]:
-        return {"read": self.read, "inserted": self.inserted, "updated": self.updated,
-                "unchanged": self.unchanged, "skipped": self.skipped, "rejected": self.rejected}
+def _objects(items: list) -> np.ndarray:
+    out = np.empty(len(items), dtype=object)
+    out[:] = items
+    return out
 
 
 def stored_as_text(stored: pd.DataFrame) -> pd.DataFrame:
     """Stored values as the normaliser writes them (ISO dates), so they compare with the export's."""
-    return stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, date) else v)) \
-        if len(stored) else stored
+    return stored.apply(_dates_as_text) if len(stored) else stored
+
+
+def _practice_rule_codes(frame: pd.DataFrame, exists: pd.Series, practice: Practice) -> pd.Series:
+    """The suite's codes, then the skips of rules 2 (new inactive patients) and 3 (payment-plan list)."""
+    code = frame[CODE].astype("object")
+    inactive_new = code.isna() & ~exists & frame["status"].eq("inactive") & (not practice.uses_drip_education)
+    code = code.mask(inactive_new, p.INACTIVE_WITHOUT_DRIP_EDUCATION)
+    plan = practice.payment_plan_list
+    if plan is not None:
+        code = code.mask(code.isna() & ~frame["account_number"].isin(plan), p.NOT_ON_PAYMENT_PLAN_LIST)
+    return code
+
+
+def new_patients(frame: pd.DataFrame, stored_accounts, practice: Practice) -> pd.Series:
+    """`decide_outcomes(...)[IS_NEW]` from the stored account numbers alone: 1 for each row that
+    would insert a patient. Enough for the capacity check, and far cheaper than reading and
+    comparing every stored value (only stored patients can be skipped as older or be unchanged)."""
+    exists = frame["account_number"].isin(stored_accounts)
+    return (_practice_rule_codes(frame, exists, practice).isna() & ~exists).astype("int64")
 
 
 def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practice,
@@ -93,19 +113,10 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     """
     out = frame.copy()
     stored = stored_as_text(stored)
-    code = out[CODE].astype("object")
     account = out["account_number"]
     exists = account.isin(stored.index)
+    code = _practice_rule_codes(out, exists, practice)
     pending = code.isna()
-
-    inactive_new = pending & ~exists & out["status"].eq("inactive") & (not practice.uses_drip_education)
-    code = code.mask(inactive_new, p.INACTIVE_WITHOUT_DRIP_EDUCATION)
-    pending = code.isna()
-
-    plan = practice.payment_plan_list
-    if plan is not None:
-        code = code.mask(pending & ~account.isin(plan), p.NOT_ON_PAYMENT_PLAN_LIST)
-        pending = code.isna()
 
     last_seen = account.map(stored["last_seen_exported_on"]) if len(stored) else pd.Series(None, index=out.index)
     older = pending & exists & last_seen.notna() & (last_seen.astype("object") > exported_on.isoformat())

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
@@ -16,6 +18,8 @@ from include.patient_import.schema import PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COL
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_STARTS_ARROW = pa.array(_FORMULA_STARTS, type=pa.large_string())
+_QUOTE, _NOTHING = pa.scalar("'", pa.large_string()), pa.scalar("", pa.large_string())
 
 
 def defuse(value: object) -> str:
@@ -24,16 +28,31 @@ def defuse(value: object) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
-def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
-    """Comma-delimited UTF-8, every field quoted, written whole or not at all."""
+def defuse_column(values: pd.Series) -> list[str]:
+    """Every cell of a column as :func:`defuse` gives it; text columns in one vectorised pass."""
+    objects = values.to_numpy(dtype=object)
+    if not set(map(type, objects)) <= {str, type(None)}:
+        return [defuse(v) for v in objects]
+    texts = pc.fill_null(pa.array(objects, type=pa.large_string()), "")
+    risky = pc.is_in(pc.utf8_slice_codeunits(texts, 0, 1), value_set=_FORMULA_STARTS_ARROW)
+    quoted = pc.binary_join_element_wise(_QUOTE, texts, _NOTHING)
+    return pc.if_else(risky, quoted, texts).to_pylist()
+
+
+def _write_defused(path: Path, header: list[str], rows: Iterable[Iterable[str]]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with tmp.open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
-        writer.writerow([defuse(h) for h in header])
-        writer.writerows([defuse(v) for v in row] for row in rows)
+        writer.writerow(header)
+        writer.writerows(rows)
     os.replace(tmp, path)
     return path
+
+
+def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
+    """Comma-delimited UTF-8, every field quoted, written whole or not at all."""
+    return _write_defused(path, [defuse(h) for h in header], ([defuse(v) for v in row] for row in rows))
 
 
 def upload_rows(decided: pd.DataFrame, practice: Practice) -> pd.DataFrame:
@@ -56,12 +75,13 @@ def write_upload_file(path: Path, rows: pd.DataFrame, practice: Practice,
     """The Cash Practice import file. ClientID is the store's id of a patient known before this
     import; empty for a new patient."""
     columns = list(UPLOAD_COLUMNS) + [(name, UPLOAD_EXTRA_COLUMNS[name]) for name in practice.upload_extra_columns]
-    values = [rows["account_number"].map(client_ids) if source is None and name == "ClientID"
-              else (rows[source] if source else pd.Series(None, index=rows.index))
-              for name, source in columns]
-    table = pd.concat(values, axis=1).astype("object")
-    table = table.where(table.notna(), None)
-    return write_csv(path, [name for name, _ in columns], table.itertuples(index=False, name=None))
+    # The ids as text, so that a file mixing known and new patients never says "12.0".
+    ids = {account: str(client_id) for account, client_id in client_ids.items()}
+    known = rows["account_number"].map(ids).astype("object")
+    cells = [defuse_column(known.where(known.notna(), None) if source is None and name == "ClientID"
+                           else (rows[source] if source else pd.Series(None, index=rows.index, dtype="object")))
+             for name, source in columns]
+    return _write_defused(path, [defuse(name) for name, _ in columns], zip(*cells))
 
 
 def write_rejected_rows(path: Path, raw: pd.DataFrame, headers: list[str], columns: list[str],

@@ -6,23 +6,29 @@ The outcome goes to the import's staging folder: the normalised rows with their 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import pandas as pd
-from sqlalchemy.engine import Engine
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import files, settings
 from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
-from include.patient_import.rules import CODE, OUTCOME, capacity_parameters, capacity_rejection, check_frame, \
-    decide_outcomes, rejected_flags, winning_codes
+from include.patient_import.rules import CODE, capacity_parameters, capacity_rejection, check_frame, new_patients, \
+    rejected_flags, winning_codes
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER
-from include.patient_import.suites import EXPORT_COLUMNS, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
+from include.patient_import.store import Patient
+from include.patient_import.suites import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 
+_PROBLEM_FIELDS = tuple(f.name for f in dataclasses.fields(p.Problem))
 _ROW_MESSAGES = {
     p.MISSING_REQUIRED_FIELD: "{header} is required",
     p.INVALID_ACCOUNT_NUMBER: "the account number is not a whole number (Excel may have turned it into "
@@ -76,7 +82,7 @@ def _too_many_rejected(codes: pd.Series) -> p.ExportRejected:
 
 def validate_export(engine: Engine, job, practice: Practice | None, *, today: date) -> Validation:
     """Validate one export; a file-level rejection is returned in the result, not raised."""
-    from include.patient_import.load import count_patients, stored_patients
+    from include.patient_import.load import count_patients
     from include.patient_import.normalize import normalize_export
     from include.patient_import.reader import read_export
 
@@ -91,6 +97,10 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
         result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
+            if not set(REQUIRED_FIELDS) & set(parsed.columns):
+                # No required header at all: the first line is probably a patient, and its cells
+                # must not reach the report as the names of unknown columns.
+                result.problems = [x for x in result.problems if x.code != p.UNKNOWN_COLUMN]
             raise _missing_columns(parsed.columns)
 
         normalized = normalize_export(parsed.frame, today=today)
@@ -110,18 +120,26 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             raise _too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
-            stored = stored_patients(conn, practice.id)
+            accounts = _stored_accounts(conn, practice.id)
             stored_count = count_patients(conn, practice.id)
-        decided = decide_outcomes(frame, stored, practice, date.fromisoformat(job.exported_on))
-        new = int((decided[OUTCOME] == p.INSERTED).sum())
-        if new and runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, "is_new"]],
-                              capacity_parameters(practice, stored_count)):
+        # Capacity counts new patients only: the stored account numbers decide them (load decides
+        # every outcome again, under the practice's lock).
+        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, accounts, practice)})
+        new = int(is_new[IS_NEW].sum())
+        if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
             raise capacity_rejection(practice, stored_count, new)
     except p.ExportRejected as exc:
         result.rejection = exc
     finally:
         result.docs_index = runner.build_docs()
     return result
+
+
+def _stored_accounts(conn: Connection, practice_id: str) -> pd.Index:
+    table = Patient.__table__
+    accounts = conn.execute(sa.select(table.c.third_party_acct_number).where(
+        table.c.practice_id == practice_id, table.c.third_party_acct_number.is_not(None))).scalars().all()
+    return pd.Index(accounts, dtype="object")
 
 
 def save_validation(import_id: str, validation: Validation) -> None:
@@ -134,7 +152,8 @@ def save_validation(import_id: str, validation: Validation) -> None:
     rejection = validation.rejection
     doc = {
         "headers": validation.headers, "columns": validation.columns,
-        "problems": [x.to_dict() for x in validation.problems],
+        # Column by column: an export with a million rows can carry a hundred thousand warnings.
+        "problems": {name: [getattr(x, name) for x in validation.problems] for name in _PROBLEM_FIELDS},
         "rejection": None if rejection is None else {
             "code": rejection.code, "message": rejection.message, "row": rejection.row,
             "field": rejection.field, "details": rejection.details},
@@ -145,17 +164,30 @@ def save_validation(import_id: str, validation: Validation) -> None:
     tmp.replace(stage / "validation.json")
 
 
+def _read_objects(path: Path) -> pd.DataFrame:
+    """A Parquet file as object columns holding Python values and None for every empty cell."""
+    table = pq.read_table(path)
+    columns = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_large_string(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type):
+            columns[name] = column.to_numpy(zero_copy_only=False)  # object array, None where null
+        else:
+            values = column.to_pandas().astype("object")
+            columns[name] = values.where(values.notna(), None).to_numpy()
+    return pd.DataFrame(columns, dtype="object")
+
+
 def load_validation(import_id: str) -> Validation:
     stage = files.staging_dir(import_id)
     doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
-    frame = pd.read_parquet(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
+    frame = _read_objects(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
     raw = pd.read_parquet(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
     if frame is not None:
-        frame = frame.astype("object").where(frame.notna(), None)
         frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
     rejection = doc["rejection"]
+    problems = doc["problems"]
     return Validation(
         frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
-        problems=[p.Problem(**x) for x in doc["problems"]],
+        problems=[p.Problem(**dict(zip(problems, values))) for values in zip(*problems.values())],
         rejection=p.ExportRejected(**rejection) if rejection else None,
         docs_index=Path(doc["docs_index"]) if doc["docs_index"] else None)

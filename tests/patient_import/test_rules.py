@@ -8,7 +8,8 @@ import pytest
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, Counts, capacity_parameters, check_frame, decide_outcomes, payment_plan_warning, winning_codes,
+    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, capacity_parameters, check_frame, decide_outcomes,
+    payment_plan_warning, winning_codes,
 )
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES
@@ -112,7 +113,7 @@ def test_row_errors_keep_their_code_and_are_rejected():
     decided = decide_outcomes(frame, stored(), DRIP, date(2026, 2, 1))
 
     assert decided[OUTCOME].tolist() == [p.REJECTED, p.INSERTED]
-    assert Counts.of(decided[OUTCOME]) == Counts(read=2, inserted=1, rejected=1)
+    assert p.Counts.of(decided[OUTCOME]) == p.Counts(read=2, inserted=1, rejected=1)
 
 
 def test_capacity_parameter_is_never_negative():

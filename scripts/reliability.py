@@ -1,0 +1,272 @@
+"""Reliability figures: `make reliability` (also the last step of `make test`).
+
+    python scripts/reliability.py [--list] [--figures DIR]
+
+Prints, and exits 1 when a must-be-zero figure is not zero:
+
+- **bad inputs tried / rejected cleanly**: every file of the hostile corpus (tests/corpus.py)
+  through the five stages in-process, on a SQLite store in a temporary home, with the corpus
+  limits. Clean: no exception, the expected status and code, counts adding up, no patient
+  changed, the original archived (and, when rejected, quarantined), no upload file left.
+- **markers found** (must be 0): the corpus's patient values found in a report, a log line or the
+  Data Docs, plus the `markers_found` other tests recorded.
+- **rows lost / duplicated** (must be 0): a generated export with duplicate and bad rows,
+  imported twice; every row must have one recorded outcome, every patient the report counts as
+  imported must be in the store and the upload file once, and the second import adds nobody.
+- **faults injected / survived**: summed from the JSON files other tests (fault injection,
+  marker scans) leave in `$PATIENT_IMPORT_HOME/reliability/` (default `var/reliability/`), each
+  `{"faults_injected": n, "faults_survived": n, "markers_found": n}` (any key may be missing).
+  A fault not survived counts as a must-be-zero failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import io
+import json
+import logging
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+ROWS_PRACTICE = "rows_clinic"
+ROWS_EXPORT_ROWS = 2_000
+
+
+@dataclass
+class Figures:
+    tried: int = 0
+    rejected_expected: int = 0
+    rejected_cleanly: int = 0
+    accepted_expected: int = 0
+    accepted_cleanly: int = 0
+    markers_found: int = 0
+    rows_lost: int = 0
+    rows_duplicated: int = 0
+    faults_injected: int = 0
+    faults_survived: int = 0
+    figure_files: list[str] = field(default_factory=list)
+    unclean: list[str] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[str]:
+        found = []
+        if self.unclean:
+            found.append(f"{len(self.unclean)} corpus files not handled cleanly: {', '.join(self.unclean)}")
+        if self.markers_found:
+            found.append(f"{self.markers_found} patient-value markers found")
+        if self.rows_lost or self.rows_duplicated:
+            found.append(f"{self.rows_lost} rows lost, {self.rows_duplicated} rows duplicated")
+        if self.faults_survived < self.faults_injected:
+            found.append(f"{self.faults_injected - self.faults_survived} injected faults not survived")
+        return found
+
+
+def _read_recorded(directory: Path, figures: Figures) -> None:
+    for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"{path}: not a reliability figures file ({exc})") from None
+        figures.figure_files.append(path.name)
+        figures.faults_injected += int(recorded.get("faults_injected", 0))
+        figures.faults_survived += int(recorded.get("faults_survived", 0))
+        figures.markers_found += int(recorded.get("markers_found", 0))
+
+
+def _use_home(home: Path) -> None:
+    from tests.corpus import LIMITS_ENV, PRACTICES_YAML
+
+    home.mkdir(parents=True, exist_ok=True)
+    registry = home / "practices.yml"
+    registry.write_text(PRACTICES_YAML + f"""
+  - id: {ROWS_PRACTICE}
+    name: Rows Clinic
+    capacity: 100000
+    systems: [drip_education]
+""", encoding="utf-8")
+    os.environ.update({"PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(registry),
+                       "PATIENT_IMPORT_SETTLE_SECONDS": "0", **LIMITS_ENV})
+    os.environ.pop("PATIENT_IMPORT_STORAGE", None)
+
+
+def _is_clean(item, imported, before: dict, after: dict, source: Path) -> str | None:
+    """Why an import of a corpus file was not clean, or None."""
+    import hashlib
+
+    report = imported.report
+    counts = report["counts"]
+    files = report["files"]
+    if report["status"] not in item.statuses:
+        return f"status {report['status']}"
+    if counts["read"] != sum(counts[k] for k in ("inserted", "updated", "unchanged", "skipped", "rejected")):
+        return "counts do not add up"
+    archived = files.get("archive")
+    if not archived or hashlib.sha256(Path(archived).read_bytes()).hexdigest() != \
+            hashlib.sha256(source.read_bytes()).hexdigest():
+        return "original not archived unchanged"
+    if item.accepted:
+        return None if imported.file_codes == set() else f"file errors {sorted(imported.file_codes)}"
+    if not (imported.file_codes and imported.file_codes <= item.codes):
+        return f"codes {sorted(imported.file_codes)}"
+    if counts["rejected"] != counts["read"]:
+        return "a rejected import with rows not rejected"
+    if after != before:
+        return "patients changed"
+    if not files.get("quarantine") or not Path(files["quarantine"]).is_file():
+        return "not quarantined"
+    if files.get("upload"):
+        return "an upload file was left"
+    return None
+
+
+def _run_corpus(home: Path, engine, figures: Figures, listing: bool) -> None:
+    from tests.corpus import MARKERS, baseline_rows, csv_text, patients_snapshot, run_import, write_corpus
+
+    baseline = home / "baseline.csv"
+    baseline.write_text(csv_text(baseline_rows()), encoding="utf-8")
+
+    log = io.StringIO()
+    handler = logging.StreamHandler(log)
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("include").setLevel(logging.DEBUG)
+    try:
+        run_import(engine, baseline, run_id="baseline", exported_on=date.fromordinal(date.today().toordinal() - 30))
+        for n, (item, path) in enumerate(write_corpus(home / "corpus")):
+            figures.tried += 1
+            if item.accepted:
+                figures.accepted_expected += 1
+            else:
+                figures.rejected_expected += 1
+            before = patients_snapshot(engine)
+            start = time.perf_counter()
+            try:
+                [imported] = run_import(engine, path, run_id=f"corpus_{n}")
+                why = _is_clean(item, imported, before, patients_snapshot(engine), path)
+                outcome = f"{imported.report['status']} {','.join(sorted(imported.file_codes))}"
+            except Exception as exc:  # noqa: BLE001 - a crash is exactly what this counts
+                why, outcome = f"crashed: {type(exc).__name__}", "crash"
+            if why:
+                figures.unclean.append(f"{item.name} ({why})")
+            elif item.accepted:
+                figures.accepted_cleanly += 1
+            else:
+                figures.rejected_cleanly += 1
+            if listing:
+                print(f"  {item.name:34} {outcome:45} {time.perf_counter() - start:6.2f}s  {why or 'clean'}")
+    finally:
+        logging.getLogger().removeHandler(handler)
+
+    texts = [log.getvalue()]
+    for area in ("reports", "data_docs"):
+        texts += [p.read_text(encoding="utf-8", errors="replace")
+                  for p in (home / area).rglob("*") if p.is_file() and p.suffix in (".json", ".html")]
+    figures.markers_found += sum(text.count(marker) for text in texts for marker in MARKERS)
+
+
+def _check_rows(home: Path, engine, figures: Figures) -> dict:
+    """Import a generated export twice; compare the store and the upload file with the reports."""
+    import sqlalchemy as sa
+
+    from include.patient_import.generator import generate_export
+    from include.patient_import.store import ImportRow
+    from tests.corpus import LIMITS_ENV, patients_snapshot, run_import
+
+    for name in LIMITS_ENV:  # the embedded limits: this export is a good one
+        os.environ.pop(name, None)
+    export = generate_export(home / "generated.csv", ROWS_EXPORT_ROWS, seed=7, duplicate_share=0.05,
+                             bad_share=0.03)
+    [first] = run_import(engine, export, run_id="rows_1", practice_id=ROWS_PRACTICE)
+    stored = patients_snapshot(engine, ROWS_PRACTICE)
+    [second] = run_import(engine, export, run_id="rows_2", practice_id=ROWS_PRACTICE)
+    stored_again = patients_snapshot(engine, ROWS_PRACTICE)
+    for imported in (first, second):
+        if imported.report["status"] not in ("completed", "completed_with_errors"):
+            figures.unclean.append(f"generated export ({imported.report['status']}: "
+                                   f"{sorted(imported.file_codes)})")
+            return {"first": first.report["counts"], "second": second.report["counts"], "stored": len(stored_again)}
+
+    table = ImportRow.__table__
+    lost = duplicated = 0
+    for imported in (first, second):
+        counts = imported.report["counts"]
+        with engine.connect() as conn:
+            rows = conn.execute(sa.select(table.c.row_number, table.c.account_number, table.c.outcome)
+                                .where(table.c.import_id == imported.report["import_id"])).all()
+        numbers = [r.row_number for r in rows]
+        lost += max(0, counts["read"] - len(set(numbers)))
+        duplicated += len(numbers) - len(set(numbers))
+        kept = {r.account_number for r in rows if r.outcome in ("inserted", "updated", "unchanged")}
+        lost += len(kept - set(stored_again))
+    with Path(first.report["files"]["upload"]).open(encoding="utf-8", newline="") as handle:
+        upload = [row["TPSID"] for row in csv.DictReader(handle)]
+    lost += len(set(stored) - set(upload)) + len(set(upload) - set(stored))
+    duplicated += len(upload) - len(set(upload))
+    duplicated += abs(len(stored) - first.report["counts"]["inserted"])
+    duplicated += second.report["counts"]["inserted"] + abs(len(stored_again) - len(stored))
+    figures.rows_lost += lost
+    figures.rows_duplicated += duplicated
+    return {"first": first.report["counts"], "second": second.report["counts"], "stored": len(stored_again)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Print the reliability figures; exit 1 if a must-be-zero one is not.")
+    parser.add_argument("--list", action="store_true", help="print each corpus file's outcome")
+    parser.add_argument("--figures", type=Path, default=None,
+                        help="folder of recorded figures (default: $PATIENT_IMPORT_HOME/reliability)")
+    args = parser.parse_args(argv)
+    warnings.filterwarnings("ignore")
+
+    from include.patient_import import settings
+
+    figures = Figures()
+    recorded = args.figures or settings.home() / "reliability"
+    _read_recorded(recorded, figures)
+    started = time.perf_counter()
+    # GX's progress bars and the package's warnings go to stderr; the log is scanned, not shown.
+    with tempfile.TemporaryDirectory(prefix="patient_import_reliability_") as tmp, \
+            contextlib.redirect_stderr(io.StringIO()):
+        home = Path(tmp) / "home"
+        _use_home(home)
+        from include.patient_import.pipeline import open_store
+
+        engine = open_store(prepare=True)
+        try:
+            if args.list:
+                print("corpus (tests/corpus.py), package level:")
+            _run_corpus(home, engine, figures, args.list)
+            rows = _check_rows(home, engine, figures)
+        finally:
+            engine.dispose()
+
+    print("reliability figures")
+    if figures.figure_files:
+        print(f"  faults injected / survived          {figures.faults_injected} / {figures.faults_survived}"
+              f"   ({len(figures.figure_files)} files in {recorded})")
+    else:
+        print(f"  faults injected / survived          none recorded ({recorded}/*.json)")
+    print(f"  bad inputs tried / rejected cleanly {figures.rejected_expected} / {figures.rejected_cleanly}"
+          f"   (+ {figures.accepted_expected} read as documented: {figures.accepted_cleanly} clean)")
+    print(f"  markers found (must be 0)           {figures.markers_found}")
+    print(f"  rows lost (must be 0)               {figures.rows_lost}"
+          f"   ({ROWS_EXPORT_ROWS} generated rows imported twice: {rows['first']} then {rows['second']})")
+    print(f"  rows duplicated (must be 0)         {figures.rows_duplicated}   ({rows['stored']} patients stored)")
+    print(f"  took {time.perf_counter() - started:.0f} s")
+    for failure in figures.failures:
+        print(f"FAILED: {failure}")
+    return 1 if figures.failures else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

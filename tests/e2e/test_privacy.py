@@ -19,6 +19,7 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
+ROOT = Path(__file__).resolve().parents[2]
 PRACTICE = "demo_clinic"
 ALLOWED_AREAS = ("archive", "outbox", "quarantine")
 # Valid, distinct values for each marker row: area codes and exchanges that phonenumbers accepts.
@@ -87,9 +88,12 @@ def test_no_marker_value_leaves_the_patient_files(airflow, tmp_path):
             leaks |= files_holding(target, markers)
     for area in ("reports", "data_docs", "staging"):
         leaks |= files_holding(airflow.home / area, markers)
-    xcoms = airflow.api("GET", f"/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?limit=1000")
-    leaks |= {"xcom api": [m for m in markers if m in json.dumps(xcoms)]} if any(
-        m in json.dumps(xcoms) for m in markers) else {}
+    xcoms = json.dumps(airflow.api("GET", "/api/v2/dags/~/dagRuns/~/taskInstances/~/xcomEntries?limit=1000"))
+    if any(m in xcoms for m in markers):
+        leaks["xcom api"] = [m for m in markers if m in xcoms]
+    figures = ROOT / "var" / "reliability" / "privacy.json"
+    figures.parent.mkdir(parents=True, exist_ok=True)
+    figures.write_text(json.dumps({"markers_found": sum(len(v) for v in leaks.values())}), encoding="utf-8")
     assert leaks == {}
 
     staging = airflow.home / "staging"

@@ -127,16 +127,28 @@ class PostgresServer:
         # The free port may be taken before the server binds it: then try another.
         for attempt in range(3):
             self.port = _free_port()
-            options = " ".join(
-                [f"-p {self.port}", f"-k {self.root / 'socket'}"]
-                + [f"-c {name}={value}" for name, value in _SERVER_SETTINGS.items()])
-            started = self._run("pg_ctl", "start", "-w", "-t", str(START_TIMEOUT_SECONDS), "-D", str(self.data_dir),
-                                "-l", str(self.log_path), "-o", options, timeout=START_TIMEOUT_SECONDS + 10)
-            if started.returncode == 0:
+            if self._pg_ctl_start().returncode == 0:
                 self._wait_ready()
                 return
             if "could not bind" not in self._log_tail() or attempt == 2:
                 raise RuntimeError(f"PostgreSQL did not start on port {self.port}:\n{self._log_tail()}")
+
+    def _pg_ctl_start(self) -> subprocess.CompletedProcess:
+        options = " ".join(
+            [f"-p {self.port}", f"-k {self.root / 'socket'}"]
+            + [f"-c {name}={value}" for name, value in _SERVER_SETTINGS.items()])
+        return self._run("pg_ctl", "start", "-w", "-t", str(START_TIMEOUT_SECONDS), "-D", str(self.data_dir),
+                         "-l", str(self.log_path), "-o", options, timeout=START_TIMEOUT_SECONDS + 10)
+
+    def halt(self) -> None:
+        """Stop the server as an outage would (clients cut off), keeping its data and port for `resume()`."""
+        self._checked("pg_ctl", "stop", "-D", str(self.data_dir), "-m", "fast", "-w", "-t", "30")
+
+    def resume(self) -> None:
+        """Start a halted server again, on the same port with the same data."""
+        if self._pg_ctl_start().returncode != 0:
+            raise RuntimeError(f"PostgreSQL did not restart on port {self.port}:\n{self._log_tail()}")
+        self._wait_ready()
 
     def _log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""

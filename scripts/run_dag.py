@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,8 +51,32 @@ def main() -> int:
         print(json.dumps(bag.import_errors, indent=1), file=sys.stderr)
         return 2
     dag = bag.get_dag("patient_import")
-    run = dag.test(run_conf=conf)
+    log_path = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow") / "logs" / "last_run.log"
+    print(f"running patient_import ({'dry run, ' if args.dry_run else ''}task logs: {log_path}) ...", flush=True)
+    with _output_to(log_path):
+        run = dag.test(run_conf=conf)
     return print_run_summary(run.run_id, str(run.state), open_store(_store_url()))
+
+
+@contextmanager
+def _output_to(path: Path):
+    """Send the run's task logs (stdout and stderr, at the descriptor level) to a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with path.open("wb") as log:
+        os.dup2(log.fileno(), 1)
+        os.dup2(log.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
 
 
 def _store_url() -> str | None:

@@ -67,6 +67,21 @@ class Airflow:
             time.sleep(2)
         raise TimeoutError(f"backfills not complete after {timeout:.0f} s")
 
+    def explain(self, run_id: str) -> str:
+        """The failed tasks of a run and the error lines of their logs, for an assertion message."""
+        lines = []
+        for ti in self.task_instances(run_id):
+            if ti["state"] not in ("success", "skipped"):
+                lines.append(f"{ti['task_id']}[{ti['map_index']}]: {ti['state']}")
+        logs = self.stack.airflow_home / "logs" / "dag_id=patient_import" / f"run_id={run_id}"
+        for log in sorted(logs.rglob("*.log")) if logs.is_dir() else []:
+            errors = [line[:400] for line in log.read_text(errors="replace").splitlines()
+                      if "error" in line.lower() or "exception" in line.lower()]
+            if errors:
+                lines.append(f"{log.relative_to(logs)}:")
+                lines += errors[-15:]
+        return "\n".join(lines)
+
     def task_instances(self, run_id: str) -> list[dict]:
         return self.api("GET", f"/api/v2/dags/patient_import/dagRuns/{run_id}/taskInstances?limit=200")[
             "task_instances"]

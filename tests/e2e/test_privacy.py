@@ -75,7 +75,7 @@ def test_no_marker_value_leaves_the_patient_files(airflow, tmp_path):
                             {"logical_date": None, "conf": {"practice_id": PRACTICE}})
     runs = airflow.wait_until_idle()
     run = next(r for r in runs if r["dag_run_id"] == triggered["dag_run_id"])
-    assert run["state"] == "success"
+    assert run["state"] == "success", airflow.explain(run["dag_run_id"])
 
     leaks = {}
     for name in ("logs", "airflow.db", "standalone.log"):

@@ -41,16 +41,18 @@ def store(home: Path) -> sa.Engine:
 
 
 def patients(home: Path) -> list[tuple]:
+    """This test's practices' patients (the session's other tests use other practices)."""
     with store(home).connect() as conn:
-        return conn.execute(sa.text(
+        rows = conn.execute(sa.text(
             "SELECT practice_id, third_party_acct_number, first_name, last_name, city, status, "
             "last_seen_exported_on FROM patients ORDER BY practice_id, third_party_acct_number")).all()
+    return [r for r in rows if r[0] in PRACTICES]
 
 
 def imports(home: Path, run_ids: list[str]) -> list[dict]:
     with store(home).connect() as conn:
         rows = conn.execute(sa.text("SELECT * FROM imports")).mappings().all()
-    return [dict(r) for r in rows if r["dag_run_id"] in run_ids]
+    return [dict(r) for r in rows if r["dag_run_id"] in run_ids and r["practice_id"] in PRACTICES]
 
 
 def report(record: dict) -> dict:
@@ -73,10 +75,11 @@ def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
     triggered = airflow.api("POST", "/api/v2/dags/patient_import/dagRuns", {"logical_date": None, "conf": {}})
     runs = airflow.wait_until_idle()
     run = next(r for r in runs if r["dag_run_id"] == triggered["dag_run_id"])
-    assert run["state"] == "success"
+    assert run["state"] == "success", airflow.explain(run["dag_run_id"])
 
+    # One mapped unit per practice with work (other tests of the session may have left some too).
     mapped = [t for t in airflow.task_instances(run["dag_run_id"]) if t["task_id"] == "import_practice.load_patients"]
-    assert sorted(t["rendered_map_index"] for t in mapped) == sorted(PRACTICES)
+    assert set(PRACTICES) <= {t["rendered_map_index"] for t in mapped}
     done = imports(airflow.home, [run["dag_run_id"]])
     assert len(done) == 9 and {r["status"] for r in done} == {"completed"}
     for practice in PRACTICES:

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import up down test suites clean purge reliability
+.PHONY: help install airflow-db demo run import up down test suites clean purge reliability bench
 
 help:
 	@echo "make run      install, then import the demo export through the real DAG"
@@ -61,6 +61,14 @@ purge: install
 
 reliability: install
 	@$(PY) scripts/reliability.py
+
+# The throughput benchmark (bench/, docs/performance.md): installs the bench-only group (dlt,
+# matplotlib, pyinstrument) beside the rest, then runs every figure. BENCH_SIZES=1000,10000 and
+# BENCH_REPEAT=3 override the defaults (1000,100000,1000000 rows; 3 runs, the median reported).
+bench:
+	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --group bench
+	@$(PY) -m bench.run $(if $(BENCH_SIZES),--sizes "$(BENCH_SIZES)") $(if $(BENCH_REPEAT),--repeat "$(BENCH_REPEAT)")
 
 suites: install
 	@$(PY) -m include.patient_import.suites

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +19,7 @@ from include.patient_import.schema import PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COL
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 _FORMULA_STARTS_ARROW = pa.array(_FORMULA_STARTS, type=pa.large_string())
+_BLOCK_ROWS = 50_000
 _QUOTE, _NOTHING = pa.scalar("'", pa.large_string()), pa.scalar("", pa.large_string())
 
 
@@ -78,10 +79,17 @@ def write_upload_file(path: Path, rows: pd.DataFrame, practice: Practice,
     # The ids as text, so that a file mixing known and new patients never says "12.0".
     ids = {account: str(client_id) for account, client_id in client_ids.items()}
     known = rows["account_number"].map(ids).astype("object")
-    cells = [defuse_column(known.where(known.notna(), None) if source is None and name == "ClientID"
-                           else (rows[source] if source else pd.Series(None, index=rows.index, dtype="object")))
-             for name, source in columns]
-    return _write_defused(path, [defuse(name) for name, _ in columns], zip(*cells))
+    table = pd.DataFrame({name: known.where(known.notna(), None) if source is None and name == "ClientID"
+                          else (rows[source] if source else pd.Series(None, index=rows.index, dtype="object"))
+                          for name, source in columns})
+
+    def blocks() -> Iterator[tuple[str, ...]]:
+        # A block at a time: the cells of a million rows as Python strings would take gigabytes.
+        for start in range(0, len(table), _BLOCK_ROWS):
+            block = table.iloc[start:start + _BLOCK_ROWS]
+            yield from zip(*(defuse_column(block[name]) for name in block.columns))
+
+    return _write_defused(path, [defuse(name) for name, _ in columns], blocks())
 
 
 def write_rejected_rows(path: Path, raw: pd.DataFrame, headers: list[str], columns: list[str],

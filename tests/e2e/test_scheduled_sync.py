@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import urllib.error
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -61,9 +62,18 @@ def report(record: dict) -> dict:
 
 def backfill(airflow, start: date, end: date) -> list[str]:
     """Create a backfill that reprocesses completed runs; wait for it; return its runs' ids."""
-    airflow.api("POST", "/api/v2/backfills", {
-        "dag_id": "patient_import", "from_date": f"{start}T00:00:00Z", "to_date": f"{end}T00:00:00Z",
-        "reprocess_behavior": "completed", "max_active_runs": 1, "run_backwards": False, "dag_run_conf": {}})
+    body = {"dag_id": "patient_import", "from_date": f"{start}T00:00:00Z", "to_date": f"{end}T00:00:00Z",
+            "reprocess_behavior": "completed", "max_active_runs": 1, "run_backwards": False, "dag_run_conf": {}}
+    # On a SQLite metadata database Airflow answers 503 while the scheduler holds its write lock.
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            airflow.api("POST", "/api/v2/backfills", body)
+            break
+        except urllib.error.HTTPError as exc:
+            if exc.code != 503 or time.monotonic() > deadline:
+                raise
+            time.sleep(2)
     runs = airflow.wait_until_idle()
     airflow.wait_until_backfills_complete()
     return [r["dag_run_id"] for r in runs if r["run_type"] == "backfill"]

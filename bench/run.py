@@ -1,0 +1,341 @@
+"""`make bench`: every figure of issue #6 in one run on one machine, medians of several runs.
+
+    python -m bench.run --sizes 1000,100000,1000000 --repeat 3
+
+Each measured figure runs in a fresh process (`bench.worker`); its peak RSS is that process's
+own, read from its rusage when it ends. Results: `bench/results/<timestamp>.json` and
+`latest.json` / `latest.md`, the chart `docs/bench_rows_per_second.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from bench import report
+from bench.airflow_overhead import PATIENT_IMPORT_DAG, TRIVIAL_DAG
+from bench.common import PRACTICE_ID, PRACTICES_YAML, RESULT_PREFIX, ROOT
+
+DATABASES = ("postgresql", "sqlite")
+FIGURES = ("floor", "pandas", "dlt", "ours", "airflow")
+WORKER_TIMEOUT_SECONDS = 3600
+SEED = 6
+
+
+class FigureFailed(RuntimeError):
+    pass
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.out = Path(args.out).resolve()
+        self.work = self.out / "work"
+        self.python = sys.executable
+        self.exported_on = date.today().isoformat()
+        self.samples: list[dict] = []
+        self.server = None
+        self.practices = self.work / "practices.yml"
+        self.log = self.out / "bench.log"
+
+    # ------------------------------------------------------------------ processes
+
+    def env(self, home: Path | None = None, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("PATIENT_IMPORT_", "AIRFLOW_CONN_"))}
+        env["PYTHONPATH"] = str(ROOT)
+        env["PATIENT_IMPORT_PRACTICES"] = str(self.practices)
+        env["PATIENT_IMPORT_MAX_FILE_MB"] = "2000"
+        env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
+        if home is not None:
+            env["PATIENT_IMPORT_HOME"] = str(home)
+        env.update(extra)
+        return env
+
+    def spawn(self, command: list[str], env: dict[str, str], label: str) -> dict:
+        """Run one process to its end: wall seconds, peak RSS (MB), exit status, its result line."""
+        stdout = self.work / "logs" / f"{label.replace(' ', '_')}.txt"
+        stdout.parent.mkdir(parents=True, exist_ok=True)
+        with open(stdout, "wb") as out, open(self.log, "ab") as err:
+            err.write(f"\n=== {label}: {' '.join(command[:4])}\n".encode())
+            err.flush()
+            begin = time.perf_counter()
+            proc = subprocess.Popen(command, stdout=out, stderr=err, env=env, cwd=ROOT)
+            timer = threading.Timer(WORKER_TIMEOUT_SECONDS, proc.kill)
+            timer.start()
+            try:
+                _, status, usage = os.wait4(proc.pid, 0)
+            finally:
+                timer.cancel()
+            wall = time.perf_counter() - begin
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        text = stdout.read_text(encoding="utf-8", errors="replace")
+        result = None
+        for line in text.splitlines():
+            if line.startswith(RESULT_PREFIX):
+                result = json.loads(line[len(RESULT_PREFIX):])
+        return {"returncode": proc.returncode, "wall_seconds": wall, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+                "peak_rss_mb": usage.ru_maxrss / 1024, "result": result}
+
+    def worker(self, figure: str, env: dict[str, str], label: str, **kwargs) -> dict:
+        done = self.spawn([self.python, "-m", "bench.worker", figure, json.dumps(kwargs)], env, label)
+        if done["returncode"] != 0 or done["result"] is None:
+            raise FigureFailed(f"{label} failed (exit {done['returncode']}); see {self.log}")
+        return done
+
+    def record(self, figure: str, database: str | None, size: int | None, mode: str, done: dict) -> None:
+        result = done["result"] or {}
+        seconds = result.get("seconds", done["wall_seconds"])
+        sample = {"figure": figure, "database": database, "rows": size, "mode": mode,
+                  "seconds": seconds, "process_seconds": done["wall_seconds"],
+                  "process_cpu_seconds": done["cpu_seconds"],
+                  "peak_rss_mb": done["peak_rss_mb"], "stages": result.get("stages", {}),
+                  "detail": {k: v for k, v in result.items() if k not in ("seconds", "stages")}}
+        self.samples.append(sample)
+        rate = f"{size / seconds:>12,.0f} rows/s" if size else ""
+        print(f"  {figure:<8} {mode:<10} {database or '':<10} {size or '':>9} "
+              f"{seconds:8.2f} s {rate} {done['peak_rss_mb']:8.0f} MB", flush=True)
+
+    # ------------------------------------------------------------------ databases
+
+    def database(self, kind: str, name: str) -> tuple[str, Path]:
+        """A fresh, empty store of `kind` and a fresh patient-import home for it."""
+        home = self.work / "homes" / name
+        shutil.rmtree(home, ignore_errors=True)
+        home.mkdir(parents=True)
+        if kind == "sqlite":
+            return f"sqlite:///{home / 'patient_store.db'}", home
+        self.server.drop_database(name)
+        return self.server.create_database(name), home
+
+    def drop(self, kind: str, name: str) -> None:
+        shutil.rmtree(self.work / "homes" / name, ignore_errors=True)
+        if kind == "postgresql":
+            self.server.drop_database(name)
+
+    # ------------------------------------------------------------------ figures
+
+    def generate(self, size: int) -> Path:
+        path = self.work / "exports" / f"bench_{size}.csv"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        code = ("import sys, time, json; from pathlib import Path; "
+                "from include.patient_import.generator import generate_export; "
+                "t = time.perf_counter(); generate_export(Path(sys.argv[1]), int(sys.argv[2]), seed=int(sys.argv[3])); "
+                f"print({RESULT_PREFIX!r} + json.dumps({{'seconds': time.perf_counter() - t}}))")
+        done = self.spawn([self.python, "-c", code, str(path), str(size), str(SEED)], self.env(), f"generate {size}")
+        if done["returncode"] != 0:
+            raise FigureFailed(f"generating {size} rows failed; see {self.log}")
+        self.record("generator", None, size, "write", done)
+        return path
+
+    def sizes_round(self, size: int, export: Path, kind: str, repeat: int) -> None:
+        figures = self.args.figures
+        tag = f"{kind[:2]}_{size}_{repeat}"
+        clean = self.work / "exports" / f"clean_{size}.csv"
+
+        name = f"ours_{tag}"
+        url, home = self.database(kind, name)
+        env = self.env(home)
+        self.worker("prepare_store", env, f"prepare {name}", url=url)
+        if "ours" in figures or not clean.exists():
+            for mode in ("insert", "unchanged"):
+                done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
+                                   exported_on=self.exported_on)
+                if "ours" in figures:
+                    self.record("ours", kind, size, mode, done)
+                if mode == "insert" and not clean.exists():
+                    self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean))
+                if "ours" not in figures:
+                    break
+        self.drop(kind, name)
+
+        if "floor" in figures:
+            name = f"floor_{tag}"
+            url, home = self.database(kind, name)
+            env = self.env(home)
+            self.worker("prepare_store", env, f"prepare {name}", url=url)
+            for mode in ("insert", "unchanged"):
+                self.record("floor", kind, size, mode,
+                            self.worker("floor", env, f"floor {mode} {tag}", url=url, clean_csv=str(clean)))
+            self.drop(kind, name)
+        if "pandas" in figures:
+            name = f"pandas_{tag}"
+            url, home = self.database(kind, name)
+            env = self.env(home)
+            self.worker("prepare_store", env, f"prepare {name}", url=url)
+            self.record("pandas", kind, size, "insert",
+                        self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean)))
+            self.drop(kind, name)
+        if "dlt" in figures:
+            name = f"dlt_{tag}"
+            url, home = self.database(kind, name)
+            env = self.env(home)
+            self.worker("prepare_store", env, f"prepare {name}", url=url)
+            pipelines = home / "dlt_pipelines"
+            for mode in ("insert", "unchanged"):
+                self.record("dlt", kind, size, mode,
+                            self.worker("dlt", env, f"dlt {mode} {tag}", url=url, clean_csv=str(clean),
+                                        pipelines_dir=str(pipelines)))
+            self.drop(kind, name)
+
+    def airflow(self) -> None:
+        """`airflow dags test` of patient_import and of the trivial DAG; parse time of both files."""
+        rows = self.args.airflow_rows
+        export = self.work / "exports" / f"bench_{rows}.csv"
+        if not export.exists():
+            self.generate(rows)
+        airflow_home = self.work / "airflow"
+        shutil.rmtree(airflow_home, ignore_errors=True)
+        airflow_home.mkdir(parents=True)
+        base = {"AIRFLOW_HOME": str(airflow_home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__UNIT_TEST_MODE": "False", "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
+                "PATIENT_IMPORT_RETRIES": "0"}
+        airflow = str(Path(self.python).with_name("airflow"))
+        migrated = self.spawn([airflow, "db", "migrate"], self.env(**base), "airflow db migrate")
+        if migrated["returncode"] != 0:
+            raise FigureFailed(f"airflow db migrate failed; see {self.log}")
+        # One unmeasured round first: the first `dags test` after a migration pays one-off costs
+        # (bytecode, the DAG bundle's first sync) that would land on whichever DAG ran first.
+        for repeat in range(-1, self.args.repeat):
+            for dag_id, dag_file in (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG)):
+                if repeat < 0:
+                    continue
+                done = self.worker("parse", self.env(**base), f"parse {dag_id}", dag_file=str(dag_file))
+                self.record(f"parse:{dag_id}", None, None, "parse", done)
+            for dag_id, dag_file in (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG)):
+                home = self.work / "homes" / f"airflow_{dag_id}_{repeat}"
+                shutil.rmtree(home, ignore_errors=True)
+                home.mkdir(parents=True)
+                # Each DAG from its own folder: `dags test -f` wants the file inside the DAGs folder.
+                env = self.env(home, **base, AIRFLOW__CORE__DAGS_FOLDER=str(dag_file.parent))
+                conf = "{}"
+                if dag_id == "patient_import":
+                    # The store exists already, as in production: plan_imports only checks it.
+                    self.worker("prepare_store", env, "prepare airflow store", url=f"sqlite:///{home / 'patient_store.db'}")
+                    conf = json.dumps({"practice_id": PRACTICE_ID, "export_file": str(export),
+                                       "exported_on": self.exported_on, "dry_run": False})
+                done = self.spawn([airflow, "dags", "test", dag_id, "-f", str(dag_file), "-c", conf], env,
+                                  f"dags test {dag_id}")
+                if done["returncode"] != 0:
+                    raise FigureFailed(f"airflow dags test {dag_id} failed; see {self.log}")
+                if repeat >= 0:
+                    self.record(f"dags_test:{dag_id}", None, rows if dag_id == "patient_import" else None,
+                                "dags test", done)
+                shutil.rmtree(home, ignore_errors=True)
+
+    # ------------------------------------------------------------------ the run
+
+    def run(self) -> dict:
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.log.write_text("", encoding="utf-8")
+        self.practices.write_text(PRACTICES_YAML, encoding="utf-8")
+        machine = report.machine()
+        print(report.machine_line(machine), flush=True)
+        started = datetime.now(timezone.utc)
+        databases = self.args.databases
+        server_cm = None
+        if "postgresql" in databases:
+            sys.path.insert(0, str(ROOT))
+            from tests.harness.postgres import PostgresServer
+
+            server_cm = PostgresServer.started()
+            self.server = server_cm.__enter__()
+            machine["postgresql"] = self._postgres_version()
+        try:
+            for size in self.args.sizes:
+                print(f"{size:,} rows", flush=True)
+                export = self.generate(size)
+                largest = size == max(self.args.sizes)
+                repeats = self.args.largest_repeat if largest else self.args.repeat
+                kinds = [k for k in databases if not largest or k in self.args.largest_databases]
+                for repeat in range(repeats):
+                    for kind in kinds:
+                        self.sizes_round(size, export, kind, repeat)
+            if "airflow" in self.args.figures:
+                print("Airflow", flush=True)
+                self.airflow()
+        finally:
+            if server_cm is not None:
+                server_cm.__exit__(None, None, None)
+            if not self.args.keep_work:
+                shutil.rmtree(self.work, ignore_errors=True)
+        return {"started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
+                "machine": machine, "sizes": self.args.sizes, "repeat": self.args.repeat,
+                "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
+                "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+                "databases": list(databases), "samples": self.samples}
+
+    def _postgres_version(self) -> str:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.server.url())
+        try:
+            with engine.connect() as conn:
+                return conn.exec_driver_sql("SHOW server_version").scalar_one()
+        finally:
+            engine.dispose()
+
+
+def _csv_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES") or "1000,100000,1000000",
+                        help="export sizes in rows, comma-separated")
+    parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT") or 3),
+                        help="runs of each figure; the median is reported")
+    parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES") or ",".join(DATABASES))
+    parser.add_argument("--largest-repeat", type=int, default=int(os.environ.get("BENCH_LARGEST_REPEAT") or 0),
+                        help="runs of each figure at the largest size (default: --repeat)")
+    parser.add_argument("--largest-databases", default=os.environ.get("BENCH_LARGEST_DATABASES") or "",
+                        help="databases at the largest size (default: --databases)")
+    parser.add_argument("--figures", default=os.environ.get("BENCH_FIGURES") or ",".join(FIGURES))
+    parser.add_argument("--airflow-rows", type=int, default=1000)
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    parser.add_argument("--chart", default=str(ROOT / "docs" / "bench_rows_per_second.png"))
+    parser.add_argument("--keep-work", action="store_true", help="keep the exports and stores under <out>/work")
+    args = parser.parse_args(argv)
+    args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
+    args.databases = tuple(d for d in _csv_list(args.databases))
+    args.figures = tuple(_csv_list(args.figures))
+    args.largest_repeat = args.largest_repeat or args.repeat
+    args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
+    unknown = ((set(args.databases) - set(DATABASES)) | (set(args.largest_databases) - set(DATABASES))
+               | (set(args.figures) - set(FIGURES)))
+    if unknown or args.repeat < 1 or not args.sizes:
+        parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat < 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    bench = Bench(args)
+    results = bench.run()
+    summary = report.summarise(results)
+    results["summary"] = summary
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = report.markdown(results)
+    for name in (f"{stamp}.json", "latest.json"):
+        (out / name).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
+    (out / "latest.md").write_text(text, encoding="utf-8")
+    chart = report.chart(results, Path(args.chart))
+    print()
+    print(text)
+    print(f"results: {out / 'latest.json'}  table: {out / 'latest.md'}  chart: {chart}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@
   appended into the `patients` table, 1,000 rows a statement. Inserts only: `to_sql` has no upsert.
 - **dlt**: a resource with `write_disposition="merge"` and the same primary key, from the CSV
   read as an Arrow table, into a dataset (schema) of the same database with dlt's defaults for
-  that destination (PostgreSQL: `postgres`; SQLite: `sqlalchemy`).
+  that destination (PostgreSQL: `postgres`; SQLite: `sqlalchemy`), its Airflow secrets provider off.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ def run_pandas(url: str, clean_csv: str) -> dict:
 
 def run_dlt(url: str, clean_csv: str, pipelines_dir: str) -> dict:
     os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")  # no network from the bench
+    # dlt as a user runs it outside Airflow: with Airflow installed, its Airflow secrets provider
+    # would import Airflow on the first configuration look-up (7-10 s here, inside `pipeline.run`).
+    os.environ.setdefault("PROVIDERS__ENABLE_AIRFLOW_SECRETS", "false")
     started = time.perf_counter()
     import dlt
     import pyarrow as pa

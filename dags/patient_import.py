@@ -205,7 +205,7 @@ def import_practice(practice_id: str, attempt: int) -> None:
         "practice_id": Param("", type="string", title="Practice",
                              description="Practice id from the registry; empty imports every practice's waiting exports."),
         "export_file": Param(None, type=["null", "string"], title="Export file",
-                             description="Absolute path of one export to import (copied, never moved or changed). "
+                             description="Absolute path (or storage URL) of one export to import (copied, never moved or changed). "
                                          "Empty: import what waits in the inboxes."),
         "exported_on": Param(None, type=["null", "string"], title="Export date",
                              description="YYYY-MM-DD. Empty: a date in the file name, else the day the file landed."),

@@ -103,3 +103,32 @@ def store_url(request, tmp_path) -> str:
     url = server.create_database(name, template=request.getfixturevalue("_postgres_store_template"))
     yield url
     server.drop_database(name)
+
+
+# ---------------------------------------------------------------- the file areas in an object store
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """One local S3-compatible server for the session (tests/harness/object_store.py); the
+    Airflow connection the storage URLs name is set in the environment for every process."""
+    from tests.harness.object_store import ObjectStore, environment_without_credentials
+
+    store = ObjectStore().start()
+    saved = {k: os.environ.get(k) for k in [*store.connection_env(), *environment_without_credentials()]}
+    os.environ.update(store.connection_env() | environment_without_credentials())
+    yield store
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    store.stop()
+
+
+@pytest.fixture
+def s3_storage(object_store, monkeypatch) -> str:
+    """`PATIENT_IMPORT_STORAGE` pointed at a fresh prefix of the session's object store."""
+    root = object_store.new_root()
+    monkeypatch.setenv("PATIENT_IMPORT_STORAGE", root)
+    return root

@@ -430,7 +430,7 @@ def run_import(engine, path: Path, *, run_id: str, exported_on: date | None = No
     import json
     import time
 
-    from include.patient_import import pipeline
+    from include.patient_import import pipeline, storage
 
     start = time.perf_counter()
     run = pipeline.RunInfo(dag_id="corpus", run_id=run_id, map_index=0)
@@ -444,7 +444,7 @@ def run_import(engine, path: Path, *, run_id: str, exported_on: date | None = No
             pipeline.load_patients(engine, import_id)
         finally:
             summary = pipeline.report_import(lambda: engine, import_id)
-        report = json.loads(Path(summary["report"]).read_text(encoding="utf-8"))
+        report = json.loads(storage.path_of(summary["report"]).read_text(encoding="utf-8"))
         done.append(Imported(report, summary, time.perf_counter() - start))
     return done
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from include.patient_import import settings
+from include.patient_import import settings, storage
+from include.patient_import.storage import StoragePath
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +33,7 @@ def safe_name(name: str) -> str:
     return f"{stem}.{ext}" if ext else stem
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: StoragePath) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1024 * 1024), b""):
@@ -53,25 +51,17 @@ def date_in_name(name: str) -> date | None:
     return None
 
 
-def landing_date(path: Path) -> date:
+def landing_date(path: StoragePath) -> date:
     """The day the file landed: its modification time in the DAG's time zone."""
     return datetime.fromtimestamp(path.stat().st_mtime, ZoneInfo(settings.timezone())).date()
 
 
-def export_date(path: Path, given: date | None = None) -> date:
+def export_date(path: StoragePath, given: date | None = None) -> date:
     """SPEC §6: the run's `exported_on`, else a date in the file name, else the landing day."""
     return given or date_in_name(path.name) or landing_date(path)
 
 
-def copy_atomic(source: Path, target: Path) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, target)
-    return target
-
-
-def archive_path(practice_id: str, exported_on: date, name: str, sha256: str) -> Path:
+def archive_path(practice_id: str, exported_on: date, name: str, sha256: str) -> StoragePath:
     """`archive/<practice>/<YYYYMMDD>/<name>_<sha8>.<ext>`: one place per distinct export."""
     safe = safe_name(name)
     stem, dot, ext = safe.rpartition(".")
@@ -79,7 +69,7 @@ def archive_path(practice_id: str, exported_on: date, name: str, sha256: str) ->
     return settings.area("archive", practice_id, exported_on.strftime("%Y%m%d"), f"{stem}_{sha256[:8]}{ext}")
 
 
-def archived_date(path: Path) -> date | None:
+def archived_date(path: StoragePath) -> date | None:
     """The export date an archived file is filed under."""
     try:
         return datetime.strptime(path.parent.name, "%Y%m%d").date()
@@ -87,39 +77,37 @@ def archived_date(path: Path) -> date | None:
         return None
 
 
-def archive(source: Path, practice_id: str, exported_on: date, sha256: str, *, move: bool) -> Path:
+def archive(source: StoragePath, practice_id: str, exported_on: date, sha256: str, *, move: bool) -> StoragePath:
     """Keep the original unchanged in the archive; inbox files are moved, given files copied.
 
     Safe to repeat: an original already archived is not copied again.
     """
     target = archive_path(practice_id, exported_on, source.name, sha256)
     if not target.exists():
-        copy_atomic(source, target)
+        storage.copy(source, target)
     if move:
         source.unlink(missing_ok=True)
     return target
 
 
-def quarantine(archived: Path, practice_id: str) -> Path:
+def quarantine(archived: StoragePath, practice_id: str) -> StoragePath:
     """A copy of a rejected original where the office will look for it."""
     target = settings.area("quarantine", practice_id, archived.name)
-    return target if target.exists() else copy_atomic(archived, target)
+    return target if target.exists() else storage.copy(archived, target)
 
 
 @dataclass(frozen=True)
 class InboxFile:
-    path: Path
+    path: StoragePath
     size: int
     mtime: float
 
 
-def refused_entry(path: Path, inbox: Path) -> str | None:
+def refused_entry(path: StoragePath, inbox: StoragePath) -> str | None:
     """Why an inbox entry must not be read: links and paths leaving the inbox are never followed."""
-    if path.is_symlink():
+    if storage.is_local(path) and path.is_symlink():
         return "is a symbolic link"
-    try:
-        path.resolve().relative_to(inbox.resolve())
-    except ValueError:
+    if not storage.is_inside(path, inbox):
         return "points outside the inbox"
     if not path.is_file():
         return "is not a regular file"
@@ -164,21 +152,21 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
     return stable
 
 
-def archived_exports(practice_id: str) -> list[Path]:
+def archived_exports(practice_id: str) -> list[StoragePath]:
     if not _safe_practice(practice_id, "archive"):
         return []
     root = settings.area("archive", practice_id)
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("*/*") if p.is_file() and not p.name.startswith("."))
+    return sorted((p for p in root.glob("*/*") if p.is_file() and not p.name.startswith(".")), key=str)
 
 
-def staging_dir(import_id: str) -> Path:
+def staging_dir(import_id: str) -> StoragePath:
     return settings.area("staging", import_id)
 
 
 def clear_staging(import_id: str) -> None:
-    shutil.rmtree(staging_dir(import_id), ignore_errors=True)
+    storage.remove_tree(staging_dir(import_id))
 
 
 _SAFE_ID = re.compile(r"^[A-Za-z0-9_]+$")

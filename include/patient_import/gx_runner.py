@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from include.patient_import import storage
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.suites import load_suite
 
@@ -45,33 +47,32 @@ class SuiteFailure:
 class SuiteRunner:
     """Validates frames against the stored suites within one GX context.
 
-    With `project_dir`, a file context keeps the results there and `build_docs` renders them as
-    Data Docs into `docs_dir`; without it, an ephemeral context validates and keeps nothing.
+    With `docs_dir`, a file context in a temporary local folder keeps the results and `build_docs`
+    renders them as Data Docs into `docs_dir` (a folder of the file areas, possibly in an object
+    store); without it, an ephemeral context validates and keeps nothing.
     """
 
-    project_dir: Path | None = None
-    docs_dir: Path | None = None
+    docs_dir: storage.StoragePath | None = None
     _context: object = field(default=None, init=False, repr=False)
     _batch: object = field(default=None, init=False, repr=False)
+    _project: Path | None = field(default=None, init=False, repr=False)
 
     def _gx(self):
         if self._context is None:
             import great_expectations as gx
 
-            if self.project_dir is None:
+            if self.docs_dir is None:
                 self._context = gx.get_context(mode="ephemeral")
             else:
-                # A retried task starts from a clean GX project: results of the failed try go.
-                shutil.rmtree(self.project_dir, ignore_errors=True)
-                self.project_dir.mkdir(parents=True, exist_ok=True)
-                self._context = gx.get_context(mode="file", project_root_dir=str(self.project_dir))
-                if self.docs_dir is not None:
-                    self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={
-                        "class_name": "SiteBuilder",
-                        "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                        "store_backend": {"class_name": "TupleFilesystemStoreBackend",
-                                          "base_directory": str(self.docs_dir)},
-                    })
+                # A project of its own for every try: results of a failed try never mix in.
+                self._project = Path(tempfile.mkdtemp(prefix="patient_import_gx_"))
+                self._context = gx.get_context(mode="file", project_root_dir=str(self._project))
+                self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={
+                    "class_name": "SiteBuilder",
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "store_backend": {"class_name": "TupleFilesystemStoreBackend",
+                                      "base_directory": str(self._project / "docs")},
+                })
             # One asset and batch definition for every suite: each frame comes in as a batch
             # parameter. In a file context every `add` rewrites the project's YAML, so adding them
             # per suite run cost more than validating a thousand rows.
@@ -106,10 +107,17 @@ class SuiteRunner:
                                              observed=details.get("observed_value")))
         return failures
 
-    def build_docs(self) -> Path | None:
-        if self.project_dir is None or self.docs_dir is None or self._context is None:
+    def build_docs(self) -> storage.StoragePath | None:
+        """Render the results as Data Docs into `docs_dir` (replacing an earlier try's) and drop the project."""
+        if self.docs_dir is None or self._context is None:
             return None
-        self._context.build_data_docs(site_names=[_DOCS_SITE])
+        try:
+            self._context.build_data_docs(site_names=[_DOCS_SITE])
+            storage.remove_tree(self.docs_dir)
+            storage.put_folder(self._project / "docs", self.docs_dir)
+        finally:
+            shutil.rmtree(self._project, ignore_errors=True)
+            self._context = None
         return self.docs_dir / "index.html"
 
 

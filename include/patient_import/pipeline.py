@@ -13,13 +13,12 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import date, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.patient_import import files, records, settings
+from include.patient_import import files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.store import Patient, create_store_engine, migrate
@@ -57,9 +56,7 @@ class Job:
     rejection: dict | None = None  # {"code", "message"} of a rejection decided at extract
 
     def save(self) -> None:
-        path = files.staging_dir(self.import_id) / "job.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        storage.write_text(files.staging_dir(self.import_id) / "job.json", json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, import_id: str) -> "Job":
@@ -102,7 +99,7 @@ def _before(day: date, end: datetime | None) -> bool:
 
 
 def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
-                       exported_on: date | None) -> list[tuple[Path, bool, date]]:
+                       exported_on: date | None) -> list[tuple[storage.StoragePath, bool, date]]:
     """(path, in_inbox, export date) of every export waiting for this practice and this run.
 
     Waiting: stable files in the inbox, and archived originals never imported (only failed or
@@ -113,7 +110,7 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
     with engine.connect() as conn:
         imported = records.imports_of_archive(conn, practice_id)
     start = run.interval_start.date() if run.interval_start else None
-    chosen: list[tuple[Path, bool, date]] = []
+    chosen: list[tuple[storage.StoragePath, bool, date]] = []
     for archived in files.archived_exports(practice_id):
         filed_on = files.archived_date(archived)
         if filed_on is None or not _before(filed_on, run.interval_end):
@@ -146,9 +143,9 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
 
     practices = practices if practices is not None else load_practices()
     if export_file:
-        given = Path(export_file)
-        if not given.is_absolute():
-            raise p.ConfigurationError(f"export_file must be an absolute path, got {export_file!r}")
+        given = storage.path_of(export_file)
+        if storage.is_local(given) and not given.is_absolute():
+            raise p.ConfigurationError(f"export_file must be an absolute path or a URL, got {export_file!r}")
         if not given.is_file():
             raise p.ConfigurationError(f"export_file {export_file!r} does not exist or is not a file")
         candidates = [(given, False, files.export_date(given, exported_on))]
@@ -158,23 +155,24 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
     archive_root = settings.area("archive")
     jobs: list[Job] = []
     for path, in_inbox, export_on in candidates:
-        in_archive = path.is_relative_to(archive_root)
-        sha = files.sha256_of(path)
-        size = path.stat().st_size
-        rejection = None
-        known = practice_id in practices
-        if not known:
+        in_archive = storage.is_inside(path, archive_root)
+        with storage.local_file(path) as local:
+            sha = files.sha256_of(local)
+            size = local.stat().st_size
+            try:
+                with local.open("rb") as handle:
+                    detect_file_type(local, handle.read(8192))
+                unreadable = None
+            except p.ExportRejected as exc:
+                unreadable = {"code": exc.code, "message": exc.message}
+        if practice_id not in practices:
             rejection = {"code": p.UNKNOWN_PRACTICE,
                          "message": f"practice {practice_id!r} is not in the practice registry"}
         elif export_on > today():
             rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
                          "message": f"the export date {export_on.isoformat()} is in the future"}
         else:
-            try:
-                with path.open("rb") as handle:
-                    detect_file_type(path, handle.read(8192))
-            except p.ExportRejected as exc:
-                rejection = {"code": exc.code, "message": exc.message}
+            rejection = unreadable
         import_id = import_id_for(run, practice_id, export_on, sha, path.name)
         archive_path = None
         source = path

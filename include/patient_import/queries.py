@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.patient_import import records, settings
+from include.patient_import import records, settings, storage
+from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.problems import OUTCOMES, Counts, Status
 from include.patient_import.store import Import, Practice
 
@@ -153,7 +153,7 @@ def list_imports(conn: Connection, *, practice_id: str | None = None, status: st
 
 
 def _existing(path: str | None) -> bool:
-    return bool(path) and Path(path).is_file()
+    return bool(path) and path_of(path).is_file()
 
 
 def import_detail(conn: Connection, import_id: str) -> ImportDetail | None:
@@ -175,12 +175,14 @@ def import_detail(conn: Connection, import_id: str) -> ImportDetail | None:
         details=details if isinstance(details, dict) else {})
 
 
-def _inside(path: Path, root: Path) -> Path | None:
-    resolved = path.resolve()
-    return resolved if resolved.is_relative_to(root.resolve()) and resolved.is_file() else None
+def _inside(path: StoragePath, root: StoragePath) -> StoragePath | None:
+    if not storage.is_inside(path, root):
+        return None
+    found = path.resolve() if storage.is_local(path) else path
+    return found if found.is_file() else None
 
 
-def import_file(conn: Connection, import_id: str, kind: str) -> Path | None:
+def import_file(conn: Connection, import_id: str, kind: str) -> StoragePath | None:
     """The file of kind `upload` or `rejected_rows` that the store records for the import.
 
     Only a file inside its file area is returned (a path edited in the store cannot reach
@@ -190,16 +192,16 @@ def import_file(conn: Connection, import_id: str, kind: str) -> Path | None:
     row = records.get_import(conn, import_id)
     if row is None or not row[column]:
         return None
-    return _inside(Path(row[column]), settings.area(area))
+    return _inside(path_of(row[column]), settings.area(area))
 
 
-def data_docs_file(conn: Connection, import_id: str, relative: str) -> Path | None:
+def data_docs_file(conn: Connection, import_id: str, relative: str) -> StoragePath | None:
     """A file of the import's Data Docs site, by its path inside the site; None outside or missing."""
     row = records.get_import(conn, import_id)
     if row is None or not row["data_docs_path"]:
         return None
-    site = Path(row["data_docs_path"]).parent
-    if not site.resolve().is_relative_to(settings.area("data_docs").resolve()):
+    site = path_of(row["data_docs_path"]).parent
+    if not storage.is_inside(site, settings.area("data_docs")):
         return None
     return _inside(site / (relative or "index.html"), site)
 

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
-from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.patient_import import files, records, settings
+from include.patient_import import files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.problems import Counts
 from include.patient_import.staleness import staleness
@@ -27,7 +25,7 @@ class StoreUnavailable(Exception):
     """The store could not be reached to finalise the import; the JSON report says `failed`."""
 
 
-def report_path(practice_id: str, import_id: str) -> Path:
+def report_path(practice_id: str, import_id: str) -> storage.StoragePath:
     return settings.area("reports", files.practice_folder(practice_id), f"{import_id}.json")
 
 
@@ -57,13 +55,9 @@ def build_report(record: dict, problems: list[p.Problem], staleness: dict | None
     }
 
 
-def write_report(document: dict) -> Path:
+def write_report(document: dict) -> storage.StoragePath:
     path = report_path(document["practice_id"], document["import_id"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return storage.write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
 
 
 def _failed_problem(reason: str) -> p.Problem:
@@ -86,13 +80,13 @@ def _finalise_in_store(engine: Engine, import_id: str) -> dict:
             "no patient changed. Re-run it after the fault is fixed."))
     status = updates.get("status", record["status"])
     if status == p.Status.REJECTED.value and not record["dry_run"] and record["archive_path"]:
-        archived = Path(record["archive_path"])
+        archived = storage.path_of(record["archive_path"])
         if archived.exists():
             folder = files.practice_folder(record["practice_id"])
             updates["quarantine_path"] = str(files.quarantine(archived, folder))
         if record.get("upload_path"):
             # A rejected import must leave nothing that someone could upload by mistake.
-            Path(record["upload_path"]).unlink(missing_ok=True)
+            storage.path_of(record["upload_path"]).unlink(missing_ok=True)
             updates["upload_path"] = None
     updates["report_path"] = str(report_path(record["practice_id"], import_id))
     records.update_import(engine, import_id, **updates)
@@ -111,7 +105,8 @@ def _staged_read(import_id: str) -> int:
         return 0
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(rows).metadata.num_rows
+    with rows.open("rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows
 
 
 def _report_from_staging(import_id: str, reason: str) -> dict:

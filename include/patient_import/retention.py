@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from include.patient_import import settings
+from include.patient_import import settings, storage
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,9 @@ def purge(older_than_days: int, now: datetime | None = None, *, dry_run: bool = 
     return result
 
 
-def _purge_area(area: Path, root: Path, cutoff: float, result: PurgeResult) -> int:
+def _purge_area(area, root, cutoff: float, result: PurgeResult) -> int:
+    if not storage.is_local(area):
+        return _purge_objects(area, root, cutoff, result)
     if area.is_symlink() or not area.is_dir():
         if area.is_symlink():
             result.links_left.append(area.relative_to(root))
@@ -130,6 +132,24 @@ def _purge_area(area: Path, root: Path, cutoff: float, result: PurgeResult) -> i
         gone.add(folder)
         emptied.add(os.path.dirname(folder))
         result.removed_dirs.append(Path(folder).relative_to(root))
+    return removed
+
+
+def _purge_objects(area, root, cutoff: float, result: PurgeResult) -> int:
+    """The same purge in an object store: no links, and folders vanish with their last object."""
+    removed = 0
+    prefix = len(str(root).rstrip("/")) + 1
+    for found in storage.files_under(area) if area.exists() else []:
+        relative = Path(str(found.path)[prefix:])
+        if found.mtime >= cutoff:
+            result.kept += 1
+            continue
+        if not result.dry_run:
+            found.path.unlink(missing_ok=True)
+        removed += 1
+        result.removed.append(relative)
+        result.bytes_removed += found.size
+        log.info("retention: %s %s", "would remove" if result.dry_run else "removed", relative)
     return removed
 
 

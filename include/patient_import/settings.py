@@ -32,13 +32,18 @@ def home() -> Path:
     return Path(os.environ.get("PATIENT_IMPORT_HOME") or REPO_ROOT / "var").resolve()
 
 
-def storage_root() -> Path:
-    """`$PATIENT_IMPORT_STORAGE`: the file areas (inbox, archive, ...)."""
-    raw = os.environ.get("PATIENT_IMPORT_STORAGE")
+def storage_root():
+    """`$PATIENT_IMPORT_STORAGE`: the file areas (inbox, archive, ...); a local path or an
+    object-storage URL (`s3://<conn_id>@<bucket>/<prefix>`, see `storage.py`)."""
+    from include.patient_import.storage import is_url, path_of
+
+    raw = (os.environ.get("PATIENT_IMPORT_STORAGE") or "").strip()
+    if raw and is_url(raw):
+        return path_of(raw.rstrip("/"))
     return Path(raw).resolve() if raw else home()
 
 
-def area(name: str, *parts: str) -> Path:
+def area(name: str, *parts: str):
     if name not in AREAS:
         raise ValueError(f"unknown file area {name!r}")
     return storage_root().joinpath(name, *parts)

@@ -7,6 +7,7 @@ import json
 import sqlalchemy as sa
 
 from include.patient_import.problems import Status
+from include.patient_import.storage import path_of
 from include.patient_import.store import Import
 
 
@@ -15,7 +16,7 @@ def run_reports(engine, run_id: str) -> list[dict]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(table.c.report_path).where(table.c.dag_run_id == run_id)
                             .order_by(table.c.practice_id, table.c.exported_on)).scalars().all()
-    return [json.loads(open(path, encoding="utf-8").read()) | {"report_path": path} for path in rows if path]
+    return [json.loads(path_of(path).read_text(encoding="utf-8")) | {"report_path": path} for path in rows if path]
 
 
 def format_report(report: dict) -> str:

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import csv
-import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from include.patient_import import problems as p
+from include.patient_import import storage
+from include.patient_import.storage import StoragePath
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE
 from include.patient_import.schema import PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, UPLOAD_EXTRA_COLUMNS
@@ -40,18 +40,15 @@ def defuse_column(values: pd.Series) -> list[str]:
     return pc.if_else(risky, quoted, texts).to_pylist()
 
 
-def _write_defused(path: Path, header: list[str], rows: Iterable[Iterable[str]]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", encoding="utf-8", newline="") as handle:
+def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable[str]]) -> StoragePath:
+    with storage.writing(path, "w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path
 
 
-def write_csv(path: Path, header: list[str], rows: Iterable[Iterable[object]]) -> Path:
+def write_csv(path: StoragePath, header: list[str], rows: Iterable[Iterable[object]]) -> StoragePath:
     """Comma-delimited UTF-8, every field quoted, written whole or not at all."""
     return _write_defused(path, [defuse(h) for h in header], ([defuse(v) for v in row] for row in rows))
 
@@ -71,8 +68,8 @@ def upload_rows(decided: pd.DataFrame, practice: Practice) -> pd.DataFrame:
     return decided[keep]
 
 
-def write_upload_file(path: Path, rows: pd.DataFrame, practice: Practice,
-                      client_ids: Mapping[str, int]) -> Path:
+def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
+                      client_ids: Mapping[str, int]) -> StoragePath:
     """The Cash Practice import file. ClientID is the store's id of a patient known before this
     import; empty for a new patient."""
     columns = list(UPLOAD_COLUMNS) + [(name, UPLOAD_EXTRA_COLUMNS[name]) for name in practice.upload_extra_columns]
@@ -92,8 +89,8 @@ def write_upload_file(path: Path, rows: pd.DataFrame, practice: Practice,
     return _write_defused(path, [defuse(name) for name, _ in columns], blocks())
 
 
-def write_rejected_rows(path: Path, raw: pd.DataFrame, headers: list[str], columns: list[str],
-                        problems: list[p.Problem]) -> Path | None:
+def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
+                        problems: list[p.Problem]) -> StoragePath | None:
     """The rejected rows as read, under their original headers, with what to fix: the office can
     correct this file and drop it into the inbox again."""
     reasons: dict[int, list[str]] = {}

@@ -10,7 +10,6 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
@@ -18,7 +17,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from include.patient_import import files, settings
+from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
@@ -47,7 +46,7 @@ class Validation:
     columns: list[str] = field(default_factory=list)
     problems: list[p.Problem] = field(default_factory=list)
     rejection: p.ExportRejected | None = None
-    docs_index: Path | None = None
+    docs_index: storage.StoragePath | None = None
 
     @property
     def read(self) -> int:
@@ -90,10 +89,10 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     if job.rejection or practice is None:
         result.rejection = job.rejected() or p.ExportRejected(p.UNKNOWN_PRACTICE, "unknown practice")
         return result
-    runner = SuiteRunner(project_dir=files.staging_dir(job.import_id) / "gx",
-                         docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
+    runner = SuiteRunner(docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
     try:
-        parsed = read_export(Path(job.source), settings.Limits.from_env())
+        with storage.local_file(storage.path_of(job.source)) as source:
+            parsed = read_export(source, settings.Limits.from_env())
         result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
@@ -144,11 +143,10 @@ def _stored_accounts(conn: Connection, practice_id: str) -> pd.Index:
 
 def save_validation(import_id: str, validation: Validation) -> None:
     stage = files.staging_dir(import_id)
-    stage.mkdir(parents=True, exist_ok=True)
-    if validation.frame is not None:
-        validation.frame.to_parquet(stage / "rows.parquet", index=False)
-    if validation.raw is not None:
-        validation.raw.to_parquet(stage / "raw.parquet", index=False)
+    for name, frame in (("rows.parquet", validation.frame), ("raw.parquet", validation.raw)):
+        if frame is not None:
+            with storage.writing(stage / name) as handle:
+                frame.to_parquet(handle, index=False)
     rejection = validation.rejection
     doc = {
         "headers": validation.headers, "columns": validation.columns,
@@ -159,14 +157,14 @@ def save_validation(import_id: str, validation: Validation) -> None:
             "field": rejection.field, "details": rejection.details},
         "docs_index": str(validation.docs_index) if validation.docs_index else None,
     }
-    tmp = stage / ".validation.json.tmp"
-    tmp.write_text(json.dumps(doc), encoding="utf-8")
-    tmp.replace(stage / "validation.json")
+    # Written last: its presence says the Parquet files beside it are complete.
+    storage.write_text(stage / "validation.json", json.dumps(doc))
 
 
-def _read_objects(path: Path) -> pd.DataFrame:
+def _read_objects(path) -> pd.DataFrame:
     """A Parquet file as object columns holding Python values and None for every empty cell."""
-    table = pq.read_table(path)
+    with path.open("rb") as handle:
+        table = pq.read_table(handle)
     columns = {}
     for name, column in zip(table.column_names, table.columns):
         if pa.types.is_large_string(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type):
@@ -177,11 +175,16 @@ def _read_objects(path: Path) -> pd.DataFrame:
     return pd.DataFrame(columns, dtype="object")
 
 
+def _read_frame(path) -> pd.DataFrame:
+    with path.open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
 def load_validation(import_id: str) -> Validation:
     stage = files.staging_dir(import_id)
     doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
     frame = _read_objects(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
-    raw = pd.read_parquet(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
+    raw = _read_frame(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
     if frame is not None:
         frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
     rejection = doc["rejection"]
@@ -190,4 +193,4 @@ def load_validation(import_id: str) -> Validation:
         frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
         problems=[p.Problem(**dict(zip(problems, values))) for values in zip(*problems.values())],
         rejection=p.ExportRejected(**rejection) if rejection else None,
-        docs_index=Path(doc["docs_index"]) if doc["docs_index"] else None)
+        docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)

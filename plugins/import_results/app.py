@@ -10,6 +10,7 @@ numbers and never any other patient value. The data comes from the patient store
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -20,7 +21,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -30,7 +31,7 @@ from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_da
 from airflow.exceptions import AirflowNotFoundException
 from airflow.models import Connection as AirflowConnection
 from import_results.chart import SERIES, practice_chart
-from include.patient_import import queries, settings
+from include.patient_import import queries, settings, storage
 from include.patient_import.problems import Status
 from include.patient_import.store import create_store_engine, sqlalchemy_url
 
@@ -227,21 +228,33 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
 
 
 @app.get("/imports/{import_id}/files/{kind}", name="download", dependencies=[Depends(_run_access)])
-def download(import_id: ImportId, kind: Literal["upload", "rejected_rows"], conn: Store) -> FileResponse:
+def download(import_id: ImportId, kind: Literal["upload", "rejected_rows"], conn: Store) -> Response:
     """One of the import's patient files, as an attachment; only a file the store records for it."""
     path = queries.import_file(conn, import_id, kind) if conn is not None else None
     if path is None:
         raise HTTPException(404, f"import {import_id} has no {kind.replace('_', ' ')} file")
-    return FileResponse(path, media_type="text/csv; charset=utf-8", filename=path.name)
+    return _file_response(path, media_type="text/csv; charset=utf-8", filename=path.name)
 
 
 @app.get("/imports/{import_id}/data-docs/{path:path}", name="data_docs")
-def data_docs(import_id: ImportId, path: str, conn: Store) -> FileResponse:
+def data_docs(import_id: ImportId, path: str, conn: Store) -> Response:
     """The import's Great Expectations Data Docs (counts and row numbers, no patient values)."""
     found = queries.data_docs_file(conn, import_id, path) if conn is not None else None
     if found is None:
         raise HTTPException(404, "no such Data Docs page")
-    return FileResponse(found, headers={"Content-Security-Policy": _DATA_DOCS_POLICY})
+    return _file_response(found, headers={"Content-Security-Policy": _DATA_DOCS_POLICY})
+
+
+def _file_response(path, *, media_type: str | None = None, filename: str | None = None,
+                   headers: dict | None = None) -> Response:
+    """A file of the file areas: sent from the disk, or read from the object store."""
+    if storage.is_local(path):
+        return FileResponse(path, media_type=media_type, filename=filename, headers=headers)
+    headers = dict(headers or {})
+    if filename:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    media_type = media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    return Response(path.read_bytes(), media_type=media_type, headers=headers)
 
 
 # ---------------------------------------------------------------- JSON, for scripts and tests

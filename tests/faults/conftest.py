@@ -134,12 +134,14 @@ class Areas:
         monkeypatch.setenv("PATIENT_IMPORT_PRACTICES", str(registry))
         self.use("fault")
 
-    def use(self, name: str) -> Path:
-        """Point the pipeline at the named home and file areas; returns the storage root."""
-        home, storage = self.root / name / "home", self.root / name / "storage"
+    def use(self, name: str, storage_root: str | None = None) -> str:
+        """Point the pipeline at the named home and file areas (or the given storage root, an
+        object-store URL); returns the storage root."""
+        home = self.root / name / "home"
+        storage = storage_root or str(self.root / name / "storage")
         home.mkdir(parents=True, exist_ok=True)
         self.monkeypatch.setenv("PATIENT_IMPORT_HOME", str(home))
-        self.monkeypatch.setenv("PATIENT_IMPORT_STORAGE", str(storage))
+        self.monkeypatch.setenv("PATIENT_IMPORT_STORAGE", storage)
         return storage
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from include.patient_import import pipeline
+from include.patient_import import pipeline, storage
 from include.patient_import.files import staging_dir
 from include.patient_import.report import report_path
 from include.patient_import.store import Import, ImportProblem, ImportRow, Patient, create_store_engine
@@ -111,7 +111,7 @@ class CleanRun:
 
 
 def outputs_of(report: dict) -> dict[str, bytes]:
-    return {name: Path(report["files"][name]).read_bytes() for name in ("upload", "rejected_rows")}
+    return {name: storage.path_of(report["files"][name]).read_bytes() for name in ("upload", "rejected_rows")}
 
 
 @pytest.fixture(scope="module")
@@ -337,12 +337,17 @@ def test_two_imports_of_one_practice_at_once_are_serialised_and_cannot_both_pass
 
 
 # What a worker needs comes from the file areas and the store, whatever the database: PostgreSQL,
-# the store that workers on several machines share.
+# the store that workers on several machines share; the file areas a folder every worker mounts,
+# or an object store (S3 API) that workers reach over the network.
+@pytest.mark.parametrize("file_areas", ["shared_folder", "object_store"])
 @pytest.mark.parametrize("store_url", ["postgresql"], indirect=True)
 def test_stages_on_workers_that_die_between_tasks_find_what_they_need_in_the_file_areas(
-        store_url, clean_run, areas, export, stages, tmp_path, fault):
+        store_url, file_areas, clean_run, areas, export, stages, tmp_path, fault, request):
     clean = clean_run(store_url, "manual__workers")
-    areas.use("shared")  # the file areas every worker mounts
+    if file_areas == "object_store":
+        root = areas.use("workers", storage_root=request.getfixturevalue("object_store").new_root())
+    else:
+        root = areas.use("shared")
     pipeline.open_store(store_url, prepare=True).dispose()  # plan_imports' part
     workers: list[Path] = []
 
@@ -364,7 +369,8 @@ def test_stages_on_workers_that_die_between_tasks_find_what_they_need_in_the_fil
         on_a_new_worker(stage, import_id=import_id)
     summary = on_a_new_worker("report", import_id=import_id)
 
-    report = json.loads(Path(summary["report"]).read_text(encoding="utf-8"))
+    assert summary["report"].startswith(root)
+    report = json.loads(storage.path_of(summary["report"]).read_text(encoding="utf-8"))
     assert import_id == clean.import_id and summary["counts"] == clean.counts
     assert comparable_report(report) == comparable_report(clean.report)
     assert store_snapshot(store_url, PRACTICE) == clean.snapshot

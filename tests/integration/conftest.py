@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,7 +84,9 @@ class Runner:
         return {r["third_party_acct_number"]: dict(r) for r in rows}
 
     def report(self, summary: dict) -> dict:
-        return json.loads(Path(summary["report_path"]).read_text(encoding="utf-8"))
+        from include.patient_import.storage import path_of
+
+        return json.loads(path_of(summary["report_path"]).read_text(encoding="utf-8"))
 
 
 @pytest.fixture

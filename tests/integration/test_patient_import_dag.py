@@ -223,3 +223,27 @@ def test_make_import_runs_a_file_with_spaces_and_fails_on_rejection(home, tmp_pa
     assert ok.returncode == 0, ok.stdout[-3000:] + ok.stderr[-3000:]
     assert "status COMPLETED" in ok.stdout and "inserted 1" in ok.stdout and "report:" in ok.stdout
     assert rejected.returncode != 0 and "unsupported_file_type" in rejected.stdout
+
+
+def test_a_run_with_the_file_areas_in_an_object_store_keeps_every_file_there(runner, home, s3_storage,
+                                                                              object_store):
+    from include.patient_import import settings, storage
+
+    inbox_file = settings.area("inbox", "demo_clinic") / "Patient List 20261118.csv"
+    rows = [patient("801"), patient("802", "O'Brien", "Renée"), patient("803"), patient("804"), patient("805", last="")]
+    with storage.writing(inbox_file, "w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([HEADER, *rows])
+
+    state, [summary] = runner.run(practice_id="demo_clinic")
+
+    report = runner.report(summary)
+    assert state == "success" and report["status"] == "completed_with_errors"
+    assert report["counts"]["inserted"] == 4 and report["counts"]["rejected"] == 1
+    assert not inbox_file.exists()
+    for kind in ("archive", "upload", "rejected_rows", "data_docs"):
+        assert report["files"][kind].startswith(f"{s3_storage}/"), kind
+        assert storage.path_of(report["files"][kind]).is_file(), kind
+    assert summary["report_path"].startswith(f"{s3_storage}/reports/demo_clinic/")
+    assert not [k for k in object_store.keys(s3_storage) if k.startswith(("staging/", "inbox/"))]
+    # Nothing else on the local disk: the store (SQLite here) and no file area.
+    assert [p.name for p in home.iterdir() if not p.name.startswith("patient_store.db")] == []

@@ -409,3 +409,40 @@ def test_default_store_is_used_without_the_connection(client, viewer, monkeypatc
     monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
     assert client.get("/import-results/api/imports", headers=viewer).json()["total"] == 0
     assert (tmp_path / "patient_store.db").exists()
+
+
+def test_files_in_an_object_store_are_served_from_there_and_only_from_their_area(
+        client, admin, viewer, store, object_store, monkeypatch):
+    from include.patient_import import records, storage
+    from include.patient_import.pipeline import open_store
+
+    root = object_store.new_root()
+    monkeypatch.setenv("PATIENT_IMPORT_STORAGE", root)
+    areas = storage.path_of(root)
+    upload = storage.copy(store["upload"], areas / "outbox" / "demo_clinic" / store["upload"].name)
+    docs = storage.put_folder(store["docs"], areas / "data_docs" / "demo_clinic" / "demo_clinic_20261120_a")
+    elsewhere = storage.copy(store["upload"], areas / "archive_copy" / "x.csv")
+    import_id = DETAIL.rsplit("/", 1)[1]
+    engine = open_store(f"sqlite:///{store['database']}")
+    try:
+        records.update_import(engine, import_id, upload_path=str(upload), data_docs_path=str(docs / "index.html"))
+
+        response = client.get(f"{DETAIL}/files/upload", headers=admin)
+        assert response.status_code == 200 and response.content == store["upload"].read_bytes()
+        assert response.headers["content-type"].startswith("text/csv")
+        assert response.headers["content-disposition"] == f'attachment; filename="{store["upload"].name}"'
+        assert response.headers["cache-control"] == "no-store"
+        assert client.get(f"{DETAIL}/files/upload", headers=viewer).status_code == 403
+        page = client.get(f"{DETAIL}/data-docs/validations/run.html", headers=viewer)
+        assert page.status_code == 200 and page.text == "<html>one validation</html>"
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+        escape = f"validations/../../../../outbox/demo_clinic/{store['upload'].name}"
+        assert client.get(f"{DETAIL}/data-docs/{escape}", headers=viewer).status_code == 404
+
+        records.update_import(engine, import_id, upload_path=str(elsewhere))  # not in the outbox
+        assert client.get(f"{DETAIL}/files/upload", headers=admin).status_code == 404
+    finally:
+        records.update_import(engine, import_id, upload_path=str(store["upload"]),
+                              data_docs_path=str(store["docs"] / "index.html"))
+        engine.dispose()

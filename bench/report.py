@@ -46,11 +46,15 @@ def summarise(results: dict) -> dict:
         groups[(s["figure"], s["database"], s["rows"], s["mode"])].append(s)
     figures = []
     for (figure, database, rows, mode), samples in groups.items():
-        seconds = _median([s["seconds"] for s in samples])
+        finished = [s["seconds"] for s in samples if s["seconds"] is not None]
+        # A figure stopped at the timeout in most of its runs has no median: only a lower bound.
+        stopped = len(finished) * 2 <= len(samples) and len(finished) < len(samples)
+        seconds = None if stopped else _median(finished)
         stages = sorted({k for s in samples for k in s["stages"]})
         figures.append({
             "figure": figure, "database": database, "rows": rows, "mode": mode, "runs": len(samples),
             "seconds": seconds, "seconds_all": [s["seconds"] for s in samples],
+            "did_not_finish_in": results.get("figure_timeout_seconds") if stopped else None,
             "rows_per_second": (rows / seconds) if rows and seconds else None,
             "process_seconds": _median([s["process_seconds"] for s in samples]),
             "process_cpu_seconds": _median([s["process_cpu_seconds"] for s in samples]),
@@ -63,9 +67,11 @@ def summarise(results: dict) -> dict:
 
 
 def _ratio(by_key: dict, a: tuple, b: tuple) -> float | None:
-    if a in by_key and b in by_key and by_key[b]["seconds"]:
-        return by_key[a]["seconds"] / by_key[b]["seconds"]
-    return None
+    """a's time over b's; over b's lower bound when b did not finish (then an upper bound)."""
+    if a not in by_key or b not in by_key or by_key[a]["seconds"] is None:
+        return None
+    other = by_key[b]["seconds"] or by_key[b]["did_not_finish_in"]
+    return by_key[a]["seconds"] / other if other else None
 
 
 def _targets(by_key: dict, results: dict) -> list[dict]:
@@ -85,7 +91,8 @@ def _targets(by_key: dict, results: dict) -> list[dict]:
                 ratio = _ratio(by_key, a, b)
                 if ratio is not None:
                     targets.append({"target": name, "database": db, "rows": size, "ratio": ratio, "limit": limit,
-                                    "met": ratio <= limit, "headline": db == "postgresql" and size == biggest})
+                                    "met": ratio <= limit, "headline": db == "postgresql" and size == biggest,
+                                    "bound": bool(by_key[b]["did_not_finish_in"])})
     ours_memory = [(size, by_key[("ours", db, size, mode)]["peak_rss_mb_max"])
                    for db in results["databases"] for size in sizes for mode in ("insert", "unchanged")
                    if ("ours", db, size, mode) in by_key]
@@ -137,9 +144,13 @@ def markdown(results: dict) -> str:
     table.sort(key=lambda f: (f["rows"], f["database"] != "postgresql", _ORDER[f["figure"]], f["mode"] != "insert"))
     for f in table:
         store = "empty (inserts)" if f["mode"] == "insert" else "same file again (unchanged)"
+        if f["seconds"] is None:
+            lines.append(f"| {f['rows']:,} | {f['database']} | {_LABELS[f['figure']]} | {store} | "
+                         f"> {f['did_not_finish_in']} (stopped) | < {f['rows'] / f['did_not_finish_in']:,.0f} | |")
+            continue
         lines.append(f"| {f['rows']:,} | {f['database']} | {_LABELS[f['figure']]} | {store} | {f['seconds']:.2f} | "
                      f"{_fmt_rate(f['rows_per_second'])} | {f['peak_rss_mb']:.0f} |")
-    ours = sorted((f for f in figures if f["figure"] == "ours"),
+    ours = sorted((f for f in figures if f["figure"] == "ours" and f["seconds"] is not None),
                   key=lambda f: (f["rows"], f["database"] != "postgresql", f["mode"] != "insert"))
     if ours:
         present = [s for s in STAGES if any(s in f["stages"] for f in ours)]
@@ -168,7 +179,7 @@ def markdown(results: dict) -> str:
     for t in summary["targets"]:
         where = ", ".join(x for x in (t["database"], f"{t['rows']:,} rows" if t.get("rows") else None) if x)
         if "ratio" in t:
-            measured = f"{t['ratio']:.2f}× (limit {t['limit']}×)"
+            measured = f"{'≤ ' if t.get('bound') else ''}{t['ratio']:.2f}× (limit {t['limit']}×)"
         elif t.get("unit"):
             measured = f"{t['base_mb']:.0f} → {t['largest_mb']:.0f} MB"
         else:
@@ -198,7 +209,7 @@ def chart(results: dict, path: Path) -> Path | None:
               ("pandas", "insert", "naive pandas, inserts", "tab:red", "-"))
     for ax, db in zip(axes[0], databases):
         for figure, mode, label, color, style in series:
-            points = sorted((f["rows"], f["rows_per_second"]) for f in figures
+            points = sorted((f["rows"], f["rows_per_second"] or f["rows"] / f["did_not_finish_in"]) for f in figures
                             if f["figure"] == figure and f["mode"] == mode and f["database"] == db)
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", color=color, label=label)

@@ -23,10 +23,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
-from include.patient_import.normalize import ACTIVE
+from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, capacity_parameters, capacity_rejection,
+    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, WRITE, capacity_parameters, capacity_rejection,
     decide_outcomes, payment_plan_warning,
 )
 from include.patient_import.problems import Counts
@@ -55,7 +55,9 @@ def stored_patients(conn: Connection, practice_id: str) -> pd.DataFrame:
     rows = conn.execute(sa.select(*[table.c[c] for c in columns])
                         .where(table.c.practice_id == practice_id,
                                table.c.third_party_acct_number.is_not(None))).all()
-    frame = pd.DataFrame(rows, columns=columns, dtype="object")
+    # Column by column: pandas builds a frame from a list of row tuples ten times slower.
+    by_column = zip(*rows) if rows else ((),) * len(columns)
+    frame = pd.DataFrame({name: object_array(values) for name, values in zip(columns, by_column)})
     return frame.set_index(frame["third_party_acct_number"])
 
 
@@ -118,7 +120,8 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     """The staging table's rows: store column names, Python values, None for empty."""
     frame = applied[list(DATA_COLUMNS)].rename(columns=STORE_COLUMN).astype("object")
     for column in _DATE_COLUMNS:
-        frame[column] = frame[column].map(lambda v: date.fromisoformat(v) if isinstance(v, str) and v else None)
+        days = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
+        frame[column] = pd.Series(days.dt.date.to_numpy(dtype=object), index=frame.index).where(days.notna(), None)
     frame["practice_id"] = practice_id
     frame["last_seen_exported_on"] = exported_on
     frame["created_import_id"] = import_id
@@ -129,6 +132,8 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
 
 
 def _write_patients(conn: Connection, rows: pd.DataFrame) -> None:
+    if rows.empty:
+        return  # nothing would change: no staging table, no statement
     staging = _staging_table()
     staging.create(conn)
     _bulk_insert(conn, staging, rows)
@@ -155,12 +160,17 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
         placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
         conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({placeholders})", list(zip(*columns.values())))
         return
-    copy_sql = f"COPY {target} FROM STDIN"
+    csv_text = _copy_csv(columns)
+    copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
     driver_error = conn.dialect.loaded_dbapi.Error
     try:
         with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
-            for values in zip(*columns.values()):
-                copy.write_row(values)
+            if csv_text is not None:
+                for start in range(0, len(csv_text), _COPY_BLOCK):
+                    copy.write(csv_text[start:start + _COPY_BLOCK])
+            else:
+                for values in zip(*columns.values()):
+                    copy.write_row(values)
     except driver_error as error:
         # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
         # others (the server's context quotes the offending value), and wrapped the same way.
@@ -173,6 +183,25 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
         if failed and ROW_NUMBER in rows.columns and failed <= len(rows):
             wrapped.add_note(f"COPY into {table.name} failed at spreadsheet row {rows[ROW_NUMBER].iloc[failed - 1]}")
         raise wrapped from error
+
+
+_COPY_BLOCK = 8 * 1024 * 1024
+
+
+def _copy_csv(columns: dict[str, list]) -> memoryview | None:
+    """The rows as COPY's CSV, rendered by Arrow in one pass: a null is an empty unquoted field
+    and every text is quoted, so NULL and '' stay apart. None when a column mixes Python types
+    (then the driver renders row by row)."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    try:
+        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    sink = pa.BufferOutputStream()
+    pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
+    return memoryview(sink.getvalue())
 
 
 def _copy_line(error: Exception) -> int | None:
@@ -276,9 +305,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if warning:
                 problems.append(warning)
             if not dry_run:
-                applied = decided[decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
-                # Unchanged rows are written too when they carry a newer export date (rule 7).
-                _write_patients(conn, _patient_rows(applied, practice.id, import_id, exported_on))
+                _write_patients(conn, _patient_rows(decided[decided[WRITE]], practice.id, import_id, exported_on))
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)

@@ -394,7 +394,8 @@ def _message(field: str, kind: str, code: str) -> str:
     return f"{field.replace('_', ' ')} {_REASONS[kind]}"
 
 
-def _objects(items: list | np.ndarray) -> np.ndarray:
+def object_array(items) -> np.ndarray:
+    """A 1-D object array of the items, as they are."""
     # np.array(items, dtype=object) would build a 2-D array from a list of equal-length sequences.
     out = np.empty(len(items), dtype=object)
     out[:] = items
@@ -405,7 +406,7 @@ def _apply_distinct(texts: pd.Series, normalizer: Callable[[str], tuple], width:
     """Run a normaliser once per distinct value; one object array per slot of its result."""
     positions, distinct = pd.factorize(texts)
     results = [normalizer(value) for value in distinct.tolist()]  # iterating an Arrow Index is ~8x slower
-    return [_objects([result[slot] for result in results])[positions] for slot in range(width)]
+    return [object_array([result[slot] for result in results])[positions] for slot in range(width)]
 
 
 def _texts(frame: pd.DataFrame, field: str) -> pd.Series:
@@ -469,7 +470,7 @@ def _normalize_emails(texts: pd.Series) -> list[np.ndarray]:
         positions, domains = pd.factorize(parts[2].to_numpy(dtype=object))
         checked = [_checked_domain(domain) for domain in domains.tolist()]
         valid_domain = np.array([c is not None for c in checked], dtype=bool)
-        lowered = _objects([c[0].lower() if c else None for c in checked])
+        lowered = object_array([c[0].lower() if c else None for c in checked])
         # email_validator's length rule, in UTF-8 bytes, on the address as written, normalised and
         # IDNA-encoded (as in normalize_email).
         longest = np.array([max(len(d), len(c[0].encode()), len(c[1])) if c else 0

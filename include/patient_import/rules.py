@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from datetime import date
 
-import numpy as np
 import pandas as pd
 
 from include.patient_import import problems as p
+from include.patient_import.normalize import object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW, REJECTED
@@ -23,6 +23,7 @@ DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
 STORE_COLUMN = {"account_number": "third_party_acct_number"}
 CODE = "code"
 OUTCOME = "outcome"
+WRITE = "write"  # the row must be written to the store (see decide_outcomes)
 
 
 def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
@@ -65,17 +66,11 @@ def _dates_as_text(column: pd.Series) -> pd.Series:
         return column
     # Once per distinct value: a store repeats the same dates (birth days, export dates) endlessly.
     positions, distinct = pd.factorize(values)
-    texts = _objects([v.isoformat() if isinstance(v, date) else v for v in distinct.tolist()])
+    texts = object_array([v.isoformat() if isinstance(v, date) else v for v in distinct.tolist()])
     out = values.copy()
     present = positions >= 0  # None and NaN keep their place, as they are
     out[present] = texts[positions[present]]
     return pd.Series(out, index=column.index, dtype="object")
-
-
-def _objects(items: list) -> np.ndarray:
-    out = np.empty(len(items), dtype=object)
-    out[:] = items
-    return out
 
 
 def stored_as_text(stored: pd.DataFrame) -> pd.DataFrame:
@@ -141,6 +136,10 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     out[CODE] = code
     out["changed"] = changed & pending
     out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
+    # What the load must write: new and changed patients, and an unchanged one only when its
+    # export date moves the stored one forward (rule 7); any other write would change nothing.
+    advances = last_seen.isna() | (last_seen.astype("object") < exported_on.isoformat())
+    out[WRITE] = outcome.isin([p.INSERTED, p.UPDATED]) | (outcome.eq(p.UNCHANGED) & advances)
     return out
 
 

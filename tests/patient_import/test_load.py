@@ -152,6 +152,41 @@ def test_reimporting_the_same_export_changes_nothing(store):
     assert outcomes(store, import_id) == {2: (p.UNCHANGED, None), 3: (p.UNCHANGED, None)}
 
 
+def _patient_writes(engine) -> list[str]:
+    """The statements that write the patients table, recorded while the block runs."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO PATIENTS"):
+            seen.append(statement)
+
+    sa.event.listen(engine, "before_cursor_execute", record)
+    return seen
+
+
+def test_a_reimport_that_changes_nothing_writes_no_patient(store):
+    load(store, DRIP, export(ANN, BOB), MARCH)
+    writes = _patient_writes(store)
+
+    result, _, _ = load(store, DRIP, export(ANN, BOB), MARCH)
+    assert result.counts.unchanged == 2 and writes == []  # no staging table, no upsert
+
+    result, _, _ = load(store, DRIP, export(ANN, {**BOB, "city": "Exeter"}), MARCH)
+    assert result.counts.updated == 1 and len(writes) == 1
+    assert stored(store, DRIP.id)["102"]["city"] == "Exeter"
+
+
+def test_odd_text_survives_the_bulk_write_on_both_databases(store):
+    odd = {"account_number": "103", "last_name": 'O"Neil, Jr.', "first_name": "Zoë\nMarie", "city": "",
+           "address2": "Apt 4\tB", "email": None, "birth_date": "1975-12-31"}
+    load(store, DRIP, export(odd))
+
+    row = stored(store, DRIP.id)["103"]
+    assert (row["last_name"], row["first_name"], row["address2"]) == ('O"Neil, Jr.', "Zoë\nMarie", "Apt 4\tB")
+    assert row["email"] is None and str(row["birth_date"]) == "1975-12-31"
+    assert row["city"] in ("", None)  # an empty text stays empty or null, never the text 'None' or 'NaN'
+
+
 def test_a_newer_export_that_changes_nothing_still_moves_last_seen_forward(store):
     load(store, DRIP, export(ANN), MARCH)
 

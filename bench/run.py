@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -340,6 +341,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # A stopped bench (SIGTERM) unwinds like Ctrl-C: its PostgreSQL server is stopped, not orphaned.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(args)
     results = bench.run()
     summary = report.summarise(results)

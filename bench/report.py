@@ -209,10 +209,17 @@ def chart(results: dict, path: Path) -> Path | None:
               ("pandas", "insert", "naive pandas, inserts", "tab:red", "-"))
     for ax, db in zip(axes[0], databases):
         for figure, mode, label, color, style in series:
-            points = sorted((f["rows"], f["rows_per_second"] or f["rows"] / f["did_not_finish_in"]) for f in figures
+            points = sorted((f["rows"], f["rows_per_second"] or f["rows"] / f["did_not_finish_in"],
+                             f["seconds"] is None) for f in figures
                             if f["figure"] == figure and f["mode"] == mode and f["database"] == db)
             if points:
                 ax.plot([p[0] for p in points], [p[1] for p in points], style, marker="o", color=color, label=label)
+                # A figure stopped at the timeout is an upper bound on its rate: a hollow down-triangle.
+                for rows, rate, stopped in points:
+                    if stopped:
+                        ax.plot([rows], [rate], marker="v", markersize=11, markerfacecolor="white", color=color)
+                        ax.annotate("stopped", (rows, rate), textcoords="offset points", xytext=(6, -12),
+                                    fontsize=7, color=color)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_title({"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(db, db))

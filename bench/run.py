@@ -10,6 +10,7 @@ own, read from its rusage when it ends. Results: `bench/results/<timestamp>.json
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -152,59 +154,53 @@ class Bench:
         self.record("generator", None, size, "write", done)
         return path
 
+    @contextlib.contextmanager
+    def prepared_store(self, name: str, kind: str) -> Iterator[tuple[str, Path, dict[str, str]]]:
+        """A fresh store of `kind`, migrated with the bench practice (not measured), dropped after:
+        (url, home, environment)."""
+        url, home = self.database(kind, name)
+        env = self.env(home)
+        self.worker("prepare_store", env, f"prepare {name}", url=url)
+        try:
+            yield url, home, env
+        finally:
+            self.drop(kind, name)
+
     def sizes_round(self, size: int, export: Path, kind: str, repeat: int) -> None:
         figures = self.args.figures
         tag = f"{kind[:2]}_{size}_{repeat}"
         clean = self.work / "exports" / f"clean_{size}.csv"
 
-        name = f"ours_{tag}"
-        url, home = self.database(kind, name)
-        env = self.env(home)
-        self.worker("prepare_store", env, f"prepare {name}", url=url)
         if "ours" in figures or not clean.exists():
-            for mode in ("insert", "unchanged"):
-                done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
-                                   exported_on=self.exported_on)
-                if "ours" in figures:
-                    self.record("ours", kind, size, mode, done)
-                if mode == "insert" and not clean.exists():
-                    self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean))
-                if "ours" not in figures:
-                    break
-        self.drop(kind, name)
-
+            with self.prepared_store(f"ours_{tag}", kind) as (url, _, env):
+                for mode in ("insert", "unchanged"):
+                    done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
+                                       exported_on=self.exported_on)
+                    if "ours" in figures:
+                        self.record("ours", kind, size, mode, done)
+                    if mode == "insert" and not clean.exists():
+                        self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean))
+                    if "ours" not in figures:
+                        break
         if "floor" in figures:
-            name = f"floor_{tag}"
-            url, home = self.database(kind, name)
-            env = self.env(home)
-            self.worker("prepare_store", env, f"prepare {name}", url=url)
-            for mode in ("insert", "unchanged"):
-                self.record("floor", kind, size, mode,
-                            self.worker("floor", env, f"floor {mode} {tag}", url=url, clean_csv=str(clean)))
-            self.drop(kind, name)
+            with self.prepared_store(f"floor_{tag}", kind) as (url, _, env):
+                for mode in ("insert", "unchanged"):
+                    self.record("floor", kind, size, mode,
+                                self.worker("floor", env, f"floor {mode} {tag}", url=url, clean_csv=str(clean)))
         if "pandas" in figures and ("pandas", kind, size, "insert") not in self.stopped:
-            name = f"pandas_{tag}"
-            url, home = self.database(kind, name)
-            env = self.env(home)
-            self.worker("prepare_store", env, f"prepare {name}", url=url)
-            self.record("pandas", kind, size, "insert",
-                        self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean)))
-            self.drop(kind, name)
-        if "dlt" in figures:
-            name = f"dlt_{tag}"
-            url, home = self.database(kind, name)
-            env = self.env(home)
-            self.worker("prepare_store", env, f"prepare {name}", url=url)
-            pipelines = home / "dlt_pipelines"
-            for mode in ("insert", "unchanged"):
-                if ("dlt", kind, size, mode) in self.stopped:
-                    break
-                done = self.worker("dlt", env, f"dlt {mode} {tag}", url=url, clean_csv=str(clean),
-                                   pipelines_dir=str(pipelines))
-                self.record("dlt", kind, size, mode, done)
-                if done["timed_out"]:
-                    break
-            self.drop(kind, name)
+            with self.prepared_store(f"pandas_{tag}", kind) as (url, _, env):
+                self.record("pandas", kind, size, "insert",
+                            self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean)))
+        if "dlt" in figures and ("dlt", kind, size, "insert") not in self.stopped:
+            with self.prepared_store(f"dlt_{tag}", kind) as (url, home, env):
+                for mode in ("insert", "unchanged"):
+                    if ("dlt", kind, size, mode) in self.stopped:
+                        break
+                    done = self.worker("dlt", env, f"dlt {mode} {tag}", url=url, clean_csv=str(clean),
+                                       pipelines_dir=str(home / "dlt_pipelines"))
+                    self.record("dlt", kind, size, mode, done)
+                    if done["timed_out"]:
+                        break
 
     def airflow(self) -> None:
         """`airflow dags test` of patient_import and of the trivial DAG; parse time of both files."""

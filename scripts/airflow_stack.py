@@ -109,13 +109,14 @@ def _reap(pid: int) -> None:
         pass  # not our child (`make down` from another shell): its parent reaps it
 
 
-def _healthy(url: str) -> bool:
+def healthy(url: str) -> bool:
+    """Whether the API server answers and reports its database, scheduler and DAG processor healthy."""
     try:
         with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5) as resp:
             health = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return False
-    return all(health.get(c, {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "dag_processor"))
+    return all((health.get(c) or {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "dag_processor"))
 
 
 def start_stack(airflow_home: Path, port: int | None = None, *, extra_env: dict[str, str] | None = None,
@@ -141,7 +142,7 @@ def start_stack(airflow_home: Path, port: int | None = None, *, extra_env: dict[
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"airflow standalone exited; see {airflow_home / 'standalone.log'}")
-        if _healthy(stack.url):
+        if healthy(stack.url):
             return stack
         time.sleep(1)
     stack.stop()

@@ -115,14 +115,10 @@ def object_store():
     from tests.harness.object_store import ObjectStore, environment_without_credentials
 
     store = ObjectStore().start()
-    saved = {k: os.environ.get(k) for k in [*store.connection_env(), *environment_without_credentials()]}
-    os.environ.update(store.connection_env() | environment_without_credentials())
-    yield store
-    for key, value in saved.items():
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
+    with pytest.MonkeyPatch.context() as env:
+        for key, value in (store.connection_env() | environment_without_credentials()).items():
+            env.setenv(key, value)
+        yield store
     store.stop()
 
 

@@ -18,17 +18,15 @@ DEMO_ROWS = 250
 def drop_demo_export(today: date | None = None) -> str:
     day = today or date.today()
     path = settings.area("inbox", DEMO_PRACTICE) / f"Genesis Patient List {day:%Y%m%d}.csv"
-    if not storage.is_local(path):
-        # An object store: the export lands as one object, picked up once it has settled.
-        with tempfile.TemporaryDirectory() as folder:
-            local = Path(folder) / path.name
-            generate_export(local, DEMO_ROWS, seed=day.toordinal())
-            return str(storage.copy(local, path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    generate_export(path, DEMO_ROWS, seed=day.toordinal())
-    # The file has finished landing: the inbox takes only files whose size and time have settled.
-    landed = time.time() - 60
-    os.utime(path, (landed, landed))
+    with tempfile.TemporaryDirectory() as folder:
+        local = Path(folder) / path.name
+        generate_export(local, DEMO_ROWS, seed=day.toordinal())
+        storage.copy(local, path)  # lands whole, on a disk or in an object store
+    if storage.is_local(path):
+        # The file has finished landing: the inbox takes only files whose size and time have
+        # settled (an object's time is its upload; it is picked up once that has settled).
+        landed = time.time() - 60
+        os.utime(path, (landed, landed))
     return str(path)
 
 

@@ -139,7 +139,7 @@ def _purge_objects(area, root, cutoff: float, result: PurgeResult) -> int:
     """The same purge in an object store: no links, and folders vanish with their last object."""
     removed = 0
     prefix = len(str(root).rstrip("/")) + 1
-    for found in storage.files_under(area) if area.exists() else []:
+    for found in storage.files_under(area):
         relative = Path(str(found.path)[prefix:])
         if found.mtime >= cutoff:
             result.kept += 1

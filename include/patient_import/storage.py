@@ -35,22 +35,21 @@ def is_url(text: str) -> bool:
     return "://" in text
 
 
-def path_of(text: str | os.PathLike) -> StoragePath:
+def path_of(text: str) -> StoragePath:
     """A path object for a stored path or URL; URLs through `ObjectStoragePath` where Airflow knows the scheme."""
-    if isinstance(text, os.PathLike) and not isinstance(text, str):
-        return text
-    if not is_url(text):
+    scheme, url, rest = text.partition("://")
+    if not url:
         return Path(text)
-    scheme = text.split("://", 1)[0].lower()
-    if scheme == "file":
-        return Path(text.split("://", 1)[1])
+    if scheme.lower() == "file":
+        return Path(rest)
     try:
         from airflow.sdk import ObjectStoragePath
         from airflow.sdk.io.fs import has_fs
     except ImportError:  # the package without Airflow: fsspec alone
-        has_fs = None
-    if has_fs is not None and has_fs(scheme):
-        return ObjectStoragePath(text)
+        pass
+    else:
+        if has_fs(scheme.lower()):
+            return ObjectStoragePath(text)
     from upath import UPath
 
     return UPath(text)
@@ -58,11 +57,6 @@ def path_of(text: str | os.PathLike) -> StoragePath:
 
 def is_local(path: StoragePath) -> bool:
     return isinstance(path, Path)
-
-
-def text_of(path: StoragePath | None) -> str | None:
-    """The string a path is kept as; `path_of` gives the path back."""
-    return None if path is None else str(path)
 
 
 def is_inside(path: StoragePath, root: StoragePath) -> bool:
@@ -78,12 +72,6 @@ def is_inside(path: StoragePath, root: StoragePath) -> bool:
     if ".." in str(path).split("/"):
         return False
     return str(path) == str(root) or str(path).startswith(str(root).rstrip("/") + "/")
-
-
-def make_parent(path: StoragePath) -> None:
-    """A disk needs the folder before the file; an object store has no folders."""
-    if is_local(path):
-        path.parent.mkdir(parents=True, exist_ok=True)
 
 
 @contextlib.contextmanager
@@ -166,7 +154,8 @@ class StoredFile:
 
 
 def files_under(folder: StoragePath) -> list[StoredFile]:
-    """Every file below an object-store folder with its size and modification time."""
+    """Every file below an object-store folder with its size and modification time; none when
+    the folder does not exist."""
     found = folder.fs.find(folder.path, detail=True)
     listed = []
     for key, info in sorted(found.items()):

@@ -21,7 +21,7 @@ from urllib.parse import quote, urlencode
 import jinja2
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -254,7 +254,14 @@ def _file_response(path, *, media_type: str | None = None, filename: str | None 
     if filename:
         headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     media_type = media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-    return Response(path.read_bytes(), media_type=media_type, headers=headers)
+
+    def blocks() -> Iterator[bytes]:
+        # An upload file can be hundreds of megabytes: streamed, never held whole in memory.
+        with path.open("rb") as handle:
+            while block := handle.read(1024 * 1024):
+                yield block
+
+    return StreamingResponse(blocks(), media_type=media_type, headers=headers)
 
 
 # ---------------------------------------------------------------- JSON, for scripts and tests

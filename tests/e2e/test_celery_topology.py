@@ -22,9 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
 from base64 import urlsafe_b64encode
 from collections.abc import Iterator
@@ -35,7 +33,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from scripts.airflow_stack import ROOT, Stack, free_port, stack_env, wait_for_dag
+from scripts.airflow_stack import ROOT, Stack, free_port, healthy, stack_env, wait_for_dag
 from tests.e2e.conftest import E2E_PRACTICES, Airflow
 
 pytestmark = pytest.mark.e2e
@@ -137,15 +135,6 @@ def _redis_ready(port: int) -> bool:
         return False
 
 
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5) as resp:
-            health = json.loads(resp.read())
-    except (urllib.error.URLError, OSError, ValueError):
-        return False
-    return all((health.get(c) or {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "dag_processor"))
-
-
 def _redis_server() -> str:
     if shutil.which("redis-server") is None:
         done = subprocess.run(["bash", str(ROOT / "scripts" / "install_redis.sh")], capture_output=True, text=True,
@@ -226,7 +215,7 @@ def topology(postgres_server, tmp_path_factory) -> Iterator[Topology]:
             cwd = worker_cwd if name == "celery-worker" else airflow_home
             processes[name] = _popen([str(AIRFLOW), *command], logs[name], env=env, cwd=cwd)
         stack = Stack(airflow_home=airflow_home, port=api_port, pid=processes["api-server"].pid, password=password)
-        _wait(lambda: _healthy(stack.url), "API server, scheduler and DAG processor healthy", START_TIMEOUT,
+        _wait(lambda: healthy(stack.url), "API server, scheduler and DAG processor healthy", START_TIMEOUT,
               processes, logs)
         client = Airflow(stack, home)
         wait_for_dag(stack, client.token)

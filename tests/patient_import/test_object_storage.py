@@ -88,7 +88,7 @@ def test_an_import_in_the_object_store_ends_exactly_as_on_a_local_disk(tmp_path,
 
     assert in_store.report["counts"] == on_disk.report["counts"]
     assert _comparable(in_store.report) == _comparable(on_disk.report)
-    assert patients_snapshot(engine) .keys() == patients_snapshot(local_engine).keys()
+    assert patients_snapshot(engine).keys() == patients_snapshot(local_engine).keys()
     for kind in ("upload", "rejected_rows"):
         assert in_store.report["files"][kind].startswith(f"{root}/outbox/")
         assert (storage.path_of(in_store.report["files"][kind]).read_bytes()
@@ -165,3 +165,20 @@ def test_retention_purges_old_objects_and_keeps_young_ones(tmp_path, monkeypatch
     done = purge(30, now=now + timedelta(days=31))
     assert done.bytes_removed == 20 and done.by_area["archive"] == 1
     assert object_store.keys(root) == ["inbox/demo_clinic/new.csv", "staging/running/job.json"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_the_demo_export_lands_whole_in_the_inbox_and_is_waiting(where, tmp_path, monkeypatch, object_store):
+    from include.patient_import import files
+    from include.patient_import.demo import DEMO_PRACTICE, DEMO_ROWS, drop_demo_export
+
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("PATIENT_IMPORT_STORAGE", object_store.new_root() if where == "s3" else str(tmp_path / "areas"))
+    monkeypatch.setenv("PATIENT_IMPORT_SETTLE_SECONDS", "0")
+
+    dropped = storage.path_of(drop_demo_export(EXPORTED_ON))
+
+    assert dropped.name == "Genesis Patient List 20261120.csv"
+    expected = generate_export(tmp_path / "expected.csv", DEMO_ROWS, seed=EXPORTED_ON.toordinal())
+    assert dropped.read_bytes() == expected.read_bytes()
+    assert [w.path for w in files.waiting_inbox_files(DEMO_PRACTICE)] == [dropped]

@@ -11,7 +11,6 @@ from include.patient_import.rules import (
     CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, capacity_parameters, check_frame, decide_outcomes,
     payment_plan_warning, winning_codes,
 )
-from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES
 from tests.patient_import.frames import normalised
 

@@ -11,25 +11,50 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import up down test suites clean purge reliability bench
+.PHONY: help install airflow-db demo run import up down airflow test suites clean purge reliability bench
+
+IMPORT_USAGE := usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]
 
 help:
-	@echo "make run      install, then import the demo export through the real DAG"
-	@echo "make test     the whole test suite"
-	@echo "make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
-	@echo "make up / make down   start / stop the local Airflow with the UI (scheduler, API server, ...)"
-	@echo "make purge [DAYS=N] [DRY_RUN=1]   delete patient files older than the retention period"
-	@echo "make reliability   hostile inputs, rows lost or duplicated, faults and markers: the figures"
+	@echo "Targets:"
+	@echo "  make run          install, then import the demo export through the real DAG and print the summary"
+	@echo "  make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
+	@echo "                    import one file through the real DAG; exits 1 when rejected or failed"
+	@echo "  make up           start the local Airflow with the UI (scheduler, API server, DAG processor, triggerer)"
+	@echo "  make down         stop it"
+	@echo "  make airflow ARGS=\"<command>\"   any Airflow CLI command in this project's Airflow home,"
+	@echo "                    e.g. make airflow ARGS=\"dags list\""
+	@echo "  make purge [DAYS=N] [DRY_RUN=1]   delete patient files older than the retention period"
+	@echo "  make test         the whole test suite, then make reliability"
+	@echo "  make reliability  hostile inputs, rows lost or duplicated, faults and markers: the figures"
+	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3]   the throughput benchmark (docs/performance.md)"
+	@echo "  make suites       rewrite the Great Expectations suites in expectations/ from suites.py"
+	@echo "  make install      uv (when missing) and the locked dependencies into .venv"
+	@echo "  make airflow-db   create or migrate the local Airflow database (skipped when current)"
+	@echo "  make demo         drop the demo export into the demo practice's inbox"
+	@echo "  make clean        delete var/ (the local Airflow home, store and file areas)"
+	@echo "  make help         this list"
+	@echo "Settings (make variables):"
+	@echo "  PRACTICE, FILE, EXPORTED_ON, DRY_RUN   make import; DRY_RUN=1 changes no patient"
+	@echo "  DAYS               make purge: keep files younger than DAYS days (default PATIENT_IMPORT_RETENTION_DAYS)"
+	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
+	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
+	@echo "Settings (environment; README.md, Settings, has the whole table):"
+	@echo "  PATIENT_IMPORT_HOME=$(PATIENT_IMPORT_HOME)"
+	@echo "  AIRFLOW_HOME=$(AIRFLOW_HOME)"
+	@echo "  PATIENT_IMPORT_AIRFLOW_PORT   make up's API server and UI port (default 8080; log servers on the next two)"
+	@echo "  PATIENT_IMPORT_STORAGE, PATIENT_IMPORT_PRACTICES, PATIENT_IMPORT_SCHEDULE, PATIENT_IMPORT_TIMEZONE,"
+	@echo "  PATIENT_IMPORT_RETENTION_DAYS, AIRFLOW_CONN_PATIENT_STORE, AIRFLOW_CONN_PATIENT_IMPORT_ALERTS, ..."
 
 # uv itself is installed when missing; the locked dependencies go into .venv.
 install:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
 	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet
 
-# The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated.
+# The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated; skipped in
+# milliseconds when it is already at the installed Airflow's head revision (scripts/airflow_db.py).
 airflow-db: install
-	@mkdir -p "$(AIRFLOW_HOME)"
-	@$(ROOT)/.venv/bin/airflow db migrate >"$(AIRFLOW_HOME)/db_migrate.log" 2>&1 || { cat "$(AIRFLOW_HOME)/db_migrate.log"; exit 1; }
+	@$(PY) scripts/airflow_db.py
 
 demo: install
 	@$(PY) -m include.patient_import.demo
@@ -38,8 +63,8 @@ run: airflow-db demo
 	@$(PY) scripts/run_dag.py --practice demo_clinic
 
 import: airflow-db
-	@test -n "$(PRACTICE)" || { echo "usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"; exit 2; }
-	@test -n "$(FILE)" || { echo "usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"; exit 2; }
+	@test -n "$(PRACTICE)" || { echo "$(IMPORT_USAGE)"; exit 2; }
+	@test -n "$(FILE)" || { echo "$(IMPORT_USAGE)"; exit 2; }
 	@$(PY) scripts/run_dag.py --practice "$(PRACTICE)" --file "$(FILE)" \
 		$(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
@@ -49,6 +74,12 @@ up: install
 
 down:
 	@$(PY) scripts/airflow_stack.py down
+
+# Any Airflow CLI command with this project's AIRFLOW_HOME, DAGs, plugins and PYTHONPATH, e.g.
+# make airflow ARGS="backfill create --dag-id patient_import --from-date 2026-11-01 --to-date 2026-11-03"
+airflow: airflow-db
+	@test -n "$(ARGS)" || { echo 'usage: make airflow ARGS="<airflow command>", e.g. make airflow ARGS="dags list"'; exit 2; }
+	@$(ROOT)/.venv/bin/airflow $(ARGS)
 
 test: install
 	@$(PY) -m pytest -q

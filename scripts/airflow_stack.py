@@ -8,6 +8,7 @@ stopping the group stops them all.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import secrets
@@ -23,12 +24,88 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "patient_import"
+DAG_IDS = (DAG_ID, "patient_import_retention")
+
+
+class StackError(RuntimeError):
+    """The stack could not start; the message is one line saying why and what to do."""
+
+
+def log_server_ports(port: int, env: dict[str, str] | None = None) -> dict[str, int]:
+    """The ports of Airflow's worker and triggerer log servers: the two after the API port.
+
+    Airflow's defaults (8793, 8794) are the same for every Airflow on a machine, so a second one
+    collides; deriving them from `PATIENT_IMPORT_AIRFLOW_PORT` moves them with it. The Airflow
+    settings `AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT` / `..._TRIGGER_LOG_SERVER_PORT` still win.
+    """
+    env = os.environ if env is None else env
+    return {
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": int(env.get("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT") or port + 1),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": int(env.get("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT") or port + 2),
+    }
+
+
+def machine_sizing(env: dict[str, str] | None = None) -> dict[str, str]:
+    """Parallelism and API server workers sized to this machine's cores, unless already configured.
+
+    Airflow's default parallelism (32) is also the LocalExecutor's worker count: 32 processes
+    on a 2-core machine. Each entry is only set when its Airflow setting is not in `env`.
+    """
+    env = os.environ if env is None else env
+    cores = os.cpu_count() or 2
+    sizing = {
+        "AIRFLOW__CORE__PARALLELISM": str(max(2, cores)),
+        "AIRFLOW__API__WORKERS": str(max(1, min(4, cores // 2))),
+    }
+    return {k: v for k, v in sizing.items() if not env.get(k)}
+
+
+def port_in_use(port: int) -> bool:
+    """Whether something listens on `port` on any local address (IPv4 or IPv6)."""
+    families = [(socket.AF_INET, "0.0.0.0")] + ([(socket.AF_INET6, "::")] if socket.has_ipv6 else [])
+    for family, host in families:
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as sock:
+                # SO_REUSEADDR: a port left in TIME_WAIT by an earlier stack is free for the servers too.
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE or exc.errno == errno.EACCES:
+                return True
+            if family == socket.AF_INET6:
+                continue  # no IPv6 on this machine
+            raise
+    return False
+
+
+def check_ports(port: int, env: dict[str, str] | None = None) -> None:
+    """Raise StackError naming the first busy port of the stack (API server, log servers)."""
+    wanted = {"the API server and UI": port}
+    names = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": "the worker log server",
+             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": "the triggerer log server"}
+    wanted.update({names[k]: v for k, v in log_server_ports(port, env).items()})
+    for role, number in wanted.items():
+        if port_in_use(number):
+            what = " (it answers like an Airflow API server)" if healthy(f"http://127.0.0.1:{number}", any_state=True) else ""
+            raise StackError(
+                f"port {number} ({role}) is already in use{what}: stop what uses it, or choose another "
+                f"port with PATIENT_IMPORT_AIRFLOW_PORT=<port> (the log servers take the two after it)")
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def free_stack_port() -> int:
+    """A free port whose two successors (the log servers') are free too."""
+    while True:
+        port = free_port()
+        if port < 65534 and not any(port_in_use(port + i) for i in (1, 2)):
+            return port
 
 
 def stack_env(airflow_home: Path, port: int, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -53,6 +130,8 @@ def stack_env(airflow_home: Path, port: int, extra: dict[str, str] | None = None
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     })
     env.update(extra or {})
+    env.update({k: str(v) for k, v in log_server_ports(port, env).items()})
+    env.update(machine_sizing(env))
     return env
 
 
@@ -109,55 +188,88 @@ def _reap(pid: int) -> None:
         pass  # not our child (`make down` from another shell): its parent reaps it
 
 
-def healthy(url: str) -> bool:
-    """Whether the API server answers and reports its database, scheduler and DAG processor healthy."""
+def healthy(url: str, *, any_state: bool = False) -> bool:
+    """Whether the API server answers and reports its database, scheduler and DAG processor healthy.
+
+    With `any_state`, whether something there answers the health endpoint like Airflow at all.
+    """
     try:
         with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5) as resp:
             health = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return False
+    if any_state:
+        return isinstance(health, dict) and "metadatabase" in health
     return all((health.get(c) or {}).get("status") == "healthy" for c in ("metadatabase", "scheduler", "dag_processor"))
 
 
 def start_stack(airflow_home: Path, port: int | None = None, *, extra_env: dict[str, str] | None = None,
                 timeout: float = 300) -> Stack:
-    """Start `airflow standalone` in its own process group and wait until it is healthy."""
+    """Start `airflow standalone` in its own process group and wait until it is healthy.
+
+    Every port is checked first (StackError naming the busy one, before anything starts). Whatever
+    goes wrong after the start (the stack exits, never becomes healthy, an interrupt), the process
+    group is stopped before the error propagates: no half-started stack is left running.
+    """
     airflow_home.mkdir(parents=True, exist_ok=True)
-    port = port or free_port()
+    port = port or free_stack_port()
+    env = stack_env(airflow_home, port, extra_env)
+    check_ports(port, env)
     passwords = airflow_home / "passwords.json"
     if not passwords.exists():
         passwords.write_text(json.dumps({"admin": secrets.token_urlsafe(12)}), encoding="utf-8")
     password = json.loads(passwords.read_text(encoding="utf-8"))["admin"]
-    env = stack_env(airflow_home, port, extra_env)
     airflow = Path(sys.executable).with_name("airflow")
-    migrate = subprocess.run([str(airflow), "db", "migrate"], env=env, capture_output=True, text=True)
+    migrate = subprocess.run([sys.executable, str(ROOT / "scripts" / "airflow_db.py")], env=env,
+                             capture_output=True, text=True)
     if migrate.returncode:
-        raise RuntimeError(f"airflow db migrate failed:\n{migrate.stdout[-3000:]}{migrate.stderr[-3000:]}")
+        raise StackError(f"airflow db migrate failed; see {airflow_home / 'db_migrate.log'}")
     log = (airflow_home / "standalone.log").open("ab")
     process = subprocess.Popen([str(airflow), "standalone"], env=env, stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(airflow_home))
     (airflow_home / "standalone.pid").write_text(str(process.pid), encoding="utf-8")
     stack = Stack(airflow_home=airflow_home, port=port, pid=process.pid, password=password)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"airflow standalone exited; see {airflow_home / 'standalone.log'}")
-        if healthy(stack.url):
-            return stack
-        time.sleep(1)
-    stack.stop()
-    raise TimeoutError(f"Airflow was not healthy within {timeout:.0f} s; see {airflow_home / 'standalone.log'}")
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                raise StackError(f"airflow standalone exited with status {process.returncode}; "
+                                 f"see {airflow_home / 'standalone.log'}")
+            if healthy(stack.url):
+                return stack
+            time.sleep(1)
+        raise StackError(f"Airflow was not healthy within {timeout:.0f} s; see {airflow_home / 'standalone.log'}")
+    except BaseException:
+        stack.stop()
+        (airflow_home / "standalone.pid").unlink(missing_ok=True)
+        raise
 
 
-def wait_for_dag(stack: Stack, token: str, timeout: float = 180) -> None:
+def wait_for_dag(stack: Stack, token: str, timeout: float = 180, dag_id: str = DAG_ID) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            stack.request("GET", f"/api/v2/dags/{DAG_ID}", token=token)
+            stack.request("GET", f"/api/v2/dags/{dag_id}", token=token)
             return
         except urllib.error.HTTPError:
             time.sleep(1)
-    raise TimeoutError(f"DAG {DAG_ID} was not parsed within {timeout:.0f} s")
+    raise StackError(f"DAG {dag_id} was not parsed within {timeout:.0f} s; see {stack.airflow_home / 'standalone.log'}")
+
+
+def unpause(stack: Stack, token: str, dag_ids: tuple[str, ...] = DAG_IDS) -> list[str]:
+    """Unpause the DAGs over the REST API and return the ids the API then reports unpaused.
+
+    `dag.test()` (`make run`, `make import`) creates a DAG paused when it runs first, and
+    `dags_are_paused_at_creation` only applies to DAGs not yet known, so this is what makes a
+    stack started after a local run schedule at all.
+    """
+    unpaused = []
+    for dag_id in dag_ids:
+        wait_for_dag(stack, token, dag_id=dag_id)
+        stack.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token)
+        if stack.request("GET", f"/api/v2/dags/{dag_id}", token=token).get("is_paused") is False:
+            unpaused.append(dag_id)
+    return unpaused
 
 
 def _main() -> int:
@@ -182,11 +294,24 @@ def _main() -> int:
             return 1
         except (ProcessLookupError, ValueError):
             pid_file.unlink()
-    stack = start_stack(airflow_home, args.port)
-    wait_for_dag(stack, stack.token())
+    try:
+        stack = start_stack(airflow_home, args.port)
+    except StackError as exc:
+        print(f"make up: {exc}", file=sys.stderr)
+        return 1
+    try:
+        unpaused = unpause(stack, stack.token())
+    except (StackError, urllib.error.URLError, OSError) as exc:
+        stack.stop()
+        pid_file.unlink(missing_ok=True)
+        print(f"make up: {exc}; the stack was stopped", file=sys.stderr)
+        return 1
     print(f"Airflow is up: {stack.url}  (user admin, password {stack.password}; "
           f"also in {airflow_home / 'passwords.json'})")
-    print(f"DAG {DAG_ID} is unpaused; logs: {airflow_home / 'standalone.log'}; `make down` stops it")
+    paused = [d for d in DAG_IDS if d not in unpaused]
+    print(f"DAGs {', '.join(unpaused) or 'none'} unpaused"
+          + (f"; still paused: {', '.join(paused)} (unpause them in the UI)" if paused else "")
+          + f"; logs: {airflow_home / 'standalone.log'}; `make down` stops it")
     return 0
 
 

@@ -19,6 +19,7 @@ import argparse
 import logging
 import os
 import stat
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -157,13 +158,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m include.patient_import.retention",
         description=f"Delete patient files older than the retention period from {', '.join(PURGED_AREAS)}.")
-    parser.add_argument("--days", type=int, default=None,
+    parser.add_argument("--days", default=None,
                         help="retention in days (default: $PATIENT_IMPORT_RETENTION_DAYS, else 365)")
     parser.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     args = parser.parse_args(argv)
-    days = settings.retention_days() if args.days is None else args.days
-    if days < 1:
-        parser.error(f"--days must be at least 1, got {days}")
+    # One line naming the value, not argparse's usage: `make purge DAYS=0` is how most people call it.
+    days = settings.retention_days()
+    if args.days is not None:
+        try:
+            days = int(args.days)
+        except ValueError:
+            days = None
+    if days is None or days < 1:
+        print(f"purge: DAYS (--days) must be a whole number of days, at least 1; got {args.days!r}. "
+              "Files younger than that are kept; DAYS=0 would delete what was imported today.", file=sys.stderr)
+        return 2
     result = purge(days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in result.removed:

@@ -2,6 +2,11 @@
 
 Used by `make run` (the demo) and `make import`. Exits 1 when an import was rejected or failed,
 2 when the run could not start.
+
+Each task's log goes where the scheduler would put it (`$AIRFLOW_HOME/logs/dag_id=…/run_id=…/
+task_id=…/[map_index=…/]attempt=….log`, Airflow's `log_filename_template`), so the UI's grid shows
+it for these runs too; what `dag.test()` itself logs between tasks goes to `dag_test.log` in the
+run's folder. The terminal gets the summary and, for a task that failed, its error.
 """
 
 from __future__ import annotations
@@ -51,21 +56,74 @@ def main() -> int:
         print(json.dumps(bag.import_errors, indent=1), file=sys.stderr)
         return 2
     dag = bag.get_dag("patient_import")
-    log_path = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow") / "logs" / "last_run.log"
-    print(f"running patient_import ({'dry run, ' if args.dry_run else ''}task logs: {log_path}) ...", flush=True)
-    with _output_to(log_path):
+    logs = _log_folder()
+    print(f"running patient_import ({'dry run, ' if args.dry_run else ''}task logs under {logs}) ...", flush=True)
+    failures: dict[tuple[str, int], str] = {}
+    outer = logs / f".dag_test_{os.getpid()}.log"
+    with _output_to(outer), _task_logs(logs, failures):
         run = dag.test(run_conf=conf)
-    return print_run_summary(run.run_id, str(run.state), open_store(_store_url()))
+    run_folder = logs / f"dag_id={dag.dag_id}" / f"run_id={run.run_id}"
+    run_folder.mkdir(parents=True, exist_ok=True)
+    outer.replace(run_folder / "dag_test.log")
+    code = print_run_summary(run.run_id, str(run.state), open_store(_store_url()))
+    for (task_id, map_index), error in sorted(failures.items()):
+        label = task_id + (f"[{map_index}]" if map_index >= 0 else "")
+        print(f"failed task {label}: {error}")
+    print(f"task logs: {run_folder} (and in the UI's grid after `make up`)")
+    return code
+
+
+def _log_folder() -> Path:
+    from airflow.configuration import conf
+
+    return Path(conf.get("logging", "base_log_folder"))
 
 
 @contextmanager
-def _output_to(path: Path):
-    """Send the run's task logs (stdout and stderr, at the descriptor level) to a file."""
+def _task_logs(base: Path, failures: dict[tuple[str, int], str]):
+    """Run each task of `dag.test()` with its output in its own log file, as a worker would.
+
+    `dag.test()` runs every task in this process through `run_task_in_process`; wrapping it is the
+    one place that sees each task instance (for the file name) and its result (for the error).
+    """
+    from airflow.sdk.execution_time import supervisor
+    from airflow.utils.helpers import log_filename_template_renderer
+
+    render = log_filename_template_renderer()
+    original = supervisor.run_task_in_process
+
+    def run_logged(ti, task, client=None):
+        path = base / render(ti=ti, try_number=ti.try_number)
+        with _output_to(path, append=True):
+            result = original(ti=ti, task=task, client=client)
+        key = (ti.task_id, ti.map_index if ti.map_index is not None else -1)
+        if getattr(result.state, "value", result.state) == "failed" and result.error is not None:
+            failures[key] = _one_line(result.error)
+        else:
+            failures.pop(key, None)  # a retry that succeeded
+        return result
+
+    supervisor.run_task_in_process = run_logged
+    try:
+        yield
+    finally:
+        supervisor.run_task_in_process = original
+
+
+def _one_line(error: BaseException) -> str:
+    """The exception's class and message on one line (messages never hold patient values)."""
+    message = " ".join(str(error).split())
+    return f"{type(error).__name__}: {message}" if message else type(error).__name__
+
+
+@contextmanager
+def _output_to(path: Path, append: bool = False):
+    """Send stdout and stderr (at the descriptor level: structlog and child processes too) to a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush()
     sys.stderr.flush()
     saved = os.dup(1), os.dup(2)
-    with path.open("wb") as log:
+    with path.open("ab" if append else "wb") as log:
         os.dup2(log.fileno(), 1)
         os.dup2(log.fileno(), 2)
         try:

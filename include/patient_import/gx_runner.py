@@ -8,6 +8,7 @@ patient value (SPEC §4).
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import tempfile
 import uuid
@@ -31,6 +32,35 @@ _RESULT_FORMAT = {
 }
 _DOCS_SITE = "import_docs"
 _ASSET = "rows"
+# The scripts, styles and fonts GX's pages load from public CDNs, vendored (versions and licences in
+# data_docs_assets/README.md) so that Data Docs render offline, as on a clinic's network.
+_ASSETS = Path(__file__).with_name("data_docs_assets")
+_VENDOR = "static/vendor"
+_CDN_TO_LOCAL = (
+    (r"https://[^\s\"']+/bootstrap/4\.3\.1/css/bootstrap\.min\.css", "bootstrap/bootstrap.min.css"),
+    (r"https://[^\s\"']+/bootstrap/4\.3\.1/js/bootstrap\.min\.js", "bootstrap/bootstrap.min.js"),
+    (r"https://[^\s\"']+/jquery-3\.[0-9.]+\.min\.js", "jquery/jquery.min.js"),
+    (r"https://[^\s\"']+/popper\.js/[0-9.]+/umd/popper\.min\.js", "popper/popper.min.js"),
+    (r"https://[^\s\"']+/bootstrap-table@[0-9.]+/dist/bootstrap-table\.min\.css", "bootstrap-table/bootstrap-table.min.css"),
+    (r"https://[^\s\"']+/bootstrap-table@[0-9.]+/dist/bootstrap-table\.min\.js", "bootstrap-table/bootstrap-table.min.js"),
+    (r"https://[^\s\"']+/bootstrap-table-filter-control(\.min)?\.css",
+     "bootstrap-table/bootstrap-table-filter-control.min.css"),
+    (r"https://[^\s\"']+/bootstrap-table-filter-control(\.min)?\.js",
+     "bootstrap-table/bootstrap-table-filter-control.min.js"),
+    (r"https://[^\s\"']+/bootstrap-datepicker(\.min)?\.css", "bootstrap-datepicker/bootstrap-datepicker.min.css"),
+    (r"https://[^\s\"']+/bootstrap-datepicker(\.min)?\.js", "bootstrap-datepicker/bootstrap-datepicker.min.js"),
+    (r"https://[^\s\"']+/font-awesome/[0-9.]+/css/all\.min\.css", "fontawesome/css/all.min.css"),
+    (r"https://[^\s\"']+/bootstrap-prefers-dark(\.min)?\.css", "bootstrap-dark/bootstrap-prefers-dark.min.css"),
+    (r"https://[^\s\"']+/npm/vega@5[^\s\"']*", "vega/vega.min.js"),
+    (r"https://[^\s\"']+/npm/vega-lite@5[^\s\"']*", "vega/vega-lite.min.js"),
+    (r"https://[^\s\"']+/npm/vega-embed@6[^\s\"']*", "vega/vega-embed.min.js"),
+)
+# GX's logo comes from its web-assets bucket with the context id and time in the query (a beacon).
+_REMOTE_LOGO = re.compile(r"https://great-expectations-web-assets[^\s\"']*/(logo-long\.png)[^\s\"']*")
+_REMOTE_FOOTER = re.compile(r"<footer\b[^>]*>(?:(?!</footer>).)*https?://(?:(?!</footer>).)*</footer>", re.S)
+_REMOTE_CSS_URL = re.compile(r"""url\(\s*["']?(?:https?:)?//[^)]*\)""")
+_GX_LINK = re.compile(r"""\shref=["']https?://(?:[a-z]+\.)?greatexpectations\.io[^"']*["']""")
+_SRI = re.compile(r"\s(?:integrity|crossorigin)=(?:\"[^\"]*\"|'[^']*'|\S+)")
 
 
 @dataclass(frozen=True)
@@ -59,7 +89,11 @@ class SuiteRunner:
 
     def _gx(self):
         if self._context is None:
+            _quiet_gx_logs()
             import great_expectations as gx
+            from great_expectations.data_context.types.base import ProgressBarsConfig
+
+            _quiet_gx_logs()
 
             if self.docs_dir is None:
                 self._context = gx.get_context(mode="ephemeral")
@@ -69,10 +103,14 @@ class SuiteRunner:
                 self._context = gx.get_context(mode="file", project_root_dir=str(self._project))
                 self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={
                     "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,  # GX tutorials' footer and buttons: not for clinics
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend",
                                       "base_directory": str(self._project / "docs")},
                 })
+            # tqdm's bars go to stderr, which a task logs at ERROR: a successful validation would
+            # look failed in the task log.
+            self._context.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
             # One asset and batch definition for every suite: each frame comes in as a batch
             # parameter. In a file context every `add` rewrites the project's YAML, so adding them
             # per suite run cost more than validating a thousand rows.
@@ -81,9 +119,9 @@ class SuiteRunner:
         return self._context
 
     def run(self, suite_name: str, frame: pd.DataFrame, parameters: dict | None = None) -> list[SuiteFailure]:
-        import great_expectations as gx
-
         context = self._gx()
+        import great_expectations as gx  # after _gx(): its logs are quiet by then
+
         key = f"{suite_name}_{uuid.uuid4().hex[:8]}"
         batch = self._batch
         suite = context.suites.add(gx.ExpectationSuite(**_suite_document(suite_name)))
@@ -113,12 +151,60 @@ class SuiteRunner:
             return None
         try:
             self._context.build_data_docs(site_names=[_DOCS_SITE])
+            make_self_contained(self._project / "docs")
             storage.remove_tree(self.docs_dir)
             storage.put_folder(self._project / "docs", self.docs_dir)
         finally:
             shutil.rmtree(self._project, ignore_errors=True)
             self._context = None
         return self.docs_dir / "index.html"
+
+
+def make_self_contained(docs_root: Path) -> None:
+    """Make a built Data Docs site render with no network: local assets, no remote footer or logo.
+
+    Every page's CDN scripts, styles and fonts point at the vendored copies under
+    `static/vendor/` (relative to the page, so the folder can be moved or served from anywhere);
+    subresource-integrity and CORS attributes go (a `crossorigin` script does not load from
+    `file://`); footers linking out (GX's newsletter) are removed; GX's images that no page uses
+    are dropped (they are most of the site's size).
+    """
+    shutil.copytree(_ASSETS, docs_root / _VENDOR, dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("README.md"))
+    pages = sorted(docs_root.rglob("*.html"))
+    for page in pages:
+        to_root = "../" * len(page.relative_to(docs_root).parent.parts)
+        html = page.read_text(encoding="utf-8")
+        for pattern, local in _CDN_TO_LOCAL:
+            html = re.sub(pattern, f"{to_root}{_VENDOR}/{local}", html)
+        # GX counts some pages' depth wrong (a validation page's favicon points one level short).
+        html = re.sub(r"""(\s(?:src|href)=["'])(?:\.\./)*static/""", lambda m: f"{m.group(1)}{to_root}static/", html)
+        html = _REMOTE_LOGO.sub(lambda m: f"{to_root}static/images/{m.group(1)}", html)
+        html = _REMOTE_FOOTER.sub("", html)
+        html = _GX_LINK.sub("", html)  # the logo's link to GX's site: a page for clinics links out nowhere
+        html = _REMOTE_CSS_URL.sub("none", html)  # GX's dark-mode logo, from its bucket
+        html = re.sub(r"<(script|link)\b[^>]*>", lambda m: _SRI.sub("", m.group(0)), html)
+        page.write_text(html, encoding="utf-8")
+    for css in (docs_root / "static" / "styles").glob("*.css"):
+        css.write_text(_REMOTE_CSS_URL.sub("none", css.read_text(encoding="utf-8")), encoding="utf-8")
+    used = "\n".join(p.read_text(encoding="utf-8") for p in pages)
+    for image in (docs_root / "static" / "images").glob("*"):
+        if image.is_file() and image.name not in used:
+            image.unlink()
+
+
+def _quiet_gx_logs() -> None:
+    """Keep Great Expectations' INFO chatter out of task logs (call before and after importing it).
+
+    Importing it logs ~200 "Skipping registering function …" lines from its API-docs decorator, and
+    some of its modules set their own loggers to INFO (so the parent's level is not enough); its
+    INFO messages describe its own bookkeeping, not our data. Its warnings and errors still show.
+    """
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) \
+                and logging.NOTSET < logger.level < logging.WARNING:
+            logger.setLevel(logging.WARNING)
 
 
 def _row_numbers(index_list) -> set[int]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.airflow_stack import Stack, start_stack, wait_for_dag
+from scripts.airflow_stack import Stack, start_stack, unpause, wait_for_dag
 
 E2E_PRACTICES = """
 practices:
@@ -107,6 +107,7 @@ def airflow(tmp_path_factory) -> Airflow:
     try:
         client = Airflow(stack, home)
         wait_for_dag(stack, client.token)
+        unpause(stack, client.token)  # as `make up` does
         client.wait_until_idle()  # the first scheduled run, on empty inboxes
         yield client
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -16,6 +17,7 @@ from include.patient_import.suites import build_suites, render, suite_path
 from include.patient_import.validate import validate_export
 
 pytestmark = pytest.mark.unit
+ROOT = Path(__file__).resolve().parents[2]
 
 HEADER = "Account #,Last Name,First Name,Email,Home Phone\n"
 MARKERS = ("Zebulonmarker", "markerfirst", "marker@example.com", "2089478877")
@@ -104,3 +106,52 @@ def test_suite_runner_reports_every_row_of_a_grouped_failure():
     failures = SuiteRunner().run("patient_rows", frame)
 
     assert [(f.code, f.rows) for f in failures] == [(p.DUPLICATE_ACCOUNT_NUMBER, (2, 3))]
+
+
+def test_data_docs_render_offline_from_local_assets_without_gx_footer(area):
+    """Every script, style, font and image a Data Docs page loads is a file of the site itself."""
+    import re
+
+    root, _ = area
+    result = run(area, HEADER + "".join(f"{i},Lopez,Ana,,\n" for i in range(10, 20)) + ",Lopez,Ana,,\n")
+
+    site = result.docs_index.parent
+    pages = sorted(site.rglob("*.html"))
+    assert len(pages) > 1
+    for page in pages:
+        html = page.read_text(encoding="utf-8")
+        loaded = re.findall(r"<(?:script|link|img)\b[^>]*?\s(?:src|href)=[\"']([^\"']+)", html)
+        assert loaded, page
+        remote = [u for u in loaded if re.match(r"(?:https?:)?//", u)]
+        assert remote == [], (page, remote)
+        for url in loaded:
+            assert (page.parent / url.split("?")[0]).is_file(), (page, url)
+        assert "newsletter" not in html.lower() and "integrity=" not in html, page
+        assert not re.search(r"(?:src|href)=[\"']https?://", html), page
+        assert not re.search(r"url\(\s*[\"']?(?:https?:)?//", html), page
+    for css in site.rglob("*.css"):
+        assert not re.search(r"url\(\s*[\"']?(?:https?:)?//", css.read_text(encoding="utf-8")), css
+
+
+def test_great_expectations_logs_no_registration_chatter_nor_progress_bars(tmp_path):
+    """In a fresh process (GX logs its chatter when first imported), as a task runs it: INFO and up."""
+    import subprocess
+    import sys
+
+    script = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+import pandas as pd
+from include.patient_import.gx_runner import SuiteRunner
+frame = pd.DataFrame({"row_number": [2, 3], "account_data_variants": [1, 1], "earlier_copies": [0, 0],
+                      "account_number": ["7", "8"], "last_name": ["a", "b"], "first_name": ["x", "y"]})
+print(SuiteRunner().run("patient_rows", frame))
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"
+    gx_lines = [line for line in done.stderr.splitlines() if " great_expectations" in line]
+    assert [line for line in gx_lines if line.startswith(("INFO", "DEBUG"))] == []
+    assert "Skipping registering" not in done.stderr
+    assert "Calculating Metrics" not in done.stderr and "%|" not in done.stderr  # tqdm's bars

@@ -51,16 +51,17 @@ def main() -> int:
     from include.patient_import.pipeline import open_store
     from include.patient_import.summary import print_run_summary
 
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import.py"))
+    logs = _log_folder()
+    outer = logs / f".dag_test_{os.getpid()}.log"
+    with _output_to(outer):  # Airflow's own INFO lines while it parses the DAG: the log, not the terminal
+        bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import.py"))
     if bag.import_errors:
         print(json.dumps(bag.import_errors, indent=1), file=sys.stderr)
         return 2
     dag = bag.get_dag("patient_import")
-    logs = _log_folder()
     print(f"running patient_import ({'dry run, ' if args.dry_run else ''}task logs under {logs}) ...", flush=True)
     failures: dict[tuple[str, int], str] = {}
-    outer = logs / f".dag_test_{os.getpid()}.log"
-    with _output_to(outer), _task_logs(logs, failures):
+    with _output_to(outer, append=True), _task_logs(logs, failures):
         run = dag.test(run_conf=conf)
     run_folder = logs / f"dag_id={dag.dag_id}" / f"run_id={run.run_id}"
     run_folder.mkdir(parents=True, exist_ok=True)

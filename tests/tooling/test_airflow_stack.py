@@ -17,7 +17,7 @@ import pytest
 from scripts.airflow_stack import (DAG_IDS, StackError, check_ports, free_stack_port, log_server_ports,
                                    machine_sizing, stack_env)
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
+pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -46,6 +46,7 @@ def _listen(port: int) -> socket.socket:
     return sock
 
 
+@pytest.mark.integration  # runs `airflow_stack.py up` against listening sockets
 @pytest.mark.parametrize("offset, role", [(0, "API server and UI"), (1, "worker log server"), (2, "triggerer log server")])
 def test_a_busy_port_fails_fast_with_one_line_and_starts_nothing(tmp_path, offset, role):
     port = free_stack_port()
@@ -62,6 +63,7 @@ def test_a_busy_port_fails_fast_with_one_line_and_starts_nothing(tmp_path, offse
     assert _processes_of(tmp_path / "airflow") == []
 
 
+@pytest.mark.integration  # a loopback HTTP server stands in for the other Airflow
 def test_a_port_answering_like_another_airflow_is_named_as_such(tmp_path):
     class Health(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 (http.server's name)
@@ -91,10 +93,12 @@ def test_a_port_answering_like_another_airflow_is_named_as_such(tmp_path):
     assert _processes_of(tmp_path / "airflow") == []
 
 
+@pytest.mark.unit
 def test_check_ports_passes_on_free_ports():
     check_ports(free_stack_port(), env={})
 
 
+@pytest.mark.unit
 def test_check_ports_names_a_busy_configured_log_server_port():
     port, other = free_stack_port(), free_stack_port()
     with _listen(other):
@@ -102,6 +106,7 @@ def test_check_ports_names_a_busy_configured_log_server_port():
             check_ports(port, env={"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(other)})
 
 
+@pytest.mark.unit
 def test_log_server_ports_follow_the_api_port_unless_configured():
     assert log_server_ports(9100, env={}) == {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": 9101,
                                                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": 9102}
@@ -109,6 +114,7 @@ def test_log_server_ports_follow_the_api_port_unless_configured():
         "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"] == 7000
 
 
+@pytest.mark.unit
 def test_stack_env_derives_log_ports_and_sizes_to_the_machine(tmp_path, monkeypatch):
     for name in ("AIRFLOW__CORE__PARALLELISM", "AIRFLOW__API__WORKERS", "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
                  "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"):
@@ -123,6 +129,7 @@ def test_stack_env_derives_log_ports_and_sizes_to_the_machine(tmp_path, monkeypa
     assert env["AIRFLOW__API__WORKERS"] == "1"
 
 
+@pytest.mark.unit
 def test_machine_sizing_leaves_configured_values_alone(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     assert machine_sizing({"AIRFLOW__CORE__PARALLELISM": "4"}) == {"AIRFLOW__API__WORKERS": "4"}
@@ -131,6 +138,7 @@ def test_machine_sizing_leaves_configured_values_alone(monkeypatch):
     assert machine_sizing({})["AIRFLOW__CORE__PARALLELISM"] == "2"
 
 
+@pytest.mark.unit
 def test_both_dags_are_the_ones_unpaused():
     assert DAG_IDS == ("patient_import", "patient_import_retention")
     assert {p.stem for p in (ROOT / "dags").glob("*.py")} >= set(DAG_IDS)

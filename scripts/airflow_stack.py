@@ -39,10 +39,8 @@ def log_server_ports(port: int, env: dict[str, str] | None = None) -> dict[str, 
     settings `AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT` / `..._TRIGGER_LOG_SERVER_PORT` still win.
     """
     env = os.environ if env is None else env
-    return {
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": int(env.get("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT") or port + 1),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": int(env.get("AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT") or port + 2),
-    }
+    names = ("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT", "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT")
+    return {name: int(env.get(name) or port + offset) for offset, name in enumerate(names, start=1)}
 
 
 def machine_sizing(env: dict[str, str] | None = None) -> dict[str, str]:
@@ -88,7 +86,8 @@ def check_ports(port: int, env: dict[str, str] | None = None) -> None:
     wanted.update({names[k]: v for k, v in log_server_ports(port, env).items()})
     for role, number in wanted.items():
         if port_in_use(number):
-            what = " (it answers like an Airflow API server)" if healthy(f"http://127.0.0.1:{number}", any_state=True) else ""
+            airflow = healthy(f"http://127.0.0.1:{number}", any_state=True)
+            what = " (it answers like an Airflow API server)" if airflow else ""
             raise StackError(
                 f"port {number} ({role}) is already in use{what}: stop what uses it, or choose another "
                 f"port with PATIENT_IMPORT_AIRFLOW_PORT=<port> (the log servers take the two after it)")
@@ -194,7 +193,7 @@ def healthy(url: str, *, any_state: bool = False) -> bool:
     With `any_state`, whether something there answers the health endpoint like Airflow at all.
     """
     try:
-        with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=5) as resp:
+        with urllib.request.urlopen(url + "/api/v2/monitor/health", timeout=2 if any_state else 5) as resp:
             health = json.loads(resp.read())
     except (urllib.error.URLError, OSError, ValueError):
         return False

@@ -25,7 +25,7 @@ EARLIER_COPIES = "earlier_copies"  # identical rows above this one
 REJECTED = "rejected"  # 1 when a row error applies
 IS_NEW = "is_new"  # 1 when the row would insert a patient
 
-ACCOUNT_NUMBER_PATTERN = r"^(0|[1-9][0-9]{0,31})$"  # digits; leading zeros already stripped
+ACCOUNT_NUMBER_PATTERN = r"^(?:0|[1-9][0-9]{0,31})$"  # digits, zeros stripped; no capture group: pandas warns
 MAX_REJECTED_SHARE = 0.25  # SPEC §3 rule 5: more than this and the file is probably the wrong one
 CAPACITY_REMAINING = "capacity_remaining"
 

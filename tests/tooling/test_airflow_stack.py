@@ -47,7 +47,8 @@ def _listen(port: int) -> socket.socket:
 
 
 @pytest.mark.integration  # runs `airflow_stack.py up` against listening sockets
-@pytest.mark.parametrize("offset, role", [(0, "API server and UI"), (1, "worker log server"), (2, "triggerer log server")])
+@pytest.mark.parametrize("offset, role", [(0, "API server and UI"), (1, "worker log server"),
+                                          (2, "triggerer log server")])
 def test_a_busy_port_fails_fast_with_one_line_and_starts_nothing(tmp_path, offset, role):
     port = free_stack_port()
     with _listen(port + offset):

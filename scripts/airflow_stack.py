@@ -274,8 +274,13 @@ def unpause(stack: Stack, token: str, dag_ids: tuple[str, ...] = DAG_IDS) -> lis
 def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
-    parser.add_argument("--port", type=int, default=int(os.environ.get("PATIENT_IMPORT_AIRFLOW_PORT", "8080")))
+    parser.add_argument("--port", default=os.environ.get("PATIENT_IMPORT_AIRFLOW_PORT") or "8080")
     args = parser.parse_args()
+    if not args.port.isdigit() or not 0 < int(args.port) < 65534:
+        print(f"make up: PATIENT_IMPORT_AIRFLOW_PORT must be a port number (1-65533), got {args.port!r}",
+              file=sys.stderr)
+        return 2
+    args.port = int(args.port)
     airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow")
     pid_file = airflow_home / "standalone.pid"
     if args.action == "down":

@@ -143,3 +143,16 @@ def test_machine_sizing_leaves_configured_values_alone(monkeypatch):
 def test_both_dags_are_the_ones_unpaused():
     assert DAG_IDS == ("patient_import", "patient_import_retention")
     assert {p.stem for p in (ROOT / "dags").glob("*.py")} >= set(DAG_IDS)
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("port", ["abc", "70000", "-1"])
+def test_a_port_that_is_not_a_port_number_is_refused_in_one_line(tmp_path, port):
+    env = dict(os.environ, AIRFLOW_HOME=str(tmp_path / "airflow"), PATIENT_IMPORT_AIRFLOW_PORT=port)
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "airflow_stack.py"), "up"], env=env,
+                          capture_output=True, text=True, timeout=60)
+
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"make up: PATIENT_IMPORT_AIRFLOW_PORT must be a port number (1-65533), got {port!r}"]
+    assert not (tmp_path / "airflow").exists()

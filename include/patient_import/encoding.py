@@ -143,15 +143,17 @@ def bad_characters(text: str) -> int:
     return bad
 
 
-@functools.lru_cache(maxsize=1 << 14)
 def repair(text: str) -> tuple[str, bool]:
     """The text with double decoding undone when that gives plausible text: (text, repaired).
 
     ftfy's repair is taken only when its result is plausible (it would turn the Windows-1252
     `É` + no-break space into UTF-8's `ɠ`, were that plausible).
     """
-    if text.isascii():
-        return text, False
+    return (text, False) if text.isascii() else _repair(text)
+
+
+@functools.lru_cache(maxsize=1 << 14)
+def _repair(text: str) -> tuple[str, bool]:
     fixed = ftfy.fix_encoding(text)
     if fixed != text and not bad_characters(fixed):
         return fixed, True

@@ -50,7 +50,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import.encoding import repair
 from include.patient_import.problems import TEXT_REPAIRED, ZIP_PADDED, Problem, invalid_code, severity_of
-from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER
+from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
 
@@ -117,6 +117,43 @@ def normalize_account_number(raw: str) -> str | None:
     if _ASCII_DIGITS.fullmatch(text):
         text = text.lstrip("0") or "0"
     return text or None
+
+
+_SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[Ee][+-]?[0-9]+")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+# What Excel makes of a number it reads as a date (2-Mar, Mar-02, 2-Mar-26, 3/2/2026, 2026-03-02).
+_EXCEL_DATE = re.compile(
+    rf"[0-9]{{1,2}}[- /]{_MONTH}(?:[- /][0-9]{{2,4}})?|{_MONTH}[- /][0-9]{{1,4}}(?:[- /][0-9]{{2,4}})?"
+    r"|[0-9]{1,2}/[0-9]{1,2}/[0-9]{2,4}|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}",
+    re.IGNORECASE,
+)
+_FOOTER_WORDS = re.compile(r"\b(?:total|count|number|records?|patients?|page|printed|report)\b", re.IGNORECASE)
+_MAX_ACCOUNT_DIGITS = 32
+
+
+def account_number_problem(text: str | None) -> str:
+    """What an invalid account number looks like, in words the office can act on; never the value.
+
+    Args:
+        text: the account number as :func:`normalize_account_number` left it.
+    """
+    text = text or ""
+    if _SCIENTIFIC.fullmatch(text):
+        return ("the account number is in scientific notation (like 1.23E+11): Excel turned a long number "
+                "into it and lost digits; type the full account number")
+    if field_for_header(text) == "account_number":
+        return "the row repeats the header line (a header copied again below the first); delete the row"
+    if _EXCEL_DATE.fullmatch(text):
+        return ("the account number looks like a date (like 2-Mar): Excel turned the number into a date; "
+                "format the column as Text and type the account number again")
+    if _FOOTER_WORDS.search(text) or ":" in text:
+        return "the row is a line of text such as a total or a footer (like \"Total Patients\"), not a patient; delete it"
+    if any(char.isalpha() for char in text):
+        return "the account number holds letters; it must be digits only"
+    if _ASCII_DIGITS.fullmatch(text):
+        return f"the account number has more than {_MAX_ACCOUNT_DIGITS} digits"
+    return ("the account number is not a whole number (it holds a decimal point, a sign or other "
+            "characters); it must be digits only")
 
 
 # --- names and addresses ------------------------------------------------------------------------

@@ -136,6 +136,7 @@ class ParsedExport:
     file_type: str
     encoding: str | None
     delimiter: str | None
+    sheet_names: list[str] = dataclasses.field(default_factory=list)  # an .xlsx's sheets, in order
 
 
 def read_export(path: Path, limits: Limits | None = None) -> ParsedExport:
@@ -400,17 +401,28 @@ def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
     _check_sheet_grid(path, limits)
     try:
         with CalamineWorkbook.from_path(str(path)) as workbook:
-            sheet = workbook.get_sheet_by_index(0)
-            if sheet.start is None:
-                raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
-            first_column, records = _sheet_records(sheet)
-            parsed = _collect(records, limits, first_column)
+            sheet_names = list(workbook.sheet_names)
+            try:
+                sheet = workbook.get_sheet_by_index(0)
+                if sheet.start is None:
+                    raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
+                first_column, records = _sheet_records(sheet)
+                parsed = _collect(records, limits, first_column)
+            except ExportRejected as exc:
+                if exc.code not in (EMPTY_FILE, NO_DATA_ROWS) or len(sheet_names) < 2:
+                    raise
+                # A cover sheet first: say which sheets there are (their names, never cell values).
+                names = ", ".join(repr(name) for name in sheet_names)
+                raise ExportRejected(exc.code, f"{exc.message}; the workbook's sheets are {names} and only "
+                                     "the first is read: move the patient list to the first sheet") from None
             _check_used_columns(parsed, limits)
     except (CalamineError, ValueError):
         raise ExportRejected(
             UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
         ) from None
-    return _export(parsed, "xlsx", None, None)
+    export = _export(parsed, "xlsx", None, None)
+    export.sheet_names = sheet_names
+    return export
 
 
 def _check_inflated_size(path: Path, limits: Limits) -> None:

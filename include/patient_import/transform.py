@@ -1,4 +1,8 @@
-"""Writes the upload-ready Cash Practice file and the rejected-rows file (SPEC §5)."""
+"""Writes the upload-ready Cash Practice file and the rejected-rows file (SPEC §5).
+
+Both are UTF-8 with a byte-order mark: without it Excel on Windows opens a CSV as Windows-1252 and
+shows `MÃ¼ller`, which the office would then save back garbled.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,8 @@ from include.patient_import import storage
 from include.patient_import.storage import StoragePath
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE
-from include.patient_import.schema import PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, UPLOAD_EXTRA_COLUMNS
+from include.patient_import.schema import ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
+    UPLOAD_EXTRA_COLUMNS
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -41,7 +46,7 @@ def defuse_column(values: pd.Series) -> list[str]:
 
 
 def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable[str]]) -> StoragePath:
-    with storage.writing(path, "w", encoding="utf-8", newline="") as handle:
+    with storage.writing(path, "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
@@ -49,7 +54,7 @@ def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable
 
 
 def write_csv(path: StoragePath, header: list[str], rows: Iterable[Iterable[object]]) -> StoragePath:
-    """Comma-delimited UTF-8, every field quoted, written whole or not at all."""
+    """Comma-delimited UTF-8 with a byte-order mark, every field quoted, written whole or not at all."""
     return _write_defused(path, [defuse(h) for h in header], ([defuse(v) for v in row] for row in rows))
 
 
@@ -91,8 +96,9 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
                         problems: list[p.Problem]) -> StoragePath | None:
-    """The rejected rows as read, under their original headers, with what to fix: the office can
-    correct this file and drop it into the inbox again."""
+    """The rejected rows as read, under their original headers, with what to fix and the row each
+    had in the export: the office can correct this file and drop it into the inbox again (both
+    added columns are ignored when it comes back)."""
     reasons: dict[int, list[str]] = {}
     for problem in problems:
         if problem.row is not None and problem.code in p.ROW_ERROR_CODES:
@@ -100,6 +106,6 @@ def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str]
     if not reasons:
         return None
     rejected = raw[raw[ROW_NUMBER].isin(reasons)]
-    rows = ([*values, "; ".join(reasons[int(row)])]
+    rows = ([*values, "; ".join(reasons[int(row)]), int(row)]
             for row, *values in rejected[[ROW_NUMBER, *columns]].itertuples(index=False, name=None))
-    return write_csv(path, [*headers, PROBLEM_COLUMN], rows)
+    return write_csv(path, [*headers, PROBLEM_COLUMN, ORIGINAL_ROW_COLUMN], rows)

@@ -13,7 +13,8 @@ decoding gives **plausible text** in the name and address fields, scored by :fun
   (`王芳`), not inside a Latin word;
 - symbols (`‚ ¤ † © ±`, box drawing) must not touch a letter or a digit; dashes, quotes and
   fractions must not sit between two letters; apostrophes, the middle dot and hyphens may;
-  control characters and U+FFFD never appear.
+  C1 controls (what UTF-8 makes of Windows-1252's `Â€`), private-use and unassigned characters
+  and U+FFFD never appear (zero-width and bidi marks are odd but no sign of a wrong encoding).
 
 Text decoded twice before it reached us (`JosÃ©`) is what ftfy (:func:`ftfy.fix_encoding`)
 repairs; a repair is accepted only when it gives plausible text, and it is counted, so a clean
@@ -136,8 +137,12 @@ def bad_characters(text: str) -> int:
             bad += before.isalpha() and after.isalpha()
         elif char in _NUMERIC:
             bad += before.isalpha() or after.isalpha()
-        elif category[0] in "CZ" or char == "\ufffd":
-            bad += 1  # control, format (soft hyphen), private-use, unassigned, line separators
+        elif "\x80" <= char <= "\x9f" or category in ("Co", "Cn") or char == "\ufffd":
+            # C1 controls are what UTF-8 makes of Windows-1252 bytes (Â€ → U+0080); no encoding Excel
+            # writes decodes to private-use or unassigned characters but UTF-8 of something else.
+            bad += 1
+        elif category in ("Cc", "Cf", "Zl", "Zp") and char != "\u00ad":
+            continue  # zero-width and bidi marks, line separators: odd, but not a wrong encoding
         else:
             bad += any(c.isalnum() for c in (before, after))
     return bad

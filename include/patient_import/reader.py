@@ -737,9 +737,14 @@ def _fit(cells: list[str], width: int, row: int) -> list[str]:
         values = len(cells)
         while not cells[values - 1].strip():
             values -= 1
+        known = [field_for_header(cell) for cell in cells]
+        hint = ""
+        if sum(field is not None for field in known) >= 2:
+            # Title lines above the header: the first line was taken for the header.
+            hint = f"; row {row} looks like the header: delete the lines above it and drop the file again"
         raise ExportRejected(
             UNREADABLE_FILE,
-            f"row {row} has {values} values but the header has {width} columns",
+            f"row {row} has {values} values but the header has {width} columns{hint}",
             row=row,
         )
     return cells[:width]

@@ -104,6 +104,21 @@ def test_empty_columns_of_excels_used_range_do_not_count_against_the_limit(tmp_p
     assert names(result) == [("Wide", "Ann"), ("Wide", "Bo")]
 
 
+def test_empty_columns_of_an_xlsx_used_range_do_not_count_against_the_limit(tmp_path):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    sheet = book.active
+    sheet.append(["Account #", "Last Name", "First Name"] + [""] * 60)
+    sheet.append(["1", "Wide", "Ann"] + [""] * 60)
+    sheet.cell(row=2, column=63).number_format = "@"  # a formatted, empty cell far right
+    book.save(tmp_path / "wide.xlsx")
+    parsed = read(tmp_path / "wide.xlsx")
+
+    assert parsed.columns == ["account_number", "last_name", "first_name"]
+    assert parsed.frame["last_name"].tolist() == ["Wide"]
+
+
 def test_a_value_in_a_headerless_column_counts_against_the_limit(tmp_path):
     cells = ["Account #", "Last Name"] + [""] * 60
     row = ["1", "Wide"] + [""] * 60

@@ -52,9 +52,9 @@ from include.patient_import.schema import FIELDS_BY_NAME, field_for_header
 
 # Python codec names, in the order that breaks ties between candidates reading names alike.
 CANDIDATES: tuple[str, ...] = ("utf-8", "cp1252", "mac_roman", "cp437", "cp850")
-DESCRIPTIONS: dict[str, str] = {
-    "utf-8": "UTF-8", "utf-8-sig": "UTF-8", "utf-16": "UTF-16", "cp1252": "Windows-1252",
-    "mac_roman": "Mac Roman", "cp437": "DOS (code page 437)", "cp850": "DOS (code page 850)",
+DESCRIPTIONS: dict[str, str] = {  # as the office knows them, for messages
+    "utf-8": "UTF-8", "cp1252": "Windows-1252", "mac_roman": "Mac Roman",
+    "cp437": "DOS (code page 437)", "cp850": "DOS (code page 850)",
 }
 SAVE_AS = 'save it again in Excel as "CSV UTF-8 (Comma delimited)" and drop it again'
 
@@ -180,12 +180,14 @@ def _valid_utf8(data) -> bool:
 
 
 def _candidates(data) -> list[str]:
-    found = []
-    if _valid_utf8(data):
-        found.append("utf-8")
-    if not _CP1252_UNDEFINED.search(data):
-        found.append("cp1252")
-    return found + ["mac_roman", "cp437", "cp850"]
+    """The encodings of :data:`CANDIDATES` that decode the bytes (the single-byte ones but
+    Windows-1252 decode anything)."""
+    undecodable = set()
+    if not _valid_utf8(data):
+        undecodable.add("utf-8")
+    if _CP1252_UNDEFINED.search(data):
+        undecodable.add("cp1252")
+    return [encoding for encoding in CANDIDATES if encoding not in undecodable]
 
 
 class _Words:
@@ -200,10 +202,13 @@ class _Words:
 
     def add(self, cell: str, line: int, counter: Counter[str] | None) -> None:
         for token in _TOKEN.findall(cell):
+            counted = False
             for target in (self.every, counter):
                 if target is not None and (token in target or len(target) < _MAX_TOKENS):
                     target[token] += 1
-            self.line.setdefault(token, line)
+                    counted = True
+            if counted:
+                self.line.setdefault(token, line)
 
 
 def _header_named_positions(cells: list[str]) -> set[int] | None:
@@ -297,9 +302,4 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
                 row=words.line[token],
             )
     return min(alike, key=lambda e: (_score(words.every, e)[0], candidates.index(e)))
-
-
-def describe(encoding: str | None) -> str:
-    """The encoding's name as Excel's menus call it ("Windows-1252"), for messages."""
-    return DESCRIPTIONS.get(encoding or "", encoding or "")
 

@@ -20,11 +20,13 @@ Decisions:
   is not the header. `file_type` is "tsv" for tab, else "csv". Quoting is RFC 4180, parsed strictly by the csv
   module: a quote never closed, or text after a closing quote, is `unreadable_file` at the row
   where the record starts; so is a value over `max_field_length` that runs over several lines
-  (a swallowed quote far more often than a note). Other long values are `field_too_long`; the
-  ignored "Import Problem" column is not checked.
-- **Columns**: the first non-blank row is the header. All its cells count, trailing empty ones
-  included (Excel writes every row as wide as the sheet's used range): that is the width
-  `max_columns` limits. A row with more values than the header has cells is `unreadable_file`
+  (a swallowed quote far more often than a note). A tab-separated file whose quoting breaks is a
+  copied page, which has no quoting rules (SPEC §2): it is read again one record a line, a quote
+  kept as text unless it wraps a whole field. Other long values are `field_too_long`; the
+  ignored "Import Problem" and "Original Row" columns are not checked.
+- **Columns**: the first non-blank row is the header. Only columns with a header or a value
+  count against `max_columns` (SPEC §2: Excel writes every row as wide as the sheet's used
+  range, empty columns included). A row with more values than the header has cells is `unreadable_file`
   (usually an unquoted comma); extra empty cells are fine, missing ones are "". A column without
   a header is dropped when it holds no value (Excel's trailing empty columns), otherwise kept as
   an unknown column "(column N)", N being the spreadsheet's column number.

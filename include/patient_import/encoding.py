@@ -43,6 +43,7 @@ import functools
 import re
 import unicodedata
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
 import ftfy
@@ -61,8 +62,10 @@ SAVE_AS = 'save it again in Excel as "CSV UTF-8 (Comma delimited)" and drop it a
 # A word holding non-ASCII bytes, with the ASCII letters and digits around them (read as Latin-1,
 # one character a byte, so any candidate can decode it again).
 _TOKEN = re.compile(r"[A-Za-z0-9]*(?:[\x80-\xff]+[A-Za-z0-9]*)+")
-# Beyond this many distinct words the rest of a file is not sampled (names repeat; memory is bounded).
-_MAX_TOKENS = 50_000
+# Beyond this many distinct non-ASCII cells, new ones are not sampled (names repeat; memory is bounded).
+_MAX_CELLS = 200_000
+# A message names the first line among this many of the words at fault (each is looked for in every cell).
+_LINE_SEARCH = 20
 _CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
 _HIGH_BYTE = re.compile(rb"[\x80-\xff]")
 _CHUNK_BYTES = 1024 * 1024
@@ -192,23 +195,32 @@ def _candidates(data) -> list[str]:
 
 class _Words:
     """Distinct non-ASCII words with their count and first line: in the name and address columns,
-    before the header (used as names when no header is recognised) and in every column."""
+    before the header (used as names when no header is recognised) and in every column.
+
+    Cells are counted while reading (names and cities repeat endlessly) and cut into words once
+    per distinct cell.
+    """
 
     def __init__(self) -> None:
-        self.named: Counter[str] = Counter()
-        self.unplaced: Counter[str] = Counter()
-        self.every: Counter[str] = Counter()
-        self.line: dict[str, int] = {}
+        self.cells: dict[str, Counter[str]] = {"named": Counter(), "unplaced": Counter(), "other": Counter()}
+        self.cell_line: dict[str, int] = {}
 
-    def add(self, cell: str, line: int, counter: Counter[str] | None) -> None:
-        for token in _TOKEN.findall(cell):
-            counted = False
-            for target in (self.every, counter):
-                if target is not None and (token in target or len(target) < _MAX_TOKENS):
-                    target[token] += 1
-                    counted = True
-            if counted:
-                self.line.setdefault(token, line)
+    def add(self, cell: str, line: int, kind: str) -> None:
+        counter = self.cells[kind]
+        if cell in counter or len(self.cell_line) < _MAX_CELLS or cell in self.cell_line:
+            counter[cell] += 1
+            self.cell_line.setdefault(cell, line)
+
+    def words(self, kinds: tuple[str, ...]) -> Counter[str]:
+        out: Counter[str] = Counter()
+        for kind in kinds:
+            for cell, count in self.cells[kind].items():
+                for token in _TOKEN.findall(cell):
+                    out[token] += count
+        return out
+
+    def line(self, token: str) -> int:
+        return min(line for cell, line in self.cell_line.items() if token in cell)
 
 
 def _header_named_positions(cells: list[str]) -> set[int] | None:
@@ -219,7 +231,8 @@ def _header_named_positions(cells: list[str]) -> set[int] | None:
     return {i for i, field in enumerate(fields) if field and FIELDS_BY_NAME[field].kind == "name"}
 
 
-def _collect_words(path: Path, delimiter: str) -> _Words:
+def _collect_words(path: Path, delimiter: str) -> tuple[_Words, tuple[str, ...]]:
+    """The non-ASCII cells of the export, and which kinds of them hold its names and addresses."""
     words = _Words()
     named: set[int] | None = None
     # Latin-1 maps every byte to one character, and every candidate writes the delimiter, quote
@@ -229,20 +242,20 @@ def _collect_words(path: Path, delimiter: str) -> _Words:
         start = 1
         try:
             for cells in reader:
-                if named is not None:
+                if named is None:
+                    named = _header_named_positions(cells)
+                    if named is None and not "".join(cells).isascii():
+                        for cell in cells:
+                            if not cell.isascii():
+                                words.add(cell, start, "unplaced")
+                elif not "".join(cells).isascii():
                     for position, cell in enumerate(cells):
                         if not cell.isascii():
-                            words.add(cell, start, words.named if position in named else None)
-                elif (named := _header_named_positions(cells)) is None:
-                    for cell in cells:
-                        if not cell.isascii():
-                            words.add(cell, start, words.unplaced)
+                            words.add(cell, start, "named" if position in named else "other")
                 start = reader.line_num + 1
         except csv.Error:
             pass  # a value over csv's size limit: the reader reports it; what was seen decides
-    if named is None:
-        words.named = words.unplaced
-    return words
+    return words, ("named",) if named is not None else ("unplaced",)
 
 
 @functools.lru_cache(maxsize=1 << 16)
@@ -279,27 +292,28 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
     if not _HIGH_BYTE.search(data):
         return "utf-8"
     candidates = _candidates(data)
-    words = _collect_words(path, delimiter)
-    scored = {encoding: _score(words.named, encoding) for encoding in candidates}
+    cells, named_kinds = _collect_words(path, delimiter)
+    named = cells.words(named_kinds)
+    scored = {encoding: _score(named, encoding) for encoding in candidates}
     best = min(candidates, key=lambda e: (scored[e][0], candidates.index(e)))
     score, texts = scored[best]
     if score[0]:
-        token = next(t for t in texts if _read_word(t, best)[1])
+        line = min(cells.line(t) for t in islice((t for t in texts if _read_word(t, best)[1]), _LINE_SEARCH))
         raise ExportRejected(
             UNREADABLE_FILE,
-            f"line {words.line[token]} holds letters that read as garbled text in every encoding "
+            f"line {line} holds letters that read as garbled text in every encoding "
             f"Excel writes (best: {DESCRIPTIONS[best]}); {SAVE_AS}",
-            row=words.line[token],
+            row=line,
         )
     alike = [e for e in candidates if scored[e][1] == texts]
     for other in candidates:
         if other not in alike and scored[other][0] == score:
-            token = next(t for t in texts if scored[other][1][t] != texts[t])
+            line = min(cells.line(t) for t in islice((t for t in texts if scored[other][1][t] != texts[t]), _LINE_SEARCH))
             raise ExportRejected(
                 UNREADABLE_FILE,
-                f"line {words.line[token]} reads as different letters in {DESCRIPTIONS[best]} and in "
+                f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
                 f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
-                row=words.line[token],
+                row=line,
             )
-    return min(alike, key=lambda e: (_score(words.every, e)[0], candidates.index(e)))
-
+    every = cells.words(("named", "unplaced", "other"))
+    return min(alike, key=lambda e: (_score(every, e)[0], candidates.index(e)))

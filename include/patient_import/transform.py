@@ -18,7 +18,8 @@ from include.patient_import import storage
 from include.patient_import.storage import StoragePath
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE
-from include.patient_import.schema import ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
+from include.patient_import.encoding import repair
+from include.patient_import.schema import FIELDS_BY_NAME, ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
     UPLOAD_EXTRA_COLUMNS
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
@@ -96,8 +97,8 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
                         problems: list[p.Problem]) -> StoragePath | None:
-    """The rejected rows as read, under their original headers, with what to fix and the row each
-    had in the export: the office can correct this file and drop it into the inbox again (both
+    """The rejected rows as read (double-decoded names repaired), under their original headers, with
+    what to fix and the row each had in the export: the office can correct this file and drop it into the inbox again (both
     added columns are ignored when it comes back)."""
     reasons: dict[int, list[str]] = {}
     for problem in problems:
@@ -105,7 +106,11 @@ def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str]
             reasons.setdefault(problem.row, []).append(problem.message)
     if not reasons:
         return None
-    rejected = raw[raw[ROW_NUMBER].isin(reasons)]
+    rejected = raw[raw[ROW_NUMBER].isin(reasons)].copy()
+    for name in columns:
+        if name in FIELDS_BY_NAME and FIELDS_BY_NAME[name].kind == "name":
+            # Double-decoded names go back to the office repaired, as they would have been stored.
+            rejected[name] = [repair(v)[0] if isinstance(v, str) else v for v in rejected[name]]
     rows = ([*values, "; ".join(reasons[int(row)]), int(row)]
             for row, *values in rejected[[ROW_NUMBER, *columns]].itertuples(index=False, name=None))
     return write_csv(path, [*headers, PROBLEM_COLUMN, ORIGINAL_ROW_COLUMN], rows)

@@ -389,3 +389,20 @@ def test_a_name_in_any_excel_encoding_reads_back_as_written_or_the_file_is_rejec
         assert exc.code == UNREADABLE_FILE
         return
     assert names(result)[0] == (last, first)
+
+
+def test_rejected_rows_file_carries_double_decoded_names_repaired(tmp_path):
+    from include.patient_import import problems as p
+    from include.patient_import.transform import write_rejected_rows
+
+    raw = pd.DataFrame({"row_number": [2, 3], "account_number": ["7", "8"], "last_name": ["MÃ¼ller", "Plain"],
+                        "first_name": ["", "Ann"]})
+    problem = p.Problem(code=p.MISSING_REQUIRED_FIELD, message="First Name is required", row=2, field="first_name")
+    path = write_rejected_rows(tmp_path / "rejected.csv", raw, ["Account #", "Last Name", "First Name"],
+                               ["account_number", "last_name", "first_name"], [problem])
+
+    data = path.read_bytes()
+    assert data.startswith(codecs.BOM_UTF8)
+    assert list(csv.reader(io.StringIO(data.decode("utf-8-sig")))) == [
+        ["Account #", "Last Name", "First Name", "Import Problem", "Original Row"],
+        ["7", "Müller", "", "First Name is required", "2"]]

@@ -330,8 +330,9 @@ def corpus() -> list[Hostile]:
         Hostile("header_only.xlsx", "a workbook with a header and no rows", _bytes(lambda: workbook_bytes([HEADER])), codes(p.NO_DATA_ROWS)),
         Hostile("too_many_rows.xlsx", "a workbook with 1,200 rows (limit 1,000)", _bytes(lambda: workbook_bytes([HEADER, *[patient(100000 + i) for i in range(1200)]])), codes(p.TOO_MANY_ROWS)),
         # --- encodings
-        Hostile("not_utf8_nor_1252.csv", "bytes undefined in both UTF-8 and Windows-1252 (0x81, 0x8D)", _bytes(lambda: _good_csv().replace(LAST.encode(), b"Marz\x81\x8dpanova", 1)), codes(R), row=2),
-        Hostile("mixed_encodings.csv", "UTF-8 and Windows-1252 accents in one file", _bytes(lambda: _good_csv().replace(LAST.encode(), "Renée".encode("utf-8"), 1).replace(FIRST.encode(), "Zoë".encode("cp1252"), 1)), codes(R)),
+        Hostile("not_utf8_nor_1252.csv", "bytes no encoding Excel writes reads as letters (0x81 0xB3: DOS ü│, Mac Å≥)", _bytes(lambda: _good_csv().replace(LAST.encode(), b"Marz\x81\xb3panova", 1)), codes(R), row=2),
+        Hostile("dos_bytes.csv", "bytes undefined in UTF-8 and Windows-1252 that DOS 437 reads as letters (0x81 0x8D: üì)", _bytes(lambda: csv_text(accepted_rows(3, 91071)).encode().replace(LAST.encode(), b"Marz\x81\x8dpanova", 1)), codes()),
+        Hostile("mixed_encodings.csv", "UTF-8 and Windows-1252 accents in one file: Windows-1252, the UTF-8 text repaired", _bytes(lambda: csv_text(accepted_rows(3, 91081)).encode().replace(LAST.encode(), "Renée".encode("utf-8"), 1).replace(FIRST.encode(), "Zoë".encode("cp1252"), 1)), codes()),
         Hostile("bom_then_1252.csv", "a UTF-8 BOM, then Windows-1252 bytes", _bytes(lambda: codecs.BOM_UTF8 + _good_csv().replace(LAST.encode(), "Müller".encode("cp1252"), 1)), codes(R)),
         Hostile("utf16_without_bom.csv", "UTF-16 text without a byte-order mark", _bytes(lambda: good.encode("utf-16-le")), codes(U)),
         Hostile("utf16_broken.txt", "a UTF-16 BOM, then an unpaired surrogate", _bytes(lambda: codecs.BOM_UTF16_LE + "Account #\tLast Name\r\n1\t".encode("utf-16-le") + b"\x00\xd8A\x00"), codes(R)),

@@ -11,11 +11,16 @@ flags a non-digit account number; ``missing_required_field`` is decided on the r
 
 Decisions the spec leaves open:
 
-- **Two-digit years** (``m/d/yy``): ``yy`` is 20yy unless that year is after the year of ``today``,
-  then 19yy. With ``today`` in 2025, ``1/2/25`` is 2025 and ``1/2/90`` is 1990.
-- **Excel serial day numbers** are whole numbers from 1 to 2,958,465 (1900 date system, day 0 =
-  1899-12-30, so 2,958,465 = 9999-12-31), optionally with a trailing ``.0``. Excel's phantom
-  1900-02-29 makes serials below 61 one day off in Excel itself; no real date is that old.
+- **Two-digit years** (``m/d/yy``): ``yy`` is 20yy unless that whole date is after ``today``,
+  then 19yy (SPEC §2). Read on 2026-11-30, ``12/15/26`` is 1926-12-15 and ``11/30/26`` 2026-11-30.
+- **Excel serial day numbers** are numbers from 1 to 2,958,465 (1900 date system, day 0 =
+  1899-12-30, so 2,958,465 = 9999-12-31); a fraction is the time of day and is dropped
+  (``46300.5`` is 2026-10-05). Excel's phantom 1900-02-29 makes serials below 61 one day off in
+  Excel itself; no real date is that old.
+- **Unicode separators** (SPEC §2): in account numbers, ZIPs, phones and dates every Unicode
+  space is a space and every dash (en, em, minus, non-breaking hyphen) a ``-``.
+- **Double-decoded text** in names and addresses (``JosÃ©``) is repaired where the repair gives
+  plausible text (:func:`include.patient_import.encoding.repair`), with a ``text_repaired`` warning.
 - **Timestamps**: ``yyyy-mm-dd hh:mm[:ss]`` (what an xlsx reader gives for a date cell) and
   ``m/d/yyyy h:mm`` (what Excel writes to CSV for one) keep their date; the time is dropped.
 - **Status**: empty means active; an unrecognised word is warned (``invalid_status``) and falls
@@ -34,6 +39,7 @@ from __future__ import annotations
 import datetime
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,8 +48,9 @@ import pandas as pd
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from include.patient_import.problems import ZIP_PADDED, Problem, invalid_code, severity_of
-from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER
+from include.patient_import.encoding import repair
+from include.patient_import.problems import TEXT_REPAIRED, ZIP_PADDED, Problem, invalid_code, severity_of
+from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
 
@@ -68,6 +75,20 @@ _ASCII_DIGITS = re.compile(r"[0-9]+")
 _FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
 
 
+# Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
+# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
+_SEPARATORS = {
+    code: " " if unicodedata.category(chr(code)) == "Zs" else "-"
+    for code in range(0x80, 0x10000)  # every space and dash is in the BMP
+    if unicodedata.category(chr(code)) in ("Zs", "Pd") or chr(code) in "\u2212\ufe63\uff0d"
+}
+
+
+def plain_separators(text: str) -> str:
+    """The text with Unicode spaces and dashes made ASCII ones."""
+    return text if text.isascii() else text.translate(_SEPARATORS)
+
+
 def _unfloat(text: str) -> str:
     m = _FLOAT_WHOLE.fullmatch(text)
     return m.group(1) if m else text
@@ -86,7 +107,7 @@ def normalize_account_number(raw: str) -> str | None:
     leading zeros dropped (``00123`` → ``123``). Anything that is still not digits (``1.23457E+11``,
     letters) is returned cleaned but not repaired: the validation suite rejects it.
     """
-    text = raw.strip()
+    text = plain_separators(raw).strip()
     quoted = _EXCEL_TEXT_FORMULA.fullmatch(text)
     if quoted:
         text = quoted.group(1).strip()
@@ -96,6 +117,43 @@ def normalize_account_number(raw: str) -> str | None:
     if _ASCII_DIGITS.fullmatch(text):
         text = text.lstrip("0") or "0"
     return text or None
+
+
+_SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[Ee][+-]?[0-9]+")
+_MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
+# What Excel makes of a number it reads as a date (2-Mar, Mar-02, 2-Mar-26, 3/2/2026, 2026-03-02).
+_EXCEL_DATE = re.compile(
+    rf"[0-9]{{1,2}}[- /]{_MONTH}(?:[- /][0-9]{{2,4}})?|{_MONTH}[- /][0-9]{{1,4}}(?:[- /][0-9]{{2,4}})?"
+    r"|[0-9]{1,2}/[0-9]{1,2}/[0-9]{2,4}|[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}",
+    re.IGNORECASE,
+)
+_FOOTER_WORDS = re.compile(r"\b(?:total|count|number|records?|patients?|page|printed|report)\b", re.IGNORECASE)
+_MAX_ACCOUNT_DIGITS = 32
+
+
+def account_number_problem(text: str | None) -> str:
+    """What an invalid account number looks like, in words the office can act on; never the value.
+
+    Args:
+        text: the account number as :func:`normalize_account_number` left it.
+    """
+    text = text or ""
+    if _SCIENTIFIC.fullmatch(text):
+        return ("the account number is in scientific notation (like 1.23E+11): Excel turned a long number "
+                "into it and lost digits; type the full account number")
+    if field_for_header(text) == "account_number":
+        return "the row repeats the header line (a header copied again below the first); delete the row"
+    if _EXCEL_DATE.fullmatch(text):
+        return ("the account number looks like a date (like 2-Mar): Excel turned the number into a date; "
+                "format the column as Text and type the account number again")
+    if _FOOTER_WORDS.search(text) or ":" in text:
+        return "the row is a line of text such as a total or a footer (like \"Total Patients\"), not a patient; delete it"
+    if any(char.isalpha() for char in text):
+        return "the account number holds letters; it must be digits only"
+    if _ASCII_DIGITS.fullmatch(text):
+        return f"the account number has more than {_MAX_ACCOUNT_DIGITS} digits"
+    return ("the account number is not a whole number (it holds a decimal point, a sign or other "
+            "characters); it must be digits only")
 
 
 # --- names and addresses ------------------------------------------------------------------------
@@ -109,6 +167,13 @@ def normalize_name(raw: str) -> str | None:
     return " ".join(raw.split()) or None
 
 
+def normalize_text(raw: str) -> Cleaned:
+    """A name or address as :func:`normalize_name` gives it, double-decoded text repaired first
+    (``JosÃ©`` → ``José``, warning ``text_repaired``)."""
+    text, repaired = repair(raw)
+    return normalize_name(text), TEXT_REPAIRED if repaired else None
+
+
 # --- zip ----------------------------------------------------------------------------------------
 
 _ZIP5 = re.compile(r"[0-9]{5}")
@@ -117,7 +182,7 @@ _ZIP9 = re.compile(r"([0-9]{5})[- ]?([0-9]{4})")
 
 def normalize_zip(raw: str) -> Cleaned:
     """``12345`` or ``12345-6789``; a ZIP whose leading zeros Excel dropped is padded (``zip_padded``)."""
-    text = _unfloat(raw.strip())
+    text = _unfloat(plain_separators(raw).strip())
     if not text:
         return None, None
     if _ZIP5.fullmatch(text):
@@ -181,7 +246,7 @@ def normalize_phone(raw: str, *, field: str = "home_phone") -> tuple[str | None,
     The extension (``x``, ``ext``, ``ext.``, ``#``) is kept apart; a leading ``1`` or ``+1`` is
     dropped. A number phonenumbers does not accept gives ``(None, None, invalid_<field>)``.
     """
-    text = _unfloat(raw.strip())
+    text = _unfloat(plain_separators(raw).strip())
     if not text:
         return None, None, None
     extension = None
@@ -279,7 +344,7 @@ def normalize_state(raw: str) -> Cleaned:
 _TIME = r"(?:[ T]([0-9]{1,2}):([0-9]{2})(?::([0-9]{2})(?:\.[0-9]+)?)?(?: ?([AaPp][Mm]))?)?"
 _ISO_DATE = re.compile(r"([0-9]{4})-([0-9]{1,2})-([0-9]{1,2})" + _TIME)
 _US_DATE = re.compile(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4}|[0-9]{2})" + _TIME)
-_SERIAL = re.compile(r"([0-9]{1,7})(?:\.0+)?")
+_SERIAL = re.compile(r"([0-9]{1,7})(?:\.[0-9]*)?")  # the fraction is a time of day
 _EXCEL_EPOCH = datetime.date(1899, 12, 30)
 _MAX_SERIAL = (datetime.date(9999, 12, 31) - _EXCEL_EPOCH).days  # 2,958,465
 _MAX_AGE_YEARS = 120
@@ -293,15 +358,24 @@ def _valid_time(match: re.Match[str]) -> bool:
     return int(hour) <= top and int(minute) <= 59 and int(second or 0) <= 59
 
 
+def _pivot_date(year: int, month: int, day: int) -> datetime.date:
+    """The date to compare with today; 29 February of a year without one counts as 1 March."""
+    try:
+        return datetime.date(year, month, day)
+    except ValueError:
+        return datetime.date(year, month, 28) + datetime.timedelta(days=1)
+
+
 def parse_date(raw: str, *, today: datetime.date) -> datetime.date | None:
     """The date a cell holds in any accepted format (module docstring), or None."""
-    text = raw.strip()
+    text = plain_separators(raw).strip()
     try:
         if m := _US_DATE.fullmatch(text):
-            year = int(m.group(3))
+            year, month, day = int(m.group(3)), int(m.group(1)), int(m.group(2))
             if len(m.group(3)) == 2:
-                year += 2000 if 2000 + year <= today.year else 1900
-            return datetime.date(year, int(m.group(1)), int(m.group(2))) if _valid_time(m) else None
+                # By the whole date (SPEC §2): 12/15/26 read on 2026-11-30 is 1926-12-15.
+                year += 2000 if _pivot_date(2000 + year, month, day) <= today else 1900
+            return datetime.date(year, month, day) if _valid_time(m) else None
         if m := _ISO_DATE.fullmatch(text):
             return datetime.date(int(m.group(1)), int(m.group(2)), int(m.group(3))) if _valid_time(m) else None
         if m := _SERIAL.fullmatch(text):
@@ -391,6 +465,9 @@ _REASONS: dict[str, str] = {
 def _message(field: str, kind: str, code: str) -> str:
     if code == ZIP_PADDED:
         return "zip had lost its leading zeros to Excel; padded with zeros"
+    if code == TEXT_REPAIRED:
+        return (f"{field.replace('_', ' ')} had been garbled by reading its text in the wrong encoding "
+                "(as Ã© for é); repaired")
     return f"{field.replace('_', ' ')} {_REASONS[kind]}"
 
 
@@ -532,7 +609,8 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
         if kind == "account_number":
             columns[name] = _normalize_accounts(texts)
         elif kind == "name":
-            (columns[name],) = _apply_distinct(texts, lambda raw: (normalize_name(raw),), 1)
+            columns[name], codes = _apply_distinct(texts, normalize_text, 2)
+            flagged.append((name, kind, codes))
         elif kind == "email":
             columns[name], codes = _normalize_emails(texts)
             flagged.append((name, kind, codes))

@@ -66,6 +66,8 @@ PRECEDENCE: tuple[str, ...] = ROW_ERROR_CODES + SKIP_CODES
 ZIP_PADDED = "zip_padded"
 UNKNOWN_COLUMN = "unknown_column"
 LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
+# Added (README, "Problem codes"): a name or address decoded twice before it reached us, repaired.
+TEXT_REPAIRED = "text_repaired"
 
 
 @dataclass(frozen=True)

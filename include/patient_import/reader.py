@@ -11,25 +11,22 @@ Decisions:
   with a message saying what the file looks like. A text file named `.xlsx` is read as text and
   a workbook named `.csv` as a workbook: content wins. A damaged zip or workbook is
   `unreadable_file`.
-- **Encoding**, decided by rule over the whole file (charset_normalizer is not used: its guesses
-  are probabilistic and these rules cover every case the spec accepts):
-  UTF-16 byte-order mark → UTF-16; UTF-8 BOM → UTF-8 (and any non-UTF-8 byte after it is
-  `unreadable_file`, mixed encodings); valid UTF-8 → UTF-8; otherwise Windows-1252, except that
-  a file holding any well-formed UTF-8 multi-byte sequence is `unreadable_file` (mixed
-  encodings), and so is one holding a byte Windows-1252 leaves undefined (0x81 0x8D 0x8F 0x90
-  0x9D). Caveat: Windows-1252 text in which a capital accented letter is directly followed by a
-  symbol such as a no-break space or a curly quote ("É" + NBSP) is, byte for byte, UTF-8 and is
-  refused as mixed; the office re-saves as "CSV UTF-8".
+- **Encoding**: UTF-16 byte-order mark → UTF-16; UTF-8 BOM → UTF-8 (a non-UTF-8 byte after it
+  is `unreadable_file`); plain ASCII → UTF-8; otherwise chosen among UTF-8, Windows-1252, Mac
+  Roman and DOS 437/850 by plausible text in the name and address fields
+  (:mod:`include.patient_import.encoding`, which says why charset_normalizer is not the judge).
 - **Delimiter**: the most frequent of tab, comma and semicolon outside quotes on the header line
   (ties: tab, then comma; none at all: comma); a first line `sep=;` (Excel's hint) sets it and
   is not the header. `file_type` is "tsv" for tab, else "csv". Quoting is RFC 4180, parsed strictly by the csv
   module: a quote never closed, or text after a closing quote, is `unreadable_file` at the row
   where the record starts; so is a value over `max_field_length` that runs over several lines
-  (a swallowed quote far more often than a note). Other long values are `field_too_long`; the
-  ignored "Import Problem" column is not checked.
-- **Columns**: the first non-blank row is the header. All its cells count, trailing empty ones
-  included (Excel writes every row as wide as the sheet's used range): that is the width
-  `max_columns` limits. A row with more values than the header has cells is `unreadable_file`
+  (a swallowed quote far more often than a note). A tab-separated file whose quoting breaks is a
+  copied page, which has no quoting rules (SPEC §2): it is read again one record a line, a quote
+  kept as text unless it wraps a whole field. Other long values are `field_too_long`; the
+  ignored "Import Problem" and "Original Row" columns are not checked.
+- **Columns**: the first non-blank row is the header. Only columns with a header or a value
+  count against `max_columns` (SPEC §2: Excel writes every row as wide as the sheet's used
+  range, empty columns included). A row with more values than the header has cells is `unreadable_file`
   (usually an unquoted comma); extra empty cells are fine, missing ones are "". A column without
   a header is dropped when it holds no value (Excel's trailing empty columns), otherwise kept as
   an unknown column "(column N)", N being the spreadsheet's column number.
@@ -71,6 +68,7 @@ import pandas as pd
 import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
 
+from include.patient_import.encoding import SAVE_AS, choose_encoding
 from include.patient_import.problems import (
     DUPLICATE_COLUMNS,
     EMPTY_FILE,
@@ -118,14 +116,6 @@ _MARKUP: tuple[tuple[bytes, str], ...] = (
 _ZIP_SIGNATURES = (b"PK\x03\x04", b"PK\x05\x06")
 _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
-# Well-formed UTF-8 multi-byte sequences (no overlongs, no surrogates): their presence in a file
-# that is not UTF-8 means two encodings were mixed.
-_UTF8_MULTIBYTE = re.compile(
-    rb"[\xc2-\xdf][\x80-\xbf]"
-    rb"|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}|\xed[\x80-\x9f][\x80-\xbf]"
-    rb"|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}|\xf4[\x80-\x8f][\x80-\xbf]{2}"
-)
-_CP1252_UNDEFINED = re.compile(rb"[\x81\x8d\x8f\x90\x9d]")
 
 _DELIMITERS = ("\t", ",", ";")  # order breaks ties
 _SEP_LINE = re.compile(r'^"?sep=([\t,;])"?\s*$', re.IGNORECASE)
@@ -148,6 +138,7 @@ class ParsedExport:
     file_type: str
     encoding: str | None
     delimiter: str | None
+    sheet_names: list[str] = dataclasses.field(default_factory=list)  # an .xlsx's sheets, in order
 
 
 def read_export(path: Path, limits: Limits | None = None) -> ParsedExport:
@@ -249,15 +240,52 @@ def _zip_kind(path: Path) -> str:
 def _read_text(path: Path, head: bytes, limits: Limits) -> ParsedExport:
     encoding = _text_encoding(path, head)
     try:
-        with path.open("r", encoding=encoding, newline="") as f:
-            lines = iter(f)
-            delimiter, leading = _find_delimiter(lines)
-            records = _csv_records(chain(leading, lines), delimiter)
-            parsed = _collect(records, limits, first_column=1)
+        try:
+            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records)
+        except _QuotingBroken as broken:
+            if broken.delimiter != "\t":
+                raise
+            # A page copy has no quoting rules (SPEC §2): `"Chip" Charles` is a name, not an error.
+            delimiter, parsed = _parse_text(path, encoding, limits, _page_records)
+        _check_used_columns(parsed, limits)
     except UnicodeDecodeError:
         # The bytes were checked above; only a file changed while being read gets here.
         raise ExportRejected(UNREADABLE_FILE, f"the file is not valid {encoding} text") from None
     return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter)
+
+
+class _QuotingBroken(ExportRejected):
+    """RFC 4180 quoting does not hold; a tab-separated page copy is then read without it."""
+
+    def __init__(self, message: str, *, row: int, field: str | None = None) -> None:
+        super().__init__(UNREADABLE_FILE, message, row=row, field=field)
+        self.delimiter: str | None = None  # set where the delimiter is known
+
+
+def _parse_text(path: Path, encoding: str, limits: Limits, read_records) -> tuple[str, _Parsed]:
+    with path.open("r", encoding=encoding, newline="") as f:
+        lines = iter(f)
+        delimiter, leading = _find_delimiter(lines)
+        records = read_records(chain(leading, lines), delimiter)
+        try:
+            return delimiter, _collect(records, limits, first_column=1)
+        except _QuotingBroken as broken:
+            broken.delimiter = delimiter
+            raise
+
+
+def _page_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+    """A copied page's records: one a line, split on the delimiter; a quote is text unless it
+    wraps a whole field (as Excel's "Text (Tab delimited)" writes it)."""
+    for number, line in enumerate(lines, start=1):
+        yield number, [_unwrap(cell) for cell in line.rstrip("\r\n").split(delimiter)]
+
+
+def _unwrap(cell: str) -> str:
+    inner = cell[1:-1]
+    if len(cell) >= 2 and cell[0] == cell[-1] == '"' and '"' not in inner.replace('""', ""):
+        return inner.replace('""', '"')
+    return cell
 
 
 def _text_encoding(path: Path, head: bytes) -> str:
@@ -268,27 +296,19 @@ def _text_encoding(path: Path, head: bytes) -> str:
         nul = data.find(b"\x00")
         if nul != -1:
             _refuse(f"binary data (line {_line_at(data, nul)} holds NUL bytes)")
-        invalid = _first_invalid_utf8(data)
-        if invalid is None:
-            return "utf-8-sig" if head.startswith(codecs.BOM_UTF8) else "utf-8"
-        utf8 = _UTF8_MULTIBYTE.search(data)
-        if head.startswith(codecs.BOM_UTF8) or utf8:
-            where = f", line {_line_at(data, utf8.start())} holds UTF-8 text" if utf8 else ""
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                f"the file mixes text encodings (line {_line_at(data, invalid)} is not UTF-8{where}); "
-                "save it again as CSV UTF-8",
-            )
-        undefined = _CP1252_UNDEFINED.search(data)
-        if undefined:
-            line = _line_at(data, undefined.start())
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                f"line {line} holds byte 0x{data[undefined.start()]:02X}, which is neither UTF-8 nor "
-                "Windows-1252 text; save the file again as CSV UTF-8",
-                row=line,
-            )
-    return "cp1252"
+        if head.startswith(codecs.BOM_UTF8):
+            invalid = _first_invalid_utf8(data)
+            if invalid is not None:
+                raise ExportRejected(
+                    UNREADABLE_FILE,
+                    f"the file starts with the UTF-8 mark but line {_line_at(data, invalid)} is not UTF-8 "
+                    f"(it mixes text encodings); {SAVE_AS}",
+                    row=_line_at(data, invalid),
+                )
+            return "utf-8-sig"
+        # Latin-1 reads the header's delimiter the same in every candidate encoding.
+        delimiter, _ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
+        return choose_encoding(path, data, delimiter)
 
 
 def _first_invalid_utf8(data: mmap.mmap) -> int | None:
@@ -368,8 +388,7 @@ def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, li
                 row=start,
             ) from None
         # csv's messages name only quote and delimiter characters, never the data.
-        raise ExportRejected(
-            UNREADABLE_FILE,
+        raise _QuotingBroken(
             f"row {start}: the quoting is broken ({exc}); a quote is probably never closed or is "
             "followed by text",
             row=start,
@@ -384,16 +403,28 @@ def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
     _check_sheet_grid(path, limits)
     try:
         with CalamineWorkbook.from_path(str(path)) as workbook:
-            sheet = workbook.get_sheet_by_index(0)
-            if sheet.start is None:
-                raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
-            first_column, records = _sheet_records(sheet)
-            parsed = _collect(records, limits, first_column)
+            sheet_names = list(workbook.sheet_names)
+            try:
+                sheet = workbook.get_sheet_by_index(0)
+                if sheet.start is None:
+                    raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
+                first_column, records = _sheet_records(sheet)
+                parsed = _collect(records, limits, first_column)
+            except ExportRejected as exc:
+                if exc.code not in (EMPTY_FILE, NO_DATA_ROWS) or len(sheet_names) < 2:
+                    raise
+                # A cover sheet first: say which sheets there are (their names, never cell values).
+                names = ", ".join(repr(name) for name in sheet_names)
+                raise ExportRejected(exc.code, f"{exc.message}; the workbook's sheets are {names} and only "
+                                     "the first is read: move the patient list to the first sheet") from None
+            _check_used_columns(parsed, limits)
     except (CalamineError, ValueError):
         raise ExportRejected(
             UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
         ) from None
-    return _export(parsed, "xlsx", None, None)
+    export = _export(parsed, "xlsx", None, None)
+    export.sheet_names = sheet_names
+    return export
 
 
 def _check_inflated_size(path: Path, limits: Limits) -> None:
@@ -644,16 +675,14 @@ def _is_blank(cells: list[str]) -> bool:
 
 
 def _read_header(header: list[str], row: int, limits: Limits, first_column: int) -> _Parsed:
-    if len(header) > limits.max_columns:
-        named = len(header)
-        while not header[named - 1].strip():
-            named -= 1
-        empty = len(header) - named
-        hint = f" ({empty} of them empty at the end: delete them in Excel)" if empty else ""
+    # Only columns with a header or a value count (SPEC §2): Excel writes every row as wide as
+    # its used range, empty columns included. Headerless columns are counted after the rows.
+    named = sum(1 for text in header if text.strip())
+    if named > limits.max_columns:
         raise ExportRejected(
             TOO_MANY_COLUMNS,
-            f"the header has {len(header)} columns{hint}; the limit is {limits.max_columns}",
-            row=row, details={"columns": len(header), "limit": limits.max_columns},
+            f"the header has {named} columns; the limit is {limits.max_columns}",
+            row=row, details={"columns": named, "limit": limits.max_columns},
         )
     labels: list[str] = []
     names: list[str | None] = []
@@ -691,6 +720,18 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int)
     return _Parsed(labels, names, set(headerless))
 
 
+def _check_used_columns(parsed: _Parsed, limits: Limits) -> None:
+    """Columns with a header or a value, headerless ones included, within `max_columns`."""
+    used = sum(1 for position in range(len(parsed.names)) if parsed.kept(position)
+               or (parsed.names[position] is None and position not in parsed.headerless))
+    if used > limits.max_columns:
+        raise ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"the file has {used} columns holding a header or a value; the limit is {limits.max_columns}",
+            details={"columns": used, "limit": limits.max_columns},
+        )
+
+
 def _fit(cells: list[str], width: int, row: int) -> list[str]:
     if len(cells) < width:
         return cells + [""] * (width - len(cells))
@@ -698,9 +739,14 @@ def _fit(cells: list[str], width: int, row: int) -> list[str]:
         values = len(cells)
         while not cells[values - 1].strip():
             values -= 1
+        known = [field_for_header(cell) for cell in cells]
+        hint = ""
+        if sum(field is not None for field in known) >= 2:
+            # Title lines above the header: the first line was taken for the header.
+            hint = f"; row {row} looks like the header: delete the lines above it and drop the file again"
         raise ExportRejected(
             UNREADABLE_FILE,
-            f"row {row} has {values} values but the header has {width} columns",
+            f"row {row} has {values} values but the header has {width} columns{hint}",
             row=row,
         )
     return cells[:width]
@@ -716,8 +762,7 @@ def _check_lengths(cells: list[str], row: int, parsed: _Parsed, max_length: int)
         breaks = value.count("\n") + value.count("\r") - value.count("\r\n")
         if breaks:
             # A value running over many lines is far more often an unclosed quote than a note.
-            raise ExportRejected(
-                UNREADABLE_FILE,
+            raise _QuotingBroken(
                 f"row {row}: the value in column {label!r} runs over {breaks + 1} lines and "
                 f"{len(value)} characters; a quote is probably never closed",
                 row=row, field=field,

@@ -55,6 +55,8 @@ ROW_NUMBER = "row_number"
 # The column the rejected-rows file adds so the office sees what to fix; recognised and ignored
 # when that file is dropped into an inbox again.
 PROBLEM_COLUMN = "Import Problem"
+# Beside it, the row number the rejected row had in the export it came from (SPEC §5).
+ORIGINAL_ROW_COLUMN = "Original Row"
 
 
 def header_key(header: str) -> str:
@@ -65,7 +67,7 @@ def header_key(header: str) -> str:
 HEADER_TO_FIELD: dict[str, str] = {
     header_key(h): f.name for f in FIELDS for h in (f.header, *f.aliases)
 }
-IGNORED_HEADER_KEYS: frozenset[str] = frozenset({header_key(PROBLEM_COLUMN)})
+IGNORED_HEADER_KEYS: frozenset[str] = frozenset({header_key(PROBLEM_COLUMN), header_key(ORIGINAL_ROW_COLUMN)})
 
 
 def field_for_header(header: str) -> str | None:

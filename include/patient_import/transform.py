@@ -1,4 +1,8 @@
-"""Writes the upload-ready Cash Practice file and the rejected-rows file (SPEC §5)."""
+"""Writes the upload-ready Cash Practice file and the rejected-rows file (SPEC §5).
+
+Both are UTF-8 with a byte-order mark: without it Excel on Windows opens a CSV as Windows-1252 and
+shows `MÃ¼ller`, which the office would then save back garbled.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,9 @@ from include.patient_import import storage
 from include.patient_import.storage import StoragePath
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE
-from include.patient_import.schema import PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, UPLOAD_EXTRA_COLUMNS
+from include.patient_import.encoding import repair
+from include.patient_import.schema import FIELDS_BY_NAME, ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
+    UPLOAD_EXTRA_COLUMNS
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -41,7 +47,7 @@ def defuse_column(values: pd.Series) -> list[str]:
 
 
 def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable[str]]) -> StoragePath:
-    with storage.writing(path, "w", encoding="utf-8", newline="") as handle:
+    with storage.writing(path, "w", encoding="utf-8-sig", newline="") as handle:
         writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
         writer.writerow(header)
         writer.writerows(rows)
@@ -49,7 +55,7 @@ def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable
 
 
 def write_csv(path: StoragePath, header: list[str], rows: Iterable[Iterable[object]]) -> StoragePath:
-    """Comma-delimited UTF-8, every field quoted, written whole or not at all."""
+    """Comma-delimited UTF-8 with a byte-order mark, every field quoted, written whole or not at all."""
     return _write_defused(path, [defuse(h) for h in header], ([defuse(v) for v in row] for row in rows))
 
 
@@ -91,15 +97,20 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
                         problems: list[p.Problem]) -> StoragePath | None:
-    """The rejected rows as read, under their original headers, with what to fix: the office can
-    correct this file and drop it into the inbox again."""
+    """The rejected rows as read (double-decoded names repaired), under their original headers, with
+    what to fix and the row each had in the export: the office can correct this file and drop it into the inbox again (both
+    added columns are ignored when it comes back)."""
     reasons: dict[int, list[str]] = {}
     for problem in problems:
         if problem.row is not None and problem.code in p.ROW_ERROR_CODES:
             reasons.setdefault(problem.row, []).append(problem.message)
     if not reasons:
         return None
-    rejected = raw[raw[ROW_NUMBER].isin(reasons)]
-    rows = ([*values, "; ".join(reasons[int(row)])]
+    rejected = raw[raw[ROW_NUMBER].isin(reasons)].copy()
+    for name in columns:
+        if name in FIELDS_BY_NAME and FIELDS_BY_NAME[name].kind == "name":
+            # Double-decoded names go back to the office repaired, as they would have been stored.
+            rejected[name] = [repair(v)[0] if isinstance(v, str) else v for v in rejected[name]]
+    rows = ([*values, "; ".join(reasons[int(row)]), int(row)]
             for row, *values in rejected[[ROW_NUMBER, *columns]].itertuples(index=False, name=None))
-    return write_csv(path, [*headers, PROBLEM_COLUMN], rows)
+    return write_csv(path, [*headers, PROBLEM_COLUMN, ORIGINAL_ROW_COLUMN], rows)

@@ -23,15 +23,13 @@ from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE, capacity_parameters, capacity_rejection, check_frame, new_patients, \
     rejected_flags, winning_codes
-from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER
+from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
 from include.patient_import.store import Patient
 from include.patient_import.suites import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 
 _PROBLEM_FIELDS = tuple(f.name for f in dataclasses.fields(p.Problem))
 _ROW_MESSAGES = {
     p.MISSING_REQUIRED_FIELD: "{header} is required",
-    p.INVALID_ACCOUNT_NUMBER: "the account number is not a whole number (Excel may have turned it into "
-                              "scientific notation, which loses digits); correct it and import the row again",
     p.DUPLICATE_ACCOUNT_NUMBER: "another row of the file has this account number with different data; "
                                 "neither is imported",
     p.DUPLICATE_ROW: "identical to an earlier row of the file; imported once",
@@ -53,6 +51,15 @@ class Validation:
         return 0 if self.frame is None else len(self.frame)
 
 
+def _row_message(code: str, header: str, account: str | None) -> str:
+    if code == p.INVALID_ACCOUNT_NUMBER:
+        from include.patient_import.normalize import account_number_problem
+
+        # Says what the value looks like (scientific notation, a date, a footer, a header), not the value.
+        return account_number_problem(account)
+    return _ROW_MESSAGES[code].format(header=header)
+
+
 def _row_problems(failures: list[SuiteFailure], accounts: dict[int, str | None]) -> tuple[dict[int, set[str]], list[p.Problem]]:
     by_row: dict[int, set[str]] = {}
     found = []
@@ -60,15 +67,51 @@ def _row_problems(failures: list[SuiteFailure], accounts: dict[int, str | None])
         header = FIELDS_BY_NAME[failure.field].header if failure.field else ""
         for row in failure.rows:
             by_row.setdefault(row, set()).add(failure.code)
-            found.append(p.Problem(code=failure.code, message=_ROW_MESSAGES[failure.code].format(header=header),
+            found.append(p.Problem(code=failure.code, message=_row_message(failure.code, header, accounts.get(row)),
                                    row=row, account_number=accounts.get(row), field=failure.field))
     return by_row, found
 
 
-def _missing_columns(present: list[str]) -> p.ExportRejected:
-    missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in present]
-    return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS,
-                            f"the export has no column for: {', '.join(missing)} (required)")
+# Title lines above the header are looked for among the first rows only.
+_HEADER_SEARCH_ROWS = 50
+
+
+def _header_like_row(frame: pd.DataFrame) -> tuple[int, list[str]] | None:
+    """The first row whose cells name a required field and another field, with those fields' headers."""
+    head = frame.head(_HEADER_SEARCH_ROWS)
+    cells = head.drop(columns=[ROW_NUMBER]).astype("object").to_numpy()
+    for number, row in zip(head[ROW_NUMBER].tolist(), cells):
+        fields = [f for f in (field_for_header(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
+        if len(set(fields)) >= 2 and set(fields) & set(REQUIRED_FIELDS):
+            return int(number), [FIELDS_BY_NAME[f].header for f in dict.fromkeys(fields)]
+    return None
+
+
+def _missing_columns(parsed) -> p.ExportRejected:
+    """`missing_required_columns`, saying where a header-like row was found or which sheets the
+    workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
+    missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
+    where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
+    message = f"{where} has no column for: {', '.join(missing)} (required)"
+    found = _header_like_row(parsed.frame)
+    if found:
+        line = "row" if parsed.file_type == "xlsx" else "line"
+        number, headers = found
+        message += (f"; {line} {number} looks like the header ({', '.join(headers)}): delete the "
+                    f"{line}s above it and drop the file again")
+    elif len(parsed.sheet_names) > 1:
+        names = ", ".join(repr(name) for name in parsed.sheet_names)
+        message += (f"; the workbook's sheets are {names} and only the first is read: move the patient "
+                    "list to the first sheet (or save that sheet alone as CSV) and drop it again")
+    return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS, message)
+
+
+def _without_warnings_of_rejected_rows(problems: list[p.Problem], codes: pd.Series, rows: pd.Series) -> list[p.Problem]:
+    """A rejected row reports why it was rejected, not what importing it would have left out."""
+    rejected = set(rows[codes.isin(p.ROW_ERROR_CODES)].astype(int).tolist())
+    if not rejected:
+        return problems
+    return [x for x in problems if not (x.row in rejected and x.severity == p.Severity.WARNING)]
 
 
 def _too_many_rejected(codes: pd.Series) -> p.ExportRejected:
@@ -100,7 +143,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
                 # No required header at all: the first line is probably a patient, and its cells
                 # must not reach the report as the names of unknown columns.
                 result.problems = [x for x in result.problems if x.code != p.UNKNOWN_COLUMN]
-            raise _missing_columns(parsed.columns)
+            raise _missing_columns(parsed)
 
         normalized = normalize_export(parsed.frame, today=today)
         frame = normalized.frame
@@ -111,6 +154,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
         # Every row error is reported, so the office fixes them all at once; a skip only when it decided.
         winners = dict(zip(frame[ROW_NUMBER].astype(int), frame[CODE]))
         result.problems += [x for x in row_problems if x.code in p.ROW_ERROR_CODES or winners[x.row] == x.code]
+        result.problems = _without_warnings_of_rejected_rows(result.problems, frame[CODE], frame[ROW_NUMBER])
         result.frame = frame
 
         flags = rejected_flags(frame[CODE])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
 import os
@@ -61,7 +62,8 @@ def test_clean_export_given_as_file_is_imported_and_left_untouched(runner, tmp_p
     archive = Path(report["files"]["archive"])
     assert archive.read_bytes() == export.read_bytes() and "-" not in archive.name and " " not in archive.name
     upload = Path(report["files"]["upload"])
-    first_line = upload.read_text(encoding="utf-8").splitlines()[0]
+    assert upload.read_bytes().startswith(codecs.BOM_UTF8)  # Excel on Windows reads it as UTF-8 (SPEC §5)
+    first_line = upload.read_text(encoding="utf-8-sig").splitlines()[0]
     assert first_line == ('"ClientID","TPSID","Email","FirstName","LastName","Address","City","State","Zip",'
                           '"Phone","WorkPhone","Cell"')
     assert Path(report["files"]["data_docs"]).is_file()
@@ -84,7 +86,7 @@ def test_bad_rows_are_rejected_and_kept_for_the_office(runner, tmp_path):
     assert "missing_required_field" in found[5] and found[7] == {"duplicate_row"}
     assert found[8] == found[9] == {"duplicate_account_number"} and "invalid_email" in found[10]
     assert set(runner.patients("demo_clinic")) == {"201", "205", "207", "208", "209"} | {str(i) for i in range(210, 221)}
-    rejected = Path(report["files"]["rejected_rows"]).read_text(encoding="utf-8")
+    rejected = Path(report["files"]["rejected_rows"]).read_text(encoding="utf-8-sig")
     assert rejected.splitlines()[0].startswith('"Account #","Last Name"') and "Import Problem" in rejected
     assert len(rejected.strip().splitlines()) == 1 + 5
 

@@ -75,7 +75,7 @@ def outputs(tmp_path_factory):
 
 
 def _cells(path: str) -> list[list[str]]:
-    with Path(path).open(encoding="utf-8", newline="") as handle:
+    with Path(path).open(encoding="utf-8-sig", newline="") as handle:
         return list(csv.reader(handle))
 
 

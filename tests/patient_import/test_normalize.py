@@ -28,6 +28,7 @@ from include.patient_import.normalize import (
     normalize_phone,
     normalize_state,
     normalize_status,
+    normalize_text,
     normalize_zip,
 )
 from include.patient_import.schema import FIELD_NAMES
@@ -465,9 +466,70 @@ def test_excel_serial_day_one_is_the_last_day_of_1899():
     assert normalize_date("1", today=TODAY) == ("1899-12-31", None)
 
 
-@pytest.mark.parametrize("raw", ["0", "2958466", "-5", "33000.5"])
-def test_excel_serial_out_of_range_or_fractional_is_invalid(raw):
+@pytest.mark.parametrize("raw", ["0", "2958466", "-5", "0.5", "2958466.25", "1.2.3"])
+def test_excel_serial_out_of_range_is_invalid(raw):
     assert normalize_date(raw, today=TODAY) == (None, "invalid_last_visit")
+
+
+@pytest.mark.parametrize("raw", ["46300.5", "46300.999", "46300.0", "46300", "46300."])
+def test_excel_serial_with_a_time_of_day_keeps_its_date(raw):
+    assert normalize_date(raw, today=datetime.date(2026, 11, 30)) == ("2026-10-05", None)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("12/15/26", "1926-12-15"),   # this year, but after today: last century
+    ("11/30/26", "2026-11-30"),   # today
+    ("11/29/26", "2026-11-29"),
+    ("1/2/27", "1927-01-02"),
+    ("2/29/28", "1928-02-29"),    # a leap day after today
+    ("2/29/24", "2024-02-29"),
+])
+def test_two_digit_year_pivots_on_the_whole_date(raw, expected):
+    assert normalize_date(raw, today=datetime.date(2026, 11, 30)) == (expected, None)
+
+
+@pytest.mark.parametrize("separator", ["\u00a0", "\u202f", "\u2007", "\u2009", "\u3000"])
+def test_unicode_spaces_count_as_spaces_in_phones_and_zips(separator):
+    assert normalize_phone(f"(217){separator}555-0131") == ("2175550131", None, None)
+    assert normalize_zip(f"02116{separator}1234") == ("02116-1234", None)
+    assert normalize_account_number(f"{separator}1301{separator}") == "1301"
+
+
+@pytest.mark.parametrize("dash", ["\u2010", "\u2011", "\u2012", "\u2013", "\u2014", "\u2212", "\ufe63", "\uff0d"])
+def test_unicode_dashes_count_as_hyphens_in_phones_zips_and_dates(dash):
+    assert normalize_phone(f"217{dash}555{dash}0131") == ("2175550131", None, None)
+    assert normalize_zip(f"02116{dash}1234") == ("02116-1234", None)
+    assert normalize_date(f"2025{dash}01{dash}02", today=TODAY) == ("2025-01-02", None)
+
+
+def test_date_with_a_no_break_space_before_its_time_keeps_its_date():
+    assert normalize_date("1/2/2025\u00a010:30", today=TODAY) == ("2025-01-02", None)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("JosÃ©", "José"), ("MÃ¼ller", "Müller"), ("PeÃ±a", "Peña"), ("FranÃ§ois", "François"),
+    ("JosÃƒÂ©", "José"),        # decoded twice over
+    ("Jos├⌐", "José"),           # UTF-8 read as DOS 437
+])
+def test_double_decoded_name_is_repaired_with_text_repaired(raw, expected):
+    assert normalize_text(raw) == (expected, "text_repaired")
+
+
+@pytest.mark.parametrize("raw", ["José", "RENÉ\u00a0", "Peña", "O’Brien", "GARCÍA", "Ann", "王芳", "Łukasz"])
+def test_plausible_name_is_kept_without_warning(raw):
+    assert normalize_text(raw) == (" ".join(raw.split()), None)
+
+
+def test_text_repaired_warning_names_row_and_field_but_no_value():
+    frame = pd.DataFrame({"row_number": [2, 3], "account_number": ["1", "2"],
+                          "last_name": ["MÃ¼ller", "Plain"], "first_name": ["Ann", "Bo"]})
+    result = normalize_export(frame, today=TODAY)
+
+    assert result.frame["last_name"].tolist() == ["Müller", "Plain"]
+    [problem] = result.problems
+    assert (problem.row, problem.account_number, problem.field, problem.code, problem.severity) == (
+        2, "1", "last_name", "text_repaired", "warning")
+    assert "ller" not in problem.message
 
 
 def test_two_digit_year_not_after_this_year_is_in_this_century():

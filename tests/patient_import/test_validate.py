@@ -155,3 +155,107 @@ print(SuiteRunner().run("patient_rows", frame))
     assert [line for line in gx_lines if line.startswith(("INFO", "DEBUG"))] == []
     assert "Skipping registering" not in done.stderr
     assert "Calculating Metrics" not in done.stderr and "%|" not in done.stderr  # tqdm's bars
+
+
+# --- messages the office can act on (issue 12) -------------------------------------------------
+
+GOOD_ROWS = "".join(f"{i},Lopez,Ana,,\n" for i in range(10, 30))
+
+
+@pytest.mark.parametrize("value, says", [
+    ("1.23457E+11", "scientific notation"),
+    ("5-Mar", "looks like a date"),
+    ("Mar-05", "looks like a date"),
+    ("3/5/2026", "looks like a date"),
+    ("Total Patients: 8", "a total or a footer"),
+    ("Account #", "repeats the header"),
+    ("Acct No", "repeats the header"),
+    ("12AB34", "holds letters"),
+    ("12.5", "not a whole number"),
+])
+def test_invalid_account_number_says_what_the_value_looks_like_without_showing_it(area, value, says):
+    result = run(area, HEADER + GOOD_ROWS + f"{value},Lopez,Ana,,\n")
+
+    [problem] = [x for x in result.problems if x.code == p.INVALID_ACCOUNT_NUMBER]
+    assert says in problem.message
+    assert value not in problem.message and problem.row == 22
+    if says != "scientific notation":
+        assert "scientific" not in problem.message
+
+
+def test_title_lines_above_the_header_name_the_line_that_looks_like_the_header(area):
+    text = "Patient List,,\nPrinted 11/20/2026,,\n,,\nAccount #,Last Name,First Name\n1,Lopez,Ana\n"
+    result = run(area, text)
+
+    assert result.rejection.code == p.MISSING_REQUIRED_COLUMNS
+    assert "line 4 looks like the header (Account #, Last Name, First Name)" in result.rejection.message
+    assert "delete the lines above it" in result.rejection.message
+
+
+def test_title_line_narrower_than_the_header_names_the_line_that_looks_like_the_header(area):
+    result = run(area, "Patient List\nAccount #,Last Name,First Name\n1,Lopez,Ana\n")
+
+    assert result.rejection.code == p.UNREADABLE_FILE
+    assert "row 2 looks like the header" in result.rejection.message
+
+
+def _workbook(root, sheets: dict[str, list[list[str]]]):
+    import openpyxl
+
+    book = openpyxl.Workbook()
+    book.remove(book.active)
+    for title, rows in sheets.items():
+        sheet = book.create_sheet(title)
+        for row in rows:
+            sheet.append(row)
+    path = root / "export.xlsx"
+    book.save(path)
+    return path
+
+
+def run_file(area, path):
+    _, engine = area
+    job = Job(import_id="imp1", practice_id="c", source=str(path), export_name=path.name, sha256="0" * 64,
+              size=path.stat().st_size, exported_on="2026-11-20", dry_run=False)
+    practice = Practice(id="c", name="C", capacity=100, systems=frozenset({"drip_education"}))
+    return validate_export(engine, job, practice, today=date(2026, 11, 27))
+
+
+def test_cover_sheet_first_in_a_workbook_names_the_sheets(area):
+    root, _ = area
+    path = _workbook(root, {"Cover": [["Genesis patient list"], ["Printed for the front desk"], ["Page 1"]],
+                            "Patients": [["Account #", "Last Name", "First Name"], ["1", "Lopez", "Ana"]]})
+    result = run_file(area, path)
+
+    assert result.rejection.code == p.MISSING_REQUIRED_COLUMNS
+    assert "'Cover', 'Patients'" in result.rejection.message and "first sheet" in result.rejection.message
+
+
+def test_one_line_cover_sheet_first_in_a_workbook_names_the_sheets(area):
+    root, _ = area
+    path = _workbook(root, {"Cover": [["Genesis patient list"]],
+                            "Patients": [["Account #", "Last Name", "First Name"], ["1", "Lopez", "Ana"]]})
+    result = run_file(area, path)
+
+    assert result.rejection.code == p.NO_DATA_ROWS
+    assert "'Cover', 'Patients'" in result.rejection.message
+
+
+def test_title_rows_above_the_header_in_a_workbook_name_the_row(area):
+    root, _ = area
+    path = _workbook(root, {"Sheet1": [["Patient List", None, None], [None, None, None],
+                                       ["Account #", "Last Name", "First Name"], ["1", "Lopez", "Ana"]]})
+    result = run_file(area, path)
+
+    assert "row 3 looks like the header" in result.rejection.message
+
+
+def test_a_rejected_row_reports_why_it_was_rejected_and_no_field_warnings(area):
+    header = "Account #,Last Name,First Name,Status,Zip,Email\n"
+    rows = "".join(f"{i},Lopez,Ana,Active,62704,\n" for i in range(10, 30))
+    result = run(area, header + rows + "7,,Ana,Maybe,123,not-an-email\n8,Lopez,Ana,Maybe,123,\n")
+
+    rejected = {(x.code, x.field) for x in result.problems if x.row == 22}
+    kept = {(x.code, x.field) for x in result.problems if x.row == 23}
+    assert rejected == {(p.MISSING_REQUIRED_FIELD, "last_name")}
+    assert kept == {("invalid_status", "status"), ("zip_padded", "zip")}

@@ -208,7 +208,7 @@ def detect_file_type(path: Path, head: bytes) -> str:
         _refuse("binary data (it holds NUL bytes)")
     else:
         text = head.decode("utf-8", errors="replace")
-    delimiter, _ = _find_delimiter(io.StringIO(text, newline=""))
+    delimiter, *_ = _find_delimiter(io.StringIO(text, newline=""))
     return "tsv" if delimiter == "\t" else "csv"
 
 
@@ -248,11 +248,17 @@ def _zip_kind(path: Path) -> str:
 
 def _read_text(path: Path, head: bytes, limits: Limits) -> ParsedExport:
     encoding = _text_encoding(path, head)
+    budget = _RecordBudget(_max_record_chars(limits))
     try:
         with path.open("r", encoding=encoding, newline="") as f:
-            lines = iter(f)
-            delimiter, leading = _find_delimiter(lines)
-            records = _csv_records(chain(leading, lines), delimiter)
+            lines = _bounded_lines(f, budget)
+            try:
+                delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
+            except _Overlong as exc:
+                raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
+                                       None, limits) from None
+            records = _csv_records(chain(leading, lines), delimiter, first_line=dropped + 1,
+                                   budget=budget, limits=limits)
             parsed = _collect(records, limits, first_column=1)
     except UnicodeDecodeError:
         # The bytes were checked above; only a file changed while being read gets here.
@@ -325,17 +331,117 @@ def _line_at(data: mmap.mmap, offset: int) -> int:
     return before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
 
 
-def _find_delimiter(lines: Iterator[str]) -> tuple[str, list[str]]:
-    """The delimiter, and the lines read to find it (to be parsed again, line count intact)."""
+# The longest record a file within the limits can hold: every counted column at the longest
+# value, quoted with every character a doubled quote, plus the empty columns Excel writes up to
+# its last column (XFD = 16,384) when its used range is wider than the data.
+_EXCEL_COLUMNS = 16_384
+
+
+def _max_record_chars(limits: Limits) -> int:
+    return limits.max_columns * (2 * limits.max_field_length + 3) + _EXCEL_COLUMNS
+
+
+class _RecordBudget:
+    """Characters and lines of the record being read, shared by `_bounded_lines` and its reader."""
+
+    __slots__ = ("chars", "limit", "line", "lines")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chars = 0   # of the record being read
+        self.lines = 0   # lines of the record being read, already handed over
+        self.line = 0    # physical lines handed over in all
+
+    def new_record(self) -> None:
+        self.chars = self.lines = 0
+
+
+class _Overlong(Exception):
+    """A record outgrew its budget; `text` is its last line, cut at the budget (a few hundred KB)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("record over its budget")
+        self.text = text
+
+
+def _bounded_lines(f: io.TextIOBase, budget: _RecordBudget) -> Iterator[str]:
+    """The file's lines, no record longer than the budget: one row of 200 MB of delimiters, or an
+    unclosed quote swallowing the file, is refused after reading a few hundred KB of it, where
+    iterating the file (or the csv module's 128 KB field limit) would hold it whole first."""
+    readline = f.readline
+    while True:
+        room = budget.limit - budget.chars
+        line = readline(room)
+        if len(line) >= room:
+            raise _Overlong(line)
+        if not line:
+            return
+        budget.chars += len(line)
+        budget.lines += 1
+        budget.line += 1
+        yield line
+
+
+def _overlong_record(text: str, row: int, several_lines: bool, delimiter: str | None,
+                     limits: Limits | None) -> ExportRejected:
+    """The rejection for a record over `_max_record_chars`, from what its last line looks like."""
+    limits = limits or Limits.from_env()
+    longest = _max_record_chars(limits)
+    cells = max((text.split(d) for d in ((delimiter,) if delimiter else _DELIMITERS)), key=len)
+    valued = sum(1 for cell in cells if cell.strip(' "\r\n'))
+    if len(cells) > limits.max_columns + _EXCEL_COLUMNS or valued > limits.max_columns:
+        return ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"row {row} has more than {len(cells) - 1} columns in its first {longest} characters; "
+            f"the limit is {limits.max_columns}",
+            row=row, details={"columns": len(cells), "limit": limits.max_columns},
+        )
+    if several_lines:
+        return ExportRejected(
+            UNREADABLE_FILE,
+            f"row {row} runs over several lines and more than {longest} characters; "
+            "a quote is probably never closed",
+            row=row,
+        )
+    if not text.strip():
+        return ExportRejected(
+            UNREADABLE_FILE, f"line {row} holds more than {longest} characters of blank space", row=row,
+        )
+    return ExportRejected(
+        FIELD_TOO_LONG,
+        f"row {row} is more than {longest} characters long: a value is longer than the limit of "
+        f"{limits.max_field_length}",
+        row=row,
+    )
+
+
+def _find_delimiter(lines: Iterator[str], max_lines: int | None = None,
+                    budget: _RecordBudget | None = None) -> tuple[str, list[str], int]:
+    """The delimiter, the lines read to find it (to be parsed again) and how many blank lines
+    before those were dropped (they count for row numbers only).
+
+    Streaming: a blank line without quotes is counted, not kept (dropping it cannot change how
+    the csv module reads what follows; a line with an odd number of quotes could, so from there
+    on lines are kept). The search stops after `max_lines` lines; `_collect` then refuses the file.
+    """
     read: list[str] = []
-    for line in lines:
-        if not read and (hint := _SEP_LINE.match(line)):
+    dropped = 0
+    for number, line in enumerate(lines, start=1):
+        if number == 1 and (hint := _SEP_LINE.match(line)):
             # Excel's "sep=;" hint: not the header, but still line 1.
-            return hint.group(1), ["\n"]
-        read.append(line)
+            return hint.group(1), ["\n"], 0
         if line.strip(_NOT_CONTENT):
-            return _sniff_delimiter(line[:_HEAD_BYTES]), read
-    return ",", read
+            read.append(line)
+            return _sniff_delimiter(line[:_HEAD_BYTES]), read, dropped
+        if not read and line.count('"') % 2 == 0:
+            dropped += 1
+            if budget is not None:
+                budget.new_record()
+        else:
+            read.append(line)
+        if max_lines is not None and number > max_lines:
+            break
+    return ",", read, dropped
 
 
 def _sniff_delimiter(line: str) -> str:
@@ -351,14 +457,24 @@ def _sniff_delimiter(line: str) -> str:
     return max(_DELIMITERS, key=counts.__getitem__)
 
 
-def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(line the record starts on, cells) for every record, blank lines included."""
+def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
+                 budget: _RecordBudget | None = None,
+                 limits: Limits | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, cells) for every record, blank lines included.
+
+    `lines` start on line `first_line`; with a `budget` (lines from `_bounded_lines`), a record
+    outgrowing it is refused by `_overlong_record`.
+    """
     reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
-    start = 1
+    start = first_line
     try:
         for cells in reader:
+            if budget is not None:
+                budget.new_record()
             yield start, cells
-            start = reader.line_num + 1
+            start = first_line + reader.line_num
+    except _Overlong as exc:
+        raise _overlong_record(exc.text, start, budget.lines > 0, delimiter, limits) from None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc) and reader.line_num <= start:
             # One value over csv's own limit (128 KB) on one line: long, not badly quoted.
@@ -605,6 +721,13 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
     for header_row, header in records:
         if not _is_blank(header):
             break
+        if header_row > limits.max_lines_before_header:
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                f"the first {header_row} lines are blank; the header must be the first line with "
+                f"text, within the first {limits.max_lines_before_header + 1}",
+                row=header_row, details={"limit": limits.max_lines_before_header},
+            )
     else:
         raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
     parsed = _read_header(header, header_row, limits, first_column)

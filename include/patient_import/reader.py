@@ -575,7 +575,7 @@ _SHARED_REF = {False: re.compile(rb"""t=["']s["'][^>]*>\s*<(?:\w+:)?v>\s*([0-9]+
 _INLINE_CELL = (b"inlineStr", b'"str"', b"'str'")
 _TEXT_RUN = re.compile(rb"<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
 _VALUE_RUN = re.compile(rb"<(?:\w+:)?v>([^<]*)")
-_SI_EDGE = re.compile(rb"<(/?)(?:\w+:)?si\b[^>]*?(/?)>")
+_SI_PARTS = re.compile(rb"<(/?)(?:\w+:)?si\b[^>]*?(/?)>|<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
 _FIRST_SHEET_RID = re.compile(rb"""<(?:\w+:)?sheet\b[^>]*?\s(?:\w+:)?id\s*=\s*["']([^"']+)["']""")
 _SHARED_STRINGS_TARGET = re.compile(
     rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sType\s*=\s*["'][^"']*/sharedStrings["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""")
@@ -662,7 +662,8 @@ def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
 
 def _xml_pieces(path: Path, info: zipfile.ZipInfo) -> Iterator[tuple[bytes, int, int]]:
     """(buffer, end, offset) over a part's XML: whole pieces (tags, text, comments) up to `end`,
-    `offset` being where the buffer starts in the part. A piece over 1 MB is refused."""
+    `offset` being where the buffer starts in the part. A piece still open after more than
+    _MAX_XML_PIECE_BYTES is refused, so none longer than that and one read (2 MB) gets through."""
     carry, offset = b"", 0
     for chunk in _member_chunks(path, info):
         buf = carry + chunk
@@ -815,28 +816,34 @@ def _sheet_text(path: Path, info: zipfile.ZipInfo, lengths: array) -> int:
     strings = len(lengths)
     for buf, end, _ in _xml_pieces(path, info):
         spaced = any(p.search(buf, 0, end) for p in _SPACED_EQUALS)
-        for index in map(int, _SHARED_REF[spaced].findall(buf, 0, end)):
+        references = _SHARED_REF[spaced].findall(buf, 0, end)
+        for index in map(int, references):
             text += lengths[index] if index < strings else 0
         text += sum(map(len, _TEXT_RUN.findall(buf, 0, end)))
-        text += sum(map(len, _VALUE_RUN.findall(buf, 0, end)))
+        # Every value as it will be read (numbers too), but a shared string's index is not text.
+        text += sum(map(len, _VALUE_RUN.findall(buf, 0, end))) - sum(map(len, references))
     return text
 
 
 def _shared_string_lengths(path: Path, info: zipfile.ZipInfo, limits: Limits) -> array:
-    """The length in bytes (markup of rich text included) of every shared string, in order."""
+    """The length in bytes of every shared string's text (all its runs), in order."""
     lengths = array("I")
     allowed = _grid_budget(limits)
-    opened: int | None = None
-    for buf, end, offset in _xml_pieces(path, info):
-        for edge in _SI_EDGE.finditer(buf, 0, end):
-            if edge[1]:
-                if opened is not None:
-                    lengths.append(offset + edge.start() - opened)
-                opened = None
-            elif edge[2]:
+    length: int | None = None
+    for buf, end, _ in _xml_pieces(path, info):
+        for part in _SI_PARTS.finditer(buf, 0, end):
+            run = part[3]
+            if run is not None:  # a run of text
+                if length is not None:
+                    length += len(run)
+            elif part[1]:  # </si>
+                if length is not None:
+                    lengths.append(length)
+                length = None
+            elif part[2]:  # <si/>
                 lengths.append(0)
-            else:
-                opened = offset + edge.end()
+            else:  # <si>
+                length = 0
         if len(lengths) > allowed:
             raise ExportRejected(
                 FILE_TOO_LARGE,
@@ -958,15 +965,15 @@ class _Parsed:
 def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
     for header_row, header in records:
-        if not _is_blank(header):
-            break
-        if header_row > limits.max_lines_before_header:
+        if header_row > limits.max_lines_before_header + 1:
             raise ExportRejected(
                 UNREADABLE_FILE,
-                f"the first {header_row} lines are blank; the header must be the first line with "
+                f"the first {header_row - 1} lines are blank; the header must be the first line with "
                 f"text, within the first {limits.max_lines_before_header + 1}",
                 row=header_row, details={"limit": limits.max_lines_before_header},
             )
+        if not _is_blank(header):
+            break
     else:
         raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
     parsed = _read_header(header, header_row, limits, first_column)

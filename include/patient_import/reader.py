@@ -765,27 +765,31 @@ def _scan_sheet(path: Path, info: zipfile.ZipInfo, limits: Limits) -> _SheetScan
         else:
             scan.shared_cells += sum(buf.count(marker, 0, end) for marker in _SHARED_CELL)
         scan.inline_text = scan.inline_text or any(buf.find(m, 0, end) >= 0 for m in _INLINE_CELL)
+        if scan.max_row * scan.max_column > allowed:
+            raise _grid_refusal(scan, limits)  # no need to inflate the rest
     return scan
+
+
+def _grid_refusal(scan: _SheetScan, limits: Limits) -> ExportRejected:
+    if scan.max_column > limits.max_columns:
+        return ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"the first sheet has cells up to column {scan.max_column}; the limit is {limits.max_columns}",
+            details={"columns": scan.max_column, "limit": limits.max_columns},
+        )
+    return ExportRejected(
+        FILE_TOO_LARGE,
+        f"the first sheet's cells reach row {scan.max_row}"
+        + (f" and column {scan.max_column}" if scan.max_column > 26 else "")
+        + ", a range far larger than the data it holds (stray cells far below or right of the list?); "
+        "delete them and save again",
+        details={"rows": scan.max_row, "columns": scan.max_column},
+    )
 
 
 def _check_sheet_memory(path: Path, info: zipfile.ZipInfo, scan: _SheetScan, lengths: array,
                         limits: Limits) -> None:
     cells = scan.max_row * scan.max_column
-    if cells > _grid_budget(limits):
-        if scan.max_column > limits.max_columns:
-            raise ExportRejected(
-                TOO_MANY_COLUMNS,
-                f"the first sheet has cells up to column {scan.max_column}; the limit is {limits.max_columns}",
-                details={"columns": scan.max_column, "limit": limits.max_columns},
-            )
-        raise ExportRejected(
-            FILE_TOO_LARGE,
-            f"the first sheet's cells reach row {scan.max_row}"
-            + (f" and column {scan.max_column}" if scan.max_column > 26 else "")
-            + ", a range far larger than the data it holds (stray cells far below or right of the list?); "
-            "delete them and save again",
-            details={"rows": scan.max_row, "columns": scan.max_column},
-        )
     table = len(lengths) * _SHARED_STRING_BYTES + sum(lengths)
     # The text the cells hold: at most every "s" cell using the longest string, plus the sheet's
     # own XML when it holds text of its own; counted exactly only when that bound is too high.

@@ -37,16 +37,36 @@ Decisions:
   quoted values count), or the sheet's row for .xlsx. Rows whose cells are all blank are skipped
   and not counted. Values are kept as written (no trimming): normalising is a later step.
 - **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
-  uncompressed sizes (total and per-member ratio) against zip bombs. Numbers that are whole
-  lose ".0"; other numbers keep Excel's 15 significant digits; dates and datetimes become
+  uncompressed sizes (total and per-member ratio) against zip bombs and the memory checks
+  below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits; dates and datetimes become
   YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
   calamine's `iter_rows()` starts at the sheet's first row even when the first rows are empty,
   but at the first used column; both offsets are derived from the sheet, not assumed.
-  calamine loads the used range as a dense grid (about 32 bytes a cell, empty or not), so a few
-  cells far apart in a tiny file (one at XFD1048576) would ask for hundreds of gigabytes and abort
-  the process: before loading, the first sheet's XML is scanned for far cell references, and a
-  grid larger than max(2 million cells, half the sheet's XML bytes) is `too_many_columns` when a
-  value lies beyond `max_columns`, else `file_too_large`.
+- **Memory is bounded** (SPEC §7: no input within the limits makes a task need more than 2 GB;
+  `scripts/hostile_memory.py` measures each stage):
+  - *Before the header*: blank lines are counted, not kept, while the header is searched for; more
+    than `max_lines_before_header` (1,000) blank lines or sheet rows is `unreadable_file`.
+  - *A record* is read line by line with `readline(limit)`, never whole: one record (all its
+    lines) over `max_columns × (2 × max_field_length + 3) + 16,384` characters (every counted
+    column at the longest value, quoted with doubled quotes, plus the empty columns Excel writes
+    up to XFD) is refused at the row it starts on, after reading that much: `too_many_columns`
+    when its last line is mostly delimiters, `unreadable_file` when it runs over several lines (a
+    quote never closed) or is blank, else `field_too_long`. UTF-16 the same (counted in characters).
+  - *.xlsx*: calamine loads the first sheet's used range as a dense grid (about 32 bytes a cell,
+    empty or not) and copies a shared string into every cell that uses it. Before it is asked,
+    the zip's entry count and directory size are read from its end record (over 10,000 entries
+    or 8 MB: `file_too_large`, before zipfile builds an object per entry); the parts calamine
+    reads are inflated here, 1 MB at a time and checked against the sizes their entries declare
+    (a lying entry is `unreadable_file`); no piece of XML (tag, value, comment) may stay open
+    over 1 MB (`field_too_long` for a value, else `file_too_large`); the list of sheets and the
+    styles over 16 MB are `file_too_large`. The used range must fit an **absolute** cell budget,
+    `(max_rows + 1) × 20` cells but at least 2 million and at most 20 million (640 MB of grid),
+    whatever the size of the XML (`too_many_columns` when a cell lies beyond `max_columns`, else
+    `file_too_large`); the shared strings may not outnumber it; the text the cells hold, shared
+    strings counted as often as they are used, may not exceed `max_file_bytes` (the list as a CSV
+    would be refused: `file_too_large`); and grid, shared strings and text together must fit 1 GB.
+    Cheap bounds decide an honest sheet; the exact count of used text is a second pass, only when
+    they do not.
 """
 
 from __future__ import annotations

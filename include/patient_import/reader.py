@@ -660,7 +660,7 @@ def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
                 if not data:
                     raise _damaged()
                 left -= len(data)
-                while data:
+                while True:
                     out = inflate.decompress(data, _CHUNK_BYTES) if inflate else data
                     data = inflate.unconsumed_tail if inflate else b""
                     produced += len(out)
@@ -668,6 +668,9 @@ def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
                         break
                     if out:
                         yield out
+                    # A full output may leave more inflated bytes pending with no input left.
+                    if not data and (inflate is None or inflate.eof or len(out) < _CHUNK_BYTES):
+                        break
                 if produced > info.file_size:
                     break
         except zlib.error:

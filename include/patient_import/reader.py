@@ -593,6 +593,10 @@ _SHARED_CELL = (b't="s"', b"t='s'")
 _SHARED_REF = {False: re.compile(rb"""t=["']s["'][^>]*>\s*<(?:\w+:)?v>\s*([0-9]+)"""),
                True: re.compile(rb"""(?<![\w:.-])t[ \t\r\n]*=[ \t\r\n]*["']s["'][^>]*>\s*<(?:\w+:)?v>\s*([0-9]+)""")}
 _INLINE_CELL = (b"inlineStr", b'"str"', b"'str'")
+# Rows and cells, and the references they carry: fewer references than elements means some are
+# placed by position (SpreadsheetML allows it; Excel and openpyxl always write them).
+_ELEMENTS = (b"<row ", b"<row>", b"<c ", b"<c>")
+_REFERENCES = (b' r="', b" r='")
 _TEXT_RUN = re.compile(rb"<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
 _VALUE_RUN = re.compile(rb"<(?:\w+:)?v>([^<]*)")
 _SI_PARTS = re.compile(rb"<(/?)(?:\w+:)?si\b[^>]*?(/?)>|<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
@@ -747,6 +751,8 @@ class _SheetScan:
     max_column: int
     shared_cells: int = 0      # cells of type "s" (may be over-counted, never under)
     inline_text: bool = False  # inline strings or formula text: text that is not in the shared table
+    rows: int = 0              # <row> elements seen, while some rows or cells have no reference
+    open_row: int = 0          # cells of the last of them so far
 
 
 def _check_sheet_grid(path: Path, limits: Limits) -> None:
@@ -788,9 +794,23 @@ def _scan_sheet(path: Path, info: zipfile.ZipInfo, limits: Limits) -> _SheetScan
         else:
             scan.shared_cells += sum(buf.count(marker, 0, end) for marker in _SHARED_CELL)
         scan.inline_text = scan.inline_text or any(buf.find(m, 0, end) >= 0 for m in _INLINE_CELL)
+        if sum(buf.count(e, 0, end) for e in _ELEMENTS) > sum(buf.count(r, 0, end) for r in _REFERENCES):
+            _count_unreferenced(buf[:end], scan)
         if scan.max_row * scan.max_column > allowed:
             raise _grid_refusal(scan, limits)  # no need to inflate the rest
     return scan
+
+
+def _count_unreferenced(xml: bytes, scan: _SheetScan) -> None:
+    """Rows and cells written without `r`: calamine places each after the one before, so the
+    range may reach as many rows and, in the widest row, as many columns past the references."""
+    rows = xml.split(b"<row")
+    cells = [row.count(b"<c ") + row.count(b"<c>") for row in rows]
+    cells[0] += scan.open_row  # the row still open at the end of the piece before
+    scan.open_row = cells[-1]
+    scan.rows += len(rows) - 1
+    scan.max_row = max(scan.max_row, scan.rows)
+    scan.max_column = max(scan.max_column, 26 + max(cells))
 
 
 def _grid_refusal(scan: _SheetScan, limits: Limits) -> ExportRejected:

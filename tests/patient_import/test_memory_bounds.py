@@ -423,3 +423,28 @@ def test_styles_part_beyond_its_budget_is_refused(tmp_path, monkeypatch, no_cala
     exc = rejection(_book(tmp_path, _HEADER_ROW, extra={"xl/styles.xml": styles}))
 
     assert exc.code == FILE_TOO_LARGE
+
+
+def test_cells_without_references_count_towards_the_grid(tmp_path, monkeypatch, no_calamine):
+    # SpreadsheetML may leave out `r`: calamine places each cell after the one before. 5 rows of
+    # 30,000 cells is a 150,000-cell grid, over a budget of 100,000.
+    monkeypatch.setattr(reader, "_GRID_FLOOR_CELLS", 100_000)
+    monkeypatch.setattr(reader, "_GRID_MAX_CELLS", 100_000)
+    monkeypatch.setattr(reader, "_CHUNK_BYTES", 16 * 1024)  # rows span many reads
+    noise = random.Random(3)
+    wide = b"".join(b"<row>" + b"".join(b"<c><v>%d</v></c>" % noise.randrange(10 ** 6) for _ in range(30_000))
+                    + b"</row>" for _ in range(5))
+
+    exc = rejection(_book(tmp_path, _HEADER_ROW + wide), max_columns=100_000)
+
+    assert exc.code == FILE_TOO_LARGE
+    assert exc.details["columns"] >= 30_000
+
+
+def test_honest_rows_without_references_are_read(tmp_path):
+    rows = b"<row><c t=\"inlineStr\"><is><t>Account #</t></is></c><c t=\"inlineStr\"><is><t>Last Name</t></is></c></row>"
+    rows += b"".join(b"<row><c><v>%d</v></c><c t=\"inlineStr\"><is><t>Quix</t></is></c></row>" % n for n in range(5))
+
+    parsed = read(_book(tmp_path, rows))
+
+    assert parsed.frame.astype(object).values.tolist() == [[n + 2, str(n), "Quix"] for n in range(5)]

@@ -38,8 +38,8 @@ Decisions:
   and not counted. Values are kept as written (no trimming): normalising is a later step.
 - **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
   uncompressed sizes (total and per-member ratio) against zip bombs and the memory checks
-  below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits; dates and datetimes become
-  YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
+  below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits;
+  dates and datetimes become YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
   calamine's `iter_rows()` starts at the sheet's first row even when the first rows are empty,
   but at the first used column; both offsets are derived from the sheet, not assumed.
 - **Memory is bounded** (SPEC §7: no input within the limits makes a task need more than 2 GB;
@@ -62,7 +62,8 @@ Decisions:
     styles over 16 MB are `file_too_large`. The used range must fit an **absolute** cell budget,
     `(max_rows + 1) × 20` cells but at least 2 million and at most 20 million (640 MB of grid),
     whatever the size of the XML (`too_many_columns` when a cell lies beyond `max_columns`, else
-    `file_too_large`); the shared strings may not outnumber it; the text the cells hold, shared
+    `file_too_large`; rows and cells written without a reference count by position, as calamine
+    places them); the shared strings may not outnumber it; the text the cells hold, shared
     strings counted as often as they are used, may not exceed `max_file_bytes` (the list as a CSV
     would be refused: `file_too_large`); and grid, shared strings and text together must fit 1 GB.
     Cheap bounds decide an honest sheet; the exact count of used text is a second pass, only when

@@ -140,13 +140,14 @@ def _sheet(rows: Iterator[bytes]) -> Iterator[bytes]:
 
 
 def _padded_sheet(path: Path) -> None:
-    # About 900 MB of comments, varied enough to stay under the zip-bomb ratio, around two far
-    # cells: A2500000 and GR1 span 2.5 million rows by 200 columns.
+    # A GB of comments (the old guard allowed half the XML's bytes in cells), varied enough to
+    # stay under the zip-bomb ratio, around two far cells: A2500000 and GR1 span 2.5 million rows
+    # by 200 columns, a 16 GB grid.
     rng = random.Random(11)
 
     def rows() -> Iterator[bytes]:
-        yield b'<row r="2"><c r="A2"><v>1</v></c><c r="GR2"><v>1</v></c></row>'
-        for _ in range(900):
+        yield b'<row r="1"><c r="GR1"><v>1</v></c></row>'
+        for _ in range(1_000):
             yield b"".join(b"<!--%s%08x-->" % (b"p" * 1000, rng.getrandbits(32)) for _ in range(1000))
         yield b'<row r="2500000"><c r="A2500000"><v>1</v></c></row>'
     _workbook(path, _book_parts(_sheet(rows())), level=1)
@@ -251,7 +252,7 @@ def corpus() -> list[Hostile]:
         Hostile("unclosed_quote_utf16.txt", "a quote never closed over 100 MB of UTF-16 lines",
                 _text("utf-16-le", HEADER.replace(",", "\t") + '\r\n1000\t"Quixote', "Zebulon\t62701\r\n",
                       50 * MB // 15), frozenset({R})),
-        Hostile("padded_sheet.xlsx", "900 MB of XML comments around cells at A2500000 and GR2", _padded_sheet,
+        Hostile("padded_sheet.xlsx", "1 GB of XML comments around cells at A2500000 and GR1", _padded_sheet,
                 frozenset({F, C})),
         Hostile("many_zip_entries.xlsx", "a workbook with 300,000 zip entries", _many_entries, frozenset({F})),
         Hostile("many_sheets.xlsx", "a workbook listing 500,000 sheets", _many_sheets, frozenset({F})),

@@ -13,6 +13,8 @@ Prints, and exits 1 when a must-be-zero figure is not zero:
 - **rows lost / duplicated** (must be 0): a generated export with duplicate and bad rows,
   imported twice; every row must have one recorded outcome, every patient the report counts as
   imported must be in the store and the upload file once, and the second import adds nobody.
+- **hostile memory** (must stay ≤ 2 GB): scripts/hostile_memory.py, each memory-hostile input
+  imported one stage per process, the peak resident memory of each stage printed.
 - **faults injected / survived**: summed from the JSON files other tests (fault injection,
   marker scans) leave in `$PATIENT_IMPORT_HOME/reliability/` (default `var/reliability/`), each
   `{"faults_injected": n, "faults_survived": n, "markers_found": n}` (any key may be missing).
@@ -28,6 +30,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -263,13 +266,18 @@ def main(argv: list[str] | None = None) -> int:
           f"   ({ROWS_EXPORT_ROWS} generated rows imported twice: {rows['first']} then {rows['second']})")
     print(f"  rows duplicated (must be 0)         {figures.rows_duplicated}   ({rows['stored']} patients stored)")
     print(f"  took {time.perf_counter() - started:.0f} s")
-    for failure in figures.failures:
+    # Its own processes, its own home and the embedded limits: nothing of the corpus run above.
+    sys.stdout.flush()
+    memory = subprocess.run([sys.executable, str(ROOT / "scripts" / "hostile_memory.py")], cwd=ROOT)
+    failures = figures.failures + (["hostile memory: a stage over 2 GB, crashed or misjudged"]
+                                   if memory.returncode else [])
+    for failure in failures:
         print(f"FAILED: {failure}")
     # The plain closing line CI reads: one check per must-hold figure above.
-    checks = 5
-    print(f"reliability: {checks - min(len(figures.failures), checks)} passed, "
-          f"{min(len(figures.failures), checks)} failed")
-    return 1 if figures.failures else 0
+    checks = 6
+    print(f"reliability: {checks - min(len(failures), checks)} passed, "
+          f"{min(len(failures), checks)} failed")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -34,16 +34,37 @@ Decisions:
   quoted values count), or the sheet's row for .xlsx. Rows whose cells are all blank are skipped
   and not counted. Values are kept as written (no trimming): normalising is a later step.
 - **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
-  uncompressed sizes (total and per-member ratio) against zip bombs. Numbers that are whole
-  lose ".0"; other numbers keep Excel's 15 significant digits; dates and datetimes become
-  YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
+  uncompressed sizes (total and per-member ratio) against zip bombs and the memory checks
+  below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits;
+  dates and datetimes become YYYY-MM-DD; booleans TRUE/FALSE; error cells and empty cells "".
   calamine's `iter_rows()` starts at the sheet's first row even when the first rows are empty,
   but at the first used column; both offsets are derived from the sheet, not assumed.
-  calamine loads the used range as a dense grid (about 32 bytes a cell, empty or not), so a few
-  cells far apart in a tiny file (one at XFD1048576) would ask for hundreds of gigabytes and abort
-  the process: before loading, the first sheet's XML is scanned for far cell references, and a
-  grid larger than max(2 million cells, half the sheet's XML bytes) is `too_many_columns` when a
-  value lies beyond `max_columns`, else `file_too_large`.
+- **Memory is bounded** (SPEC §7: no input within the limits makes a task need more than 2 GB;
+  `scripts/hostile_memory.py` measures each stage):
+  - *Before the header*: blank lines are counted, not kept, while the header is searched for; more
+    than `max_lines_before_header` (1,000) blank lines or sheet rows is `unreadable_file`.
+  - *A record* is read line by line with `readline(limit)`, never whole: one record (all its
+    lines) over `max_columns × (2 × max_field_length + 3) + 16,384` characters (every counted
+    column at the longest value, quoted with doubled quotes, plus the empty columns Excel writes
+    up to XFD) is refused at the row it starts on, after reading that much: `too_many_columns`
+    when its last line is mostly delimiters, `unreadable_file` when it runs over several lines (a
+    quote never closed) or is blank, else `field_too_long`. UTF-16 the same (counted in characters).
+  - *.xlsx*: calamine loads the first sheet's used range as a dense grid (about 32 bytes a cell,
+    empty or not) and copies a shared string into every cell that uses it. Before it is asked,
+    the zip's entry count and directory size are read from its end record (over 10,000 entries
+    or 8 MB: `file_too_large`, before zipfile builds an object per entry); the parts calamine
+    reads are inflated here, 1 MB at a time and checked against the sizes their entries declare
+    (a lying entry is `unreadable_file`); no piece of XML (tag, value, comment) may stay open
+    over 1 MB (`field_too_long` for a value, else `file_too_large`); the list of sheets and the
+    styles over 16 MB are `file_too_large`. The used range must fit an **absolute** cell budget,
+    `(max_rows + 1) × 20` cells but at least 2 million and at most 20 million (640 MB of grid),
+    whatever the size of the XML (`too_many_columns` when a cell lies beyond `max_columns`, else
+    `file_too_large`; rows and cells written without a reference count by position, as calamine
+    places them); the shared strings may not outnumber it; the text the cells hold, shared
+    strings counted as often as they are used, may not exceed `max_file_bytes` (the list as a CSV
+    would be refused: `file_too_large`); and grid, shared strings and text together must fit 1 GB.
+    Cheap bounds decide an honest sheet; the exact count of used text is a second pass, only when
+    they do not.
 """
 
 from __future__ import annotations
@@ -55,8 +76,10 @@ import functools
 import io
 import mmap
 import re
+import struct
 import zipfile
 import zlib
+from array import array
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time
@@ -199,8 +222,13 @@ def detect_file_type(path: Path, head: bytes) -> str:
         _refuse("binary data (it holds NUL bytes)")
     else:
         text = head.decode("utf-8", errors="replace")
-    delimiter, _ = _find_delimiter(io.StringIO(text, newline=""))
+    delimiter, *_ = _find_delimiter(io.StringIO(text, newline=""))
     return "tsv" if delimiter == "\t" else "csv"
+
+
+def _head_of(archive: zipfile.ZipFile, member: str) -> bytes:
+    with archive.open(member) as stream:
+        return stream.read(100)  # never the whole member: it may be a bomb
 
 
 def _refuse(what: str) -> NoReturn:
@@ -209,6 +237,7 @@ def _refuse(what: str) -> NoReturn:
 
 def _zip_kind(path: Path) -> str:
     named_xlsx = path.suffix.lower() in (".xlsx", ".xlsm")
+    _check_zip_directory(path)
     try:
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
@@ -220,7 +249,7 @@ def _zip_kind(path: Path) -> str:
                 what = "a Word document"
             elif "ppt/presentation.xml" in names:
                 what = "a PowerPoint presentation"
-            elif "mimetype" in names and b"spreadsheet" in archive.read("mimetype")[:100]:
+            elif "mimetype" in names and b"spreadsheet" in _head_of(archive, "mimetype"):
                 what = "an OpenDocument spreadsheet (.ods)"
             else:
                 what = "a zip archive without an Excel workbook in it"
@@ -263,10 +292,18 @@ class _QuotingBroken(ExportRejected):
 
 
 def _parse_text(path: Path, encoding: str, limits: Limits, read_records) -> tuple[str, _Parsed]:
+    """One pass over a text export with `read_records` (`_csv_records` or `_page_records`), every
+    record bounded by `_max_record_chars` while it is read (SPEC §7)."""
+    budget = _RecordBudget(_max_record_chars(limits))
     with path.open("r", encoding=encoding, newline="") as f:
-        lines = iter(f)
-        delimiter, leading = _find_delimiter(lines)
-        records = read_records(chain(leading, lines), delimiter)
+        lines = _bounded_lines(f, budget)
+        try:
+            delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
+        except _Overlong as exc:
+            raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
+                                   None, limits) from None
+        records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
+                               budget=budget, limits=limits)
         try:
             return delimiter, _collect(records, limits, first_column=1)
         except _QuotingBroken as broken:
@@ -274,11 +311,19 @@ def _parse_text(path: Path, encoding: str, limits: Limits, read_records) -> tupl
             raise
 
 
-def _page_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
+def _page_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
+                  budget: _RecordBudget | None = None,
+                  limits: Limits | None = None) -> Iterator[tuple[int, list[str]]]:
     """A copied page's records: one a line, split on the delimiter; a quote is text unless it
     wraps a whole field (as Excel's "Text (Tab delimited)" writes it)."""
-    for number, line in enumerate(lines, start=1):
-        yield number, [_unwrap(cell) for cell in line.rstrip("\r\n").split(delimiter)]
+    number = first_line - 1
+    try:
+        for number, line in enumerate(lines, start=first_line):
+            if budget is not None:
+                budget.new_record()
+            yield number, [_unwrap(cell) for cell in line.rstrip("\r\n").split(delimiter)]
+    except _Overlong as exc:
+        raise _overlong_record(exc.text, number + 1, False, delimiter, limits) from None
 
 
 def _unwrap(cell: str) -> str:
@@ -307,7 +352,7 @@ def _text_encoding(path: Path, head: bytes) -> str:
                 )
             return "utf-8-sig"
         # Latin-1 reads the header's delimiter the same in every candidate encoding.
-        delimiter, _ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
+        delimiter, *_ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
         return choose_encoding(path, data, delimiter)
 
 
@@ -345,17 +390,117 @@ def _line_at(data: mmap.mmap, offset: int) -> int:
     return before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
 
 
-def _find_delimiter(lines: Iterator[str]) -> tuple[str, list[str]]:
-    """The delimiter, and the lines read to find it (to be parsed again, line count intact)."""
+# The longest record a file within the limits can hold: every counted column at the longest
+# value, quoted with every character a doubled quote, plus the empty columns Excel writes up to
+# its last column (XFD = 16,384) when its used range is wider than the data.
+_EXCEL_COLUMNS = 16_384
+
+
+def _max_record_chars(limits: Limits) -> int:
+    return limits.max_columns * (2 * limits.max_field_length + 3) + _EXCEL_COLUMNS
+
+
+class _RecordBudget:
+    """Characters and lines of the record being read, shared by `_bounded_lines` and its reader."""
+
+    __slots__ = ("chars", "limit", "line", "lines")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.chars = 0   # of the record being read
+        self.lines = 0   # lines of the record being read, already handed over
+        self.line = 0    # physical lines handed over in all
+
+    def new_record(self) -> None:
+        self.chars = self.lines = 0
+
+
+class _Overlong(Exception):
+    """A record outgrew its budget; `text` is its last line, cut at the budget (a few hundred KB)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__("record over its budget")
+        self.text = text
+
+
+def _bounded_lines(f: io.TextIOBase, budget: _RecordBudget) -> Iterator[str]:
+    """The file's lines, no record longer than the budget: one row of 200 MB of delimiters, or an
+    unclosed quote swallowing the file, is refused after reading a few hundred KB of it, where
+    iterating the file (or the csv module's 128 KB field limit) would hold it whole first."""
+    readline = f.readline
+    while True:
+        room = budget.limit - budget.chars
+        line = readline(room)
+        if len(line) >= room:
+            raise _Overlong(line)
+        if not line:
+            return
+        budget.chars += len(line)
+        budget.lines += 1
+        budget.line += 1
+        yield line
+
+
+def _overlong_record(text: str, row: int, several_lines: bool, delimiter: str | None,
+                     limits: Limits | None) -> ExportRejected:
+    """The rejection for a record over `_max_record_chars`, from what its last line looks like."""
+    limits = limits or Limits.from_env()
+    longest = _max_record_chars(limits)
+    cells = max((text.split(d) for d in ((delimiter,) if delimiter else _DELIMITERS)), key=len)
+    valued = sum(1 for cell in cells if cell.strip(' "\r\n'))
+    if len(cells) > limits.max_columns + _EXCEL_COLUMNS or valued > limits.max_columns:
+        return ExportRejected(
+            TOO_MANY_COLUMNS,
+            f"row {row} has more than {len(cells) - 1} columns in its first {longest} characters; "
+            f"the limit is {limits.max_columns}",
+            row=row, details={"columns": len(cells), "limit": limits.max_columns},
+        )
+    if several_lines:
+        return ExportRejected(
+            UNREADABLE_FILE,
+            f"row {row} runs over several lines and more than {longest} characters; "
+            "a quote is probably never closed",
+            row=row,
+        )
+    if not text.strip():
+        return ExportRejected(
+            UNREADABLE_FILE, f"line {row} holds more than {longest} characters of blank space", row=row,
+        )
+    return ExportRejected(
+        FIELD_TOO_LONG,
+        f"row {row} is more than {longest} characters long: a value is longer than the limit of "
+        f"{limits.max_field_length}",
+        row=row,
+    )
+
+
+def _find_delimiter(lines: Iterator[str], max_lines: int | None = None,
+                    budget: _RecordBudget | None = None) -> tuple[str, list[str], int]:
+    """The delimiter, the lines read to find it (to be parsed again) and how many blank lines
+    before those were dropped (they count for row numbers only).
+
+    Streaming: a blank line without quotes is counted, not kept (dropping it cannot change how
+    the csv module reads what follows; a line with an odd number of quotes could, so from there
+    on lines are kept). The search stops after `max_lines` lines; `_collect` then refuses the file.
+    """
     read: list[str] = []
-    for line in lines:
-        if not read and (hint := _SEP_LINE.match(line)):
+    dropped = 0
+    for number, line in enumerate(lines, start=1):
+        if number == 1 and (hint := _SEP_LINE.match(line)):
             # Excel's "sep=;" hint: not the header, but still line 1.
-            return hint.group(1), ["\n"]
-        read.append(line)
+            return hint.group(1), ["\n"], 0
         if line.strip(_NOT_CONTENT):
-            return _sniff_delimiter(line[:_HEAD_BYTES]), read
-    return ",", read
+            read.append(line)
+            return _sniff_delimiter(line[:_HEAD_BYTES]), read, dropped
+        if not read and line.count('"') % 2 == 0:
+            dropped += 1
+            if budget is not None:
+                budget.new_record()
+        else:
+            read.append(line)
+        if max_lines is not None and number > max_lines:
+            break
+    return ",", read, dropped
 
 
 def _sniff_delimiter(line: str) -> str:
@@ -371,14 +516,24 @@ def _sniff_delimiter(line: str) -> str:
     return max(_DELIMITERS, key=counts.__getitem__)
 
 
-def _csv_records(lines: Iterable[str], delimiter: str) -> Iterator[tuple[int, list[str]]]:
-    """(line the record starts on, cells) for every record, blank lines included."""
+def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
+                 budget: _RecordBudget | None = None,
+                 limits: Limits | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line the record starts on, cells) for every record, blank lines included.
+
+    `lines` start on line `first_line`; with a `budget` (lines from `_bounded_lines`), a record
+    outgrowing it is refused by `_overlong_record`.
+    """
     reader = csv.reader(lines, delimiter=delimiter, quotechar='"', doublequote=True, strict=True)
-    start = 1
+    start = first_line
     try:
         for cells in reader:
+            if budget is not None:
+                budget.new_record()
             yield start, cells
-            start = reader.line_num + 1
+            start = first_line + reader.line_num
+    except _Overlong as exc:
+        raise _overlong_record(exc.text, start, budget.lines > 0, delimiter, limits) from None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc) and reader.line_num <= start:
             # One value over csv's own limit (128 KB) on one line: long, not badly quoted.
@@ -447,16 +602,172 @@ def _check_inflated_size(path: Path, limits: Limits) -> None:
             )
 
 
-# An honest sheet has at least a couple of XML bytes per cell of its used range; a sparse one
-# (a stray cell far below or right of the list) may still be loaded up to this many cells.
+# calamine loads the first sheet's used range as a dense grid (about 32 bytes a cell, empty or
+# not) and gives every cell that uses a shared string a copy of its own. The budget is absolute,
+# so that no sheet, however padded, has calamine ask for more than about 1 GB: a few cells far
+# apart in a tiny file (one at XFD1048576) would otherwise ask for hundreds of gigabytes and abort
+# the process. Up to max_rows rows of _GRID_COLUMNS columns fit; never fewer than the floor, never
+# more than the cap (Excel's full height, 1,048,576 rows, at 19 columns).
+_GRID_MAX_CELLS = 20_000_000
 _GRID_FLOOR_CELLS = 2_000_000
-_XML_BYTES_PER_CELL = 2
+_GRID_COLUMNS = 20  # a patient list's 16 fields, "Import Problem" and a few of the office's own
+_CELL_BYTES = 32
+_SHARED_STRING_BYTES = 48  # calamine's cost of one shared-strings entry besides its text
+_XLSX_MEMORY_BYTES = 1024 ** 3
+# No piece of an honest sheet's XML (a tag, a value, a comment) is this long: Excel's longest
+# cell (32,767 characters), escaped, is under 200 KB. quick-xml buffers a piece whole.
+_MAX_XML_PIECE_BYTES = 1024 * 1024
+_LONG_PIECES = ((b"<!--", b"-->"), (b"<![CDATA[", b"]]>"))  # may hold "<"
+_VALUE_PIECE = re.compile(rb"<(?:\w+:)?[tv][\s>]")
+# An honest workbook has a few dozen parts. zipfile builds an object per entry and calamine a map
+# of them, so the directory is measured from the zip's end record before either reads it.
+_MAX_ZIP_ENTRIES = 10_000
+_MAX_ZIP_DIRECTORY_BYTES = 8 * 1024 * 1024
+# Parts calamine reads whole besides the sheet and its strings (the list of sheets, styles).
+_MAX_SMALL_PART_BYTES = 16 * 1024 * 1024
+_END_OF_DIRECTORY = struct.Struct("<4s4H2LH")
 # Cell and row references (`r="AB12"`). Every writer puts no space around "="; patterns that
 # start with a literal are ten times faster, so the spaced form XML also allows is looked for
 # separately and only then matched with the slower patterns.
-_SPACED_EQUALS = (re.compile(rb"r[ \t\r\n]+="), re.compile(rb"=[ \t\r\n]+[\"']"))
+_SPACED_EQUALS = (re.compile(rb"[rt][ \t\r\n]+="), re.compile(rb"=[ \t\r\n]+[\"']"))
 _REF_START = {False: rb"r=[\"']", True: rb"(?<![\w:.-])r[ \t\r\n]*=[ \t\r\n]*[\"']"}
+_SHARED_CELL = (b't="s"', b"t='s'")
+_SHARED_REF = {False: re.compile(rb"""t=["']s["'][^>]*>\s*<(?:\w+:)?v>\s*([0-9]+)"""),
+               True: re.compile(rb"""(?<![\w:.-])t[ \t\r\n]*=[ \t\r\n]*["']s["'][^>]*>\s*<(?:\w+:)?v>\s*([0-9]+)""")}
+_INLINE_CELL = (b"inlineStr", b'"str"', b"'str'")
+# Rows and cells, and the references they carry: fewer references than elements means some are
+# placed by position (SpreadsheetML allows it; Excel and openpyxl always write them).
+_ELEMENTS = (b"<row ", b"<row>", b"<c ", b"<c>")
+_REFERENCES = (b' r="', b" r='")
+_TEXT_RUN = re.compile(rb"<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
+_VALUE_RUN = re.compile(rb"<(?:\w+:)?v>([^<]*)")
+_SI_PARTS = re.compile(rb"<(/?)(?:\w+:)?si\b[^>]*?(/?)>|<(?:\w+:)?t(?:\s[^>]*)?>([^<]*)")
 _FIRST_SHEET_RID = re.compile(rb"""<(?:\w+:)?sheet\b[^>]*?\s(?:\w+:)?id\s*=\s*["']([^"']+)["']""")
+_SHARED_STRINGS_TARGET = re.compile(
+    rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sType\s*=\s*["'][^"']*/sharedStrings["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""")
+
+
+def _grid_budget(limits: Limits) -> int:
+    """The most cells (rows × columns of the used range) the first sheet may span."""
+    return min(_GRID_MAX_CELLS, max(_GRID_FLOOR_CELLS, (limits.max_rows + 1) * _GRID_COLUMNS))
+
+
+def _check_zip_directory(path: Path) -> None:
+    """Refuse a zip whose directory alone would cost memory, from its end record (SPEC §7)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        f.seek(max(0, size - (_END_OF_DIRECTORY.size + 0xFFFF + 20)))
+        tail = f.read()
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) - at < _END_OF_DIRECTORY.size:
+            return  # zipfile says what is wrong
+        *_, entries, directory, _, _ = _END_OF_DIRECTORY.unpack_from(tail, at)
+        locator = at - 20
+        if (entries == 0xFFFF or directory == 0xFFFFFFFF) and tail[max(locator, 0):at].startswith(b"PK\x06\x07"):
+            (offset,) = struct.unpack_from("<Q", tail, locator + 8)  # the zip64 end record
+            f.seek(offset)
+            record = f.read(56)
+            if len(record) == 56 and record.startswith(b"PK\x06\x06"):
+                entries, directory = struct.unpack_from("<QQ", record, 32)
+    if entries > _MAX_ZIP_ENTRIES or directory > _MAX_ZIP_DIRECTORY_BYTES:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"the zip holds {entries} entries ({_mb(directory)} of directory); a workbook holds a "
+            f"few dozen and the limit is {_MAX_ZIP_ENTRIES}",
+            details={"entries": entries, "limit": _MAX_ZIP_ENTRIES},
+        )
+
+
+def _damaged() -> ExportRejected:
+    return ExportRejected(UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}")
+
+
+def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
+    """A zip member's bytes, inflated about 1 MB at a time, checked against the size it declares.
+
+    Not zipfile's reader: it stops at the declared size, where calamine's inflates the whole
+    stream, so a member lying about its size would show the checks only its harmless start.
+    """
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise _damaged()  # encrypted, or compressed in a way Excel never uses
+    produced = 0
+    with path.open("rb") as f:
+        f.seek(info.header_offset)
+        header = f.read(30)
+        if len(header) < 30 or not header.startswith(b"PK\x03\x04"):
+            raise _damaged()
+        name_length, extra_length = struct.unpack_from("<HH", header, 26)
+        f.seek(info.header_offset + 30 + name_length + extra_length)
+        inflate = zlib.decompressobj(-15) if info.compress_type == zipfile.ZIP_DEFLATED else None
+        left = info.compress_size
+        try:
+            while left > 0 and not (inflate and inflate.eof):
+                data = f.read(min(left, _CHUNK_BYTES))
+                if not data:
+                    raise _damaged()
+                left -= len(data)
+                while True:
+                    out = inflate.decompress(data, _CHUNK_BYTES) if inflate else data
+                    data = inflate.unconsumed_tail if inflate else b""
+                    produced += len(out)
+                    if produced > info.file_size:
+                        break
+                    if out:
+                        yield out
+                    # A full output may leave more inflated bytes pending with no input left.
+                    if not data and (inflate is None or inflate.eof or len(out) < _CHUNK_BYTES):
+                        break
+                if produced > info.file_size:
+                    break
+        except zlib.error:
+            raise _damaged() from None
+    if produced != info.file_size or (inflate and not inflate.eof):
+        raise ExportRejected(
+            UNREADABLE_FILE,
+            f"the workbook part {info.filename!r} does not hold what its zip entry declares; "
+            "the file is damaged or was made to mislead",
+        )
+
+
+def _xml_pieces(path: Path, info: zipfile.ZipInfo) -> Iterator[tuple[bytes, int, int]]:
+    """(buffer, end, offset) over a part's XML: whole pieces (tags, text, comments) up to `end`,
+    `offset` being where the buffer starts in the part. A piece still open after more than
+    _MAX_XML_PIECE_BYTES is refused, so none longer than that and one read (2 MB) gets through."""
+    carry, offset = b"", 0
+    for chunk in _member_chunks(path, info):
+        buf = carry + chunk
+        cut = max(buf.rfind(b"<"), 0)  # no "<" at all: one piece, carried whole
+        for opening, closing in _LONG_PIECES:
+            at = buf.rfind(opening)
+            if 0 <= at < cut and buf.find(closing, at + len(opening)) < 0:
+                cut = at
+        if len(buf) - cut > _MAX_XML_PIECE_BYTES:
+            raise _long_piece(info.filename, buf[cut:cut + 64])
+        yield buf, cut, offset
+        carry, offset = buf[cut:], offset + cut
+    if carry:
+        yield carry, len(carry), offset
+
+
+def _long_piece(member: str, start: bytes) -> ExportRejected:
+    limit = _mb(_MAX_XML_PIECE_BYTES)
+    if _VALUE_PIECE.match(start):
+        return ExportRejected(FIELD_TOO_LONG, f"a cell of the workbook holds more than {limit} of text")
+    what = "a comment" if start.startswith(b"<!--") else "one piece"
+    return ExportRejected(
+        FILE_TOO_LARGE,
+        f"the workbook part {member!r} holds more than {limit} of XML in {what}; this is not a normal workbook",
+    )
+
+
+def _read_small_part(path: Path, info: zipfile.ZipInfo, what: str) -> bytes:
+    if info.file_size > _MAX_SMALL_PART_BYTES:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"the workbook's {what} ({info.filename!r}) is {_mb(info.file_size)}; a workbook's is a "
+            f"few KB and the limit is {_mb(_MAX_SMALL_PART_BYTES)}",
+        )
+    return b"".join(_member_chunks(path, info))
 
 
 @functools.cache
@@ -474,77 +785,195 @@ def _column_number(letters: bytes) -> int:
     return number
 
 
-def _check_sheet_grid(path: Path, limits: Limits) -> None:
-    """Refuse a first sheet whose used range calamine would load as a huge, mostly empty grid.
+@dataclass
+class _SheetScan:
+    """What the first sheet's XML says about the memory calamine will need for it."""
 
-    Only references that could break the bound are looked at (rows with many digits, columns of
-    two letters or more), so an honest sheet costs one inflate and two C-level scans.
+    max_row: int
+    max_column: int
+    shared_cells: int = 0      # cells of type "s" (may be over-counted, never under)
+    inline_text: bool = False  # inline strings or formula text: text that is not in the shared table
+    rows: int = 0              # <row> elements seen, while some rows or cells have no reference
+    open_row: int = 0          # cells of the last of them so far
+
+
+def _check_sheet_grid(path: Path, limits: Limits) -> None:
+    """Refuse a workbook whose first sheet calamine would load into more than about 1 GB (SPEC §7).
+
+    Looks at the sheet's used range (only references that could break the budget: rows with many
+    digits, columns of two letters or more), the shared strings (their number and lengths) and,
+    only when a cheap bound does not settle it, the text the cells expand to; every part it reads
+    is inflated in 1 MB steps, its pieces bounded. An honest sheet costs one inflate and a few
+    C-level scans.
     """
     with zipfile.ZipFile(path) as archive:
-        first = _first_sheet_member(archive)
-        # Not found the way calamine would find it: look at every XML part rather than none.
-        members = [first] if first else [n for n in archive.namelist() if n.lower().endswith(".xml")]
-        for member in members:
-            _check_member_grid(archive, member, limits)
+        infos = {info.filename: info for info in archive.infolist()}
+    for name, info in infos.items():
+        if name.lower() in ("xl/styles.xml", "[content_types].xml"):
+            _read_small_part(path, info, "styles" if "styles" in name else "content list")
+    first, strings_part = _workbook_parts(path, infos)
+    lengths = _shared_string_lengths(path, infos[strings_part], limits) if strings_part else array("I")
+    # Not found the way calamine would find it: look at every XML part rather than none.
+    members = [first] if first else [n for n in infos if n.lower().endswith(".xml") and n != strings_part]
+    for member in members:
+        scan = _scan_sheet(path, infos[member], limits)
+        _check_sheet_memory(path, infos[member], scan, lengths, limits)
 
 
-def _check_member_grid(archive: zipfile.ZipFile, member: str, limits: Limits) -> None:
-    allowed = max(_GRID_FLOOR_CELLS, archive.getinfo(member).file_size // _XML_BYTES_PER_CELL)
+def _scan_sheet(path: Path, info: zipfile.ZipInfo, limits: Limits) -> _SheetScan:
+    allowed = _grid_budget(limits)
     digits = len(str(allowed // max(26, limits.max_columns)))
     # Unless a reference says otherwise, rows stay below 10**(digits-1) and columns within Z.
-    max_row, max_column = 10 ** (digits - 1) - 1, 26
-    try:
-        with archive.open(member) as stream:
-            carry = b""
-            while chunk := stream.read(_CHUNK_BYTES):
-                buf = carry + chunk
-                cut = buf.rfind(b"<")
-                cut = len(buf) if cut < 0 else cut
-                spaced = any(p.search(buf, 0, cut) for p in _SPACED_EQUALS)
-                far_row, wide_column = _reference_patterns(digits, spaced)
-                max_row = max(max_row, max(map(int, far_row.findall(buf, 0, cut)), default=0))
-                columns = set(wide_column.findall(buf, 0, cut))
-                max_column = max(max_column, max(map(_column_number, columns), default=0))
-                carry = buf[cut:]
-    except (zipfile.BadZipFile, zlib.error, EOFError):
-        raise ExportRejected(
-            UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
-        ) from None
-    if max_row * max_column <= allowed:
-        return
-    if max_column > limits.max_columns:
-        raise ExportRejected(
+    scan = _SheetScan(10 ** (digits - 1) - 1, 26)
+    for buf, end, _ in _xml_pieces(path, info):
+        spaced = any(p.search(buf, 0, end) for p in _SPACED_EQUALS)
+        far_row, wide_column = _reference_patterns(digits, spaced)
+        scan.max_row = max(scan.max_row, max(map(int, far_row.findall(buf, 0, end)), default=0))
+        columns = set(wide_column.findall(buf, 0, end))
+        scan.max_column = max(scan.max_column, max(map(_column_number, columns), default=0))
+        if spaced:
+            scan.shared_cells += buf.count(b"=", 0, end)
+        else:
+            scan.shared_cells += sum(buf.count(marker, 0, end) for marker in _SHARED_CELL)
+        scan.inline_text = scan.inline_text or any(buf.find(m, 0, end) >= 0 for m in _INLINE_CELL)
+        if sum(buf.count(e, 0, end) for e in _ELEMENTS) > sum(buf.count(r, 0, end) for r in _REFERENCES):
+            _count_unreferenced(buf[:end], scan)
+        if scan.max_row * scan.max_column > allowed:
+            raise _grid_refusal(scan, limits)  # no need to inflate the rest
+    return scan
+
+
+def _count_unreferenced(xml: bytes, scan: _SheetScan) -> None:
+    """Rows and cells written without `r`: calamine places each after the one before, so the
+    range may reach as many rows and, in the widest row, as many columns past the references."""
+    rows = xml.split(b"<row")
+    cells = [row.count(b"<c ") + row.count(b"<c>") for row in rows]
+    cells[0] += scan.open_row  # the row still open at the end of the piece before
+    scan.open_row = cells[-1]
+    scan.rows += len(rows) - 1
+    scan.max_row = max(scan.max_row, scan.rows)
+    scan.max_column = max(scan.max_column, 26 + max(cells))
+
+
+def _grid_refusal(scan: _SheetScan, limits: Limits) -> ExportRejected:
+    if scan.max_column > limits.max_columns:
+        return ExportRejected(
             TOO_MANY_COLUMNS,
-            f"the first sheet has cells up to column {max_column}; the limit is {limits.max_columns}",
-            details={"columns": max_column, "limit": limits.max_columns},
+            f"the first sheet has cells up to column {scan.max_column}; the limit is {limits.max_columns}",
+            details={"columns": scan.max_column, "limit": limits.max_columns},
         )
-    raise ExportRejected(
+    return ExportRejected(
         FILE_TOO_LARGE,
-        f"the first sheet's cells reach row {max_row}"
-        + (f" and column {max_column}" if max_column > 26 else "")
+        f"the first sheet's cells reach row {scan.max_row}"
+        + (f" and column {scan.max_column}" if scan.max_column > 26 else "")
         + ", a range far larger than the data it holds (stray cells far below or right of the list?); "
         "delete them and save again",
-        details={"rows": max_row, "columns": max_column},
+        details={"rows": scan.max_row, "columns": scan.max_column},
     )
 
 
-def _first_sheet_member(archive: zipfile.ZipFile) -> str | None:
-    """The zip member of the workbook's first sheet, as listed in xl/workbook.xml."""
-    try:
-        workbook = archive.read("xl/workbook.xml")
-        rels = archive.read("xl/_rels/workbook.xml.rels")
-    except KeyError:
-        return None
+def _check_sheet_memory(path: Path, info: zipfile.ZipInfo, scan: _SheetScan, lengths: array,
+                        limits: Limits) -> None:
+    cells = scan.max_row * scan.max_column
+    table = len(lengths) * _SHARED_STRING_BYTES + sum(lengths)
+    # The text the cells hold: at most every "s" cell using the longest string, plus the sheet's
+    # own XML when it holds text of its own; counted exactly only when that bound is too high.
+    text = scan.shared_cells * max(lengths, default=0) + (info.file_size if scan.inline_text else 0)
+    needed = cells * _CELL_BYTES + table + text
+    if text > limits.max_file_bytes or needed > _XLSX_MEMORY_BYTES:
+        text = _sheet_text(path, info, lengths)
+        needed = cells * _CELL_BYTES + table + text
+    if text > limits.max_file_bytes:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"the first sheet's cells hold {_mb(text)} of text (shared strings repeated); as a CSV "
+            f"file that is over the limit of {_mb(limits.max_file_bytes)}",
+            details={"bytes": text, "limit": limits.max_file_bytes},
+        )
+    if needed > _XLSX_MEMORY_BYTES:
+        raise ExportRejected(
+            FILE_TOO_LARGE,
+            f"reading the first sheet would take about {_mb(needed)} of memory; the limit is "
+            f"{_mb(_XLSX_MEMORY_BYTES)} (fewer rows, columns or distinct values fit)",
+            details={"bytes": needed, "limit": _XLSX_MEMORY_BYTES},
+        )
+
+
+def _sheet_text(path: Path, info: zipfile.ZipInfo, lengths: array) -> int:
+    """Bytes of text the sheet's cells hold: shared strings as used, inline strings, values."""
+    text = 0
+    strings = len(lengths)
+    for buf, end, _ in _xml_pieces(path, info):
+        spaced = any(p.search(buf, 0, end) for p in _SPACED_EQUALS)
+        references = _SHARED_REF[spaced].findall(buf, 0, end)
+        for index in map(int, references):
+            text += lengths[index] if index < strings else 0
+        text += sum(map(len, _TEXT_RUN.findall(buf, 0, end)))
+        # Every value as it will be read (numbers too), but a shared string's index is not text.
+        text += sum(map(len, _VALUE_RUN.findall(buf, 0, end))) - sum(map(len, references))
+    return text
+
+
+def _shared_string_lengths(path: Path, info: zipfile.ZipInfo, limits: Limits) -> array:
+    """The length in bytes of every shared string's text (all its runs), in order."""
+    allowed = _grid_budget(limits)
+    # First a C-level count, so that a table of tens of millions of entries is refused without a
+    # Python step for each.
+    counted = sum(buf.count(b"<si", 0, end) for buf, end, _ in _xml_pieces(path, info))
+    if counted > allowed:
+        raise _too_many_strings(allowed)
+    lengths = array("I")
+    length: int | None = None
+    for buf, end, _ in _xml_pieces(path, info):
+        for part in _SI_PARTS.finditer(buf, 0, end):
+            run = part[3]
+            if run is not None:  # a run of text
+                if length is not None:
+                    length += len(run)
+            elif part[1]:  # </si>
+                if length is not None:
+                    lengths.append(length)
+                length = None
+            elif part[2]:  # <si/>
+                lengths.append(0)
+            else:  # <si>
+                length = 0
+        if len(lengths) > allowed:  # written with a namespace prefix, which the count missed
+            raise _too_many_strings(allowed)
+    return lengths
+
+
+def _too_many_strings(allowed: int) -> ExportRejected:
+    return ExportRejected(
+        FILE_TOO_LARGE,
+        f"the workbook lists more than {allowed} distinct values; the limit is {allowed}",
+        details={"limit": allowed},
+    )
+
+
+def _workbook_parts(path: Path, infos: dict[str, zipfile.ZipInfo]) -> tuple[str | None, str | None]:
+    """The zip members of the first sheet and of the shared strings, as xl/workbook.xml and its
+    relationships name them."""
+    if "xl/workbook.xml" not in infos or "xl/_rels/workbook.xml.rels" not in infos:
+        return None, None
+    workbook = _read_small_part(path, infos["xl/workbook.xml"], "list of sheets")
+    rels = _read_small_part(path, infos["xl/_rels/workbook.xml.rels"], "list of parts")
+    strings = _SHARED_STRINGS_TARGET.search(rels)
+    strings_part = _member_name(strings[1], infos) if strings else None
+    if strings_part is None and "xl/sharedStrings.xml" in infos:
+        strings_part = "xl/sharedStrings.xml"
     first = _FIRST_SHEET_RID.search(workbook)
     if first is None:
-        return None
+        return None, strings_part
     rid = re.escape(first[1])
     relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid,
                          rels)
-    if relation is None:
-        return None
-    target = relation[1].decode("utf-8", "replace")
-    member = target.lstrip("/") if target.startswith("/") else f"xl/{target}"
+    return (_member_name(relation[1], infos) if relation else None), strings_part
+
+
+def _member_name(target: bytes, infos: dict[str, zipfile.ZipInfo]) -> str | None:
+    text = target.decode("utf-8", "replace")
+    member = text.lstrip("/") if text.startswith("/") else f"xl/{text}"
     parts: list[str] = []
     for part in member.split("/"):
         if part == "..":
@@ -553,7 +982,7 @@ def _first_sheet_member(archive: zipfile.ZipFile) -> str | None:
         elif part not in ("", "."):
             parts.append(part)
     member = "/".join(parts)
-    return member if member in archive.namelist() else None
+    return member if member in infos else None
 
 
 def _sheet_records(sheet) -> tuple[int, Iterator[tuple[int, list[str]]]]:
@@ -634,6 +1063,13 @@ class _Parsed:
 def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
     for header_row, header in records:
+        if header_row > limits.max_lines_before_header + 1:
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                f"the first {header_row - 1} lines are blank; the header must be the first line with "
+                f"text, within the first {limits.max_lines_before_header + 1}",
+                row=header_row, details={"limit": limits.max_lines_before_header},
+            )
         if not _is_blank(header):
             break
     else:

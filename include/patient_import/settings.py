@@ -66,6 +66,9 @@ class Limits:
     max_columns: int
     max_field_length: int
     max_uncompressed_bytes: int  # an .xlsx is a zip: bounds what its sheet may inflate to
+    # Blank lines (or sheet rows) allowed above the header; more and the file is refused rather
+    # than searched to its end (SPEC §7, memory is bounded).
+    max_lines_before_header: int = 1_000
 
     @classmethod
     def from_env(cls) -> "Limits":
@@ -75,6 +78,7 @@ class Limits:
             max_columns=_int_env("PATIENT_IMPORT_MAX_COLUMNS", 200),
             max_field_length=_int_env("PATIENT_IMPORT_MAX_FIELD_LENGTH", 1_000),
             max_uncompressed_bytes=_int_env("PATIENT_IMPORT_MAX_UNCOMPRESSED_MB", 1_000) * 1024 * 1024,
+            max_lines_before_header=_int_env("PATIENT_IMPORT_MAX_LINES_BEFORE_HEADER", 1_000, minimum=0),
         )
 
 

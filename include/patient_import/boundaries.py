@@ -91,17 +91,17 @@ def _local_refusal(path: Path, practice_id: str, roots: list[Path], store) -> st
     for db in _store_files(store):
         if path.parent == db.parent and path.name.startswith(db.name):  # the db, its -wal, -journal
             return "is the patient store"
-    if _within(path, settings.airflow_home()):
+    # The local Airflow home `make up` keeps in $PATIENT_IMPORT_HOME, whatever AIRFLOW_HOME says here.
+    if _within(path, settings.airflow_home()) or _within(path, settings.home() / "airflow"):
         return "is inside Airflow's home"
     if _within(path, settings.practices_file().resolve()):
         return "is the practice registry"
     if any(_within(path, area) for area in own):
         return None
     storage_root = settings.storage_root()
-    if storage.is_local(storage_root) and _within(path, storage_root.resolve()):
-        return "is inside the file areas (only the practice's own inbox, archive and quarantine may be re-run)"
-    if _within(path, settings.home()):
-        return "is inside PATIENT_IMPORT_HOME"
+    if storage.is_local(storage_root):
+        if any(_within(path, (storage_root / area).resolve()) for area in settings.AREAS):
+            return "is inside the file areas (only the practice's own inbox, archive and quarantine may be re-run)"
     return None
 
 
@@ -112,7 +112,8 @@ def check_export_file(export_file: object, practice_id: str, *, store=None) -> s
     (`settings.export_roots`), or in the practice's own inbox, archive or quarantine; an
     object-storage URL only under a listed URL root. Never: another practice's file areas,
     staging or reports, the store's SQLite file (`store`: its Engine or URL; the default store
-    always), Airflow's home, `$PATIENT_IMPORT_HOME`, `/proc`, `/sys`, `/dev`, an `http(s)://` or
+    always), Airflow's home (`$AIRFLOW_HOME` and `$PATIENT_IMPORT_HOME/airflow`), the practice
+    registry, `/proc`, `/sys`, `/dev`, an `http(s)://` or
     other remote scheme, a chained fsspec URL.
 
     `practice_id` must already be checked (`check_practice_id`).

@@ -77,12 +77,11 @@ def imports_of_archive(conn: Connection, practice_id: str) -> dict[str, list[dic
 
 
 def refused_as_too_large(conn: Connection, practice_id: str, name: str, size: int) -> bool:
-    """Whether an inbox file of this name and size was already rejected, unarchived, as too large."""
-    table = ImportProblem.__table__
-    found = conn.execute(sa.select(_IMPORTS.c.id).join(table, table.c.import_id == _IMPORTS.c.id).where(
+    """Whether an inbox file of this name and size was already taken and left unarchived: only a
+    file over the size limit is (SPEC §7), so it is not taken again."""
+    found = conn.execute(sa.select(_IMPORTS.c.id).where(
         _IMPORTS.c.practice_id == practice_id, _IMPORTS.c.export_name == name, _IMPORTS.c.export_bytes == size,
-        _IMPORTS.c.archive_path.is_(None), _IMPORTS.c.dry_run.is_(False),
-        table.c.code == p.FILE_TOO_LARGE).limit(1)).first()
+        _IMPORTS.c.archive_path.is_(None), _IMPORTS.c.dry_run.is_(False)).limit(1)).first()
     return found is not None
 
 

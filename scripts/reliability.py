@@ -13,6 +13,9 @@ Prints, and exits 1 when a must-be-zero figure is not zero:
 - **rows lost / duplicated** (must be 0): a generated export with duplicate and bad rows,
   imported twice; every row must have one recorded outcome, every patient the report counts as
   imported must be in the store and the upload file once, and the second import adds nobody.
+- **boundaries tried / refused / leaked** (leaked must be 0, refused must equal tried): every
+  trust boundary of SPEC §7 tried with hostile conf values and inbox contents
+  (scripts/security_figures.py).
 - **faults injected / survived**: summed from the JSON files other tests (fault injection,
   marker scans) leave in `$PATIENT_IMPORT_HOME/reliability/` (default `var/reliability/`), each
   `{"faults_injected": n, "faults_survived": n, "markers_found": n}` (any key may be missing).
@@ -249,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = _check_rows(home, engine, figures)
         finally:
             engine.dispose()
+        security = _security()
 
     print("reliability figures")
     if figures.figure_files:
@@ -262,14 +266,24 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  rows lost (must be 0)               {figures.rows_lost}"
           f"   ({ROWS_EXPORT_ROWS} generated rows imported twice: {rows['first']} then {rows['second']})")
     print(f"  rows duplicated (must be 0)         {figures.rows_duplicated}   ({rows['stored']} patients stored)")
+    print(f"  {security['line']} (scripts/security_figures.py)")
     print(f"  took {time.perf_counter() - started:.0f} s")
-    for failure in figures.failures:
+    failed = figures.failures + security["failures"]
+    for failure in failed:
         print(f"FAILED: {failure}")
     # The plain closing line CI reads: one check per must-hold figure above.
-    checks = 5
-    print(f"reliability: {checks - min(len(figures.failures), checks)} passed, "
-          f"{min(len(figures.failures), checks)} failed")
-    return 1 if figures.failures else 0
+    checks = 6
+    print(f"reliability: {checks - min(len(failed), checks)} passed, "
+          f"{min(len(failed), checks)} failed")
+    return 1 if failed else 0
+
+
+def _security() -> dict:
+    """SPEC §7: every trust boundary tried against the package (scripts/security_figures.py)."""
+    from scripts.security_figures import failures, security_figures, summary_line
+
+    found = security_figures()
+    return {"line": summary_line(found), "failures": failures(found)}
 
 
 if __name__ == "__main__":

@@ -497,3 +497,16 @@ def test_printable_truncates_long_text():
     shown = printable("x" * 1000, limit=50)
 
     assert shown == "x" * 50 + "…(+950 chars)"
+
+
+# ---------------------------------------------------------------- the figures `make reliability` prints
+
+
+def test_security_figures_try_every_boundary_and_none_leaks(monkeypatch):
+    from scripts.security_figures import failures, security_figures, summary_line
+
+    found = security_figures()
+
+    assert found["tried"] >= 30
+    assert failures(found) == []
+    assert summary_line(found) == f"boundaries tried {found['tried']}, refused {found['tried']}, leaked 0"

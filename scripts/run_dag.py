@@ -23,6 +23,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--file", default="", help="one export file to import")
     parser.add_argument("--exported-on", default="", help="export date YYYY-MM-DD")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only check the conf (SPEC §7); exit 2 with one line when it is refused")
     return parser.parse_args()
 
 
@@ -46,6 +48,8 @@ def main() -> int:
     if refused:
         print(f"error: {refused}", file=sys.stderr)
         return 2
+    if args.check_only:
+        return 0
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -70,7 +74,12 @@ def _refused(conf: dict) -> str | None:
     from include.patient_import.problems import ConfigurationError
 
     try:
-        conf.update(export_file=check_conf(conf, store=_store_url())["export_file"])
+        check_conf(conf)  # without Airflow first: most refusals need no connection lookup
+        try:
+            store = _store_url()
+        except Exception:  # noqa: BLE001 - no Airflow database yet: the default store is still refused
+            store = None
+        conf.update(export_file=check_conf(conf, store=store)["export_file"])
     except (ConfigurationError, ValueError) as exc:
         return str(exc)
     return None

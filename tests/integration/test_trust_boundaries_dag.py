@@ -130,3 +130,32 @@ def test_a_failed_extract_fails_the_run_and_alerts(runner, home, monkeypatch, sm
 
     assert state == "failed" and reports == []
     assert "nothing of demo_clinic was imported" in _alerts(smtp)
+
+
+@pytest.mark.parametrize("practice, file_of", [
+    ("../../elsewhere/x", lambda home, export: export),
+    ("nobody_clinic", lambda home, export: export),
+    ("demo_clinic", lambda home, export: home / "patient_store.db"),
+    ("demo_clinic", lambda home, export: home / "airflow" / "airflow.cfg"),
+    ("demo_clinic", lambda home, export: home / "archive" / "small_clinic" / "20261120" / "theirs_abcdef12.csv"),
+])
+def test_make_import_refuses_in_one_line_before_the_run(home, tmp_path, airflow_db, practice, file_of):
+    import subprocess
+
+    from tests.integration.conftest import ROOT
+
+    export = write_export(tmp_path / "x.csv", [patient("1")])
+    for path in (home / "patient_store.db", home / "airflow" / "airflow.cfg",
+                 home / "archive" / "small_clinic" / "20261120" / "theirs_abcdef12.csv"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("not an export\n", encoding="utf-8")
+    before = _files(tmp_path)
+
+    result = subprocess.run(["make", "-s", "import", f"PRACTICE={practice}", f"FILE={file_of(home, export)}"],
+                            cwd=ROOT, env=os.environ.copy(), capture_output=True, text=True, timeout=600)
+
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    [line] = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "unknown_practice" in line or "export_file_not_allowed" in line
+    assert "running patient_import" not in result.stdout
+    assert _files(tmp_path) == before

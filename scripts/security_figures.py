@@ -83,7 +83,8 @@ def _place() -> Iterator[Place]:
         place.exports.mkdir(parents=True)
         place.home.mkdir()
         (tmp / "practices.yml").write_text(REGISTRY, encoding="utf-8")
-        os.environ.update({"PATIENT_IMPORT_HOME": str(place.home), "PATIENT_IMPORT_PRACTICES": str(tmp / "practices.yml"),
+        os.environ.update({"PATIENT_IMPORT_HOME": str(place.home),
+                           "PATIENT_IMPORT_PRACTICES": str(tmp / "practices.yml"),
                            "PATIENT_IMPORT_EXPORT_ROOTS": str(place.exports), "PATIENT_IMPORT_MAX_FILE_MB": "1",
                            "PATIENT_IMPORT_SETTLE_SECONDS": "0", "AIRFLOW_HOME": str(tmp / "airflow")})
         os.environ.pop("PATIENT_IMPORT_STORAGE", None)
@@ -241,7 +242,8 @@ def _inbox_cases() -> dict[str, Callable[[Place], Path]]:
         return place.home / "inbox" / PRACTICE
 
     return {"inbox: symbolic link entry": entry_link, "inbox: hard-linked file": hard_link,
-            "inbox: symlinked practice folder": linked_practice_folder, "inbox: symlinked inbox/ root": linked_inbox_root,
+            "inbox: symlinked practice folder": linked_practice_folder,
+            "inbox: symlinked inbox/ root": linked_inbox_root,
             "inbox: named pipe": named_pipe, "inbox: link named with a newline": newline_name,
             "inbox: file over the size limit": too_large}
 

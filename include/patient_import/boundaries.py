@@ -12,6 +12,7 @@ from pathlib import Path
 
 from include.patient_import import settings, storage
 from include.patient_import import problems as p
+from include.patient_import import files
 from include.patient_import.files import is_safe_id
 from include.patient_import.untrusted import printable
 
@@ -81,9 +82,20 @@ def _own_areas(practice_id: str) -> list:
     return [settings.area(area, practice_id) for area in OWN_AREAS]
 
 
+def _own_local_areas(practice_id: str) -> list[Path]:
+    """The practice's own local folders, unless one is (or sits below) a link: a linked
+    `inbox/<practice>` must not turn the folder it points to into an allowed root."""
+    root = settings.storage_root()
+    if not storage.is_local(root):
+        return []
+    root = root.resolve()
+    folders = [root / area / practice_id for area in OWN_AREAS]
+    return [folder for folder in folders if files.linked_folder(folder, root) is None]
+
+
 def _local_refusal(path: Path, practice_id: str, roots: list[Path], store) -> str | None:
     """Why a resolved local path may not be read, or None."""
-    own = [a.resolve() for a in _own_areas(practice_id) if storage.is_local(a)]
+    own = _own_local_areas(practice_id)
     if not any(_within(path, root) for root in roots + own):
         return "is not under a root listed in PATIENT_IMPORT_EXPORT_ROOTS"
     if any(_within(path, root) for root in SYSTEM_ROOTS):

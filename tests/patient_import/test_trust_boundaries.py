@@ -510,3 +510,14 @@ def test_security_figures_try_every_boundary_and_none_leaks(monkeypatch):
     assert found["tried"] >= 30
     assert failures(found) == []
     assert summary_line(found) == f"boundaries tried {found['tried']}, refused {found['tried']}, leaked 0"
+
+
+def test_a_linked_own_inbox_does_not_make_its_target_an_allowed_root(engine, home, tmp_path, monkeypatch):
+    monkeypatch.delenv("PATIENT_IMPORT_EXPORT_ROOTS")
+    target = _export(tmp_path / "elsewhere" / "secret.csv")
+    (home / "inbox").mkdir(parents=True)
+    (home / "inbox" / PRACTICE_ID).symlink_to(target.parent, target_is_directory=True)
+
+    for value in (str(home / "inbox" / PRACTICE_ID / "secret.csv"), str(target)):
+        with pytest.raises(p.InputRefused, match="export_file_not_allowed"):
+            boundaries.check_export_file(value, PRACTICE_ID)

@@ -43,8 +43,9 @@ practices:
     systems: [drip_education]
 """
 EXPORT = "Account #,Last Name,First Name,Address,City,State,Zip\n1001,Lopez,Ana,1 Main St,Boise,ID,83705\n"
+# AIRFLOW_HOME is left alone: Airflow reads it once, and the home's own `airflow/` folder is refused too.
 _ENV = ("PATIENT_IMPORT_HOME", "PATIENT_IMPORT_STORAGE", "PATIENT_IMPORT_PRACTICES", "PATIENT_IMPORT_EXPORT_ROOTS",
-        "PATIENT_IMPORT_MAX_FILE_MB", "PATIENT_IMPORT_SETTLE_SECONDS", "AIRFLOW_HOME")
+        "PATIENT_IMPORT_MAX_FILE_MB", "PATIENT_IMPORT_SETTLE_SECONDS")
 
 
 @dataclass
@@ -86,7 +87,7 @@ def _place() -> Iterator[Place]:
         os.environ.update({"PATIENT_IMPORT_HOME": str(place.home),
                            "PATIENT_IMPORT_PRACTICES": str(tmp / "practices.yml"),
                            "PATIENT_IMPORT_EXPORT_ROOTS": str(place.exports), "PATIENT_IMPORT_MAX_FILE_MB": "1",
-                           "PATIENT_IMPORT_SETTLE_SECONDS": "0", "AIRFLOW_HOME": str(tmp / "airflow")})
+                           "PATIENT_IMPORT_SETTLE_SECONDS": "0"})
         os.environ.pop("PATIENT_IMPORT_STORAGE", None)
         place.engine = open_store(prepare=True)
         try:
@@ -145,7 +146,7 @@ def _conf_cases(place: Place) -> dict[str, dict]:
     os.link(original, place.exports / "hardlink.csv")
     theirs = place.file(f"home/archive/{OTHER}/20260101/theirs_abcdef12.csv")
     place.file(f"home/inbox/{OTHER}/theirs.csv")
-    place.file("airflow/airflow.cfg", "[core]\n")
+    place.file("home/airflow/airflow.cfg", "[core]\n")
     export = lambda value, practice=PRACTICE: {"practice_id": practice, "export_file": value}  # noqa: E731
     return {
         "export_file: relative path": export("exports/original.csv"),
@@ -159,7 +160,7 @@ def _conf_cases(place: Place) -> dict[str, dict]:
         "export_file: s3:// outside the roots": export("s3://aws_default@bucket/x.csv"),
         "export_file: chained fsspec URL": export(f"simplecache::file://{original}"),
         "export_file: the store's SQLite file": export(str(place.home / "patient_store.db")),
-        "export_file: Airflow's home": export(str(place.tmp / "airflow" / "airflow.cfg")),
+        "export_file: Airflow's home": export(str(place.home / "airflow" / "airflow.cfg")),
         "export_file: /proc/self/environ": export("/proc/self/environ"),
         "export_file: another practice's archive": export(str(theirs)),
         "export_file: another practice's inbox": export(str(place.home / "inbox" / OTHER / "theirs.csv")),

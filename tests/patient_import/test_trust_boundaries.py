@@ -15,6 +15,7 @@ import time
 from datetime import date, timedelta
 from pathlib import Path
 
+import airflow.sdk  # noqa: F401 - Airflow reads AIRFLOW_HOME once: before a test points it elsewhere
 import pytest
 import sqlalchemy as sa
 

@@ -62,9 +62,12 @@ demo: install
 run: airflow-db demo
 	@$(PY) scripts/run_dag.py --practice demo_clinic
 
-import: airflow-db
+# The conf is checked (SPEC §7) before Airflow's database is touched: a refused one exits 2 at once.
+import: install
 	@test -n "$(PRACTICE)" || { echo "$(IMPORT_USAGE)"; exit 2; }
 	@test -n "$(FILE)" || { echo "$(IMPORT_USAGE)"; exit 2; }
+	@$(PY) scripts/run_dag.py --check-only --practice "$(PRACTICE)" --file "$(FILE)" $(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)")
+	@$(MAKE) -s airflow-db
 	@$(PY) scripts/run_dag.py --practice "$(PRACTICE)" --file "$(FILE)" \
 		$(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 

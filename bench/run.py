@@ -61,6 +61,7 @@ class Bench:
         env["PYTHONPATH"] = str(ROOT)
         env["PATIENT_IMPORT_PRACTICES"] = str(self.practices)
         env["PATIENT_IMPORT_MAX_FILE_MB"] = "2000"
+        env["PATIENT_IMPORT_EXPORT_ROOTS"] = str(self.work / "exports")  # SPEC §7: the bench's own exports
         env["RUNTIME__DLTHUB_TELEMETRY"] = "false"
         if home is not None:
             env["PATIENT_IMPORT_HOME"] = str(home)

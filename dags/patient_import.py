@@ -15,7 +15,9 @@ For each practice with waiting exports (or the one named in the run's conf), old
 
 Trigger with conf `{"practice_id": "demo_clinic", "export_file": "/abs/path.csv",
 "exported_on": "YYYY-MM-DD", "dry_run": false}` to import one file; without `export_file` a run
-imports what waits in the inboxes (and archived exports never imported). See the README.
+imports what waits in the inboxes (and archived exports never imported). `export_file` must be under
+a root of `PATIENT_IMPORT_EXPORT_ROOTS` (or the practice's own archive); anything else fails the run
+with `export_file_not_allowed` before a file is touched. See the README's Security section.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ def plan_imports(params: dict | None = None) -> list[dict]:
         return [{"practice_id": p, "attempt": attempt}
                 for p in practices_to_import(engine, _run_info(), params or {})]
     except (ConfigurationError, ValueError) as exc:
+        _alert("patient_import: the run could not be planned", [str(exc)])
         raise _bad_input(exc) from None
 
 
@@ -134,9 +137,11 @@ def extract_exports(practice_id: str, attempt: int, params: dict | None = None) 
     from include.patient_import.problems import ConfigurationError
 
     try:
-        request = export_request(params or {})
-        return extract(_engine(), practice_id, _run_info(practice_id, attempt), **request)
+        engine = _engine()
+        request = export_request(params or {}, store=engine)
+        return extract(engine, practice_id, _run_info(practice_id, attempt), **request)
     except (ConfigurationError, ValueError) as exc:
+        _alert(f"patient_import: the exports of {practice_id} could not be extracted", [str(exc)])
         raise _bad_input(exc) from None
 
 
@@ -173,8 +178,12 @@ def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
     from include.patient_import.planning import unsuccessful
 
     _run_info(practice_id)
-    # No ids when extract failed: that failure already fails the run, with nothing to report.
-    summaries = [report_import(_engine, i) for i in import_ids or []]
+    if import_ids is None:
+        # Extract failed (or never ran): no import happened, and this leaf task must not look green.
+        message = f"the exports of {practice_id} were not extracted; see the extract_exports log"
+        _alert(f"patient_import: nothing of {practice_id} was imported", [message])
+        raise _bad_input(message)
+    summaries = [report_import(_engine, i) for i in import_ids]
     failed = unsuccessful(summaries)
     if failed:
         _alert(f"patient_import: an import of {practice_id} was rejected or failed", [failed])
@@ -202,12 +211,13 @@ def import_practice(practice_id: str, attempt: int) -> None:
     default_args={"retries": _RETRIES, "retry_delay": _RETRY_DELAY, "retry_exponential_backoff": True,
                   "max_retry_delay": timedelta(minutes=10)},
     params={
-        "practice_id": Param("", type="string", title="Practice",
+        # Optional (null allowed) so that the trigger form does not block an empty practice.
+        "practice_id": Param(None, type=["null", "string"], title="Practice",
                              description="Practice id from the registry; empty imports every practice's waiting exports."),
         "export_file": Param(None, type=["null", "string"], title="Export file",
                              description="Absolute path (or storage URL) of one export to import (copied, never moved or changed). "
                                          "Empty: import what waits in the inboxes."),
-        "exported_on": Param(None, type=["null", "string"], title="Export date",
+        "exported_on": Param(None, type=["null", "string"], format="date", title="Export date",
                              description="YYYY-MM-DD. Empty: a date in the file name, else the day the file landed."),
         "dry_run": Param(False, type="boolean", title="Dry run",
                          description="Validate and report every outcome without changing any patient or file area."),

@@ -15,6 +15,9 @@ Prints, and exits 1 when a must-be-zero figure is not zero:
   imported must be in the store and the upload file once, and the second import adds nobody.
 - **hostile memory** (must stay ≤ 2 GB): scripts/hostile_memory.py, each memory-hostile input
   imported one stage per process, the peak resident memory of each stage printed.
+- **boundaries tried / refused / leaked** (leaked must be 0, refused must equal tried): every
+  trust boundary of SPEC §7 tried with hostile conf values and inbox contents
+  (scripts/security_figures.py).
 - **faults injected / survived**: summed from the JSON files other tests (fault injection,
   marker scans) leave in `$PATIENT_IMPORT_HOME/reliability/` (default `var/reliability/`), each
   `{"faults_injected": n, "faults_survived": n, "markers_found": n}` (any key may be missing).
@@ -252,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             rows = _check_rows(home, engine, figures)
         finally:
             engine.dispose()
+        security = _security()
 
     print("reliability figures")
     if figures.figure_files:
@@ -265,19 +269,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  rows lost (must be 0)               {figures.rows_lost}"
           f"   ({ROWS_EXPORT_ROWS} generated rows imported twice: {rows['first']} then {rows['second']})")
     print(f"  rows duplicated (must be 0)         {figures.rows_duplicated}   ({rows['stored']} patients stored)")
+    print(f"  {security['line']} (scripts/security_figures.py)")
     print(f"  took {time.perf_counter() - started:.0f} s")
     # Its own processes, its own home and the embedded limits: nothing of the corpus run above.
     sys.stdout.flush()
     memory = subprocess.run([sys.executable, str(ROOT / "scripts" / "hostile_memory.py")], cwd=ROOT)
-    failures = figures.failures + (["hostile memory: a stage over 2 GB, crashed or misjudged"]
-                                   if memory.returncode else [])
+    failures = figures.failures + security["failures"] + (
+        ["hostile memory: a stage over 2 GB, crashed or misjudged"] if memory.returncode else [])
     for failure in failures:
         print(f"FAILED: {failure}")
     # The plain closing line CI reads: one check per must-hold figure above.
-    checks = 6
+    checks = 7
     print(f"reliability: {checks - min(len(failures), checks)} passed, "
           f"{min(len(failures), checks)} failed")
     return 1 if failures else 0
+
+
+def _security() -> dict:
+    """SPEC §7: every trust boundary tried against the package (scripts/security_figures.py)."""
+    from scripts.security_figures import failures, security_figures, summary_line
+
+    found = security_figures()
+    return {"line": summary_line(found), "failures": failures(found)}
 
 
 if __name__ == "__main__":

@@ -28,23 +28,33 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--file", default="", help="one export file to import")
     parser.add_argument("--exported-on", default="", help="export date YYYY-MM-DD")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--check-only", action="store_true",
+                        help="only check the conf (SPEC §7); exit 2 with one line when it is refused")
     return parser.parse_args()
 
 
 def main() -> int:
     args = _parse()
-    conf: dict = {"practice_id": args.practice, "dry_run": args.dry_run}
+    conf: dict = {"practice_id": args.practice or None, "dry_run": args.dry_run}
     if args.file:
-        path = Path(args.file).expanduser()
-        if not path.is_file():
-            print(f"error: {args.file!r} is not a file", file=sys.stderr)
-            return 2
-        conf["export_file"] = str(path.resolve())
         if not args.practice:
             print("error: PRACTICE=<id> is required with FILE", file=sys.stderr)
             return 2
+        path = Path(args.file).expanduser().absolute()
+        # `make import` may read any local FILE it is given (SPEC §7): the file becomes an export
+        # root for this in-process run only. The store, Airflow's home and other practices' areas
+        # stay refused by the same check as every run's.
+        os.environ["PATIENT_IMPORT_EXPORT_ROOTS"] = ":".join(
+            filter(None, [os.environ.get("PATIENT_IMPORT_EXPORT_ROOTS", ""), str(path.resolve())]))
+        conf["export_file"] = str(path)
     if args.exported_on:
         conf["exported_on"] = args.exported_on
+    refused = _refused(conf)
+    if refused:
+        print(f"error: {refused}", file=sys.stderr)
+        return 2
+    if args.check_only:
+        return 0
 
     from airflow.dag_processing.dagbag import DagBag
 
@@ -78,6 +88,23 @@ def _log_folder() -> Path:
     from airflow.configuration import conf
 
     return Path(conf.get("logging", "base_log_folder"))
+
+
+def _refused(conf: dict) -> str | None:
+    """Why the run may not start (`planning.check_conf`, the same check the DAG makes), or None."""
+    from include.patient_import.planning import check_conf
+    from include.patient_import.problems import ConfigurationError
+
+    try:
+        check_conf(conf)  # without Airflow first: most refusals need no connection lookup
+        try:
+            store = _store_url()
+        except Exception:  # noqa: BLE001 - no Airflow database yet: the default store is still refused
+            store = None
+        conf.update(export_file=check_conf(conf, store=store)["export_file"])
+    except (ConfigurationError, ValueError) as exc:
+        return str(exc)
+    return None
 
 
 @contextmanager

@@ -128,3 +128,16 @@ def s3_storage(object_store, monkeypatch) -> str:
     root = object_store.new_root()
     monkeypatch.setenv("PATIENT_IMPORT_STORAGE", root)
     return root
+
+
+# ---------------------------------------------------------------- where a run's export_file may come from
+
+
+@pytest.fixture(scope="session", autouse=True)
+def export_roots(tmp_path_factory):
+    """`PATIENT_IMPORT_EXPORT_ROOTS` (SPEC §7) set to the session's temporary folder: the tests'
+    exports live there. Tests of the boundary itself set it as they need (monkeypatch)."""
+    root = str(tmp_path_factory.getbasetemp())
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PATIENT_IMPORT_EXPORT_ROOTS", root)
+        yield root

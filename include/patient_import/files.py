@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
+import stat
 import time
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -16,6 +18,7 @@ from zoneinfo import ZoneInfo
 
 from include.patient_import import settings, storage
 from include.patient_import.storage import StoragePath
+from include.patient_import.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -104,14 +107,57 @@ class InboxFile:
 
 
 def refused_entry(path: StoragePath, inbox: StoragePath) -> str | None:
-    """Why an inbox entry must not be read: links and paths leaving the inbox are never followed."""
-    if storage.is_local(path) and path.is_symlink():
-        return "is a symbolic link"
+    """Why an inbox entry must not be read, without following it (SPEC §7); None when it may.
+
+    A link, anything but a regular file, a file with several hard links (another name for a file
+    elsewhere: the store, another practice's archive) or a path leaving the inbox is refused.
+    Object stores have no links: their entries are only checked to be inside the inbox.
+    """
+    if storage.is_local(path):
+        try:
+            info = os.lstat(path)
+        except FileNotFoundError:
+            return "has gone"
+        if stat.S_ISLNK(info.st_mode):
+            return "is a symbolic link"
     if not storage.is_inside(path, inbox):
         return "points outside the inbox"
-    if not path.is_file():
+    if not storage.is_local(path):
+        return None if path.is_file() else "is not a regular file"
+    if not stat.S_ISREG(info.st_mode):
         return "is not a regular file"
+    if info.st_nlink > 1:
+        return "has several hard links"
     return None
+
+
+def linked_folder(folder: StoragePath, top: StoragePath) -> StoragePath | None:
+    """The first of `top` and the folders below it down to `folder` that is a symbolic link, or
+    None. Object stores have no links."""
+    if not storage.is_local(folder):
+        return None
+    current = top
+    if current.is_symlink():
+        return current
+    for part in folder.relative_to(top).parts:
+        current = current / part
+        if current.is_symlink():
+            return current
+    return None
+
+
+def practice_inbox(practice_id: str) -> StoragePath | None:
+    """The practice's inbox folder when it may be read: a safe id, and neither `inbox/` nor
+    `inbox/<practice>/` a link (its files would be moved out of the folder it points to)."""
+    if not _safe_practice(practice_id, "inbox"):
+        return None
+    inbox = settings.area("inbox", practice_id)
+    linked = linked_folder(inbox, settings.area("inbox"))
+    if linked is not None:
+        log.warning("inbox %s: %s is a symbolic link; nothing in it is read", practice_id,
+                    printable(linked.name))
+        return None
+    return inbox if inbox.is_dir() else None
 
 
 def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) -> list[InboxFile]:
@@ -119,12 +165,12 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
 
     A file is stable when its modification time is at least `settle_seconds` old and its size and
     modification time do not change over a short second look (it may still be being copied).
+    Links (the entry, the practice's folder or `inbox/` itself) and hard-linked files are refused
+    and left alone (SPEC §7).
     """
     settle = settings.inbox_settle_seconds() if settle_seconds is None else settle_seconds
-    if not _safe_practice(practice_id, "inbox"):
-        return []
-    inbox = settings.area("inbox", practice_id)
-    if not inbox.is_dir():
+    inbox = practice_inbox(practice_id)
+    if inbox is None:
         return []
     entries = []
     for path in sorted(inbox.iterdir()):
@@ -132,7 +178,7 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
             continue
         reason = refused_entry(path, inbox)
         if reason:
-            log.warning("inbox %s: %s %s; left alone", practice_id, path.name, reason)
+            log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), reason)
             continue
         entries.append(path)
     first = {path: path.stat() for path in entries}
@@ -146,7 +192,8 @@ def waiting_inbox_files(practice_id: str, *, settle_seconds: int | None = None) 
         except FileNotFoundError:
             continue
         if (after.st_size, after.st_mtime) != (before.st_size, before.st_mtime) or now - after.st_mtime < settle:
-            log.info("inbox %s: %s is still being written; it waits for the next run", practice_id, path.name)
+            log.info("inbox %s: %s is still being written; it waits for the next run", practice_id,
+                     printable(path.name))
             continue
         stable.append(InboxFile(path, after.st_size, after.st_mtime))
     return stable
@@ -183,7 +230,7 @@ def _safe_practice(practice_id: str, area: str) -> bool:
     if is_safe_id(practice_id):
         return True
     log.warning("%s of practice %r refused: a practice id is letters, digits and underscores only",
-                area, practice_id)
+                area, printable(practice_id))
     return False
 
 

@@ -18,12 +18,16 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.patient_import import files, records, settings, storage
+from include.patient_import import boundaries, files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.store import Patient, create_store_engine, migrate
+from include.patient_import.untrusted import printable
 
 log = logging.getLogger(__name__)
+
+# An archived export whose import ended `failed` this many times is quarantined (SPEC §7).
+POISON_PILL_FAILURES = 3
 
 
 
@@ -122,6 +126,8 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
         earlier = imported.get(str(archived), [])
         mine = any(i["dag_run_id"] == run.run_id and i["map_index"] == run.map_index for i in earlier)
         settled = any(not i["dry_run"] and i["status"] != p.Status.FAILED.value for i in earlier)
+        if not mine and not settled and _poison_pill(engine, archived, earlier):
+            continue
         if mine or not settled:
             chosen.append((archived, False, filed_on))
     if run.run_type != "backfill":
@@ -132,69 +138,118 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
     return chosen
 
 
+def _poison_pill(engine: Engine, archived, earlier: list[dict]) -> bool:
+    """Whether an archived export failed too often to be picked up by a scheduled run (SPEC §7).
+
+    After `POISON_PILL_FAILURES` failed imports (a worker killed, out of memory) it is copied to the
+    quarantine, its last import records `import_failed` with the quarantine path, and it waits until
+    someone re-runs it explicitly (conf `export_file` pointing at the archived original).
+    """
+    failures = [i for i in earlier if not i["dry_run"] and i["status"] == p.Status.FAILED.value]
+    if len(failures) < POISON_PILL_FAILURES:
+        return False
+    last = max(failures, key=lambda i: i["id"])
+    if not any(i["quarantine_path"] for i in failures):
+        quarantined = files.quarantine(archived, last["practice_id"])
+        records.update_import(engine, last["id"], quarantine_path=str(quarantined))
+        records.replace_problem(engine, last["id"], p.Problem(
+            code=p.IMPORT_FAILED, message=f"the export failed {len(failures)} times and was quarantined; "
+                                          "it is imported again only when re-run explicitly"))
+        log.warning("%s failed %d times: quarantined, not picked up again until re-run explicitly",
+                    printable(archived.name), len(failures))
+    return True
+
+
 def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_file: str | None = None,
                     exported_on: date | None = None, dry_run: bool = False,
                     practices: dict[str, Practice] | None = None) -> list[str]:
     """Pick the practice's exports, archive the originals, register each import; oldest first.
 
+    The practice id and `export_file` are checked again here (SPEC §7, after `planning.check_conf`):
+    a refused one raises `InputRefused` before any file is opened. A file over the size limit is
+    hashed in one streaming pass and rejected `file_too_large` without being copied anywhere.
+
     Returns the import ids in export-date order.
     """
-    from include.patient_import.reader import detect_file_type
-
     practices = practices if practices is not None else load_practices()
+    boundaries.check_practice_id(practice_id, practices)
     if export_file:
-        given = storage.path_of(export_file)
-        if storage.is_local(given) and not given.is_absolute():
-            raise p.ConfigurationError(f"export_file must be an absolute path or a URL, got {export_file!r}")
-        if not given.is_file():
-            raise p.ConfigurationError(f"export_file {export_file!r} does not exist or is not a file")
+        given = boundaries.check_export_file(export_file, practice_id, store=engine)
         candidates = [(given, False, files.export_date(given, exported_on))]
     else:
         candidates = _candidate_exports(engine, practice_id, run, exported_on)
 
-    archive_root = settings.area("archive")
     jobs: list[Job] = []
     for path, in_inbox, export_on in candidates:
-        in_archive = storage.is_inside(path, archive_root)
-        with storage.local_file(path) as local:
-            sha = files.sha256_of(local)
-            size = local.stat().st_size
-            try:
-                with local.open("rb") as handle:
-                    detect_file_type(local, handle.read(8192))
-                unreadable = None
-            except p.ExportRejected as exc:
-                unreadable = {"code": exc.code, "message": exc.message}
-        if practice_id not in practices:
-            rejection = {"code": p.UNKNOWN_PRACTICE,
-                         "message": f"practice {practice_id!r} is not in the practice registry"}
-        elif export_on > today():
-            rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
-                         "message": f"the export date {export_on.isoformat()} is in the future"}
-        else:
-            rejection = unreadable
-        import_id = import_id_for(run, practice_id, export_on, sha, path.name)
-        archive_path = None
-        source = path
-        safe_practice = files.practice_folder(practice_id)
-        if in_archive:
-            archive_path = path
-        elif not dry_run:
-            archive_path = files.archive(path, safe_practice, export_on, sha, move=in_inbox)
-            source = archive_path
-        job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
-                  sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
-                  archive_path=str(archive_path) if archive_path else None, rejection=rejection)
-        job.save()
-        records.register_import(
-            engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
-            run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
-            archive_path=job.archive_path, exported_on=export_on, dry_run=dry_run)
-        log.info("import %s: %s (%d bytes, exported %s)%s", import_id, files.safe_name(path.name), size,
-                 export_on, f" rejected: {rejection['code']}" if rejection else "")
+        if in_inbox and _left_in_inbox(engine, practice_id, path):
+            continue
+        job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run)
+        log.info("import %s: %s (%d bytes, exported %s)%s", job.import_id, printable(path.name), job.size,
+                 export_on, f" rejected: {job.rejection['code']}" if job.rejection else "")
         jobs.append(job)
     jobs.sort(key=lambda j: (j.exported_on, j.export_name))
     return [j.import_id for j in jobs]
+
+
+def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
+    """Whether an inbox file is left where it is: it turned into a link (or its folder did) since it
+    was listed, or it is a file already refused as too large (it is never moved: SPEC §7)."""
+    reason = files.refused_entry(path, path.parent) if files.practice_inbox(practice_id) else "is in a linked folder"
+    if reason:
+        log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), reason)
+        return True
+    size = path.stat().st_size
+    if size > settings.Limits.from_env().max_file_bytes:
+        with engine.connect() as conn:
+            if records.refused_as_too_large(conn, practice_id, path.name, size):
+                log.warning("inbox %s: %s (%d bytes) was already refused as too large; remove or replace it",
+                            practice_id, printable(path.name), size)
+                return True
+    return False
+
+
+def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
+                 dry_run: bool) -> Job:
+    from include.patient_import.reader import detect_file_type
+
+    limits = settings.Limits.from_env()
+    size = path.stat().st_size
+    rejection = None
+    if size > limits.max_file_bytes:
+        # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
+        sha = files.sha256_of(path)
+        rejection = {"code": p.FILE_TOO_LARGE,
+                     "message": f"the file is {size / 1024 / 1024:.1f} MB; the limit is "
+                                f"{limits.max_file_bytes / 1024 / 1024:.1f} MB; it was neither archived nor "
+                                "quarantined"}
+    else:
+        with storage.local_file(path) as local:
+            try:
+                with local.open("rb") as handle:
+                    detect_file_type(local, handle.read(8192))
+            except p.ExportRejected as exc:
+                rejection = {"code": exc.code, "message": exc.message}
+            sha = files.sha256_of(local)
+    if rejection is None and export_on > today():
+        rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
+                     "message": f"the export date {export_on.isoformat()} is in the future"}
+    import_id = import_id_for(run, practice_id, export_on, sha, path.name)
+    archive_path = None
+    source = path
+    if storage.is_inside(path, settings.area("archive")):
+        archive_path = path
+    elif not dry_run and (rejection is None or rejection["code"] != p.FILE_TOO_LARGE):
+        archive_path = files.archive(path, practice_id, export_on, sha, move=in_inbox)
+        source = archive_path
+    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
+              sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
+              archive_path=str(archive_path) if archive_path else None, rejection=rejection)
+    job.save()
+    records.register_import(
+        engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
+        run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
+        archive_path=job.archive_path, exported_on=export_on, dry_run=dry_run)
+    return job
 
 
 # ---------------------------------------------------------------- validate

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import logging
+import re
 from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
 
-from include.patient_import import files, records
+from include.patient_import import boundaries, files, records, settings, storage
 from include.patient_import.practices import load_practices
-from include.patient_import.problems import ConfigurationError, Status
+from include.patient_import.problems import EXPORT_DATE_IN_FUTURE, ConfigurationError, InputRefused, Status
+from include.patient_import.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -17,18 +19,59 @@ log = logging.getLogger(__name__)
 ABANDONED_AFTER = timedelta(hours=6)
 
 
-def export_request(params: dict) -> dict:
-    """The run conf's export file, export date and dry-run flag, checked."""
+_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def check_conf(params: dict, *, store=None, practices: dict | None = None) -> dict:
+    """A run's conf checked in one place, before any task reads a file (SPEC §6, §7).
+
+    Used by `plan_imports`, by extract again, and by `make import` before it starts the run.
+
+    Args:
+        params: the run's conf: `practice_id`, `export_file`, `exported_on`, `dry_run`.
+        store: the store's Engine or URL (its SQLite file is never an export); None: the default.
+        practices: the registry; None reads it.
+
+    Returns `{"practice_id": str ("" = every practice), "export_file": str | None (links resolved),
+    "exported_on": date | None, "dry_run": bool}`.
+
+    Raises:
+        InputRefused: `unknown_practice` (not registered, or not letters/digits/underscore),
+            `export_file_not_allowed` (SPEC §7), `export_date_in_future`.
+        ConfigurationError: anything else malformed (a bad date, `export_file` without a practice).
+    """
+    practice_id = params.get("practice_id") or ""
+    if practice_id:
+        practices = practices if practices is not None else load_practices()
+        boundaries.check_practice_id(practice_id, practices)
     exported_on = params.get("exported_on") or None
     if exported_on:
+        if not isinstance(exported_on, str) or not _DATE.fullmatch(exported_on):
+            raise ConfigurationError(f"exported_on must be a date as YYYY-MM-DD, got {printable(exported_on)!r}")
         try:
-            exported_on = date.fromisoformat(str(exported_on))
+            exported_on = date.fromisoformat(exported_on)
         except ValueError:
-            raise ConfigurationError(f"exported_on must be a date as YYYY-MM-DD, got {exported_on!r}") from None
+            raise ConfigurationError(f"exported_on {exported_on!r} is not a real date") from None
+        from include.patient_import.pipeline import today
+
+        if exported_on > today():
+            raise InputRefused(EXPORT_DATE_IN_FUTURE, f"exported_on {exported_on.isoformat()} is in the future")
     dry_run = params.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigurationError("dry_run must be true or false")
-    return {"export_file": params.get("export_file") or None, "exported_on": exported_on, "dry_run": dry_run}
+    export_file = params.get("export_file") or None
+    if export_file:
+        if not practice_id:
+            raise ConfigurationError("export_file needs a practice_id")
+        export_file = str(boundaries.check_export_file(export_file, practice_id, store=store))
+    return {"practice_id": practice_id, "export_file": export_file, "exported_on": exported_on,
+            "dry_run": dry_run}
+
+
+def export_request(params: dict, *, store=None) -> dict:
+    """The conf's export file, export date and dry-run flag, checked by `check_conf`."""
+    request = check_conf(params, store=store)
+    return {k: request[k] for k in ("export_file", "exported_on", "dry_run")}
 
 
 def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
@@ -36,18 +79,26 @@ def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
 
     Also marks `failed` the imports an earlier crash left `processing` (SPEC §4).
     """
-    request = export_request(params)
-    practice_id = (params.get("practice_id") or "").strip()
+    request = check_conf(params, store=engine)
     abandoned = records.fail_abandoned_imports(engine, current_run_id=run.run_id, older_than=ABANDONED_AFTER)
     if abandoned:
         log.warning("marked %d abandoned imports failed: %s", len(abandoned), abandoned)
-    if request["export_file"] and not practice_id:
-        raise ConfigurationError("export_file needs a practice_id")
-    if practice_id:
-        return [practice_id]
+    if request["practice_id"]:
+        return [request["practice_id"]]
     practices = load_practices()
+    _warn_unregistered_inboxes(practices)
     return sorted(pid for pid in practices if files.waiting_inbox_files(pid, settle_seconds=0)
                   or files.archived_exports(pid))
+
+
+def _warn_unregistered_inboxes(practices: dict) -> None:
+    """An inbox folder never becomes a practice id: folders of unregistered names are left alone."""
+    inbox = settings.area("inbox")
+    if not inbox.is_dir() or (storage.is_local(inbox) and inbox.is_symlink()):
+        return
+    for folder in sorted(inbox.iterdir()):
+        if folder.name not in practices and not folder.name.startswith("."):
+            log.warning("inbox folder %s is not a registered practice; left alone", printable(folder.name))
 
 
 def stale_practices(engine: Engine) -> list[str]:
@@ -62,8 +113,11 @@ def stale_practices(engine: Engine) -> list[str]:
 
 
 def unsuccessful(summaries: list[dict]) -> str | None:
-    """The message that fails the run when an import was rejected or failed."""
+    """The message that fails the run when an import was rejected or failed: each import's status,
+    its first file-level problem (code: message) and its report."""
     bad = [s for s in summaries if s["status"] in (Status.REJECTED.value, Status.FAILED.value)]
     if not bad:
         return None
-    return "; ".join(f"import {s['import_id']} {s['status']} (report: {s['report']})" for s in bad)
+    return "; ".join(f"import {s['import_id']} {s['status']}"
+                     + (f" with {s['code']}: {s['message']}" if s.get("code") else "")
+                     + f" (report: {s['report']})" for s in bad)

@@ -46,6 +46,9 @@ EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER = "existing_patients_without_account_nu
 TOO_MANY_REJECTED_ROWS = "too_many_rejected_rows"
 # Added (README, "Problem codes"): an infrastructure fault that retries could not overcome.
 IMPORT_FAILED = "import_failed"
+# Added (README, "Problem codes"; SPEC §7): a run's `export_file` outside the allowed roots. It fails
+# the run before anything is read or copied, so it never appears in an import's report.
+EXPORT_FILE_NOT_ALLOWED = "export_file_not_allowed"
 
 # Row errors and skips, in the order that decides a row's one outcome (SPEC §3).
 MISSING_REQUIRED_FIELD = "missing_required_field"
@@ -111,7 +114,7 @@ FILE_ERROR_CODES: frozenset[str] = frozenset({
     UNSUPPORTED_FILE_TYPE, UNREADABLE_FILE, EMPTY_FILE, NO_DATA_ROWS, MISSING_REQUIRED_COLUMNS,
     DUPLICATE_COLUMNS, FILE_TOO_LARGE, TOO_MANY_COLUMNS, FIELD_TOO_LONG, TOO_MANY_ROWS,
     UNKNOWN_PRACTICE, EXPORT_DATE_IN_FUTURE, CAPACITY_EXCEEDED,
-    EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, TOO_MANY_REJECTED_ROWS, IMPORT_FAILED,
+    EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, TOO_MANY_REJECTED_ROWS, IMPORT_FAILED, EXPORT_FILE_NOT_ALLOWED,
 })
 
 
@@ -172,3 +175,14 @@ class ExportRejected(Exception):
 
 class ConfigurationError(Exception):
     """A setting or the practice registry is wrong: an operator must fix it, retries will not."""
+
+
+class InputRefused(ConfigurationError):
+    """A run's conf or `make import` named something it may not (SPEC §7): the run fails before any
+    task reads or copies a file. `str()` is `"<code>: <message>"`; the message holds no patient value
+    and shows outside-world text only through `untrusted.printable`."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

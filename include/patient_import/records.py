@@ -65,14 +65,24 @@ def import_problems(conn: Connection, import_id: str) -> list[p.Problem]:
 
 def imports_of_archive(conn: Connection, practice_id: str) -> dict[str, list[dict]]:
     """Every import of the practice by the archived original it read."""
-    rows = conn.execute(sa.select(_IMPORTS.c.id, _IMPORTS.c.archive_path, _IMPORTS.c.dag_run_id,
-                                  _IMPORTS.c.map_index, _IMPORTS.c.status, _IMPORTS.c.dry_run)
+    rows = conn.execute(sa.select(_IMPORTS.c.id, _IMPORTS.c.practice_id, _IMPORTS.c.archive_path,
+                                  _IMPORTS.c.dag_run_id, _IMPORTS.c.map_index, _IMPORTS.c.status,
+                                  _IMPORTS.c.dry_run, _IMPORTS.c.quarantine_path)
                         .where(_IMPORTS.c.practice_id == practice_id)).mappings().all()
     by_path: dict[str, list[dict]] = {}
     for row in rows:
         if row["archive_path"]:
             by_path.setdefault(row["archive_path"], []).append(dict(row))
     return by_path
+
+
+def refused_as_too_large(conn: Connection, practice_id: str, name: str, size: int) -> bool:
+    """Whether an inbox file of this name and size was already taken and left unarchived: only a
+    file over the size limit is (SPEC §7), so it is not taken again."""
+    found = conn.execute(sa.select(_IMPORTS.c.id).where(
+        _IMPORTS.c.practice_id == practice_id, _IMPORTS.c.export_name == name, _IMPORTS.c.export_bytes == size,
+        _IMPORTS.c.archive_path.is_(None), _IMPORTS.c.dry_run.is_(False)).limit(1)).first()
+    return found is not None
 
 
 def fail_abandoned_imports(engine: Engine, *, current_run_id: str, older_than: timedelta) -> list[str]:

@@ -26,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 
 from include.patient_import import settings, storage
+from include.patient_import.untrusted import printable
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ def _purge_area(area, root, cutoff: float, result: PurgeResult) -> int:
                     result.removed.append(Path(path).relative_to(root))
                     result.bytes_removed += info.st_size
                     log.info("retention: %s %s", "would remove" if result.dry_run else "removed",
-                             Path(path).relative_to(root))
+                             printable(Path(path).relative_to(root), limit=400))
                 else:
                     result.kept += 1
         if folder == str(area) or not all(os.path.join(folder, e) in gone for e in os.listdir(folder)):
@@ -150,7 +151,8 @@ def _purge_objects(area, root, cutoff: float, result: PurgeResult) -> int:
         removed += 1
         result.removed.append(relative)
         result.bytes_removed += found.size
-        log.info("retention: %s %s", "would remove" if result.dry_run else "removed", relative)
+        log.info("retention: %s %s", "would remove" if result.dry_run else "removed",
+                 printable(relative, limit=400))
     return removed
 
 
@@ -176,11 +178,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     result = purge(days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in result.removed:
-        print(f"{verb} {path}")
+        print(f"{verb} {printable(path, limit=400)}")
     for path in result.removed_dirs:
-        print(f"{verb} empty folder {path}")
+        print(f"{verb} empty folder {printable(path, limit=400)}")
     for path in result.links_left:
-        print(f"left alone (symbolic link) {path}")
+        print(f"left alone (symbolic link) {printable(path, limit=400)}")
     print(f"{settings.storage_root()}: {result.summary()}")
     return 0
 

@@ -4,6 +4,7 @@ so a test or a `make import` can point the pipeline somewhere else."""
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,6 +48,22 @@ def area(name: str, *parts: str):
     if name not in AREAS:
         raise ValueError(f"unknown file area {name!r}")
     return storage_root().joinpath(name, *parts)
+
+
+def export_roots() -> list[str]:
+    """`$PATIENT_IMPORT_EXPORT_ROOTS`: where a run's `export_file` may be read from (SPEC §7).
+
+    Paths or storage URLs separated by `:` (the `:` of a URL's `://` does not separate); empty
+    entries are ignored. Default: none, so a run reads only the inboxes (and the practice's own
+    archive, when an export is re-run explicitly). Checked by `boundaries.check_export_file`.
+    """
+    raw = os.environ.get("PATIENT_IMPORT_EXPORT_ROOTS", "")
+    return [entry.strip() for entry in re.split(r":(?!//)", raw) if entry.strip()]
+
+
+def airflow_home() -> Path:
+    """Airflow's home (`$AIRFLOW_HOME`, else Airflow's own default `~/airflow`): never an export."""
+    return Path(os.environ.get("AIRFLOW_HOME") or Path.home() / "airflow").resolve()
 
 
 def practices_file() -> Path:

@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from include.patient_import.problems import Status
 from include.patient_import.storage import path_of
 from include.patient_import.store import Import
+from include.patient_import.untrusted import printable
 
 
 def run_reports(engine, run_id: str) -> list[dict]:
@@ -38,7 +39,7 @@ def format_report(report: dict) -> str:
         lines.append("  row problems: " + ", ".join(f"{c} x{n}" for c, n in sorted(by_code.items())))
     for name, path in report["files"].items():
         if path:
-            lines.append(f"  {name}: {path}")
+            lines.append(f"  {name}: {printable(path, limit=400)}")
     lines.append(f"  report: {report.get('report_path') or ''}".rstrip())
     return "\n".join(lines)
 

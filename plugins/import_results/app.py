@@ -111,6 +111,9 @@ async def _http_error(request: Request, exc: StarletteHTTPException):
 
 
 def _url(request: Request, name: str, query: dict | None = None, **params) -> str:
+    # Path parameters are quoted: an id recorded from a hostile conf before ids were checked
+    # ("../../x") must give a dead link, not a 500 on every list page (SPEC §7).
+    params = {key: value if key == "path" else quote(str(value), safe="") for key, value in params.items()}
     path = request.scope.get("root_path", "") + request.app.url_path_for(name, **params)
     query = {k: v for k, v in (query or {}).items() if v not in (None, "")}
     return f"{path}?{urlencode(query)}" if query else path

@@ -56,6 +56,20 @@ def test_trigger_form_params_are_typed_and_explained(dag):
         assert "type" in param.schema, name
 
 
+def test_trigger_form_accepts_an_empty_practice_and_offers_a_date_field(dag):
+    """The form's Trigger button stays enabled with no practice (every practice's inbox), and the
+    export date is a date picker."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    assert "null" in dag.params.get_param("practice_id").schema["type"]
+    assert dag.params.get_param("practice_id").resolve(suppress_exception=True) is None
+    assert dag.params.get_param("exported_on").schema["format"] == "date"
+    params = ParamsDict(dict(dag.params))
+    params.update({"practice_id": None, "exported_on": "2026-11-20"})
+    assert params.validate()["exported_on"] == "2026-11-20"
+    # Airflow does not enforce `format`; `planning.check_conf` refuses a malformed date (tested there).
+
+
 def test_parsing_the_dag_file_imports_no_heavy_library():
     probe = (
         "import importlib.util, json, sys, time\n"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import time
 from pathlib import Path
 
@@ -29,6 +31,10 @@ practices:
     capacity: 1000
     systems: [drip_education, auto_debit, cash_plan_calculator]
 """
+
+
+# An account with Airflow's `User` role (it may trigger DAG runs): the role SPEC §7 guards against.
+USER_ROLE_ACCOUNT = ("clerk", secrets.token_urlsafe(12))
 
 
 class Airflow:
@@ -101,7 +107,11 @@ def airflow(tmp_path_factory) -> Airflow:
         "PATIENT_IMPORT_RETRIES": "1",
         "PATIENT_IMPORT_RETRY_DELAY_SECONDS": "1",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{USER_ROLE_ACCOUNT[0]}:user",
     }
+    (home / "airflow").mkdir()
+    (home / "airflow" / "passwords.json").write_text(json.dumps(
+        {"admin": secrets.token_urlsafe(12), USER_ROLE_ACCOUNT[0]: USER_ROLE_ACCOUNT[1]}), encoding="utf-8")
     os.environ.update({k: v for k, v in env.items() if k.startswith("PATIENT_IMPORT")})
     stack = start_stack(home / "airflow", extra_env=env)
     try:

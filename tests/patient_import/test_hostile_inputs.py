@@ -168,6 +168,12 @@ def test_no_corpus_file_touches_the_baseline_patients(outcome, item):
 def test_rejected_original_is_archived_unchanged_and_quarantined(outcome, item):
     result = outcome(item)
     files = result.imported.report["files"]
+    if result.imported.report["export"]["bytes"] > int(LIMITS_ENV["PATIENT_IMPORT_MAX_FILE_MB"]) * 1024 * 1024:
+        # SPEC §7: a file over the size limit is neither archived nor quarantined in full; its name,
+        # size and checksum are in the report (this case asserted the opposite before §7).
+        assert files["archive"] is None and files["quarantine"] is None and files["upload"] is None
+        assert result.imported.report["export"]["sha256"] == result.source_sha256
+        return
 
     archived, quarantined = Path(files["archive"]), Path(files["quarantine"])
     assert hashlib.sha256(archived.read_bytes()).hexdigest() == result.source_sha256

@@ -15,6 +15,7 @@ import pytest
 
 from include.patient_import import files, pipeline
 from include.patient_import.pipeline import RunInfo, extract_exports
+from include.patient_import.problems import InputRefused
 from tests.corpus import PRACTICE_ID, accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
@@ -119,12 +120,14 @@ def test_practice_id_with_a_path_never_turns_another_folder_into_an_inbox(engine
                   _export(home / "archive" / "20260101" / "old.csv")]
     store_files = sorted(p.name for p in home.glob("patient_store.db*"))
 
-    with caplog.at_level(logging.WARNING, logger="include.patient_import.files"):
-        ids = extract_exports(engine, practice_id, RunInfo(dag_id="t", run_id="dotdot", map_index=0))
+    # SPEC §7: the id is refused at entry, before any path is built from it.
+    with pytest.raises(InputRefused, match="unknown_practice: .*letters, digits and underscores"):
+        extract_exports(engine, practice_id, RunInfo(dag_id="t", run_id="dotdot", map_index=0))
 
-    assert ids == []
     assert all(p.is_file() for p in bystanders)
     assert sorted(p.name for p in home.glob("patient_store.db*")) == store_files
+    with caplog.at_level(logging.WARNING, logger="include.patient_import.files"):
+        assert files.waiting_inbox_files(practice_id, settle_seconds=0) == []
     assert "letters, digits and underscores only" in caplog.text
 
 

@@ -1,0 +1,46 @@
+"""Text from the outside world (file names, column headers, conf values) made safe to show (SPEC §7).
+
+Every such text passes through `printable` before it reaches a log line, an exception message or
+an alert: a file name holding a newline must not forge a log line, and one holding terminal
+escapes must not repaint an operator's screen.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+DEFAULT_LIMIT = 120
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+_RESHAPING = ("Cf", "Zl", "Zp")  # format characters (bidi overrides, tags) and line/paragraph separators
+
+
+def _escape(code: int) -> str:
+    if code <= 0xFF:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+
+
+def printable(text: object, limit: int = DEFAULT_LIMIT) -> str:
+    """`text` on one line, every control, format or separator character escaped as `repr` would.
+
+    Args:
+        text: anything; `str(text)` is shown (None shows as `None`).
+        limit: the most characters kept of the escaped text; longer texts end in `…(+N chars)`.
+
+    Returns a string with no line breaks, no control characters and no bidi overrides, and
+    with backslashes escaped so that an escape in the input cannot pass for one of ours.
+    """
+    # Not `repr()` itself: it keeps printable non-ASCII as it is (good, names are often accented)
+    # but leaves U+2028, bidi overrides and other format characters that reshape a log line.
+    out: list[str] = []
+    for char in str(text):
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable() and unicodedata.category(char) not in _RESHAPING:
+            out.append(char)
+        else:
+            out.append(_ESCAPES.get(char) or _escape(ord(char)))
+    shown = "".join(out)
+    if len(shown) > limit:
+        return f"{shown[:limit]}…(+{len(shown) - limit} chars)"
+    return shown

@@ -42,7 +42,8 @@ import pandas as pd
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
-from include.patient_import.problems import ZIP_PADDED, Problem, invalid_code, severity_of
+from include.patient_import.problem_table import ProblemTable
+from include.patient_import.problems import ZIP_PADDED, invalid_code, severity_of
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
@@ -57,7 +58,7 @@ class NormalizedExport:
     """
 
     frame: pd.DataFrame
-    problems: list[Problem]
+    problems: ProblemTable  # columns, warnings capped per code and field (problem_table)
 
 
 # Result of an optional value: the cleaned value (None = left out) and a warning code, if any.
@@ -545,18 +546,19 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
 
     row_numbers = frame[ROW_NUMBER].to_numpy()
     accounts = columns["account_number"]
-    warnings = []
+    # Column by column, one field at a time, capped as it goes: a quarter of a million rows with
+    # nine invalid values each must not become millions of Python objects (SPEC §7).
+    problems = ProblemTable()
     for name, kind, codes in flagged:
-        for position in np.flatnonzero(pd.notna(codes)):
-            warnings.append((int(row_numbers[position]), name, codes[position], kind, position))
-    warnings.sort(key=lambda w: w[:3])
-    # Severity given, not looked up for each of what can be a hundred thousand warnings.
-    severity = {code: str(severity_of(code)) for code in {w[2] for w in warnings}}
-    problems = [
-        Problem(code=code, message=_message(name, kind, code), row=row,
-                account_number=accounts[position], field=name, severity=severity[code])
-        for row, name, code, kind, position in warnings
-    ]
+        positions = np.flatnonzero(pd.notna(codes))
+        if not len(positions):
+            continue
+        found = pd.Series(codes[positions], dtype="object")
+        distinct = set(found)
+        problems += ProblemTable.of_rows(
+            row_numbers[positions], code=found, field=name, account_numbers=accounts[positions],
+            message=found.map({c: _message(name, kind, c) for c in distinct}),
+            severity=found.map({c: str(severity_of(c)) for c in distinct}))
 
     result = pd.DataFrame({ROW_NUMBER: pd.Series(row_numbers)})
     for column in OUTPUT_COLUMNS[1:]:

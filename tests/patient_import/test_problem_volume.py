@@ -278,3 +278,16 @@ def test_the_migration_orders_and_counts_the_problems_already_stored(empty_store
     assert {"ix_import_problems_position", "ix_import_problems_severity", "ix_import_problems_code",
             "ix_import_problems_account"} <= indexes
     assert ImportProblemCount.__table__.name in sa.inspect(engine).get_table_names()
+
+
+def test_the_terminal_summary_counts_the_warnings_that_are_not_listed():
+    from include.patient_import.summary import format_report
+
+    listed = [{"row": r, "account_number": None, "field": "email", "code": "invalid_email", "severity": "warning",
+               "message": "m"} for r in range(2, 2 + CAP)]
+    report = {"import_id": "i", "practice_id": "demo", "export": {"exported_on": "2025-03-01"}, "status": "completed",
+              "dry_run": False, "counts": {"read": 1_500}, "problems": listed, "files": {},
+              "problem_counts": [{"code": "invalid_email", "field": "email", "severity": "warning",
+                                  "listed": CAP, "total": 1_500}]}
+
+    assert "row problems: invalid_email x1500" in format_report(report)

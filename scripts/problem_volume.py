@@ -1,6 +1,6 @@
 """Problem volume figures (issue 11): the Import Results page of a huge import, and the report stage.
 
-    python scripts/problem_volume.py [--problems 900000] [--rows 250000] [--skip-page] [--skip-stages]
+    python scripts/problem_volume.py [--problems 900000] [--rows 250000] [--errors] [--skip-page] [--skip-stages]
 
 Prints figures; asserts nothing (a benchmark, not a test). Each part runs in processes of its own,
 in a temporary home with a SQLite store:
@@ -11,7 +11,8 @@ in a temporary home with a SQLite store:
 - **stages**: an export of `--rows` rows with nine invalid optional values each (every warning
   code the normaliser has), imported stage by stage, each stage in a new process as an Airflow
   worker runs it: seconds and peak RSS per stage, and the report's size, problems listed and
-  `problem_counts`.
+  `problem_counts`. With `--errors` every row also lacks its last name: as many errors as rows,
+  all listed (the file is then rejected, too many rejected rows), streamed to the store and report.
 """
 
 from __future__ import annotations
@@ -153,13 +154,13 @@ def serve() -> dict:
 
 # ---------------------------------------------------------------- stages
 
-def write_export(path: Path, rows: int) -> None:
+def write_export(path: Path, rows: int, errors: bool = False) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="") as handle:
         handle.write(",".join(HEADER) + "\r\n")
         tail = "," + ",".join(INVALID) + "\r\n"
         for i in range(rows):
-            handle.write(f"{100_000 + i},Last{i},First{i}{tail}")
+            handle.write(f"{100_000 + i},{'' if errors else f'Last{i}'},First{i}{tail}")
 
 
 def stage(name: str, export: str) -> dict:
@@ -200,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=900_000)
     parser.add_argument("--rows", type=int, default=250_000)
+    parser.add_argument("--errors", action="store_true", help="every row also misses its last name")
     parser.add_argument("--skip-page", action="store_true")
     parser.add_argument("--skip-stages", action="store_true")
     args = parser.parse_args(argv)
@@ -218,9 +220,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="problem_volume_") as tmp:
             env = _environment(Path(tmp))
             export = Path(tmp) / "exports" / "volume_20261120.csv"
-            write_export(export, args.rows)
-            print(f"export: {args.rows:,} rows x {len(INVALID)} invalid optional values, "
-                  f"{export.stat().st_size / 2**20:.1f} MB")
+            write_export(export, args.rows, args.errors)
+            print(f"export: {args.rows:,} rows x {len(INVALID)} invalid optional values"
+                  f"{' and a missing last name' if args.errors else ''}, {export.stat().st_size / 2**20:.1f} MB")
             summary = None
             for name in ("extract", "validate", "transform", "load", "report"):
                 summary = _child(env, "stage", name, str(export))

@@ -117,6 +117,10 @@ class ProblemTable:
         combined = ProblemTable._capped(pd.concat([self.listed, other.listed], ignore_index=True))
         return ProblemTable(combined.listed, _add_counts(self.omitted, other.omitted, combined.omitted))
 
+    def where(self, keep) -> "ProblemTable":
+        """The listed problems where `keep` (booleans, one per listed problem) holds."""
+        return ProblemTable(self.listed[np.asarray(keep, dtype=bool)].reset_index(drop=True), self.omitted)
+
     def with_codes(self, codes: Iterable[str]) -> "ProblemTable":
         codes = list(codes)
         return ProblemTable(self.listed[self.listed["code"].isin(codes)].reset_index(drop=True),
@@ -169,6 +173,8 @@ class ProblemTable:
     @classmethod
     def from_omitted_columns(cls, listed: pd.DataFrame, omitted: dict[str, list] | None) -> "ProblemTable":
         counts = pd.DataFrame(omitted or {}, columns=_COUNT_COLUMNS)
+        if not len(listed):
+            listed = _empty()
         counts["count"] = counts["count"].astype("int64")
         return cls(_typed(listed), _add_counts(counts.astype({"code": "object", "field": "object",
                                                               "severity": "object"})))

@@ -115,8 +115,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
         winners = pd.Series(frame[CODE].to_numpy(dtype=object), index=frame[ROW_NUMBER].astype("int64"))
         listed = row_problems.listed
         decided = winners.reindex(listed["row"].astype("int64")).to_numpy(dtype=object) == listed["code"].to_numpy()
-        row_problems.listed = listed[listed["code"].isin(p.ROW_ERROR_CODES).to_numpy() | decided].reset_index(drop=True)
-        result.problems += row_problems
+        result.problems += row_problems.where(listed["code"].isin(p.ROW_ERROR_CODES).to_numpy() | decided)
         result.frame = frame
 
         flags = rejected_flags(frame[CODE])
@@ -196,9 +195,12 @@ def load_validation(import_id: str) -> Validation:
     if frame is not None:
         frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
     rejection = doc["rejection"]
-    listed = _read_frame(stage / "problems.parquet")
+    if (stage / "problems.parquet").exists():
+        listed = _read_frame(stage / "problems.parquet")
+    else:  # staged before problems were columns: {"code": [...], "row": [...], ...} in the JSON
+        listed = pd.DataFrame(doc.get("problems") or {})
     return Validation(
         frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
-        problems=ProblemTable.from_omitted_columns(listed, doc["problems_omitted"]),
+        problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
         rejection=p.ExportRejected(**rejection) if rejection else None,
         docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)

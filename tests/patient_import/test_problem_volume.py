@@ -291,3 +291,20 @@ def test_the_terminal_summary_counts_the_warnings_that_are_not_listed():
                                   "listed": CAP, "total": 1_500}]}
 
     assert "row problems: invalid_email x1500" in format_report(report)
+
+
+def test_staging_keeps_the_listed_problems_and_the_counts_of_the_others(tmp_path, monkeypatch):
+    from include.patient_import.validate import Validation, load_validation, save_validation
+
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
+    monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)
+    table = warnings("invalid_state", "state", range(2, 1_402)) + ProblemTable.of(
+        [p.Problem(code=p.UNKNOWN_COLUMN, message="m", field="Notes")])
+
+    save_validation("demo_staged", Validation(problems=table))
+    staged = load_validation("demo_staged").problems
+    save_validation("demo_none", Validation())
+
+    assert staged == table and len(staged) == CAP + 1
+    assert staged.counts() == table.counts() and staged.counts()[0]["total"] == 1_400
+    assert len(load_validation("demo_none").problems) == 0

@@ -32,6 +32,7 @@ from airflow.exceptions import AirflowNotFoundException
 from airflow.models import Connection as AirflowConnection
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import queries, settings, storage
+from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Severity, Status
 from include.patient_import.store import create_store_engine, sqlalchemy_url
 
@@ -236,7 +237,8 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
     return _page(
         request, "detail.html", detail=detail, item=detail.summary,
         problems=detail.problems, problems_page=problems_page, filters=filters,
-        severities=[s.value for s in Severity],
+        severities=[s.value for s in Severity], listed_cap=LISTED_PER_CODE_AND_FIELD,
+        capped=any(c.listed < c.total for c in detail.problem_summary),
         filter_url=_url(request, "import_detail", import_id=import_id),
         code_urls={c.code: _url(request, "import_detail", {"code": c.code}, import_id=import_id)
                    for c in detail.problem_summary},

@@ -516,6 +516,7 @@ def test_detail_json_summarises_problems_per_code_with_what_is_only_counted(clie
     row = re.search(r'<tr class="sev-warning" data-code="invalid_email">(.*?)</tr>', page, re.S)[1]
     assert [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] == [
         "invalid_email", "warning", "250000", "1000"]
+    assert "counted, not listed" in page and "first 1,000 of one code and field" in page
 
 
 def test_detail_page_filters_problems_and_keeps_the_filters_in_its_pages(client, viewer, monkeypatch):
@@ -542,3 +543,4 @@ def test_detail_page_shows_the_per_code_summary_with_links_to_each_code(client, 
     assert re.findall(r'data-code="(\w+)"', summary) == [
         "invalid_account_number", "missing_required_field", "unknown_column"]
     assert f'href="{DETAIL}?code=unknown_column"' in summary
+    assert "counted, not listed" not in page  # nothing of this import is only counted

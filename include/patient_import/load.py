@@ -29,11 +29,12 @@ from include.patient_import.rules import (
     CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, WRITE, capacity_parameters, capacity_rejection,
     decide_outcomes, payment_plan_warning,
 )
+from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import (
-    Import, ImportProblem, ImportRow, Patient, lock_practice, postgres_error_message,
+    Import, ImportProblem, ImportProblemCount, ImportRow, Patient, lock_practice, postgres_error_message,
 )
 from include.patient_import.suites import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
@@ -211,10 +212,15 @@ def _copy_line(error: Exception) -> int | None:
     return int(found.group(1)) if found else None
 
 
+# Problems go to the store this many at a time: an import lists every error and skip (SPEC §7).
+_PROBLEM_BATCH = 50_000
+
+
 def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
-                     problems: list[p.Problem]) -> None:
+                     problems: ProblemTable) -> None:
     conn.execute(sa.delete(ImportRow.__table__).where(ImportRow.__table__.c.import_id == import_id))
     conn.execute(sa.delete(ImportProblem.__table__).where(ImportProblem.__table__.c.import_id == import_id))
+    conn.execute(sa.delete(ImportProblemCount.__table__).where(ImportProblemCount.__table__.c.import_id == import_id))
     # An invalid account number is whatever the cell held (a note, a whole row split on the wrong
     # delimiter): no identifier, and maybe longer than the column, which PostgreSQL refuses.
     accounts = decided["account_number"].astype("object")
@@ -227,12 +233,17 @@ def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
         "code": decided[CODE],
     })
     _bulk_insert(conn, ImportRow.__table__, rows)
-    listed = pd.DataFrame(
-        [(import_id, x.row, x.account_number, x.field, x.code, x.severity, x.message)
-         for x in sorted(problems, key=p.Problem.sort_key)],
-        columns=["import_id", "row_number", "account_number", "field", "code", "severity", "message"],
-        dtype="object")
-    _bulk_insert(conn, ImportProblem.__table__, listed)
+    listed = problems.listed  # in report order: its position is the store's `position`
+    for start in range(0, len(listed), _PROBLEM_BATCH):
+        batch = listed.iloc[start:start + _PROBLEM_BATCH]
+        _bulk_insert(conn, ImportProblem.__table__, pd.DataFrame({
+            "import_id": import_id, "row_number": batch["row"].astype("object"),
+            "account_number": batch["account_number"], "field": batch["field"], "code": batch["code"],
+            "severity": batch["severity"], "message": batch["message"],
+            "position": range(start, start + len(batch))}, index=batch.index))
+    counts = pd.DataFrame(problems.counts(), columns=["code", "field", "severity", "listed", "total"])
+    counts.insert(0, "import_id", import_id)
+    _bulk_insert(conn, ImportProblemCount.__table__, counts)
 
 
 def recorded_result(conn: Connection, import_id: str) -> LoadResult | None:
@@ -259,9 +270,9 @@ def _file_rejection_outcomes(frame: pd.DataFrame, rejection: p.ExportRejected) -
 
 
 def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_on: date,
-                frame: pd.DataFrame | None, problems: list[p.Problem],
+                frame: pd.DataFrame | None, problems: ProblemTable | list[p.Problem],
                 rejection: p.ExportRejected | None, dry_run: bool,
-                runner: SuiteRunner | None = None) -> tuple[LoadResult, list[p.Problem]]:
+                runner: SuiteRunner | None = None) -> tuple[LoadResult, ProblemTable]:
     """Apply one import's rows, or record its rejection, in one transaction.
 
     Args:
@@ -270,7 +281,8 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
         rejection: a file-level rejection decided before the load, if any.
         dry_run: decide and record every outcome, but change no patient.
 
-    Returns the result and the full problem list recorded for the import.
+    Returns the result and the problems recorded for the import (problem_table: warnings beyond
+    the cap per code and field are counted, not listed).
     """
     runner = runner or SuiteRunner()
     with engine.begin() as conn:
@@ -294,23 +306,23 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
                 if runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, "is_new"]],
                               capacity_parameters(practice, stored)):
                     rejection = capacity_rejection(practice, stored, new)
-        problems = list(problems)
+        problems = ProblemTable.of(problems)
         if rejection is not None:
             decided = _file_rejection_outcomes(frame, rejection)
-            problems.append(rejection.problem())
+            problems += [rejection.problem()]
             status = p.Status.REJECTED
         else:
             problems += _skip_problems(decided)
             warning = payment_plan_warning(practice, int((decided[OUTCOME] == p.INSERTED).sum()))
             if warning:
-                problems.append(warning)
+                problems += [warning]
             if not dry_run:
                 _write_patients(conn, _patient_rows(decided[decided[WRITE]], practice.id, import_id, exported_on))
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)
         _finish_load(conn, import_id, str(status), counts, rejection.details if rejection else None)
-    return LoadResult(status=str(status), counts=counts), sorted(problems, key=p.Problem.sort_key)
+    return LoadResult(status=str(status), counts=counts), problems
 
 
 _SKIP_MESSAGES = {
@@ -320,7 +332,8 @@ _SKIP_MESSAGES = {
 }
 
 
-def _skip_problems(decided: pd.DataFrame) -> list[p.Problem]:
+def _skip_problems(decided: pd.DataFrame) -> ProblemTable:
     skips = decided[decided[CODE].isin(list(_SKIP_MESSAGES))]
-    return [p.Problem(code=c, message=_SKIP_MESSAGES[c], row=int(r), account_number=a)
-            for r, a, c in zip(skips[ROW_NUMBER], skips["account_number"], skips[CODE])]
+    codes = skips[CODE].astype("object").reset_index(drop=True)
+    return ProblemTable.of_rows(skips[ROW_NUMBER].to_numpy(), code=codes, message=codes.map(_SKIP_MESSAGES),
+                                account_numbers=skips["account_number"].to_numpy(dtype=object))

@@ -41,6 +41,7 @@ import functools
 import re
 import unicodedata
 from collections.abc import Callable
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +50,8 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import.encoding import repair
-from include.patient_import.problems import TEXT_REPAIRED, ZIP_PADDED, Problem, invalid_code, severity_of
+from include.patient_import.problem_table import ProblemTable
+from include.patient_import.problems import TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
@@ -64,7 +66,40 @@ class NormalizedExport:
     """
 
     frame: pd.DataFrame
-    problems: list[Problem]
+    # (field, kind, warning code or None by position): the warnings, kept as columns until the
+    # rows' outcomes are known, since a rejected row carries none (`warnings`).
+    flagged: list[tuple[str, str, np.ndarray]] = dataclasses.field(default_factory=list, repr=False)
+
+    @property
+    def problems(self) -> ProblemTable:
+        """Every row's warnings, capped per code and field (problem_table)."""
+        return self.warnings()
+
+    def warnings(self, rejected: np.ndarray | None = None) -> ProblemTable:
+        """The warnings of the rows not `rejected` (booleans by position), built a field at a time
+        and capped as they go: a quarter of a million rows with nine invalid values each must not
+        become millions of Python objects (SPEC §7). A rejected row reports why it was rejected,
+        not what importing it would have left out.
+
+        Each warning names the row, its normalised account number and the field, never the value.
+        """
+        row_numbers = self.frame[ROW_NUMBER].to_numpy()
+        accounts = self.frame["account_number"].to_numpy(dtype=object)
+        problems = ProblemTable()
+        for name, kind, codes in self.flagged:
+            present = pd.notna(codes)
+            if rejected is not None:
+                present &= ~rejected
+            positions = np.flatnonzero(present)
+            if not len(positions):
+                continue
+            found = pd.Series(codes[positions], dtype="object")
+            distinct = set(found)
+            problems += ProblemTable.of_rows(
+                row_numbers[positions], code=found, field=name, account_numbers=accounts[positions],
+                message=found.map({c: _message(name, kind, c) for c in distinct}),
+                severity=found.map({c: str(severity_of(c)) for c in distinct}))
+        return problems
 
 
 # Result of an optional value: the cleaned value (None = left out) and a warning code, if any.
@@ -591,9 +626,8 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
         today: the day that decides future dates, two-digit years and the 120-year limit.
 
     Returns:
-        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings, in report order (row,
-        then field). Each warning names the row, its normalised account number and the field,
-        never the value.
+        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings as codes by position
+        (:meth:`NormalizedExport.warnings` makes them problems once the rows' outcomes are known).
     """
     count = len(frame)
     columns: dict[str, np.ndarray] = {}
@@ -622,21 +656,7 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
             flagged.append((name, kind, codes))
 
     row_numbers = frame[ROW_NUMBER].to_numpy()
-    accounts = columns["account_number"]
-    warnings = []
-    for name, kind, codes in flagged:
-        for position in np.flatnonzero(pd.notna(codes)):
-            warnings.append((int(row_numbers[position]), name, codes[position], kind, position))
-    warnings.sort(key=lambda w: w[:3])
-    # Severity given, not looked up for each of what can be a hundred thousand warnings.
-    severity = {code: str(severity_of(code)) for code in {w[2] for w in warnings}}
-    problems = [
-        Problem(code=code, message=_message(name, kind, code), row=row,
-                account_number=accounts[position], field=name, severity=severity[code])
-        for row, name, code, kind, position in warnings
-    ]
-
     result = pd.DataFrame({ROW_NUMBER: pd.Series(row_numbers)})
     for column in OUTPUT_COLUMNS[1:]:
         result[column] = pd.Series(columns[column], dtype=object)
-    return NormalizedExport(frame=result, problems=problems)
+    return NormalizedExport(frame=result, flagged=flagged)

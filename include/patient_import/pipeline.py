@@ -282,7 +282,8 @@ def transform_import(engine: Engine, import_id: str) -> dict:
     practice = practices[job.practice_id]
     outbox = settings.area("outbox", job.practice_id)
     rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
-                                        validation.headers, validation.columns, validation.problems)
+                                        validation.headers, validation.columns,
+                                        validation.problems.with_codes(p.ROW_ERROR_CODES))
     upload = None
     if validation.rejection is None:
         rows = upload_rows(validation.frame, practice)

@@ -15,13 +15,17 @@ from sqlalchemy.engine import Connection
 
 from include.patient_import import records, settings, storage
 from include.patient_import.storage import StoragePath, path_of
-from include.patient_import.problems import OUTCOMES, Counts, Status
-from include.patient_import.store import Import, Practice
+from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
 
 _IMPORTS = Import.__table__
 _PRACTICES = Practice.__table__
+_PROBLEMS = ImportProblem.__table__
+_PROBLEM_COUNTS = ImportProblemCount.__table__
 
 MAX_PER_PAGE = 100
+PROBLEMS_PER_PAGE = 200
+MAX_PROBLEMS_PER_PAGE = 1_000
 CHART_DAYS = 30
 
 # The files of an import that can be downloaded: the column recording each, and its file area.
@@ -76,14 +80,53 @@ class ProblemLine:
 
 
 @dataclass(frozen=True)
+class CodeCount:
+    """How many problems of one code an import has (`total`) and lists (`listed`; fewer for
+    warnings beyond 1,000 per code and field, which are only counted)."""
+
+    code: str
+    severity: str
+    total: int
+    listed: int
+
+
+@dataclass(frozen=True)
+class ProblemFilter:
+    """Which of an import's problems to show: by severity, by code, by account number (exact)."""
+
+    severity: str | None = None
+    code: str | None = None
+    account_number: str | None = None
+
+    def where(self, import_id: str) -> list:
+        where = [_PROBLEMS.c.import_id == import_id]
+        if self.severity:
+            where.append(_PROBLEMS.c.severity == self.severity)
+        if self.code:
+            where.append(_PROBLEMS.c.code == self.code)
+        if self.account_number:
+            where.append(_PROBLEMS.c.account_number == self.account_number)
+        return where
+
+
+@dataclass(frozen=True)
 class ImportDetail:
     summary: ImportSummary
+    # One page of the problems the filter selects, in report order (SPEC §4).
     problems: list[ProblemLine]
     # Which of the import's files exist (recorded in the store and still on disk).
     files: dict[str, bool] = field(default_factory=dict)
     has_data_docs: bool = False
     # Figures of a file-level rejection (capacity, stored, new, ...): numbers, never patient data.
     details: dict = field(default_factory=dict)
+    problems_total: int = 0  # listed problems the filter selects, on every page
+    problems_page: int = 1
+    problems_per_page: int = PROBLEMS_PER_PAGE
+    problem_summary: list[CodeCount] = field(default_factory=list)
+
+    @property
+    def problems_pages(self) -> int:
+        return max(1, -(-self.problems_total // self.problems_per_page))
 
 
 @dataclass(frozen=True)
@@ -156,23 +199,67 @@ def _existing(path: str | None) -> bool:
     return bool(path) and path_of(path).is_file()
 
 
-def import_detail(conn: Connection, import_id: str) -> ImportDetail | None:
-    """One import with its problems in report order (SPEC §4); None when there is no such import."""
+def problem_summary(conn: Connection, import_id: str) -> list[CodeCount]:
+    """Per code: severity, how many found and how many listed; errors first, then by code."""
+    rows = conn.execute(sa.select(_PROBLEM_COUNTS.c.code, _PROBLEM_COUNTS.c.severity,
+                                  sa.func.sum(_PROBLEM_COUNTS.c.total), sa.func.sum(_PROBLEM_COUNTS.c.listed))
+                        .where(_PROBLEM_COUNTS.c.import_id == import_id)
+                        .group_by(_PROBLEM_COUNTS.c.code, _PROBLEM_COUNTS.c.severity)).all()
+    rank = {s.value: i for i, s in enumerate(Severity)}
+    return sorted((CodeCount(code, severity, int(total), int(listed)) for code, severity, total, listed in rows),
+                  key=lambda c: (rank.get(c.severity, len(rank)), c.code))
+
+
+def problem_page(conn: Connection, import_id: str, problems: ProblemFilter = ProblemFilter(), *,
+                 page: int = 1, per_page: int = PROBLEMS_PER_PAGE) -> tuple[list[ProblemLine], int]:
+    """One page of an import's listed problems in report order, and how many the filter selects.
+
+    Paged in SQL on the store's report position (index `ix_import_problems_*`): a page of an
+    import with a million problems reads one page of rows.
+
+    Raises:
+        ValueError: for a page or page size out of range.
+    """
+    if page < 1 or not 1 <= per_page <= MAX_PROBLEMS_PER_PAGE:
+        raise ValueError(f"page must be >= 1 and per_page 1..{MAX_PROBLEMS_PER_PAGE}")
+    where = problems.where(import_id)
+    if problems.account_number:
+        total = conn.execute(sa.select(sa.func.count()).select_from(_PROBLEMS).where(*where)).scalar_one()
+    else:
+        # The listed counts the load recorded: a sum over a few codes, not a count over a million rows.
+        counted = [_PROBLEM_COUNTS.c.import_id == import_id]
+        if problems.severity:
+            counted.append(_PROBLEM_COUNTS.c.severity == problems.severity)
+        if problems.code:
+            counted.append(_PROBLEM_COUNTS.c.code == problems.code)
+        total = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(_PROBLEM_COUNTS.c.listed), 0))
+                             .where(*counted)).scalar_one()
+    rows = conn.execute(sa.select(_PROBLEMS.c.row_number, _PROBLEMS.c.account_number, _PROBLEMS.c.field,
+                                  _PROBLEMS.c.code, _PROBLEMS.c.severity, _PROBLEMS.c.message)
+                        .where(*where).order_by(_PROBLEMS.c.position, _PROBLEMS.c.id)
+                        .limit(per_page).offset((page - 1) * per_page)).all()
+    return [ProblemLine(*row) for row in rows], int(total)
+
+
+def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = ProblemFilter(), *,
+                  page: int = 1, per_page: int = PROBLEMS_PER_PAGE) -> ImportDetail | None:
+    """One import with one page of its problems in report order (SPEC §4) and the per-code summary;
+    None when there is no such import. Raises ValueError as `problem_page` does."""
     row = records.get_import(conn, import_id)
     if row is None:
         return None
-    problems = [ProblemLine(row=x.row, account_number=x.account_number, field=x.field, code=x.code,
-                            severity=x.severity, message=x.message)
-                for x in records.import_problems(conn, import_id)]
+    lines, total = problem_page(conn, import_id, problems, page=page, per_page=per_page)
     try:
         details = json.loads(row["details"]) if row["details"] else {}
     except ValueError:
         details = {}
     return ImportDetail(
-        summary=_summary(row, practice_names(conn)), problems=problems,
+        summary=_summary(row, practice_names(conn)), problems=lines,
         files={kind: _existing(row[column]) for kind, (column, _area) in DOWNLOADS.items()},
         has_data_docs=_existing(row["data_docs_path"]),
-        details=details if isinstance(details, dict) else {})
+        details=details if isinstance(details, dict) else {},
+        problems_total=total, problems_page=page, problems_per_page=per_page,
+        problem_summary=problem_summary(conn, import_id))
 
 
 def _inside(path: StoragePath, root: StoragePath) -> StoragePath | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 
 import sqlalchemy as sa
@@ -10,9 +11,16 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
-from include.patient_import.store import Import, ImportProblem, Practice as PracticeRow
+from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS, ProblemTable
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice as PracticeRow
 
 _IMPORTS = Import.__table__
+_PROBLEMS = ImportProblem.__table__
+_COUNTS = ImportProblemCount.__table__
+# The store's column for each of the report's problem keys.
+_PROBLEM_COLUMNS = {"row": "row_number", "account_number": "account_number", "field": "field",
+                    "code": "code", "severity": "severity", "message": "message"}
+_STREAM_BATCH = 10_000
 
 
 def now() -> datetime:
@@ -55,12 +63,44 @@ def set_details(engine: Engine, import_id: str, details: dict) -> None:
     update_import(engine, import_id, details=json.dumps(details, sort_keys=True))
 
 
-def import_problems(conn: Connection, import_id: str) -> list[p.Problem]:
-    table = ImportProblem.__table__
-    rows = conn.execute(sa.select(table).where(table.c.import_id == import_id)).mappings().all()
-    return sorted((p.Problem(code=r["code"], message=r["message"], row=r["row_number"],
-                             account_number=r["account_number"], field=r["field"], severity=r["severity"])
-                   for r in rows), key=p.Problem.sort_key)
+def _problems_in_order(import_id: str) -> sa.Select:
+    return (sa.select(*[_PROBLEMS.c[_PROBLEM_COLUMNS[name]].label(name) for name in PROBLEM_COLUMNS])
+            .where(_PROBLEMS.c.import_id == import_id).order_by(_PROBLEMS.c.position, _PROBLEMS.c.id))
+
+
+def import_problems(conn: Connection, import_id: str) -> ProblemTable:
+    """The problems the store lists for an import, in report order, with the counts of the rest."""
+    import pandas as pd
+
+    rows = conn.execute(_problems_in_order(import_id)).all()
+    listed = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in
+                           zip(PROBLEM_COLUMNS, zip(*rows) if rows else ((),) * len(PROBLEM_COLUMNS))})
+    omitted = {"code": [], "field": [], "severity": [], "count": []}
+    for item in problem_counts(conn, import_id):
+        if item["total"] > item["listed"]:
+            for key in ("code", "field", "severity"):
+                omitted[key].append(item[key])
+            omitted["count"].append(item["total"] - item["listed"])
+    return ProblemTable.from_omitted_columns(listed, omitted)
+
+
+def iter_problems(conn: Connection, import_id: str) -> Iterator[dict]:
+    """The import's listed problems in report order, as the report's dicts, read in batches (a
+    server-side cursor on PostgreSQL): memory stays flat however many there are (SPEC §7)."""
+    result = conn.execution_options(stream_results=True, yield_per=_STREAM_BATCH).execute(
+        _problems_in_order(import_id))
+    for row in result:
+        yield dict(zip(PROBLEM_COLUMNS, row))
+
+
+def problem_counts(conn: Connection, import_id: str) -> list[dict]:
+    """The report's `problem_counts`: per code and field, `listed` and `total`, by code then field."""
+    rows = conn.execute(sa.select(_COUNTS.c.code, _COUNTS.c.field, _COUNTS.c.severity,
+                                  _COUNTS.c.listed, _COUNTS.c.total)
+                        .where(_COUNTS.c.import_id == import_id)).all()
+    rows = sorted(rows, key=lambda r: (r.code, r.field or ""))
+    return [{"code": r.code, "field": r.field, "severity": r.severity, "listed": int(r.listed),
+             "total": int(r.total)} for r in rows]
 
 
 def imports_of_archive(conn: Connection, practice_id: str) -> dict[str, list[dict]]:
@@ -108,10 +148,21 @@ def newest_export_dates(conn: Connection) -> dict[str, date]:
 
 
 def replace_problem(engine: Engine, import_id: str, problem: p.Problem) -> None:
-    """Record a file-level problem once, however often the stage that finds it runs."""
-    table = ImportProblem.__table__
+    """Record a file-level problem once, however often the stage that finds it runs.
+
+    It is placed before the problems already listed (file problems come first, SPEC §4), or,
+    with a row, after them.
+    """
+    table = _PROBLEMS
     with engine.begin() as conn:
         conn.execute(sa.delete(table).where(table.c.import_id == import_id, table.c.code == problem.code))
+        conn.execute(sa.delete(_COUNTS).where(_COUNTS.c.import_id == import_id, _COUNTS.c.code == problem.code))
+        low, high = conn.execute(sa.select(sa.func.min(table.c.position), sa.func.max(table.c.position))
+                                 .where(table.c.import_id == import_id)).one()
+        position = (0 if low is None else low - 1) if problem.row is None else (0 if high is None else high + 1)
         conn.execute(sa.insert(table).values(
             import_id=import_id, row_number=problem.row, account_number=problem.account_number,
-            field=problem.field, code=problem.code, severity=problem.severity, message=problem.message))
+            field=problem.field, code=problem.code, severity=problem.severity, message=problem.message,
+            position=position))
+        conn.execute(sa.insert(_COUNTS).values(import_id=import_id, code=problem.code, field=problem.field,
+                                               severity=problem.severity, listed=1, total=1))

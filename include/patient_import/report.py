@@ -1,22 +1,26 @@
 """The report stage: the import's final status in the store and its JSON report (SPEC §4, §6).
 
 The JSON is written whatever happened upstream, also when the store cannot be reached; then it
-says `failed` and the task fails so that Airflow retries it.
+says `failed` and the task fails so that Airflow retries it. Its problems are streamed from the
+store to the file, one line each, never held all at once (SPEC §7); `problem_counts` gives per
+code and field how many were found and how many are listed.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from include.patient_import import files, records, settings, storage
 from include.patient_import import problems as p
+from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
 from include.patient_import.staleness import staleness
+from include.patient_import.store import create_store_engine
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +37,13 @@ def _iso(value) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def build_report(record: dict, problems: list[p.Problem], staleness: dict | None = None) -> dict:
-    """The report document of SPEC §6, plus where the import's files are and the practice's staleness."""
+def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | None = None,
+                 problem_counts: list[dict] | None = None) -> dict:
+    """The report document of SPEC §6, plus where the import's files are and the practice's staleness.
+
+    `problems` may be left empty and streamed by `write_report` instead; `problem_counts` is the
+    store's (records.problem_counts).
+    """
     details = json.loads(record["details"]) if record.get("details") else {}
     return {
         "import_id": record["id"],
@@ -45,6 +54,7 @@ def build_report(record: dict, problems: list[p.Problem], staleness: dict | None
                    "exported_on": _iso(record["exported_on"]), "bytes": record.get("export_bytes")},
         "counts": {k: int(record.get(k) or 0) for k in Counts().as_dict()},
         "problems": [x.to_dict() for x in sorted(problems, key=p.Problem.sort_key)],
+        "problem_counts": problem_counts or [],
         "details": details,
         "files": {k: record.get(f"{k}_path") for k in
                   ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
@@ -55,16 +65,33 @@ def build_report(record: dict, problems: list[p.Problem], staleness: dict | None
     }
 
 
-def write_report(document: dict) -> storage.StoragePath:
+_PROBLEMS_HERE = "\x00problems\x00"
+
+
+def write_report(document: dict, problems: Iterable[dict] | None = None) -> storage.StoragePath:
+    """Write the report; with `problems` (report dicts in report order), they are streamed into
+    the document's `problems`, one per line, in place of the list it holds."""
     path = report_path(document["practice_id"], document["import_id"])
-    return storage.write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    if problems is None:
+        return storage.write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
+    head, tail = json.dumps({**document, "problems": _PROBLEMS_HERE}, indent=2, ensure_ascii=False).split(
+        json.dumps(_PROBLEMS_HERE))
+    with storage.writing(path, "w", encoding="utf-8") as handle:
+        handle.write(head + "[")
+        separator = "\n"
+        for problem in problems:
+            handle.write(separator + "    " + json.dumps(problem, ensure_ascii=False))
+            separator = ",\n"
+        handle.write("\n  ]" if separator != "\n" else "]")
+        handle.write(tail + "\n")
+    return path
 
 
 def _failed_problem(reason: str) -> p.Problem:
     return p.Problem(code=p.IMPORT_FAILED, message=reason)
 
 
-def _finalise_in_store(engine: Engine, import_id: str) -> dict:
+def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.StoragePath]:
     with engine.connect() as conn:
         record = records.get_import(conn, import_id)
     if record is None:
@@ -90,13 +117,27 @@ def _finalise_in_store(engine: Engine, import_id: str) -> dict:
             updates["upload_path"] = None
     updates["report_path"] = str(report_path(record["practice_id"], import_id))
     records.update_import(engine, import_id, **updates)
-    with engine.connect() as conn:
-        record = records.get_import(conn, import_id)
-        problems = records.import_problems(conn, import_id)
     [practice] = staleness(engine, [record["practice_id"]], records.now().date())
     if practice.stale:
         log.warning("stale: %s", practice.message())
-    return build_report(record, problems, practice.as_dict())
+    reader = _reader(engine)
+    try:
+        with reader.connect() as conn:
+            record = records.get_import(conn, import_id)
+            document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id))
+            path = write_report(document, records.iter_problems(conn, import_id))
+    finally:
+        if reader is not engine:
+            reader.dispose()
+    return document, path
+
+
+def _reader(engine: Engine) -> Engine:
+    """The engine to stream the problems with: on SQLite a read-only one, whose transaction does
+    not take the write lock that other practices' loads wait for while the report is written."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine
+    return create_store_engine(engine.url.render_as_string(hide_password=False), read_only=True)
 
 
 def _staged_read(import_id: str) -> int:
@@ -122,6 +163,7 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
                    "bytes": job.size},
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(reason).to_dict()],
+        "problem_counts": ProblemTable.of([_failed_problem(reason)]).counts(),
         "details": {}, "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }
@@ -130,14 +172,13 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
 def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dict:
     """Finalise one import and write its report; returns a summary without patient data."""
     try:
-        document = _finalise_in_store(engine_factory(), import_id)
+        document, path = _finalise_in_store(engine_factory(), import_id)
     except SQLAlchemyError as exc:
         log.error("import %s: the store could not be reached (%s); writing the report from staging",
                   import_id, type(exc).__name__)
         document = _report_from_staging(import_id, "the patient store could not be reached to finish the import")
         path = write_report(document)
         raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
-    path = write_report(document)
     files.clear_staging(import_id)
     first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == "error"), None)
     return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],

@@ -112,16 +112,42 @@ class ImportRow(Base):
 
 
 class ImportProblem(Base):
+    """The problems an import lists (problem_table: warnings beyond the cap are only counted)."""
+
     __tablename__ = "import_problems"
+    # Import Results pages through these in SQL (migration 0002): in report order, by severity,
+    # by code, by account number.
+    __table_args__ = (
+        sa.Index("ix_import_problems_position", "import_id", "position"),
+        sa.Index("ix_import_problems_severity", "import_id", "severity", "position"),
+        sa.Index("ix_import_problems_code", "import_id", "code", "position"),
+        sa.Index("ix_import_problems_account", "import_id", "account_number", "position"),
+    )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"))
     row_number: Mapped[int | None] = mapped_column(sa.Integer)
     account_number: Mapped[str | None] = mapped_column(sa.String(32))
     field: Mapped[str | None] = mapped_column(sa.Text)
     code: Mapped[str] = mapped_column(sa.String(64))
     severity: Mapped[str] = mapped_column(sa.String(8))
     message: Mapped[str] = mapped_column(sa.Text)
+    # Report order (SPEC §4: by row, then field), as one sortable number within the import.
+    position: Mapped[int | None] = mapped_column(sa.BigInteger)
+
+
+class ImportProblemCount(Base):
+    """Per import, code and field: how many problems were found and how many are listed."""
+
+    __tablename__ = "import_problem_counts"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    code: Mapped[str] = mapped_column(sa.String(64))
+    field: Mapped[str | None] = mapped_column(sa.Text)
+    severity: Mapped[str] = mapped_column(sa.String(8))
+    listed: Mapped[int] = mapped_column(sa.BigInteger)
+    total: Mapped[int] = mapped_column(sa.BigInteger)
 
 
 def sqlalchemy_url(conn_type: str | None, host: str | None = None, login: str | None = None,

@@ -35,6 +35,10 @@ def format_report(report: dict) -> str:
     for problem in report["problems"]:
         if problem["row"] is not None:
             by_code[problem["code"]] = by_code.get(problem["code"], 0) + 1
+    for counted in report.get("problem_counts") or []:
+        # Warnings beyond the cap are counted, not listed (SPEC §7): they are row problems too.
+        if counted["total"] > counted["listed"]:
+            by_code[counted["code"]] = by_code.get(counted["code"], 0) + counted["total"] - counted["listed"]
     if by_code:
         lines.append("  row problems: " + ", ".join(f"{c} x{n}" for c, n in sorted(by_code.items())))
     for name, path in report["files"].items():

@@ -1,12 +1,12 @@
 """The validate stage: read the export, normalise it, and let the suites decide what is rejected.
 
 The outcome goes to the import's staging folder: the normalised rows with their suite code
-(Parquet), the rows as read (for the rejected-rows file) and the problems (JSON).
+(Parquet), the rows as read (for the rejected-rows file), the listed problems (Parquet) and the
+counts of the warnings not listed (JSON).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import date
@@ -21,13 +21,13 @@ from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
+from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import CODE, capacity_parameters, capacity_rejection, check_frame, new_patients, \
     rejected_flags, winning_codes
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
 from include.patient_import.store import Patient
 from include.patient_import.suites import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 
-_PROBLEM_FIELDS = tuple(f.name for f in dataclasses.fields(p.Problem))
 _ROW_MESSAGES = {
     p.MISSING_REQUIRED_FIELD: "{header} is required",
     p.DUPLICATE_ACCOUNT_NUMBER: "another row of the file has this account number with different data; "
@@ -42,7 +42,7 @@ class Validation:
     raw: pd.DataFrame | None = None  # the rows as read
     headers: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
-    problems: list[p.Problem] = field(default_factory=list)
+    problems: ProblemTable = field(default_factory=ProblemTable)
     rejection: p.ExportRejected | None = None
     docs_index: storage.StoragePath | None = None
 
@@ -51,24 +51,30 @@ class Validation:
         return 0 if self.frame is None else len(self.frame)
 
 
-def _row_message(code: str, header: str, account: str | None) -> str:
+def _row_messages(code: str, header: str, accounts: pd.Series):
+    """The office-facing message of a failing row; an invalid account number's says what the value
+    looks like (scientific notation, a date, a footer, a header), never the value itself."""
     if code == p.INVALID_ACCOUNT_NUMBER:
         from include.patient_import.normalize import account_number_problem
 
-        # Says what the value looks like (scientific notation, a date, a footer, a header), not the value.
-        return account_number_problem(account)
+        return accounts.map(lambda text: account_number_problem(text if isinstance(text, str) else None)).to_numpy(
+            dtype=object)
     return _ROW_MESSAGES[code].format(header=header)
 
 
-def _row_problems(failures: list[SuiteFailure], accounts: dict[int, str | None]) -> tuple[dict[int, set[str]], list[p.Problem]]:
+def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[dict[int, set[str]], ProblemTable]:
+    """Each failing row's codes, and the failures as problems (`accounts`: account number by row)."""
     by_row: dict[int, set[str]] = {}
-    found = []
+    found = ProblemTable()
     for failure in failures:
         header = FIELDS_BY_NAME[failure.field].header if failure.field else ""
         for row in failure.rows:
             by_row.setdefault(row, set()).add(failure.code)
-            found.append(p.Problem(code=failure.code, message=_row_message(failure.code, header, accounts.get(row)),
-                                   row=row, account_number=accounts.get(row), field=failure.field))
+        rows = pd.Series(list(failure.rows), dtype="int64")
+        found_accounts = accounts.reindex(rows)
+        found += ProblemTable.of_rows(rows, code=failure.code, field=failure.field,
+                                      message=_row_messages(failure.code, header, found_accounts),
+                                      account_numbers=found_accounts.to_numpy())
     return by_row, found
 
 
@@ -106,14 +112,6 @@ def _missing_columns(parsed) -> p.ExportRejected:
     return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS, message)
 
 
-def _without_warnings_of_rejected_rows(problems: list[p.Problem], codes: pd.Series, rows: pd.Series) -> list[p.Problem]:
-    """A rejected row reports why it was rejected, not what importing it would have left out."""
-    rejected = set(rows[codes.isin(p.ROW_ERROR_CODES)].astype(int).tolist())
-    if not rejected:
-        return problems
-    return [x for x in problems if not (x.row in rejected and x.severity == p.Severity.WARNING)]
-
-
 def _too_many_rejected(codes: pd.Series) -> p.ExportRejected:
     rejected = int(codes.isin(p.ROW_ERROR_CODES).sum())
     return p.ExportRejected(
@@ -142,19 +140,21 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             if not set(REQUIRED_FIELDS) & set(parsed.columns):
                 # No required header at all: the first line is probably a patient, and its cells
                 # must not reach the report as the names of unknown columns.
-                result.problems = [x for x in result.problems if x.code != p.UNKNOWN_COLUMN]
+                result.problems = result.problems.without(p.UNKNOWN_COLUMN)
             raise _missing_columns(parsed)
 
         normalized = normalize_export(parsed.frame, today=today)
         frame = normalized.frame
-        result.problems += normalized.problems
-        accounts = dict(zip(frame[ROW_NUMBER].astype(int), frame["account_number"]))
+        accounts = pd.Series(frame["account_number"].to_numpy(dtype=object), index=frame[ROW_NUMBER].astype("int64"))
         by_row, row_problems = _row_problems(runner.run(PATIENT_ROWS, check_frame(frame)), accounts)
         frame[CODE] = winning_codes(frame[ROW_NUMBER], by_row)
         # Every row error is reported, so the office fixes them all at once; a skip only when it decided.
-        winners = dict(zip(frame[ROW_NUMBER].astype(int), frame[CODE]))
-        result.problems += [x for x in row_problems if x.code in p.ROW_ERROR_CODES or winners[x.row] == x.code]
-        result.problems = _without_warnings_of_rejected_rows(result.problems, frame[CODE], frame[ROW_NUMBER])
+        winners = pd.Series(frame[CODE].to_numpy(dtype=object), index=frame[ROW_NUMBER].astype("int64"))
+        listed = row_problems.listed
+        decided = winners.reindex(listed["row"].astype("int64")).to_numpy(dtype=object) == listed["code"].to_numpy()
+        result.problems += row_problems.where(listed["code"].isin(p.ROW_ERROR_CODES).to_numpy() | decided)
+        # A rejected row reports why it was rejected, not what importing it would have left out.
+        result.problems += normalized.warnings(rejected=frame[CODE].isin(p.ROW_ERROR_CODES).to_numpy(dtype=bool))
         result.frame = frame
 
         flags = rejected_flags(frame[CODE])
@@ -191,11 +191,13 @@ def save_validation(import_id: str, validation: Validation) -> None:
         if frame is not None:
             with storage.writing(stage / name) as handle:
                 frame.to_parquet(handle, index=False)
+    with storage.writing(stage / "problems.parquet") as handle:
+        validation.problems.listed.to_parquet(handle, index=False)
     rejection = validation.rejection
     doc = {
         "headers": validation.headers, "columns": validation.columns,
-        # Column by column: an export with a million rows can carry a hundred thousand warnings.
-        "problems": {name: [getattr(x, name) for x in validation.problems] for name in _PROBLEM_FIELDS},
+        # Only counts: the warnings beyond the cap of their code and field (problem_table).
+        "problems_omitted": validation.problems.omitted_columns(),
         "rejection": None if rejection is None else {
             "code": rejection.code, "message": rejection.message, "row": rejection.row,
             "field": rejection.field, "details": rejection.details},
@@ -232,9 +234,12 @@ def load_validation(import_id: str) -> Validation:
     if frame is not None:
         frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
     rejection = doc["rejection"]
-    problems = doc["problems"]
+    if (stage / "problems.parquet").exists():
+        listed = _read_frame(stage / "problems.parquet")
+    else:  # staged before problems were columns: {"code": [...], "row": [...], ...} in the JSON
+        listed = pd.DataFrame(doc.get("problems") or {})
     return Validation(
         frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
-        problems=[p.Problem(**dict(zip(problems, values))) for values in zip(*problems.values())],
+        problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
         rejection=p.ExportRejected(**rejection) if rejection else None,
         docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)

@@ -32,18 +32,26 @@ from airflow.exceptions import AirflowNotFoundException
 from airflow.models import Connection as AirflowConnection
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import queries, settings, storage
-from include.patient_import.problems import Status
+from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
+from include.patient_import.problems import Severity, Status
 from include.patient_import.store import create_store_engine, sqlalchemy_url
 
 DAG_ID = "patient_import"
 STORE_CONN_ID = "patient_store"
-PROBLEMS_PER_PAGE = 200
+PROBLEMS_PER_PAGE = queries.PROBLEMS_PER_PAGE
 
 ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
 PracticeFilter = Annotated[str, Query(pattern=r"^[A-Za-z0-9_]{0,64}$")]
 StatusFilter = Annotated[Literal["", *[s.value for s in Status]], Query()]  # "" = every status
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]
 PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)]
+# Problems are paged in SQL: an import can list millions (every error and skip, SPEC §7).
+ProblemPageNumber = Annotated[int, Query(ge=1, le=100_000_000)]
+ProblemPageSize = Annotated[int, Query(ge=1, le=queries.MAX_PROBLEMS_PER_PAGE)]
+SeverityFilter = Annotated[Literal["", *[s.value for s in Severity]], Query()]  # "" = every severity
+CodeFilter = Annotated[str, Query(pattern=r"^[a-z0-9_]{0,64}$")]
+# Typed as the office writes it ("#00123", " 123 "): normalised as the import stores it.
+AccountSearch = Annotated[str, Query(max_length=64)]
 
 _read_access = requires_access_dag(method="GET", param_dag_id=DAG_ID)
 _run_access = requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN, param_dag_id=DAG_ID)
@@ -179,8 +187,20 @@ def _list(conn: Connection | None, practice: str, status: str, page: int, per_pa
                                 page=page, per_page=per_page)
 
 
-def _detail(conn: Connection | None, import_id: str) -> queries.ImportDetail:
-    detail = queries.import_detail(conn, import_id) if conn is not None else None
+def _problem_filter(severity: str, code: str, account: str) -> queries.ProblemFilter:
+    account_number = None
+    if account.strip():
+        from include.patient_import.normalize import normalize_account_number
+
+        # An account number the import could not have stored matches nothing ("-" never is one).
+        account_number = normalize_account_number(account) or "-"
+    return queries.ProblemFilter(severity=severity or None, code=code or None, account_number=account_number)
+
+
+def _detail(conn: Connection | None, import_id: str, problems: queries.ProblemFilter = queries.ProblemFilter(),
+            page: int = 1, per_page: int = queries.PROBLEMS_PER_PAGE) -> queries.ImportDetail:
+    detail = (queries.import_detail(conn, import_id, problems, page=page, per_page=per_page)
+              if conn is not None else None)
     if detail is None:
         raise HTTPException(404, f"no import {import_id}")
     return detail
@@ -208,17 +228,23 @@ def import_list(request: Request, conn: Store, practice: PracticeFilter = "", st
 
 @app.get("/imports/{import_id}", response_class=HTMLResponse, name="import_detail")
 def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetUserDep,
-                  problems_page: PageNumber = 1) -> HTMLResponse:
-    detail = _detail(conn, import_id)
-    pages = max(1, -(-len(detail.problems) // PROBLEMS_PER_PAGE))
-    start = (problems_page - 1) * PROBLEMS_PER_PAGE
+                  problems_page: ProblemPageNumber = 1, severity: SeverityFilter = "", code: CodeFilter = "",
+                  account: AccountSearch = "") -> HTMLResponse:
+    detail = _detail(conn, import_id, _problem_filter(severity, code, account), problems_page, PROBLEMS_PER_PAGE)
+    pages = detail.problems_pages
+    filters = {"severity": severity, "code": code, "account": account.strip()}
 
     def link(number: int) -> str:
-        return _url(request, "import_detail", {"problems_page": number}, import_id=import_id)
+        return _url(request, "import_detail", {**filters, "problems_page": number}, import_id=import_id)
 
     return _page(
         request, "detail.html", detail=detail, item=detail.summary,
-        problems=detail.problems[start:start + PROBLEMS_PER_PAGE], problems_page=problems_page,
+        problems=detail.problems, problems_page=problems_page, filters=filters,
+        severities=[s.value for s in Severity], listed_cap=LISTED_PER_CODE_AND_FIELD,
+        capped=any(c.listed < c.total for c in detail.problem_summary),
+        filter_url=_url(request, "import_detail", import_id=import_id),
+        code_urls={c.code: _url(request, "import_detail", {"code": c.code}, import_id=import_id)
+                   for c in detail.problem_summary},
         problems_pages=pages, prev_url=link(problems_page - 1) if problems_page > 1 else None,
         next_url=link(problems_page + 1) if problems_page < pages else None,
         run_url=_run_url(request, detail.summary.dag_run_id), may_download=_may_run(user),
@@ -278,8 +304,15 @@ def api_import_list(request: Request, conn: Store, practice: PracticeFilter = ""
 
 
 @app.get("/api/imports/{import_id}", name="api_import_detail")
-def api_import_detail(request: Request, import_id: ImportId, conn: Store) -> dict:
-    detail = _detail(conn, import_id)
+def api_import_detail(request: Request, import_id: ImportId, conn: Store, problems_page: ProblemPageNumber = 1,
+                      problems_per_page: ProblemPageSize = queries.PROBLEMS_PER_PAGE, severity: SeverityFilter = "",
+                      code: CodeFilter = "", account: AccountSearch = "") -> dict:
+    """One import, one page of its problems (filtered by severity, code, account number) and the
+    per-code summary of all of them."""
+    detail = _detail(conn, import_id, _problem_filter(severity, code, account), problems_page, problems_per_page)
     return {"import": _summary_json(request, detail.summary),
-            "problems": jsonable_encoder(detail.problems), "files": detail.files,
+            "problems": jsonable_encoder(detail.problems), "problems_total": detail.problems_total,
+            "problems_page": detail.problems_page, "problems_per_page": detail.problems_per_page,
+            "problems_pages": detail.problems_pages,
+            "problem_summary": jsonable_encoder(detail.problem_summary), "files": detail.files,
             "data_docs": detail.has_data_docs, "details": detail.details}

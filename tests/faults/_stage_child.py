@@ -83,9 +83,9 @@ def _install_hooks(engine, args: argparse.Namespace) -> None:
     elif args.pause_at == "report":
         write_report = report_stage.write_report
 
-        def _pause_then_write(document: dict) -> Path:
+        def _pause_then_write(document: dict, *problems) -> Path:
             _pause(Path(args.signal), release)
-            return write_report(document)
+            return write_report(document, *problems)
 
         report_stage.write_report = _pause_then_write
     if args.trace:

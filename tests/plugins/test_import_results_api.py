@@ -446,3 +446,101 @@ def test_files_in_an_object_store_are_served_from_there_and_only_from_their_area
         records.update_import(engine, import_id, upload_path=str(store["upload"]),
                               data_docs_path=str(store["docs"] / "index.html"))
         engine.dispose()
+
+
+# ---------------------------------------------------------------- problems: paged, filtered, summarised in SQL
+
+API_DETAIL = "/import-results/api/imports/demo_clinic_20261120_a"
+
+
+def _problem_rows(page: str) -> list[list[str]]:
+    table = re.search(r'id="problems".*?</table>', page, re.S)[0]
+    rows = re.findall(r"<tr class=\"sev-\w+\">\s*(.*?)</tr>", table, re.S)
+    return [[re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", r, re.S)] for r in rows]
+
+
+def test_detail_json_pages_the_problems(client, viewer):
+    first = client.get(API_DETAIL, headers=viewer, params={"problems_per_page": 2}).json()
+    second = client.get(API_DETAIL, headers=viewer, params={"problems_per_page": 2, "problems_page": 2}).json()
+    past = client.get(API_DETAIL, headers=viewer, params={"problems_per_page": 2, "problems_page": 3}).json()
+
+    assert [x["row"] for x in first["problems"]] == [None, 3] and [x["row"] for x in second["problems"]] == [4]
+    assert (first["problems_total"], first["problems_pages"], first["problems_per_page"]) == (3, 2, 2)
+    assert second["problems_page"] == 2 and past["problems"] == [] and past["problems_total"] == 3
+
+
+@pytest.mark.parametrize(("params", "expected"), [
+    ({"severity": "warning"}, [(None, "unknown_column")]),
+    ({"severity": "error"}, [(3, "missing_required_field"), (4, "invalid_account_number")]),
+    ({"severity": "info"}, []),
+    ({"code": "invalid_account_number"}, [(4, "invalid_account_number")]),
+    ({"code": "missing_required_field", "severity": "warning"}, []),
+    ({"account": "10442"}, [(3, "missing_required_field")]),
+    ({"account": " #0010442 "}, [(3, "missing_required_field")]),  # as the office types it, stored as 10442
+    ({"account": "99999"}, []),
+    ({"account": "not a number"}, []),
+    ({"severity": "", "code": "", "account": ""}, [(None, "unknown_column"), (3, "missing_required_field"),
+                                                   (4, "invalid_account_number")]),
+])
+def test_detail_json_filters_problems_by_severity_code_and_account(client, viewer, params, expected):
+    body = client.get(API_DETAIL, headers=viewer, params=params).json()
+
+    assert [(x["row"], x["code"]) for x in body["problems"]] == expected
+    assert body["problems_total"] == len(expected)
+
+
+@pytest.mark.parametrize("params", [{"severity": "fatal"}, {"code": "DROP TABLE"}, {"problems_per_page": 0},
+                                    {"problems_per_page": 1001}, {"problems_page": 0}])
+def test_invalid_problem_filters_are_refused(client, viewer, params):
+    assert client.get(API_DETAIL, headers=viewer, params=params).status_code == 422
+
+
+def test_detail_json_summarises_problems_per_code_with_what_is_only_counted(client, viewer, store):
+    import sqlite3
+
+    summary = client.get(API_DETAIL, headers=viewer).json()["problem_summary"]
+    assert summary == [
+        {"code": "invalid_account_number", "severity": "error", "total": 1, "listed": 1},
+        {"code": "missing_required_field", "severity": "error", "total": 1, "listed": 1},
+        {"code": "unknown_column", "severity": "warning", "total": 1, "listed": 1}]
+    with sqlite3.connect(store["database"]) as db:  # warnings beyond the cap: counted, not listed
+        db.execute("INSERT INTO import_problem_counts (import_id, code, field, severity, listed, total) "
+                   "VALUES ('demo_clinic_20261120_a', 'invalid_email', 'email', 'warning', 1000, 250000)")
+    try:
+        body = client.get(API_DETAIL, headers=viewer).json()
+        page = client.get(DETAIL, headers=viewer).text
+    finally:
+        with sqlite3.connect(store["database"]) as db:
+            db.execute("DELETE FROM import_problem_counts WHERE code = 'invalid_email'")
+    assert {"code": "invalid_email", "severity": "warning", "total": 250000, "listed": 1000} in body["problem_summary"]
+    row = re.search(r'<tr class="sev-warning" data-code="invalid_email">(.*?)</tr>', page, re.S)[1]
+    assert [re.sub(r"<[^>]+>", "", c).strip() for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)] == [
+        "invalid_email", "warning", "250000", "1000"]
+    assert "counted, not listed" in page and "first 1,000 of one code and field" in page
+
+
+def test_detail_page_filters_problems_and_keeps_the_filters_in_its_pages(client, viewer, monkeypatch):
+    import import_results.app
+
+    errors = client.get(DETAIL, headers=viewer, params={"severity": "error"}).text
+    by_account = client.get(DETAIL, headers=viewer, params={"account": "10442"}).text
+    none = client.get(DETAIL, headers=viewer, params={"code": "duplicate_row"}).text
+    monkeypatch.setattr(import_results.app, "PROBLEMS_PER_PAGE", 1)
+    paged = client.get(DETAIL, headers=viewer, params={"severity": "error"}).text
+
+    assert [r[3] for r in _problem_rows(errors)] == ["missing_required_field", "invalid_account_number"]
+    assert [r[:2] for r in _problem_rows(by_account)] == [["3", "10442"]]
+    assert _problem_rows(none) == [] and "No problems match." in none
+    assert '<option value="error" selected>' in errors and 'value="10442"' in by_account
+    assert "Problems page 1 of 2" in paged and "severity=error" in re.search(r'href="([^"]*problems_page=2[^"]*)"',
+                                                                             paged)[1]
+
+
+def test_detail_page_shows_the_per_code_summary_with_links_to_each_code(client, viewer):
+    page = client.get(DETAIL, headers=viewer).text
+
+    summary = re.search(r'id="problem-summary".*?</table>', page, re.S)[0]
+    assert re.findall(r'data-code="(\w+)"', summary) == [
+        "invalid_account_number", "missing_required_field", "unknown_column"]
+    assert f'href="{DETAIL}?code=unknown_column"' in summary
+    assert "counted, not listed" not in page  # nothing of this import is only counted

@@ -26,17 +26,17 @@ from include.patient_import import problems as p
 from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, STORE_COLUMN, WRITE, capacity_parameters, capacity_rejection,
-    decide_outcomes, payment_plan_warning,
+    CODE, DATA_COLUMNS, OUTCOME, WRITE, accountless_rejection, capacity_parameters, capacity_rejection,
+    decide_outcomes, payment_plan_warning, skip_messages,
 )
-from include.patient_import.problem_table import ProblemTable
+from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
-from include.patient_import.schema import ROW_NUMBER
+from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
 from include.patient_import.store import (
     Import, ImportProblem, ImportProblemCount, ImportRow, Patient, lock_practice, postgres_error_message,
 )
-from include.patient_import.suites import PRACTICE_CAPACITY
+from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
 
 _DATE_COLUMNS = ("birth_date", "last_visit")
@@ -223,8 +223,7 @@ def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
     conn.execute(sa.delete(ImportProblemCount.__table__).where(ImportProblemCount.__table__.c.import_id == import_id))
     # An invalid account number is whatever the cell held (a note, a whole row split on the wrong
     # delimiter): no identifier, and maybe longer than the column, which PostgreSQL refuses.
-    accounts = decided["account_number"].astype("object")
-    accounts = accounts.where(accounts.str.fullmatch(r"[0-9]{1,32}", na=False).astype(bool))
+    accounts = identifying(decided["account_number"].astype("object"))
     rows = pd.DataFrame({
         "import_id": import_id,
         "row_number": decided[ROW_NUMBER].astype("int64"),
@@ -292,11 +291,8 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             return done, import_problems(conn, import_id)
 
         frame = frame if frame is not None else pd.DataFrame({ROW_NUMBER: [], "account_number": [], CODE: []})
-        if rejection is None and count_patients(conn, practice.id, without_account=True):
-            rejection = p.ExportRejected(
-                p.EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER,
-                "the practice has stored patients without an account number; importing would create "
-                "duplicates of them. Give them their Genesis account numbers first.")
+        if rejection is None:
+            rejection = accountless_rejection(count_patients(conn, practice.id, without_account=True))
         decided = None
         if rejection is None:
             decided = decide_outcomes(frame, stored_patients(conn, practice.id), practice, exported_on)
@@ -325,15 +321,9 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
     return LoadResult(status=str(status), counts=counts), problems
 
 
-_SKIP_MESSAGES = {
-    p.INACTIVE_WITHOUT_DRIP_EDUCATION: "new inactive patient skipped: the practice does not use Drip-Education",
-    p.NOT_ON_PAYMENT_PLAN_LIST: "skipped: the account is not on the practice's payment-plan list",
-    p.OLDER_THAN_STORED: "skipped: the patient was already updated from a newer export",
-}
-
-
 def _skip_problems(decided: pd.DataFrame) -> ProblemTable:
-    skips = decided[decided[CODE].isin(list(_SKIP_MESSAGES))]
+    # The duplicate copies' problems came with validation (the suite decided them).
+    skips = decided[decided[CODE].isin([code for code in p.SKIP_CODES if code != p.DUPLICATE_ROW])]
     codes = skips[CODE].astype("object").reset_index(drop=True)
-    return ProblemTable.of_rows(skips[ROW_NUMBER].to_numpy(), code=codes, message=codes.map(_SKIP_MESSAGES),
+    return ProblemTable.of_rows(skips[ROW_NUMBER].to_numpy(), code=codes, message=skip_messages(codes),
                                 account_numbers=skips["account_number"].to_numpy(dtype=object))

@@ -51,8 +51,11 @@ from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import.encoding import repair
 from include.patient_import.problem_table import ProblemTable
-from include.patient_import.problems import TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
-from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header
+from include.patient_import import catalogue as c
+from include.patient_import.problems import INVALID_ACCOUNT_NUMBER, TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
+from include.patient_import.schema import (
+    ACCOUNT_NUMBER_DIGITS, ACTIVE, EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header,
+)
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())
 
@@ -163,7 +166,6 @@ _EXCEL_DATE = re.compile(
     re.IGNORECASE,
 )
 _FOOTER_WORDS = re.compile(r"\b(?:total|count|number|records?|patients?|page|printed|report)\b", re.IGNORECASE)
-_MAX_ACCOUNT_DIGITS = 32
 
 
 def account_number_problem(text: str | None) -> str:
@@ -172,23 +174,24 @@ def account_number_problem(text: str | None) -> str:
     Args:
         text: the account number as :func:`normalize_account_number` left it.
     """
-    text = text or ""
+    return c.message(INVALID_ACCOUNT_NUMBER, _account_number_case(text or ""), digits=ACCOUNT_NUMBER_DIGITS)
+
+
+def _account_number_case(text: str) -> str | None:
+    """Which case of `invalid_account_number` (catalogue) the text is; None for any other."""
     if _SCIENTIFIC.fullmatch(text):
-        return ("the account number is in scientific notation (like 1.23E+11): Excel turned a long number "
-                "into it and lost digits; type the full account number")
+        return "scientific"
     if field_for_header(text) == "account_number":
-        return "the row repeats the header line (a header copied again below the first); delete the row"
+        return "header"
     if _EXCEL_DATE.fullmatch(text):
-        return ("the account number looks like a date (like 2-Mar): Excel turned the number into a date; "
-                "format the column as Text and type the account number again")
+        return "date"
     if _FOOTER_WORDS.search(text) or ":" in text:
-        return "the row is a line of text such as a total or a footer (like \"Total Patients\"), not a patient; delete it"
+        return "footer"
     if any(char.isalpha() for char in text):
-        return "the account number holds letters; it must be digits only"
+        return "letters"
     if _ASCII_DIGITS.fullmatch(text):
-        return f"the account number has more than {_MAX_ACCOUNT_DIGITS} digits"
-    return ("the account number is not a whole number (it holds a decimal point, a sign or other "
-            "characters); it must be digits only")
+        return "too_long"
+    return None
 
 
 # --- names and addresses ------------------------------------------------------------------------
@@ -448,7 +451,7 @@ def normalize_birth_date(raw: str, *, today: datetime.date, field: str = "birth_
 
 # --- status and gender --------------------------------------------------------------------------
 
-ACTIVE, INACTIVE = "active", "inactive"
+INACTIVE = "inactive"
 _STATUS_WORDS: dict[str, str] = {
     **dict.fromkeys(("active", "a", "y", "yes", "true", "1"), ACTIVE),
     **dict.fromkeys(("inactive", "i", "n", "no", "false", "0"), INACTIVE),
@@ -485,25 +488,9 @@ def normalize_gender(raw: str) -> Cleaned:
 
 # --- the whole export ---------------------------------------------------------------------------
 
-_REASONS: dict[str, str] = {
-    "zip": "is not a 5-digit ZIP or ZIP+4; left out",
-    "phone": "is not a valid US number; left out",
-    "email": "is not a valid e-mail address; left out",
-    "state": "is not a USPS state code or state name; left out",
-    "birth_date": "is not a date, is in the future or is more than 120 years ago; left out",
-    "date": "is not a date or is in the future; left out",
-    "gender": "is not M, F, X or U; left out",
-    "status": "is not Active or Inactive; imported as active",
-}
-
-
 def _message(field: str, kind: str, code: str) -> str:
-    if code == ZIP_PADDED:
-        return "zip had lost its leading zeros to Excel; padded with zeros"
-    if code == TEXT_REPAIRED:
-        return (f"{field.replace('_', ' ')} had been garbled by reading its text in the wrong encoding "
-                "(as Ã© for é); repaired")
-    return f"{field.replace('_', ' ')} {_REASONS[kind]}"
+    """The warning's message (the rule catalogue's, for the field)."""
+    return c.message(code, label=c.field_label(field))
 
 
 def object_array(items) -> np.ndarray:

@@ -18,7 +18,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.patient_import import boundaries, files, records, settings, storage
+from include.patient_import import boundaries, catalogue, files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.store import Patient, create_store_engine, migrate
@@ -211,6 +211,7 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
 def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
                  dry_run: bool) -> Job:
     from include.patient_import.reader import detect_file_type
+    from include.patient_import.rules import export_date_rejection
 
     limits = settings.Limits.from_env()
     size = path.stat().st_size
@@ -219,9 +220,8 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
         # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
         sha = files.sha256_of(path)
         rejection = {"code": p.FILE_TOO_LARGE,
-                     "message": f"the file is {size / 1024 / 1024:.1f} MB; the limit is "
-                                f"{limits.max_file_bytes / 1024 / 1024:.1f} MB; it was neither archived nor "
-                                "quarantined"}
+                     "message": catalogue.message(p.FILE_TOO_LARGE, size_mb=size / 1024 / 1024,
+                                                  limit_mb=limits.max_file_bytes / 1024 / 1024)}
     else:
         with storage.local_file(path) as local:
             try:
@@ -230,9 +230,9 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
             except p.ExportRejected as exc:
                 rejection = {"code": exc.code, "message": exc.message}
             sha = files.sha256_of(local)
-    if rejection is None and export_on > today():
-        rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
-                     "message": f"the export date {export_on.isoformat()} is in the future"}
+    future = export_date_rejection(export_on, today()) if rejection is None else None
+    if future is not None:
+        rejection = {"code": future.code, "message": future.message}
     import_id = import_id_for(run, practice_id, export_on, sha, path.name)
     archive_path = None
     source = path

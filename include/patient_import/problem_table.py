@@ -16,12 +16,21 @@ import numpy as np
 import pandas as pd
 
 from include.patient_import import problems as p
+from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN
 
 COLUMNS: tuple[str, ...] = ("row", "account_number", "field", "code", "severity", "message")
 # Per (code, field) of severity `warning`: the first ones by row are listed, the rest counted.
 LISTED_PER_CODE_AND_FIELD = 1_000
 _GROUP = ["code", "field", "severity"]
 _COUNT_COLUMNS = [*_GROUP, "count"]
+
+
+def identifying(accounts: pd.Series) -> pd.Series:
+    """The account numbers that identify a row (schema.ACCOUNT_NUMBER_PATTERN, as `Problem` keeps
+    them); None for the rest, which are whatever the cell held (a note, a whole row split on the
+    wrong delimiter, SPEC §4)."""
+    valid = accounts.str.fullmatch(ACCOUNT_NUMBER_PATTERN, na=False).astype(bool)
+    return accounts.where(valid, None)
 
 
 def _empty() -> pd.DataFrame:
@@ -93,9 +102,7 @@ class ProblemTable:
             "message": message if isinstance(message, str) else pd.Series(message, dtype="object")})
         if account_numbers is not None:
             # Only a valid account number identifies a row (as Problem keeps it, SPEC §4).
-            accounts = frame["account_number"]
-            valid = accounts.str.fullmatch(r"[0-9]{1,32}", na=False).astype(bool)
-            frame["account_number"] = accounts.where(valid, None)
+            frame["account_number"] = identifying(frame["account_number"])
         return cls._capped(_typed(frame))
 
     @classmethod

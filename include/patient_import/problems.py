@@ -1,6 +1,8 @@
-"""Outcome and problem codes of SPEC §3–§4, and the domain exceptions that carry them.
+"""Outcomes of SPEC §3–§4, the problems an import lists, and the domain exceptions that carry them.
 
-Messages never hold patient values: a row is identified by its row number and account number.
+The codes, their severities and the precedence are the rule catalogue's (`catalogue.py`), re-exported
+here for the stages. Messages never hold patient values: a row is identified by its row number and
+account number.
 """
 
 from __future__ import annotations
@@ -9,11 +11,18 @@ import re
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 
-
-class Severity(StrEnum):
-    ERROR = "error"
-    WARNING = "warning"
-    INFO = "info"
+# The codes, for `p.<CODE>` in the stages.
+from include.patient_import.catalogue import (  # noqa: F401 - re-exported
+    UNSUPPORTED_FILE_TYPE, UNREADABLE_FILE, EMPTY_FILE, NO_DATA_ROWS, MISSING_REQUIRED_COLUMNS,
+    DUPLICATE_COLUMNS, FILE_TOO_LARGE, TOO_MANY_COLUMNS, FIELD_TOO_LONG, TOO_MANY_ROWS,
+    UNKNOWN_PRACTICE, EXPORT_DATE_IN_FUTURE, CAPACITY_EXCEEDED,
+    EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, TOO_MANY_REJECTED_ROWS, IMPORT_FAILED,
+    EXPORT_FILE_NOT_ALLOWED, MISSING_REQUIRED_FIELD, INVALID_ACCOUNT_NUMBER, DUPLICATE_ACCOUNT_NUMBER,
+    DUPLICATE_ROW, INACTIVE_WITHOUT_DRIP_EDUCATION, NOT_ON_PAYMENT_PLAN_LIST, OLDER_THAN_STORED,
+    ZIP_PADDED, UNKNOWN_COLUMN, LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, TEXT_REPAIRED,
+    FILE_ERROR_CODES, PRECEDENCE, ROW_ERROR_CODES, SKIP_CODES, Severity, invalid_code, severity_of,
+)
+from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN
 
 
 class Status(StrEnum):
@@ -27,50 +36,6 @@ class Status(StrEnum):
 # Row outcomes; every row read ends in exactly one (SPEC §4).
 INSERTED, UPDATED, UNCHANGED, SKIPPED, REJECTED = "inserted", "updated", "unchanged", "skipped", "rejected"
 OUTCOMES: tuple[str, ...] = (INSERTED, UPDATED, UNCHANGED, SKIPPED, REJECTED)
-
-# File-level errors (row = null).
-UNSUPPORTED_FILE_TYPE = "unsupported_file_type"
-UNREADABLE_FILE = "unreadable_file"
-EMPTY_FILE = "empty_file"
-NO_DATA_ROWS = "no_data_rows"
-MISSING_REQUIRED_COLUMNS = "missing_required_columns"
-DUPLICATE_COLUMNS = "duplicate_columns"
-FILE_TOO_LARGE = "file_too_large"
-TOO_MANY_COLUMNS = "too_many_columns"
-FIELD_TOO_LONG = "field_too_long"
-TOO_MANY_ROWS = "too_many_rows"
-UNKNOWN_PRACTICE = "unknown_practice"
-EXPORT_DATE_IN_FUTURE = "export_date_in_future"
-CAPACITY_EXCEEDED = "capacity_exceeded"
-EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER = "existing_patients_without_account_number"
-TOO_MANY_REJECTED_ROWS = "too_many_rejected_rows"
-# Added (README, "Problem codes"): an infrastructure fault that retries could not overcome.
-IMPORT_FAILED = "import_failed"
-# Added (README, "Problem codes"; SPEC §7): a run's `export_file` outside the allowed roots. It fails
-# the run before anything is read or copied, so it never appears in an import's report.
-EXPORT_FILE_NOT_ALLOWED = "export_file_not_allowed"
-
-# Row errors and skips, in the order that decides a row's one outcome (SPEC §3).
-MISSING_REQUIRED_FIELD = "missing_required_field"
-INVALID_ACCOUNT_NUMBER = "invalid_account_number"
-DUPLICATE_ACCOUNT_NUMBER = "duplicate_account_number"
-DUPLICATE_ROW = "duplicate_row"
-INACTIVE_WITHOUT_DRIP_EDUCATION = "inactive_without_drip_education"
-NOT_ON_PAYMENT_PLAN_LIST = "not_on_payment_plan_list"
-OLDER_THAN_STORED = "older_than_stored"
-
-ROW_ERROR_CODES: tuple[str, ...] = (MISSING_REQUIRED_FIELD, INVALID_ACCOUNT_NUMBER, DUPLICATE_ACCOUNT_NUMBER)
-SKIP_CODES: tuple[str, ...] = (
-    DUPLICATE_ROW, INACTIVE_WITHOUT_DRIP_EDUCATION, NOT_ON_PAYMENT_PLAN_LIST, OLDER_THAN_STORED,
-)
-PRECEDENCE: tuple[str, ...] = ROW_ERROR_CODES + SKIP_CODES
-
-# Warnings.
-ZIP_PADDED = "zip_padded"
-UNKNOWN_COLUMN = "unknown_column"
-LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
-# Added (README, "Problem codes"): a name or address decoded twice before it reached us, repaired.
-TEXT_REPAIRED = "text_repaired"
 
 
 @dataclass(frozen=True)
@@ -97,28 +62,8 @@ class Counts:
                 "unchanged": self.unchanged, "skipped": self.skipped, "rejected": self.rejected}
 
 
-def invalid_code(field: str) -> str:
-    """The warning for an optional value that was left out (`invalid_email`, ...)."""
-    return f"invalid_{field}"
-
-
-def severity_of(code: str) -> Severity:
-    if code in SKIP_CODES:
-        return Severity.INFO
-    if code in ROW_ERROR_CODES or code in FILE_ERROR_CODES:
-        return Severity.ERROR
-    return Severity.WARNING
-
-
-FILE_ERROR_CODES: frozenset[str] = frozenset({
-    UNSUPPORTED_FILE_TYPE, UNREADABLE_FILE, EMPTY_FILE, NO_DATA_ROWS, MISSING_REQUIRED_COLUMNS,
-    DUPLICATE_COLUMNS, FILE_TOO_LARGE, TOO_MANY_COLUMNS, FIELD_TOO_LONG, TOO_MANY_ROWS,
-    UNKNOWN_PRACTICE, EXPORT_DATE_IN_FUTURE, CAPACITY_EXCEEDED,
-    EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, TOO_MANY_REJECTED_ROWS, IMPORT_FAILED, EXPORT_FILE_NOT_ALLOWED,
-})
-
-
-_ACCOUNT_NUMBER = re.compile(r"[0-9]{1,32}")
+# Only a valid account number identifies a row (SPEC §4).
+_ACCOUNT_NUMBER = re.compile(ACCOUNT_NUMBER_PATTERN)
 
 
 @dataclass(frozen=True)

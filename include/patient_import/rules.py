@@ -1,8 +1,11 @@
-"""The business rules of SPEC §3 that decide each row's one outcome.
+"""The business rules of SPEC §3–§4: every decision about a file or a row, in one module.
 
-Row errors (missing fields, account numbers, duplicates) are decided by the `patient_rows` suite;
-this module derives the columns that suite checks, applies the rules that need the store
-(inactive patients, payment-plan lists, export order, insert / update / unchanged), and counts.
+Row errors (missing fields, account numbers, duplicates), the 25 % rule and capacity are decided by
+the suites the rule catalogue defines (`catalogue.py`); this module derives the columns those
+suites check, takes the decisions that need the store or the practice (unknown practice, future
+export date, stored patients without an account number, inactive patients, payment-plan lists,
+export order, insert / update / unchanged), and builds each decision's problem with the
+catalogue's message.
 """
 
 from __future__ import annotations
@@ -11,16 +14,15 @@ from datetime import date
 
 import pandas as pd
 
+from include.patient_import import catalogue as c
 from include.patient_import import problems as p
+from include.patient_import.catalogue import ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, IS_NEW, REJECTED
 from include.patient_import.normalize import object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
-from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER
-from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW, REJECTED
+from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER, STORE_COLUMN
 
 # Every stored patient value an export can set: the canonical fields and the phone extensions.
 DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
-# Stored under another name: the account number is the 3rd-party software account number.
-STORE_COLUMN = {"account_number": "third_party_acct_number"}
 CODE = "code"
 OUTCOME = "outcome"
 WRITE = "write"  # the row must be written to the store (see decide_outcomes)
@@ -51,13 +53,45 @@ def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
 
 def winning_codes(row_numbers: pd.Series, failures: dict[int, set[str]]) -> pd.Series:
     """The one code per row that decides its outcome, by SPEC §3's order; None where none applies."""
-    rank = {code: i for i, code in enumerate(p.PRECEDENCE)}
-    best = {row: min(codes, key=rank.__getitem__) for row, codes in failures.items() if codes}
+    best = {row: min(codes, key=c.rank) for row, codes in failures.items() if codes}
     return row_numbers.map(best).astype("object").where(row_numbers.isin(best.keys()), None)
 
 
 def rejected_flags(codes: pd.Series) -> pd.DataFrame:
+    """The `rejected_share` suite's frame: 1 for each row a row error rejects (SPEC §3 rule 5)."""
     return pd.DataFrame({REJECTED: codes.isin(p.ROW_ERROR_CODES).astype("int64")})
+
+
+def too_many_rejected(codes: pd.Series) -> p.ExportRejected:
+    """SPEC §3 rule 5's rejection, once the `rejected_share` suite found more than
+    `catalogue.MAX_REJECTED_SHARE` of the rows (`codes`: each row's winning code) rejected."""
+    rejected = int(codes.isin(p.ROW_ERROR_CODES).sum())
+    return p.ExportRejected(
+        p.TOO_MANY_REJECTED_ROWS,
+        c.message(p.TOO_MANY_REJECTED_ROWS, rejected=rejected, read=len(codes), share=rejected / len(codes)),
+        details={"rejected_rows": rejected, "read": len(codes)})
+
+
+def unknown_practice() -> p.ExportRejected:
+    """An export for a practice the registry does not hold (SPEC §3)."""
+    return p.ExportRejected(p.UNKNOWN_PRACTICE, c.message(p.UNKNOWN_PRACTICE))
+
+
+def export_date_rejection(exported_on: date, today: date) -> p.ExportRejected | None:
+    """SPEC §3 rule 7: an export dated after `today` (the DAG's time zone) is refused."""
+    if exported_on > today:
+        return p.ExportRejected(p.EXPORT_DATE_IN_FUTURE,
+                                c.message(p.EXPORT_DATE_IN_FUTURE, exported_on=exported_on.isoformat()))
+    return None
+
+
+def accountless_rejection(stored_without_account: int) -> p.ExportRejected | None:
+    """SPEC §3 rule 4: while the practice has stored patients without an account number (counted
+    under the practice's lock), no import may run: it would create duplicates of them."""
+    if stored_without_account:
+        return p.ExportRejected(p.EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER,
+                                c.message(p.EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER))
+    return None
 
 
 def _dates_as_text(column: pd.Series) -> pd.Series:
@@ -87,6 +121,14 @@ def _practice_rule_codes(frame: pd.DataFrame, exists: pd.Series, practice: Pract
     if plan is not None:
         code = code.mask(code.isna() & ~frame["account_number"].isin(plan), p.NOT_ON_PAYMENT_PLAN_LIST)
     return code
+
+
+def passes_practice_rules(frame: pd.DataFrame, practice: Practice) -> pd.Series:
+    """Booleans: the rows with no suite code that rules 2 and 3 keep when every row is taken as a
+    new patient, whatever the store holds (the upload file carries no status: an inactive row
+    must not make Cash Practice deactivate anyone)."""
+    nobody_stored = pd.Series(False, index=frame.index)
+    return _practice_rule_codes(frame, nobody_stored, practice).isna()
 
 
 def new_patients(frame: pd.DataFrame, stored_accounts, practice: Practice) -> pd.Series:
@@ -146,8 +188,6 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
 def capacity_parameters(practice: Practice, stored_count: int) -> dict[str, int]:
     """The `practice_capacity` suite's parameter: how many new patients still fit (never negative,
     so an import that adds nobody always passes, SPEC §3 rule 1)."""
-    from include.patient_import.suites import CAPACITY_REMAINING
-
     return {CAPACITY_REMAINING: max(practice.capacity - stored_count, 0)}
 
 
@@ -155,8 +195,7 @@ def capacity_rejection(practice: Practice, stored_count: int, new: int) -> p.Exp
     overflow = stored_count + new - practice.capacity
     return p.ExportRejected(
         p.CAPACITY_EXCEEDED,
-        f"importing {new} new patients would exceed the practice's capacity of {practice.capacity} "
-        f"({stored_count} stored; {overflow} over)",
+        c.message(p.CAPACITY_EXCEEDED, new=new, capacity=practice.capacity, stored=stored_count, overflow=overflow),
         details={"capacity": practice.capacity, "stored": stored_count, "new": new, "overflow": overflow},
     )
 
@@ -164,8 +203,12 @@ def capacity_rejection(practice: Practice, stored_count: int, new: int) -> p.Exp
 def payment_plan_warning(practice: Practice, new: int) -> p.Problem | None:
     """SPEC §3 rule 3: a large import for a payment-plan-only practice without a list."""
     if practice.payment_plan_only and practice.payment_plan_list is None and new > LARGE_PAYMENT_PLAN_IMPORT:
-        return p.Problem(
-            code=p.LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE,
-            message=(f"{new} new patients for a practice that uses only payment-plan systems and keeps "
-                     f"no payment_plan_accounts list (more than {LARGE_PAYMENT_PLAN_IMPORT})"))
+        return p.Problem(code=p.LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE,
+                         message=c.message(p.LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, new=new,
+                                           limit=LARGE_PAYMENT_PLAN_IMPORT))
     return None
+
+
+def skip_messages(codes: pd.Series) -> pd.Series:
+    """The office-facing message of each row's skip code (SPEC §3 rules 2, 3 and 7)."""
+    return codes.map({code: c.message(code) for code in set(codes.dropna())})

@@ -8,10 +8,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Field:
-    """One canonical field of a Genesis patient export.
+    """One canonical field of a Genesis patient export, and its column in the store's `patients`.
 
-    ``kind`` names the normaliser that cleans the value; ``max_length`` is the width of the
-    store column.
+    ``kind`` names the normaliser that cleans the value. The store column (``column``, default the
+    field's name) is ``VARCHAR(max_length)`` when ``max_length`` is set, ``DATE`` for the date
+    kinds, ``TEXT`` otherwise; ``store_default`` makes it NOT NULL with that default. The
+    `Patient` model (store.py) is built from these, and tests/patient_import/test_store_schema.py
+    holds it to the migrations.
     """
 
     name: str
@@ -19,35 +22,72 @@ class Field:
     aliases: tuple[str, ...] = ()
     required: bool = False
     kind: str = "text"
-    max_length: int = 100
+    max_length: int | None = None
+    column: str = ""
+    store_default: str | None = None
 
+    def __post_init__(self) -> None:
+        if not self.column:
+            object.__setattr__(self, "column", self.name)
+
+    @property
+    def store_type(self) -> str:
+        """`"date"`, `"varchar"` (of `max_length`) or `"text"`."""
+        if self.kind in DATE_KINDS:
+            return "date"
+        return "text" if self.max_length is None else "varchar"
+
+
+DATE_KINDS = frozenset({"birth_date", "date"})
+# An account number: up to this many digits (SPEC §2), the width of its store column.
+ACCOUNT_NUMBER_DIGITS = 32
+# A valid normalised account number: digits, leading zeros dropped. The `patient_rows` suite
+# checks it, and only such a value identifies a row in a problem (no capture group: pandas warns).
+ACCOUNT_NUMBER_PATTERN = rf"^(?:0|[1-9][0-9]{{0,{ACCOUNT_NUMBER_DIGITS - 1}}})$"
+# The status of a patient whose export leaves it empty (SPEC §2).
+ACTIVE = "active"
+# Phone extensions are kept apart from the 10 digits (SPEC §2); they are stored, not exported.
+EXTENSION_MAX_LENGTH = 10
 
 FIELDS: tuple[Field, ...] = (
     Field("account_number", "Account #", ("Acct #", "Account Number", "Acct No", "Account", "Chart #"),
-          required=True, kind="account_number", max_length=32),
+          required=True, kind="account_number", max_length=ACCOUNT_NUMBER_DIGITS, column="third_party_acct_number"),
     Field("last_name", "Last Name", ("Last", "Surname"), required=True, kind="name"),
     Field("first_name", "First Name", ("First",), required=True, kind="name"),
-    Field("middle_initial", "MI", ("Middle Initial", "Middle"), kind="name", max_length=50),
-    Field("address1", "Address", ("Address 1", "Street"), kind="name", max_length=200),
-    Field("address2", "Address 2", ("Apt", "Suite"), kind="name", max_length=200),
+    Field("middle_initial", "MI", ("Middle Initial", "Middle"), kind="name"),
+    Field("address1", "Address", ("Address 1", "Street"), kind="name"),
+    Field("address2", "Address 2", ("Apt", "Suite"), kind="name"),
     Field("city", "City", kind="name"),
     Field("state", "State", ("ST",), kind="state", max_length=2),
     Field("zip", "Zip", ("Zip Code", "Postal Code"), kind="zip", max_length=10),
     Field("home_phone", "Home Phone", ("Phone",), kind="phone", max_length=10),
     Field("cell_phone", "Cell Phone", ("Mobile", "Cell"), kind="phone", max_length=10),
-    Field("email", "Email", ("E-mail", "Email Address"), kind="email", max_length=254),
-    Field("birth_date", "Birth Date", ("DOB", "Birthdate", "Date of Birth"), kind="birth_date", max_length=10),
+    Field("email", "Email", ("E-mail", "Email Address"), kind="email"),
+    Field("birth_date", "Birth Date", ("DOB", "Birthdate", "Date of Birth"), kind="birth_date"),
     Field("gender", "Sex", ("Gender",), kind="gender", max_length=1),
-    Field("status", "Status", ("Patient Status",), kind="status", max_length=8),
-    Field("last_visit", "Last Visit", ("Last Visit Date",), kind="date", max_length=10),
+    Field("status", "Status", ("Patient Status",), kind="status", max_length=8, store_default=ACTIVE),
+    Field("last_visit", "Last Visit", ("Last Visit Date",), kind="date"),
 )
 
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 REQUIRED_FIELDS: tuple[str, ...] = tuple(f.name for f in FIELDS if f.required)
 FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
-# Phone extensions are kept apart from the 10 digits (SPEC §2); they are stored, not exported.
 EXTENSION_FIELDS: dict[str, str] = {"home_phone": "home_phone_ext", "cell_phone": "cell_phone_ext"}
+
+# Fields stored under another name: the account number is the 3rd-party software account number.
+STORE_COLUMN: dict[str, str] = {f.name: f.column for f in FIELDS if f.column != f.name}
+
+
+def store_columns() -> list[tuple[str, str, int | None, str | None]]:
+    """(column, store type, width, default) of every stored patient value, in the store's order:
+    the fields, each phone followed by its extension (see `Field.store_type`)."""
+    out: list[tuple[str, str, int | None, str | None]] = []
+    for f in FIELDS:
+        out.append((f.column, f.store_type, f.max_length, f.store_default))
+        if f.name in EXTENSION_FIELDS:
+            out.append((EXTENSION_FIELDS[f.name], "varchar", EXTENSION_MAX_LENGTH, None))
+    return out
 
 # The spreadsheet row a record starts on (SPEC §4): the only way rows are identified outside the store.
 ROW_NUMBER = "row_number"

@@ -99,11 +99,6 @@ class Limits:
         )
 
 
-def rejected_share_limit() -> float:
-    """More than this share of rejected rows rejects the whole file (SPEC §3 rule 5)."""
-    return 0.25
-
-
 def inbox_settle_seconds() -> int:
     """How long a file's size and modification time must be still before it is picked up."""
     return _int_env("PATIENT_IMPORT_SETTLE_SECONDS", 5, minimum=0)

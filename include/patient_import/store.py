@@ -1,7 +1,8 @@
 """The patient store: tables, engine and the per-practice lock (SPEC §5, §6).
 
 The schema is created by the Alembic migrations in `migrations/`; these models are their mirror for
-queries and must change together with a new migration.
+queries and must change together with a new migration (tests/patient_import/test_store_schema.py
+compares them). The patient columns an export sets are built from `schema.FIELDS`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from include.patient_import import settings
+from include.patient_import.schema import store_columns
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 SQLITE_BUSY_TIMEOUT_SECONDS = 60
@@ -35,36 +37,30 @@ class Practice(Base):
     updated_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
+_STORE_TYPES = {"date": sa.Date, "text": sa.Text}
+
+
+def _patient_value_columns() -> list[sa.Column]:
+    """The patient columns an export sets, from `schema.FIELDS` (types, widths, NOT NULL defaults)."""
+    return [sa.Column(name, sa.String(width) if kind == "varchar" else _STORE_TYPES[kind](),
+                      nullable=default is None, default=default)
+            for name, kind, width, default in store_columns()]
+
+
 class Patient(Base):
-    __tablename__ = "patients"
-    __table_args__ = (
+    """One patient of one practice (SPEC §5). `id` is Cash Practice's own id for the patient: the
+    upload file's ClientID. The columns an export sets come from `schema.FIELDS`."""
+
+    __table__ = sa.Table(
+        "patients", Base.metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("practice_id", sa.String(64), sa.ForeignKey("practices.id"), nullable=False, index=True),
+        *_patient_value_columns(),
+        sa.Column("last_seen_exported_on", sa.Date),
+        sa.Column("created_import_id", sa.String(80)),
+        sa.Column("updated_import_id", sa.String(80)),
         sa.UniqueConstraint("practice_id", "third_party_acct_number", name="uq_patients_practice_acct"),
     )
-
-    # Cash Practice's own id for the patient: the upload file's ClientID.
-    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    practice_id: Mapped[str] = mapped_column(sa.String(64), sa.ForeignKey("practices.id"), index=True)
-    third_party_acct_number: Mapped[str | None] = mapped_column(sa.String(32))
-    first_name: Mapped[str | None] = mapped_column(sa.Text)
-    last_name: Mapped[str | None] = mapped_column(sa.Text)
-    middle_initial: Mapped[str | None] = mapped_column(sa.Text)
-    address1: Mapped[str | None] = mapped_column(sa.Text)
-    address2: Mapped[str | None] = mapped_column(sa.Text)
-    city: Mapped[str | None] = mapped_column(sa.Text)
-    state: Mapped[str | None] = mapped_column(sa.String(2))
-    zip: Mapped[str | None] = mapped_column(sa.String(10))
-    home_phone: Mapped[str | None] = mapped_column(sa.String(10))
-    home_phone_ext: Mapped[str | None] = mapped_column(sa.String(10))
-    cell_phone: Mapped[str | None] = mapped_column(sa.String(10))
-    cell_phone_ext: Mapped[str | None] = mapped_column(sa.String(10))
-    email: Mapped[str | None] = mapped_column(sa.Text)
-    birth_date: Mapped[date | None] = mapped_column(sa.Date)
-    gender: Mapped[str | None] = mapped_column(sa.String(1))
-    status: Mapped[str] = mapped_column(sa.String(8), default="active")
-    last_visit: Mapped[date | None] = mapped_column(sa.Date)
-    last_seen_exported_on: Mapped[date | None] = mapped_column(sa.Date)
-    created_import_id: Mapped[str | None] = mapped_column(sa.String(80))
-    updated_import_id: Mapped[str | None] = mapped_column(sa.String(80))
 
 
 class Import(Base):

@@ -17,7 +17,7 @@ from include.patient_import import problems as p
 from include.patient_import import storage
 from include.patient_import.storage import StoragePath
 from include.patient_import.practices import Practice
-from include.patient_import.rules import CODE
+from include.patient_import.rules import passes_practice_rules
 from include.patient_import.encoding import repair
 from include.patient_import.schema import FIELDS_BY_NAME, ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
     UPLOAD_EXTRA_COLUMNS
@@ -65,13 +65,7 @@ def upload_rows(decided: pd.DataFrame, practice: Practice) -> pd.DataFrame:
     Rule 2 is applied as for a new patient: the file carries no status column, so an inactive
     row cannot make Cash Practice deactivate anyone.
     """
-    keep = decided[CODE].isna()
-    if not practice.uses_drip_education:
-        keep &= decided["status"].ne("inactive")
-    plan = practice.payment_plan_list
-    if plan is not None:
-        keep &= decided["account_number"].isin(plan)
-    return decided[keep]
+    return decided[passes_practice_rules(decided, practice)]
 
 
 def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,

@@ -17,23 +17,17 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from include.patient_import import catalogue as c
 from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import CODE, capacity_parameters, capacity_rejection, check_frame, new_patients, \
-    rejected_flags, winning_codes
+    rejected_flags, too_many_rejected, unknown_practice, winning_codes
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
 from include.patient_import.store import Patient
-from include.patient_import.suites import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
-
-_ROW_MESSAGES = {
-    p.MISSING_REQUIRED_FIELD: "{header} is required",
-    p.DUPLICATE_ACCOUNT_NUMBER: "another row of the file has this account number with different data; "
-                                "neither is imported",
-    p.DUPLICATE_ROW: "identical to an earlier row of the file; imported once",
-}
+from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 
 
 @dataclass
@@ -59,7 +53,7 @@ def _row_messages(code: str, header: str, accounts: pd.Series):
 
         return accounts.map(lambda text: account_number_problem(text if isinstance(text, str) else None)).to_numpy(
             dtype=object)
-    return _ROW_MESSAGES[code].format(header=header)
+    return c.message(code, header=header)
 
 
 def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[dict[int, set[str]], ProblemTable]:
@@ -98,7 +92,7 @@ def _missing_columns(parsed) -> p.ExportRejected:
     workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
     missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
     where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
-    message = f"{where} has no column for: {', '.join(missing)} (required)"
+    message = c.message(p.MISSING_REQUIRED_COLUMNS, where=where, missing=", ".join(missing))
     found = _header_like_row(parsed.frame)
     if found:
         line = "row" if parsed.file_type == "xlsx" else "line"
@@ -112,14 +106,6 @@ def _missing_columns(parsed) -> p.ExportRejected:
     return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS, message)
 
 
-def _too_many_rejected(codes: pd.Series) -> p.ExportRejected:
-    rejected = int(codes.isin(p.ROW_ERROR_CODES).sum())
-    return p.ExportRejected(
-        p.TOO_MANY_REJECTED_ROWS,
-        f"{rejected} of {len(codes)} rows ({rejected / len(codes):.0%}) were rejected; more than a quarter "
-        "means this is probably not the right file", details={"rejected_rows": rejected, "read": len(codes)})
-
-
 def validate_export(engine: Engine, job, practice: Practice | None, *, today: date) -> Validation:
     """Validate one export; a file-level rejection is returned in the result, not raised."""
     from include.patient_import.load import count_patients
@@ -128,7 +114,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
 
     result = Validation()
     if job.rejection or practice is None:
-        result.rejection = job.rejected() or p.ExportRejected(p.UNKNOWN_PRACTICE, "unknown practice")
+        result.rejection = job.rejected() or unknown_practice()
         return result
     runner = SuiteRunner(docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
     try:
@@ -160,7 +146,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
         flags = rejected_flags(frame[CODE])
         flags[ROW_NUMBER] = frame[ROW_NUMBER]
         if runner.run(REJECTED_SHARE, flags):
-            raise _too_many_rejected(frame[CODE])
+            raise too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
             accounts = _stored_accounts(conn, practice.id)

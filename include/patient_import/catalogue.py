@@ -1,0 +1,253 @@
+"""The rule catalogue: every problem code of SPEC §3–§4 once, with what the rest of the package
+needs to know about it.
+
+Each `Rule` says its code, severity, scope (the whole file or one row), its place in the order that
+decides a row's one outcome (SPEC §3), the office-facing message (a `str.format` template; never a
+patient value) and, for the codes a Great Expectations suite decides, the expectation that decides
+it. `suites.py` writes the suites from here, the stages take their messages from here, the report
+and the UI take severities from here, and the README's "Where each rule lives" table lists every
+code (a test checks it).
+
+This module sits under everything else: it imports only `schema`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN, FIELDS, REQUIRED_FIELDS
+
+
+class Severity(StrEnum):
+    ERROR = "error"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class Scope(StrEnum):
+    FILE = "file"  # the problem is about the whole export (`row` is null); the import is rejected
+    ROW = "row"  # the problem is about one row
+
+
+# The suites in `expectations/` (one JSON file each).
+EXPORT_COLUMNS = "export_columns"
+PATIENT_ROWS = "patient_rows"
+REJECTED_SHARE = "rejected_share"
+PRACTICE_CAPACITY = "practice_capacity"
+SUITE_NAMES: tuple[str, ...] = (EXPORT_COLUMNS, PATIENT_ROWS, REJECTED_SHARE, PRACTICE_CAPACITY)
+
+# Columns the rules derive for the suites (see rules.check_frame and rules.decide_outcomes).
+ACCOUNT_DATA_VARIANTS = "account_data_variants"  # distinct normalised rows sharing the account number
+EARLIER_COPIES = "earlier_copies"  # identical rows above this one
+REJECTED = "rejected"  # 1 when a row error applies
+IS_NEW = "is_new"  # 1 when the row would insert a patient
+CAPACITY_REMAINING = "capacity_remaining"  # the `practice_capacity` suite's runtime parameter
+
+# The codes (SPEC §4; the README's "Problem codes" lists those added to it).
+UNSUPPORTED_FILE_TYPE = "unsupported_file_type"
+UNREADABLE_FILE = "unreadable_file"
+EMPTY_FILE = "empty_file"
+NO_DATA_ROWS = "no_data_rows"
+MISSING_REQUIRED_COLUMNS = "missing_required_columns"
+DUPLICATE_COLUMNS = "duplicate_columns"
+FILE_TOO_LARGE = "file_too_large"
+TOO_MANY_COLUMNS = "too_many_columns"
+FIELD_TOO_LONG = "field_too_long"
+TOO_MANY_ROWS = "too_many_rows"
+UNKNOWN_PRACTICE = "unknown_practice"
+EXPORT_DATE_IN_FUTURE = "export_date_in_future"
+CAPACITY_EXCEEDED = "capacity_exceeded"
+EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER = "existing_patients_without_account_number"
+TOO_MANY_REJECTED_ROWS = "too_many_rejected_rows"
+IMPORT_FAILED = "import_failed"
+EXPORT_FILE_NOT_ALLOWED = "export_file_not_allowed"
+MISSING_REQUIRED_FIELD = "missing_required_field"
+INVALID_ACCOUNT_NUMBER = "invalid_account_number"
+DUPLICATE_ACCOUNT_NUMBER = "duplicate_account_number"
+DUPLICATE_ROW = "duplicate_row"
+INACTIVE_WITHOUT_DRIP_EDUCATION = "inactive_without_drip_education"
+NOT_ON_PAYMENT_PLAN_LIST = "not_on_payment_plan_list"
+OLDER_THAN_STORED = "older_than_stored"
+ZIP_PADDED = "zip_padded"
+UNKNOWN_COLUMN = "unknown_column"
+LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
+TEXT_REPAIRED = "text_repaired"
+
+# SPEC §3 rule 5: more than this share of rejected rows and the file is probably the wrong one.
+MAX_REJECTED_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """One expectation of a suite; its `meta` names the code (and field) it decides."""
+
+    suite: str
+    type: str
+    kwargs: dict[str, Any]
+    field: str | None = None
+
+
+@dataclass(frozen=True)
+class Rule:
+    code: str
+    severity: Severity
+    scope: Scope
+    message: str  # office-facing template; `{...}` holds figures, headers or field names only
+    spec: str = ""  # where the rule comes from (SPEC section, or README "Problem codes" for added ones)
+    expectations: tuple[Expectation, ...] = field(default_factory=tuple)
+    # Messages for the cases of a code the office fixes differently, by case name; `message` is the
+    # one for any other case.
+    cases: tuple[tuple[str, str], ...] = ()
+
+    def format(self, case: str | None = None, **values: Any) -> str:
+        template = dict(self.cases)[case] if case is not None else self.message
+        return template.format(**values)
+
+
+def _rules() -> Iterator[Rule]:
+    E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+    F, R = Scope.FILE, Scope.ROW
+    # --- file-level errors (row = null); the reader's messages say which case of the code it is.
+    yield Rule(UNSUPPORTED_FILE_TYPE, E, F, "this is {what}, not a patient export", "§4")
+    yield Rule(UNREADABLE_FILE, E, F, "the file cannot be read", "§4")
+    yield Rule(EMPTY_FILE, E, F, "the file is empty", "§4")
+    yield Rule(NO_DATA_ROWS, E, F, "the file has a header but no patient rows", "§4")
+    yield Rule(MISSING_REQUIRED_COLUMNS, E, F, "{where} has no column for: {missing} (required)", "§4",
+               (Expectation(EXPORT_COLUMNS, "expect_table_columns_to_match_set",
+                            {"column_set": list(REQUIRED_FIELDS), "exact_match": False}),))
+    yield Rule(DUPLICATE_COLUMNS, E, F, "two columns map to the same field", "§4")
+    yield Rule(FILE_TOO_LARGE, E, F,
+               "the file is {size_mb:.1f} MB; the limit is {limit_mb:.1f} MB; it was neither archived nor "
+               "quarantined", "§7")
+    yield Rule(TOO_MANY_COLUMNS, E, F, "the file has more columns than the limit of {limit}", "§7")
+    yield Rule(FIELD_TOO_LONG, E, F, "a cell holds more than {limit} characters of text", "§7")
+    yield Rule(TOO_MANY_ROWS, E, F, "the file has more rows than the limit of {limit}", "§7")
+    yield Rule(UNKNOWN_PRACTICE, E, F, "unknown practice", "§3")
+    yield Rule(EXPORT_DATE_IN_FUTURE, E, F, "the export date {exported_on} is in the future", "§3 rule 7")
+    yield Rule(CAPACITY_EXCEEDED, E, F,
+               "importing {new} new patients would exceed the practice's capacity of {capacity} "
+               "({stored} stored; {overflow} over)", "§3 rule 1",
+               (Expectation(PRACTICE_CAPACITY, "expect_column_sum_to_be_between",
+                            {"column": IS_NEW, "min_value": 0, "max_value": {"$PARAMETER": CAPACITY_REMAINING}}),))
+    yield Rule(EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, E, F,
+               "the practice has stored patients without an account number; importing would create "
+               "duplicates of them. Give them their Genesis account numbers first.", "§3 rule 4")
+    yield Rule(TOO_MANY_REJECTED_ROWS, E, F,
+               "{rejected} of {read} rows ({share:.0%}) were rejected; more than a quarter "
+               "means this is probably not the right file", "§3 rule 5",
+               (Expectation(REJECTED_SHARE, "expect_column_mean_to_be_between",
+                            {"column": REJECTED, "min_value": 0, "max_value": MAX_REJECTED_SHARE}),))
+    yield Rule(IMPORT_FAILED, E, F, "{reason}", "README \"Problem codes\"")
+    yield Rule(EXPORT_FILE_NOT_ALLOWED, E, F, "{reason}", "README \"Problem codes\"; §7")
+    # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
+    yield Rule(MISSING_REQUIRED_FIELD, E, R, "{header} is required", "§3",
+               tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)
+                     for name in REQUIRED_FIELDS))
+    yield Rule(INVALID_ACCOUNT_NUMBER, E, R,
+               "the account number is not a whole number (it holds a decimal point, a sign or other "
+               "characters); it must be digits only", "§3",
+               (Expectation(PATIENT_ROWS, "expect_column_values_to_match_regex",
+                            {"column": "account_number", "regex": ACCOUNT_NUMBER_PATTERN}, "account_number"),),
+               cases=(
+                   ("scientific", "the account number is in scientific notation (like 1.23E+11): Excel turned a "
+                                  "long number into it and lost digits; type the full account number"),
+                   ("header", "the row repeats the header line (a header copied again below the first); "
+                              "delete the row"),
+                   ("date", "the account number looks like a date (like 2-Mar): Excel turned the number into a "
+                            "date; format the column as Text and type the account number again"),
+                   ("footer", "the row is a line of text such as a total or a footer (like \"Total Patients\"), "
+                              "not a patient; delete it"),
+                   ("letters", "the account number holds letters; it must be digits only"),
+                   ("too_long", "the account number has more than {digits} digits"),
+               ))
+    yield Rule(DUPLICATE_ACCOUNT_NUMBER, E, R,
+               "another row of the file has this account number with different data; neither is imported", "§3",
+               (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
+                            {"column": ACCOUNT_DATA_VARIANTS, "max_value": 1}, "account_number"),))
+    yield Rule(DUPLICATE_ROW, I, R, "identical to an earlier row of the file; imported once", "§3",
+               (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
+                            {"column": EARLIER_COPIES, "max_value": 0}, "account_number"),))
+    yield Rule(INACTIVE_WITHOUT_DRIP_EDUCATION, I, R,
+               "new inactive patient skipped: the practice does not use Drip-Education", "§3 rule 2")
+    yield Rule(NOT_ON_PAYMENT_PLAN_LIST, I, R,
+               "skipped: the account is not on the practice's payment-plan list", "§3 rule 3")
+    yield Rule(OLDER_THAN_STORED, I, R, "skipped: the patient was already updated from a newer export",
+               "§3 rule 7")
+    # --- warnings
+    yield Rule(ZIP_PADDED, W, R, "zip had lost its leading zeros to Excel; padded with zeros", "§2")
+    yield Rule(UNKNOWN_COLUMN, W, F, "column {label!r} is not a patient field and is ignored", "§2")
+    yield Rule(LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, W, F,
+               "{new} new patients for a practice that uses only payment-plan systems and keeps "
+               "no payment_plan_accounts list (more than {limit})", "§3 rule 3")
+    yield Rule(TEXT_REPAIRED, W, R,
+               "{label} had been garbled by reading its text in the wrong encoding (as Ã© for é); repaired",
+               "README \"Problem codes\"")
+    # An optional value that was left out: one code per field whose normaliser can refuse a value.
+    for f in FIELDS:
+        if f.kind in INVALID_REASONS:
+            yield Rule(invalid_code(f.name), W, R, "{label} " + INVALID_REASONS[f.kind], "§2")
+
+
+# Why a value of each field kind was refused (the `invalid_<field>` warnings).
+INVALID_REASONS: dict[str, str] = {
+    "zip": "is not a 5-digit ZIP or ZIP+4; left out",
+    "phone": "is not a valid US number; left out",
+    "email": "is not a valid e-mail address; left out",
+    "state": "is not a USPS state code or state name; left out",
+    "birth_date": "is not a date, is in the future or is more than 120 years ago; left out",
+    "date": "is not a date or is in the future; left out",
+    "gender": "is not M, F, X or U; left out",
+    "status": "is not Active or Inactive; imported as active",
+}
+
+
+def invalid_code(field_name: str) -> str:
+    """The warning for an optional value that was left out (`invalid_email`, ...)."""
+    return f"invalid_{field_name}"
+
+
+def field_label(field_name: str) -> str:
+    """A field's name as a message says it (`home phone`)."""
+    return field_name.replace("_", " ")
+
+
+RULES: dict[str, Rule] = {rule.code: rule for rule in _rules()}
+
+# The order that decides a row's one outcome (SPEC §3): row errors, then skips.
+PRECEDENCE: tuple[str, ...] = (
+    MISSING_REQUIRED_FIELD, INVALID_ACCOUNT_NUMBER, DUPLICATE_ACCOUNT_NUMBER,
+    DUPLICATE_ROW, INACTIVE_WITHOUT_DRIP_EDUCATION, NOT_ON_PAYMENT_PLAN_LIST, OLDER_THAN_STORED,
+)
+ROW_ERROR_CODES: tuple[str, ...] = tuple(c for c in PRECEDENCE if RULES[c].severity is Severity.ERROR)
+SKIP_CODES: tuple[str, ...] = tuple(c for c in PRECEDENCE if RULES[c].severity is Severity.INFO)
+FILE_ERROR_CODES: frozenset[str] = frozenset(
+    c for c, r in RULES.items() if r.scope is Scope.FILE and r.severity is Severity.ERROR)
+
+
+def rule(code: str) -> Rule:
+    """The catalogue entry of a code; KeyError for a code the catalogue does not hold."""
+    return RULES[code]
+
+
+def message(code: str, case: str | None = None, **values: Any) -> str:
+    """The office-facing message of `code` (of one of its `cases`), its template filled with `values`."""
+    return RULES[code].format(case, **values)
+
+
+def severity_of(code: str) -> Severity:
+    """A code's severity; a code outside the catalogue is a warning."""
+    known = RULES.get(code)
+    return known.severity if known else Severity.WARNING
+
+
+def rank(code: str) -> int:
+    """A row code's place in the precedence (0 decides first)."""
+    return PRECEDENCE.index(code)
+
+
+def expectations(suite: str) -> list[tuple[str, Expectation]]:
+    """(code, expectation) of one suite, in catalogue order."""
+    return [(r.code, e) for r in RULES.values() for e in r.expectations if e.suite == suite]

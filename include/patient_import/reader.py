@@ -92,6 +92,7 @@ import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
 
 from include.patient_import.encoding import SAVE_AS, choose_encoding
+from include.patient_import import catalogue
 from include.patient_import.problems import (
     DUPLICATE_COLUMNS,
     EMPTY_FILE,
@@ -1102,7 +1103,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
     if rows:
         parsed.add_batch(numbers, rows)
     if not parsed.count:
-        raise ExportRejected(NO_DATA_ROWS, "the file has a header but no patient rows")
+        raise ExportRejected(NO_DATA_ROWS, catalogue.message(NO_DATA_ROWS))
     return parsed
 
 
@@ -1226,7 +1227,7 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
         if name.startswith("__extra_"):
             problems.append(Problem(
                 code=UNKNOWN_COLUMN, field=label,
-                message=f"column {label!r} is not a patient field and is ignored",
+                message=catalogue.message(UNKNOWN_COLUMN, label=label),
             ))
     # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
     frame = pa.table(data).to_pandas()

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
+from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
@@ -36,7 +37,6 @@ from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
 from include.patient_import.store import (
     Import, ImportProblem, ImportProblemCount, ImportRow, Patient, lock_practice, postgres_error_message,
 )
-from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
 
 _DATE_COLUMNS = ("birth_date", "last_visit")

@@ -180,7 +180,7 @@ def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dic
         path = write_report(document)
         raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
     files.clear_staging(import_id)
-    first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == "error"), None)
+    first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == p.Severity.ERROR), None)
     return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],
             "dry_run": document["dry_run"], "counts": document["counts"], "report": str(path),
             "code": first["code"] if first else None, "message": first["message"] if first else None}

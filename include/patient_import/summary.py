@@ -6,7 +6,7 @@ import json
 
 import sqlalchemy as sa
 
-from include.patient_import.problems import Status
+from include.patient_import.problems import Severity, Status
 from include.patient_import.storage import path_of
 from include.patient_import.store import Import
 from include.patient_import.untrusted import printable
@@ -28,7 +28,7 @@ def format_report(report: dict) -> str:
         + ("  (dry run)" if report["dry_run"] else ""),
         "  " + "  ".join(f"{k} {v}" for k, v in counts.items()),
     ]
-    errors = [x for x in report["problems"] if x["row"] is None and x["severity"] == "error"]
+    errors = [x for x in report["problems"] if x["row"] is None and x["severity"] == Severity.ERROR]
     for problem in errors:
         lines.append(f"  {problem['code']}: {problem['message']}")
     by_code: dict[str, int] = {}

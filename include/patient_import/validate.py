@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from include.patient_import import catalogue as c
 from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
+from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
 from include.patient_import.problem_table import ProblemTable
@@ -27,7 +28,6 @@ from include.patient_import.rules import CODE, capacity_parameters, capacity_rej
     rejected_flags, too_many_rejected, unknown_practice, winning_codes
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
 from include.patient_import.store import Patient
-from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 
 
 @dataclass

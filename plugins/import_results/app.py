@@ -33,7 +33,8 @@ from airflow.models import Connection as AirflowConnection
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import queries, settings, storage
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
-from include.patient_import.problems import Severity, Status
+from include.patient_import.catalogue import Severity
+from include.patient_import.problems import Status
 from include.patient_import.store import create_store_engine, sqlalchemy_url
 
 DAG_ID = "patient_import"

@@ -149,3 +149,17 @@ def test_the_upload_file_keeps_the_rows_the_practice_rules_keep(practice, kept):
     frame[CODE] = [None, None, p.DUPLICATE_ROW, p.MISSING_REQUIRED_FIELD]
     assert upload_rows(frame, practice)["account_number"].tolist() == kept
     assert passes_practice_rules(frame, practice).tolist() == [a in kept for a in ("1", "2", "3", "4")]
+
+
+def _package_imports(module: str) -> set[str]:
+    import ast
+
+    tree = ast.parse((PACKAGE / f"{module}.py").read_text(encoding="utf-8"))
+    found = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    found |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    return {name for name in found if name.startswith("include.")}
+
+
+def test_the_catalogue_and_the_schema_sit_under_everything():
+    assert _package_imports("schema") == set()
+    assert _package_imports("catalogue") == {"include.patient_import.schema"}

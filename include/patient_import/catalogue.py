@@ -92,6 +92,10 @@ class Expectation:
 
 @dataclass(frozen=True)
 class Rule:
+    """One problem code. For the codes the reader decides while parsing a file (file type,
+    encoding, limits), `message` says what the code means; the reader's messages say which case
+    it met and how to fix it."""
+
     code: str
     severity: Severity
     scope: Scope
@@ -108,45 +112,45 @@ class Rule:
 
 
 def _rules() -> Iterator[Rule]:
-    E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
-    F, R = Scope.FILE, Scope.ROW
+    ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
+    FILE, ROW = Scope.FILE, Scope.ROW
     # --- file-level errors (row = null); the reader's messages say which case of the code it is.
-    yield Rule(UNSUPPORTED_FILE_TYPE, E, F, "this is {what}, not a patient export", "§4")
-    yield Rule(UNREADABLE_FILE, E, F, "the file cannot be read", "§4")
-    yield Rule(EMPTY_FILE, E, F, "the file is empty", "§4")
-    yield Rule(NO_DATA_ROWS, E, F, "the file has a header but no patient rows", "§4")
-    yield Rule(MISSING_REQUIRED_COLUMNS, E, F, "{where} has no column for: {missing} (required)", "§4",
+    yield Rule(UNSUPPORTED_FILE_TYPE, ERR, FILE, "this is {what}, not a patient export", "§4")
+    yield Rule(UNREADABLE_FILE, ERR, FILE, "the file cannot be read", "§4")
+    yield Rule(EMPTY_FILE, ERR, FILE, "the file is empty", "§4")
+    yield Rule(NO_DATA_ROWS, ERR, FILE, "the file has a header but no patient rows", "§4")
+    yield Rule(MISSING_REQUIRED_COLUMNS, ERR, FILE, "{where} has no column for: {missing} (required)", "§4",
                (Expectation(EXPORT_COLUMNS, "expect_table_columns_to_match_set",
                             {"column_set": list(REQUIRED_FIELDS), "exact_match": False}),))
-    yield Rule(DUPLICATE_COLUMNS, E, F, "two columns map to the same field", "§4")
-    yield Rule(FILE_TOO_LARGE, E, F,
+    yield Rule(DUPLICATE_COLUMNS, ERR, FILE, "two columns map to the same field", "§4")
+    yield Rule(FILE_TOO_LARGE, ERR, FILE,
                "the file is {size_mb:.1f} MB; the limit is {limit_mb:.1f} MB; it was neither archived nor "
                "quarantined", "§7")
-    yield Rule(TOO_MANY_COLUMNS, E, F, "the file has more columns than the limit of {limit}", "§7")
-    yield Rule(FIELD_TOO_LONG, E, F, "a cell holds more than {limit} characters of text", "§7")
-    yield Rule(TOO_MANY_ROWS, E, F, "the file has more rows than the limit of {limit}", "§7")
-    yield Rule(UNKNOWN_PRACTICE, E, F, "unknown practice", "§3")
-    yield Rule(EXPORT_DATE_IN_FUTURE, E, F, "the export date {exported_on} is in the future", "§3 rule 7")
-    yield Rule(CAPACITY_EXCEEDED, E, F,
+    yield Rule(TOO_MANY_COLUMNS, ERR, FILE, "the file has more columns than the limit of {limit}", "§7")
+    yield Rule(FIELD_TOO_LONG, ERR, FILE, "a cell holds more than {limit} characters of text", "§7")
+    yield Rule(TOO_MANY_ROWS, ERR, FILE, "the file has more rows than the limit of {limit}", "§7")
+    yield Rule(UNKNOWN_PRACTICE, ERR, FILE, "unknown practice", "§3")
+    yield Rule(EXPORT_DATE_IN_FUTURE, ERR, FILE, "the export date {exported_on} is in the future", "§3 rule 7")
+    yield Rule(CAPACITY_EXCEEDED, ERR, FILE,
                "importing {new} new patients would exceed the practice's capacity of {capacity} "
                "({stored} stored; {overflow} over)", "§3 rule 1",
                (Expectation(PRACTICE_CAPACITY, "expect_column_sum_to_be_between",
                             {"column": IS_NEW, "min_value": 0, "max_value": {"$PARAMETER": CAPACITY_REMAINING}}),))
-    yield Rule(EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, E, F,
+    yield Rule(EXISTING_PATIENTS_WITHOUT_ACCOUNT_NUMBER, ERR, FILE,
                "the practice has stored patients without an account number; importing would create "
                "duplicates of them. Give them their Genesis account numbers first.", "§3 rule 4")
-    yield Rule(TOO_MANY_REJECTED_ROWS, E, F,
+    yield Rule(TOO_MANY_REJECTED_ROWS, ERR, FILE,
                "{rejected} of {read} rows ({share:.0%}) were rejected; more than a quarter "
                "means this is probably not the right file", "§3 rule 5",
                (Expectation(REJECTED_SHARE, "expect_column_mean_to_be_between",
                             {"column": REJECTED, "min_value": 0, "max_value": MAX_REJECTED_SHARE}),))
-    yield Rule(IMPORT_FAILED, E, F, "{reason}", "README \"Problem codes\"")
-    yield Rule(EXPORT_FILE_NOT_ALLOWED, E, F, "{reason}", "README \"Problem codes\"; §7")
+    yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"")
+    yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7")
     # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
-    yield Rule(MISSING_REQUIRED_FIELD, E, R, "{header} is required", "§3",
+    yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3",
                tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)
                      for name in REQUIRED_FIELDS))
-    yield Rule(INVALID_ACCOUNT_NUMBER, E, R,
+    yield Rule(INVALID_ACCOUNT_NUMBER, ERR, ROW,
                "the account number is not a whole number (it holds a decimal point, a sign or other "
                "characters); it must be digits only", "§3",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_match_regex",
@@ -163,32 +167,32 @@ def _rules() -> Iterator[Rule]:
                    ("letters", "the account number holds letters; it must be digits only"),
                    ("too_long", "the account number has more than {digits} digits"),
                ))
-    yield Rule(DUPLICATE_ACCOUNT_NUMBER, E, R,
+    yield Rule(DUPLICATE_ACCOUNT_NUMBER, ERR, ROW,
                "another row of the file has this account number with different data; neither is imported", "§3",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
                             {"column": ACCOUNT_DATA_VARIANTS, "max_value": 1}, "account_number"),))
-    yield Rule(DUPLICATE_ROW, I, R, "identical to an earlier row of the file; imported once", "§3",
+    yield Rule(DUPLICATE_ROW, INFO, ROW, "identical to an earlier row of the file; imported once", "§3",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
                             {"column": EARLIER_COPIES, "max_value": 0}, "account_number"),))
-    yield Rule(INACTIVE_WITHOUT_DRIP_EDUCATION, I, R,
+    yield Rule(INACTIVE_WITHOUT_DRIP_EDUCATION, INFO, ROW,
                "new inactive patient skipped: the practice does not use Drip-Education", "§3 rule 2")
-    yield Rule(NOT_ON_PAYMENT_PLAN_LIST, I, R,
+    yield Rule(NOT_ON_PAYMENT_PLAN_LIST, INFO, ROW,
                "skipped: the account is not on the practice's payment-plan list", "§3 rule 3")
-    yield Rule(OLDER_THAN_STORED, I, R, "skipped: the patient was already updated from a newer export",
+    yield Rule(OLDER_THAN_STORED, INFO, ROW, "skipped: the patient was already updated from a newer export",
                "§3 rule 7")
     # --- warnings
-    yield Rule(ZIP_PADDED, W, R, "zip had lost its leading zeros to Excel; padded with zeros", "§2")
-    yield Rule(UNKNOWN_COLUMN, W, F, "column {label!r} is not a patient field and is ignored", "§2")
-    yield Rule(LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, W, F,
+    yield Rule(ZIP_PADDED, WARN, ROW, "zip had lost its leading zeros to Excel; padded with zeros", "§2")
+    yield Rule(UNKNOWN_COLUMN, WARN, FILE, "column {label!r} is not a patient field and is ignored", "§2")
+    yield Rule(LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, WARN, FILE,
                "{new} new patients for a practice that uses only payment-plan systems and keeps "
                "no payment_plan_accounts list (more than {limit})", "§3 rule 3")
-    yield Rule(TEXT_REPAIRED, W, R,
+    yield Rule(TEXT_REPAIRED, WARN, ROW,
                "{label} had been garbled by reading its text in the wrong encoding (as Ã© for é); repaired",
                "README \"Problem codes\"")
     # An optional value that was left out: one code per field whose normaliser can refuse a value.
     for f in FIELDS:
         if f.kind in INVALID_REASONS:
-            yield Rule(invalid_code(f.name), W, R, "{label} " + INVALID_REASONS[f.kind], "§2")
+            yield Rule(invalid_code(f.name), WARN, ROW, "{label} " + INVALID_REASONS[f.kind], "§2")
 
 
 # Why a value of each field kind was refused (the `invalid_<field>` warnings).

@@ -537,7 +537,7 @@ def _normalize_phones(texts: pd.Series, field: str) -> list[np.ndarray]:
 
 
 # Account numbers as Genesis writes them: ASCII digits and nothing else (leading zeros are dropped).
-_PLAIN_ACCOUNT = r"[0-9]+"
+_PLAIN_ACCOUNT = _ASCII_DIGITS.pattern
 
 
 def _normalize_accounts(texts: pd.Series) -> np.ndarray:

@@ -147,12 +147,12 @@ def _rules() -> Iterator[Rule]:
     yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"")
     yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7")
     # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
-    yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3",
+    yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3 rule 5",
                tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)
                      for name in REQUIRED_FIELDS))
     yield Rule(INVALID_ACCOUNT_NUMBER, ERR, ROW,
                "the account number is not a whole number (it holds a decimal point, a sign or other "
-               "characters); it must be digits only", "§3",
+               "characters); it must be digits only", "§3 rule 5",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_match_regex",
                             {"column": "account_number", "regex": ACCOUNT_NUMBER_PATTERN}, "account_number"),),
                cases=(
@@ -168,10 +168,11 @@ def _rules() -> Iterator[Rule]:
                    ("too_long", "the account number has more than {digits} digits"),
                ))
     yield Rule(DUPLICATE_ACCOUNT_NUMBER, ERR, ROW,
-               "another row of the file has this account number with different data; neither is imported", "§3",
+               "another row of the file has this account number with different data; neither is imported",
+               "§3 rule 5",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
                             {"column": ACCOUNT_DATA_VARIANTS, "max_value": 1}, "account_number"),))
-    yield Rule(DUPLICATE_ROW, INFO, ROW, "identical to an earlier row of the file; imported once", "§3",
+    yield Rule(DUPLICATE_ROW, INFO, ROW, "identical to an earlier row of the file; imported once", "§3 rule 5",
                (Expectation(PATIENT_ROWS, "expect_column_values_to_be_between",
                             {"column": EARLIER_COPIES, "max_value": 0}, "account_number"),))
     yield Rule(INACTIVE_WITHOUT_DRIP_EDUCATION, INFO, ROW,

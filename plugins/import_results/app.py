@@ -253,7 +253,9 @@ def import_list(request: Request, conn: Store, practice: PracticeFilter = "", st
     result = _list(conn, practice, status, page, per_page, run_id, set(registry))
     unregistered = queries.unregistered_practices(conn, set(registry)) if conn is not None else {}
     series = queries.daily_counts(conn, practice_id=practice or None) if conn is not None else {}
-    charts = [practice_chart(pid, registry.get(pid, pid), days) for pid, days in series.items()]
+    # A typo's imports get no chart of their own unless asked for by name.
+    charts = [practice_chart(pid, registry.get(pid, pid), days) for pid, days in series.items()
+              if pid in registry or pid == practice]
     filters = {"practice": practice, "status": status, "run_id": run_id,
                "per_page": per_page if per_page != 25 else None}
     return _page(

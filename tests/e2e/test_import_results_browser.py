@@ -296,6 +296,17 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     assert f"/imports/{imported['id']}" in browser.evaluate("location.pathname")
     browser.screenshot(DETAIL_SCREENSHOT)
 
+    # Times follow the time zone chosen in the UI (its localStorage "timezone"), live.
+    started = f"{_FRAME_DOC}.querySelector('time[data-zone]')"
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('UTC'))")
+    browser.wait_for("the times in UTC", f"{started}.textContent.endsWith(' UTC')")
+    utc = browser.evaluate(f"{started}.textContent")
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('Asia/Kolkata'))")
+    browser.wait_for("the times in the chosen zone", f"{started}.textContent.endsWith('GMT+5:30')")
+    assert browser.evaluate(f"{started}.textContent") != utc.replace("UTC", "GMT+5:30")
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('UTC'))")
+    browser.wait_for("the times in UTC again", f"{started}.textContent === {json.dumps(utc)}")
+
     _filter_problems(browser, severity="error")
     severities = browser.evaluate(f"[...{_FRAME_DOC}.querySelectorAll('#problems tbody tr')].map(r => r.className)")
     assert severities and set(severities) == {"sev-error"}, severities

@@ -659,9 +659,12 @@ def test_practices_that_exist_only_by_a_typo_are_not_offered_as_practices(client
     note = re.search(r'id="unregistered".*?</p>', page, re.S)[0]
     assert "<code>demo_clinc</code>" in note and "(1 import)" in note and "demo_clinic</code>" not in note
     assert 'class="badge unregistered"' in page
+    charts = re.findall(r'aria-label="Patients per day for ([^"]+)"', page)
+    assert charts == ["Demo Chiropractic", "Payment Plan Clinic"]
     typo = client.get("/import-results/", headers=viewer, params={"practice": "demo_clinc"}).text
     assert re.findall(r'data-import-id="(\w+)"', typo) == ["demo_clinc_20261121_typo"]
     assert '<option value="demo_clinc" selected>demo_clinc (not registered)</option>' in typo
+    assert re.findall(r'aria-label="Patients per day for ([^"]+)"', typo) == ["demo_clinc"]
     items = client.get("/import-results/api/imports", headers=viewer).json()["imports"]
     assert {i["id"]: i["registered"] for i in items}["demo_clinc_20261121_typo"] is False
 

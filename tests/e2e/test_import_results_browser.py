@@ -274,6 +274,7 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     browser.evaluate("document.documentElement.classList.remove('light'); document.documentElement.classList.add('dark')")
     browser.wait_for("the frame in dark mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'dark'")
     assert browser.evaluate(f"getComputedStyle({_FRAME_DOC}.body).backgroundColor") == "rgb(17, 24, 39)"
+    browser.screenshot(Path(tempfile.gettempdir()) / "patient_import_screenshots" / "import_results_dark.png")
     browser.evaluate("document.documentElement.classList.remove('dark'); document.documentElement.classList.add('light')")
     browser.wait_for("the frame in light mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'light'")
 
@@ -294,7 +295,11 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('#data-docs')")
     # The UI keeps the frame's page in its own address: the detail page can be linked to.
     assert f"/imports/{imported['id']}" in browser.evaluate("location.pathname")
+    # Taller, so that the README's picture shows problem lines under the per-code summary.
+    browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=1280, deviceScaleFactor=1, mobile=False)
+    browser.wait_for("the frame at the new height", f"{_FRAME}.getBoundingClientRect().height > 1000")
     browser.screenshot(DETAIL_SCREENSHOT)
+    browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
 
     # Times follow the time zone chosen in the UI (its localStorage "timezone"), live.
     started = f"{_FRAME_DOC}.querySelector('time[data-zone]')"

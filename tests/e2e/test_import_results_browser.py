@@ -4,7 +4,8 @@ Chromium is driven over its DevTools protocol with `websockets` (already in the 
 `scripts/install_chromium.sh` installs Debian's Chromium when it is missing. The test logs in on
 Airflow's login page, opens Import Results from the navigation, checks the import's counts in the
 list and on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the
-Airflow grid, its Imports tab, and Data Docs.
+Airflow grid and its Imports tab; on the way it filters the problems, switches the UI to dark mode
+and another time zone, and it ends by opening Data Docs with their vendored assets.
 """
 
 from __future__ import annotations

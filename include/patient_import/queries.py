@@ -48,6 +48,11 @@ class ImportSummary:
     counts: Counts
     started_at: datetime
     finished_at: datetime | None
+    # The name the office gave the file: a backfill re-imports the archived copy, named
+    # `<name>_<sha8>.<ext>` (`files.archive_path`); this is the name before archiving.
+    original_name: str = ""
+    # Whether the practice is in the registry; False for an id that exists only in old imports (a typo).
+    registered: bool = True
 
     @property
     def duration(self) -> timedelta | None:
@@ -149,13 +154,48 @@ def store_ready(conn: Connection) -> bool:
     return sa.inspect(conn).has_table(_IMPORTS.name)
 
 
-def _summary(row, names: dict[str, str]) -> ImportSummary:
+def _summary(row, names: dict[str, str], original: dict[str, str] | None = None,
+             registered: set[str] | None = None) -> ImportSummary:
     return ImportSummary(
         id=row["id"], practice_id=row["practice_id"], practice_name=names.get(row["practice_id"]),
         dag_run_id=row["dag_run_id"], export_name=row["export_name"], exported_on=row["exported_on"],
         dry_run=bool(row["dry_run"]), status=row["status"],
         counts=Counts(**{name: int(row[name] or 0) for name in ("read", *OUTCOMES)}),
-        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]))
+        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]),
+        original_name=(original or {}).get(row["id"], row["export_name"]),
+        registered=registered is None or row["practice_id"] in registered)
+
+
+def _archived_stem(name: str, sha256: str) -> str | None:
+    """`name` without the `_<sha8>` that `files.archive_path` adds; None when it has none."""
+    stem, dot, ext = name.rpartition(".")
+    stem, ext = (stem, f".{ext}") if dot else (name, "")
+    suffix = f"_{(sha256 or '')[:8]}"
+    if len(suffix) < 9 or not stem.endswith(suffix):
+        return None
+    return stem[:-len(suffix)] + ext
+
+
+def original_names(conn: Connection, rows) -> dict[str, str]:
+    """Import id -> the file name the office dropped, for the rows that re-import an archived copy.
+
+    The name recorded by the first import of the same file (practice and checksum) under another
+    name; without one, the archived name less its `_<sha8>` (which `files.safe_name` may have changed).
+    """
+    archived = {row["id"]: stripped for row in rows
+                if (stripped := _archived_stem(row["export_name"], row["export_sha256"])) is not None}
+    if not archived:
+        return {}
+    wanted = {(row["practice_id"], row["export_sha256"]) for row in rows if row["id"] in archived}
+    first: dict[tuple[str, str], str] = {}
+    for practice_id, sha, name in conn.execute(
+            sa.select(_IMPORTS.c.practice_id, _IMPORTS.c.export_sha256, _IMPORTS.c.export_name)
+            .where(_IMPORTS.c.export_sha256.in_({sha for _, sha in wanted}))
+            .order_by(_IMPORTS.c.started_at, _IMPORTS.c.id)):
+        if (practice_id, sha) in wanted and _archived_stem(name, sha) is None:
+            first.setdefault((practice_id, sha), name)
+    return {row["id"]: first.get((row["practice_id"], row["export_sha256"]), archived[row["id"]])
+            for row in rows if row["id"] in archived}
 
 
 def practice_names(conn: Connection) -> dict[str, str]:
@@ -166,13 +206,26 @@ def practice_names(conn: Connection) -> dict[str, str]:
     return dict(sorted(names.items()))
 
 
+def unregistered_practices(conn: Connection, registered: set[str]) -> dict[str, int]:
+    """Practice ids that imports name but the registry does not (a typo in an old run's conf,
+    a practice since removed), with how many imports each has; sorted by id."""
+    rows = conn.execute(sa.select(_IMPORTS.c.practice_id, sa.func.count())
+                        .where(_IMPORTS.c.practice_id.not_in(registered) if registered else sa.true())
+                        .group_by(_IMPORTS.c.practice_id).order_by(_IMPORTS.c.practice_id)).all()
+    return {practice_id: int(count) for practice_id, count in rows}
+
+
 def list_imports(conn: Connection, *, practice_id: str | None = None, status: str | None = None,
-                 page: int = 1, per_page: int = 25) -> ImportPage:
+                 run_id: str | None = None, page: int = 1, per_page: int = 25,
+                 registered: set[str] | None = None) -> ImportPage:
     """Imports newest first (by when they started), filtered and paginated.
 
     Args:
         practice_id: only this practice's imports.
         status: only imports in this status (`processing` included).
+        run_id: only the imports of this DAG run (exact `dag_run_id`).
+        registered: the registry's practice ids, to mark the others' imports (`registered=False`);
+            None marks none.
         page: 1-based; a page past the end is empty.
         per_page: 1 to `MAX_PER_PAGE`.
     Raises:
@@ -187,12 +240,16 @@ def list_imports(conn: Connection, *, practice_id: str | None = None, status: st
         where.append(_IMPORTS.c.practice_id == practice_id)
     if status:
         where.append(_IMPORTS.c.status == status)
+    if run_id:
+        where.append(_IMPORTS.c.dag_run_id == run_id)
     total = conn.execute(sa.select(sa.func.count()).select_from(_IMPORTS).where(*where)).scalar_one()
     rows = conn.execute(sa.select(_IMPORTS).where(*where)
                         .order_by(_IMPORTS.c.started_at.desc(), _IMPORTS.c.id.desc())
                         .limit(per_page).offset((page - 1) * per_page)).mappings().all()
     names = practice_names(conn)
-    return ImportPage(items=[_summary(r, names) for r in rows], total=total, page=page, per_page=per_page)
+    original = original_names(conn, rows)
+    return ImportPage(items=[_summary(r, names, original, registered) for r in rows], total=total, page=page,
+                      per_page=per_page)
 
 
 def _existing(path: str | None) -> bool:
@@ -242,7 +299,8 @@ def problem_page(conn: Connection, import_id: str, problems: ProblemFilter = Pro
 
 
 def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = ProblemFilter(), *,
-                  page: int = 1, per_page: int = PROBLEMS_PER_PAGE) -> ImportDetail | None:
+                  page: int = 1, per_page: int = PROBLEMS_PER_PAGE,
+                  registered: set[str] | None = None) -> ImportDetail | None:
     """One import with one page of its problems in report order (SPEC §4) and the per-code summary;
     None when there is no such import. Raises ValueError as `problem_page` does."""
     row = records.get_import(conn, import_id)
@@ -254,7 +312,7 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
     except ValueError:
         details = {}
     return ImportDetail(
-        summary=_summary(row, practice_names(conn)), problems=lines,
+        summary=_summary(row, practice_names(conn), original_names(conn, [row]), registered), problems=lines,
         files={kind: _existing(row[column]) for kind, (column, _area) in DOWNLOADS.items()},
         has_data_docs=_existing(row["data_docs_path"]),
         details=details if isinstance(details, dict) else {},

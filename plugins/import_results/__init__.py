@@ -14,12 +14,21 @@ from airflow.plugins_manager import AirflowPlugin
 
 URL_PREFIX = "/import-results"
 URL_ROUTE = "import-results"
+RUN_TAB_ROUTE = "imports"
+DATA_DOCS_PREFIX = "/import-results-docs"
+# The nav shows a top-level button's name in 10 px under its icon, 56 px wide, cut with "…":
+# "Import Results" came out as "Import Re…". One short word fits.
+NAV_LABEL = "Imports"
 
 # A table with a check mark, inline: the nav icon needs no route and no network.
-_ICON = "data:image/svg+xml;utf8," + quote(
-    '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="#6b7280" '
-    'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="3" y="4" width="18" '
-    'height="16" rx="2"/><path d="M3 9h18M9 9v11"/><path d="m13 15 2 2 4-4"/></svg>')
+def _icon(stroke: str) -> str:
+    return "data:image/svg+xml;utf8," + quote(
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24" fill="none" stroke="{stroke}" '
+        'stroke-width="2" stroke-linecap="round" stroke-linejoin="round"><rect x="3" y="4" width="18" '
+        'height="16" rx="2"/><path d="M3 9h18M9 9v11"/><path d="m13 15 2 2 4-4"/></svg>')
+
+
+_ICON, _ICON_DARK = _icon("#6b7280"), _icon("#d1d5db")
 
 
 class _LazyApp:
@@ -51,15 +60,28 @@ class ImportResultsPlugin(AirflowPlugin):
     name = "import_results"
     fastapi_apps = [
         {"app": _LazyApp("import_results.app:app"), "url_prefix": URL_PREFIX, "name": "Import Results"},
+        # Data Docs under signed links (see `import_results.app.data_docs`).
+        {"app": _LazyApp("import_results.app:docs_app"), "url_prefix": DATA_DOCS_PREFIX,
+         "name": "Import Results Data Docs"},
     ]
     # Opened inside the UI (an iframe under /plugin/import-results), as a button of its own in the nav.
     external_views = [
         {
-            "name": "Import Results",
+            "name": NAV_LABEL,
             "href": f"{_ui_base_path()}{URL_PREFIX}/",
             "url_route": URL_ROUTE,
             "destination": "nav",
             "nav_top_level": True,
             "icon": _ICON,
+            "icon_dark_mode": _ICON_DARK,
+        },
+        # A tab on every DAG run's page: the run's imports (the page says when the DAG is not ours).
+        {
+            "name": NAV_LABEL,
+            "href": f"{_ui_base_path()}{URL_PREFIX}/?dag_id={{DAG_ID}}&run_id={{RUN_ID}}",
+            "url_route": RUN_TAB_ROUTE,
+            "destination": "dag_run",
+            "icon": _ICON,
+            "icon_dark_mode": _ICON_DARK,
         },
     ]

@@ -10,7 +10,11 @@ numbers and never any other patient value. The data comes from the patient store
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import mimetypes
+import os
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from functools import lru_cache
@@ -19,13 +23,17 @@ from typing import Annotated, Literal
 from urllib.parse import quote, urlencode
 
 import jinja2
+from markupsafe import Markup
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response, StreamingResponse
+from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response,
+                               StreamingResponse)
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from airflow.api_fastapi.app import get_auth_manager
+from airflow.configuration import conf
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from airflow.exceptions import AirflowNotFoundException
@@ -35,7 +43,7 @@ from include.patient_import import queries, settings, storage
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.catalogue import Severity
 from include.patient_import.problems import Status
-from include.patient_import.store import create_store_engine, sqlalchemy_url
+from include.patient_import.store import Practice, create_store_engine, sqlalchemy_url
 
 DAG_ID = "patient_import"
 STORE_CONN_ID = "patient_store"
@@ -51,6 +59,9 @@ ProblemPageNumber = Annotated[int, Query(ge=1, le=100_000_000)]
 ProblemPageSize = Annotated[int, Query(ge=1, le=queries.MAX_PROBLEMS_PER_PAGE)]
 SeverityFilter = Annotated[Literal["", *[s.value for s in Severity]], Query()]  # "" = every severity
 CodeFilter = Annotated[str, Query(pattern=r"^[a-z0-9_]{0,64}$")]
+# A DAG run id as Airflow makes them ("manual__2026-11-20T09:00:00+00:00", "backfill__…"); printable only.
+RunIdFilter = Annotated[str, Query(max_length=250, pattern=r"^[^\x00-\x1f\x7f]*$")]
+DagIdFilter = Annotated[str, Query(max_length=250, pattern=r"^[A-Za-z0-9_.-]*$")]
 # Typed as the office writes it ("#00123", " 123 "): normalised as the import stores it.
 AccountSearch = Annotated[str, Query(max_length=64)]
 
@@ -97,7 +108,8 @@ _PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsa
                 "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 # Data Docs are generated HTML served from Airflow's origin: sandboxed into an origin of their own,
 # their scripts can reach neither the user's session nor the API.
-_DATA_DOCS_POLICY = "sandbox allow-scripts; frame-ancestors 'self'"
+_DATA_DOCS_POLICY = ("sandbox allow-scripts; default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:; "
+                     "form-action 'none'; base-uri 'none'; frame-ancestors 'self'")
 
 
 @app.middleware("http")
@@ -150,11 +162,14 @@ def _duration(value: timedelta | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _when(value: datetime | None, zone: bool = True) -> str:
-    """A UTC time to the minute (the queries hand times back in UTC)."""
+def _when(value: datetime | None, zone: bool = True) -> Markup:
+    """A UTC time to the minute, in a `<time>` the page's script shows in the time zone chosen in
+    Airflow's UI (UTC without script)."""
     if value is None:
-        return ""
-    return f"{value:%Y-%m-%d %H:%M}" + (" UTC" if zone else "")
+        return Markup("")
+    text = f"{value:%Y-%m-%d %H:%M}" + (" UTC" if zone else "")
+    return Markup('<time datetime="{}"{}>{}</time>').format(
+        value.isoformat(), Markup(" data-zone") if zone else Markup(""), text)
 
 
 _templates.filters.update(duration=_duration, when=_when)
@@ -177,15 +192,36 @@ def _summary_json(request: Request, item: queries.ImportSummary) -> dict:
     duration = item.duration
     data["duration_seconds"] = round(duration.total_seconds(), 3) if duration is not None else None
     data["dag_run_url"] = _run_url(request, item.dag_run_id)
+    data["run_imports_url"] = _url(request, "import_list", {"run_id": item.dag_run_id})
     data["url"] = _url(request, "import_detail", import_id=item.id)
     return data
 
 
-def _list(conn: Connection | None, practice: str, status: str, page: int, per_page: int) -> queries.ImportPage:
+def _registry(conn: Connection | None) -> dict[str, str]:
+    """The registry's practices, id -> name: the practices the pages offer (SPEC §6).
+
+    Ids that only old imports name (a typo in a run's conf before conf was checked) are not
+    practices; the list page names them apart. Without a readable registry, the store's practice
+    rows (kept in step with the registry by every import) stand in.
+    """
+    from include.patient_import.practices import load_practices
+    from include.patient_import.problems import ConfigurationError
+
+    try:
+        return {p.id: p.name for p in sorted(load_practices().values(), key=lambda p: p.id)}
+    except ConfigurationError:
+        if conn is None:
+            return {}
+        return dict(conn.execute(sa.select(Practice.__table__.c.id, Practice.__table__.c.name)
+                                 .order_by(Practice.__table__.c.id)).all())
+
+
+def _list(conn: Connection | None, practice: str, status: str, page: int, per_page: int, run_id: str = "",
+          registered: set[str] | None = None) -> queries.ImportPage:
     if conn is None:
         return queries.ImportPage(items=[], total=0, page=page, per_page=per_page)
-    return queries.list_imports(conn, practice_id=practice or None, status=status or None,
-                                page=page, per_page=per_page)
+    return queries.list_imports(conn, practice_id=practice or None, status=status or None, run_id=run_id or None,
+                                page=page, per_page=per_page, registered=registered)
 
 
 def _problem_filter(severity: str, code: str, account: str) -> queries.ProblemFilter:
@@ -200,7 +236,8 @@ def _problem_filter(severity: str, code: str, account: str) -> queries.ProblemFi
 
 def _detail(conn: Connection | None, import_id: str, problems: queries.ProblemFilter = queries.ProblemFilter(),
             page: int = 1, per_page: int = queries.PROBLEMS_PER_PAGE) -> queries.ImportDetail:
-    detail = (queries.import_detail(conn, import_id, problems, page=page, per_page=per_page)
+    detail = (queries.import_detail(conn, import_id, problems, page=page, per_page=per_page,
+                                    registered=set(_registry(conn)))
               if conn is not None else None)
     if detail is None:
         raise HTTPException(404, f"no import {import_id}")
@@ -211,16 +248,27 @@ def _detail(conn: Connection | None, import_id: str, problems: queries.ProblemFi
 
 @app.get("/", response_class=HTMLResponse, name="import_list")
 def import_list(request: Request, conn: Store, practice: PracticeFilter = "", status: StatusFilter = "",
+                run_id: RunIdFilter = "", dag_id: DagIdFilter = "",
                 page: PageNumber = 1, per_page: PageSize = 25) -> HTMLResponse:
-    result = _list(conn, practice, status, page, per_page)
-    names = queries.practice_names(conn) if conn is not None else {}
+    registry = _registry(conn)
+    result = _list(conn, practice, status, page, per_page, run_id, set(registry))
+    unregistered = queries.unregistered_practices(conn, set(registry)) if conn is not None else {}
     series = queries.daily_counts(conn, practice_id=practice or None) if conn is not None else {}
-    charts = [practice_chart(pid, names.get(pid, pid), days) for pid, days in series.items()]
-    filters = {"practice": practice, "status": status, "per_page": per_page if per_page != 25 else None}
+    # A typo's imports get no chart of their own unless asked for by name.
+    charts = [practice_chart(pid, registry.get(pid, pid), days) for pid, days in series.items()
+              if pid in registry or pid == practice]
+    filters = {"practice": practice, "status": status, "run_id": run_id,
+               "per_page": per_page if per_page != 25 else None}
     return _page(
-        request, "list.html", result=result, practices=names, statuses=[s.value for s in Status],
-        practice=practice, status=status, charts=charts, series=SERIES,
-        rows=[(item, _url(request, "import_detail", import_id=item.id), _run_url(request, item.dag_run_id))
+        request, "list.html", result=result, practices=registry, unregistered=unregistered,
+        unregistered_urls={pid: _url(request, "import_list", {"practice": pid}) for pid in unregistered},
+        statuses=[s.value for s in Status], practice=practice, status=status, run_id=run_id,
+        # The DAG-run tab of Airflow opens this page for every DAG's runs; only patient_import imports.
+        other_dag=dag_id if dag_id and dag_id != DAG_ID else "",
+        run_url=_run_url(request, run_id) if run_id else None,
+        charts=charts, series=SERIES,
+        rows=[(item, _url(request, "import_detail", import_id=item.id), _run_url(request, item.dag_run_id),
+               _url(request, "import_list", {"run_id": item.dag_run_id}))
               for item in result.items],
         prev_url=_url(request, "import_list", {**filters, "page": page - 1}) if page > 1 else None,
         next_url=_url(request, "import_list", {**filters, "page": page + 1}) if page < result.pages else None,
@@ -249,6 +297,7 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
         problems_pages=pages, prev_url=link(problems_page - 1) if problems_page > 1 else None,
         next_url=link(problems_page + 1) if problems_page < pages else None,
         run_url=_run_url(request, detail.summary.dag_run_id), may_download=_may_run(user),
+        run_imports_url=_url(request, "import_list", {"run_id": detail.summary.dag_run_id}),
         downloads=[(kind, label, _url(request, "download", import_id=import_id, kind=kind))
                    for kind, label in (("upload", "Upload-ready Cash Practice CSV"),
                                        ("rejected_rows", "Rejected rows CSV"))
@@ -267,12 +316,73 @@ def download(import_id: ImportId, kind: Literal["upload", "rejected_rows"], conn
 
 
 @app.get("/imports/{import_id}/data-docs/{path:path}", name="data_docs")
-def data_docs(import_id: ImportId, path: str, conn: Store) -> Response:
-    """The import's Great Expectations Data Docs (counts and row numbers, no patient values)."""
+def data_docs(request: Request, import_id: ImportId, path: str, conn: Store) -> Response:
+    """The import's Great Expectations Data Docs (counts and row numbers, no patient values): a
+    redirect to the same file under a signed address that holds for `DATA_DOCS_LINK_HOURS`.
+
+    Why signed: the pages are sandboxed into an origin of their own (`_DATA_DOCS_POLICY`), and a
+    browser sends the UI's `_token` cookie (SameSite=Lax) with none of their requests: not their
+    styles, scripts and fonts, not their links to the validation pages. The signature, made here
+    for a user Airflow let read the DAG, stands in for the cookie for the whole site.
+    """
     found = queries.data_docs_file(conn, import_id, path) if conn is not None else None
     if found is None:
         raise HTTPException(404, "no such Data Docs page")
-    return _file_response(found, headers={"Content-Security-Policy": _DATA_DOCS_POLICY})
+    expires = int(datetime.now().timestamp()) + DATA_DOCS_LINK_HOURS * 3600
+    target = (f"{_airflow_root(request)}{DATA_DOCS_PREFIX}/{quote(import_id, safe='')}/{expires}/"
+              f"{_signature(import_id, expires)}/{quote(path)}")
+    return RedirectResponse(target, status_code=307)
+
+
+# ---------------------------------------------------------------- Data Docs, signed
+
+DATA_DOCS_PREFIX = "/import-results-docs"
+DATA_DOCS_LINK_HOURS = 12
+_SIGNING_KEY_FALLBACK = os.urandom(32)
+
+
+def _signing_key() -> bytes:
+    """Derived from Airflow's JWT secret (shared by every API server worker); one of the process's own
+    when none is set (a link then holds on the worker that made it only)."""
+    secret = conf.get("api_auth", "jwt_secret", fallback="") or ""
+    return hashlib.sha256(b"import-results-data-docs\0" + secret.encode()).digest() if secret \
+        else _SIGNING_KEY_FALLBACK
+
+
+def _signature(import_id: str, expires: int) -> str:
+    mac = hmac.new(_signing_key(), f"{import_id}\0{expires}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(mac[:24]).decode().rstrip("=")
+
+
+docs_app = FastAPI(title="Import Results Data Docs", docs_url=None, redoc_url=None, openapi_url=None)
+
+
+@docs_app.middleware("http")
+async def _docs_headers(request: Request, call_next):
+    response = await call_next(request)
+    response.headers["Cache-Control"] = "no-store"
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    # Scripts yes, but in an opaque origin: they reach neither the user's session nor the API;
+    # styles, scripts, fonts and images only from this server (the site's own `static/vendor/`).
+    response.headers["Content-Security-Policy"] = _DATA_DOCS_POLICY
+    # Fonts are fetched in CORS mode, and a sandboxed page's origin is "null".
+    response.headers["Access-Control-Allow-Origin"] = "*"
+    return response
+
+
+@docs_app.get("/{import_id}/{expires}/{signature}/{path:path}", name="signed_data_docs")
+def signed_data_docs(import_id: ImportId, expires: int, signature: str, path: str, conn: Store) -> Response:
+    """A file of the import's Data Docs site, for a valid unexpired signature; 404 otherwise (an
+    expired link says so: reopen it from the import's page)."""
+    if not hmac.compare_digest(signature, _signature(import_id, expires)):
+        raise HTTPException(404, "no such Data Docs page")
+    if expires < datetime.now().timestamp():
+        raise HTTPException(410, "this Data Docs link has expired: open Data Docs again from Import Results")
+    found = queries.data_docs_file(conn, import_id, path) if conn is not None else None
+    if found is None:
+        raise HTTPException(404, "no such Data Docs page")
+    return _file_response(found)
 
 
 def _file_response(path, *, media_type: str | None = None, filename: str | None = None,
@@ -298,8 +408,8 @@ def _file_response(path, *, media_type: str | None = None, filename: str | None 
 
 @app.get("/api/imports", name="api_import_list")
 def api_import_list(request: Request, conn: Store, practice: PracticeFilter = "", status: StatusFilter = "",
-                    page: PageNumber = 1, per_page: PageSize = 25) -> dict:
-    result = _list(conn, practice, status, page, per_page)
+                    run_id: RunIdFilter = "", page: PageNumber = 1, per_page: PageSize = 25) -> dict:
+    result = _list(conn, practice, status, page, per_page, run_id, set(_registry(conn)))
     return {"imports": [_summary_json(request, item) for item in result.items], "total": result.total,
             "page": result.page, "per_page": result.per_page, "pages": result.pages}
 

@@ -4,7 +4,8 @@ Chromium is driven over its DevTools protocol with `websockets` (already in the 
 `scripts/install_chromium.sh` installs Debian's Chromium when it is missing. The test logs in on
 Airflow's login page, opens Import Results from the navigation, checks the import's counts in the
 list and on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the
-Airflow grid.
+Airflow grid and its Imports tab; on the way it filters the problems, switches the UI to dark mode
+and another time zone, and it ends by opening Data Docs with their vendored assets.
 """
 
 from __future__ import annotations
@@ -226,7 +227,7 @@ def browser(chromium):
 
 # ---------------------------------------------------------------- the test
 
-_FRAME = "document.querySelector('iframe[title=\"Import Results\"]')"
+_FRAME = "document.querySelector('iframe[title=\"Imports\"]')"
 _FRAME_DOC = f"({_FRAME} && {_FRAME}.contentDocument)"
 
 
@@ -252,8 +253,9 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
 
     nav_link = "document.querySelector('a[href$=\"plugin/import-results\"]')"
     browser.wait_for("Import Results in the navigation", f"!!{nav_link}", timeout=60)
-    assert browser.evaluate(f"{nav_link}.textContent + ({nav_link}.getAttribute('title') || '')"
-                            ).count("Import Results") >= 1
+    assert browser.evaluate(f"{nav_link}.textContent") == "Imports"
+    # The label is whole: not cut with an ellipsis by the 56 px nav button.
+    assert browser.evaluate(f"(e => e.scrollWidth <= e.clientWidth)([...{nav_link}.querySelectorAll('div')].pop())")
     browser.evaluate(f"{nav_link}.click()")
 
     row = f"tr[data-import-id=\"{imported['id']}\"]"
@@ -264,8 +266,25 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     assert listed == expected
     assert browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} .badge').textContent") == "completed with errors"
     assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('svg rect')"), "the chart has no bars"
+    # Times in the UI's time zone: the browser's own until one is chosen (this Chromium's is UTC).
+    assert browser.evaluate(f"{_FRAME_DOC}.documentElement.dataset.timezone")
 
     browser.screenshot(SCREENSHOT)
+
+    # The colour mode follows Airflow's, live.
+    browser.evaluate("document.documentElement.classList.remove('light'); document.documentElement.classList.add('dark')")
+    browser.wait_for("the frame in dark mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'dark'")
+    assert browser.evaluate(f"getComputedStyle({_FRAME_DOC}.body).backgroundColor") == "rgb(17, 24, 39)"
+    browser.screenshot(Path(tempfile.gettempdir()) / "patient_import_screenshots" / "import_results_dark.png")
+    browser.evaluate("document.documentElement.classList.remove('dark'); document.documentElement.classList.add('light')")
+    browser.wait_for("the frame in light mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'light'")
+
+    # The run's imports, by the run id.
+    browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} a[data-run-imports]').click()")
+    browser.wait_for("the list of the run's imports", f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('#run-filter'))")
+    assert browser.evaluate(f"[...{_FRAME_DOC}.querySelectorAll('tr[data-import-id]')].map(r => r.dataset.importId)"
+                            ) == [imported["id"]]
+    assert imported["run_id"] in browser.evaluate(f"{_FRAME_DOC}.querySelector('#run-filter').textContent")
 
     browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} td a').click()")
     browser.wait_for("the import's detail page", f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('#problems'))")
@@ -277,9 +296,73 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     assert browser.evaluate(f"!!{_FRAME_DOC}.querySelector('#data-docs')")
     # The UI keeps the frame's page in its own address: the detail page can be linked to.
     assert f"/imports/{imported['id']}" in browser.evaluate("location.pathname")
+    # Taller, so that the README's picture shows problem lines under the per-code summary.
+    browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=1280, deviceScaleFactor=1, mobile=False)
+    browser.wait_for("the frame at the new height", f"{_FRAME}.getBoundingClientRect().height > 1000")
     browser.screenshot(DETAIL_SCREENSHOT)
+    browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1, mobile=False)
 
+    # Times follow the time zone chosen in the UI (its localStorage "timezone"), live.
+    started = f"{_FRAME_DOC}.querySelector('time[data-zone]')"
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('UTC'))")
+    browser.wait_for("the times in UTC", f"{started}.textContent.endsWith(' UTC')")
+    utc = browser.evaluate(f"{started}.textContent")
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('Asia/Kolkata'))")
+    browser.wait_for("the times in the chosen zone", f"{started}.textContent.endsWith('GMT+5:30')")
+    assert browser.evaluate(f"{started}.textContent") != utc.replace("UTC", "GMT+5:30")
+    browser.evaluate("localStorage.setItem('timezone', JSON.stringify('UTC'))")
+    browser.wait_for("the times in UTC again", f"{started}.textContent === {json.dumps(utc)}")
+
+    _filter_problems(browser, severity="error")
+    severities = browser.evaluate(f"[...{_FRAME_DOC}.querySelectorAll('#problems tbody tr')].map(r => r.className)")
+    assert severities and set(severities) == {"sev-error"}, severities
+    code = browser.evaluate(f"{_FRAME_DOC}.querySelector('#problems tbody td.code').textContent")
+    _filter_problems(browser, severity="", code=code)
+    codes = browser.evaluate(f"[...{_FRAME_DOC}.querySelectorAll('#problems tbody td.code')].map(c => c.textContent)")
+    assert codes and set(codes) == {code}
+    account = browser.evaluate(
+        f"[...{_FRAME_DOC}.querySelectorAll('#problems tbody tr')].map(r => r.cells[1].textContent).find(a => a)")
+    _filter_problems(browser, code="", account=account)
+    accounts = browser.evaluate(
+        f"[...{_FRAME_DOC}.querySelectorAll('#problems tbody tr')].map(r => r.cells[1].textContent)")
+    assert accounts and set(accounts) == {account}
+    _filter_problems(browser, account="no-such-account-99")
+    assert "No problems match" in browser.evaluate(f"{_FRAME_DOC}.querySelector('#problems tbody').textContent")
+
+    data_docs = browser.evaluate(f"{_FRAME_DOC}.querySelector('#data-docs').href")
     browser.evaluate(f"{_FRAME_DOC}.querySelector('a[data-airflow-link]').click()")
     run_path = "/dags/patient_import/runs/"
     browser.wait_for("the DAG run in the Airflow grid", f"location.pathname.startsWith('{run_path}')")
     browser.wait_for("the Airflow grid in place of the Import Results frame", f"!{_FRAME}")
+
+    # The run's page has a tab with its imports.
+    tab = "document.querySelector('a[href$=\"/plugin/imports\"]')"
+    browser.wait_for("the run's Imports tab", f"!!{tab}", timeout=60)
+    browser.evaluate(f"{tab}.click()")
+    browser.wait_for("the run's imports in the tab",
+                     f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('{row}') && {_FRAME_DOC}.querySelector('#run-filter'))",
+                     timeout=60)
+
+    # Data Docs render styled from the vendored assets (sandboxed page, no cookie, no network).
+    browser.send("Page.navigate", url=data_docs)
+    browser.wait_for("Data Docs with jQuery and Bootstrap loaded",
+                     "document.readyState === 'complete' && typeof window.jQuery === 'function' "
+                     "&& typeof window.jQuery.fn.modal === 'function'", timeout=60)
+    browser.screenshot(Path(tempfile.gettempdir()) / "patient_import_screenshots" / "data_docs.png")
+    assert browser.evaluate("location.pathname").startswith("/import-results-docs/")
+    assert browser.evaluate("getComputedStyle(document.body).fontFamily").startswith("-apple-system")
+    # The icon font, fetched in CORS mode from the sandboxed page's "null" origin.
+    assert browser.evaluate("document.fonts.load('900 16px \"Font Awesome 6 Free\"')"
+                            ".then(faces => faces.length > 0, () => false)")
+
+
+def _filter_problems(browser: Browser, **fields: str) -> None:
+    """Set the detail page's problem filters and submit; wait for the filtered page."""
+    form = f"{_FRAME_DOC}.querySelector('#problem-filters')"
+    browser.evaluate(f"{_FRAME_DOC}.documentElement.dataset.before = 'filtering'")
+    for name, value in fields.items():
+        browser.evaluate(f"{form}.elements[{json.dumps(name)}].value = {json.dumps(value)}")
+    browser.evaluate(f"{form}.requestSubmit()")
+    browser.wait_for("the filtered problems",
+                     f"{_FRAME_DOC} && {_FRAME_DOC}.readyState === 'complete' "
+                     f"&& !{_FRAME_DOC}.documentElement.dataset.before && !!{_FRAME_DOC}.querySelector('#problems')")

@@ -195,9 +195,29 @@ def test_plugin_mounts_the_app_and_adds_import_results_to_the_navigation():
     apps, _ = plugins_manager.get_fastapi_plugins()
     views, _ = plugins_manager._get_ui_plugins()
     assert [a["url_prefix"] for a in apps if a["name"] == "Import Results"] == ["/import-results"]
-    view = next(v for v in views if v["name"] == "Import Results")
-    assert view["url_route"] == "import-results" and view["href"] == "/import-results/"
-    assert view["destination"] == "nav"
+    view = next(v for v in views if v["url_route"] == "import-results")
+    assert view["href"] == "/import-results/" and view["destination"] == "nav" and view["nav_top_level"]
+    assert view["icon"] and view["icon_dark_mode"] and view["icon_dark_mode"] != view["icon"]
+
+
+def test_nav_label_fits_the_navigation_button():
+    """Airflow 3.3 writes a top-level button's name in 10 px under its icon, 56 px wide, and cuts it with
+    an ellipsis: at ~6 px a character (system-ui, 10 px) the label must be at most 9 characters, one word."""
+    from airflow import plugins_manager
+
+    views, _ = plugins_manager._get_ui_plugins()
+    nav = next(v for v in views if v["url_route"] == "import-results")
+    assert len(nav["name"]) <= 9 and " " not in nav["name"], nav["name"]
+
+
+def test_dag_run_pages_get_a_tab_with_the_runs_imports():
+    from airflow import plugins_manager
+
+    views, _ = plugins_manager._get_ui_plugins()
+    tab = next(v for v in views if v.get("destination") == "dag_run")
+    # Airflow replaces {DAG_ID} and {RUN_ID} with the run's, URL-quoted.
+    assert tab["href"] == "/import-results/?dag_id={DAG_ID}&run_id={RUN_ID}"
+    assert tab["url_route"] and tab["url_route"] != "import-results"
 
 
 @pytest.mark.parametrize("route", ROUTES)
@@ -544,3 +564,147 @@ def test_detail_page_shows_the_per_code_summary_with_links_to_each_code(client, 
         "invalid_account_number", "missing_required_field", "unknown_column"]
     assert f'href="{DETAIL}?code=unknown_column"' in summary
     assert "counted, not listed" not in page  # nothing of this import is only counted
+
+
+# ---------------------------------------------------------------- runs, backfills, typos, time zone, Data Docs
+
+def test_list_filters_by_dag_run_id(client, viewer):
+    assert _ids(client, viewer, run_id="manual__demo_clinic_20261121_b") == ["demo_clinic_20261121_b"]
+    assert _ids(client, viewer, run_id="manual__no_such_run") == []
+    page = client.get("/import-results/", headers=viewer, params={"run_id": "manual__plan_clinic_20261122_d"}).text
+    assert re.findall(r'data-import-id="(\w+)"', page) == ["plan_clinic_20261122_d"]
+    assert 'id="run-filter"' in page and 'href="/dags/patient_import/runs/manual__plan_clinic_20261122_d"' in page
+
+
+def test_run_tab_of_another_dag_says_it_imports_nothing(client, viewer):
+    page = client.get("/import-results/", headers=viewer, params={"dag_id": "other_dag", "run_id": "manual__x"}).text
+    assert 'id="other-dag"' in page and "<code>other_dag</code>" in page
+
+
+@pytest.mark.parametrize("run_id", ["manual__\x00x", "a" * 251])
+def test_invalid_run_ids_are_refused(client, viewer, run_id):
+    assert client.get("/import-results/api/imports", headers=viewer, params={"run_id": run_id}).status_code == 422
+
+
+def test_every_import_links_to_its_run_and_to_the_runs_imports(client, viewer):
+    item = next(i for i in client.get("/import-results/api/imports", headers=viewer).json()["imports"]
+                if i["id"] == "demo_clinic_20261120_a")
+    assert item["run_imports_url"] == "/import-results/?run_id=manual__demo_clinic_20261120_a"
+    detail = client.get(DETAIL, headers=viewer).text
+    assert 'href="/import-results/?run_id=manual__demo_clinic_20261120_a" data-run-imports' in detail
+    assert 'href="/dags/patient_import/runs/manual__demo_clinic_20261120_a" data-airflow-link' in detail
+
+
+def test_times_are_machine_readable_for_the_time_zone_script(client, viewer):
+    page = client.get("/import-results/", headers=viewer).text
+    assert '<time datetime="2026-11-20T09:00:00+00:00">2026-11-20 09:00</time>' in page
+    detail = client.get(DETAIL, headers=viewer).text
+    assert '<time datetime="2026-11-20T09:00:00+00:00" data-zone>2026-11-20 09:00 UTC</time>' in detail
+    assert 'localStorage.getItem("timezone")' in detail
+
+
+def test_pages_follow_airflows_colour_mode_with_the_system_as_fallback(client, viewer):
+    page = client.get("/import-results/", headers=viewer).text
+    assert 'localStorage.getItem("theme")' in page and 'classList' in page
+    assert ':root[data-theme="dark"]' in page and "prefers-color-scheme: dark" in page
+
+
+@pytest.fixture
+def other_store(tmp_path, monkeypatch):
+    """A store of its own: a backfill's re-import of an archived file, and a practice id with a typo."""
+    from include.patient_import import records
+    from include.patient_import.pipeline import open_store
+
+    database = tmp_path / "other.db"
+    engine = open_store(f"sqlite:///{database}", prepare=True)
+    sha = "ab12cd34" + "0" * 56
+    imports = [  # id, practice, run, export name, checksum, started
+        ("demo_clinic_20261120_orig", "demo_clinic", "manual__1", "Genesis export 2026-11-20.csv", sha, T0),
+        ("demo_clinic_20261120_bf", "demo_clinic", "backfill__2026-11-20T00:00:00+00:00",
+         "Genesis_export_2026-11-20_ab12cd34.csv", sha, T0 + timedelta(days=3)),
+        ("plan_clinic_20261121_bf", "plan_clinic", "backfill__2026-11-21T00:00:00+00:00",
+         "plan_ffee0011.xlsx", "ffee0011" + "1" * 56, T0 + timedelta(days=3, hours=1)),
+        ("plan_clinic_20261121_x", "plan_clinic", "manual__2", "export_12345678.csv", "9" * 64, T0),
+        ("demo_clinc_20261121_typo", "demo_clinc", "manual__3", "typo.csv", "8" * 64, T0 + timedelta(days=1)),
+    ]
+    for import_id, practice, run_id, name, checksum, started in imports:
+        records.register_import(engine, id=import_id, practice_id=practice, dag_run_id=run_id, map_index=0,
+                                run_type=run_id.split("__")[0], export_name=name, export_sha256=checksum,
+                                export_bytes=10, archive_path=None, exported_on=started.date(), dry_run=False)
+        records.update_import(engine, import_id, status="completed", started_at=started,
+                              finished_at=started + timedelta(seconds=5))
+    engine.dispose()
+    monkeypatch.setenv("AIRFLOW_CONN_PATIENT_STORE", json.dumps({"conn_type": "sqlite", "host": str(database)}))
+
+
+def test_backfill_imports_show_the_name_the_office_gave_the_file(client, viewer, other_store):
+    items = {i["id"]: i for i in client.get("/import-results/api/imports", headers=viewer).json()["imports"]}
+    # The first import of the same file (practice and checksum) under its own name.
+    assert items["demo_clinic_20261120_bf"]["original_name"] == "Genesis export 2026-11-20.csv"
+    # No earlier import of it: the archived name without its _<sha8>.
+    assert items["plan_clinic_20261121_bf"]["original_name"] == "plan.xlsx"
+    # A name that merely ends like a checksum, and not this file's: left as it is.
+    assert items["plan_clinic_20261121_x"]["original_name"] == "export_12345678.csv"
+    assert items["demo_clinic_20261120_orig"]["original_name"] == "Genesis export 2026-11-20.csv"
+    page = client.get("/import-results/", headers=viewer).text
+    assert "re-imported from the archive as Genesis_export_2026-11-20_ab12cd34.csv" in page
+    detail = client.get("/import-results/imports/demo_clinic_20261120_bf", headers=viewer).text
+    assert "<h1>Genesis export 2026-11-20.csv" in detail and 'id="archived-name"' in detail
+
+
+def test_practices_that_exist_only_by_a_typo_are_not_offered_as_practices(client, viewer, other_store):
+    page = client.get("/import-results/", headers=viewer).text
+    offered = re.findall(r'<option value="(\w+)"', re.search(r'<select name="practice">.*?</select>', page, re.S)[0])
+    assert offered == ["demo_clinic", "plan_clinic", "small_clinic"]  # the registry's, with or without imports
+    note = re.search(r'id="unregistered".*?</p>', page, re.S)[0]
+    assert "<code>demo_clinc</code>" in note and "(1 import)" in note and "demo_clinic</code>" not in note
+    assert 'class="badge unregistered"' in page
+    charts = re.findall(r'aria-label="Patients per day for ([^"]+)"', page)
+    assert charts == ["Demo Chiropractic", "Payment Plan Clinic"]
+    typo = client.get("/import-results/", headers=viewer, params={"practice": "demo_clinc"}).text
+    assert re.findall(r'data-import-id="(\w+)"', typo) == ["demo_clinc_20261121_typo"]
+    assert '<option value="demo_clinc" selected>demo_clinc (not registered)</option>' in typo
+    assert re.findall(r'aria-label="Patients per day for ([^"]+)"', typo) == ["demo_clinc"]
+    items = client.get("/import-results/api/imports", headers=viewer).json()["imports"]
+    assert {i["id"]: i["registered"] for i in items}["demo_clinc_20261121_typo"] is False
+
+
+def test_data_docs_open_under_a_signed_link_that_serves_the_whole_site_without_the_cookie(client, viewer, store):
+    (store["docs"] / "static" / "vendor").mkdir(parents=True, exist_ok=True)
+    (store["docs"] / "static" / "vendor" / "site.css").write_text("body{color:red}", encoding="utf-8")
+    opened = client.get(f"{DETAIL}/data-docs/index.html", headers=viewer, follow_redirects=False)
+    assert opened.status_code == 307
+    signed = opened.headers["location"]
+    assert signed.startswith("/import-results-docs/demo_clinic_20261120_a/") and signed.endswith("/index.html")
+    base = signed.rsplit("/", 1)[0]
+    # A sandboxed page's requests carry no cookie: the signature alone opens its pages and assets.
+    client.cookies.clear()
+    page = client.get(signed)
+    assert page.status_code == 200 and page.text.endswith("Data Docs index</body></html>")
+    assert page.headers["content-security-policy"].startswith("sandbox allow-scripts;")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert client.get(f"{base}/validations/run.html").status_code == 200
+    css = client.get(f"{base}/static/vendor/site.css")
+    assert css.status_code == 200 and css.headers["content-type"].startswith("text/css")
+    assert css.headers["access-control-allow-origin"] == "*"  # fonts load in CORS mode from origin "null"
+
+
+def test_data_docs_signed_links_refuse_forgery_expiry_and_escapes(client, viewer):
+    import import_results.app as app_module
+
+    signed = client.get(f"{DETAIL}/data-docs/index.html", headers=viewer, follow_redirects=False).headers["location"]
+    _, _, import_id, expires, signature, _ = signed.split("/", 5)
+    forged = signature[:-2] + ("AA" if not signature.endswith("AA") else "BB")
+    assert client.get(f"/import-results-docs/{import_id}/{expires}/{forged}/index.html").status_code == 404
+    # The signature of one import opens no other's site.
+    assert client.get(f"/import-results-docs/demo_clinic_20261121_b/{expires}/{signature}/index.html"
+                      ).status_code == 404
+    # A later expiry is another signature.
+    assert client.get(f"/import-results-docs/{import_id}/{int(expires) + 1}/{signature}/index.html"
+                      ).status_code == 404
+    past = 1_000_000
+    expired = f"/import-results-docs/{import_id}/{past}/{app_module._signature(import_id, past)}/index.html"
+    assert client.get(expired).status_code == 410
+    for escape in ("..%2F..%2F..%2F..%2Foutside.csv", "validations/../../../../../outside.csv"):
+        response = client.get(f"/import-results-docs/{import_id}/{expires}/{signature}/{escape}")
+        assert response.status_code == 404 and "secret" not in response.text

@@ -44,11 +44,11 @@ def airflow_db():
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """One throwaway PostgreSQL 15 server for the session (tests/harness/postgres.py).
+    """One throwaway PostgreSQL 15 server for the session (tools/harness/postgres.py).
 
     Skipped where the server binaries are missing, unless `CI` is set: CI must test PostgreSQL.
     """
-    from tests.harness.postgres import PostgresServer, PostgresUnavailable
+    from tools.harness.postgres import PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer()
@@ -110,9 +110,9 @@ def store_url(request, tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def object_store():
-    """One local S3-compatible server for the session (tests/harness/object_store.py); the
+    """One local S3-compatible server for the session (tools/harness/object_store.py); the
     Airflow connection the storage URLs name is set in the environment for every process."""
-    from tests.harness.object_store import ObjectStore, environment_without_credentials
+    from tools.harness.object_store import ObjectStore, environment_without_credentials
 
     store = ObjectStore().start()
     with pytest.MonkeyPatch.context() as env:

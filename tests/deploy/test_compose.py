@@ -105,6 +105,32 @@ def test_the_code_folders_are_baked_into_the_image(folder):
     assert (f"{folder}/", f"{AIRFLOW_HOME}/{folder}/") in copies
 
 
+@pytest.mark.parametrize("folder", ("tools", "tests"))
+def test_the_image_ships_no_tools_and_no_tests(folder):
+    copies = re.findall(r"^COPY (?:--\S+ )*(\S+) (\S+)$", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    allowed = [line for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+               if line.startswith("!")]
+
+    assert not [source for source, _ in copies if source.strip("/").split("/")[0] == folder]
+    assert not [line for line in allowed if line[1:].strip("/").split("/")[0] == folder]
+
+
+@pytest.mark.parametrize("folder", ("include", "dags", "plugins"))
+def test_the_product_never_imports_tools_or_tests(folder):
+    importing = [str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(?:from|import)\s+(?:tools|tests)\b", path.read_text(encoding="utf-8"), re.M)]
+
+    assert importing == []
+
+
+@pytest.mark.parametrize("folder", ("scripts", "bench", "tools"))
+def test_the_tools_never_import_the_tests(folder):
+    importing = [str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(?:from|import)\s+tests\b", path.read_text(encoding="utf-8"), re.M)]
+
+    assert importing == []
+
+
 @pytest.mark.parametrize("folder", CODE_DIRS)
 def test_the_code_folders_mounted_are_the_repository_ones(resolved, folder):
     for name in AIRFLOW_SERVICES:

@@ -1,4 +1,4 @@
-"""A representative few of the hostile corpus (tests/corpus.py) through the real DAG (`dag.test()`).
+"""A representative few of the hostile corpus (tools/corpus.py) through the real DAG (`dag.test()`).
 
 The package-level tests (tests/patient_import/test_hostile_inputs.py) take every corpus file; here
 one file per stage that refuses it: extract (by content), validate (the reader's quoting, with the
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.corpus import LIMITS_ENV, MARKERS, accepted_rows, corpus, csv_text
+from tools.corpus import LIMITS_ENV, MARKERS, accepted_rows, corpus, csv_text
 
 pytestmark = pytest.mark.integration
 

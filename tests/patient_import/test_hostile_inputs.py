@@ -1,4 +1,4 @@
-"""Hostile and broken exports (tests/corpus.py) through the five stages in-process, on a SQLite store.
+"""Hostile and broken exports (tools/corpus.py) through the five stages in-process, on a SQLite store.
 
 Every file must end as its corpus entry says: a clear code and message in the report, no patient
 changed, the original archived unchanged and, when rejected, quarantined; no crash, no hang, no
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from include.patient_import.problems import FILE_TOO_LARGE, TOO_MANY_COLUMNS, TOO_MANY_ROWS
-from tests.corpus import (
+from tools.corpus import (
     BASELINE_ACCOUNTS,
     HEADER,
     LIMITS_ENV,

@@ -194,7 +194,7 @@ def test_the_streamed_report_is_the_documents_json_with_problem_counts(tmp_path,
 
 
 def test_a_whole_import_lists_every_error_and_caps_the_warnings_in_its_report(tmp_path, monkeypatch):
-    from tests.corpus import prepare_home, run_import
+    from tools.corpus import prepare_home, run_import
 
     practices = "practices:\n  - id: demo_clinic\n    name: Demo\n    capacity: 5000\n    systems: [drip_education]\n"
     engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, practices_yaml=practices)

@@ -16,7 +16,7 @@ import yaml
 
 from include.patient_import.store import airflow_store_url, url_from_connection
 
-pytestmark = pytest.mark.unit
+# Tier: `compose` where a test runs docker-compose, else unit (tests/conftest.py).
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

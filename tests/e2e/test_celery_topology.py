@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from scripts.airflow_stack import ROOT, Stack, free_port, healthy, stack_env, wait_for_dag
 from tests.e2e.conftest import E2E_PRACTICES, Airflow
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 PRACTICE = "alpha_clinic"
 START_TIMEOUT = 240

@@ -38,11 +38,11 @@ from tools.corpus import (
     prepare_home,
     run_import,
     workbook_bytes,
-    write_corpus,
 )
 
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 # 30 s for each test body, an import included; the module fixture (store, baseline, GX import) not counted.
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30, func_only=True)]
+pytestmark = pytest.mark.timeout(30, func_only=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = corpus()
@@ -73,18 +73,13 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus_files(tmp_path_factory) -> dict[str, Path]:
-    return {item.name: path for item, path in write_corpus(tmp_path_factory.mktemp("corpus"))}
-
-
-@pytest.fixture(scope="module")
-def outcome(store, corpus_files):
+def outcome(store, hostile_corpus):
     """Import each corpus file once (on first use) and remember what happened."""
     done: dict[str, Outcome] = {}
 
     def get(item: Hostile) -> Outcome:
         if item.name not in done:
-            path = corpus_files[item.name]
+            path = hostile_corpus[item.name]
             before = patients_snapshot(store)
             with _captured_logs() as log:
                 [imported] = run_import(store, path, run_id=f"corpus_{item.name}")
@@ -249,8 +244,8 @@ def _rss_probe(path: Path, limits: dict[str, str]) -> dict:
     ("sparse_rows.xlsx", FILE_TOO_LARGE),
     ("too_many_rows.xlsx", TOO_MANY_ROWS),
 ])
-def test_workbook_bomb_is_rejected_with_bounded_memory(corpus_files, name, code):
-    found = _rss_probe(corpus_files[name], LIMITS_ENV)
+def test_workbook_bomb_is_rejected_with_bounded_memory(hostile_corpus, name, code):
+    found = _rss_probe(hostile_corpus[name], LIMITS_ENV)
 
     assert found["code"] == code
     assert found["grew_mb"] < 100, found

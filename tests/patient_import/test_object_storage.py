@@ -18,7 +18,8 @@ from tools.generator import generate_export
 from include.patient_import.retention import purge
 from tools.corpus import PRACTICE_ID, csv_text, patient, patients_snapshot, prepare_home, run_import
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(180)]
+# Tier: `object_store` where a test uses the server, else unit (tests/conftest.py).
+pytestmark = pytest.mark.timeout(180)
 
 EXPORTED_ON = date(2026, 11, 20)
 

@@ -22,7 +22,7 @@ from include.patient_import.rules import CODE, DATA_COLUMNS
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import ImportProblem, ImportProblemCount, create_store_engine
 
-pytestmark = pytest.mark.unit
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 
 CAP = LISTED_PER_CODE_AND_FIELD
 COUNT_KEYS = {"code", "field", "severity", "listed", "total"}
@@ -238,7 +238,7 @@ def _upgrade(engine, revision: str) -> None:
         command.upgrade(cfg, revision)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_store(request, tmp_path):
     if request.param == "sqlite":
         engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")

@@ -206,15 +206,21 @@ def _lying_sizes_workbook() -> bytes:
     def parts(xml: bytes) -> list[bytes]:
         head, tail = xml.split(b"</sheetData>")
         return [head, *([b" " * (1024 * 1024)] * 4), b"</sheetData>", tail]
-    raw = bytearray(_replace_sheet(_good_workbook(), stream=parts))
-    target = b"xl/worksheets/sheet1.xml"
-    info = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo(target.decode())
-    struct.pack_into("<I", raw, info.header_offset + 22, 4000)  # local header: uncompressed size
+    return with_lying_size(_replace_sheet(_good_workbook(), stream=parts), "xl/worksheets/sheet1.xml", 4000)
+
+
+def with_lying_size(archive: bytes, member: str, claimed: int) -> bytes:
+    """`archive` (a zip) with `member`'s uncompressed size given as `claimed` bytes, in its local
+    header and its central directory entry; the data left as it is."""
+    raw = bytearray(archive)
+    target = member.encode()
+    info = zipfile.ZipFile(io.BytesIO(archive)).getinfo(member)
+    struct.pack_into("<I", raw, info.header_offset + 22, claimed)  # local header: uncompressed size
     at = raw.find(b"PK\x01\x02")
     while at != -1:  # central directory entries
         length = struct.unpack_from("<H", raw, at + 28)[0]
         if bytes(raw[at + 46:at + 46 + length]) == target:
-            struct.pack_into("<I", raw, at + 24, 4000)
+            struct.pack_into("<I", raw, at + 24, claimed)
         at = raw.find(b"PK\x01\x02", at + 4)
     return bytes(raw)
 

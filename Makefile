@@ -57,7 +57,7 @@ airflow-db: install
 	@$(PY) scripts/airflow_db.py
 
 demo: install
-	@$(PY) -m include.patient_import.demo
+	@$(PY) -m tools.demo
 
 run: airflow-db demo
 	@$(PY) scripts/run_dag.py --practice demo_clinic

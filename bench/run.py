@@ -146,7 +146,7 @@ class Bench:
         path = self.work / "exports" / f"bench_{size}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
         code = ("import sys, time, json; from pathlib import Path; "
-                "from include.patient_import.generator import generate_export; "
+                "from tools.generator import generate_export; "
                 "t = time.perf_counter(); generate_export(Path(sys.argv[1]), int(sys.argv[2]), seed=int(sys.argv[3])); "
                 f"print({RESULT_PREFIX!r} + json.dumps({{'seconds': time.perf_counter() - t}}))")
         done = self.spawn([self.python, "-c", code, str(path), str(size), str(SEED)], self.env(), f"generate {size}")
@@ -262,7 +262,7 @@ class Bench:
         server_cm = None
         if "postgresql" in databases:
             sys.path.insert(0, str(ROOT))
-            from tests.harness.postgres import PostgresServer
+            from tools.harness.postgres import PostgresServer
 
             server_cm = PostgresServer.started()
             self.server = server_cm.__enter__()

@@ -28,7 +28,6 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
-_STORE_CONN_ID = "patient_store"
 _ALERTS_CONN_ID = "patient_import_alerts"
 _SCHEDULE = os.environ.get("PATIENT_IMPORT_SCHEDULE", "@daily")
 _TIMEZONE = os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")
@@ -36,24 +35,12 @@ _RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
 _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_SECONDS", "30")))
 
 
-def _store_url() -> str | None:
-    """The `patient_store` connection as a SQLAlchemy URL; None means the embedded SQLite store."""
-    from airflow.sdk import Connection
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    from include.patient_import.store import sqlalchemy_url
-
-    try:
-        conn = Connection.get(_STORE_CONN_ID)
-    except AirflowNotFoundException:
-        return None
-    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
-
-
 def _engine(prepare: bool = False):
     from include.patient_import.pipeline import open_store
 
-    return open_store(_store_url(), prepare=prepare)
+    from include.patient_import.store import airflow_store_url
+
+    return open_store(airflow_store_url(), prepare=prepare)
 
 
 def _run_info(practice_id: str | None = None, attempt: int = 1):

@@ -4,7 +4,7 @@
 
 Prints, and exits 1 when a must-be-zero figure is not zero:
 
-- **bad inputs tried / rejected cleanly**: every file of the hostile corpus (tests/corpus.py)
+- **bad inputs tried / rejected cleanly**: every file of the hostile corpus (tools/corpus.py)
   through the five stages in-process, on a SQLite store in a temporary home, with the corpus
   limits. Clean: no exception, the expected status and code, counts adding up, no patient
   changed, the original archived (and, when rejected, quarantined), no upload file left.
@@ -92,7 +92,7 @@ def _read_recorded(directory: Path, figures: Figures) -> None:
 
 
 def _use_home(home: Path) -> None:
-    from tests.corpus import LIMITS_ENV, PRACTICES_YAML
+    from tools.corpus import LIMITS_ENV, PRACTICES_YAML
 
     home.mkdir(parents=True, exist_ok=True)
     registry = home / "practices.yml"
@@ -138,7 +138,7 @@ def _is_clean(item, imported, before: dict, after: dict, source: Path) -> str | 
 
 
 def _run_corpus(home: Path, engine, figures: Figures, listing: bool) -> None:
-    from tests.corpus import MARKERS, baseline_rows, csv_text, patients_snapshot, run_import, write_corpus
+    from tools.corpus import MARKERS, baseline_rows, csv_text, patients_snapshot, run_import, write_corpus
 
     baseline = home / "baseline.csv"
     baseline.write_text(csv_text(baseline_rows()), encoding="utf-8")
@@ -185,9 +185,9 @@ def _check_rows(home: Path, engine, figures: Figures) -> dict:
     """Import a generated export twice; compare the store and the upload file with the reports."""
     import sqlalchemy as sa
 
-    from include.patient_import.generator import generate_export
+    from tools.generator import generate_export
     from include.patient_import.store import ImportRow
-    from tests.corpus import LIMITS_ENV, patients_snapshot, run_import
+    from tools.corpus import LIMITS_ENV, patients_snapshot, run_import
 
     for name in LIMITS_ENV:  # the embedded limits: this export is a good one
         os.environ.pop(name, None)
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         engine = open_store(prepare=True)
         try:
             if args.list:
-                print("corpus (tests/corpus.py), package level:")
+                print("corpus (tools/corpus.py), package level:")
             _run_corpus(home, engine, figures, args.list)
             rows = _check_rows(home, engine, figures)
         finally:

@@ -59,6 +59,7 @@ def main() -> int:
     from airflow.dag_processing.dagbag import DagBag
 
     from include.patient_import.pipeline import open_store
+    from include.patient_import.store import airflow_store_url
     from include.patient_import.summary import print_run_summary
 
     logs = _log_folder()
@@ -76,7 +77,7 @@ def main() -> int:
     run_folder = logs / f"dag_id={dag.dag_id}" / f"run_id={run.run_id}"
     run_folder.mkdir(parents=True, exist_ok=True)
     outer.replace(run_folder / "dag_test.log")
-    code = print_run_summary(run.run_id, str(run.state), open_store(_store_url()))
+    code = print_run_summary(run.run_id, str(run.state), open_store(airflow_store_url()))
     for (task_id, map_index), error in sorted(failures.items()):
         label = task_id + (f"[{map_index}]" if map_index >= 0 else "")
         print(f"failed task {label}: {error}")
@@ -94,11 +95,12 @@ def _refused(conf: dict) -> str | None:
     """Why the run may not start (`planning.check_conf`, the same check the DAG makes), or None."""
     from include.patient_import.planning import check_conf
     from include.patient_import.problems import ConfigurationError
+    from include.patient_import.store import airflow_store_url
 
     try:
         check_conf(conf)  # without Airflow first: most refusals need no connection lookup
         try:
-            store = _store_url()
+            store = airflow_store_url()
         except Exception:  # noqa: BLE001 - no Airflow database yet: the default store is still refused
             store = None
         conf.update(export_file=check_conf(conf, store=store)["export_file"])
@@ -163,20 +165,6 @@ def _output_to(path: Path, append: bool = False):
             os.dup2(saved[1], 2)
             os.close(saved[0])
             os.close(saved[1])
-
-
-def _store_url() -> str | None:
-    """The store the DAG used: the `patient_store` connection when defined (as in the task)."""
-    from airflow.exceptions import AirflowNotFoundException
-    from airflow.models import Connection
-
-    from include.patient_import.store import sqlalchemy_url
-
-    try:
-        conn = Connection.get_connection_from_secrets("patient_store")
-    except AirflowNotFoundException:
-        return None
-    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,34 @@ os.environ.update({
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
+# ---------------------------------------------------------------- tiers (pyproject.toml, markers)
+
+# A test that uses one of these fixtures is in that server's tier; `store_url`'s PostgreSQL variant
+# is marked by its parameter. Session fixtures, so a server starts only when a test of its tier runs.
+SERVER_FIXTURES = {"postgres_server": "postgres", "object_store": "object_store", "docker_compose": "compose"}
+SERVER_TIERS = frozenset({"postgres", "object_store", "redis", "compose"})
+TIERS = SERVER_TIERS | {"unit", "dag", "integration", "e2e"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test is in a tier: a server's when it uses one, else the one its module names, else
+    `unit`. A unit test needs no server, no Airflow database and no install: `-m unit` starts none."""
+    both = []
+    for item in items:
+        for fixture, marker in SERVER_FIXTURES.items():
+            if fixture in getattr(item, "fixturenames", ()):
+                item.add_marker(marker)
+        names = {mark.name for mark in item.iter_markers()}
+        if not names & TIERS:
+            item.add_marker(pytest.mark.unit)
+        elif "unit" in names and names & SERVER_TIERS:
+            both.append(item.nodeid)
+    if both:
+        raise pytest.UsageError("unit tests use no server; these are marked unit and use one "
+                                "(drop the module's `unit` mark, the conftest marks the rest):\n  "
+                                + "\n  ".join(both))
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """Airflow's own metadata database (DagBag, `dag.test()`), migrated once per session."""
@@ -44,11 +72,11 @@ def airflow_db():
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """One throwaway PostgreSQL 15 server for the session (tests/harness/postgres.py).
+    """One throwaway PostgreSQL 15 server for the session (tools/harness/postgres.py).
 
     Skipped where the server binaries are missing, unless `CI` is set: CI must test PostgreSQL.
     """
-    from tests.harness.postgres import PostgresServer, PostgresUnavailable
+    from tools.harness.postgres import PostgresServer, PostgresUnavailable
 
     try:
         server = PostgresServer()
@@ -89,7 +117,7 @@ def _postgres_store_template(postgres_server) -> str:
     return name
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def store_url(request, tmp_path) -> str:
     """A fresh, migrated, empty patient store for each test, on each database: a copy of a
     template migrated once per session (a file copy; CREATE DATABASE ... TEMPLATE)."""
@@ -110,9 +138,9 @@ def store_url(request, tmp_path) -> str:
 
 @pytest.fixture(scope="session")
 def object_store():
-    """One local S3-compatible server for the session (tests/harness/object_store.py); the
+    """One local S3-compatible server for the session (tools/harness/object_store.py); the
     Airflow connection the storage URLs name is set in the environment for every process."""
-    from tests.harness.object_store import ObjectStore, environment_without_credentials
+    from tools.harness.object_store import ObjectStore, environment_without_credentials
 
     store = ObjectStore().start()
     with pytest.MonkeyPatch.context() as env:
@@ -128,6 +156,18 @@ def s3_storage(object_store, monkeypatch) -> str:
     root = object_store.new_root()
     monkeypatch.setenv("PATIENT_IMPORT_STORAGE", root)
     return root
+
+
+# ---------------------------------------------------------------- the hostile corpus
+
+
+@pytest.fixture(scope="session")
+def hostile_corpus(tmp_path_factory) -> dict[str, Path]:
+    """Every file of the hostile corpus (tools/corpus.py), written once per session: name -> path.
+    Read-only: a test that imports one copies it first."""
+    from tools.corpus import write_corpus
+
+    return {item.name: path for item, path in write_corpus(tmp_path_factory.mktemp("hostile_corpus"))}
 
 
 # ---------------------------------------------------------------- where a run's export_file may come from

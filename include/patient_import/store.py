@@ -8,6 +8,8 @@ compares them). The patient columns an export sets are built from `schema.FIELDS
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
 
@@ -146,18 +148,56 @@ class ImportProblemCount(Base):
     total: Mapped[int] = mapped_column(sa.BigInteger)
 
 
-def sqlalchemy_url(conn_type: str | None, host: str | None = None, login: str | None = None,
-                   password: str | None = None, port: int | None = None, schema: str | None = None) -> str:
-    """The SQLAlchemy URL for the fields of an Airflow connection (`patient_store`)."""
+STORE_CONN_ID = "patient_store"
+
+
+def url_from_connection(conn_type: str | None, host: str | None = None, login: str | None = None,
+                        password: str | None = None, port: int | None = None, schema: str | None = None,
+                        extra: str | Mapping[str, object] | None = None) -> str:
+    """The SQLAlchemy URL for the fields of an Airflow connection (`patient_store`), without Airflow.
+
+    `conn_type` `sqlite`: the database file's path is in `host` (where Airflow keeps it).
+    `postgres` / `postgresql`: a psycopg 3 URL; `extra` (a mapping or its JSON text, as Airflow
+    holds it) gives libpq's connection options, e.g. `{"sslmode": "verify-full"}`, as the URL's
+    query. Raises ValueError for any other type, or an `extra` that is not a JSON object.
+    """
     kind = (conn_type or "").lower()
     if kind == "sqlite":
-        # Airflow keeps a SQLite connection's file path in `host`.
         return f"sqlite:///{host}"
     if kind in ("postgres", "postgresql"):
         url = sa.URL.create("postgresql+psycopg", username=login or None, password=password or None,
-                            host=host or None, port=port or None, database=schema or None)
+                            host=host or None, port=port or None, database=schema or None,
+                            query={key: str(value) for key, value in _extra_options(extra).items()})
         return url.render_as_string(hide_password=False)
     raise ValueError(f"patient_store connection type {conn_type!r} is not supported (use sqlite or postgres)")
+
+
+def _extra_options(extra: str | Mapping[str, object] | None) -> Mapping[str, object]:
+    if not extra:
+        return {}
+    options = json.loads(extra) if isinstance(extra, str) else extra
+    if not isinstance(options, Mapping):
+        raise ValueError("the patient_store connection's extra must be a JSON object")
+    return {key: value for key, value in options.items() if value is not None}
+
+
+def airflow_store_url(conn_id: str = STORE_CONN_ID) -> str | None:
+    """The `patient_store` connection read through Airflow (`airflow.sdk.Connection`: environment
+    variables, secrets backends, and Airflow's database where the process may read it), as a
+    SQLAlchemy URL (`url_from_connection`); None when it is not defined: the embedded SQLite store.
+
+    The one way from Airflow to the store, for the DAG, the Import Results plugin, scripts/ and the
+    init service (`migrate_store`). Airflow is imported here only, so the package stays Airflow-free.
+    """
+    from airflow.sdk import Connection as AirflowConnection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = AirflowConnection.get(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return url_from_connection(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema,
+                               conn.extra)
 
 
 def create_store_engine(url: str | None = None, *, read_only: bool = False) -> Engine:
@@ -240,13 +280,36 @@ def lock_practice(conn: Connection, practice_id: str) -> None:
         conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the store's schema to the newest migration (idempotent)."""
-    from alembic import command
+def _alembic_config():
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return cfg
+
+
+def is_current(engine: Engine) -> bool:
+    """Whether the store's schema is at the newest migration; a read, no lock taken."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    heads = set(ScriptDirectory.from_config(_alembic_config()).get_heads())
+    with engine.connect() as conn:
+        return set(MigrationContext.configure(conn).get_current_heads()) == heads
+
+
+def migrate(engine: Engine) -> bool:
+    """Bring the store's schema to the newest migration; True when it was behind and migrated.
+
+    The one owner of the store's schema: the init service (`migrate_store`) and every
+    `plan_imports` call this; a store already current is only read (no write lock taken).
+    """
+    if is_current(engine):
+        return False
+    from alembic import command
+
+    cfg = _alembic_config()
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
+    return True

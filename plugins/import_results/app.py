@@ -36,17 +36,14 @@ from airflow.api_fastapi.app import get_auth_manager
 from airflow.configuration import conf
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
-from airflow.exceptions import AirflowNotFoundException
-from airflow.models import Connection as AirflowConnection
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import queries, settings, storage
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.catalogue import Severity
 from include.patient_import.problems import Status
-from include.patient_import.store import Practice, create_store_engine, sqlalchemy_url
+from include.patient_import.store import Practice, airflow_store_url, create_store_engine
 
 DAG_ID = "patient_import"
-STORE_CONN_ID = "patient_store"
 PROBLEMS_PER_PAGE = queries.PROBLEMS_PER_PAGE
 
 ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
@@ -80,11 +77,7 @@ _templates = jinja2.Environment(
 
 def _store_url() -> str:
     """The `patient_store` connection as a SQLAlchemy URL; the embedded SQLite store without one."""
-    try:
-        conn = AirflowConnection.get_connection_from_secrets(STORE_CONN_ID)
-    except AirflowNotFoundException:
-        return settings.default_store_url()
-    return sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema)
+    return airflow_store_url() or settings.default_store_url()
 
 
 @lru_cache(maxsize=4)

@@ -14,10 +14,9 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from include.patient_import.migrate_store import store_url_from_env
-from include.patient_import.store import sqlalchemy_url
+from include.patient_import.store import airflow_store_url, url_from_connection
 
-pytestmark = pytest.mark.unit
+# Tier: `compose` where a test runs docker-compose, else unit (tests/conftest.py).
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -103,6 +102,32 @@ def test_the_code_folders_are_baked_into_the_image(folder):
     copies = re.findall(r"^COPY (?:--\S+ )*(\S+) (\S+)$", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
 
     assert (f"{folder}/", f"{AIRFLOW_HOME}/{folder}/") in copies
+
+
+@pytest.mark.parametrize("folder", ("tools", "tests"))
+def test_the_image_ships_no_tools_and_no_tests(folder):
+    copies = re.findall(r"^COPY (?:--\S+ )*(\S+) (\S+)$", (ROOT / "Dockerfile").read_text(encoding="utf-8"), re.M)
+    allowed = [line for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
+               if line.startswith("!")]
+
+    assert not [source for source, _ in copies if source.strip("/").split("/")[0] == folder]
+    assert not [line for line in allowed if line[1:].strip("/").split("/")[0] == folder]
+
+
+@pytest.mark.parametrize("folder", ("include", "dags", "plugins"))
+def test_the_product_never_imports_tools_or_tests(folder):
+    importing = [str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(?:from|import)\s+(?:tools|tests)\b", path.read_text(encoding="utf-8"), re.M)]
+
+    assert importing == []
+
+
+@pytest.mark.parametrize("folder", ("scripts", "bench", "tools"))
+def test_the_tools_never_import_the_tests(folder):
+    importing = [str(path.relative_to(ROOT)) for path in (ROOT / folder).rglob("*.py")
+                 if re.search(r"^\s*(?:from|import)\s+tests\b", path.read_text(encoding="utf-8"), re.M)]
+
+    assert importing == []
 
 
 @pytest.mark.parametrize("folder", CODE_DIRS)
@@ -222,22 +247,25 @@ def test_the_init_service_migrates_both_databases_first(resolved):
             "service_completed_successfully", name
 
 
-def test_the_store_connection_reaches_the_store_as_airflow_reads_it(resolved):
+def test_the_store_connection_reaches_the_store_as_airflow_reads_it(resolved, monkeypatch):
     from airflow.sdk.definitions.connection import Connection
 
     uri = resolved["services"]["airflow-worker"]["environment"]["AIRFLOW_CONN_PATIENT_STORE"]
     conn = Connection.from_uri(uri, conn_id="patient_store")
+    monkeypatch.setenv("AIRFLOW_CONN_PATIENT_STORE", uri)
 
-    url = sa.make_url(sqlalchemy_url(conn.conn_type, conn.host, conn.login, conn.password, conn.port, conn.schema))
+    url = sa.make_url(url_from_connection(conn.conn_type, conn.host, conn.login, conn.password, conn.port,
+                                          conn.schema, conn.extra))
     assert (url.drivername, url.host, url.port, url.database, url.username) == (
         "postgresql+psycopg", "patient-store", 5432, "patient_store", "patient_import")
     assert url.password == env_example()["PATIENT_STORE_PASSWORD"]
-    assert store_url_from_env({"AIRFLOW_CONN_PATIENT_STORE": uri}) == url.render_as_string(hide_password=False)
+    assert airflow_store_url() == url.render_as_string(hide_password=False)
 
 
-def test_the_store_connection_may_also_be_json():
-    uri = store_url_from_env({"AIRFLOW_CONN_PATIENT_STORE": '{"conn_type": "postgres", "host": "db", "login": "u", '
-                                                            '"password": "p@ss", "port": 5433, "schema": "s"}'})
+def test_the_store_connection_may_also_be_json(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_PATIENT_STORE", '{"conn_type": "postgres", "host": "db", "login": "u", '
+                                                     '"password": "p@ss", "port": 5433, "schema": "s"}')
+    uri = airflow_store_url()
 
     assert uri == "postgresql+psycopg://u:p%40ss@db:5433/s"
 

@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from scripts.airflow_stack import ROOT, Stack, free_port, healthy, stack_env, wait_for_dag
 from tests.e2e.conftest import E2E_PRACTICES, Airflow
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 PRACTICE = "alpha_clinic"
 START_TIMEOUT = 240
@@ -278,7 +278,7 @@ def _celery_results(topology: Topology, celery_ids: set[str], timeout: float = 6
 
 
 def test_a_triggered_run_imports_an_export_on_the_celery_worker(topology, tmp_path):
-    from include.patient_import.generator import generate_export
+    from tools.generator import generate_export
     from include.patient_import.store import create_store_engine
 
     (tmp_path / "downloads").mkdir()

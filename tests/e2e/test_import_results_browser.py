@@ -107,7 +107,7 @@ def airflow_server(airflow_env):
     env = airflow_env
     bin_dir = Path(sys.executable).parent
     _run(env, str(bin_dir / "airflow"), "db", "migrate")
-    _run(env, sys.executable, "-m", "include.patient_import.demo")
+    _run(env, sys.executable, "-m", "tools.demo")
 
     port = _free_port()
     log = open(Path(env["AIRFLOW_HOME"]) / "api_server.log", "w")

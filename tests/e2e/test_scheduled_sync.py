@@ -21,7 +21,7 @@ DATES = [TODAY - timedelta(days=d) for d in (6, 5, 4)]
 
 def drop_exports(home: Path) -> None:
     """Each practice gets three exports; each later export changes some cities and adds patients."""
-    from include.patient_import.generator import generate_patients, write_export
+    from tools.generator import generate_patients, write_export
 
     for p_index, practice in enumerate(PRACTICES):
         base = generate_patients(12, seed=p_index, first_account=1000 * (p_index + 1), today=TODAY)

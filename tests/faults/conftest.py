@@ -189,7 +189,7 @@ def patient_values_of(path: Path) -> set[str]:
 def export(tmp_path_factory) -> Export:
     """A realistic Genesis export of 200 rows, with the usual bad rows, duplicates and Excel damage.
     Imports copy it, never change it: one file serves every test."""
-    from include.patient_import.generator import generate_export
+    from tools.generator import generate_export
 
     path = generate_export(tmp_path_factory.mktemp("exports") / "Genesis_Patient_List.csv", 200, seed=11,
                            today=EXPORTED_ON)
@@ -350,7 +350,7 @@ def outage_server(postgres_server):
     """A PostgreSQL server of its own, for the test that stops and restarts it: the session's
     server, shared by every other test, is never stopped. (Skipped with `postgres_server` where
     PostgreSQL is missing.)"""
-    from tests.harness.postgres import PostgresServer
+    from tools.harness.postgres import PostgresServer
 
     server = PostgresServer()
     server.start()

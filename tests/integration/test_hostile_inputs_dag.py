@@ -1,4 +1,4 @@
-"""A representative few of the hostile corpus (tests/corpus.py) through the real DAG (`dag.test()`).
+"""A representative few of the hostile corpus (tools/corpus.py) through the real DAG (`dag.test()`).
 
 The package-level tests (tests/patient_import/test_hostile_inputs.py) take every corpus file; here
 one file per stage that refuses it: extract (by content), validate (the reader's quoting, with the
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.corpus import LIMITS_ENV, MARKERS, accepted_rows, corpus, csv_text
+from tools.corpus import LIMITS_ENV, MARKERS, accepted_rows, corpus, csv_text
 
 pytestmark = pytest.mark.integration
 
@@ -28,11 +29,11 @@ def limits(monkeypatch):
 
 
 @pytest.mark.parametrize("name", ["pdf_named.csv", "quote_never_closed.csv", "sparse_bomb.xlsx"])
-def test_hostile_file_fails_the_run_with_a_clean_rejection(runner, limits, tmp_path, name):
+def test_hostile_file_fails_the_run_with_a_clean_rejection(runner, limits, tmp_path, hostile_corpus, name):
     item = BY_NAME[name]
     export = tmp_path / "drop" / item.name
     export.parent.mkdir()
-    item.build(export)
+    shutil.copyfile(hostile_corpus[name], export)
     digest = hashlib.sha256(export.read_bytes()).hexdigest()
 
     state, [summary] = runner.run(practice_id="demo_clinic", export_file=str(export))

@@ -317,7 +317,7 @@ def excel_saves(rows: list[list[str]], as_utf8: bool) -> bytes:
 
 @pytest.mark.parametrize("as_utf8", [False, True], ids=["csv_comma_delimited", "csv_utf8"])
 def test_rejected_rows_file_fixed_in_excel_imports_with_the_right_names(tmp_path, monkeypatch, as_utf8):
-    from tests.corpus import patients_snapshot, prepare_home, run_import
+    from tools.corpus import patients_snapshot, prepare_home, run_import
 
     engine = prepare_home(tmp_path / "home", monkeypatch)
     export = tmp_path / "export.csv"

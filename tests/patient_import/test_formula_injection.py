@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from include.patient_import.schema import FIELDS, UPLOAD_EXTRA_COLUMNS
-from tests.corpus import csv_text, prepare_home, run_import
+from tools.corpus import csv_text, prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

@@ -9,8 +9,10 @@ import phonenumbers
 import pytest
 from email_validator import EmailNotValidError, validate_email
 
-from include.patient_import import generator, problems
-from include.patient_import.generator import (
+from include.patient_import import problems
+from include.patient_import.schema import FIELD_NAMES, FIELDS, field_for_header
+from tools import generator
+from tools.generator import (
     EXPECTED_CODE,
     EXPECTED_FIELD,
     add_problems,
@@ -19,7 +21,6 @@ from include.patient_import.generator import (
     main,
     write_export,
 )
-from include.patient_import.schema import FIELD_NAMES, FIELDS, field_for_header
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""Hostile and broken exports (tests/corpus.py) through the five stages in-process, on a SQLite store.
+"""Hostile and broken exports (tools/corpus.py) through the five stages in-process, on a SQLite store.
 
 Every file must end as its corpus entry says: a clear code and message in the report, no patient
 changed, the original archived unchanged and, when rejected, quarantined; no crash, no hang, no
@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from include.patient_import.problems import FILE_TOO_LARGE, TOO_MANY_COLUMNS, TOO_MANY_ROWS
-from tests.corpus import (
+from tools.corpus import (
     BASELINE_ACCOUNTS,
     HEADER,
     LIMITS_ENV,
@@ -38,11 +38,11 @@ from tests.corpus import (
     prepare_home,
     run_import,
     workbook_bytes,
-    write_corpus,
 )
 
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 # 30 s for each test body, an import included; the module fixture (store, baseline, GX import) not counted.
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(30, func_only=True)]
+pytestmark = pytest.mark.timeout(30, func_only=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = corpus()
@@ -73,18 +73,13 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def corpus_files(tmp_path_factory) -> dict[str, Path]:
-    return {item.name: path for item, path in write_corpus(tmp_path_factory.mktemp("corpus"))}
-
-
-@pytest.fixture(scope="module")
-def outcome(store, corpus_files):
+def outcome(store, hostile_corpus):
     """Import each corpus file once (on first use) and remember what happened."""
     done: dict[str, Outcome] = {}
 
     def get(item: Hostile) -> Outcome:
         if item.name not in done:
-            path = corpus_files[item.name]
+            path = hostile_corpus[item.name]
             before = patients_snapshot(store)
             with _captured_logs() as log:
                 [imported] = run_import(store, path, run_id=f"corpus_{item.name}")
@@ -249,8 +244,8 @@ def _rss_probe(path: Path, limits: dict[str, str]) -> dict:
     ("sparse_rows.xlsx", FILE_TOO_LARGE),
     ("too_many_rows.xlsx", TOO_MANY_ROWS),
 ])
-def test_workbook_bomb_is_rejected_with_bounded_memory(corpus_files, name, code):
-    found = _rss_probe(corpus_files[name], LIMITS_ENV)
+def test_workbook_bomb_is_rejected_with_bounded_memory(hostile_corpus, name, code):
+    found = _rss_probe(hostile_corpus[name], LIMITS_ENV)
 
     assert found["code"] == code
     assert found["grew_mb"] < 100, found

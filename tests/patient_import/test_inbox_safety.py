@@ -16,7 +16,7 @@ import pytest
 from include.patient_import import files, pipeline
 from include.patient_import.pipeline import RunInfo, extract_exports
 from include.patient_import.problems import InputRefused
-from tests.corpus import PRACTICE_ID, accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
+from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

@@ -18,7 +18,7 @@ from include.patient_import.rules import CODE, DATA_COLUMNS
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import ImportProblem, ImportRow, Patient, create_store_engine
 
-pytestmark = pytest.mark.unit
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 
 MARCH = date(2025, 3, 1)
 APRIL = date(2025, 4, 1)

@@ -1,6 +1,6 @@
 """The file areas in an object store (`PATIENT_IMPORT_STORAGE=s3://<conn>@<bucket>/<prefix>`).
 
-On the session's local S3-compatible server (tests/harness/object_store.py), through Airflow's
+On the session's local S3-compatible server (tools/harness/object_store.py), through Airflow's
 `ObjectStoragePath` and the amazon provider, as in production: an import there must end exactly
 as the same import on a local disk, and leave nothing of itself on the local disk.
 """
@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from include.patient_import import pipeline, settings, storage
-from include.patient_import.generator import generate_export
+from tools.generator import generate_export
 from include.patient_import.retention import purge
-from tests.corpus import PRACTICE_ID, csv_text, patient, patients_snapshot, prepare_home, run_import
+from tools.corpus import PRACTICE_ID, csv_text, patient, patients_snapshot, prepare_home, run_import
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(180)]
+# Tier: `object_store` where a test uses the server, else unit (tests/conftest.py).
+pytestmark = pytest.mark.timeout(180)
 
 EXPORTED_ON = date(2026, 11, 20)
 
@@ -170,7 +171,7 @@ def test_retention_purges_old_objects_and_keeps_young_ones(tmp_path, monkeypatch
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_the_demo_export_lands_whole_in_the_inbox_and_is_waiting(where, tmp_path, monkeypatch, object_store):
     from include.patient_import import files
-    from include.patient_import.demo import DEMO_PRACTICE, DEMO_ROWS, drop_demo_export
+    from tools.demo import DEMO_PRACTICE, DEMO_ROWS, drop_demo_export
 
     monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("PATIENT_IMPORT_STORAGE", object_store.new_root() if where == "s3" else str(tmp_path / "areas"))

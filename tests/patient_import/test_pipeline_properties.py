@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from include.patient_import.problems import Status
 from include.patient_import.schema import FIELDS
 from include.patient_import.store import ImportRow
-from tests.corpus import prepare_home, run_import
+from tools.corpus import prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(300)]
 

@@ -22,7 +22,7 @@ from include.patient_import.rules import CODE, DATA_COLUMNS
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import ImportProblem, ImportProblemCount, create_store_engine
 
-pytestmark = pytest.mark.unit
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 
 CAP = LISTED_PER_CODE_AND_FIELD
 COUNT_KEYS = {"code", "field", "severity", "listed", "total"}
@@ -194,7 +194,7 @@ def test_the_streamed_report_is_the_documents_json_with_problem_counts(tmp_path,
 
 
 def test_a_whole_import_lists_every_error_and_caps_the_warnings_in_its_report(tmp_path, monkeypatch):
-    from tests.corpus import prepare_home, run_import
+    from tools.corpus import prepare_home, run_import
 
     practices = "practices:\n  - id: demo_clinic\n    name: Demo\n    capacity: 5000\n    systems: [drip_education]\n"
     engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, practices_yaml=practices)
@@ -238,7 +238,7 @@ def _upgrade(engine, revision: str) -> None:
         command.upgrade(cfg, revision)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def empty_store(request, tmp_path):
     if request.param == "sqlite":
         engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")

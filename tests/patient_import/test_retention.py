@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from include.patient_import.retention import PURGED_AREAS, main, purge
-from tests.corpus import accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
+from tools.corpus import accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

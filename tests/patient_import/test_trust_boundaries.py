@@ -24,7 +24,7 @@ from include.patient_import import problems as p
 from include.patient_import.pipeline import RunInfo, extract_exports
 from include.patient_import.store import Import
 from include.patient_import.untrusted import printable
-from tests.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home, run_import
+from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home, run_import
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 

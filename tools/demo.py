@@ -9,7 +9,7 @@ from datetime import date
 from pathlib import Path
 
 from include.patient_import import settings, storage
-from include.patient_import.generator import generate_export
+from tools.generator import generate_export
 
 DEMO_PRACTICE = "demo_clinic"
 DEMO_ROWS = 250

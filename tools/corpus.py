@@ -18,6 +18,7 @@ import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from datetime import date
 from pathlib import Path
 
@@ -205,15 +206,21 @@ def _lying_sizes_workbook() -> bytes:
     def parts(xml: bytes) -> list[bytes]:
         head, tail = xml.split(b"</sheetData>")
         return [head, *([b" " * (1024 * 1024)] * 4), b"</sheetData>", tail]
-    raw = bytearray(_replace_sheet(_good_workbook(), stream=parts))
-    target = b"xl/worksheets/sheet1.xml"
-    info = zipfile.ZipFile(io.BytesIO(bytes(raw))).getinfo(target.decode())
-    struct.pack_into("<I", raw, info.header_offset + 22, 4000)  # local header: uncompressed size
+    return with_lying_size(_replace_sheet(_good_workbook(), stream=parts), "xl/worksheets/sheet1.xml", 4000)
+
+
+def with_lying_size(archive: bytes, member: str, claimed: int) -> bytes:
+    """`archive` (a zip) with `member`'s uncompressed size given as `claimed` bytes, in its local
+    header and its central directory entry; the data left as it is."""
+    raw = bytearray(archive)
+    target = member.encode()
+    info = zipfile.ZipFile(io.BytesIO(archive)).getinfo(member)
+    struct.pack_into("<I", raw, info.header_offset + 22, claimed)  # local header: uncompressed size
     at = raw.find(b"PK\x01\x02")
     while at != -1:  # central directory entries
         length = struct.unpack_from("<H", raw, at + 28)[0]
         if bytes(raw[at + 46:at + 46 + length]) == target:
-            struct.pack_into("<I", raw, at + 24, 4000)
+            struct.pack_into("<I", raw, at + 24, claimed)
         at = raw.find(b"PK\x01\x02", at + 4)
     return bytes(raw)
 
@@ -285,12 +292,13 @@ def _codes(*codes: str) -> frozenset[str]:
     return frozenset(codes)
 
 
-def corpus() -> list[Hostile]:
-    """Every corpus file, with the outcome the pipeline must give it."""
+@cache
+def corpus() -> tuple[Hostile, ...]:
+    """Every corpus file, with the outcome the pipeline must give it (built once per process)."""
     U, R = p.UNSUPPORTED_FILE_TYPE, p.UNREADABLE_FILE
     codes = _codes
     good = csv_text(hostile_rows())
-    return [
+    return (
         # --- not a text export at all
         Hostile("binary_noise.csv", "4 KB of random bytes, NUL bytes among them", _bytes(_noise(4096, nul=True, seed=1)), codes(U)),
         Hostile("binary_noise_without_nul.csv", "4 KB of random bytes without NUL", _bytes(_noise(4096, nul=False, seed=2)), codes(U, R)),
@@ -371,7 +379,7 @@ def corpus() -> list[Hostile]:
         Hostile("formula_values.csv", "values starting with = + - @ tab CR in every column", _text(lambda: csv_text(_formula_rows())), codes()),
         Hostile("control_characters.csv", "terminal escapes, bidi overrides and zero-width spaces in names", _text(lambda: csv_text([patient(91031 + i, last=f"\x1b[31m{LAST}\u202e\u200b", first=f"{FIRST}\x07") for i in range(3)])), codes()),
         Hostile("utf16_with_bom.txt", "Excel's 'Unicode text': UTF-16 with BOM, tab-separated", _bytes(lambda: codecs.BOM_UTF16_LE + csv_text(accepted_rows(3, 91041), delimiter="\t").encode("utf-16-le")), codes()),
-    ]
+    )
 
 
 def write_corpus(directory: Path) -> list[tuple[Hostile, Path]]:

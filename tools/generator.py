@@ -6,7 +6,7 @@ real area codes and exchanges with random line numbers. Columns are built with n
 Arrow-backed pandas strings rather than row by row, so a million-row export takes seconds.
 The same seed (and ``today``) always gives the same patients and the same file.
 
-    python -m include.patient_import.generator --rows 1000 --seed 1 --format csv --out inbox/demo.csv
+    python -m tools.generator --rows 1000 --seed 1 --format csv --out inbox/demo.csv
 """
 
 from __future__ import annotations
@@ -982,7 +982,7 @@ def generate_export(path: Path, rows: int, *, seed: int = 0, fmt: str = "csv", b
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m include.patient_import.generator",
+    parser = argparse.ArgumentParser(prog="python -m tools.generator",
                                      description="Write a made-up Genesis patient export.")
     parser.add_argument("--rows", type=int, required=True, help="data rows to write")
     parser.add_argument("--out", type=Path, required=True, help="file to write")

@@ -1,0 +1,155 @@
+"""DAG integrity of both DAGs: each parses cleanly and cheaply (a DagBag of its one file, no
+Airflow database: `bag.dags`, never `get_dag`, which would ask for one), with the expected tasks,
+retries, params and schedule."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.dag
+
+ROOT = Path(__file__).resolve().parents[2]
+DAGS = ("patient_import", "patient_import_retention")  # each in dags/<dag_id>.py
+
+
+@cache
+def parse(dag_id: str):
+    """The DAG of dags/<dag_id>.py as the DAG processor parses it, once per session."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
+    assert bag.import_errors == {}
+    return bag.dags[dag_id]
+
+
+@pytest.fixture(params=DAGS)
+def dag(request):
+    return parse(request.param)
+
+
+@pytest.fixture
+def patient_import_dag():
+    return parse("patient_import")
+
+
+@pytest.fixture
+def retention_dag():
+    return parse("patient_import_retention")
+
+
+# ---------------------------------------------------------------- both DAGs
+
+
+def test_dag_id_matches_file_stem_and_has_docs_and_tags(dag):
+    assert (ROOT / "dags" / f"{dag.dag_id}.py").is_file()
+    assert dag.doc_md
+    assert {"patient_import"} <= set(dag.tags)
+
+
+def test_every_task_retries_with_backoff(dag):
+    for task in dag.tasks:
+        assert task.retries >= 1, task.task_id
+        assert task.retry_exponential_backoff, task.task_id
+
+
+@pytest.mark.parametrize("dag_id", DAGS)
+def test_parsing_the_dag_file_imports_no_heavy_library(dag_id):
+    probe = (
+        "import importlib.util, json, sys, time\n"
+        f"spec = importlib.util.spec_from_file_location({dag_id + '_dag'!r}, {str(ROOT / 'dags' / (dag_id + '.py'))!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "import airflow.sdk\n"
+        "start = time.perf_counter(); spec.loader.exec_module(module); took = time.perf_counter() - start\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'pyarrow', 'great_expectations', 'include', 'numpy'})\n"
+        "print(json.dumps({'heavy': heavy, 'seconds': took}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = json.loads(result.stdout.strip().splitlines()[-1])
+    assert found["heavy"] == []
+    print(f"{dag_id} file parse (after airflow.sdk is loaded): {found['seconds'] * 1000:.0f} ms")
+
+
+# ---------------------------------------------------------------- patient_import
+
+
+def test_patient_import_documents_its_stages(patient_import_dag):
+    assert "extract_exports" in patient_import_dag.doc_md
+
+
+def test_task_graph_is_plan_then_one_group_per_practice(patient_import_dag):
+    tasks = {t.task_id: t for t in patient_import_dag.tasks}
+    group = "import_practice."
+    assert set(tasks) == {"plan_imports"} | {group + n for n in (
+        "extract_exports", "validate_exports", "transform_exports", "load_patients", "report_imports")}
+    chain = ["plan_imports", "extract_exports", "validate_exports", "transform_exports", "load_patients",
+             "report_imports"]
+    for upstream, downstream in zip(chain, chain[1:]):
+        up = upstream if upstream == "plan_imports" else group + upstream
+        assert group + downstream in tasks[up].downstream_task_ids
+    assert tasks[group + "report_imports"].trigger_rule == "all_done"
+
+
+def test_trigger_form_params_are_typed_and_explained(patient_import_dag):
+    for name in ("practice_id", "export_file", "exported_on", "dry_run"):
+        param = patient_import_dag.params.get_param(name)
+        assert param.schema.get("title") and param.description, name
+        assert "type" in param.schema, name
+
+
+def test_trigger_form_accepts_an_empty_practice_and_offers_a_date_field(patient_import_dag):
+    """The form's Trigger button stays enabled with no practice (every practice's inbox), and the
+    export date is a date picker."""
+    from airflow.sdk.definitions.param import ParamsDict
+
+    assert "null" in patient_import_dag.params.get_param("practice_id").schema["type"]
+    assert patient_import_dag.params.get_param("practice_id").resolve(suppress_exception=True) is None
+    assert patient_import_dag.params.get_param("exported_on").schema["format"] == "date"
+    params = ParamsDict(dict(patient_import_dag.params))
+    params.update({"practice_id": None, "exported_on": "2026-11-20"})
+    assert params.validate()["exported_on"] == "2026-11-20"
+    # Airflow does not enforce `format`; `planning.check_conf` refuses a malformed date (tested there).
+
+
+# ---------------------------------------------------------------- patient_import_retention
+
+
+def test_retention_documents_its_task_and_period(retention_dag):
+    assert "purge_patient_files" in retention_dag.doc_md and "RETENTION_DAYS" in retention_dag.doc_md
+    assert {"patient_import", "retention"} <= set(retention_dag.tags)
+
+
+def test_runs_daily_without_catchup(retention_dag):
+    assert retention_dag.schedule == "@daily"
+    assert retention_dag.timetable.expression == "0 0 * * *"
+    assert retention_dag.catchup is False
+    assert retention_dag.max_active_runs == 1
+
+
+def test_one_task_purges_patient_files_with_retries(retention_dag):
+    [task] = retention_dag.tasks
+    assert task.task_id == "purge_patient_files"
+    assert task.retries >= 1 and task.retry_exponential_backoff
+
+
+def test_task_purges_with_the_configured_period_and_returns_counts_only(retention_dag, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
+    monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)
+    monkeypatch.setenv("PATIENT_IMPORT_RETENTION_DAYS", "7")
+    old = tmp_path / "reports" / "demo_clinic" / "old_import.json"
+    old.parent.mkdir(parents=True)
+    old.write_text("{}", encoding="utf-8")
+    os.utime(old, (0, 0))
+
+    counts = retention_dag.get_task("purge_patient_files").python_callable()
+
+    assert not old.exists()
+    assert counts["files_removed"] == 1 and counts["older_than_days"] == 7
+    assert "old_import" not in json.dumps(counts)

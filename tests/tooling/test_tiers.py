@@ -1,0 +1,47 @@
+"""Tests by tier (tests/conftest.py): a test using a server is in that server's tier, never `unit`;
+a test with no tier is `unit`; a module marked `unit` whose tests use a server is refused."""
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+
+from tests import conftest
+
+pytestmark = pytest.mark.unit
+
+
+@dataclass
+class FakeItem:
+    nodeid: str
+    fixturenames: tuple[str, ...] = ()
+    marks: list[str] = field(default_factory=list)
+
+    def iter_markers(self):
+        return iter([SimpleNamespace(name=name) for name in self.marks])
+
+    def add_marker(self, marker):
+        self.marks.append(marker if isinstance(marker, str) else marker.name)
+
+
+def tiers(*items: FakeItem) -> list[set[str]]:
+    conftest.pytest_collection_modifyitems(None, list(items))
+    return [set(item.marks) for item in items]
+
+
+@pytest.mark.parametrize(("fixture", "tier"), [("postgres_server", "postgres"), ("object_store", "object_store"),
+                                               ("docker_compose", "compose")])
+def test_a_test_using_a_server_is_in_its_tier_and_not_unit(fixture, tier):
+    [marks] = tiers(FakeItem("t", ("tmp_path", fixture)))
+
+    assert tier in marks and "unit" not in marks
+
+
+def test_a_test_without_a_tier_is_a_unit_test():
+    assert tiers(FakeItem("t", ("tmp_path",)), FakeItem("d", (), ["integration"])) == [{"unit"}, {"integration"}]
+
+
+@pytest.mark.parametrize(("fixture", "marks"), [("postgres_server", ["unit"]), ("tmp_path", ["unit", "redis"])])
+def test_a_unit_test_that_uses_a_server_is_refused(fixture, marks):
+    with pytest.raises(pytest.UsageError, match="tests/x.py::t"):
+        tiers(FakeItem("tests/x.py::t", (fixture,), list(marks)))

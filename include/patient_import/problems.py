@@ -71,6 +71,12 @@ UNKNOWN_COLUMN = "unknown_column"
 LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
 # Added (README, "Problem codes"): a name or address decoded twice before it reached us, repaired.
 TEXT_REPAIRED = "text_repaired"
+# Added (README, "Problem codes"; SPEC §6): neither the run's conf nor the file name gave the export
+# date; the day the file landed was used.
+EXPORT_DATE_FROM_LANDING_TIME = "export_date_from_landing_time"
+# Added (README, "Problem codes"; SPEC §3 rule 7): rows of the upload file are older than what the
+# store holds (`older_than_stored`); uploading the file would overwrite newer data in Cash Practice.
+UPLOAD_OVERWRITES_NEWER_DATA = "upload_overwrites_newer_data"
 
 
 @dataclass(frozen=True)

@@ -195,3 +195,36 @@ def test_the_stages_log_what_they_decided_in_counts(engine, tmp_path, caplog):
     assert any(m.startswith(f"extract {PRACTICE_ID}: 1 exports to import") for m in messages)
     # Counts and codes only: no name from the rows.
     assert not any(value in m for m in messages for row in rows for value in row[1:3] if value)
+
+
+# ---------------------------------------------------------------- the migration
+
+def test_migration_0003_keeps_older_imports_with_an_unknown_date_source(tmp_path):
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    from include.patient_import import records
+    from include.patient_import.report import build_report
+    from include.patient_import.store import MIGRATIONS_DIR, Import, create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0002")
+        conn.execute(sa.text(
+            "INSERT INTO imports (id, practice_id, dag_run_id, map_index, run_type, export_name, export_sha256,"
+            " export_bytes, exported_on, dry_run, status, read, inserted, updated, unchanged, skipped, rejected,"
+            " started_at) VALUES ('old_1', 'demo', 'r', 0, 'manual', 'e.csv', '0', 0, '2025-03-01', false,"
+            " 'completed', 0, 0, 0, 0, 0, 0, '2025-03-01 00:00:00')"))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("imports")}
+    assert columns == set(Import.__table__.columns.keys())  # store.py's model in step with the migrations
+    with engine.connect() as conn:
+        record = records.get_import(conn, "old_1")
+    assert build_report(record, ())["export"]["exported_on_source"] is None
+    engine.dispose()

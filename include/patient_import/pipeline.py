@@ -376,6 +376,20 @@ def _severity_counts(problems) -> str:
     return (f"{totals['error']} errors, {totals['warning']} warnings, {totals['info']} info")
 
 
+def log_stage_totals(stage: str, practice_id: str, summaries: list[dict]) -> None:
+    """One log line of a task's imports together: how many, their statuses and summed counts, as
+    returned by `load_patients` / `report_import` (ids and counts only)."""
+    statuses: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for summary in summaries:
+        statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
+        for key, value in (summary.get("counts") or {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    log.info("%s %s: %d imports%s%s", stage, practice_id, len(summaries),
+             "; " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) if statuses else "",
+             "; " + ", ".join(f"{v} {k}" for k, v in totals.items()) if totals else "")
+
+
 # ---------------------------------------------------------------- report
 
 def report_import(engine_factory, import_id: str) -> dict:

@@ -36,6 +36,10 @@ def test_a_run_reports_the_date_source_and_warns_about_landing_dates_older_expor
     messages = [r.getMessage() for r in caplog.records]
     assert (f"import {report['import_id']}: 2 inserted, 0 updated, 0 unchanged, 0 skipped, 0 rejected (of 2 read); "
             "status completed") in messages
+    # Each task's line for all its imports, besides Airflow's "Done. Returned value was ...".
+    assert ("load_patients demo_clinic: 1 imports; 1 completed; 2 read, 2 inserted, 0 updated, 0 unchanged, "
+            "0 skipped, 0 rejected") in messages
+    assert any(m.startswith("report_imports demo_clinic: 1 imports; 1 completed; 2 read") for m in messages)
 
     # An older export, dated by when it landed: both warnings; its upload would overwrite newer data.
     undated = write_export(tmp_path / "Genesis export.csv", [patient("801", city="Nampa"), patient("802")])

@@ -143,8 +143,7 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
 def _archived_date_source(archived, filed_on: date, earlier: list[dict]) -> str:
     """Where an archived export's date (its archive folder) first came from: what its first import
     recorded; for an import from before that was recorded, the name when it holds that date."""
-    recorded = [i for i in sorted(earlier, key=lambda i: i["started_at"] or records.now())
-                if i.get("exported_on_source")]
+    recorded = [i for i in sorted(earlier, key=lambda i: str(i["started_at"])) if i.get("exported_on_source")]
     if recorded:
         return recorded[0]["exported_on_source"]
     if files.date_in_name(files.original_name(archived)) == filed_on:

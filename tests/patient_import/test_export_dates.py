@@ -228,3 +228,29 @@ def test_migration_0003_keeps_older_imports_with_an_unknown_date_source(tmp_path
         record = records.get_import(conn, "old_1")
     assert build_report(record, ())["export"]["exported_on_source"] is None
     engine.dispose()
+
+
+def test_a_backfill_reimport_keeps_where_the_archived_exports_date_came_from(engine, tmp_path, monkeypatch):
+    from datetime import timezone
+
+    monkeypatch.setenv("PATIENT_IMPORT_TIMEZONE", "UTC")
+    inbox = tmp_path / "home" / "inbox" / PRACTICE_ID
+    inbox.mkdir(parents=True)
+    _export(inbox, "Patients 2026-11-20.csv", accepted_rows(2), datetime(2026, 11, 22, 12))
+    _export(inbox, "Patients.csv", accepted_rows(2, first=92001), datetime(2026, 11, 20, 12))
+    scheduled = pipeline.RunInfo(dag_id="dates", run_id="scheduled", map_index=0)
+    first = pipeline.extract_exports(engine, PRACTICE_ID, scheduled)
+    given = _export(tmp_path, "Patients 2026-11-18.csv", accepted_rows(2, first=93001))  # dated by the conf
+    first += pipeline.extract_exports(engine, PRACTICE_ID, scheduled, export_file=str(given),
+                                      exported_on=date(2026, 11, 20))
+    backfill = pipeline.RunInfo(dag_id="dates", run_id="backfill", run_type="backfill", map_index=0,
+                                interval_start=datetime(2026, 11, 20, tzinfo=timezone.utc),
+                                interval_end=datetime(2026, 11, 21, tzinfo=timezone.utc))
+
+    again = pipeline.extract_exports(engine, PRACTICE_ID, backfill)
+
+    def sources(ids):
+        return sorted((pipeline.Job.load(i).sha256, pipeline.Job.load(i).exported_on_source) for i in ids)
+
+    assert sorted(source for _, source in sources(first)) == ["conf", "file_name", "landed"]
+    assert sources(again) == sources(first)

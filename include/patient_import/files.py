@@ -71,6 +71,8 @@ def _name_dates(name: str) -> set[date]:
     for pattern, order in _NAME_DATE_FORMS:
         for match in pattern.finditer(name):
             groups = [g for g in match.groups() if g is not None and not re.fullmatch(r"[-._ ]", g)]
+            if " " in match.groups() and any(len(g) == 1 for g in groups):
+                continue  # "Top 10 2 2026": numbers between spaces are a date only when written 01 02
             if order in ("ymd", "y-md"):
                 year, month, day = groups
             elif order == "md-y":
@@ -90,7 +92,7 @@ def date_in_name(name: str) -> date | None:
     """The export date a file name holds (SPEC §6), or None.
 
     Accepted forms: `YYYYMMDD`, `YYYY-MM-DD`, `MM-DD-YYYY` (separator `-`, `.`, `_` or a space, the
-    same twice; month and day with one or two digits) and the month by name (`Nov 25 2026`,
+    same twice; month and day with one or two digits, two between spaces) and the month by name (`Nov 25 2026`,
     `25-Nov-2026`), anywhere in the name but not inside a longer run of digits. Any Unicode dash
     counts as `-`. An impossible date (`02-30-2026`, the day-first `25-11-2026`) is not used; a name
     holding two different dates is ambiguous and gives None. The extension is not searched.

@@ -28,6 +28,7 @@ from tests.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home
     ("export 2026.11.25.txt", date(2026, 11, 25)),
     ("Patients 1-5-2026.csv", date(2026, 1, 5)),
     ("Patients 01_05_2026.csv", date(2026, 1, 5)),
+    ("Patients 11 25 2026.csv", date(2026, 11, 25)),
     ("export 2026-11-25T14-30-00.csv", date(2026, 11, 25)),
     ("Patients Nov 25 2026.csv", date(2026, 11, 25)),
     ("Patients November 25, 2026.csv", date(2026, 11, 25)),
@@ -56,6 +57,7 @@ def test_the_common_date_forms_in_a_file_name_are_read(name, expected):
     "Patients 11-25.2026.csv",           # mixed separators
     "Mayday 5 2026.csv",                 # a word that begins like a month
     "list.20261125",                     # the extension is not searched
+    "Top 10 2 2026.csv",                 # one-digit numbers between spaces
 ])
 def test_an_ambiguous_impossible_or_partial_date_in_a_name_is_not_used(name):
     assert files.date_in_name(name) is None

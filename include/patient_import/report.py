@@ -154,11 +154,11 @@ def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | N
     if not older:
         return None
     current = sum(int(record.get(k) or 0) for k in ("inserted", "updated", "unchanged"))
-    upload = "the upload file" if record.get("upload_path") else "an upload file of this export"
+    upload = "its upload file" if record.get("upload_path") else "an upload file of it"
     if current == 0:
         message = (f"every row is older than what the store holds ({older} rows older_than_stored): this export "
                    f"of {_iso(record['exported_on'])} is older than the data already imported, and uploading "
-                   f"{upload} to Cash Practice would overwrite newer data. Do not upload it.")
+                   f"{upload} to Cash Practice would overwrite newer data there. Do not upload it.")
     else:
         message = (f"{older} rows are older than what the store holds (older_than_stored): uploading {upload} "
                    "to Cash Practice would overwrite their newer data there.")
@@ -238,5 +238,5 @@ def _log_outcome(document: dict, path) -> None:
                 item["severity"] == "error" and item["field"] is None and item["code"] in p.FILE_ERROR_CODES):
             log.warning("import %s: %s", document["import_id"], item["code"])
     for earlier in export.get("already_imported") or []:
-        log.warning("import %s: the same file was already imported as %s on %s (%s)", document["import_id"],
+        log.warning("import %s: the same file was already imported as %s on %s UTC (%s)", document["import_id"],
                     earlier["import_id"], earlier["imported_at"], earlier["status"])

@@ -79,7 +79,7 @@ down:
 	@$(PY) scripts/airflow_stack.py down
 
 # Any Airflow CLI command with this project's AIRFLOW_HOME, DAGs, plugins and PYTHONPATH, e.g.
-# make airflow ARGS="backfill create --dag-id patient_import --from-date 2026-11-01 --to-date 2026-11-03"
+# make airflow ARGS="backfill create --dag-id patient_import --from-date 2026-11-01 --to-date 2026-11-03 --max-active-runs 1"
 airflow: airflow-db
 	@test -n "$(ARGS)" || { echo 'usage: make airflow ARGS="<airflow command>", e.g. make airflow ARGS="dags list"'; exit 2; }
 	@$(ROOT)/.venv/bin/airflow $(ARGS)

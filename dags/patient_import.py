@@ -152,16 +152,18 @@ def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import load_patients as load
+    from include.patient_import.pipeline import load_patients as load, log_stage_totals
 
     _run_info(practice_id)
     engine = _engine()
-    return [load(engine, i) for i in import_ids]
+    loaded = [load(engine, i) for i in import_ids]
+    log_stage_totals("load_patients", practice_id, loaded)
+    return loaded
 
 
 @task(trigger_rule="all_done", map_index_template="{{ practice_id }}")
 def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import report_import
+    from include.patient_import.pipeline import log_stage_totals, report_import
     from include.patient_import.planning import unsuccessful
 
     _run_info(practice_id)
@@ -171,6 +173,7 @@ def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
         _alert(f"patient_import: nothing of {practice_id} was imported", [message])
         raise _bad_input(message)
     summaries = [report_import(_engine, i) for i in import_ids]
+    log_stage_totals("report_imports", practice_id, summaries)
     failed = unsuccessful(summaries)
     if failed:
         _alert(f"patient_import: an import of {practice_id} was rejected or failed", [failed])

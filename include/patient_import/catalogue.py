@@ -75,6 +75,8 @@ ZIP_PADDED = "zip_padded"
 UNKNOWN_COLUMN = "unknown_column"
 LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice"
 TEXT_REPAIRED = "text_repaired"
+EXPORT_DATE_FROM_LANDING_TIME = "export_date_from_landing_time"
+UPLOAD_OVERWRITES_NEWER_DATA = "upload_overwrites_newer_data"
 
 # SPEC §3 rule 5: more than this share of rejected rows and the file is probably the wrong one.
 MAX_REJECTED_SHARE = 0.25
@@ -190,6 +192,17 @@ def _rules() -> Iterator[Rule]:
     yield Rule(TEXT_REPAIRED, WARN, ROW,
                "{label} had been garbled by reading its text in the wrong encoding (as Ã© for é); repaired",
                "README \"Problem codes\"")
+    yield Rule(EXPORT_DATE_FROM_LANDING_TIME, WARN, FILE,
+               "neither the run nor the file name gave the export date; the day the file landed "
+               "({exported_on}) was used. Give the run an export date, or name the file with it "
+               "(e.g. 'Patients 2026-11-25.csv'), when the file was exported on another day",
+               "README \"Problem codes\"; §6")
+    yield Rule(UPLOAD_OVERWRITES_NEWER_DATA, WARN, FILE,
+               "{older} rows are older than what the store holds (older_than_stored): uploading {upload} "
+               "to Cash Practice would overwrite their newer data there.", "README \"Problem codes\"; §3 rule 7",
+               cases=(("every_row", "every row is older than what the store holds ({older} rows older_than_stored): "
+                       "this export of {exported_on} is older than the data already imported, and uploading "
+                       "{upload} to Cash Practice would overwrite newer data there. Do not upload it."),))
     # An optional value that was left out: one code per field whose normaliser can refuse a value.
     for f in FIELDS:
         if f.kind in INVALID_REASONS:

@@ -12,6 +12,7 @@ import os
 import re
 import stat
 import time
+import unicodedata
 from dataclasses import dataclass
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
@@ -22,7 +23,27 @@ from include.patient_import.untrusted import printable
 
 log = logging.getLogger(__name__)
 
-_DATE_IN_NAME = re.compile(r"(?<!\d)(20\d\d|19\d\d)(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])(?!\d)")
+# The date forms a file name may hold (SPEC §6), as (pattern, order of its year, month and day
+# groups). Each is searched on its own, overlapping matches included, so that a name holding two
+# different dates ("20261101-20261125", "11-05-2026 (from 20261104)") is seen to be ambiguous.
+# Two-digit years (`11-25-26`) and day-first forms are not accepted: they cannot be told apart from
+# month-first ones. Written here rather than with dateutil: its fuzzy parser turns any digits of a
+# name (a version, a count) into some date, where we want only these unambiguous forms.
+_YEAR = r"(19[0-9]{2}|20[0-9]{2})"
+_MONTHS = {name: number for number, names in enumerate(
+    [("jan", "january"), ("feb", "february"), ("mar", "march"), ("apr", "april"), ("may",),
+     ("jun", "june"), ("jul", "july"), ("aug", "august"), ("sep", "sept", "september"),
+     ("oct", "october"), ("nov", "november"), ("dec", "december")], start=1) for name in names}
+_MONTH_NAME = r"(" + "|".join(sorted(_MONTHS, key=len, reverse=True)) + r")"
+_NAME_DATE_FORMS: tuple[tuple[re.Pattern, str], ...] = tuple(
+    (re.compile(r"(?=(?<![0-9])" + pattern + r"(?![0-9]))", re.IGNORECASE), order) for pattern, order in (
+        (_YEAR + r"([0-9]{2})([0-9]{2})", "ymd"),                              # 20261125
+        (_YEAR + r"([-._ ])([0-9]{1,2})\2([0-9]{1,2})", "y-md"),               # 2026-11-25, 2026.11.25
+        (r"([0-9]{1,2})([-._ ])([0-9]{1,2})\2" + _YEAR, "md-y"),               # 11-25-2026, 11.25.2026
+        (r"(?<![a-z])" + _MONTH_NAME + r"[-._ ]?([0-9]{1,2})(?:st|nd|rd|th)?,?[-._ ]?" + _YEAR, "Mdy"),  # Nov 25 2026
+        (r"([0-9]{1,2})(?:st|nd|rd|th)?[-._ ]?" + _MONTH_NAME + r"(?![a-z]),?[-._ ]?" + _YEAR, "dMy"),  # 25-Nov-2026
+    ))
+_DASHES = re.compile(r"[\u2010-\u2015\u2212\ufe58\ufe63\uff0d]")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.]+")
 
 
@@ -44,14 +65,42 @@ def sha256_of(path: StoragePath) -> str:
     return digest.hexdigest()
 
 
+def _name_dates(name: str) -> set[date]:
+    """Every real date one of the accepted forms finds in `name`; impossible ones are dropped."""
+    found: set[date] = set()
+    for pattern, order in _NAME_DATE_FORMS:
+        for match in pattern.finditer(name):
+            groups = [g for g in match.groups() if g is not None and not re.fullmatch(r"[-._ ]", g)]
+            if " " in match.groups() and any(len(g) == 1 for g in groups):
+                continue  # "Top 10 2 2026": numbers between spaces are a date only when written 01 02
+            if order in ("ymd", "y-md"):
+                year, month, day = groups
+            elif order == "md-y":
+                month, day, year = groups
+            elif order == "Mdy":
+                month, day, year = _MONTHS[groups[0].lower()], groups[1], groups[2]
+            else:
+                day, month, year = groups[0], _MONTHS[groups[1].lower()], groups[2]
+            try:
+                found.add(date(int(year), int(month), int(day)))
+            except ValueError:
+                continue
+    return found
+
+
 def date_in_name(name: str) -> date | None:
-    """A `YYYYMMDD` date in the file name, if it is a real date."""
-    for match in _DATE_IN_NAME.finditer(name):
-        try:
-            return date(int(match[1]), int(match[2]), int(match[3]))
-        except ValueError:
-            continue
-    return None
+    """The export date a file name holds (SPEC §6), or None.
+
+    Accepted forms: `YYYYMMDD`, `YYYY-MM-DD`, `MM-DD-YYYY` (separator `-`, `.`, `_` or a space, the
+    same twice; month and day with one or two digits, two between spaces) and the month by name (`Nov 25 2026`,
+    `25-Nov-2026`), anywhere in the name but not inside a longer run of digits. Any Unicode dash
+    counts as `-`. An impossible date (`02-30-2026`, the day-first `25-11-2026`) is not used; a name
+    holding two different dates is ambiguous and gives None. The extension is not searched.
+    """
+    stem = name.rpartition(".")[0] or name
+    text = _DASHES.sub("-", unicodedata.normalize("NFKC", stem))
+    found = _name_dates(text)
+    return found.pop() if len(found) == 1 else None
 
 
 def landing_date(path: StoragePath) -> date:
@@ -59,9 +108,32 @@ def landing_date(path: StoragePath) -> date:
     return datetime.fromtimestamp(path.stat().st_mtime, ZoneInfo(settings.timezone())).date()
 
 
+# Where an import's export date came from (the report's `export.exported_on_source`, SPEC §6).
+FROM_CONF, FROM_FILE_NAME, FROM_LANDING = "conf", "file_name", "landed"
+
+
+def dated_export(path: StoragePath, given: date | None = None, name: str | None = None) -> tuple[date, str]:
+    """SPEC §6: (export date, its source): the run's `exported_on` (`conf`), else a date in the
+    file name (`file_name`; `name` in place of the path's own), else the landing day (`landed`)."""
+    if given:
+        return given, FROM_CONF
+    in_name = date_in_name(name or path.name)
+    if in_name:
+        return in_name, FROM_FILE_NAME
+    return landing_date(path), FROM_LANDING
+
+
 def export_date(path: StoragePath, given: date | None = None) -> date:
     """SPEC §6: the run's `exported_on`, else a date in the file name, else the landing day."""
-    return given or date_in_name(path.name) or landing_date(path)
+    return dated_export(path, given)[0]
+
+
+def original_name(archived: StoragePath) -> str:
+    """An archived original's name without the `_<sha8>` the archive added (`archive_path`)."""
+    stem, dot, ext = archived.name.rpartition(".")
+    stem = stem if dot else archived.name
+    stem = re.sub(r"_[0-9a-f]{8}$", "", stem)
+    return f"{stem}.{ext}" if dot else stem
 
 
 def archive_path(practice_id: str, exported_on: date, name: str, sha256: str) -> StoragePath:

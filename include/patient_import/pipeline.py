@@ -58,6 +58,7 @@ class Job:
     dry_run: bool
     archive_path: str | None = None
     rejection: dict | None = None  # {"code", "message"} of a rejection decided at extract
+    exported_on_source: str | None = None  # files.FROM_CONF, FROM_FILE_NAME or FROM_LANDING (SPEC §6)
 
     def save(self) -> None:
         storage.write_text(files.staging_dir(self.import_id) / "job.json", json.dumps(asdict(self), indent=1))
@@ -103,8 +104,8 @@ def _before(day: date, end: datetime | None) -> bool:
 
 
 def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
-                       exported_on: date | None) -> list[tuple[storage.StoragePath, bool, date]]:
-    """(path, in_inbox, export date) of every export waiting for this practice and this run.
+                       exported_on: date | None) -> list[tuple[storage.StoragePath, bool, date, str]]:
+    """(path, in_inbox, export date, its source) of every export waiting for this practice and this run.
 
     Waiting: stable files in the inbox, and archived originals never imported (only failed or
     dry-run imports), or imported by this very run (a retried extract continues them), dated
@@ -114,28 +115,40 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
     with engine.connect() as conn:
         imported = records.imports_of_archive(conn, practice_id)
     start = run.interval_start.date() if run.interval_start else None
-    chosen: list[tuple[storage.StoragePath, bool, date]] = []
+    chosen: list[tuple[storage.StoragePath, bool, date, str]] = []
     for archived in files.archived_exports(practice_id):
         filed_on = files.archived_date(archived)
         if filed_on is None or not _before(filed_on, run.interval_end):
             continue
+        earlier = imported.get(str(archived), [])
+        source = _archived_date_source(archived, filed_on, earlier)
         if run.run_type == "backfill":
             if start is None or filed_on >= start:
-                chosen.append((archived, False, filed_on))
+                chosen.append((archived, False, filed_on, source))
             continue
-        earlier = imported.get(str(archived), [])
         mine = any(i["dag_run_id"] == run.run_id and i["map_index"] == run.map_index for i in earlier)
         settled = any(not i["dry_run"] and i["status"] != p.Status.FAILED.value for i in earlier)
         if not mine and not settled and _poison_pill(engine, archived, earlier):
             continue
         if mine or not settled:
-            chosen.append((archived, False, filed_on))
+            chosen.append((archived, False, filed_on, source))
     if run.run_type != "backfill":
         for waiting in files.waiting_inbox_files(practice_id):
-            day = files.export_date(waiting.path, exported_on)
+            day, source = files.dated_export(waiting.path, exported_on)
             if _before(day, run.interval_end):
-                chosen.append((waiting.path, True, day))
+                chosen.append((waiting.path, True, day, source))
     return chosen
+
+
+def _archived_date_source(archived, filed_on: date, earlier: list[dict]) -> str:
+    """Where an archived export's date (its archive folder) first came from: what its first import
+    recorded; for an import from before that was recorded, the name when it holds that date."""
+    recorded = [i for i in sorted(earlier, key=lambda i: str(i["started_at"])) if i.get("exported_on_source")]
+    if recorded:
+        return recorded[0]["exported_on_source"]
+    if files.date_in_name(files.original_name(archived)) == filed_on:
+        return files.FROM_FILE_NAME
+    return files.FROM_LANDING
 
 
 def _poison_pill(engine: Engine, archived, earlier: list[dict]) -> bool:
@@ -175,19 +188,23 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
     boundaries.check_practice_id(practice_id, practices)
     if export_file:
         given = boundaries.check_export_file(export_file, practice_id, store=engine)
-        candidates = [(given, False, files.export_date(given, exported_on))]
+        archived = storage.is_inside(given, settings.area("archive"))
+        candidates = [(given, False, *files.dated_export(
+            given, exported_on, files.original_name(given) if archived else None))]
     else:
         candidates = _candidate_exports(engine, practice_id, run, exported_on)
 
     jobs: list[Job] = []
-    for path, in_inbox, export_on in candidates:
+    for path, in_inbox, export_on, source in candidates:
         if in_inbox and _left_in_inbox(engine, practice_id, path):
             continue
-        job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run)
-        log.info("import %s: %s (%d bytes, exported %s)%s", job.import_id, printable(path.name), job.size,
-                 export_on, f" rejected: {job.rejection['code']}" if job.rejection else "")
+        job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run, source)
+        log.info("import %s: %s (%d bytes, exported %s, date from %s)%s", job.import_id, printable(path.name),
+                 job.size, export_on, source, f" rejected: {job.rejection['code']}" if job.rejection else "")
         jobs.append(job)
     jobs.sort(key=lambda j: (j.exported_on, j.export_name))
+    log.info("extract %s: %d exports to import (%d rejected at extract)", practice_id, len(jobs),
+             sum(1 for j in jobs if j.rejection))
     return [j.import_id for j in jobs]
 
 
@@ -209,7 +226,7 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
 
 
 def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
-                 dry_run: bool) -> Job:
+                 dry_run: bool, date_source: str) -> Job:
     from include.patient_import.reader import detect_file_type
     from include.patient_import.rules import export_date_rejection
 
@@ -243,12 +260,13 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
         source = archive_path
     job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
               sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
-              archive_path=str(archive_path) if archive_path else None, rejection=rejection)
+              archive_path=str(archive_path) if archive_path else None, rejection=rejection,
+              exported_on_source=date_source)
     job.save()
     records.register_import(
         engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
         run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
-        archive_path=job.archive_path, exported_on=export_on, dry_run=dry_run)
+        archive_path=job.archive_path, exported_on=export_on, exported_on_source=date_source, dry_run=dry_run)
     return job
 
 
@@ -264,6 +282,8 @@ def validate_import(engine: Engine, import_id: str) -> dict:
     save_validation(import_id, outcome)
     if outcome.docs_index:
         records.update_import(engine, import_id, data_docs_path=str(outcome.docs_index))
+    log.info("import %s: validated %d rows; %s", import_id, outcome.read,
+             f"file rejected: {outcome.rejection.code}" if outcome.rejection else _severity_counts(outcome.problems))
     return {"import_id": import_id, "read": outcome.read,
             "rejected": outcome.rejection.code if outcome.rejection else None}
 
@@ -291,6 +311,9 @@ def transform_import(engine: Engine, import_id: str) -> dict:
                                    _known_client_ids(engine, job, rows["account_number"]))
     records.update_import(engine, import_id, upload_path=str(upload) if upload else None,
                           rejected_rows_path=str(rejected_rows) if rejected_rows else None)
+    log.info("import %s: upload file %s; rejected-rows file %s", import_id,
+             f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
+             "written" if rejected_rows else "not needed")
     return {"import_id": import_id, "upload": str(upload) if upload else None,
             "rejected_rows": str(rejected_rows) if rejected_rows else None}
 
@@ -317,12 +340,51 @@ def load_patients(engine: Engine, import_id: str) -> dict:
     practices = load_practices()
     practice = practices.get(job.practice_id) or Practice(id=job.practice_id, name=job.practice_id)
     validation = load_validation(import_id)
-    result, _ = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
-                            frame=validation.frame, problems=validation.problems,
-                            rejection=validation.rejection, dry_run=job.dry_run)
+    problems = validation.problems
+    if job.exported_on_source == files.FROM_LANDING:
+        problems = problems + [landing_time_warning(job)]
+    result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
+                                   frame=validation.frame, problems=problems,
+                                   rejection=validation.rejection, dry_run=job.dry_run)
+    counts = result.counts
+    log.info("import %s: %d inserted, %d updated, %d unchanged, %d skipped, %d rejected (of %d read); "
+             "status %s%s%s", import_id, counts.inserted, counts.updated, counts.unchanged, counts.skipped,
+             counts.rejected, counts.read, result.status, " (dry run: no patient changed)" if job.dry_run else "",
+             " (loaded by an earlier try)" if result.already_loaded else "")
     if validation.rejection is None and result.status == p.Status.REJECTED:
-        log.info("import %s rejected at load", import_id)
+        log.info("import %s rejected at load: %s", import_id,
+                 ", ".join(x["code"] for x in recorded.counts() if x["severity"] == p.Severity.ERROR) or "?")
+    elif result.status != p.Status.REJECTED:
+        log.info("import %s: problems recorded: %s", import_id, _severity_counts(recorded))
     return {"import_id": import_id, "status": result.status, "counts": result.counts.as_dict()}
+
+
+def landing_time_warning(job: Job) -> p.Problem:
+    """The file-level warning of an export dated by the day it landed (SPEC §6)."""
+    return p.Problem(code=p.EXPORT_DATE_FROM_LANDING_TIME,
+                     message=catalogue.message(p.EXPORT_DATE_FROM_LANDING_TIME, exported_on=job.exported_on))
+
+
+def _severity_counts(problems) -> str:
+    """'4 errors, 48 warnings, 2 info' of a ProblemTable: counts only, never a value."""
+    totals = {str(s): 0 for s in p.Severity}
+    for item in problems.counts():
+        totals[item["severity"]] = totals.get(item["severity"], 0) + int(item["total"])
+    return (f"{totals['error']} errors, {totals['warning']} warnings, {totals['info']} info")
+
+
+def log_stage_totals(stage: str, practice_id: str, summaries: list[dict]) -> None:
+    """One log line of a task's imports together: how many, their statuses and summed counts, as
+    returned by `load_patients` / `report_import` (ids and counts only)."""
+    statuses: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for summary in summaries:
+        statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
+        for key, value in (summary.get("counts") or {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    log.info("%s %s: %d imports%s%s", stage, practice_id, len(summaries),
+             "; " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) if statuses else "",
+             "; " + ", ".join(f"{v} {k}" for k, v in totals.items()) if totals else "")
 
 
 # ---------------------------------------------------------------- report

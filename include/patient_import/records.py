@@ -107,13 +107,30 @@ def imports_of_archive(conn: Connection, practice_id: str) -> dict[str, list[dic
     """Every import of the practice by the archived original it read."""
     rows = conn.execute(sa.select(_IMPORTS.c.id, _IMPORTS.c.practice_id, _IMPORTS.c.archive_path,
                                   _IMPORTS.c.dag_run_id, _IMPORTS.c.map_index, _IMPORTS.c.status,
-                                  _IMPORTS.c.dry_run, _IMPORTS.c.quarantine_path)
+                                  _IMPORTS.c.dry_run, _IMPORTS.c.quarantine_path,
+                                  _IMPORTS.c.exported_on_source, _IMPORTS.c.started_at)
                         .where(_IMPORTS.c.practice_id == practice_id)).mappings().all()
     by_path: dict[str, list[dict]] = {}
     for row in rows:
         if row["archive_path"]:
             by_path.setdefault(row["archive_path"], []).append(dict(row))
     return by_path
+
+
+def earlier_imports_of_file(conn: Connection, record: dict, limit: int = 5) -> list[dict]:
+    """The practice's other imports of the same file (same sha256) started before this one, newest
+    first, at most `limit`: [{"import_id", "imported_at" (ISO, when it finished, else started),
+    "exported_on", "status", "dry_run"}]. Ids, dates and statuses only."""
+    rows = conn.execute(sa.select(_IMPORTS.c.id, _IMPORTS.c.started_at, _IMPORTS.c.finished_at,
+                                  _IMPORTS.c.exported_on, _IMPORTS.c.status, _IMPORTS.c.dry_run)
+                        .where(_IMPORTS.c.practice_id == record["practice_id"],
+                               _IMPORTS.c.export_sha256 == record["export_sha256"],
+                               _IMPORTS.c.id != record["id"],
+                               _IMPORTS.c.started_at <= record["started_at"])
+                        .order_by(_IMPORTS.c.started_at.desc(), _IMPORTS.c.id.desc()).limit(limit)).mappings().all()
+    return [{"import_id": r["id"], "imported_at": (r["finished_at"] or r["started_at"]).isoformat(),
+             "exported_on": r["exported_on"].isoformat() if r["exported_on"] else None,
+             "status": r["status"], "dry_run": bool(r["dry_run"])} for r in rows]
 
 
 def refused_as_too_large(conn: Connection, practice_id: str, name: str, size: int) -> bool:

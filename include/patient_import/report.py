@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.patient_import import files, records, settings, storage
+from include.patient_import import catalogue, files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
@@ -38,11 +38,14 @@ def _iso(value) -> str | None:
 
 
 def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | None = None,
-                 problem_counts: list[dict] | None = None) -> dict:
+                 problem_counts: list[dict] | None = None, already_imported: list[dict] | None = None) -> dict:
     """The report document of SPEC §6, plus where the import's files are and the practice's staleness.
 
     `problems` may be left empty and streamed by `write_report` instead; `problem_counts` is the
-    store's (records.problem_counts).
+    store's (records.problem_counts). `export.exported_on_source` is `conf`, `file_name` or
+    `landed` (SPEC §6; null for imports recorded before it was kept); `export.already_imported`
+    lists the practice's earlier imports of the same file (same sha256), newest first
+    (records.earlier_imports_of_file).
     """
     details = json.loads(record["details"]) if record.get("details") else {}
     return {
@@ -51,7 +54,9 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
         "status": record["status"],
         "dry_run": bool(record["dry_run"]),
         "export": {"name": record["export_name"], "sha256": record["export_sha256"],
-                   "exported_on": _iso(record["exported_on"]), "bytes": record.get("export_bytes")},
+                   "exported_on": _iso(record["exported_on"]),
+                   "exported_on_source": record.get("exported_on_source"), "bytes": record.get("export_bytes"),
+                   "already_imported": already_imported or []},
         "counts": {k: int(record.get(k) or 0) for k in Counts().as_dict()},
         "problems": [x.to_dict() for x in sorted(problems, key=p.Problem.sort_key)],
         "problem_counts": problem_counts or [],
@@ -117,6 +122,11 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             updates["upload_path"] = None
     updates["report_path"] = str(report_path(record["practice_id"], import_id))
     records.update_import(engine, import_id, **updates)
+    if status != p.Status.FAILED.value:
+        with engine.connect() as conn:
+            warning = overwrite_warning(records.get_import(conn, import_id), records.problem_counts(conn, import_id))
+        if warning:
+            records.replace_problem(engine, import_id, warning)
     [practice] = staleness(engine, [record["practice_id"]], records.now().date())
     if practice.stale:
         log.warning("stale: %s", practice.message())
@@ -124,12 +134,30 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
     try:
         with reader.connect() as conn:
             record = records.get_import(conn, import_id)
-            document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id))
+            document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id),
+                                    records.earlier_imports_of_file(conn, record))
             path = write_report(document, records.iter_problems(conn, import_id))
     finally:
         if reader is not engine:
             reader.dispose()
     return document, path
+
+
+def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | None:
+    """`upload_overwrites_newer_data` when rows of the upload file are older than what the store
+    holds (skipped `older_than_stored`, SPEC §3 rule 7): the upload file carries every valid row
+    whatever the store holds, so uploading it would put their older data into Cash Practice.
+    None for a rejected import (it has no upload file) or when no row is older."""
+    if record["status"] == p.Status.REJECTED.value:
+        return None
+    older = sum(x["total"] for x in problem_counts if x["code"] == p.OLDER_THAN_STORED)
+    if not older:
+        return None
+    current = sum(int(record.get(k) or 0) for k in ("inserted", "updated", "unchanged"))
+    upload = "its upload file" if record.get("upload_path") else "an upload file of it"
+    message = catalogue.message(p.UPLOAD_OVERWRITES_NEWER_DATA, "every_row" if current == 0 else None,
+                                older=older, exported_on=_iso(record["exported_on"]), upload=upload)
+    return p.Problem(code=p.UPLOAD_OVERWRITES_NEWER_DATA, message=message)
 
 
 def _reader(engine: Engine) -> Engine:
@@ -160,7 +188,7 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
         "import_id": import_id, "practice_id": job.practice_id, "status": p.Status.FAILED.value,
         "dry_run": job.dry_run,
         "export": {"name": job.export_name, "sha256": job.sha256, "exported_on": job.exported_on,
-                   "bytes": job.size},
+                   "exported_on_source": job.exported_on_source, "bytes": job.size, "already_imported": []},
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(reason).to_dict()],
         "problem_counts": ProblemTable.of([_failed_problem(reason)]).counts(),
@@ -180,7 +208,30 @@ def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dic
         path = write_report(document)
         raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
     files.clear_staging(import_id)
+    _log_outcome(document, path)
     first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == p.Severity.ERROR), None)
     return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],
             "dry_run": document["dry_run"], "counts": document["counts"], "report": str(path),
             "code": first["code"] if first else None, "message": first["message"] if first else None}
+
+
+def _log_outcome(document: dict, path) -> None:
+    """What the report stage decided, in counts and codes (never a patient value)."""
+    counts = document["counts"]
+    export = document["export"]
+    log.info("import %s: status %s; %s; exported %s (date from %s); report %s", document["import_id"],
+             document["status"], ", ".join(f"{v} {k}" for k, v in counts.items()), export["exported_on"],
+             export.get("exported_on_source") or "unknown", path)
+    by_severity: dict[str, int] = {}
+    for item in document["problem_counts"]:
+        by_severity[item["severity"]] = by_severity.get(item["severity"], 0) + item["total"]
+    if by_severity:
+        log.info("import %s: problems %s", document["import_id"],
+                 ", ".join(f"{by_severity[s]} {s}" for s in ("error", "warning", "info") if s in by_severity))
+    for item in document["problem_counts"]:
+        if item["code"] in (p.UPLOAD_OVERWRITES_NEWER_DATA, p.EXPORT_DATE_FROM_LANDING_TIME) or (
+                item["severity"] == "error" and item["field"] is None and item["code"] in p.FILE_ERROR_CODES):
+            log.warning("import %s: %s", document["import_id"], item["code"])
+    for earlier in export.get("already_imported") or []:
+        log.warning("import %s: the same file was already imported as %s on %s UTC (%s)", document["import_id"],
+                    earlier["import_id"], earlier["imported_at"], earlier["status"])

@@ -78,6 +78,8 @@ class Import(Base):
     export_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0)
     archive_path: Mapped[str | None] = mapped_column(sa.Text)
     exported_on: Mapped[date] = mapped_column(sa.Date)
+    # Where the export date came from: conf, file_name or landed (SPEC §6; migration 0003).
+    exported_on_source: Mapped[str | None] = mapped_column(sa.String(16))
     dry_run: Mapped[bool] = mapped_column(sa.Boolean, default=False)
     status: Mapped[str] = mapped_column(sa.String(32), index=True)
     read: Mapped[int] = mapped_column(sa.Integer, default=0)

@@ -20,17 +20,32 @@ def run_reports(engine, run_id: str) -> list[dict]:
     return [json.loads(path_of(path).read_text(encoding="utf-8")) | {"report_path": path} for path in rows if path]
 
 
+# How the summary names where the export date came from (the report's `export.exported_on_source`).
+_DATE_SOURCES = {"conf": " (date given)", "file_name": " (date from the file name)",
+                 "landed": " (date the file landed)"}
+
+
 def format_report(report: dict) -> str:
     counts = report["counts"]
+    export = report["export"]
+    source = _DATE_SOURCES.get(export.get("exported_on_source") or "", "")
     lines = [
         f"import {report['import_id']}  practice {report['practice_id']}  "
-        f"exported {report['export']['exported_on']}  status {report['status'].upper()}"
+        f"exported {export['exported_on']}{source}  status {report['status'].upper()}"
         + ("  (dry run)" if report["dry_run"] else ""),
         "  " + "  ".join(f"{k} {v}" for k, v in counts.items()),
     ]
     errors = [x for x in report["problems"] if x["row"] is None and x["severity"] == Severity.ERROR]
     for problem in errors:
         lines.append(f"  {problem['code']}: {problem['message']}")
+    for problem in report["problems"]:
+        if problem["row"] is None and problem["severity"] == "warning":
+            lines.append(f"  WARNING {problem['code']}: {problem['message']}")
+    earlier = export.get("already_imported") or []
+    if earlier:
+        lines.append(f"  WARNING the same file (sha256 {export['sha256'][:12]}…) was already imported: "
+                     + "; ".join(f"{e['import_id']} on {e['imported_at'][:16].replace('T', ' ')} UTC, {e['status']}"
+                                 + (" (dry run)" if e.get("dry_run") else "") for e in earlier))
     by_code: dict[str, int] = {}
     for problem in report["problems"]:
         if problem["row"] is not None:

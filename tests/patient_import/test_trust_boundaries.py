@@ -395,7 +395,8 @@ def test_file_over_the_size_limit_is_recorded_but_neither_archived_nor_quarantin
     assert report["status"] == "rejected"
     assert [x["code"] for x in report["problems"]] == [p.FILE_TOO_LARGE]
     assert report["export"] == {"name": big.name, "sha256": hashlib.sha256(content).hexdigest(),
-                                "exported_on": date.today().isoformat(), "bytes": len(content)}
+                                "exported_on": date.today().isoformat(), "exported_on_source": "conf",
+                                "bytes": len(content), "already_imported": []}
     assert report["files"]["archive"] is None and report["files"]["quarantine"] is None
     assert copies == []
     assert _files_under(home / "archive") == [] and _files_under(home / "quarantine") == []

@@ -13,7 +13,7 @@ import pytest
 from include.patient_import import files, pipeline, storage
 from include.patient_import import problems as p
 from include.patient_import.summary import format_report
-from tests.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home
+from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home
 
 
 # ---------------------------------------------------------------- the date in a file name

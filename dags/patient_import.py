@@ -35,6 +35,26 @@ _RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
 _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_SECONDS", "30")))
 
 
+def _registered_practice_ids() -> list[str]:
+    """The registry's practice ids, offered by the trigger form's Practice field.
+
+    A deliberate read at parse time: a form can offer only what its DAG carried when it was
+    parsed, and the registry is one small local YAML file (no database, no network; PyYAML is
+    already loaded by Airflow). A registry that cannot be read offers nothing; the run's conf is
+    checked against the registry by `plan_imports` all the same.
+    """
+    import yaml
+
+    from include.patient_import.settings import practices_file  # stdlib only: cheap at parse
+
+    try:
+        with open(practices_file(), encoding="utf-8") as handle:
+            entries = (yaml.safe_load(handle) or {}).get("practices") or []
+        return sorted({str(e["id"]) for e in entries if isinstance(e, dict) and e.get("id")})
+    except (OSError, yaml.YAMLError, AttributeError, TypeError):
+        return []
+
+
 def _engine(prepare: bool = False):
     from include.patient_import.pipeline import open_store
 
@@ -202,7 +222,7 @@ def import_practice(practice_id: str, attempt: int) -> None:
                   "max_retry_delay": timedelta(minutes=10)},
     params={
         # Optional (null allowed) so that the trigger form does not block an empty practice.
-        "practice_id": Param(None, type=["null", "string"], title="Practice",
+        "practice_id": Param(None, type=["null", "string"], title="Practice", examples=_registered_practice_ids(),
                              description="Practice id from the registry; empty imports every practice's waiting exports."),
         "export_file": Param(None, type=["null", "string"], title="Export file",
                              description="Absolute path (or storage URL) of one export to import (copied, never moved or changed). "

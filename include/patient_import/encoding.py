@@ -114,11 +114,26 @@ def _bad_letter(text: str, index: int) -> bool:
     if char.isupper():
         # A capital is plausible first in a word or in a word without small letters.
         return not word.startswith(char) and any(c.islower() for c in word)
+    if char.islower() and after.isalpha() and after.isupper():
+        # A capital right after an accented small letter (SmithðJones: Mac Roman's en dash read as
+        # DOS 850) is no name's spelling; McDonald's capital follows an ASCII letter.
+        return True
     if char.islower() and char != "ß":
         # A small letter inside a capitalised word (GARCíA); one capital (Mü) is a capitalised word.
         others = [c for c in word if c != char and (c.isupper() or c.islower())]
         return len(others) >= 2 and all(c.isupper() for c in others)
     return False
+
+
+def _compound(text: str, index: int) -> bool:
+    """Whether the dash at `index` joins two name parts (Smith–Jones, GARCÍA–LÓPEZ: a hyphenated name
+    typed with an en dash, as Word's autocorrect writes it). Each part is a word of two letters or
+    more starting with a capital; mojibake's dash sits inside one word (Pe–a, D–pont)."""
+    if text[index] != "–":
+        return False
+    left, right = _word(text, index - 1), _word(text, index + 1)
+    return (len(left) >= 2 and len(right) >= 2 and left[0].isupper() and right[0].isupper()
+            and text[index + 1].isupper())
 
 
 def bad_characters(text: str) -> int:
@@ -137,7 +152,7 @@ def bad_characters(text: str) -> int:
         elif category == "Mn":
             bad += not before.isalpha()  # a combining accent (macOS writes é as e + ◌́) follows a letter
         elif char in _QUOTES_AND_DASHES:
-            bad += before.isalpha() and after.isalpha()
+            bad += before.isalpha() and after.isalpha() and not _compound(text, index)
         elif char in _NUMERIC:
             bad += before.isalpha() or after.isalpha()
         elif "\x80" <= char <= "\x9f" or category in ("Co", "Cn") or char == "\ufffd":
@@ -307,6 +322,12 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
         )
     alike = [e for e in candidates if scored[e][1] == texts]
     for other in candidates:
+        # Plausible UTF-8 wins a tie: bytes of a single-byte encoding form valid multi-byte UTF-8
+        # only as a capital accented letter followed by a symbol byte (Windows-1252 `É` + `Š`), which
+        # no name is spelled with, while every other candidate reads UTF-8 as plausible-looking runs
+        # (Ș as Mac Roman's `»ò`).
+        if best == "utf-8":
+            break
         if other not in alike and scored[other][0] == score:
             line = min(cells.line(t) for t in islice((t for t in texts if scored[other][1][t] != texts[t]), _LINE_SEARCH))
             raise ExportRejected(

@@ -1,0 +1,63 @@
+"""Adversarial review of issue 12 (SPEC §2): names with punctuation and letters the property test
+does not draw, in every encoding Excel writes. A name comes back as written or the file is
+rejected; never a different name, and a plain UTF-8 file is never rejected."""
+
+from __future__ import annotations
+
+import pytest
+
+from include.patient_import.encoding import bad_characters
+from include.patient_import.problems import UNREADABLE_FILE, ExportRejected
+from tests.patient_import.test_encoding import EXCEL_ENCODINGS, imported, names
+
+pytestmark = pytest.mark.unit
+
+# Real-language names with en dashes, curly apostrophes and letters outside Latin-1.
+NAMES = [
+    ("Smith–Jones", "Anne-Marie"), ("GARCÍA–LÓPEZ", "JOSÉ"), ("O’Brien", "Seán"), ("D’Angelo", "Zoë"),
+    ("Ciobanu", "Ștefan"), ("Wiśniewski", "Małgorzata"), ("Dvořák", "Jiří"), ("Yılmaz", "Şükrü"),
+    ("Nguyễn", "Thị Hương"), ("Guðmundsdóttir", "Þóra"), ("L’Hôpital", "Éloïse"), ("Núñez", "María Ángeles"),
+    ("Gonçalves", "João"), ("Größe", "Björn"), ("Sørensen", "Åse"), ("Hämäläinen", "Päivi"),
+]
+
+
+def _content(rows, encoding: str) -> bytes:
+    newline = "\r" if encoding == "mac_roman" else "\r\n"
+    lines = ["Account #,Last Name,First Name"] + [f"{1000 + i},{a},{b}" for i, (a, b) in enumerate(rows)]
+    return (newline.join(lines) + newline).encode(encoding)
+
+
+def _cases():
+    for last, first in NAMES:
+        for encoding in EXCEL_ENCODINGS:
+            for rows in ([(last, first)], [(last, first), ("Plain", "Ann")]):
+                try:
+                    _content(rows, encoding)
+                except UnicodeEncodeError:
+                    continue
+                yield pytest.param(rows, encoding, id=f"{encoding}-{last}-{len(rows)}")
+
+
+@pytest.mark.parametrize("rows, encoding", list(_cases()))
+def test_punctuated_and_extended_names_read_back_as_written_or_rejected(tmp_path, rows, encoding):
+    try:
+        result, _ = imported(tmp_path, _content(rows, encoding))
+    except ExportRejected as exc:
+        assert exc.code == UNREADABLE_FILE
+        # UTF-8 (with or without BOM) and UTF-16 are never ambiguous: they are always read.
+        assert encoding not in ("utf-8", "utf-8-sig", "utf-16"), exc.message
+        return
+    assert names(result) == rows
+
+
+def test_mac_roman_en_dash_in_a_hyphenated_name_is_never_read_as_another_letter(tmp_path):
+    # Mac Roman writes – as 0xD0, which DOS 850 reads as ð: `SmithðJones` was stored.
+    result, _ = imported(tmp_path, _content([("Smith–Jones", "Anne")], "mac_roman"))
+    assert names(result) == [("Smith–Jones", "Anne")]
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("Smith–Jones", 0), ("GARCÍA–LÓPEZ", 0), ("SmithðJones", 1), ("Pe–a", 1), ("D–pont", 1), ("a–B", 1),
+])
+def test_en_dash_joins_name_parts_but_not_letters_of_one_word(text, bad):
+    assert bad_characters(text) == bad

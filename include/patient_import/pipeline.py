@@ -184,6 +184,8 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
         if in_inbox and _left_in_inbox(engine, practice_id, path):
             continue
         job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run)
+        if job is None:
+            continue
         log.info("import %s: %s (%d bytes, exported %s)%s", job.import_id, printable(path.name), job.size,
                  export_on, f" rejected: {job.rejection['code']}" if job.rejection else "")
         jobs.append(job)
@@ -209,30 +211,93 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
 
 
 def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
-                 dry_run: bool) -> Job:
+                 dry_run: bool) -> "Job | None":
+    """Register one export; None when an inbox file turned unsafe or is still being written (it is
+    left where it is). A local file is read once through one handle (`files.snapshot`, SPEC §7)."""
+    limits = settings.Limits.from_env()
+    if not storage.is_local(path):
+        return _extract_object(engine, practice_id, run, path, in_inbox, export_on, dry_run, limits)
+    local_tmp = settings.area("staging") if storage.is_local(settings.storage_root()) else None
+    try:
+        with files.snapshot(path, limits.max_file_bytes, folder=local_tmp) as snap:
+            return _extract_snapshot(engine, practice_id, run, path, snap, in_inbox, export_on, dry_run, limits)
+    except (files.UnsafeFile, files.ChangedWhileRead) as exc:
+        if in_inbox:
+            log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), exc)
+            return None
+        if isinstance(exc, files.UnsafeFile):
+            raise p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED,
+                                 f"export_file {printable(str(path))!r} {exc}") from None
+        raise p.ConfigurationError(f"export_file {printable(str(path))!r} {exc}; run again once it is "
+                                   "complete") from None
+
+
+def _too_large(size: int, limits: settings.Limits) -> dict:
+    # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
+    return {"code": p.FILE_TOO_LARGE,
+            "message": f"the file is {size / 1024 / 1024:.1f} MB; the limit is "
+                       f"{limits.max_file_bytes / 1024 / 1024:.1f} MB; it was neither archived nor quarantined"}
+
+
+def _type_rejection(local, head: bytes) -> dict | None:
     from include.patient_import.reader import detect_file_type
 
-    limits = settings.Limits.from_env()
+    try:
+        detect_file_type(local, head)
+    except p.ExportRejected as exc:
+        return {"code": exc.code, "message": exc.message}
+    return None
+
+
+def _future_rejection(export_on: date) -> dict | None:
+    if export_on > today():
+        return {"code": p.EXPORT_DATE_IN_FUTURE, "message": f"the export date {export_on.isoformat()} is in the future"}
+    return None
+
+
+def _extract_snapshot(engine: Engine, practice_id: str, run: RunInfo, path, snap: files.Snapshot, in_inbox: bool,
+                      export_on: date, dry_run: bool, limits: settings.Limits) -> Job:
+    size, sha = snap.size, snap.sha256
+    if snap.copy is None:
+        rejection = _too_large(size, limits)
+    else:
+        rejection = _type_rejection(snap.copy, snap.head()) or _future_rejection(export_on)
+    import_id = import_id_for(run, practice_id, export_on, sha, path.name)
+    archive_path = None
+    source = path
+    if storage.is_inside(path, settings.area("archive")):
+        archive_path = path  # the practice's own archived original, re-run: it is never changed
+    elif snap.copy is not None and not dry_run:
+        # What is archived is the snapshot: exactly the bytes hashed and sniffed, whatever the
+        # name holds by now.
+        archive_path = files.archive_path(practice_id, export_on, path.name, sha)
+        if not archive_path.exists():
+            storage.copy(snap.copy, archive_path)
+        if in_inbox:
+            files.remove_original(path, snap)
+        source = archive_path
+    elif snap.copy is not None:
+        # A dry run archives nothing; its stages read a copy of the snapshot in staging (cleared by
+        # the report), never the original by name again.
+        source = files.staging_dir(import_id) / f"original{files.safe_name('x' + path.suffix)[1:]}"
+        storage.copy(snap.copy, source)
+    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
+                     dry_run, rejection)
+
+
+def _extract_object(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
+                    dry_run: bool, limits: settings.Limits) -> Job:
+    """An export in an object store: no links, and objects do not change once written."""
     size = path.stat().st_size
-    rejection = None
     if size > limits.max_file_bytes:
-        # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
         sha = files.sha256_of(path)
-        rejection = {"code": p.FILE_TOO_LARGE,
-                     "message": f"the file is {size / 1024 / 1024:.1f} MB; the limit is "
-                                f"{limits.max_file_bytes / 1024 / 1024:.1f} MB; it was neither archived nor "
-                                "quarantined"}
+        rejection = _too_large(size, limits)
     else:
         with storage.local_file(path) as local:
-            try:
-                with local.open("rb") as handle:
-                    detect_file_type(local, handle.read(8192))
-            except p.ExportRejected as exc:
-                rejection = {"code": exc.code, "message": exc.message}
+            with local.open("rb") as handle:
+                rejection = _type_rejection(local, handle.read(8192))
             sha = files.sha256_of(local)
-    if rejection is None and export_on > today():
-        rejection = {"code": p.EXPORT_DATE_IN_FUTURE,
-                     "message": f"the export date {export_on.isoformat()} is in the future"}
+        rejection = rejection or _future_rejection(export_on)
     import_id = import_id_for(run, practice_id, export_on, sha, path.name)
     archive_path = None
     source = path
@@ -241,6 +306,12 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
     elif not dry_run and (rejection is None or rejection["code"] != p.FILE_TOO_LARGE):
         archive_path = files.archive(path, practice_id, export_on, sha, move=in_inbox)
         source = archive_path
+    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
+                     dry_run, rejection)
+
+
+def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, path, source, archive_path,
+              sha: str, size: int, export_on: date, dry_run: bool, rejection: dict | None) -> Job:
     job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
               sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
               archive_path=str(archive_path) if archive_path else None, rejection=rejection)

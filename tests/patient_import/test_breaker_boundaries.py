@@ -60,3 +60,133 @@ def test_a_wrong_typed_empty_export_file_is_refused_not_read_as_the_inbox(engine
 def test_null_or_empty_conf_values_still_mean_not_given(engine, conf):
     assert planning.check_conf(conf) == {"practice_id": "", "export_file": None, "exported_on": None,
                                          "dry_run": False}
+
+
+# ---------------------------------------------------------------- checked, then swapped
+
+
+import os  # noqa: E402
+import shutil  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from include.patient_import import files, pipeline, storage  # noqa: E402
+from include.patient_import.pipeline import extract_exports  # noqa: E402
+from tests.patient_import.test_trust_boundaries import _files_under, _fingerprint, _imports, _run  # noqa: E402
+
+
+def _swap_after(monkeypatch, module, name: str, swap) -> None:
+    """Run `swap` right after `module.name` has answered: the race an attacker wins by looping."""
+    original = getattr(module, name)
+
+    def checked_then_swapped(*args, **kwargs):
+        answer = original(*args, **kwargs)
+        swap()
+        return answer
+
+    monkeypatch.setattr(module, name, checked_then_swapped)
+
+
+def _secret(tmp_path: Path) -> Path:
+    secret = tmp_path / "secret" / "store_copy.csv"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("Account #,Last Name,First Name\n1,Secretson,Sally\n", encoding="utf-8")
+    return secret
+
+
+def test_inbox_file_swapped_for_a_link_after_its_check_is_neither_archived_nor_followed(
+        engine, home, tmp_path, monkeypatch):
+    secret = _secret(tmp_path)
+    before = _fingerprint(secret)
+    entry = _export(home / "inbox" / PRACTICE_ID / "x.csv")
+
+    def swap():
+        entry.unlink()
+        entry.symlink_to(secret)
+
+    _swap_after(monkeypatch, pipeline, "_left_in_inbox", swap)
+    assert extract_exports(engine, PRACTICE_ID, _run("swap")) == []
+
+    assert _files_under(home / "archive") == [] and _files_under(home / "quarantine") == []
+    assert _imports(engine) == []
+    assert entry.is_symlink() and _fingerprint(secret) == before
+
+
+def test_export_files_folder_swapped_for_a_link_after_its_check_is_refused(engine, exports, home, tmp_path,
+                                                                          monkeypatch):
+    secret = _secret(tmp_path)
+    folder = exports / "sub"
+    given = _export(folder / "store_copy.csv")
+
+    def swap():
+        shutil.rmtree(folder)
+        folder.symlink_to(secret.parent, target_is_directory=True)
+
+    from include.patient_import import boundaries as b
+
+    _swap_after(monkeypatch, b, "check_export_file", swap)
+    with pytest.raises(p.InputRefused) as refused:
+        extract_exports(engine, PRACTICE_ID, _run("swap_dir"), export_file=str(given))
+
+    assert refused.value.code == p.EXPORT_FILE_NOT_ALLOWED
+    assert _files_under(home / "archive") == [] and _imports(engine) == []
+
+
+def test_export_file_swapped_for_a_named_pipe_after_its_check_is_refused_without_hanging(
+        engine, exports, home, monkeypatch):
+    given = _export(exports / "x.csv")
+
+    def swap():
+        given.unlink()
+        os.mkfifo(given)
+
+    from include.patient_import import boundaries as b
+
+    _swap_after(monkeypatch, b, "check_export_file", swap)
+    with pytest.raises(p.InputRefused, match="not a regular file"):
+        extract_exports(engine, PRACTICE_ID, _run("fifo"), export_file=str(given))
+    assert _files_under(home / "archive") == []
+
+
+def test_a_file_that_grows_while_read_is_not_taken_in_part(engine, exports, home, monkeypatch):
+    given = _export(exports / "x.csv")
+    real_fstat = os.fstat
+
+    def stale_fstat(fd):  # the size seen when opened; the writer appends afterwards
+        info = real_fstat(fd)
+        return os.stat_result((info.st_mode, info.st_ino, info.st_dev, info.st_nlink, info.st_uid, info.st_gid,
+                               info.st_size - 10, info.st_atime, info.st_mtime, info.st_ctime))
+
+    monkeypatch.setattr(files.os, "fstat", stale_fstat)
+    with pytest.raises(p.ConfigurationError, match="grew while it was read"):
+        extract_exports(engine, PRACTICE_ID, _run("grow"), export_file=str(given))
+    assert _files_under(home / "archive") == [] and _imports(engine) == []
+
+
+def test_archive_holds_exactly_the_bytes_hashed_even_when_the_original_changes_meanwhile(
+        engine, home, monkeypatch):
+    entry = _export(home / "inbox" / PRACTICE_ID / "x.csv")
+    first = entry.read_bytes()
+    replaced = b"Account #,Last Name,First Name\n2,Other,Content\n"
+    real_copy = storage.copy
+
+    def copy_while_a_new_drop_lands(source, target):
+        entry.write_bytes(replaced)  # the office drops a new export under the same name
+        return real_copy(source, target)
+
+    monkeypatch.setattr(storage, "copy", copy_while_a_new_drop_lands)
+    [import_id] = extract_exports(engine, PRACTICE_ID, _run("drop"))
+
+    [archived] = _files_under(home / "archive")
+    assert archived.read_bytes() == first
+    assert files.sha256_of(archived)[:8] in archived.name
+    assert entry.read_bytes() == replaced  # the new drop is kept for the next run, not deleted
+
+
+def test_a_dry_run_reads_its_own_copy_not_the_original_by_name(engine, exports, home):
+    given = _export(exports / "x.csv")
+    [import_id] = extract_exports(engine, PRACTICE_ID, _run("dry"), export_file=str(given), dry_run=True)
+
+    job = pipeline.Job.load(import_id)
+    assert Path(job.source).parent == files.staging_dir(import_id)
+    assert Path(job.source).read_bytes() == given.read_bytes()
+    assert _files_under(home / "archive") == []

@@ -8,7 +8,7 @@ import pytest
 
 from include.patient_import.encoding import bad_characters
 from include.patient_import.problems import UNREADABLE_FILE, ExportRejected
-from tests.patient_import.test_encoding import EXCEL_ENCODINGS, imported, names
+from tests.patient_import.test_encoding import EXCEL_ENCODINGS, imported, names, read, write
 
 pytestmark = pytest.mark.unit
 
@@ -61,3 +61,21 @@ def test_mac_roman_en_dash_in_a_hyphenated_name_is_never_read_as_another_letter(
 ])
 def test_en_dash_joins_name_parts_but_not_letters_of_one_word(text, bad):
     assert bad_characters(text) == bad
+
+
+# --- headers from the outside world (SPEC §7) ---------------------------------------------------
+
+
+def test_an_unknown_headers_control_escape_and_bidi_characters_never_reach_the_problem(tmp_path):
+    # A report read with `jq -r '.problems[].field'` printed the header raw: a forged line, a
+    # repainted terminal (ESC [2J), text reversed by U+202E.
+    header = b'Account #,Last Name,First Name,"Evil\n2026 ERROR forged \x1b[2J\xe2\x80\xae",\x1b]0;t\x07,Notas M\xc3\xa9dicas'
+    parsed = read(write(tmp_path, header + b"\r\n1401,Plain,Ann,x,y,z\r\n"))
+
+    unknown = [pr for pr in parsed.problems if pr.code == "unknown_column"]
+    assert len(unknown) == 3
+    for problem in unknown:
+        for text in (problem.field, problem.message):
+            assert not any(c in text for c in "\n\r\x1b\x07\u202e"), text
+    assert "Notas Médicas" in [pr.field for pr in unknown]  # a plain header is kept as written
+    assert "Evil\\n2026 ERROR forged \\x1b[2J\\u202e" in [pr.field for pr in unknown]

@@ -39,7 +39,8 @@ def check_practice_id(practice_id: object, registered) -> str:
     known = ", ".join(sorted(registered)) or "none"
     if not isinstance(practice_id, str) or not is_safe_id(practice_id):
         raise p.InputRefused(p.UNKNOWN_PRACTICE,
-                             f"practice id {printable(practice_id)!r} is not letters, digits and underscores; "
+                             f"practice id {printable(practice_id)!r} is not letters, digits and underscores "
+                             f"(at most {files.MAX_ID_LENGTH}); "
                              f"known practices: {known}")
     if practice_id not in registered:
         raise p.InputRefused(p.UNKNOWN_PRACTICE,

@@ -338,11 +338,15 @@ def clear_staging(import_id: str) -> None:
     storage.remove_tree(staging_dir(import_id))
 
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_]+$")
+# At most 64: a practice id is a folder name and starts every import id and file name built from
+# it (`<id>_<YYYYMMDD>_<hash>`, `<import id>.csv`); a longer one fails the first import with
+# "file name too long" (255 bytes on most file systems) after the export was archived.
+MAX_ID_LENGTH = 64
+_SAFE_ID = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_ID_LENGTH}}}")
 
 
 def is_safe_id(value: str) -> bool:
-    """Letters, digits and underscores only: safe as one folder name."""
+    """Letters, digits and underscores only, at most `MAX_ID_LENGTH`: safe as one folder name."""
     return bool(_SAFE_ID.fullmatch(value or ""))
 
 

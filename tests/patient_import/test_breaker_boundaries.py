@@ -190,3 +190,25 @@ def test_a_dry_run_reads_its_own_copy_not_the_original_by_name(engine, exports, 
     assert Path(job.source).parent == files.staging_dir(import_id)
     assert Path(job.source).read_bytes() == given.read_bytes()
     assert _files_under(home / "archive") == []
+
+
+# ---------------------------------------------------------------- practice ids
+
+
+def test_a_registry_id_too_long_for_a_file_name_is_refused_when_the_registry_is_read(tmp_path):
+    # A 250-character id passed every check and failed the first import with "File name too long"
+    # after its export was archived (the import id and the report's name start with it).
+    from include.patient_import.practices import load_practices
+
+    registry = tmp_path / "practices.yml"
+    registry.write_text(f"practices:\n  - id: {'a' * 250}\n    name: Long\n", encoding="utf-8")
+    with pytest.raises(p.ConfigurationError, match="at most 64"):
+        load_practices(registry)
+
+
+@pytest.mark.parametrize("practice_id", ["a" * 65, "a" * 100_000, "٣", "ｄemo_clinic", "demo_clinic\n"])
+def test_an_overlong_or_non_ascii_practice_id_is_refused_at_the_conf(engine, practice_id):
+    with pytest.raises(p.InputRefused) as refused:
+        planning.check_conf({"practice_id": practice_id})
+    assert refused.value.code == p.UNKNOWN_PRACTICE
+    assert len(str(refused.value)) < 1000

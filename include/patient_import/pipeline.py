@@ -193,6 +193,13 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
     return [j.import_id for j in jobs]
 
 
+def _shown(path) -> str:
+    """The export's name as it is recorded and reported (store, report, Import Results): through
+    `printable` (SPEC §7), whole (names are at most 255 bytes), so that a name's newline, terminal
+    escape or bidi override never reaches a terminal (`jq -r`) or a page."""
+    return printable(path.name, limit=4096)
+
+
 def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
     """Whether an inbox file is left where it is: it turned into a link (or its folder did) since it
     was listed, or it is a file already refused as too large (it is never moved: SPEC §7)."""
@@ -203,7 +210,7 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
     size = path.stat().st_size
     if size > settings.Limits.from_env().max_file_bytes:
         with engine.connect() as conn:
-            if records.refused_as_too_large(conn, practice_id, path.name, size):
+            if records.refused_as_too_large(conn, practice_id, _shown(path), size):
                 log.warning("inbox %s: %s (%d bytes) was already refused as too large; remove or replace it",
                             practice_id, printable(path.name), size)
                 return True
@@ -312,13 +319,13 @@ def _extract_object(engine: Engine, practice_id: str, run: RunInfo, path, in_inb
 
 def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, path, source, archive_path,
               sha: str, size: int, export_on: date, dry_run: bool, rejection: dict | None) -> Job:
-    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
+    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=_shown(path),
               sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
               archive_path=str(archive_path) if archive_path else None, rejection=rejection)
     job.save()
     records.register_import(
         engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
-        run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
+        run_type=run.run_type, export_name=_shown(path), export_sha256=sha, export_bytes=size,
         archive_path=job.archive_path, exported_on=export_on, dry_run=dry_run)
     return job
 

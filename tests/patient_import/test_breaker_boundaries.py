@@ -212,3 +212,25 @@ def test_an_overlong_or_non_ascii_practice_id_is_refused_at_the_conf(engine, pra
         planning.check_conf({"practice_id": practice_id})
     assert refused.value.code == p.UNKNOWN_PRACTICE
     assert len(str(refused.value)) < 1000
+
+
+# ---------------------------------------------------------------- names shown
+
+
+def test_an_inbox_file_names_control_characters_never_reach_the_store_or_the_report(engine, home, monkeypatch):
+    from tests.corpus import LIMITS_ENV
+
+    name = "List\x1b[2J\u202evsc.exe\r\nCRITICAL forged.csv"
+    _export(home / "inbox" / PRACTICE_ID / name)
+    big = home / "inbox" / PRACTICE_ID / "Big\x1b[31m.csv"
+    big.write_bytes(b"Account #,Last Name,First Name\n" + b"1,A,B\n" * 400_000)
+    os.utime(big, (1, 1))
+    monkeypatch.setenv("PATIENT_IMPORT_MAX_FILE_MB", LIMITS_ENV["PATIENT_IMPORT_MAX_FILE_MB"])
+
+    ids = extract_exports(engine, PRACTICE_ID, _run("names"))
+    assert len(ids) == 2
+    for record in _imports(engine):
+        assert not any(c in record["export_name"] for c in "\x1b\u202e\r\n"), record["export_name"]
+    # The file over the limit stays in the inbox and is recognised by its recorded name: not taken again.
+    assert extract_exports(engine, PRACTICE_ID, _run("names_again")) == []
+    assert big.exists()

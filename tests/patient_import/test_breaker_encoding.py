@@ -14,7 +14,7 @@ pytestmark = pytest.mark.unit
 
 # Real-language names with en dashes, curly apostrophes and letters outside Latin-1.
 NAMES = [
-    ("Smith–Jones", "Anne-Marie"), ("GARCÍA–LÓPEZ", "JOSÉ"), ("O’Brien", "Seán"), ("D’Angelo", "Zoë"),
+    ("Smith–Jones", "Anne-Marie"), ("GARCÍA–LÓPEZ", "JOSÉ"), ("Anne–marie", "Jean—Pierre"), ("O’Brien", "Seán"), ("D’Angelo", "Zoë"),
     ("Ciobanu", "Ștefan"), ("Wiśniewski", "Małgorzata"), ("Dvořák", "Jiří"), ("Yılmaz", "Şükrü"),
     ("Nguyễn", "Thị Hương"), ("Guðmundsdóttir", "Þóra"), ("L’Hôpital", "Éloïse"), ("Núñez", "María Ángeles"),
     ("Gonçalves", "João"), ("Größe", "Björn"), ("Sørensen", "Åse"), ("Hämäläinen", "Päivi"),
@@ -57,7 +57,8 @@ def test_mac_roman_en_dash_in_a_hyphenated_name_is_never_read_as_another_letter(
 
 
 @pytest.mark.parametrize("text, bad", [
-    ("Smith–Jones", 0), ("GARCÍA–LÓPEZ", 0), ("SmithðJones", 1), ("Pe–a", 1), ("D–pont", 1), ("a–B", 1),
+    ("Smith–Jones", 0), ("GARCÍA–LÓPEZ", 0), ("Anne–marie", 0), ("Smith—Jones", 0), ("SmithðJones", 1),
+    ("Pe–a", 1), ("D–pont", 1), ("a–B", 1),
 ])
 def test_en_dash_joins_name_parts_but_not_letters_of_one_word(text, bad):
     assert bad_characters(text) == bad

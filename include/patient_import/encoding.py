@@ -293,6 +293,11 @@ def _score(counter: Counter[str], encoding: str) -> tuple[tuple[int, int], dict[
     return (bad, repaired), texts
 
 
+def _symbols(text: str) -> int:
+    """Non-ASCII characters that are neither letters, marks nor spaces (`»`, `–`, `¤`)."""
+    return sum(1 for c in text if not c.isascii() and unicodedata.category(c)[0] not in "LMZ")
+
+
 def choose_encoding(path: Path, data, delimiter: str) -> str:
     """The Python codec of a text export without a byte-order mark (module docstring).
 
@@ -325,19 +330,20 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
         )
     alike = [e for e in candidates if scored[e][1] == texts]
     for other in candidates:
-        # Plausible UTF-8 wins a tie: bytes of a single-byte encoding form valid multi-byte UTF-8
-        # only as a capital accented letter followed by a symbol byte (Windows-1252 `É` + `Š`), which
-        # no name is spelled with, while every other candidate reads UTF-8 as plausible-looking runs
-        # (Ș as Mac Roman's `»ò`).
-        if best == "utf-8":
-            break
-        if other not in alike and scored[other][0] == score:
-            line = min(cells.line(t) for t in islice((t for t in texts if scored[other][1][t] != texts[t]), _LINE_SEARCH))
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
-                f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
-                row=line,
-            )
+        if other in alike or scored[other][0] != score:
+            continue
+        differing = [t for t in texts if scored[other][1][t] != texts[t]]
+        if best == "utf-8" and all(_symbols(scored[other][1][t]) > _symbols(texts[t]) for t in differing):
+            # Plausible UTF-8 letters beat a reading of the same bytes that puts symbols in their
+            # place (Ș read as Mac Roman's `»ò`). Letters against letters stay a tie: Windows-1252
+            # `Äž` is valid UTF-8 `Ğ`, DOS 850 `Úúú` is UTF-8 `飣`.
+            continue
+        line = min(cells.line(t) for t in islice(differing, _LINE_SEARCH))
+        raise ExportRejected(
+            UNREADABLE_FILE,
+            f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
+            f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
+            row=line,
+        )
     every = cells.words(("named", "unplaced", "other"))
     return min(alike, key=lambda e: (_score(every, e)[0], candidates.index(e)))

@@ -97,3 +97,16 @@ def test_a_name_whose_letters_excel_replaced_by_question_marks_is_not_stored_sil
     result, _ = imported(tmp_path, content)
     flagged = {name for name, _, codes in result.flagged if pd.notna(codes[:1]).any()}
     assert {"last_name", "first_name"} <= flagged
+
+
+@pytest.mark.parametrize("name, encoding", [("Äžn", "cp1252"), ("Úúú", "cp850"), ("ÖŠKA", "cp1252"), ("Éœuvre", "cp1252")])
+def test_single_byte_letters_that_are_also_utf8_letters_are_never_read_as_utf8(tmp_path, name, encoding):
+    # Windows-1252 `Äž` is valid UTF-8 `Ğ`, DOS 850 `Úúú` is UTF-8 `飣`: both readings are letters,
+    # so nothing tells them apart; the file must not come out as the UTF-8 name.
+    content = _content([(name, "Ann"), ("Plain", "Bob")], encoding)
+    try:
+        result, _ = imported(tmp_path, content)
+    except ExportRejected as exc:
+        assert exc.code == UNREADABLE_FILE
+        return
+    assert names(result)[0] == (name, "Ann")

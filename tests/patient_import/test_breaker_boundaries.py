@@ -234,3 +234,34 @@ def test_an_inbox_file_names_control_characters_never_reach_the_store_or_the_rep
     # The file over the limit stays in the inbox and is recognised by its recorded name: not taken again.
     assert extract_exports(engine, PRACTICE_ID, _run("names_again")) == []
     assert big.exists()
+
+
+# ---------------------------------------------------------------- make import's own FILE
+
+
+def test_make_import_reads_a_file_whose_path_holds_a_colon(tmp_path):
+    # `make import` made its FILE an export root by appending it to the `:`-separated
+    # PATIENT_IMPORT_EXPORT_ROOTS: `Patient List 10:30.csv` was cut in two and refused.
+    import subprocess
+    import sys
+
+    from include.patient_import import settings
+    from tests.corpus import PRACTICES_YAML
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "practices.yml").write_text(PRACTICES_YAML, encoding="utf-8")
+    given = _export(tmp_path / "share:exports" / "Patient List 10:30.csv")
+    env = {**os.environ, "PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(home / "practices.yml"),
+           "AIRFLOW_HOME": str(tmp_path / "airflow"), "PATIENT_IMPORT_EXPORT_ROOTS": ""}
+    script = settings.REPO_ROOT / "scripts" / "run_dag.py"
+    done = subprocess.run([sys.executable, str(script), "--check-only", "--practice", PRACTICE_ID, "--file", str(given)],
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    # The same FILE does not open its folder's other files, nor anything else, to the run.
+    other = _export(tmp_path / "share:exports" / "other.csv")
+    env[settings.MAKE_IMPORT_FILE] = str(given)
+    done = subprocess.run([sys.executable, "-c", "from include.patient_import import boundaries;"
+                           f"boundaries.check_export_file({str(other)!r}, {PRACTICE_ID!r})"],
+                          env=env, capture_output=True, text=True, timeout=120, cwd=settings.REPO_ROOT)
+    assert "export_file_not_allowed" in done.stderr

@@ -44,8 +44,9 @@ def main() -> int:
         # `make import` may read any local FILE it is given (SPEC §7): the file becomes an export
         # root for this in-process run only. The store, Airflow's home and other practices' areas
         # stay refused by the same check as every run's.
-        os.environ["PATIENT_IMPORT_EXPORT_ROOTS"] = ":".join(
-            filter(None, [os.environ.get("PATIENT_IMPORT_EXPORT_ROOTS", ""), str(path.resolve())]))
+        from include.patient_import.settings import MAKE_IMPORT_FILE
+
+        os.environ[MAKE_IMPORT_FILE] = str(path.resolve())
         conf["export_file"] = str(path)
     if args.exported_on:
         conf["exported_on"] = args.exported_on

@@ -7,6 +7,7 @@ before any path, id or URL is built from them: by `planning.check_conf` when the
 
 from __future__ import annotations
 
+import re
 import stat
 from pathlib import Path
 
@@ -38,7 +39,8 @@ def check_practice_id(practice_id: object, registered) -> str:
     known = ", ".join(sorted(registered)) or "none"
     if not isinstance(practice_id, str) or not is_safe_id(practice_id):
         raise p.InputRefused(p.UNKNOWN_PRACTICE,
-                             f"practice id {printable(practice_id)!r} is not letters, digits and underscores; "
+                             f"practice id {printable(practice_id)!r} is not letters, digits and underscores "
+                             f"(at most {files.MAX_ID_LENGTH}); "
                              f"known practices: {known}")
     if practice_id not in registered:
         raise p.InputRefused(p.UNKNOWN_PRACTICE,
@@ -50,9 +52,17 @@ def _refuse(export_file: object, why: str) -> p.InputRefused:
     return p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED, f"export_file {printable(export_file)!r} {why}")
 
 
+# RFC 3986's scheme: a letter, then letters, digits, `+`, `-`, `.`. Anything else before `://`
+# (`/exports/a://b`) is no URL, and must not be handed to an object-store client as one.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*")
+
+
 def _scheme(text: str) -> str | None:
+    """The lower-cased URL scheme, None for a path; "" when `://` follows something that is no scheme."""
     scheme, sep, _ = text.partition("://")
-    return scheme.lower() if sep else None
+    if not sep:
+        return None
+    return scheme.lower() if _SCHEME.fullmatch(scheme) else ""
 
 
 def _local_root(entry: str) -> Path | None:
@@ -138,6 +148,8 @@ def check_export_file(export_file: object, practice_id: str, *, store=None) -> s
     if any(ch in export_file for ch in "\x00\n\r") or "::" in export_file:
         raise _refuse(export_file, "is not a path")
     scheme = _scheme(export_file)
+    if scheme == "":
+        raise _refuse(export_file, "is neither a path nor a storage URL")
     if scheme is not None and scheme != "file":
         return _check_url(export_file, scheme, practice_id)
     given = Path(export_file[len("file://"):] if scheme == "file" else export_file)
@@ -166,10 +178,13 @@ def _check_url(export_file: str, scheme: str, practice_id: str) -> storage.Stora
     rest = export_file.split("://", 1)[1]
     if any(part in (".", "..") for part in rest.split("/")) or "//" in rest:
         raise _refuse(export_file, "is not a plain object path")
-    path = storage.path_of(export_file)
+    try:
+        path = storage.path_of(export_file)
+    except (ValueError, TypeError):  # `s3:///key` (no bucket): the client refuses to build it
+        raise _refuse(export_file, "is not a plain object path") from None
     own = [a for a in _own_areas(practice_id) if not storage.is_local(a)]
     roots = [storage.path_of(e.rstrip("/")) for e in settings.export_roots()
-             if _scheme(e) not in (None, "file") and _scheme(e) not in REMOTE_SCHEMES]
+             if _scheme(e) not in (None, "file", "") and _scheme(e) not in REMOTE_SCHEMES]
     if not any(storage.is_inside(path, root) for root in own + roots):
         raise _refuse(export_file, "is not under a root listed in PATIENT_IMPORT_EXPORT_ROOTS")
     storage_root = settings.storage_root()

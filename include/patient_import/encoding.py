@@ -114,11 +114,29 @@ def _bad_letter(text: str, index: int) -> bool:
     if char.isupper():
         # A capital is plausible first in a word or in a word without small letters.
         return not word.startswith(char) and any(c.islower() for c in word)
+    if char.islower() and after.isalpha() and after.isupper():
+        # A capital right after an accented small letter (SmithðJones: Mac Roman's en dash read as
+        # DOS 850) is no name's spelling; McDonald's capital follows an ASCII letter.
+        return True
     if char.islower() and char != "ß":
         # A small letter inside a capitalised word (GARCíA); one capital (Mü) is a capitalised word.
         others = [c for c in word if c != char and (c.isupper() or c.islower())]
         return len(others) >= 2 and all(c.isupper() for c in others)
     return False
+
+
+def _compound(text: str, index: int) -> bool:
+    """Whether the dash at `index` joins two name parts (Smith–Jones, Anne–marie, GARCÍA—LÓPEZ: a
+    hyphenated name typed with an en or em dash, as Word's autocorrect writes it): each part a word
+    of two letters or more. Mojibake's dash takes a single letter's place (Pe–a, D–pont).
+
+    Erring towards plausible is the safe side here: a dash read as plausible can only make another
+    decoding a tie (the file is then rejected), while a real name's dash read as implausible let
+    DOS 850's `ð` (Mac Roman's `–`) win alone: `Anneðmarie` was stored.
+    """
+    if text[index] not in "–—":
+        return False
+    return len(_word(text, index - 1)) >= 2 and len(_word(text, index + 1)) >= 2
 
 
 def bad_characters(text: str) -> int:
@@ -137,7 +155,7 @@ def bad_characters(text: str) -> int:
         elif category == "Mn":
             bad += not before.isalpha()  # a combining accent (macOS writes é as e + ◌́) follows a letter
         elif char in _QUOTES_AND_DASHES:
-            bad += before.isalpha() and after.isalpha()
+            bad += before.isalpha() and after.isalpha() and not _compound(text, index)
         elif char in _NUMERIC:
             bad += before.isalpha() or after.isalpha()
         elif "\x80" <= char <= "\x9f" or category in ("Co", "Cn") or char == "\ufffd":
@@ -275,6 +293,11 @@ def _score(counter: Counter[str], encoding: str) -> tuple[tuple[int, int], dict[
     return (bad, repaired), texts
 
 
+def _symbols(text: str) -> int:
+    """Non-ASCII characters that are neither letters, marks nor spaces (`»`, `–`, `¤`)."""
+    return sum(1 for c in text if not c.isascii() and unicodedata.category(c)[0] not in "LMZ")
+
+
 def choose_encoding(path: Path, data, delimiter: str) -> str:
     """The Python codec of a text export without a byte-order mark (module docstring).
 
@@ -307,13 +330,20 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
         )
     alike = [e for e in candidates if scored[e][1] == texts]
     for other in candidates:
-        if other not in alike and scored[other][0] == score:
-            line = min(cells.line(t) for t in islice((t for t in texts if scored[other][1][t] != texts[t]), _LINE_SEARCH))
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
-                f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
-                row=line,
-            )
+        if other in alike or scored[other][0] != score:
+            continue
+        differing = [t for t in texts if scored[other][1][t] != texts[t]]
+        if best == "utf-8" and all(_symbols(scored[other][1][t]) > _symbols(texts[t]) for t in differing):
+            # Plausible UTF-8 letters beat a reading of the same bytes that puts symbols in their
+            # place (Ș read as Mac Roman's `»ò`). Letters against letters stay a tie: Windows-1252
+            # `Äž` is valid UTF-8 `Ğ`, DOS 850 `Úúú` is UTF-8 `飣`.
+            continue
+        line = min(cells.line(t) for t in islice(differing, _LINE_SEARCH))
+        raise ExportRejected(
+            UNREADABLE_FILE,
+            f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
+            f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
+            row=line,
+        )
     every = cells.words(("named", "unplaced", "other"))
     return min(alike, key=lambda e: (_score(every, e)[0], candidates.index(e)))

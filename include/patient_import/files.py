@@ -6,14 +6,19 @@ temporary name first, so a retried task never sees half a file.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
 import re
 import stat
+import tempfile
 import time
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
@@ -171,6 +176,123 @@ def quarantine(archived: StoragePath, practice_id: str) -> StoragePath:
     return target if target.exists() else storage.copy(archived, target)
 
 
+class UnsafeFile(Exception):
+    """A local export turned out, when opened, to be a link, not a regular file, hard-linked or
+    somewhere else than the path checked (swapped between the check and the copy, SPEC §7)."""
+
+
+class ChangedWhileRead(Exception):
+    """A local export grew or shrank while it was read: it is still being written."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The bytes of one local export, read once through one handle (`snapshot`)."""
+
+    size: int
+    sha256: str
+    copy: Path | None  # a private copy of exactly the bytes hashed; None when over the size limit
+    device: int
+    inode: int
+    mtime_ns: int
+
+    def head(self, limit: int = 8192) -> bytes:
+        with self.copy.open("rb") as handle:
+            return handle.read(limit)
+
+
+_OPEN_FLAGS = (os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+               | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0))
+_BLOCK = 1024 * 1024
+
+
+def _opened_at(fd: int) -> str | None:
+    """Where the kernel says an open handle's file is (Linux), or None where it cannot tell."""
+    try:
+        return os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def snapshot(path: Path, max_bytes: int, *, folder: Path | None = None) -> Iterator[Snapshot]:
+    """Read a local export once, through one handle that never follows a link (SPEC §7).
+
+    Checking a path and then opening it again by name lets a file, or a folder above it, be swapped
+    for a link in between; hashing, sniffing and copying by name read three different files when
+    it changes meanwhile, and a copy of a file that keeps growing has no end. So the file is opened
+    once with `O_NOFOLLOW` (a FIFO does not block the open), the handle is checked (a regular file
+    with one link, at `path` itself where the kernel tells), and exactly the `st_size` bytes seen
+    then are hashed and, when not over `max_bytes`, copied to a private file in `folder` (the
+    system's temporary folder when None), removed when the block ends.
+
+    Args:
+        path: an absolute local path whose folders are no links (an inbox entry, a resolved export_file).
+        max_bytes: the size limit; a file over it is hashed, not copied.
+
+    Raises:
+        UnsafeFile: a link, not a regular file, several hard links, or not at `path` once opened.
+        ChangedWhileRead: the file's size changed while it was read.
+        FileNotFoundError: it has gone.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile("is a symbolic link") from None
+        raise
+    copy: Path | None = None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnsafeFile("is not a regular file")
+        if info.st_nlink > 1:
+            raise UnsafeFile("has several hard links")
+        opened = _opened_at(fd)
+        if opened is not None and opened != str(path):
+            raise UnsafeFile("was reached through a link when opened")
+        digest = hashlib.sha256()
+        out = None
+        if info.st_size <= max_bytes:
+            if folder is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+            out_fd, name = tempfile.mkstemp(prefix=".snapshot.", suffix=".tmp", dir=folder)
+            copy = Path(name)
+            out = os.fdopen(out_fd, "wb")
+        with out or contextlib.nullcontext():
+            remaining = info.st_size
+            while remaining:
+                block = os.read(fd, min(_BLOCK, remaining))
+                if not block:
+                    raise ChangedWhileRead("shrank while it was read")
+                digest.update(block)
+                if out is not None:
+                    out.write(block)
+                remaining -= len(block)
+            if os.read(fd, 1):
+                raise ChangedWhileRead("grew while it was read")
+        yield Snapshot(info.st_size, digest.hexdigest(), copy, info.st_dev, info.st_ino, info.st_mtime_ns)
+    finally:
+        os.close(fd)
+        if copy is not None:
+            copy.unlink(missing_ok=True)
+
+
+def remove_original(path: Path, snap: Snapshot) -> None:
+    """Delete an inbox original once archived, unless the name now holds another file (a new drop
+    or a link swapped in, or the same file written over): only the file that was read is removed."""
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    seen = (snap.device, snap.inode, snap.size, snap.mtime_ns)
+    if (info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns) == seen and stat.S_ISREG(info.st_mode):
+        path.unlink(missing_ok=True)
+    else:
+        log.warning("%s was replaced while it was archived; the new file is left in the inbox",
+                    printable(path.name))
+
+
 @dataclass(frozen=True)
 class InboxFile:
     path: StoragePath
@@ -288,11 +410,15 @@ def clear_staging(import_id: str) -> None:
     storage.remove_tree(staging_dir(import_id))
 
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9_]+$")
+# At most 64: a practice id is a folder name and starts every import id and file name built from
+# it (`<id>_<YYYYMMDD>_<hash>`, `<import id>.csv`); a longer one fails the first import with
+# "file name too long" (255 bytes on most file systems) after the export was archived.
+MAX_ID_LENGTH = 64
+_SAFE_ID = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_ID_LENGTH}}}")
 
 
 def is_safe_id(value: str) -> bool:
-    """Letters, digits and underscores only: safe as one folder name."""
+    """Letters, digits and underscores only, at most `MAX_ID_LENGTH`: safe as one folder name."""
     return bool(_SAFE_ID.fullmatch(value or ""))
 
 

@@ -199,6 +199,8 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
         if in_inbox and _left_in_inbox(engine, practice_id, path):
             continue
         job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run, source)
+        if job is None:
+            continue
         log.info("import %s: %s (%d bytes, exported %s, date from %s)%s", job.import_id, printable(path.name),
                  job.size, export_on, source, f" rejected: {job.rejection['code']}" if job.rejection else "")
         jobs.append(job)
@@ -206,6 +208,13 @@ def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_fi
     log.info("extract %s: %d exports to import (%d rejected at extract)", practice_id, len(jobs),
              sum(1 for j in jobs if j.rejection))
     return [j.import_id for j in jobs]
+
+
+def _shown(path) -> str:
+    """The export's name as it is recorded and reported (store, report, Import Results): through
+    `printable` (SPEC §7), whole (names are at most 255 bytes), so that a name's newline, terminal
+    escape or bidi override never reaches a terminal (`jq -r`) or a page."""
+    return printable(path.name, limit=4096)
 
 
 def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
@@ -218,7 +227,7 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
     size = path.stat().st_size
     if size > settings.Limits.from_env().max_file_bytes:
         with engine.connect() as conn:
-            if records.refused_as_too_large(conn, practice_id, path.name, size):
+            if records.refused_as_too_large(conn, practice_id, _shown(path), size):
                 log.warning("inbox %s: %s (%d bytes) was already refused as too large; remove or replace it",
                             practice_id, printable(path.name), size)
                 return True
@@ -226,30 +235,96 @@ def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
 
 
 def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
-                 dry_run: bool, date_source: str) -> Job:
+                 dry_run: bool, date_source: str) -> "Job | None":
+    """Register one export; None when an inbox file turned unsafe or is still being written (it is
+    left where it is). A local file is read once through one handle (`files.snapshot`, SPEC §7)."""
+    limits = settings.Limits.from_env()
+    if not storage.is_local(path):
+        return _extract_object(engine, practice_id, run, path, in_inbox, export_on, dry_run, limits, date_source)
+    local_tmp = settings.area("staging") if storage.is_local(settings.storage_root()) else None
+    try:
+        with files.snapshot(path, limits.max_file_bytes, folder=local_tmp) as snap:
+            return _extract_snapshot(engine, practice_id, run, path, snap, in_inbox, export_on, dry_run, limits,
+                                     date_source)
+    except (files.UnsafeFile, files.ChangedWhileRead) as exc:
+        if in_inbox:
+            log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), exc)
+            return None
+        if isinstance(exc, files.UnsafeFile):
+            raise p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED,
+                                 f"export_file {printable(str(path))!r} {exc}") from None
+        raise p.ConfigurationError(f"export_file {printable(str(path))!r} {exc}; run again once it is "
+                                   "complete") from None
+
+
+def _too_large(size: int, limits: settings.Limits) -> dict:
+    # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
+    return {"code": p.FILE_TOO_LARGE,
+            "message": catalogue.message(p.FILE_TOO_LARGE, size_mb=size / 1024 / 1024,
+                                         limit_mb=limits.max_file_bytes / 1024 / 1024)}
+
+
+def _type_rejection(local, head: bytes) -> dict | None:
     from include.patient_import.reader import detect_file_type
     from include.patient_import.rules import export_date_rejection
 
-    limits = settings.Limits.from_env()
+    try:
+        detect_file_type(local, head)
+    except p.ExportRejected as exc:
+        return {"code": exc.code, "message": exc.message}
+    return None
+
+
+def _future_rejection(export_on: date) -> dict | None:
+    from include.patient_import.rules import export_date_rejection
+
+    future = export_date_rejection(export_on, today())
+    return {"code": future.code, "message": future.message} if future is not None else None
+
+
+def _extract_snapshot(engine: Engine, practice_id: str, run: RunInfo, path, snap: files.Snapshot, in_inbox: bool,
+                      export_on: date, dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
+    size, sha = snap.size, snap.sha256
+    if snap.copy is None:
+        rejection = _too_large(size, limits)
+    else:
+        rejection = _type_rejection(snap.copy, snap.head()) or _future_rejection(export_on)
+    import_id = import_id_for(run, practice_id, export_on, sha, path.name)
+    archive_path = None
+    source = path
+    if storage.is_inside(path, settings.area("archive")):
+        archive_path = path  # the practice's own archived original, re-run: it is never changed
+    elif snap.copy is not None and not dry_run:
+        # What is archived is the snapshot: exactly the bytes hashed and sniffed, whatever the
+        # name holds by now.
+        archive_path = files.archive_path(practice_id, export_on, path.name, sha)
+        if not archive_path.exists():
+            storage.copy(snap.copy, archive_path)
+        if in_inbox:
+            files.remove_original(path, snap)
+        source = archive_path
+    elif snap.copy is not None:
+        # A dry run archives nothing; its stages read a copy of the snapshot in staging (cleared by
+        # the report), never the original by name again.
+        source = files.staging_dir(import_id) / f"original{files.safe_name('x' + path.suffix)[1:]}"
+        storage.copy(snap.copy, source)
+    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
+                     dry_run, rejection, date_source)
+
+
+def _extract_object(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
+                    dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
+    """An export in an object store: no links, and objects do not change once written."""
     size = path.stat().st_size
-    rejection = None
     if size > limits.max_file_bytes:
-        # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
         sha = files.sha256_of(path)
-        rejection = {"code": p.FILE_TOO_LARGE,
-                     "message": catalogue.message(p.FILE_TOO_LARGE, size_mb=size / 1024 / 1024,
-                                                  limit_mb=limits.max_file_bytes / 1024 / 1024)}
+        rejection = _too_large(size, limits)
     else:
         with storage.local_file(path) as local:
-            try:
-                with local.open("rb") as handle:
-                    detect_file_type(local, handle.read(8192))
-            except p.ExportRejected as exc:
-                rejection = {"code": exc.code, "message": exc.message}
+            with local.open("rb") as handle:
+                rejection = _type_rejection(local, handle.read(8192))
             sha = files.sha256_of(local)
-    future = export_date_rejection(export_on, today()) if rejection is None else None
-    if future is not None:
-        rejection = {"code": future.code, "message": future.message}
+        rejection = rejection or _future_rejection(export_on)
     import_id = import_id_for(run, practice_id, export_on, sha, path.name)
     archive_path = None
     source = path
@@ -258,14 +333,20 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
     elif not dry_run and (rejection is None or rejection["code"] != p.FILE_TOO_LARGE):
         archive_path = files.archive(path, practice_id, export_on, sha, move=in_inbox)
         source = archive_path
-    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=path.name,
+    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
+                     dry_run, rejection, date_source)
+
+
+def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, path, source, archive_path,
+              sha: str, size: int, export_on: date, dry_run: bool, rejection: dict | None, date_source: str) -> Job:
+    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=_shown(path),
               sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
               archive_path=str(archive_path) if archive_path else None, rejection=rejection,
               exported_on_source=date_source)
     job.save()
     records.register_import(
         engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
-        run_type=run.run_type, export_name=path.name, export_sha256=sha, export_bytes=size,
+        run_type=run.run_type, export_name=_shown(path), export_sha256=sha, export_bytes=size,
         archive_path=job.archive_path, exported_on=export_on, exported_on_source=date_source, dry_run=dry_run)
     return job
 

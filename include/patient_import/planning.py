@@ -40,12 +40,16 @@ def check_conf(params: dict, *, store=None, practices: dict | None = None) -> di
             `export_file_not_allowed` (SPEC §7), `export_date_in_future`.
         ConfigurationError: anything else malformed (a bad date, `export_file` without a practice).
     """
-    practice_id = params.get("practice_id") or ""
-    if practice_id:
+    # Only a missing value, null or "" means "not given": a 0, [] or {} is a wrong value, refused
+    # like any other, not read as "every practice" or "no export_file".
+    practice_id = _given(params, "practice_id")
+    if practice_id is None:
+        practice_id = ""
+    else:
         practices = practices if practices is not None else load_practices()
         boundaries.check_practice_id(practice_id, practices)
-    exported_on = params.get("exported_on") or None
-    if exported_on:
+    exported_on = _given(params, "exported_on")
+    if exported_on is not None:
         if not isinstance(exported_on, str) or not _DATE.fullmatch(exported_on):
             raise ConfigurationError(f"exported_on must be a date as YYYY-MM-DD, got {printable(exported_on)!r}")
         try:
@@ -59,13 +63,18 @@ def check_conf(params: dict, *, store=None, practices: dict | None = None) -> di
     dry_run = params.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigurationError("dry_run must be true or false")
-    export_file = params.get("export_file") or None
-    if export_file:
+    export_file = _given(params, "export_file")
+    if export_file is not None:
         if not practice_id:
             raise ConfigurationError("export_file needs a practice_id")
         export_file = str(boundaries.check_export_file(export_file, practice_id, store=store))
     return {"practice_id": practice_id, "export_file": export_file, "exported_on": exported_on,
             "dry_run": dry_run}
+
+
+def _given(params: dict, key: str) -> object:
+    value = params.get(key)
+    return None if value is None or value == "" else value
 
 
 def export_request(params: dict, *, store=None) -> dict:

@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from include.patient_import import settings
-from include.patient_import.files import is_safe_id
+from include.patient_import.files import MAX_ID_LENGTH, is_safe_id
 from include.patient_import.normalize import normalize_account_number
 from include.patient_import.problems import ConfigurationError
 from include.patient_import.schema import UPLOAD_EXTRA_COLUMNS
@@ -53,7 +53,8 @@ def _practice(entry: object, position: int) -> Practice:
         raise ConfigurationError(f"{where}: expected a mapping with id, name, capacity, systems")
     pid = str(entry.get("id") or "")
     if not is_safe_id(pid):
-        raise ConfigurationError(f"{where}: id {pid!r} must be letters, digits and underscores")
+        raise ConfigurationError(f"{where}: id {pid[:80]!r} must be letters, digits and underscores "
+                                 f"(at most {MAX_ID_LENGTH})")
     where = f"practice {pid}"
     capacity = entry.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:

@@ -109,6 +109,7 @@ from include.patient_import.problems import (
 )
 from include.patient_import.schema import IGNORED_HEADER_KEYS, ROW_NUMBER, field_for_header, header_key
 from include.patient_import.settings import Limits
+from include.patient_import.untrusted import printable
 
 _HEAD_BYTES = 64 * 1024
 _CHUNK_BYTES = 1024 * 1024
@@ -144,6 +145,9 @@ _UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 _DELIMITERS = ("\t", ",", ";")  # order breaks ties
 _SEP_LINE = re.compile(r'^"?sep=([\t,;])"?\s*$', re.IGNORECASE)
 _NOT_CONTENT = " \t\r\n,;\"\ufeff"
+
+# Longest unknown-column header shown in a problem, escaped (a header is bounded by the field length).
+_MAX_SHOWN_HEADER = 20_000
 
 # A zip member inflating more than this many times its compressed size is a bomb, not a sheet;
 # sheets of repetitive XML stay well under it. Members smaller than the floor cannot hurt.
@@ -1225,9 +1229,13 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
         columns.append(name)
         data[name] = parsed.column(position)
         if name.startswith("__extra_"):
+            # The field is the header as `printable` shows it (SPEC §7): a report read with `jq -r`, a
+            # terminal or a page must not receive a header's newlines, terminal escapes or bidi
+            # overrides. Headers are at most `max_field_length` long; escaping grows them 10 times at most.
+            shown = printable(label, limit=_MAX_SHOWN_HEADER)
             problems.append(Problem(
-                code=UNKNOWN_COLUMN, field=label,
-                message=catalogue.message(UNKNOWN_COLUMN, label=label),
+                code=UNKNOWN_COLUMN, field=shown,
+                message=catalogue.message(UNKNOWN_COLUMN, label=shown),
             ))
     # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
     frame = pa.table(data).to_pandas()

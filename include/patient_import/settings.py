@@ -50,6 +50,9 @@ def area(name: str, *parts: str):
     return storage_root().joinpath(name, *parts)
 
 
+MAKE_IMPORT_FILE = "PATIENT_IMPORT_MAKE_IMPORT_FILE"
+
+
 def export_roots() -> list[str]:
     """`$PATIENT_IMPORT_EXPORT_ROOTS`: where a run's `export_file` may be read from (SPEC §7).
 
@@ -58,7 +61,11 @@ def export_roots() -> list[str]:
     archive, when an export is re-run explicitly). Checked by `boundaries.check_export_file`.
     """
     raw = os.environ.get("PATIENT_IMPORT_EXPORT_ROOTS", "")
-    return [entry.strip() for entry in re.split(r":(?!//)", raw) if entry.strip()]
+    roots = [entry.strip() for entry in re.split(r":(?!//)", raw) if entry.strip()]
+    # `make import`'s own FILE (scripts/run_dag.py), one path never split: a local path may hold a
+    # `:` (`Patient List 10:30.csv`, a Mac name with a slash), which the list above would cut in two.
+    given = os.environ.get(MAKE_IMPORT_FILE, "")
+    return roots + ([given] if given.strip() else [])
 
 
 def airflow_home() -> Path:

@@ -6,7 +6,7 @@ import pytest
 
 from include.patient_import import boundaries, planning
 from include.patient_import import problems as p
-from tests.corpus import PRACTICE_ID
+from tools.corpus import PRACTICE_ID
 from tests.patient_import.test_trust_boundaries import _export, engine, exports, home  # noqa: F401 - fixtures
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
@@ -218,7 +218,7 @@ def test_an_overlong_or_non_ascii_practice_id_is_refused_at_the_conf(engine, pra
 
 
 def test_an_inbox_file_names_control_characters_never_reach_the_store_or_the_report(engine, home, monkeypatch):
-    from tests.corpus import LIMITS_ENV
+    from tools.corpus import LIMITS_ENV
 
     name = "List\x1b[2J\u202evsc.exe\r\nCRITICAL forged.csv"
     _export(home / "inbox" / PRACTICE_ID / name)
@@ -246,7 +246,7 @@ def test_make_import_reads_a_file_whose_path_holds_a_colon(tmp_path):
     import sys
 
     from include.patient_import import settings
-    from tests.corpus import PRACTICES_YAML
+    from tools.corpus import PRACTICES_YAML
 
     home = tmp_path / "home"
     home.mkdir()

@@ -37,7 +37,6 @@ _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_
 
 def _engine(prepare: bool = False):
     from include.patient_import.pipeline import open_store
-
     from include.patient_import.store import airflow_store_url
 
     return open_store(airflow_store_url(), prepare=prepare)
@@ -200,9 +199,11 @@ def import_practice(practice_id: str, attempt: int) -> None:
     params={
         # Optional (null allowed) so that the trigger form does not block an empty practice.
         "practice_id": Param(None, type=["null", "string"], title="Practice",
-                             description="Practice id from the registry; empty imports every practice's waiting exports."),
+                             description="Practice id from the registry; "
+                                         "empty imports every practice's waiting exports."),
         "export_file": Param(None, type=["null", "string"], title="Export file",
-                             description="Absolute path (or storage URL) of one export to import (copied, never moved or changed). "
+                             description="Absolute path (or storage URL) of one export to import "
+                                         "(copied, never moved or changed). "
                                          "Empty: import what waits in the inboxes."),
         "exported_on": Param(None, type=["null", "string"], format="date", title="Export date",
                              description="YYYY-MM-DD. Empty: a date in the file name, else the day the file landed."),

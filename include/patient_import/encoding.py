@@ -308,7 +308,8 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
     alike = [e for e in candidates if scored[e][1] == texts]
     for other in candidates:
         if other not in alike and scored[other][0] == score:
-            line = min(cells.line(t) for t in islice((t for t in texts if scored[other][1][t] != texts[t]), _LINE_SEARCH))
+            differing = (t for t in texts if scored[other][1][t] != texts[t])
+            line = min(cells.line(t) for t in islice(differing, _LINE_SEARCH))
             raise ExportRejected(
                 UNREADABLE_FILE,
                 f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "

@@ -24,20 +24,34 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
+from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.practices import Practice
-from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, WRITE, accountless_rejection, capacity_parameters, capacity_rejection,
-    decide_outcomes, payment_plan_warning, skip_messages,
-)
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
+from include.patient_import.rules import (
+    CODE,
+    DATA_COLUMNS,
+    OUTCOME,
+    WRITE,
+    accountless_rejection,
+    capacity_parameters,
+    capacity_rejection,
+    decide_outcomes,
+    payment_plan_warning,
+    skip_messages,
+)
 from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
 from include.patient_import.store import (
-    Import, ImportProblem, ImportProblemCount, ImportRow, Patient, lock_practice, postgres_error_message,
+    Import,
+    ImportProblem,
+    ImportProblemCount,
+    ImportRow,
+    Patient,
+    lock_practice,
+    postgres_error_message,
 )
-from include.patient_import.gx_runner import SuiteRunner
 
 _DATE_COLUMNS = ("birth_date", "last_visit")
 

@@ -256,7 +256,7 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
 
 def validate_import(engine: Engine, import_id: str) -> dict:
     """Read, normalise and validate one export with the suites; keep the result in staging."""
-    from include.patient_import.validate import validate_export, save_validation
+    from include.patient_import.validate import save_validation, validate_export
 
     job = Job.load(import_id)
     practices = load_practices()

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.patient_import import records, settings, storage
-from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
+from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
 
 _IMPORTS = Import.__table__

@@ -91,8 +91,8 @@ import pandas as pd
 import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
 
-from include.patient_import.encoding import SAVE_AS, choose_encoding
 from include.patient_import import catalogue
+from include.patient_import.encoding import SAVE_AS, choose_encoding
 from include.patient_import.problems import (
     DUPLICATE_COLUMNS,
     EMPTY_FILE,
@@ -967,8 +967,8 @@ def _workbook_parts(path: Path, infos: dict[str, zipfile.ZipInfo]) -> tuple[str 
     if first is None:
         return None, strings_part
     rid = re.escape(first[1])
-    relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid,
-                         rels)
+    relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])"""
+                         rb"""[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid, rels)
     return (_member_name(relation[1], infos) if relation else None), strings_part
 
 

@@ -11,8 +11,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
-from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS, ProblemTable
-from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice as PracticeRow
+from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS
+from include.patient_import.problem_table import ProblemTable
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount
+from include.patient_import.store import Practice as PracticeRow
 
 _IMPORTS = Import.__table__
 _PROBLEMS = ImportProblem.__table__

@@ -168,7 +168,7 @@ class ProblemTable:
             return list(self) == list(other) and not len(self.omitted)
         return NotImplemented
 
-    __hash__ = None  # mutable frames inside
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose: mutable frames inside
 
     def __repr__(self) -> str:
         return f"ProblemTable({len(self.listed)} listed, {int(self.omitted['count'].sum())} omitted)"

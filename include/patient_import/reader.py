@@ -534,6 +534,7 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
             yield start, cells
             start = first_line + reader.line_num
     except _Overlong as exc:
+        assert budget is not None  # only `_bounded_lines`, reading under a budget, raises _Overlong
         raise _overlong_record(exc.text, start, budget.lines > 0, delimiter, limits) from None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc) and reader.line_num <= start:
@@ -991,7 +992,7 @@ def _sheet_records(sheet) -> tuple[int, Iterator[tuple[int, list[str]]]]:
     start_row, _ = sheet.start
     _, end_column = sheet.end
     rows = iter(sheet.iter_rows())
-    first = next(rows, [])
+    first: list = next(rows, [])
     # calamine (0.9) yields from the sheet's row 1 but from the first used column; check
     # rather than assume, so another version cannot shift every row number silently.
     first_row = start_row + 1 if start_row and any(v != "" for v in first) else 1
@@ -1218,7 +1219,7 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
     columns: list[str] = []
     problems: list[Problem] = []
     for position, name in enumerate(parsed.names):
-        if not parsed.kept(position):
+        if name is None or not parsed.kept(position):
             continue
         label = parsed.labels[position]
         headers.append(label)

@@ -77,7 +77,7 @@ def import_problems(conn: Connection, import_id: str) -> ProblemTable:
     rows = conn.execute(_problems_in_order(import_id)).all()
     listed = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in
                            zip(PROBLEM_COLUMNS, zip(*rows) if rows else ((),) * len(PROBLEM_COLUMNS))})
-    omitted = {"code": [], "field": [], "severity": [], "count": []}
+    omitted: dict[str, list] = {"code": [], "field": [], "severity": [], "count": []}
     for item in problem_counts(conn, import_id):
         if item["total"] > item["listed"]:
             for key in ("code", "field", "severity"):

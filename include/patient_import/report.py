@@ -124,6 +124,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
     try:
         with reader.connect() as conn:
             record = records.get_import(conn, import_id)
+            assert record is not None  # registered: checked above, and imports are never deleted
             document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id))
             path = write_report(document, records.iter_problems(conn, import_id))
     finally:

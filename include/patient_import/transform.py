@@ -96,7 +96,7 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 
 def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
-                        problems: list[p.Problem]) -> StoragePath | None:
+                        problems: Iterable[p.Problem]) -> StoragePath | None:
     """The rejected rows as read (double-decoded names repaired), under their original headers, with
     what to fix and the row each had in the export: the office can correct this file and drop it into the inbox
     again (both added columns are ignored when it comes back)."""

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import up down airflow test suites clean purge reliability bench
+.PHONY: help install airflow-db demo run import up down airflow lint test suites clean purge reliability bench
 
 IMPORT_USAGE := usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]
 
@@ -25,7 +25,8 @@ help:
 	@echo "  make airflow ARGS=\"<command>\"   any Airflow CLI command in this project's Airflow home,"
 	@echo "                    e.g. make airflow ARGS=\"dags list\""
 	@echo "  make purge [DAYS=N] [DRY_RUN=1]   delete patient files older than the retention period"
-	@echo "  make test         the whole test suite, then make reliability"
+	@echo "  make lint         ruff (with its Airflow rules) on the repository and mypy on include/"
+	@echo "  make test         make lint, the whole test suite, then make reliability"
 	@echo "  make reliability  hostile inputs, rows lost or duplicated, faults and markers: the figures"
 	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3]   the throughput benchmark (docs/performance.md)"
 	@echo "  make suites       rewrite the Great Expectations suites in expectations/ from suites.py"
@@ -84,7 +85,13 @@ airflow: airflow-db
 	@test -n "$(ARGS)" || { echo 'usage: make airflow ARGS="<airflow command>", e.g. make airflow ARGS="dags list"'; exit 2; }
 	@$(ROOT)/.venv/bin/airflow $(ARGS)
 
-test: install
+# Settings in pyproject.toml ([tool.ruff], [tool.mypy]); both run from the project root to find them.
+lint: install
+	@cd "$(ROOT)" && .venv/bin/ruff check
+	@cd "$(ROOT)" && .venv/bin/mypy include
+
+# Lint first: a finding fails in a minute, not after the suite.
+test: lint
 	@$(PY) -m pytest -q
 	@$(PY) scripts/reliability.py
 

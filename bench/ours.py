@@ -30,9 +30,8 @@ def run_ours(url: str, export: str, exported_on: str, profile: str | None = None
     # Airflow figures measure them.
     import great_expectations  # noqa: F401
 
-    from include.patient_import import gx_runner, normalize, pipeline, reader
+    from include.patient_import import gx_runner, normalize, pipeline, reader, transform, validate  # noqa: F401
     from include.patient_import import load as load_module  # noqa: F401
-    from include.patient_import import transform, validate  # noqa: F401
 
     imports = time.perf_counter() - started
     timer = StageTimer()

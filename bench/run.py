@@ -92,7 +92,8 @@ class Bench:
         for line in text.splitlines():
             if line.startswith(RESULT_PREFIX):
                 result = json.loads(line[len(RESULT_PREFIX):])
-        return {"returncode": proc.returncode, "wall_seconds": wall, "timed_out": timed_out, "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        return {"returncode": proc.returncode, "wall_seconds": wall, "timed_out": timed_out,
+                "cpu_seconds": usage.ru_utime + usage.ru_stime,
                 "peak_rss_mb": usage.ru_maxrss / 1024, "result": result}
 
     def worker(self, figure: str, env: dict[str, str], label: str, **kwargs) -> dict:
@@ -108,7 +109,8 @@ class Bench:
         result = done["result"] or {}
         seconds = None if done.get("timed_out") else result.get("seconds", done["wall_seconds"])
         sample = {"figure": figure, "database": database, "rows": size, "mode": mode,
-                  "seconds": seconds, "timed_out_after": FIGURE_TIMEOUT_SECONDS if seconds is None else None, "process_seconds": done["wall_seconds"],
+                  "seconds": seconds, "timed_out_after": FIGURE_TIMEOUT_SECONDS if seconds is None else None,
+                  "process_seconds": done["wall_seconds"],
                   "process_cpu_seconds": done["cpu_seconds"],
                   "peak_rss_mb": done["peak_rss_mb"], "stages": result.get("stages", {}),
                   "detail": {k: v for k, v in result.items() if k not in ("seconds", "stages")}}
@@ -236,7 +238,8 @@ class Bench:
                 conf = "{}"
                 if dag_id == "patient_import":
                     # The store exists already, as in production: plan_imports only checks it.
-                    self.worker("prepare_store", env, "prepare airflow store", url=f"sqlite:///{home / 'patient_store.db'}")
+                    self.worker("prepare_store", env, "prepare airflow store",
+                                url=f"sqlite:///{home / 'patient_store.db'}")
                     conf = json.dumps({"practice_id": PRACTICE_ID, "export_file": str(export),
                                        "exported_on": self.exported_on, "dry_run": False})
                 done = self.spawn([airflow, "dags", "test", dag_id, "-f", str(dag_file), "-c", conf], env,

@@ -57,7 +57,6 @@ def _registered_practice_ids() -> list[str]:
 
 def _engine(prepare: bool = False):
     from include.patient_import.pipeline import open_store
-
     from include.patient_import.store import airflow_store_url
 
     return open_store(airflow_store_url(), prepare=prepare)
@@ -172,7 +171,8 @@ def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import load_patients as load, log_stage_totals
+    from include.patient_import.pipeline import load_patients as load
+    from include.patient_import.pipeline import log_stage_totals
 
     _run_info(practice_id)
     engine = _engine()
@@ -223,9 +223,11 @@ def import_practice(practice_id: str, attempt: int) -> None:
     params={
         # Optional (null allowed) so that the trigger form does not block an empty practice.
         "practice_id": Param(None, type=["null", "string"], title="Practice", examples=_registered_practice_ids(),
-                             description="Practice id from the registry; empty imports every practice's waiting exports."),
+                             description="Practice id from the registry; "
+                                         "empty imports every practice's waiting exports."),
         "export_file": Param(None, type=["null", "string"], title="Export file",
-                             description="Absolute path (or storage URL) of one export to import (copied, never moved or changed). "
+                             description="Absolute path (or storage URL) of one export to import "
+                                         "(copied, never moved or changed). "
                                          "Empty: import what waits in the inboxes."),
         "exported_on": Param(None, type=["null", "string"], format="date", title="Export date",
                              description="YYYY-MM-DD. Empty: a date in the file name, else the day the file landed."),

@@ -24,7 +24,7 @@ _RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
 _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_SECONDS", "30")))
 
 
-@task
+@task(multiple_outputs=True)
 def purge_patient_files() -> dict:
     """Remove the patient files older than the retention period; returns figures, no paths."""
     from include.patient_import import settings

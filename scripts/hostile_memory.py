@@ -441,6 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         _setup(home)
         # What every stage process starts from, as a worker's supervisor has it.
         import great_expectations  # noqa: F401
+
         from include.patient_import import load, pipeline, report, transform, validate  # noqa: F401
         prepared = run_stage("prepare", None, home, kill_above)
         if prepared.failed:

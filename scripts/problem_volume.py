@@ -117,11 +117,10 @@ def populate(problem_count: int) -> dict:
 
 def serve() -> dict:
     """The detail page and its JSON API, through the app's own routes (auth stubbed as a viewer)."""
-    from fastapi import FastAPI
-    from fastapi.testclient import TestClient
-
     import import_results.app as results
     from airflow.api_fastapi.core_api.security import get_user
+    from fastapi import FastAPI
+    from fastapi.testclient import TestClient
 
     results._may_run = lambda user: False  # a viewer: no auth manager needed for the page
     app = FastAPI()
@@ -213,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"store: {made['problems']:,} problems written in {made['seconds']} s")
             served = _child(env, "serve")
             for item in served["requests"]:
-                print(f"  {item['request']:<36} {item['status']}  {item['seconds']:>8.3f} s  {item['bytes']:>12,} bytes")
+                print(f"  {item['request']:<36} {item['status']}  {item['seconds']:>8.3f} s"
+                      f"  {item['bytes']:>12,} bytes")
             print(f"  serving process peak RSS: {served['peak_rss_mb']:,} MB")
 
     if not args.skip_stages:

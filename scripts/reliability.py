@@ -185,9 +185,9 @@ def _check_rows(home: Path, engine, figures: Figures) -> dict:
     """Import a generated export twice; compare the store and the upload file with the reports."""
     import sqlalchemy as sa
 
-    from tools.generator import generate_export
     from include.patient_import.store import ImportRow
     from tools.corpus import LIMITS_ENV, patients_snapshot, run_import
+    from tools.generator import generate_export
 
     for name in LIMITS_ENV:  # the embedded limits: this export is a good one
         os.environ.pop(name, None)

@@ -18,8 +18,8 @@ import struct
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
 from datetime import date
+from functools import cache
 from pathlib import Path
 
 from include.patient_import import problems as p

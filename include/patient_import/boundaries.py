@@ -11,9 +11,8 @@ import re
 import stat
 from pathlib import Path
 
-from include.patient_import import settings, storage
+from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
-from include.patient_import import files
 from include.patient_import.files import is_safe_id
 from include.patient_import.untrusted import printable
 

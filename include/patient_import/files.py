@@ -18,8 +18,8 @@ import time
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from datetime import date, datetime
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from include.patient_import import settings, storage
@@ -197,6 +197,8 @@ class Snapshot:
     mtime_ns: int
 
     def head(self, limit: int = 8192) -> bytes:
+        if self.copy is None:
+            raise ValueError("a file over the size limit has no copy to read")
         with self.copy.open("rb") as handle:
             return handle.read(limit)
 

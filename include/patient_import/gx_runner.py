@@ -14,12 +14,17 @@ import tempfile
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from include.patient_import import storage
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.suites import load_suite
+
+if TYPE_CHECKING:  # importing great_expectations costs seconds: only when the runner first validates
+    from great_expectations.core.batch_definition import BatchDefinition
+    from great_expectations.data_context import AbstractDataContext
 
 log = logging.getLogger(__name__)
 
@@ -83,11 +88,11 @@ class SuiteRunner:
     """
 
     docs_dir: storage.StoragePath | None = None
-    _context: object = field(default=None, init=False, repr=False)
-    _batch: object = field(default=None, init=False, repr=False)
+    _context: AbstractDataContext | None = field(default=None, init=False, repr=False)
+    _batch: BatchDefinition | None = field(default=None, init=False, repr=False)
     _project: Path | None = field(default=None, init=False, repr=False)
 
-    def _gx(self):
+    def _gx(self) -> AbstractDataContext:
         if self._context is None:
             _quiet_gx_logs()
             import great_expectations as gx
@@ -101,7 +106,8 @@ class SuiteRunner:
                 # A project of its own for every try: results of a failed try never mix in.
                 self._project = Path(tempfile.mkdtemp(prefix="patient_import_gx_"))
                 self._context = gx.get_context(mode="file", project_root_dir=str(self._project))
-                self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={
+                # GX's typed site config does not list `show_how_to_buttons`; SiteBuilder takes it.
+                self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={  # type: ignore[typeddict-unknown-key]
                     "class_name": "SiteBuilder",
                     "show_how_to_buttons": False,  # GX tutorials' footer and buttons: not for clinics
                     "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
@@ -124,6 +130,7 @@ class SuiteRunner:
 
         key = f"{suite_name}_{uuid.uuid4().hex[:8]}"
         batch = self._batch
+        assert batch is not None  # set by _gx() with the context
         suite = context.suites.add(gx.ExpectationSuite(**_suite_document(suite_name)))
         definition = context.validation_definitions.add(gx.ValidationDefinition(name=key, data=batch, suite=suite))
         checkpoint = context.checkpoints.add(gx.Checkpoint(
@@ -132,13 +139,14 @@ class SuiteRunner:
         failures = []
         for validation in result.run_results.values():
             for outcome in validation.results:
+                config = outcome.expectation_config
+                assert config is not None  # a checkpoint's results carry the expectation they ran
                 if outcome.exception_info and outcome.exception_info.get("raised_exception"):
                     # An expectation that could not run is a defect, never a data verdict.
-                    raise RuntimeError(f"expectation {outcome.expectation_config.type} of suite "
-                                       f"{suite_name} could not run")
+                    raise RuntimeError(f"expectation {config.type} of suite {suite_name} could not run")
                 if outcome.success:
                     continue
-                meta = outcome.expectation_config.meta or {}
+                meta = config.meta or {}
                 details = outcome.result or {}
                 rows = tuple(sorted(_row_numbers(details.get("unexpected_index_list") or ())))
                 failures.append(SuiteFailure(code=meta["code"], field=meta.get("field"), rows=rows,
@@ -147,15 +155,16 @@ class SuiteRunner:
 
     def build_docs(self) -> storage.StoragePath | None:
         """Render the results as Data Docs into `docs_dir` (replacing an earlier try's) and drop the project."""
-        if self.docs_dir is None or self._context is None:
+        project = self._project  # set whenever docs_dir is
+        if self.docs_dir is None or self._context is None or project is None:
             return None
         try:
             self._context.build_data_docs(site_names=[_DOCS_SITE])
-            make_self_contained(self._project / "docs")
+            make_self_contained(project / "docs")
             storage.remove_tree(self.docs_dir)
-            storage.put_folder(self._project / "docs", self.docs_dir)
+            storage.put_folder(project / "docs", self.docs_dir)
         finally:
-            shutil.rmtree(self._project, ignore_errors=True)
+            shutil.rmtree(project, ignore_errors=True)
             self._context = None
         return self.docs_dir / "index.html"
 

@@ -17,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -24,20 +25,34 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
+from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.practices import Practice
-from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, WRITE, accountless_rejection, capacity_parameters, capacity_rejection,
-    decide_outcomes, payment_plan_warning, skip_messages,
-)
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
+from include.patient_import.rules import (
+    CODE,
+    DATA_COLUMNS,
+    OUTCOME,
+    WRITE,
+    accountless_rejection,
+    capacity_parameters,
+    capacity_rejection,
+    decide_outcomes,
+    payment_plan_warning,
+    skip_messages,
+)
 from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
 from include.patient_import.store import (
-    Import, ImportProblem, ImportProblemCount, ImportRow, Patient, lock_practice, postgres_error_message,
+    Import,
+    ImportProblem,
+    ImportProblemCount,
+    ImportRow,
+    Patient,
+    lock_practice,
+    postgres_error_message,
 )
-from include.patient_import.gx_runner import SuiteRunner
 
 _DATE_COLUMNS = ("birth_date", "last_visit")
 
@@ -91,11 +106,12 @@ def upsert_statement(dialect: str, staging: sa.Table):
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        # The same ON CONFLICT API on the other dialect's own Insert class.
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     else:
         raise ValueError(f"the patient store does not support {dialect}")
     stored = table.alias("stored")
-    values = [staging.c[c] for c in _WRITTEN]
+    values: list[sa.ColumnElement[Any]] = [staging.c[c] for c in _WRITTEN]
     # Both databases check NOT NULL on the proposed row before ON CONFLICT, so the status is
     # settled here: an empty one keeps the stored patient's, and a new patient is active (SPEC §2).
     values[_WRITTEN.index("status")] = sa.func.coalesce(staging.c.status, stored.c.status, ACTIVE)
@@ -108,7 +124,8 @@ def upsert_statement(dialect: str, staging: sa.Table):
     stmt = insert(table).from_select(list(_WRITTEN), rows)
     incoming = stmt.excluded
     keep = {STORE_COLUMN.get(c, c) for c in DATA_COLUMNS} - {"third_party_acct_number"}
-    updates = {c: sa.func.coalesce(incoming[c], table.c[c]) for c in sorted(keep | {"updated_import_id"})}
+    updates: dict[str, sa.ColumnElement[Any]] = {
+        c: sa.func.coalesce(incoming[c], table.c[c]) for c in sorted(keep | {"updated_import_id"})}
     updates["last_seen_exported_on"] = sa.case(
         (table.c.last_seen_exported_on.is_(None), incoming.last_seen_exported_on),
         (incoming.last_seen_exported_on > table.c.last_seen_exported_on, incoming.last_seen_exported_on),
@@ -165,7 +182,9 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
     driver_error = conn.dialect.loaded_dbapi.Error
     try:
-        with conn.connection.driver_connection.cursor() as cursor, cursor.copy(copy_sql) as copy:
+        driver = conn.connection.driver_connection  # psycopg's connection, open while `conn` is
+        assert driver is not None
+        with driver.cursor() as cursor, cursor.copy(copy_sql) as copy:
             if csv_text is not None:
                 for start in range(0, len(csv_text), _COPY_BLOCK):
                     copy.write(csv_text[start:start + _COPY_BLOCK])
@@ -308,6 +327,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             problems += [rejection.problem()]
             status = p.Status.REJECTED
         else:
+            assert decided is not None  # decided above whenever nothing rejected the file
             problems += _skip_problems(decided)
             warning = payment_plan_warning(practice, int((decided[OUTCOME] == p.INSERTED).sum()))
             if warning:

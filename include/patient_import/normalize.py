@@ -36,12 +36,12 @@ Decisions the spec leaves open:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import re
 import unicodedata
 from collections.abc import Callable
-import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,12 +49,18 @@ import pandas as pd
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from include.patient_import import catalogue as c
 from include.patient_import.encoding import repair
 from include.patient_import.problem_table import ProblemTable
-from include.patient_import import catalogue as c
 from include.patient_import.problems import INVALID_ACCOUNT_NUMBER, TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
 from include.patient_import.schema import (
-    ACCOUNT_NUMBER_DIGITS, ACTIVE, EXTENSION_FIELDS, FIELD_NAMES, FIELDS, ROW_NUMBER, field_for_header,
+    ACCOUNT_NUMBER_DIGITS,
+    ACTIVE,
+    EXTENSION_FIELDS,
+    FIELD_NAMES,
+    FIELDS,
+    ROW_NUMBER,
+    field_for_header,
 )
 
 OUTPUT_COLUMNS: tuple[str, ...] = (ROW_NUMBER, *FIELD_NAMES, *EXTENSION_FIELDS.values())

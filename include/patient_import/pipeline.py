@@ -266,7 +266,6 @@ def _too_large(size: int, limits: settings.Limits) -> dict:
 
 def _type_rejection(local, head: bytes) -> dict | None:
     from include.patient_import.reader import detect_file_type
-    from include.patient_import.rules import export_date_rejection
 
     try:
         detect_file_type(local, head)
@@ -285,6 +284,7 @@ def _future_rejection(export_on: date) -> dict | None:
 def _extract_snapshot(engine: Engine, practice_id: str, run: RunInfo, path, snap: files.Snapshot, in_inbox: bool,
                       export_on: date, dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
     size, sha = snap.size, snap.sha256
+    rejection: dict | None
     if snap.copy is None:
         rejection = _too_large(size, limits)
     else:
@@ -316,6 +316,7 @@ def _extract_object(engine: Engine, practice_id: str, run: RunInfo, path, in_inb
                     dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
     """An export in an object store: no links, and objects do not change once written."""
     size = path.stat().st_size
+    rejection: dict | None
     if size > limits.max_file_bytes:
         sha = files.sha256_of(path)
         rejection = _too_large(size, limits)
@@ -355,7 +356,7 @@ def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, pa
 
 def validate_import(engine: Engine, import_id: str) -> dict:
     """Read, normalise and validate one export with the suites; keep the result in staging."""
-    from include.patient_import.validate import validate_export, save_validation
+    from include.patient_import.validate import save_validation, validate_export
 
     job = Job.load(import_id)
     practices = load_practices()

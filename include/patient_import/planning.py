@@ -47,7 +47,7 @@ def check_conf(params: dict, *, store=None, practices: dict | None = None) -> di
         practice_id = ""
     else:
         practices = practices if practices is not None else load_practices()
-        boundaries.check_practice_id(practice_id, practices)
+        practice_id = boundaries.check_practice_id(practice_id, practices)
     exported_on = _given(params, "exported_on")
     if exported_on is not None:
         if not isinstance(exported_on, str) or not _DATE.fullmatch(exported_on):

@@ -66,8 +66,7 @@ def _practice(entry: object, position: int) -> Practice:
     accounts = entry.get("payment_plan_accounts") or []
     if not isinstance(accounts, list):
         raise ConfigurationError(f"{where}: payment_plan_accounts must be a list of account numbers")
-    normalised = {normalize_account_number(str(a)) for a in accounts}
-    normalised.discard(None)
+    normalised = {n for n in map(normalize_account_number, map(str, accounts)) if n is not None}
     extras = tuple(entry.get("upload_extra_columns") or ())
     bad = [c for c in extras if c not in UPLOAD_EXTRA_COLUMNS]
     if bad:

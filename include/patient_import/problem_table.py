@@ -97,7 +97,8 @@ class ProblemTable:
         if severity is None:
             severity = codes.map({c: str(p.severity_of(c)) for c in set(codes)})
         frame = pd.DataFrame({
-            "row": rows, "account_number": None if account_numbers is None else pd.Series(account_numbers, dtype="object"),
+            "row": rows,
+            "account_number": None if account_numbers is None else pd.Series(account_numbers, dtype="object"),
             "field": field, "code": codes, "severity": severity,
             "message": message if isinstance(message, str) else pd.Series(message, dtype="object")})
         if account_numbers is not None:
@@ -145,7 +146,8 @@ class ProblemTable:
         shown = _add_counts(listed).rename(columns={"count": "listed"})
         merged = totals.merge(shown, on=_GROUP, how="left")
         merged["listed"] = merged["listed"].fillna(0).astype("int64")
-        merged = merged.assign(_field=merged["field"].astype("object").fillna("")).sort_values(["code", "_field"], kind="stable")
+        merged = (merged.assign(_field=merged["field"].astype("object").fillna(""))
+                  .sort_values(["code", "_field"], kind="stable"))
         return [{"code": code, "field": None if pd.isna(field) else field, "severity": severity,
                  "listed": int(listed_), "total": int(total)}
                 for code, field, severity, total, listed_ in
@@ -166,7 +168,7 @@ class ProblemTable:
             return list(self) == list(other) and not len(self.omitted)
         return NotImplemented
 
-    __hash__ = None  # mutable frames inside
+    __hash__ = None  # type: ignore[assignment]  # unhashable on purpose: mutable frames inside
 
     def __repr__(self) -> str:
         return f"ProblemTable({len(self.listed)} listed, {int(self.omitted['count'].sum())} omitted)"

@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
+from typing import overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.patient_import import records, settings, storage
-from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
+from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
 
 _IMPORTS = Import.__table__
@@ -142,6 +143,10 @@ class DayCounts:
     rejected: int
 
 
+@overload
+def _utc(moment: datetime) -> datetime: ...
+@overload
+def _utc(moment: None) -> None: ...
 def _utc(moment: datetime | None) -> datetime | None:
     """SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL, aware."""
     if moment is None:
@@ -253,7 +258,7 @@ def list_imports(conn: Connection, *, practice_id: str | None = None, status: st
 
 
 def _existing(path: str | None) -> bool:
-    return bool(path) and path_of(path).is_file()
+    return bool(path and path_of(path).is_file())
 
 
 def problem_summary(conn: Connection, import_id: str) -> list[CodeCount]:
@@ -358,7 +363,7 @@ def daily_counts(conn: Connection, *, practice_id: str | None = None,
     Covers the `days` days up to the newest import; dry runs are left out (they change nothing).
     Every day of the window is present, with zeros on days without imports.
     """
-    where = [_IMPORTS.c.dry_run.is_(False)]
+    where: list[sa.ColumnElement[bool]] = [_IMPORTS.c.dry_run.is_(False)]
     if practice_id:
         where.append(_IMPORTS.c.practice_id == practice_id)
     newest = conn.execute(sa.select(sa.func.max(_IMPORTS.c.started_at)).where(*where)).scalar()

@@ -91,8 +91,8 @@ import pandas as pd
 import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
 
-from include.patient_import.encoding import SAVE_AS, choose_encoding
 from include.patient_import import catalogue
+from include.patient_import.encoding import SAVE_AS, choose_encoding
 from include.patient_import.problems import (
     DUPLICATE_COLUMNS,
     EMPTY_FILE,
@@ -538,6 +538,7 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
             yield start, cells
             start = first_line + reader.line_num
     except _Overlong as exc:
+        assert budget is not None  # only `_bounded_lines`, reading under a budget, raises _Overlong
         raise _overlong_record(exc.text, start, budget.lines > 0, delimiter, limits) from None
     except csv.Error as exc:
         if "field larger than field limit" in str(exc) and reader.line_num <= start:
@@ -971,8 +972,8 @@ def _workbook_parts(path: Path, infos: dict[str, zipfile.ZipInfo]) -> tuple[str 
     if first is None:
         return None, strings_part
     rid = re.escape(first[1])
-    relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid,
-                         rels)
+    relation = re.search(rb"""<(?:\w+:)?Relationship\b(?=[^>]*\sId\s*=\s*["']%s["'])"""
+                         rb"""[^>]*?\sTarget\s*=\s*["']([^"']+)["']""" % rid, rels)
     return (_member_name(relation[1], infos) if relation else None), strings_part
 
 
@@ -995,7 +996,7 @@ def _sheet_records(sheet) -> tuple[int, Iterator[tuple[int, list[str]]]]:
     start_row, _ = sheet.start
     _, end_column = sheet.end
     rows = iter(sheet.iter_rows())
-    first = next(rows, [])
+    first: list = next(rows, [])
     # calamine (0.9) yields from the sheet's row 1 but from the first used column; check
     # rather than assume, so another version cannot shift every row number silently.
     first_row = start_row + 1 if start_row and any(v != "" for v in first) else 1
@@ -1222,7 +1223,7 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
     columns: list[str] = []
     problems: list[Problem] = []
     for position, name in enumerate(parsed.names):
-        if not parsed.kept(position):
+        if name is None or not parsed.kept(position):
             continue
         label = parsed.labels[position]
         headers.append(label)

@@ -11,8 +11,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
-from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS, ProblemTable
-from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice as PracticeRow
+from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS
+from include.patient_import.problem_table import ProblemTable
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount
+from include.patient_import.store import Practice as PracticeRow
 
 _IMPORTS = Import.__table__
 _PROBLEMS = ImportProblem.__table__
@@ -75,7 +77,7 @@ def import_problems(conn: Connection, import_id: str) -> ProblemTable:
     rows = conn.execute(_problems_in_order(import_id)).all()
     listed = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in
                            zip(PROBLEM_COLUMNS, zip(*rows) if rows else ((),) * len(PROBLEM_COLUMNS))})
-    omitted = {"code": [], "field": [], "severity": [], "count": []}
+    omitted: dict[str, list] = {"code": [], "field": [], "severity": [], "count": []}
     for item in problem_counts(conn, import_id):
         if item["total"] > item["listed"]:
             for key in ("code", "field", "severity"):

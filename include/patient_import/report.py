@@ -124,7 +124,9 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
     records.update_import(engine, import_id, **updates)
     if status != p.Status.FAILED.value:
         with engine.connect() as conn:
-            warning = overwrite_warning(records.get_import(conn, import_id), records.problem_counts(conn, import_id))
+            stored = records.get_import(conn, import_id)
+            assert stored is not None  # registered at extract; finalised above
+            warning = overwrite_warning(stored, records.problem_counts(conn, import_id))
         if warning:
             records.replace_problem(engine, import_id, warning)
     [practice] = staleness(engine, [record["practice_id"]], records.now().date())
@@ -134,6 +136,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
     try:
         with reader.connect() as conn:
             record = records.get_import(conn, import_id)
+            assert record is not None  # registered at extract
             document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id),
                                     records.earlier_imports_of_file(conn, record))
             path = write_report(document, records.iter_problems(conn, import_id))

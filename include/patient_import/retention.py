@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="only print what would be removed")
     args = parser.parse_args(argv)
     # One line naming the value, not argparse's usage: `make purge DAYS=0` is how most people call it.
-    days = settings.retention_days()
+    days: int | None = settings.retention_days()
     if args.days is not None:
         try:
             days = int(args.days)

@@ -12,6 +12,7 @@ import json
 from collections.abc import Mapping
 from datetime import date, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -26,7 +27,10 @@ SQLITE_BUSY_TIMEOUT_SECONDS = 60
 
 
 class Base(DeclarativeBase):
-    pass
+    if TYPE_CHECKING:
+        # Every model here is mapped to one Table; SQLAlchemy types `__table__` as any FromClause,
+        # which `insert`, `update` and `delete` do not take.
+        __table__: ClassVar[sa.Table]
 
 
 class Practice(Base):
@@ -250,7 +254,7 @@ def postgres_error_message(error: Exception) -> str | None:
     """
     diag = getattr(error, "diag", None)
     sqlstate = getattr(diag, "sqlstate", None)
-    if not sqlstate:
+    if diag is None or not sqlstate:
         return None
     where = ", ".join(f"{what} {name}" for what, name in (
         ("table", diag.table_name), ("column", diag.column_name), ("constraint", diag.constraint_name)) if name)

@@ -17,8 +17,15 @@ from pathlib import Path
 
 from include.patient_import import catalogue as c
 from include.patient_import.catalogue import (  # noqa: F401 - the names the stages use
-    ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS,
-    PRACTICE_CAPACITY, REJECTED, REJECTED_SHARE,
+    ACCOUNT_DATA_VARIANTS,
+    CAPACITY_REMAINING,
+    EARLIER_COPIES,
+    EXPORT_COLUMNS,
+    IS_NEW,
+    PATIENT_ROWS,
+    PRACTICE_CAPACITY,
+    REJECTED,
+    REJECTED_SHARE,
 )
 from include.patient_import.settings import EXPECTATIONS_DIR
 

@@ -15,12 +15,18 @@ import pyarrow.compute as pc
 
 from include.patient_import import problems as p
 from include.patient_import import storage
-from include.patient_import.storage import StoragePath
+from include.patient_import.encoding import repair
 from include.patient_import.practices import Practice
 from include.patient_import.rules import passes_practice_rules
-from include.patient_import.encoding import repair
-from include.patient_import.schema import FIELDS_BY_NAME, ORIGINAL_ROW_COLUMN, PROBLEM_COLUMN, ROW_NUMBER, UPLOAD_COLUMNS, \
-    UPLOAD_EXTRA_COLUMNS
+from include.patient_import.schema import (
+    FIELDS_BY_NAME,
+    ORIGINAL_ROW_COLUMN,
+    PROBLEM_COLUMN,
+    ROW_NUMBER,
+    UPLOAD_COLUMNS,
+    UPLOAD_EXTRA_COLUMNS,
+)
+from include.patient_import.storage import StoragePath
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -90,10 +96,10 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 
 def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str], columns: list[str],
-                        problems: list[p.Problem]) -> StoragePath | None:
+                        problems: Iterable[p.Problem]) -> StoragePath | None:
     """The rejected rows as read (double-decoded names repaired), under their original headers, with
-    what to fix and the row each had in the export: the office can correct this file and drop it into the inbox again (both
-    added columns are ignored when it comes back)."""
+    what to fix and the row each had in the export: the office can correct this file and drop it into the inbox
+    again (both added columns are ignored when it comes back)."""
     reasons: dict[int, list[str]] = {}
     for problem in problems:
         if problem.row is not None and problem.code in p.ROW_ERROR_CODES:

@@ -24,8 +24,17 @@ from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROW
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
 from include.patient_import.practices import Practice
 from include.patient_import.problem_table import ProblemTable
-from include.patient_import.rules import CODE, capacity_parameters, capacity_rejection, check_frame, new_patients, \
-    rejected_flags, too_many_rejected, unknown_practice, winning_codes
+from include.patient_import.rules import (
+    CODE,
+    capacity_parameters,
+    capacity_rejection,
+    check_frame,
+    new_patients,
+    rejected_flags,
+    too_many_rejected,
+    unknown_practice,
+    winning_codes,
+)
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
 from include.patient_import.store import Patient
 

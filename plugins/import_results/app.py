@@ -23,23 +23,22 @@ from typing import Annotated, Literal
 from urllib.parse import quote, urlencode
 
 import jinja2
-from markupsafe import Markup
+import sqlalchemy as sa
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
+from airflow.configuration import conf
 from fastapi import Depends, FastAPI, HTTPException, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
-from fastapi.responses import (FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response,
-                               StreamingResponse)
-import sqlalchemy as sa
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
+from markupsafe import Markup
 from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from airflow.api_fastapi.app import get_auth_manager
-from airflow.configuration import conf
-from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
-from airflow.api_fastapi.core_api.security import GetUserDep, requires_access_dag
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import queries, settings, storage
-from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.catalogue import Severity
+from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Status
 from include.patient_import.store import Practice, airflow_store_url, create_store_engine
 

@@ -63,11 +63,13 @@ def test_every_task_retries_with_backoff(dag):
 def test_parsing_the_dag_file_imports_no_heavy_library(dag_id):
     probe = (
         "import importlib.util, json, sys, time\n"
-        f"spec = importlib.util.spec_from_file_location({dag_id + '_dag'!r}, {str(ROOT / 'dags' / (dag_id + '.py'))!r})\n"
+        f"spec = importlib.util.spec_from_file_location("
+        f"{dag_id + '_dag'!r}, {str(ROOT / 'dags' / (dag_id + '.py'))!r})\n"
         "module = importlib.util.module_from_spec(spec)\n"
         "import airflow.sdk\n"
         "start = time.perf_counter(); spec.loader.exec_module(module); took = time.perf_counter() - start\n"
-        "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'pyarrow', 'great_expectations', 'numpy'})\n"
+        "heavy = sorted({m.split('.')[0] for m in sys.modules}\n"
+        "               & {'pandas', 'pyarrow', 'great_expectations', 'numpy'})\n"
         # Of the package, only the stdlib-only settings (the registry's path, for the form's proposals).
         "heavy += sorted(m for m in sys.modules if m.startswith('include.')\n"
         "                and m not in ('include.patient_import', 'include.patient_import.settings'))\n"

@@ -278,8 +278,8 @@ def _celery_results(topology: Topology, celery_ids: set[str], timeout: float = 6
 
 
 def test_a_triggered_run_imports_an_export_on_the_celery_worker(topology, tmp_path):
-    from tools.generator import generate_export
     from include.patient_import.store import create_store_engine
+    from tools.generator import generate_export
 
     (tmp_path / "downloads").mkdir()
     export = generate_export(tmp_path / "downloads" / "genesis_patients.csv", 200, seed=11)

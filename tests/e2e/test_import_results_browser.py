@@ -272,11 +272,13 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     browser.screenshot(SCREENSHOT)
 
     # The colour mode follows Airflow's, live.
-    browser.evaluate("document.documentElement.classList.remove('light'); document.documentElement.classList.add('dark')")
+    browser.evaluate("document.documentElement.classList.remove('light');"
+                     " document.documentElement.classList.add('dark')")
     browser.wait_for("the frame in dark mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'dark'")
     assert browser.evaluate(f"getComputedStyle({_FRAME_DOC}.body).backgroundColor") == "rgb(17, 24, 39)"
     browser.screenshot(Path(tempfile.gettempdir()) / "patient_import_screenshots" / "import_results_dark.png")
-    browser.evaluate("document.documentElement.classList.remove('dark'); document.documentElement.classList.add('light')")
+    browser.evaluate("document.documentElement.classList.remove('dark');"
+                     " document.documentElement.classList.add('light')")
     browser.wait_for("the frame in light mode", f"{_FRAME_DOC}.documentElement.dataset.theme === 'light'")
 
     # The run's imports, by the run id.
@@ -340,7 +342,8 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     browser.wait_for("the run's Imports tab", f"!!{tab}", timeout=60)
     browser.evaluate(f"{tab}.click()")
     browser.wait_for("the run's imports in the tab",
-                     f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('{row}') && {_FRAME_DOC}.querySelector('#run-filter'))",
+                     f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('{row}')"
+                     f" && {_FRAME_DOC}.querySelector('#run-filter'))",
                      timeout=60)
 
     # Data Docs render styled from the vendored assets (sandboxed page, no cookie, no network).

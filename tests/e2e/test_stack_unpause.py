@@ -6,7 +6,6 @@ only applies to DAGs not yet in the database, so the stack must unpause what is 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path

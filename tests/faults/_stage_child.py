@@ -42,7 +42,6 @@ from sqlalchemy import event
 from include.patient_import import pipeline
 from include.patient_import import report as report_stage
 
-
 EXPORTED_ON = date(2026, 11, 20)  # every fault test's imports: a past date, fixed
 
 

@@ -92,3 +92,16 @@ class Runner:
 @pytest.fixture
 def runner(patient_import_dag, home) -> Runner:
     return Runner(patient_import_dag, home)
+
+
+@pytest.fixture
+def smtp(monkeypatch):
+    """A loopback SMTP sink behind the `patient_import_alerts` connection; `.messages` holds what was sent."""
+    from tests.integration.smtp_sink import SmtpSink
+
+    sink = SmtpSink()
+    monkeypatch.setenv("AIRFLOW_CONN_PATIENT_IMPORT_ALERTS",
+                       f"smtp://127.0.0.1:{sink.port}?to=data-team%40example.org"
+                       "&from_email=airflow%40example.org&disable_tls=true&disable_ssl=true")
+    yield sink
+    sink.close()

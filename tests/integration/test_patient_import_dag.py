@@ -85,7 +85,8 @@ def test_bad_rows_are_rejected_and_kept_for_the_office(runner, tmp_path):
     assert "missing_required_field" in found[3] and "invalid_account_number" in found[4]
     assert "missing_required_field" in found[5] and found[7] == {"duplicate_row"}
     assert found[8] == found[9] == {"duplicate_account_number"} and "invalid_email" in found[10]
-    assert set(runner.patients("demo_clinic")) == {"201", "205", "207", "208", "209"} | {str(i) for i in range(210, 221)}
+    assert set(runner.patients("demo_clinic")) == ({"201", "205", "207", "208", "209"}
+                                                   | {str(i) for i in range(210, 221)})
     rejected = Path(report["files"]["rejected_rows"]).read_text(encoding="utf-8-sig")
     assert rejected.splitlines()[0].startswith('"Account #","Last Name"') and "Import Problem" in rejected
     assert len(rejected.strip().splitlines()) == 1 + 5
@@ -115,7 +116,8 @@ def test_newer_export_updates_and_older_export_never_regresses(runner, tmp_path)
 
     state, [older] = runner.run(
         practice_id="demo_clinic", exported_on="2026-11-15",
-        export_file=str(write_export(tmp_path / "c.csv", [patient("401", city="Meridian"), patient("402", city="Eagle")])))
+        export_file=str(write_export(tmp_path / "c.csv",
+                                     [patient("401", city="Meridian"), patient("402", city="Eagle")])))
 
     report = runner.report(older)
     assert report["counts"] == {"read": 2, "inserted": 0, "updated": 0, "unchanged": 0, "skipped": 2, "rejected": 0}

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_alerts import smtp  # noqa: F401  (the SMTP sink fixture)
 from tests.integration.test_patient_import_dag import patient, write_export
 
 pytestmark = pytest.mark.integration
@@ -92,7 +91,7 @@ def test_poison_pill_is_quarantined_after_its_third_failure_and_the_others_are_i
     from include.patient_import import pipeline
 
     inbox = home / "inbox" / "demo_clinic"
-    pill = _old(write_export(inbox / "pill 20261101.csv", [patient("1")]))
+    _old(write_export(inbox / "pill 20261101.csv", [patient("1")]))
     validate = pipeline.validate_import
 
     def crash_on_the_pill(engine, import_id):

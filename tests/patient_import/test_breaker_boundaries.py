@@ -6,8 +6,11 @@ import pytest
 
 from include.patient_import import boundaries, planning
 from include.patient_import import problems as p
+from tests.patient_import import test_trust_boundaries as trust
 from tools.corpus import PRACTICE_ID
-from tests.patient_import.test_trust_boundaries import _export, engine, exports, home  # noqa: F401 - fixtures
+
+# The trust-boundary tests' fixtures, shared: a registry of two practices, an export root.
+home, engine, exports, _export = trust.home, trust.engine, trust.exports, trust._export
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
@@ -255,7 +258,8 @@ def test_make_import_reads_a_file_whose_path_holds_a_colon(tmp_path):
     env = {**os.environ, "PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(home / "practices.yml"),
            "AIRFLOW_HOME": str(tmp_path / "airflow"), "PATIENT_IMPORT_EXPORT_ROOTS": ""}
     script = settings.REPO_ROOT / "scripts" / "run_dag.py"
-    done = subprocess.run([sys.executable, str(script), "--check-only", "--practice", PRACTICE_ID, "--file", str(given)],
+    done = subprocess.run([sys.executable, str(script), "--check-only", "--practice", PRACTICE_ID,
+                           "--file", str(given)],
                           env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     # The same FILE does not open its folder's other files, nor anything else, to the run.

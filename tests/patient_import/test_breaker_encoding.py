@@ -14,7 +14,8 @@ pytestmark = pytest.mark.unit
 
 # Real-language names with en dashes, curly apostrophes and letters outside Latin-1.
 NAMES = [
-    ("Smith–Jones", "Anne-Marie"), ("GARCÍA–LÓPEZ", "JOSÉ"), ("Anne–marie", "Jean—Pierre"), ("O’Brien", "Seán"), ("D’Angelo", "Zoë"),
+    ("Smith–Jones", "Anne-Marie"), ("GARCÍA–LÓPEZ", "JOSÉ"), ("Anne–marie", "Jean—Pierre"), ("O’Brien", "Seán"),
+    ("D’Angelo", "Zoë"),
     ("Ciobanu", "Ștefan"), ("Wiśniewski", "Małgorzata"), ("Dvořák", "Jiří"), ("Yılmaz", "Şükrü"),
     ("Nguyễn", "Thị Hương"), ("Guðmundsdóttir", "Þóra"), ("L’Hôpital", "Éloïse"), ("Núñez", "María Ángeles"),
     ("Gonçalves", "João"), ("Größe", "Björn"), ("Sørensen", "Åse"), ("Hämäläinen", "Päivi"),
@@ -70,7 +71,8 @@ def test_en_dash_joins_name_parts_but_not_letters_of_one_word(text, bad):
 def test_an_unknown_headers_control_escape_and_bidi_characters_never_reach_the_problem(tmp_path):
     # A report read with `jq -r '.problems[].field'` printed the header raw: a forged line, a
     # repainted terminal (ESC [2J), text reversed by U+202E.
-    header = b'Account #,Last Name,First Name,"Evil\n2026 ERROR forged \x1b[2J\xe2\x80\xae",\x1b]0;t\x07,Notas M\xc3\xa9dicas'
+    header = (b'Account #,Last Name,First Name,"Evil\n2026 ERROR forged \x1b[2J\xe2\x80\xae",\x1b]0;t\x07,'
+              b'Notas M\xc3\xa9dicas')
     parsed = read(write(tmp_path, header + b"\r\n1401,Plain,Ann,x,y,z\r\n"))
 
     unknown = [pr for pr in parsed.problems if pr.code == "unknown_column"]
@@ -99,7 +101,8 @@ def test_a_name_whose_letters_excel_replaced_by_question_marks_is_not_stored_sil
     assert {"last_name", "first_name"} <= flagged
 
 
-@pytest.mark.parametrize("name, encoding", [("Äžn", "cp1252"), ("Úúú", "cp850"), ("ÖŠKA", "cp1252"), ("Éœuvre", "cp1252")])
+@pytest.mark.parametrize("name, encoding",
+                         [("Äžn", "cp1252"), ("Úúú", "cp850"), ("ÖŠKA", "cp1252"), ("Éœuvre", "cp1252")])
 def test_single_byte_letters_that_are_also_utf8_letters_are_never_read_as_utf8(tmp_path, name, encoding):
     # Windows-1252 `Äž` is valid UTF-8 `Ğ`, DOS 850 `Úúú` is UTF-8 `飣`: both readings are letters,
     # so nothing tells them apart; the file must not come out as the UTF-8 name.

@@ -15,7 +15,12 @@ from include.patient_import import problems as p
 from include.patient_import.normalize import account_number_problem, normalize_export
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
-    CODE, accountless_rejection, export_date_rejection, passes_practice_rules, too_many_rejected, unknown_practice,
+    CODE,
+    accountless_rejection,
+    export_date_rejection,
+    passes_practice_rules,
+    too_many_rejected,
+    unknown_practice,
 )
 from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN, FIELDS, REQUIRED_FIELDS, ROW_NUMBER
 from include.patient_import.suites import build_suites

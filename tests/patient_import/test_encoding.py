@@ -70,14 +70,16 @@ def test_dos_437_file_stores_the_accented_names(tmp_path):
 
 
 def test_windows_1252_bytes_that_are_valid_utf8_come_out_as_windows_1252(tmp_path):
-    result, parsed = imported(tmp_path, b"Account #,Last Name,First Name\r\n2121,GARCIA,REN\xc9\xa0\r\n2122,PLAIN,ANN\r\n")
+    result, parsed = imported(tmp_path,
+                              b"Account #,Last Name,First Name\r\n2121,GARCIA,REN\xc9\xa0\r\n2122,PLAIN,ANN\r\n")
 
     assert parsed.encoding == "cp1252"
     assert names(result) == [("GARCIA", "RENÉ"), ("PLAIN", "ANN")]  # the no-break space trimmed
 
 
 def test_windows_1252_with_a_utf8_looking_pair_is_imported_not_called_mixed(tmp_path):
-    result, parsed = imported(tmp_path, b"Account #,Last Name,First Name\r\n2111,GARC\xcdA,JOS\xc9\xa0\r\n2112,PLAIN,ANN\r\n")
+    result, parsed = imported(tmp_path,
+                              b"Account #,Last Name,First Name\r\n2111,GARC\xcdA,JOS\xc9\xa0\r\n2112,PLAIN,ANN\r\n")
 
     assert parsed.encoding == "cp1252"
     assert names(result) == [("GARCÍA", "JOSÉ"), ("PLAIN", "ANN")]
@@ -146,7 +148,8 @@ def test_en_dashes_and_narrow_spaces_in_a_utf8_file_are_separators(tmp_path):
                "1302,Dash,Ann,217\u2013555\u20130131,02116\u20131234,2026\u201111\u201102\r\n").encode()
     result, _ = imported(tmp_path, content)
 
-    assert result.frame.loc[0, ["cell_phone", "zip", "last_visit"]].tolist() == ["2175550131", "02116-1234", "2026-11-02"]
+    assert (result.frame.loc[0, ["cell_phone", "zip", "last_visit"]].tolist()
+            == ["2175550131", "02116-1234", "2026-11-02"])
 
 
 def test_copied_page_with_a_bare_quote_keeps_the_name_as_written(tmp_path):
@@ -364,7 +367,8 @@ def person_names(draw, encoding: str) -> str:
         words.append(draw(st.sampled_from(upper)) + draw(st.text(alphabet=lower, min_size=1, max_size=8)))
     name = " ".join(words)
     capitals = name.upper()
-    if draw(st.booleans()) and len(capitals) == len(name) and capitals.encode(encoding, "ignore").decode(encoding) == capitals:
+    if (draw(st.booleans()) and len(capitals) == len(name)
+            and capitals.encode(encoding, "ignore").decode(encoding) == capitals):
         return capitals
     return name
 

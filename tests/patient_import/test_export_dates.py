@@ -15,7 +15,6 @@ from include.patient_import import problems as p
 from include.patient_import.summary import format_report
 from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home
 
-
 # ---------------------------------------------------------------- the date in a file name
 
 @pytest.mark.parametrize("name, expected", [

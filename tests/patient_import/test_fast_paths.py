@@ -12,8 +12,8 @@ import pytest
 from include.patient_import import transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
-from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients, stored_as_text
+from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW
 from tests.patient_import.frames import normalised
 from tests.patient_import.test_normalize import library_email

@@ -82,7 +82,8 @@ def test_new_patients_are_inserted_with_their_account_number_and_export_date(sto
     assert result.status == p.Status.COMPLETED
     assert counts(result) == {"read": 2, "inserted": 2, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 0}
     ann, bob = stored(store, DRIP.id)["101"], stored(store, DRIP.id)["102"]
-    assert (ann["last_name"], ann["first_name"], ann["city"], ann["email"]) == ("Avery", "Ann", "Salem", "ann@example.com")
+    assert ((ann["last_name"], ann["first_name"], ann["city"], ann["email"])
+            == ("Avery", "Ann", "Salem", "ann@example.com"))
     assert ann["birth_date"] == date(1980, 2, 3)
     assert ann["last_seen_exported_on"] == MARCH
     assert ann["created_import_id"] == import_id and ann["updated_import_id"] is None
@@ -234,7 +235,7 @@ def test_capacity_exceeded_rejects_the_whole_import_and_changes_no_patient(store
     assert set(outcomes(store, import_id).values()) == {(p.REJECTED, p.CAPACITY_EXCEEDED)}
     with store.connect() as conn:
         details = records.get_import(conn, import_id)["details"]
-    assert '"capacity": 3' in details and '"stored": 2' in details and '"new": 2' in details and '"overflow": 1' in details
+    assert all(part in details for part in ('"capacity": 3', '"stored": 2', '"new": 2', '"overflow": 1'))
 
 
 def test_updates_alone_never_hit_capacity(store):

@@ -442,7 +442,8 @@ def test_cells_without_references_count_towards_the_grid(tmp_path, monkeypatch, 
 
 
 def test_honest_rows_without_references_are_read(tmp_path):
-    rows = b"<row><c t=\"inlineStr\"><is><t>Account #</t></is></c><c t=\"inlineStr\"><is><t>Last Name</t></is></c></row>"
+    rows = (b"<row><c t=\"inlineStr\"><is><t>Account #</t></is></c>"
+            b"<c t=\"inlineStr\"><is><t>Last Name</t></is></c></row>")
     rows += b"".join(b"<row><c><v>%d</v></c><c t=\"inlineStr\"><is><t>Quix</t></is></c></row>" % n for n in range(5))
 
     parsed = read(_book(tmp_path, rows))

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from include.patient_import import pipeline, settings, storage
-from tools.generator import generate_export
 from include.patient_import.retention import purge
 from tools.corpus import PRACTICE_ID, csv_text, patient, patients_snapshot, prepare_home, run_import
+from tools.generator import generate_export
 
 # Tier: `object_store` where a test uses the server, else unit (tests/conftest.py).
 pytestmark = pytest.mark.timeout(180)

@@ -59,16 +59,19 @@ def test_the_cap_is_per_code_and_field():
              + warnings("zip_padded", "other_zip", range(2, 502)))
 
     counts = {(c["code"], c["field"]): (c["listed"], c["total"]) for c in table.counts()}
-    assert counts == {("invalid_cell_phone", "cell_phone"): (CAP, 1_200), ("invalid_home_phone", "home_phone"): (CAP, 1_200),
+    assert counts == {("invalid_cell_phone", "cell_phone"): (CAP, 1_200),
+                      ("invalid_home_phone", "home_phone"): (CAP, 1_200),
                       ("zip_padded", "other_zip"): (500, 500), ("zip_padded", "zip"): (CAP, 1_200)}
     assert len(table) == 3 * CAP + 500
 
 
 def test_errors_and_skips_are_never_capped():
     rows = range(2, 2 + 2_500)
-    table = (ProblemTable.of_rows(rows, code=p.MISSING_REQUIRED_FIELD, field="last_name", message="Last Name is required")
+    table = (ProblemTable.of_rows(rows, code=p.MISSING_REQUIRED_FIELD, field="last_name",
+                                  message="Last Name is required")
              + ProblemTable.of_rows(rows, code=p.DUPLICATE_ROW, message="identical to an earlier row")
-             + ProblemTable.of([p.Problem(code=p.UNKNOWN_COLUMN, message="x", field=f"Extra {i}") for i in range(1_100)]))
+             + ProblemTable.of([p.Problem(code=p.UNKNOWN_COLUMN, message="x", field=f"Extra {i}")
+                                for i in range(1_100)]))
 
     assert len(table) == 2 * 2_500 + 1_100  # one unknown_column per header: each its own field
     assert {c["code"]: c["listed"] == c["total"] for c in table.counts()} == {
@@ -211,7 +214,8 @@ def test_a_whole_import_lists_every_error_and_caps_the_warnings_in_its_report(tm
     report = done.report
 
     counts = report["counts"]
-    assert counts["read"] == 4_400 == sum(counts[k] for k in ("inserted", "updated", "unchanged", "skipped", "rejected"))
+    outcomes = ("inserted", "updated", "unchanged", "skipped", "rejected")
+    assert counts["read"] == 4_400 == sum(counts[k] for k in outcomes)
     by_code = {(c["code"], c["field"]): (c["listed"], c["total"]) for c in report["problem_counts"]}
     assert by_code[(p.MISSING_REQUIRED_FIELD, "last_name")] == (1_050, 1_050)
     assert by_code[("invalid_email", "email")] == (CAP, 4_400 - 1_050)
@@ -260,7 +264,8 @@ def test_the_migration_orders_and_counts_the_problems_already_stored(empty_store
             " 'completed', 0, 0, 0, 0, 0, 0, '2025-03-01 00:00:00')"))
         # Inserted out of report order, as the report stage appended import_failed.
         for row, field, code in ((7, "zip", "invalid_zip"), (3, "email", "invalid_email"),
-                                 (3, None, "duplicate_row"), (None, None, "import_failed"), (7, "email", "invalid_email")):
+                                 (3, None, "duplicate_row"), (None, None, "import_failed"),
+                                 (7, "email", "invalid_email")):
             conn.execute(sa.text(
                 "INSERT INTO import_problems (import_id, row_number, account_number, field, code, severity, message)"
                 " VALUES ('old_1', :row, NULL, :field, :code, :severity, 'm')"),

@@ -7,11 +7,17 @@ import pytest
 
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
-from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.rules import (
-    CODE, DATA_COLUMNS, OUTCOME, capacity_parameters, check_frame, decide_outcomes,
-    payment_plan_warning, winning_codes,
+    CODE,
+    DATA_COLUMNS,
+    OUTCOME,
+    capacity_parameters,
+    check_frame,
+    decide_outcomes,
+    payment_plan_warning,
+    winning_codes,
 )
+from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES
 from tests.patient_import.frames import normalised
 

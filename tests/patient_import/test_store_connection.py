@@ -8,7 +8,13 @@ import pytest
 import sqlalchemy as sa
 
 from include.patient_import import store
-from include.patient_import.store import airflow_store_url, create_store_engine, is_current, migrate, url_from_connection
+from include.patient_import.store import (
+    airflow_store_url,
+    create_store_engine,
+    is_current,
+    migrate,
+    url_from_connection,
+)
 
 pytestmark = pytest.mark.unit
 

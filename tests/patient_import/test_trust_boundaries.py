@@ -8,7 +8,6 @@ crosses the same boundaries through the real DAG.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import time
@@ -19,7 +18,7 @@ import airflow.sdk  # noqa: F401 - Airflow reads AIRFLOW_HOME once: before a tes
 import pytest
 import sqlalchemy as sa
 
-from include.patient_import import boundaries, files, planning, records, settings
+from include.patient_import import boundaries, files, planning, records
 from include.patient_import import problems as p
 from include.patient_import.pipeline import RunInfo, extract_exports
 from include.patient_import.store import Import

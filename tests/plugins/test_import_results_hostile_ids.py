@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.plugins.test_import_results_api import (  # noqa: F401  (fixtures)
-    T0, _record, admin, airflow_metadata_db, client, store, viewer,
-)
+from tests.plugins.conftest import T0, _record
 
 pytestmark = pytest.mark.integration
 

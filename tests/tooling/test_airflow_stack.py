@@ -14,8 +14,15 @@ from pathlib import Path
 import psutil
 import pytest
 
-from scripts.airflow_stack import (DAG_IDS, StackError, check_ports, free_stack_port, log_server_ports,
-                                   machine_sizing, stack_env)
+from scripts.airflow_stack import (
+    DAG_IDS,
+    StackError,
+    check_ports,
+    free_stack_port,
+    log_server_ports,
+    machine_sizing,
+    stack_env,
+)
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]

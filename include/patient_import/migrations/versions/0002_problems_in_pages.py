@@ -9,9 +9,8 @@ and field, how many were found and how many are listed (warnings beyond 1,000 pe
 are counted, not listed). Existing imports get both from the problems they already list.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0002'
 down_revision = '0001'

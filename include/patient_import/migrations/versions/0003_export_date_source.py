@@ -8,9 +8,8 @@ Revises: 0002
 migration did not record it and keep NULL.
 """
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 revision = '0003'
 down_revision = '0002'

@@ -265,10 +265,22 @@ def unpause(stack: Stack, token: str, dag_ids: tuple[str, ...] = DAG_IDS) -> lis
     unpaused = []
     for dag_id in dag_ids:
         wait_for_dag(stack, token, dag_id=dag_id)
-        stack.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token)
-        if stack.request("GET", f"/api/v2/dags/{dag_id}", token=token).get("is_paused") is False:
+        _retried(lambda: stack.request("PATCH", f"/api/v2/dags/{dag_id}", {"is_paused": False}, token=token))
+        if _retried(lambda: stack.request("GET", f"/api/v2/dags/{dag_id}", token=token)).get("is_paused") is False:
             unpaused.append(dag_id)
     return unpaused
+
+
+def _retried(call, attempts: int = 8):
+    """`call()`, again after a server error: on its SQLite metadata database the API server answers
+    500 while the scheduler's first runs hold the write lock (a flaky resource, not a bad request)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500 or attempt == attempts - 1:
+                raise
+            time.sleep(min(0.5 * 2 ** attempt, 8))
 
 
 def _main() -> int:

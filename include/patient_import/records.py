@@ -95,6 +95,16 @@ def iter_problems(conn: Connection, import_id: str) -> Iterator[dict]:
         yield dict(zip(PROBLEM_COLUMNS, row))
 
 
+def first_file_error(conn: Connection, import_id: str) -> dict | None:
+    """The import's first file-level error (`row` null) in report order, as the report's dict; None
+    when there is none. What a failed run's message names (code and message, SPEC §7)."""
+    rows = _problems_in_order(import_id).where(
+        _PROBLEMS.c[_PROBLEM_COLUMNS["row"]].is_(None),
+        _PROBLEMS.c[_PROBLEM_COLUMNS["severity"]] == str(p.Severity.ERROR)).limit(1)
+    found = conn.execute(rows).first()
+    return dict(zip(PROBLEM_COLUMNS, found)) if found else None
+
+
 def problem_counts(conn: Connection, import_id: str) -> list[dict]:
     """The report's `problem_counts`: per code and field, `listed` and `total`, by code then field."""
     rows = conn.execute(sa.select(_COUNTS.c.code, _COUNTS.c.field, _COUNTS.c.severity,

@@ -203,7 +203,8 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
 def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dict:
     """Finalise one import and write its report; returns a summary without patient data."""
     try:
-        document, path = _finalise_in_store(engine_factory(), import_id)
+        engine = engine_factory()
+        document, path = _finalise_in_store(engine, import_id)
     except SQLAlchemyError as exc:
         log.error("import %s: the store could not be reached (%s); writing the report from staging",
                   import_id, type(exc).__name__)
@@ -212,7 +213,11 @@ def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dic
         raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
     files.clear_staging(import_id)
     _log_outcome(document, path)
+    # The report's problems are streamed to its file from the store; the store names the first one.
     first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == p.Severity.ERROR), None)
+    if first is None and document["status"] in (p.Status.REJECTED.value, p.Status.FAILED.value):
+        with engine.connect() as conn:
+            first = records.first_file_error(conn, import_id)
     return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],
             "dry_run": document["dry_run"], "counts": document["counts"], "report": str(path),
             "code": first["code"] if first else None, "message": first["message"] if first else None}

@@ -522,3 +522,16 @@ def test_a_linked_own_inbox_does_not_make_its_target_an_allowed_root(engine, hom
     for value in (str(home / "inbox" / PRACTICE_ID / "secret.csv"), str(target)):
         with pytest.raises(p.InputRefused, match="export_file_not_allowed"):
             boundaries.check_export_file(value, PRACTICE_ID)
+
+
+def test_a_rejected_imports_summary_names_its_code_and_message_from_the_store(engine, tmp_path):
+    """The report's problems are streamed to its file; the failed run's message still names the
+    first file-level error (what `make import` and the task's failure print)."""
+    picture = tmp_path / "Patient List.csv"
+    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)
+
+    [done] = run_import(engine, picture, run_id="manual__png", exported_on=date(2025, 3, 1))
+
+    assert done.summary["status"] == "rejected"
+    assert done.summary["code"] == p.UNSUPPORTED_FILE_TYPE and "PNG" in done.summary["message"]
+    assert p.UNSUPPORTED_FILE_TYPE in planning.unsuccessful([done.summary])

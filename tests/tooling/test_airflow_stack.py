@@ -163,3 +163,26 @@ def test_a_port_that_is_not_a_port_number_is_refused_in_one_line(tmp_path, port)
     assert done.stderr.strip().splitlines() == [
         f"make up: PATIENT_IMPORT_AIRFLOW_PORT must be a port number (1-65533), got {port!r}"]
     assert not (tmp_path / "airflow").exists()
+
+
+def test_unpause_retries_the_api_servers_server_errors():
+    """A 500 while the scheduler holds SQLite's write lock is retried, not a failed `make up`."""
+    import urllib.error
+
+    from scripts.airflow_stack import unpause
+
+    class FlakyStack:
+        airflow_home = Path("/nonexistent")
+        patches = 0
+
+        def request(self, method, path, body=None, token=None):
+            if method == "PATCH":
+                self.patches += 1
+                if self.patches <= 2:
+                    raise urllib.error.HTTPError(path, 500, "Internal Server Error", None, None)
+            return {"is_paused": False}
+
+    stack = FlakyStack()
+
+    assert unpause(stack, "token", ("patient_import",)) == ["patient_import"]
+    assert stack.patches == 3

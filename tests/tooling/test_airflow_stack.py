@@ -163,3 +163,19 @@ def test_a_port_that_is_not_a_port_number_is_refused_in_one_line(tmp_path, port)
     assert done.stderr.strip().splitlines() == [
         f"make up: PATIENT_IMPORT_AIRFLOW_PORT must be a port number (1-65533), got {port!r}"]
     assert not (tmp_path / "airflow").exists()
+
+
+def test_up_while_running_names_the_running_stacks_url(tmp_path):
+    """A second `make up` says where the first one is, even when asked for another port."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True,
+                                env={**os.environ, "AIRFLOW__API__BASE_URL": "http://127.0.0.1:18765"})
+    try:
+        (tmp_path / "standalone.pid").write_text(str(stand_in.pid))
+        done = _up(tmp_path, free_stack_port())
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert done.returncode == 1
+    assert "already running at http://127.0.0.1:18765" in done.stdout
+    assert str(tmp_path / "passwords.json") in done.stdout

@@ -19,7 +19,7 @@ help:
 	@echo "Targets:"
 	@echo "  make run          install, then import the demo export through the real DAG and print the summary"
 	@echo "  make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
-	@echo "                    import one file through the real DAG; exits 1 when rejected or failed, 2 when refused before the run"
+	@echo "                    import one file through the real DAG; fails (make: ... Error 1) when rejected or failed, Error 2 when refused"
 	@echo "  make up           start the local Airflow with the UI (scheduler, API server, DAG processor, triggerer)"
 	@echo "  make down         stop it"
 	@echo "  make airflow ARGS=\"<command>\"   any Airflow CLI command in this project's Airflow home,"

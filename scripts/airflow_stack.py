@@ -283,6 +283,23 @@ def _retried(call, attempts: int = 8):
             time.sleep(min(0.5 * 2 ** attempt, 8))
 
 
+def running_url(pid: int) -> str | None:
+    """The API URL a running stack was started with (its environment), or None when unreadable.
+
+    Read from /proc (Linux): the pid file holds only the process-group id, and a second `make up`
+    may be given another port than the running stack's.
+    """
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for entry in environ:
+        key, _, value = entry.partition(b"=")
+        if key == b"AIRFLOW__API__BASE_URL":
+            return value.decode(errors="replace")
+    return None
+
+
 def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
@@ -305,8 +322,11 @@ def _main() -> int:
         return 0
     if pid_file.exists():
         try:
-            os.killpg(int(pid_file.read_text()), 0)
-            print(f"Airflow is already running (pid {pid_file.read_text()}); `make down` stops it")
+            pid = int(pid_file.read_text())
+            os.killpg(pid, 0)
+            where = running_url(pid)
+            print(f"Airflow is already running{f' at {where}' if where else ''} (pid {pid}; login in "
+                  f"{airflow_home / 'passwords.json'}); `make down` stops it")
             return 1
         except (ProcessLookupError, ValueError):
             pid_file.unlink()
@@ -328,6 +348,10 @@ def _main() -> int:
     print(f"DAGs {', '.join(unpaused) or 'none'} unpaused"
           + (f"; still paused: {', '.join(paused)} (unpause them in the UI)" if paused else "")
           + f"; logs: {airflow_home / 'standalone.log'}; `make down` stops it")
+    roots = os.environ.get("PATIENT_IMPORT_EXPORT_ROOTS", "")
+    print(f"export_file roots: {roots}" if roots else
+          "export_file roots: none (runs read only the inboxes; set PATIENT_IMPORT_EXPORT_ROOTS "
+          "before `make up` to trigger runs with conf export_file: README, Security)")
     return 0
 
 

@@ -186,3 +186,19 @@ def test_unpause_retries_the_api_servers_server_errors():
 
     assert unpause(stack, "token", ("patient_import",)) == ["patient_import"]
     assert stack.patches == 3
+
+
+def test_up_while_running_names_the_running_stacks_url(tmp_path):
+    """A second `make up` says where the first one is, even when asked for another port."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"],
+                                start_new_session=True,
+                                env={**os.environ, "AIRFLOW__API__BASE_URL": "http://127.0.0.1:18765"})
+    try:
+        (tmp_path / "standalone.pid").write_text(str(stand_in.pid))
+        done = _up(tmp_path, free_stack_port())
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert done.returncode == 1
+    assert "already running at http://127.0.0.1:18765" in done.stdout
+    assert str(tmp_path / "passwords.json") in done.stdout

@@ -29,7 +29,7 @@ save it as "CSV UTF-8". Candidates that read the names alike are then ranked on 
 (a no-break space in a phone number is a space in Windows-1252, `†` in Mac Roman), then in the
 order UTF-8, Windows-1252, Mac Roman, DOS 437, DOS 850.
 
-charset-normalizer, a project dependency, is not used for this: on the smallest real exports it
+charset-normalizer (no longer a dependency) is not used for this: on the smallest real exports it
 guesses wrong (it reads the DOS 437 file `Pe\\xa4a` as cp1250 `Pe¤a` and the Windows-1252 bytes
 `REN\\xc9\\xa0` as UTF-8 `RENɠ`, because it prefers UTF-8 whenever the bytes are valid), and its
 probabilistic guess cannot say "ambiguous" for a file whose names it cannot tell apart.

@@ -102,8 +102,11 @@ def _use_home(home: Path) -> None:
     capacity: 100000
     systems: [drip_education]
 """, encoding="utf-8")
+    # The corpus and generated exports are written in this home and imported as `export_file`s:
+    # it is their one export root (SPEC §7; the store and file areas inside it stay refused).
     os.environ.update({"PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(registry),
-                       "PATIENT_IMPORT_SETTLE_SECONDS": "0", **LIMITS_ENV})
+                       "PATIENT_IMPORT_SETTLE_SECONDS": "0", "PATIENT_IMPORT_EXPORT_ROOTS": str(home),
+                       **LIMITS_ENV})
     os.environ.pop("PATIENT_IMPORT_STORAGE", None)
 
 
@@ -119,8 +122,14 @@ def _is_clean(item, imported, before: dict, after: dict, source: Path) -> str | 
     if counts["read"] != sum(counts[k] for k in ("inserted", "updated", "unchanged", "skipped", "rejected")):
         return "counts do not add up"
     archived = files.get("archive")
-    if not archived or hashlib.sha256(Path(archived).read_bytes()).hexdigest() != \
-            hashlib.sha256(source.read_bytes()).hexdigest():
+    source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
+    # A file over the size limit is refused at extract (SPEC §7): never archived or quarantined,
+    # its checksum recorded. (A workbook that inflates too far is `file_too_large` later, archived.)
+    unkept = imported.file_codes == {"file_too_large"} and not archived
+    if unkept:
+        if files.get("quarantine") or report["export"]["sha256"] != source_sha:
+            return "a file over the size limit was kept, or its checksum not recorded"
+    elif not archived or hashlib.sha256(Path(archived).read_bytes()).hexdigest() != source_sha:
         return "original not archived unchanged"
     if item.accepted:
         return None if imported.file_codes == set() else f"file errors {sorted(imported.file_codes)}"
@@ -130,7 +139,7 @@ def _is_clean(item, imported, before: dict, after: dict, source: Path) -> str | 
         return "a rejected import with rows not rejected"
     if after != before:
         return "patients changed"
-    if not files.get("quarantine") or not Path(files["quarantine"]).is_file():
+    if not unkept and (not files.get("quarantine") or not Path(files["quarantine"]).is_file()):
         return "not quarantined"
     if files.get("upload"):
         return "an upload file was left"

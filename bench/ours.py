@@ -10,6 +10,7 @@ from __future__ import annotations
 import resource
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from bench.common import PRACTICE_ID, StageTimer
 
 def prepare_store(url: str) -> dict:
     """Migrate the store and sync the bench practice into it (not measured)."""
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     open_store(url, prepare=True).dispose()
     return {}
@@ -30,7 +31,7 @@ def run_ours(url: str, export: str, exported_on: str, profile: str | None = None
     # Airflow figures measure them.
     import great_expectations  # noqa: F401
 
-    from include.patient_import import gx_runner, normalize, pipeline, reader, transform, validate  # noqa: F401
+    from include.patient_import import gx_runner, normalize, pipeline, reader, records, transform, validate  # noqa: F401
     from include.patient_import import load as load_module  # noqa: F401
 
     imports = time.perf_counter() - started
@@ -47,28 +48,20 @@ def run_ours(url: str, export: str, exported_on: str, profile: str | None = None
         profiler = Profiler(interval=0.005)
         profiler.start()
     begin = time.perf_counter()
-    engine = pipeline.open_store(url)
+    engine = records.open_store(url)
     run = pipeline.RunInfo(dag_id="bench", run_id=f"bench_{uuid.uuid4().hex[:12]}")
-    with timer.stage("extract"):
-        ids = pipeline.extract_exports(engine, PRACTICE_ID, run, export_file=export,
-                                       exported_on=date.fromisoformat(exported_on))
-    counts = {}
     peak_mb = {"start": _peak_mb()}  # the process's peak RSS once each stage is done
-    for import_id in ids:
-        with timer.stage("validate"):
-            pipeline.validate_import(engine, import_id)
-        peak_mb["validate"] = _peak_mb()
-        with timer.stage("transform"):
-            pipeline.transform_import(engine, import_id)
-        peak_mb["transform"] = _peak_mb()
-        with timer.stage("load"):
-            loaded = pipeline.load_patients(engine, import_id)
-        peak_mb["load"] = _peak_mb()
-        with timer.stage("report"):
-            pipeline.report_import(lambda: engine, import_id)
-        peak_mb["report"] = _peak_mb()
-        counts = loaded["counts"]
-        status = loaded["status"]
+
+    @contextmanager
+    def measured(stage: str):
+        with timer.stage(stage):
+            yield
+        if stage != "extract":
+            peak_mb[stage] = _peak_mb()
+
+    [done] = pipeline.run_import(engine, PRACTICE_ID, run, export_file=export,
+                                 exported_on=date.fromisoformat(exported_on), each_stage=measured)
+    counts, status = done["load"]["counts"], done["load"]["status"]
     seconds = time.perf_counter() - begin
     if profiler is not None:
         profiler.stop()

@@ -56,7 +56,7 @@ def _registered_practice_ids() -> list[str]:
 
 
 def _engine(prepare: bool = False):
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
     from include.patient_import.store import airflow_store_url
 
     return open_store(airflow_store_url(), prepare=prepare)
@@ -64,7 +64,7 @@ def _engine(prepare: bool = False):
 
 def _run_info(practice_id: str | None = None, attempt: int = 1):
     """The run's identity; inside the practice group it also labels the map index with the practice."""
-    from include.patient_import.pipeline import RunInfo
+    from include.patient_import.extract import RunInfo
 
     ctx = get_current_context()
     if practice_id is not None:
@@ -138,7 +138,7 @@ def plan_imports(params: dict | None = None) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def extract_exports(practice_id: str, attempt: int, params: dict | None = None) -> list[str]:
-    from include.patient_import.pipeline import extract_exports as extract
+    from include.patient_import.extract import extract_exports as extract
     from include.patient_import.planning import export_request
     from include.patient_import.problems import ConfigurationError
 
@@ -153,7 +153,7 @@ def extract_exports(practice_id: str, attempt: int, params: dict | None = None) 
 
 @task(map_index_template="{{ practice_id }}")
 def validate_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import validate_import
+    from include.patient_import.validate import validate_import
 
     _run_info(practice_id)
     engine = _engine()
@@ -162,7 +162,7 @@ def validate_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import transform_import
+    from include.patient_import.transform import transform_import
 
     _run_info(practice_id)
     engine = _engine()
@@ -171,8 +171,8 @@ def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import load_patients as load
-    from include.patient_import.pipeline import log_stage_totals
+    from include.patient_import.load import load_patients as load
+    from include.patient_import.summary import log_stage_totals
 
     _run_info(practice_id)
     engine = _engine()
@@ -183,8 +183,9 @@ def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(trigger_rule="all_done", map_index_template="{{ practice_id }}")
 def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
-    from include.patient_import.pipeline import log_stage_totals, report_import
     from include.patient_import.planning import unsuccessful
+    from include.patient_import.report import report_import
+    from include.patient_import.summary import log_stage_totals
 
     _run_info(practice_id)
     if import_ids is None:
@@ -192,7 +193,8 @@ def report_imports(practice_id: str, import_ids: list[str]) -> list[dict]:
         message = f"the exports of {practice_id} were not extracted; see the extract_exports log"
         _alert(f"patient_import: nothing of {practice_id} was imported", [message])
         raise _bad_input(message)
-    summaries = [report_import(_engine, i) for i in import_ids]
+    engine = _engine()
+    summaries = [report_import(engine, i) for i in import_ids]
     log_stage_totals("report_imports", practice_id, summaries)
     failed = unsuccessful(summaries)
     if failed:

@@ -267,20 +267,18 @@ def corpus() -> list[Hostile]:
 
 
 def _stage(stage: str, import_id: str | None) -> dict:
-    from include.patient_import import pipeline
+    from include.patient_import import pipeline, records
 
-    engine = pipeline.open_store()
+    engine = records.open_store()
     try:
         if stage == "prepare":
-            pipeline.open_store(prepare=True).dispose()
+            records.open_store(prepare=True).dispose()
             return {}
         if stage == "extract":
             run = pipeline.RunInfo(dag_id="hostile_memory", run_id=f"memory_{time.time_ns()}", map_index=0)
             return {"import_ids": pipeline.extract_exports(engine, PRACTICE, run, exported_on=EXPORTED_ON)}
-        if stage == "report":
-            return pipeline.report_import(lambda: engine, import_id)
-        return {"validate": pipeline.validate_import, "transform": pipeline.transform_import,
-                "load": pipeline.load_patients}[stage](engine, import_id)
+        assert import_id is not None
+        return pipeline.run_stage(engine, stage, import_id)
     finally:
         engine.dispose()
 

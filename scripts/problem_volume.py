@@ -77,7 +77,7 @@ def populate(problem_count: int) -> dict:
     import sqlalchemy as sa
 
     from include.patient_import import records
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     started = time.perf_counter()
     database = Path(os.environ["PATIENT_IMPORT_HOME"]) / "store.db"
@@ -165,9 +165,9 @@ def write_export(path: Path, rows: int, errors: bool = False) -> None:
 def stage(name: str, export: str) -> dict:
     from datetime import date
 
-    from include.patient_import import pipeline
+    from include.patient_import import pipeline, records
 
-    engine = pipeline.open_store(prepare=name == "extract")
+    engine = records.open_store(prepare=name == "extract")
     started = time.perf_counter()
     if name == "extract":
         run = pipeline.RunInfo(dag_id="patient_import", run_id="manual__volume", map_index=0)
@@ -177,12 +177,7 @@ def stage(name: str, export: str) -> dict:
         result = {"import_id": import_id}
     else:
         import_id = Path(os.environ["PATIENT_IMPORT_HOME"], "import_id").read_text()
-        result = {
-            "validate": lambda: pipeline.validate_import(engine, import_id),
-            "transform": lambda: pipeline.transform_import(engine, import_id),
-            "load": lambda: pipeline.load_patients(engine, import_id),
-            "report": lambda: pipeline.report_import(lambda: engine, import_id),
-        }[name]()
+        result = pipeline.run_stage(engine, name, import_id)
     return {"stage": name, "seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(_peak_mb()),
             "result": result}
 

@@ -254,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
             contextlib.redirect_stderr(io.StringIO()):
         home = Path(tmp) / "home"
         _use_home(home)
-        from include.patient_import.pipeline import open_store
+        from include.patient_import.records import open_store
 
         engine = open_store(prepare=True)
         try:

@@ -59,7 +59,7 @@ def main() -> int:
 
     from airflow.dag_processing.dagbag import DagBag
 
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
     from include.patient_import.store import airflow_store_url
     from include.patient_import.summary import print_run_summary
 

@@ -75,7 +75,7 @@ class Place:
 
 @contextlib.contextmanager
 def _place() -> Iterator[Place]:
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     saved = {k: os.environ.get(k) for k in _ENV}
     with tempfile.TemporaryDirectory(prefix="patient_import_security_") as folder:
@@ -130,7 +130,7 @@ def _imports(place: Place) -> list[dict]:
 
 
 def _run(place: Place, run_id: str):
-    from include.patient_import.pipeline import RunInfo
+    from include.patient_import.extract import RunInfo
 
     return RunInfo(dag_id="security", run_id=run_id, map_index=0)
 
@@ -178,7 +178,7 @@ def _conf_cases(place: Place) -> dict[str, dict]:
 
 def _try_conf(place: Place, name: str, conf: dict, cases: list[Case]) -> None:
     from include.patient_import import planning
-    from include.patient_import.pipeline import extract_exports
+    from include.patient_import.extract import extract_exports
     from include.patient_import.problems import InputRefused
 
     case = Case(name, "run conf")
@@ -259,7 +259,7 @@ class _Lines(logging.Handler):
 
 
 def _try_inbox(place: Place, name: str, build: Callable[[Place], Path], cases: list[Case]) -> None:
-    from include.patient_import.pipeline import extract_exports
+    from include.patient_import.extract import extract_exports
 
     case = Case(name, "inbox")
     build(place)

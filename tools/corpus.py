@@ -413,7 +413,7 @@ def prepare_home(home: Path, monkeypatch, *, limits: bool = True, settle_seconds
                  practices_yaml: str = PRACTICES_YAML, url: str | None = None):
     """Point the package at a fresh home (registry, corpus limits) and return its prepared store
     (the home's SQLite store, or the one at `url`)."""
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     home.mkdir(parents=True, exist_ok=True)
     registry = home / "practices.yml"
@@ -432,30 +432,28 @@ def prepare_home(home: Path, monkeypatch, *, limits: bool = True, settle_seconds
 
 def run_import(engine, path: Path, *, run_id: str, exported_on: date | None = None,
                practice_id: str = PRACTICE_ID, dry_run: bool = False) -> list[Imported]:
-    """Extract, validate, transform, load and report `path` as the DAG's tasks would, in-process.
-
-    Like `report_imports`, the report stage runs whatever failed before it.
-    """
+    """Import `path` in-process through `pipeline.run_import` (the stages the DAG's tasks run, the
+    report whatever failed before it); each import's report, summary and seconds since the start."""
     import json
     import time
+    from contextlib import contextmanager
 
     from include.patient_import import pipeline, storage
 
     start = time.perf_counter()
+    finished: list[float] = []
+
+    @contextmanager
+    def timed(stage: str):
+        yield
+        if stage == "report":
+            finished.append(time.perf_counter() - start)
+
     run = pipeline.RunInfo(dag_id="corpus", run_id=run_id, map_index=0)
-    ids = pipeline.extract_exports(engine, practice_id, run, export_file=str(path),
-                                   exported_on=exported_on or date.today(), dry_run=dry_run)
-    done = []
-    for import_id in ids:
-        try:
-            pipeline.validate_import(engine, import_id)
-            pipeline.transform_import(engine, import_id)
-            pipeline.load_patients(engine, import_id)
-        finally:
-            summary = pipeline.report_import(lambda: engine, import_id)
-        report = json.loads(storage.path_of(summary["report"]).read_text(encoding="utf-8"))
-        done.append(Imported(report, summary, time.perf_counter() - start))
-    return done
+    done = pipeline.run_import(engine, practice_id, run, export_file=str(path),
+                               exported_on=exported_on or date.today(), dry_run=dry_run, each_stage=timed)
+    return [Imported(json.loads(storage.path_of(stages["report"]["report"]).read_text(encoding="utf-8")),
+                     stages["report"], seconds) for stages, seconds in zip(done, finished)]
 
 
 def patients_snapshot(engine, practice_id: str = PRACTICE_ID) -> dict[str, dict]:

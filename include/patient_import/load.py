@@ -14,6 +14,7 @@ built once by `upsert_statement`, carries the sync rules for every row.
 from __future__ import annotations
 
 import json
+import logging
 import re
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
@@ -23,11 +24,13 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from include.patient_import import files
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
-from include.patient_import.normalize import ACTIVE, object_array
-from include.patient_import.practices import Practice
+from include.patient_import.normalize import ACTIVE
+from include.patient_import.patients import count_patients, stored_patients
+from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
@@ -40,10 +43,12 @@ from include.patient_import.rules import (
     capacity_parameters,
     capacity_rejection,
     decide_outcomes,
+    landing_time_warning,
     payment_plan_warning,
     skip_messages,
 )
 from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
+from include.patient_import.staging import Job, load_validation
 from include.patient_import.store import (
     Import,
     ImportProblem,
@@ -53,6 +58,8 @@ from include.patient_import.store import (
     lock_practice,
     postgres_error_message,
 )
+
+log = logging.getLogger(__name__)
 
 _DATE_COLUMNS = ("birth_date", "last_visit")
 
@@ -64,25 +71,8 @@ class LoadResult:
     already_loaded: bool = False
 
 
-def stored_patients(conn: Connection, practice_id: str) -> pd.DataFrame:
-    """The practice's patients that carry an account number, indexed by it."""
-    columns = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]
-    table = Patient.__table__
-    rows = conn.execute(sa.select(*[table.c[c] for c in columns])
-                        .where(table.c.practice_id == practice_id,
-                               table.c.third_party_acct_number.is_not(None))).all()
-    # Column by column: pandas builds a frame from a list of row tuples ten times slower.
-    by_column = zip(*rows) if rows else ((),) * len(columns)
-    frame = pd.DataFrame({name: object_array(values) for name, values in zip(columns, by_column)})
-    return frame.set_index(frame["third_party_acct_number"])
-
-
-def count_patients(conn: Connection, practice_id: str, *, without_account: bool = False) -> int:
-    table = Patient.__table__
-    query = sa.select(sa.func.count()).select_from(table).where(table.c.practice_id == practice_id)
-    if without_account:
-        query = query.where(table.c.third_party_acct_number.is_(None))
-    return int(conn.execute(query).scalar_one())
+# The stored columns the sync rules compare (SPEC §3) and the bookkeeping they advance.
+_COMPARED = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]
 
 
 # The patient columns an import writes: every export field, the bookkeeping, never the id.
@@ -314,7 +304,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             rejection = accountless_rejection(count_patients(conn, practice.id, without_account=True))
         decided = None
         if rejection is None:
-            decided = decide_outcomes(frame, stored_patients(conn, practice.id), practice, exported_on)
+            decided = decide_outcomes(frame, stored_patients(conn, practice.id, _COMPARED), practice, exported_on)
             new = int((decided[OUTCOME] == p.INSERTED).sum())
             if new:
                 stored = count_patients(conn, practice.id)
@@ -347,3 +337,34 @@ def _skip_problems(decided: pd.DataFrame) -> ProblemTable:
     codes = skips[CODE].astype("object").reset_index(drop=True)
     return ProblemTable.of_rows(skips[ROW_NUMBER].to_numpy(), code=codes, message=skip_messages(codes),
                                 account_numbers=skips["account_number"].to_numpy(dtype=object))
+
+
+# ---------------------------------------------------------------- the stage
+
+def load_patients(engine: Engine, import_id: str) -> dict:
+    """The load stage: apply the staged rows to the store in one transaction (or record the
+    rejection); safe to run again (a committed load is found and its result returned).
+
+    Returns {"import_id", "status", "counts": {read, inserted, ...}}: ids and counts only.
+    """
+    job = Job.load(import_id)
+    practices = load_practices()
+    practice = practices.get(job.practice_id) or Practice(id=job.practice_id, name=job.practice_id)
+    validation = load_validation(import_id)
+    problems = validation.problems
+    if job.exported_on_source == files.FROM_LANDING:
+        problems = problems + [landing_time_warning(job.exported_on)]
+    result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
+                                   frame=validation.frame, problems=problems,
+                                   rejection=validation.rejection, dry_run=job.dry_run)
+    counts = result.counts
+    log.info("import %s: %d inserted, %d updated, %d unchanged, %d skipped, %d rejected (of %d read); "
+             "status %s%s%s", import_id, counts.inserted, counts.updated, counts.unchanged, counts.skipped,
+             counts.rejected, counts.read, result.status, " (dry run: no patient changed)" if job.dry_run else "",
+             " (loaded by an earlier try)" if result.already_loaded else "")
+    if validation.rejection is None and result.status == p.Status.REJECTED:
+        log.info("import %s rejected at load: %s", import_id,
+                 ", ".join(x["code"] for x in recorded.counts() if x["severity"] == p.Severity.ERROR) or "?")
+    elif result.status != p.Status.REJECTED:
+        log.info("import %s: problems recorded: %s", import_id, recorded.severity_summary())
+    return {"import_id": import_id, "status": result.status, "counts": result.counts.as_dict()}

@@ -40,7 +40,6 @@ import dataclasses
 import datetime
 import functools
 import re
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -50,6 +49,12 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import import catalogue as c
+from include.patient_import.account_numbers import (  # noqa: F401 - normalize_account_number re-exported
+    ASCII_DIGITS,
+    normalize_account_number,
+    plain_separators,
+    unfloat,
+)
 from include.patient_import.encoding import repair
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import INVALID_ACCOUNT_NUMBER, TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
@@ -114,54 +119,7 @@ class NormalizedExport:
 # Result of an optional value: the cleaned value (None = left out) and a warning code, if any.
 Cleaned = tuple[str | None, str | None]
 
-_ASCII_DIGITS = re.compile(r"[0-9]+")
-# A number Excel (or an xlsx reader) turned into a float: "123.0".
-_FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
-
-
-# Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
-# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
-_SEPARATORS = {
-    code: " " if unicodedata.category(chr(code)) == "Zs" else "-"
-    for code in range(0x80, 0x10000)  # every space and dash is in the BMP
-    if unicodedata.category(chr(code)) in ("Zs", "Pd") or chr(code) in "\u2212\ufe63\uff0d"
-}
-
-
-def plain_separators(text: str) -> str:
-    """The text with Unicode spaces and dashes made ASCII ones."""
-    return text if text.isascii() else text.translate(_SEPARATORS)
-
-
-def _unfloat(text: str) -> str:
-    m = _FLOAT_WHOLE.fullmatch(text)
-    return m.group(1) if m else text
-
-
 # --- account number -----------------------------------------------------------------------------
-
-# Excel's way of keeping leading zeros in a CSV: the cell is written as the formula ="00123".
-_EXCEL_TEXT_FORMULA = re.compile(r'="(.*)"', re.DOTALL)
-
-
-def normalize_account_number(raw: str) -> str | None:
-    """The account number without Excel's damage, or None when empty.
-
-    Surrounding spaces, ``="..."`` quoting, a leading ``#`` and a trailing ``.0`` are removed and
-    leading zeros dropped (``00123`` → ``123``). Anything that is still not digits (``1.23457E+11``,
-    letters) is returned cleaned but not repaired: the validation suite rejects it.
-    """
-    text = plain_separators(raw).strip()
-    quoted = _EXCEL_TEXT_FORMULA.fullmatch(text)
-    if quoted:
-        text = quoted.group(1).strip()
-    if text.startswith("#"):
-        text = text[1:].lstrip()
-    text = _unfloat(text)
-    if _ASCII_DIGITS.fullmatch(text):
-        text = text.lstrip("0") or "0"
-    return text or None
-
 
 _SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[Ee][+-]?[0-9]+")
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
@@ -195,7 +153,7 @@ def _account_number_case(text: str) -> str | None:
         return "footer"
     if any(char.isalpha() for char in text):
         return "letters"
-    if _ASCII_DIGITS.fullmatch(text):
+    if ASCII_DIGITS.fullmatch(text):
         return "too_long"
     return None
 
@@ -226,7 +184,7 @@ _ZIP9 = re.compile(r"([0-9]{5})[- ]?([0-9]{4})")
 
 def normalize_zip(raw: str) -> Cleaned:
     """``12345`` or ``12345-6789``; a ZIP whose leading zeros Excel dropped is padded (``zip_padded``)."""
-    text = _unfloat(plain_separators(raw).strip())
+    text = unfloat(plain_separators(raw).strip())
     if not text:
         return None, None
     if _ZIP5.fullmatch(text):
@@ -234,7 +192,7 @@ def normalize_zip(raw: str) -> Cleaned:
     plus4 = _ZIP9.fullmatch(text)
     if plus4:
         return f"{plus4.group(1)}-{plus4.group(2)}", None
-    if _ASCII_DIGITS.fullmatch(text):
+    if ASCII_DIGITS.fullmatch(text):
         # Excel stores a ZIP as a number: 01234 becomes 1234, 01234-0567 (as 012340567) 12340567.
         if len(text) in (3, 4):
             return text.zfill(5), ZIP_PADDED
@@ -290,7 +248,7 @@ def normalize_phone(raw: str, *, field: str = "home_phone") -> tuple[str | None,
     The extension (``x``, ``ext``, ``ext.``, ``#``) is kept apart; a leading ``1`` or ``+1`` is
     dropped. A number phonenumbers does not accept gives ``(None, None, invalid_<field>)``.
     """
-    text = _unfloat(plain_separators(raw).strip())
+    text = unfloat(plain_separators(raw).strip())
     if not text:
         return None, None, None
     extension = None
@@ -543,7 +501,7 @@ def _normalize_phones(texts: pd.Series, field: str) -> list[np.ndarray]:
 
 
 # Account numbers as Genesis writes them: ASCII digits and nothing else (leading zeros are dropped).
-_PLAIN_ACCOUNT = _ASCII_DIGITS.pattern
+_PLAIN_ACCOUNT = ASCII_DIGITS.pattern
 
 
 def _normalize_accounts(texts: pd.Series) -> np.ndarray:

@@ -1,478 +1,87 @@
-"""The five stages of one practice's imports: extract, validate, transform, load, report.
+"""One practice's imports from start to end: extract, then per import validate → transform → load,
+and the report whatever happened before it.
 
-Each stage takes an import id, reads what the previous stage left in the import's staging folder
-and the store, writes its own output there, and returns a small summary (ids, paths, counts).
-Every stage is safe to run again. Nothing here knows about Airflow: the DAG hands in the run's
-identity (`RunInfo`) and the store's engine.
+The DAG runs each stage as its own task (`dags/patient_import.py`); everything else that runs an
+import in one process — the tests, the fault children, the bench, the reliability figures — runs
+it through `run_import` here, so the sequence is written once. Every stage takes the store's engine
+and an import id, reads what the stage before it left in staging (`staging.py`), and is safe to run
+again.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-from dataclasses import asdict, dataclass
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from datetime import date
 
-import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from include.patient_import import boundaries, catalogue, files, records, settings, storage
-from include.patient_import import problems as p
-from include.patient_import.practices import Practice, load_practices
-from include.patient_import.store import Patient, create_store_engine, migrate
-from include.patient_import.untrusted import printable
+from include.patient_import.extract import RunInfo, extract_exports
+from include.patient_import.load import load_patients
+from include.patient_import.report import report_import
+from include.patient_import.transform import transform_import
+from include.patient_import.validate import validate_import
 
-log = logging.getLogger(__name__)
+# The stages after extract, in order; the report runs after them whatever they did.
+STAGES: dict[str, Callable[[Engine, str], dict]] = {
+    "validate": validate_import,
+    "transform": transform_import,
+    "load": load_patients,
+}
 
-# An archived export whose import ended `failed` this many times is quarantined (SPEC §7).
-POISON_PILL_FAILURES = 3
-
-
-
-@dataclass(frozen=True)
-class RunInfo:
-    """Who runs the import: the identity an import id follows from (SPEC §6)."""
-
-    dag_id: str
-    run_id: str
-    run_type: str = "manual"
-    map_index: int = -1
-    attempt: int = 1  # the run's planning attempt: a run cleared as a whole imports again
-    interval_start: datetime | None = None
-    interval_end: datetime | None = None
+# A context each stage runs in, by its name ("extract", "validate", ..., "report"): the bench
+# times and measures the stages with one.
+StageContext = Callable[[str], AbstractContextManager]
 
 
-@dataclass
-class Job:
-    """What extract decided about one export; the later stages read it from staging."""
-
-    import_id: str
-    practice_id: str
-    source: str  # the file the stages read: the archived original, or the given file on a dry run
-    export_name: str
-    sha256: str
-    size: int
-    exported_on: str
-    dry_run: bool
-    archive_path: str | None = None
-    rejection: dict | None = None  # {"code", "message"} of a rejection decided at extract
-    exported_on_source: str | None = None  # files.FROM_CONF, FROM_FILE_NAME or FROM_LANDING (SPEC §6)
-
-    def save(self) -> None:
-        storage.write_text(files.staging_dir(self.import_id) / "job.json", json.dumps(asdict(self), indent=1))
-
-    @classmethod
-    def load(cls, import_id: str) -> "Job":
-        path = files.staging_dir(import_id) / "job.json"
-        return cls(**json.loads(path.read_text(encoding="utf-8")))
-
-    @property
-    def export_date(self) -> date:
-        return date.fromisoformat(self.exported_on)
-
-    def rejected(self) -> p.ExportRejected | None:
-        return p.ExportRejected(**self.rejection) if self.rejection else None
+def _no_context(_stage: str) -> AbstractContextManager:
+    return nullcontext()
 
 
-def today() -> date:
-    return datetime.now(ZoneInfo(settings.timezone())).date()
+def run_stage(engine: Engine, name: str, import_id: str) -> dict:
+    """One stage after extract, by name (a name of `STAGES`, or "report"), as its task runs it:
+    what a process that runs a single stage (a fault child, a memory probe) calls."""
+    if name == "report":
+        return report_import(engine, import_id)
+    if name not in STAGES:
+        raise ValueError(f"unknown stage {name!r}; the stages are {[*STAGES, 'report']}")
+    return STAGES[name](engine, import_id)
 
 
-def open_store(url: str | None = None, *, prepare: bool = False) -> Engine:
-    """The store's engine; with `prepare`, migrate it and sync the practice registry."""
-    engine = create_store_engine(url)
-    if prepare:
-        migrate(engine)
-        records.sync_practices(engine, load_practices())
-    return engine
+def run_stages(engine: Engine, import_id: str, stages: Sequence[str] = tuple(STAGES), *, report: bool = True,
+               each_stage: StageContext = _no_context) -> dict[str, dict]:
+    """Run `stages` (names of `STAGES`, in order) for one extracted import, then, with `report`, the
+    report stage in a `finally`, as the DAG's `report_imports` runs after a failed stage.
 
-
-def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str, name: str) -> str:
-    """Same run, map index and export → same import (a cleared task continues it); a new run, or a
-    run cleared as a whole (a new planning attempt, as a backfill's reprocessing does) → a new one."""
-    key = "|".join([run.dag_id, run.run_id, str(run.map_index), str(run.attempt), sha256, name])
-    return f"{practice_id}_{exported_on:%Y%m%d}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
-
-
-# ---------------------------------------------------------------- extract
-
-def _before(day: date, end: datetime | None) -> bool:
-    """An export dated `day` belongs to a run whose data interval ends at `end` (SPEC §6)."""
-    return end is None or datetime.combine(day, datetime.min.time(), end.tzinfo) < end
-
-
-def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
-                       exported_on: date | None) -> list[tuple[storage.StoragePath, bool, date, str]]:
-    """(path, in_inbox, export date, its source) of every export waiting for this practice and this run.
-
-    Waiting: stable files in the inbox, and archived originals never imported (only failed or
-    dry-run imports), or imported by this very run (a retried extract continues them), dated
-    before the end of the run's data interval. A backfill run takes the originals archived for
-    its data interval, imported or not.
+    Returns each stage's summary by stage name ("report" included). Raises what a stage raised,
+    once the report is written.
     """
-    with engine.connect() as conn:
-        imported = records.imports_of_archive(conn, practice_id)
-    start = run.interval_start.date() if run.interval_start else None
-    chosen: list[tuple[storage.StoragePath, bool, date, str]] = []
-    for archived in files.archived_exports(practice_id):
-        filed_on = files.archived_date(archived)
-        if filed_on is None or not _before(filed_on, run.interval_end):
-            continue
-        earlier = imported.get(str(archived), [])
-        source = _archived_date_source(archived, filed_on, earlier)
-        if run.run_type == "backfill":
-            if start is None or filed_on >= start:
-                chosen.append((archived, False, filed_on, source))
-            continue
-        mine = any(i["dag_run_id"] == run.run_id and i["map_index"] == run.map_index for i in earlier)
-        settled = any(not i["dry_run"] and i["status"] != p.Status.FAILED.value for i in earlier)
-        if not mine and not settled and _poison_pill(engine, archived, earlier):
-            continue
-        if mine or not settled:
-            chosen.append((archived, False, filed_on, source))
-    if run.run_type != "backfill":
-        for waiting in files.waiting_inbox_files(practice_id):
-            day, source = files.dated_export(waiting.path, exported_on)
-            if _before(day, run.interval_end):
-                chosen.append((waiting.path, True, day, source))
-    return chosen
-
-
-def _archived_date_source(archived, filed_on: date, earlier: list[dict]) -> str:
-    """Where an archived export's date (its archive folder) first came from: what its first import
-    recorded; for an import from before that was recorded, the name when it holds that date."""
-    recorded = [i for i in sorted(earlier, key=lambda i: str(i["started_at"])) if i.get("exported_on_source")]
-    if recorded:
-        return recorded[0]["exported_on_source"]
-    if files.date_in_name(files.original_name(archived)) == filed_on:
-        return files.FROM_FILE_NAME
-    return files.FROM_LANDING
-
-
-def _poison_pill(engine: Engine, archived, earlier: list[dict]) -> bool:
-    """Whether an archived export failed too often to be picked up by a scheduled run (SPEC §7).
-
-    After `POISON_PILL_FAILURES` failed imports (a worker killed, out of memory) it is copied to the
-    quarantine, its last import records `import_failed` with the quarantine path, and it waits until
-    someone re-runs it explicitly (conf `export_file` pointing at the archived original).
-    """
-    failures = [i for i in earlier if not i["dry_run"] and i["status"] == p.Status.FAILED.value]
-    if len(failures) < POISON_PILL_FAILURES:
-        return False
-    last = max(failures, key=lambda i: i["id"])
-    if not any(i["quarantine_path"] for i in failures):
-        quarantined = files.quarantine(archived, last["practice_id"])
-        records.update_import(engine, last["id"], quarantine_path=str(quarantined))
-        records.replace_problem(engine, last["id"], p.Problem(
-            code=p.IMPORT_FAILED, message=f"the export failed {len(failures)} times and was quarantined; "
-                                          "it is imported again only when re-run explicitly"))
-        log.warning("%s failed %d times: quarantined, not picked up again until re-run explicitly",
-                    printable(archived.name), len(failures))
-    return True
-
-
-def extract_exports(engine: Engine, practice_id: str, run: RunInfo, *, export_file: str | None = None,
-                    exported_on: date | None = None, dry_run: bool = False,
-                    practices: dict[str, Practice] | None = None) -> list[str]:
-    """Pick the practice's exports, archive the originals, register each import; oldest first.
-
-    The practice id and `export_file` are checked again here (SPEC §7, after `planning.check_conf`):
-    a refused one raises `InputRefused` before any file is opened. A file over the size limit is
-    hashed in one streaming pass and rejected `file_too_large` without being copied anywhere.
-
-    Returns the import ids in export-date order.
-    """
-    practices = practices if practices is not None else load_practices()
-    boundaries.check_practice_id(practice_id, practices)
-    if export_file:
-        given = boundaries.check_export_file(export_file, practice_id, store=engine)
-        archived = storage.is_inside(given, settings.area("archive"))
-        candidates = [(given, False, *files.dated_export(
-            given, exported_on, files.original_name(given) if archived else None))]
-    else:
-        candidates = _candidate_exports(engine, practice_id, run, exported_on)
-
-    jobs: list[Job] = []
-    for path, in_inbox, export_on, source in candidates:
-        if in_inbox and _left_in_inbox(engine, practice_id, path):
-            continue
-        job = _extract_one(engine, practice_id, run, path, in_inbox, export_on, dry_run, source)
-        if job is None:
-            continue
-        log.info("import %s: %s (%d bytes, exported %s, date from %s)%s", job.import_id, printable(path.name),
-                 job.size, export_on, source, f" rejected: {job.rejection['code']}" if job.rejection else "")
-        jobs.append(job)
-    jobs.sort(key=lambda j: (j.exported_on, j.export_name))
-    log.info("extract %s: %d exports to import (%d rejected at extract)", practice_id, len(jobs),
-             sum(1 for j in jobs if j.rejection))
-    return [j.import_id for j in jobs]
-
-
-def _shown(path) -> str:
-    """The export's name as it is recorded and reported (store, report, Import Results): through
-    `printable` (SPEC §7), whole (names are at most 255 bytes), so that a name's newline, terminal
-    escape or bidi override never reaches a terminal (`jq -r`) or a page."""
-    return printable(path.name, limit=4096)
-
-
-def _left_in_inbox(engine: Engine, practice_id: str, path) -> bool:
-    """Whether an inbox file is left where it is: it turned into a link (or its folder did) since it
-    was listed, or it is a file already refused as too large (it is never moved: SPEC §7)."""
-    reason = files.refused_entry(path, path.parent) if files.practice_inbox(practice_id) else "is in a linked folder"
-    if reason:
-        log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), reason)
-        return True
-    size = path.stat().st_size
-    if size > settings.Limits.from_env().max_file_bytes:
-        with engine.connect() as conn:
-            if records.refused_as_too_large(conn, practice_id, _shown(path), size):
-                log.warning("inbox %s: %s (%d bytes) was already refused as too large; remove or replace it",
-                            practice_id, printable(path.name), size)
-                return True
-    return False
-
-
-def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
-                 dry_run: bool, date_source: str) -> "Job | None":
-    """Register one export; None when an inbox file turned unsafe or is still being written (it is
-    left where it is). A local file is read once through one handle (`files.snapshot`, SPEC §7)."""
-    limits = settings.Limits.from_env()
-    if not storage.is_local(path):
-        return _extract_object(engine, practice_id, run, path, in_inbox, export_on, dry_run, limits, date_source)
-    local_tmp = settings.area("staging") if storage.is_local(settings.storage_root()) else None
+    unknown = [name for name in stages if name not in STAGES]
+    if unknown:
+        raise ValueError(f"unknown stages {unknown}; the stages are {list(STAGES)}")
+    done: dict[str, dict] = {}
     try:
-        with files.snapshot(path, limits.max_file_bytes, folder=local_tmp) as snap:
-            return _extract_snapshot(engine, practice_id, run, path, snap, in_inbox, export_on, dry_run, limits,
-                                     date_source)
-    except (files.UnsafeFile, files.ChangedWhileRead) as exc:
-        if in_inbox:
-            log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), exc)
-            return None
-        if isinstance(exc, files.UnsafeFile):
-            raise p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED,
-                                 f"export_file {printable(str(path))!r} {exc}") from None
-        raise p.ConfigurationError(f"export_file {printable(str(path))!r} {exc}; run again once it is "
-                                   "complete") from None
+        for name in stages:
+            with each_stage(name):
+                done[name] = STAGES[name](engine, import_id)
+    finally:
+        if report:
+            with each_stage("report"):
+                done["report"] = report_import(engine, import_id)
+    return done
 
 
-def _too_large(size: int, limits: settings.Limits) -> dict:
-    # Checked before any copy (SPEC §7): the name, size and checksum are recorded, nothing is kept.
-    return {"code": p.FILE_TOO_LARGE,
-            "message": catalogue.message(p.FILE_TOO_LARGE, size_mb=size / 1024 / 1024,
-                                         limit_mb=limits.max_file_bytes / 1024 / 1024)}
+def run_import(engine: Engine, practice_id: str, run: RunInfo, *, export_file: str | None = None,
+               exported_on: date | None = None, dry_run: bool = False, stages: Sequence[str] = tuple(STAGES),
+               report: bool = True, each_stage: StageContext = _no_context) -> list[dict]:
+    """Extract the practice's exports (the one `export_file`, or what waits for it: see
+    `extract.extract_exports`), then run `run_stages` for each import, oldest export first.
 
-
-def _type_rejection(local, head: bytes) -> dict | None:
-    from include.patient_import.reader import detect_file_type
-
-    try:
-        detect_file_type(local, head)
-    except p.ExportRejected as exc:
-        return {"code": exc.code, "message": exc.message}
-    return None
-
-
-def _future_rejection(export_on: date) -> dict | None:
-    from include.patient_import.rules import export_date_rejection
-
-    future = export_date_rejection(export_on, today())
-    return {"code": future.code, "message": future.message} if future is not None else None
-
-
-def _extract_snapshot(engine: Engine, practice_id: str, run: RunInfo, path, snap: files.Snapshot, in_inbox: bool,
-                      export_on: date, dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
-    size, sha = snap.size, snap.sha256
-    rejection: dict | None
-    if snap.copy is None:
-        rejection = _too_large(size, limits)
-    else:
-        rejection = _type_rejection(snap.copy, snap.head()) or _future_rejection(export_on)
-    import_id = import_id_for(run, practice_id, export_on, sha, path.name)
-    archive_path = None
-    source = path
-    if storage.is_inside(path, settings.area("archive")):
-        archive_path = path  # the practice's own archived original, re-run: it is never changed
-    elif snap.copy is not None and not dry_run:
-        # What is archived is the snapshot: exactly the bytes hashed and sniffed, whatever the
-        # name holds by now.
-        archive_path = files.archive_path(practice_id, export_on, path.name, sha)
-        if not archive_path.exists():
-            storage.copy(snap.copy, archive_path)
-        if in_inbox:
-            files.remove_original(path, snap)
-        source = archive_path
-    elif snap.copy is not None:
-        # A dry run archives nothing; its stages read a copy of the snapshot in staging (cleared by
-        # the report), never the original by name again.
-        source = files.staging_dir(import_id) / f"original{files.safe_name('x' + path.suffix)[1:]}"
-        storage.copy(snap.copy, source)
-    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
-                     dry_run, rejection, date_source)
-
-
-def _extract_object(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox: bool, export_on: date,
-                    dry_run: bool, limits: settings.Limits, date_source: str) -> Job:
-    """An export in an object store: no links, and objects do not change once written."""
-    size = path.stat().st_size
-    rejection: dict | None
-    if size > limits.max_file_bytes:
-        sha = files.sha256_of(path)
-        rejection = _too_large(size, limits)
-    else:
-        with storage.local_file(path) as local:
-            with local.open("rb") as handle:
-                rejection = _type_rejection(local, handle.read(8192))
-            sha = files.sha256_of(local)
-        rejection = rejection or _future_rejection(export_on)
-    import_id = import_id_for(run, practice_id, export_on, sha, path.name)
-    archive_path = None
-    source = path
-    if storage.is_inside(path, settings.area("archive")):
-        archive_path = path
-    elif not dry_run and (rejection is None or rejection["code"] != p.FILE_TOO_LARGE):
-        archive_path = files.archive(path, practice_id, export_on, sha, move=in_inbox)
-        source = archive_path
-    return _register(engine, practice_id, run, import_id, path, source, archive_path, sha, size, export_on,
-                     dry_run, rejection, date_source)
-
-
-def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, path, source, archive_path,
-              sha: str, size: int, export_on: date, dry_run: bool, rejection: dict | None, date_source: str) -> Job:
-    job = Job(import_id=import_id, practice_id=practice_id, source=str(source), export_name=_shown(path),
-              sha256=sha, size=size, exported_on=export_on.isoformat(), dry_run=dry_run,
-              archive_path=str(archive_path) if archive_path else None, rejection=rejection,
-              exported_on_source=date_source)
-    job.save()
-    records.register_import(
-        engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
-        run_type=run.run_type, export_name=_shown(path), export_sha256=sha, export_bytes=size,
-        archive_path=job.archive_path, exported_on=export_on, exported_on_source=date_source, dry_run=dry_run)
-    return job
-
-
-# ---------------------------------------------------------------- validate
-
-def validate_import(engine: Engine, import_id: str) -> dict:
-    """Read, normalise and validate one export with the suites; keep the result in staging."""
-    from include.patient_import.validate import save_validation, validate_export
-
-    job = Job.load(import_id)
-    practices = load_practices()
-    outcome = validate_export(engine, job, practices.get(job.practice_id), today=today())
-    save_validation(import_id, outcome)
-    if outcome.docs_index:
-        records.update_import(engine, import_id, data_docs_path=str(outcome.docs_index))
-    log.info("import %s: validated %d rows; %s", import_id, outcome.read,
-             f"file rejected: {outcome.rejection.code}" if outcome.rejection else _severity_counts(outcome.problems))
-    return {"import_id": import_id, "read": outcome.read,
-            "rejected": outcome.rejection.code if outcome.rejection else None}
-
-
-# ---------------------------------------------------------------- transform
-
-def transform_import(engine: Engine, import_id: str) -> dict:
-    """Write the upload-ready Cash Practice file and the rejected-rows file to the outbox."""
-    from include.patient_import.transform import upload_rows, write_rejected_rows, write_upload_file
-    from include.patient_import.validate import load_validation
-
-    job = Job.load(import_id)
-    validation = load_validation(import_id)
-    if job.dry_run or validation.frame is None or job.practice_id not in (practices := load_practices()):
-        return {"import_id": import_id, "upload": None, "rejected_rows": None}
-    practice = practices[job.practice_id]
-    outbox = settings.area("outbox", job.practice_id)
-    rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
-                                        validation.headers, validation.columns,
-                                        validation.problems.with_codes(p.ROW_ERROR_CODES))
-    upload = None
-    if validation.rejection is None:
-        rows = upload_rows(validation.frame, practice)
-        upload = write_upload_file(outbox / f"{import_id}.csv", rows, practice,
-                                   _known_client_ids(engine, job, rows["account_number"]))
-    records.update_import(engine, import_id, upload_path=str(upload) if upload else None,
-                          rejected_rows_path=str(rejected_rows) if rejected_rows else None)
-    log.info("import %s: upload file %s; rejected-rows file %s", import_id,
-             f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
-             "written" if rejected_rows else "not needed")
-    return {"import_id": import_id, "upload": str(upload) if upload else None,
-            "rejected_rows": str(rejected_rows) if rejected_rows else None}
-
-
-def _known_client_ids(engine: Engine, job: Job, accounts) -> dict[str, int]:
-    """Store ids of the patients known before this import: their ClientID in Cash Practice."""
-    table = Patient.__table__
-    with engine.connect() as conn:
-        rows = conn.execute(sa.select(table.c.third_party_acct_number, table.c.id).where(
-            table.c.practice_id == job.practice_id,
-            sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != job.import_id))).all()
-    wanted = set(accounts.dropna())
-    return {acct: pid for acct, pid in rows if acct in wanted}
-
-
-# ---------------------------------------------------------------- load
-
-def load_patients(engine: Engine, import_id: str) -> dict:
-    """Apply the rows to the store in one transaction (or record the rejection)."""
-    from include.patient_import.load import load_import
-    from include.patient_import.validate import load_validation
-
-    job = Job.load(import_id)
-    practices = load_practices()
-    practice = practices.get(job.practice_id) or Practice(id=job.practice_id, name=job.practice_id)
-    validation = load_validation(import_id)
-    problems = validation.problems
-    if job.exported_on_source == files.FROM_LANDING:
-        problems = problems + [landing_time_warning(job)]
-    result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
-                                   frame=validation.frame, problems=problems,
-                                   rejection=validation.rejection, dry_run=job.dry_run)
-    counts = result.counts
-    log.info("import %s: %d inserted, %d updated, %d unchanged, %d skipped, %d rejected (of %d read); "
-             "status %s%s%s", import_id, counts.inserted, counts.updated, counts.unchanged, counts.skipped,
-             counts.rejected, counts.read, result.status, " (dry run: no patient changed)" if job.dry_run else "",
-             " (loaded by an earlier try)" if result.already_loaded else "")
-    if validation.rejection is None and result.status == p.Status.REJECTED:
-        log.info("import %s rejected at load: %s", import_id,
-                 ", ".join(x["code"] for x in recorded.counts() if x["severity"] == p.Severity.ERROR) or "?")
-    elif result.status != p.Status.REJECTED:
-        log.info("import %s: problems recorded: %s", import_id, _severity_counts(recorded))
-    return {"import_id": import_id, "status": result.status, "counts": result.counts.as_dict()}
-
-
-def landing_time_warning(job: Job) -> p.Problem:
-    """The file-level warning of an export dated by the day it landed (SPEC §6)."""
-    return p.Problem(code=p.EXPORT_DATE_FROM_LANDING_TIME,
-                     message=catalogue.message(p.EXPORT_DATE_FROM_LANDING_TIME, exported_on=job.exported_on))
-
-
-def _severity_counts(problems) -> str:
-    """'4 errors, 48 warnings, 2 info' of a ProblemTable: counts only, never a value."""
-    totals = {str(s): 0 for s in p.Severity}
-    for item in problems.counts():
-        totals[item["severity"]] = totals.get(item["severity"], 0) + int(item["total"])
-    return (f"{totals['error']} errors, {totals['warning']} warnings, {totals['info']} info")
-
-
-def log_stage_totals(stage: str, practice_id: str, summaries: list[dict]) -> None:
-    """One log line of a task's imports together: how many, their statuses and summed counts, as
-    returned by `load_patients` / `report_import` (ids and counts only)."""
-    statuses: dict[str, int] = {}
-    totals: dict[str, int] = {}
-    for summary in summaries:
-        statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
-        for key, value in (summary.get("counts") or {}).items():
-            totals[key] = totals.get(key, 0) + int(value)
-    log.info("%s %s: %d imports%s%s", stage, practice_id, len(summaries),
-             "; " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) if statuses else "",
-             "; " + ", ".join(f"{v} {k}" for k, v in totals.items()) if totals else "")
-
-
-# ---------------------------------------------------------------- report
-
-def report_import(engine_factory, import_id: str) -> dict:
-    """Finalise the import and write its JSON report, even when the store cannot be reached."""
-    from include.patient_import.report import finalise_import
-
-    return finalise_import(engine_factory, import_id)
+    Returns one dict per import: {"import_id": ..., and each stage's summary by stage name}.
+    Raises `problems.InputRefused` / `ConfigurationError` from extract before any import exists.
+    """
+    with each_stage("extract"):
+        import_ids = extract_exports(engine, practice_id, run, export_file=export_file, exported_on=exported_on,
+                                     dry_run=dry_run)
+    return [{"import_id": import_id, **run_stages(engine, import_id, stages, report=report, each_stage=each_stage)}
+            for import_id in import_ids]

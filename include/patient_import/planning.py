@@ -56,9 +56,7 @@ def check_conf(params: dict, *, store=None, practices: dict | None = None) -> di
             exported_on = date.fromisoformat(exported_on)
         except ValueError:
             raise ConfigurationError(f"exported_on {exported_on!r} is not a real date") from None
-        from include.patient_import.pipeline import today
-
-        if exported_on > today():
+        if exported_on > settings.today():
             raise InputRefused(EXPORT_DATE_IN_FUTURE, f"exported_on {exported_on.isoformat()} is in the future")
     dry_run = params.get("dry_run", False)
     if not isinstance(dry_run, bool):
@@ -112,10 +110,9 @@ def _warn_unregistered_inboxes(practices: dict) -> None:
 
 def stale_practices(engine: Engine) -> list[str]:
     """Messages for the registered practices whose newest export is too old; each is logged."""
-    from include.patient_import.pipeline import today
     from include.patient_import.staleness import staleness
 
-    found = [s.message() for s in staleness(engine, load_practices(), today()) if s.stale]
+    found = [s.message() for s in staleness(engine, load_practices(), settings.today()) if s.stale]
     for message in found:
         log.warning("stale: %s", message)
     return found

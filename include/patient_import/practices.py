@@ -8,8 +8,8 @@ from pathlib import Path
 import yaml
 
 from include.patient_import import settings
+from include.patient_import.account_numbers import normalize_account_number
 from include.patient_import.files import MAX_ID_LENGTH, is_safe_id
-from include.patient_import.normalize import normalize_account_number
 from include.patient_import.problems import ConfigurationError
 from include.patient_import.schema import UPLOAD_EXTRA_COLUMNS
 

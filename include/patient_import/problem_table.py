@@ -18,7 +18,7 @@ import pandas as pd
 from include.patient_import import problems as p
 from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN
 
-COLUMNS: tuple[str, ...] = ("row", "account_number", "field", "code", "severity", "message")
+COLUMNS = p.PROBLEM_COLUMNS
 # Per (code, field) of severity `warning`: the first ones by row are listed, the rest counted.
 LISTED_PER_CODE_AND_FIELD = 1_000
 _GROUP = ["code", "field", "severity"]
@@ -152,6 +152,13 @@ class ProblemTable:
                  "listed": int(listed_), "total": int(total)}
                 for code, field, severity, total, listed_ in
                 merged[["code", "field", "severity", "total", "listed"]].itertuples(index=False, name=None)]
+
+    def severity_summary(self) -> str:
+        """'4 errors, 48 warnings, 2 info': what a log line says of the problems (counts only)."""
+        totals = {str(s): 0 for s in p.Severity}
+        for item in self.counts():
+            totals[item["severity"]] = totals.get(item["severity"], 0) + int(item["total"])
+        return f"{totals['error']} errors, {totals['warning']} warnings, {totals['info']} info"
 
     def __iter__(self) -> Iterator[p.Problem]:
         for row, account, field, code, severity, message in self.listed.itertuples(index=False, name=None):

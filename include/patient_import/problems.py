@@ -53,6 +53,9 @@ from include.patient_import.catalogue import (  # noqa: F401 - re-exported
 )
 from include.patient_import.schema import ACCOUNT_NUMBER_PATTERN
 
+# The columns of a listed problem, as a report, the store and a ProblemTable name them (SPEC §6).
+PROBLEM_COLUMNS: tuple[str, ...] = ("row", "account_number", "field", "code", "severity", "message")
+
 
 class Status(StrEnum):
     PROCESSING = "processing"

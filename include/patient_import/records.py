@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import problems as p
-from include.patient_import.practices import Practice
-from include.patient_import.problem_table import COLUMNS as PROBLEM_COLUMNS
-from include.patient_import.problem_table import ProblemTable
-from include.patient_import.store import Import, ImportProblem, ImportProblemCount
+from include.patient_import.practices import Practice, load_practices
+from include.patient_import.problems import PROBLEM_COLUMNS
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount, create_store_engine, migrate
 from include.patient_import.store import Practice as PracticeRow
+
+if TYPE_CHECKING:
+    from include.patient_import.problem_table import ProblemTable
 
 _IMPORTS = Import.__table__
 _PROBLEMS = ImportProblem.__table__
@@ -27,6 +30,17 @@ _STREAM_BATCH = 10_000
 
 def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def open_store(url: str | None = None, *, prepare: bool = False) -> Engine:
+    """The store's engine (`url`: a SQLAlchemy URL; the embedded default when None); with
+    `prepare`, migrate it to the newest revision and sync the practice registry into it (what
+    plan_imports does once per run: the one owner of migrations outside the deployment's init)."""
+    engine = create_store_engine(url)
+    if prepare:
+        migrate(engine)
+        sync_practices(engine, load_practices())
+    return engine
 
 
 def sync_practices(engine: Engine, practices: dict[str, Practice]) -> None:
@@ -72,7 +86,10 @@ def _problems_in_order(import_id: str) -> sa.Select:
 
 def import_problems(conn: Connection, import_id: str) -> ProblemTable:
     """The problems the store lists for an import, in report order, with the counts of the rest."""
+    # Here, not at the top: planning and extract read the records without paying for pandas.
     import pandas as pd
+
+    from include.patient_import.problem_table import ProblemTable
 
     rows = conn.execute(_problems_in_order(import_id)).all()
     listed = pd.DataFrame({name: pd.Series(values, dtype="object") for name, values in

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.patient_import import catalogue, files, records, settings, storage
+from include.patient_import import catalogue, files, records, settings, staging, storage
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
@@ -104,7 +104,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
     updates: dict = {"finished_at": records.now()}
     if record["loaded_at"] is None:
         # Load never committed: an infrastructure fault retries could not overcome.
-        read = _staged_read(import_id)
+        read = staging.staged_read(import_id)
         updates |= {"status": p.Status.FAILED.value, "read": read, "rejected": read,
                     **{k: 0 for k in ("inserted", "updated", "unchanged", "skipped")}}
         records.replace_problem(engine, import_id, _failed_problem(
@@ -171,22 +171,10 @@ def _reader(engine: Engine) -> Engine:
     return create_store_engine(engine.url.render_as_string(hide_password=False), read_only=True)
 
 
-def _staged_read(import_id: str) -> int:
-    rows = files.staging_dir(import_id) / "rows.parquet"
-    if not rows.exists():
-        return 0
-    import pyarrow.parquet as pq
-
-    with rows.open("rb") as handle:
-        return pq.ParquetFile(handle).metadata.num_rows
-
-
 def _report_from_staging(import_id: str, reason: str) -> dict:
     """The report when the store cannot be reached: what staging knows, status `failed`."""
-    from include.patient_import.pipeline import Job
-
-    job = Job.load(import_id)
-    read = _staged_read(import_id)
+    job = staging.Job.load(import_id)
+    read = staging.staged_read(import_id)
     return {
         "import_id": import_id, "practice_id": job.practice_id, "status": p.Status.FAILED.value,
         "dry_run": job.dry_run,
@@ -200,10 +188,19 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
     }
 
 
-def finalise_import(engine_factory: Callable[[], Engine], import_id: str) -> dict:
-    """Finalise one import and write its report; returns a summary without patient data."""
+def report_import(engine: Engine, import_id: str) -> dict:
+    """The report stage: finalise one import in the store and write its JSON report (SPEC §4, §6),
+    whatever happened upstream; safe to run again.
+
+    Raises StoreUnavailable (after writing the report from staging, status `failed`) when the store
+    cannot be reached, so that Airflow retries the task. The engine connects lazily: an unreachable
+    store surfaces here, not where the engine was made.
+
+    Returns {"import_id", "practice_id", "status", "dry_run", "counts", "report": path, "code",
+    "message"} (the first file-level error's code and message when the import was rejected or
+    failed): ids, counts and codes, never a patient value.
+    """
     try:
-        engine = engine_factory()
         document, path = _finalise_in_store(engine, import_id)
     except SQLAlchemyError as exc:
         log.error("import %s: the store could not be reached (%s); writing the report from staging",

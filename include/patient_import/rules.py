@@ -85,6 +85,13 @@ def export_date_rejection(exported_on: date, today: date) -> p.ExportRejected | 
     return None
 
 
+def landing_time_warning(exported_on: str) -> p.Problem:
+    """SPEC §6: an export dated by the day it landed (no date in the conf or its name) carries a
+    file-level warning saying so (`exported_on`: YYYY-MM-DD)."""
+    return p.Problem(code=p.EXPORT_DATE_FROM_LANDING_TIME,
+                     message=c.message(p.EXPORT_DATE_FROM_LANDING_TIME, exported_on=exported_on))
+
+
 def accountless_rejection(stored_without_account: int) -> p.ExportRejected | None:
     """SPEC §3 rule 4: while the practice has stored patients without an account number (counted
     under the practice's lock), no import may run: it would create duplicates of them."""

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from datetime import date, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 EXPECTATIONS_DIR = REPO_ROOT / "expectations"
@@ -122,3 +124,8 @@ def stale_after_days() -> int:
 def timezone() -> str:
     """The DAG's time zone: the export date of a file without one in its name is its landing day here."""
     return os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")
+
+
+def today() -> date:
+    """Today in the DAG's time zone: what an export date is judged against (SPEC §3, §6)."""
+    return datetime.now(ZoneInfo(timezone())).date()

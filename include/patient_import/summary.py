@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import sqlalchemy as sa
 
@@ -10,6 +11,8 @@ from include.patient_import.problems import Severity, Status
 from include.patient_import.storage import path_of
 from include.patient_import.store import Import
 from include.patient_import.untrusted import printable
+
+log = logging.getLogger(__name__)
 
 
 def run_reports(engine, run_id: str) -> list[dict]:
@@ -65,7 +68,7 @@ def format_report(report: dict) -> str:
 
 def print_run_summary(run_id: str, state: str, engine=None) -> int:
     """Print each import of the run; 1 when one was rejected or failed, or the run failed."""
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     engine = engine or open_store()
     reports = run_reports(engine, run_id)
@@ -76,3 +79,17 @@ def print_run_summary(run_id: str, state: str, engine=None) -> int:
         print(format_report(report))
     bad = any(r["status"] in (Status.REJECTED.value, Status.FAILED.value) for r in reports)
     return 1 if bad or state.endswith("failed") else 0
+
+
+def log_stage_totals(stage: str, practice_id: str, summaries: list[dict]) -> None:
+    """One log line of a task's imports together: how many, their statuses and summed counts, as
+    returned by `load.load_patients` / `report.report_import` (ids and counts only)."""
+    statuses: dict[str, int] = {}
+    totals: dict[str, int] = {}
+    for summary in summaries:
+        statuses[summary["status"]] = statuses.get(summary["status"], 0) + 1
+        for key, value in (summary.get("counts") or {}).items():
+            totals[key] = totals.get(key, 0) + int(value)
+    log.info("%s %s: %d imports%s%s", stage, practice_id, len(summaries),
+             "; " + ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) if statuses else "",
+             "; " + ", ".join(f"{v} {k}" for k, v in totals.items()) if totals else "")

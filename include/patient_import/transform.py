@@ -7,16 +7,19 @@ shows `MÃ¼ller`, which the office would then save back garbled.
 from __future__ import annotations
 
 import csv
+import logging
 from collections.abc import Iterable, Iterator, Mapping
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from sqlalchemy.engine import Engine
 
 from include.patient_import import problems as p
-from include.patient_import import storage
+from include.patient_import import records, settings, storage
 from include.patient_import.encoding import repair
-from include.patient_import.practices import Practice
+from include.patient_import.patients import stored_patients
+from include.patient_import.practices import Practice, load_practices
 from include.patient_import.rules import passes_practice_rules
 from include.patient_import.schema import (
     FIELDS_BY_NAME,
@@ -26,7 +29,10 @@ from include.patient_import.schema import (
     UPLOAD_COLUMNS,
     UPLOAD_EXTRA_COLUMNS,
 )
+from include.patient_import.staging import Job, load_validation
 from include.patient_import.storage import StoragePath
+
+log = logging.getLogger(__name__)
 
 # A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -114,3 +120,42 @@ def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str]
     rows = ([*values, "; ".join(reasons[int(row)]), int(row)]
             for row, *values in rejected[[ROW_NUMBER, *columns]].itertuples(index=False, name=None))
     return write_csv(path, [*headers, PROBLEM_COLUMN, ORIGINAL_ROW_COLUMN], rows)
+
+
+# ---------------------------------------------------------------- the stage
+
+def transform_import(engine: Engine, import_id: str) -> dict:
+    """The transform stage: write the upload-ready Cash Practice file and the rejected-rows file
+    to the practice's outbox (SPEC §5) and record their paths; nothing on a dry run.
+
+    Returns {"import_id", "upload": path or None, "rejected_rows": path or None}.
+    """
+    job = Job.load(import_id)
+    validation = load_validation(import_id)
+    if job.dry_run or validation.frame is None or job.practice_id not in (practices := load_practices()):
+        return {"import_id": import_id, "upload": None, "rejected_rows": None}
+    practice = practices[job.practice_id]
+    outbox = settings.area("outbox", job.practice_id)
+    rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
+                                        validation.headers, validation.columns,
+                                        validation.problems.with_codes(p.ROW_ERROR_CODES))
+    upload = None
+    if validation.rejection is None:
+        rows = upload_rows(validation.frame, practice)
+        upload = write_upload_file(outbox / f"{import_id}.csv", rows, practice,
+                                   _known_client_ids(engine, job, rows["account_number"]))
+    records.update_import(engine, import_id, upload_path=str(upload) if upload else None,
+                          rejected_rows_path=str(rejected_rows) if rejected_rows else None)
+    log.info("import %s: upload file %s; rejected-rows file %s", import_id,
+             f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
+             "written" if rejected_rows else "not needed")
+    return {"import_id": import_id, "upload": str(upload) if upload else None,
+            "rejected_rows": str(rejected_rows) if rejected_rows else None}
+
+
+def _known_client_ids(engine: Engine, job: Job, accounts: pd.Series) -> dict[str, int]:
+    """Store ids of the patients known before this import: their ClientID in Cash Practice."""
+    with engine.connect() as conn:
+        ids = stored_patients(conn, job.practice_id, ["id"], not_created_by=job.import_id)["id"]
+    wanted = ids.index.intersection(pd.Index(accounts.dropna().unique(), dtype="object"))
+    return {str(acct): int(pid) for acct, pid in ids.loc[wanted].items()}

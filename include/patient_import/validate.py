@@ -7,22 +7,19 @@ counts of the warnings not listed (JSON).
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import logging
 from datetime import date
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from include.patient_import import catalogue as c
-from include.patient_import import files, settings, storage
 from include.patient_import import problems as p
+from include.patient_import import records, settings, storage
 from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
-from include.patient_import.practices import Practice
+from include.patient_import.patients import count_patients, stored_patients
+from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import (
     CODE,
@@ -36,22 +33,9 @@ from include.patient_import.rules import (
     winning_codes,
 )
 from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
-from include.patient_import.store import Patient
+from include.patient_import.staging import Job, Validation, save_validation
 
-
-@dataclass
-class Validation:
-    frame: pd.DataFrame | None = None  # normalised rows with their suite `code`
-    raw: pd.DataFrame | None = None  # the rows as read
-    headers: list[str] = field(default_factory=list)
-    columns: list[str] = field(default_factory=list)
-    problems: ProblemTable = field(default_factory=ProblemTable)
-    rejection: p.ExportRejected | None = None
-    docs_index: storage.StoragePath | None = None
-
-    @property
-    def read(self) -> int:
-        return 0 if self.frame is None else len(self.frame)
+log = logging.getLogger(__name__)
 
 
 def _row_messages(code: str, header: str, accounts: pd.Series):
@@ -117,7 +101,6 @@ def _missing_columns(parsed) -> p.ExportRejected:
 
 def validate_export(engine: Engine, job, practice: Practice | None, *, today: date) -> Validation:
     """Validate one export; a file-level rejection is returned in the result, not raised."""
-    from include.patient_import.load import count_patients
     from include.patient_import.normalize import normalize_export
     from include.patient_import.reader import read_export
 
@@ -158,7 +141,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             raise too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
-            accounts = _stored_accounts(conn, practice.id)
+            accounts = stored_patients(conn, practice.id).index
             stored_count = count_patients(conn, practice.id)
         # Capacity counts new patients only: the stored account numbers decide them (load decides
         # every outcome again, under the practice's lock).
@@ -173,68 +156,21 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     return result
 
 
-def _stored_accounts(conn: Connection, practice_id: str) -> pd.Index:
-    table = Patient.__table__
-    accounts = conn.execute(sa.select(table.c.third_party_acct_number).where(
-        table.c.practice_id == practice_id, table.c.third_party_acct_number.is_not(None))).scalars().all()
-    return pd.Index(accounts, dtype="object")
+# ---------------------------------------------------------------- the stage
 
+def validate_import(engine: Engine, import_id: str) -> dict:
+    """The validate stage: read, normalise and validate one export with the suites, keep the
+    result in staging (`staging.Validation`) and record where its Data Docs are.
 
-def save_validation(import_id: str, validation: Validation) -> None:
-    stage = files.staging_dir(import_id)
-    for name, frame in (("rows.parquet", validation.frame), ("raw.parquet", validation.raw)):
-        if frame is not None:
-            with storage.writing(stage / name) as handle:
-                frame.to_parquet(handle, index=False)
-    with storage.writing(stage / "problems.parquet") as handle:
-        validation.problems.listed.to_parquet(handle, index=False)
-    rejection = validation.rejection
-    doc = {
-        "headers": validation.headers, "columns": validation.columns,
-        # Only counts: the warnings beyond the cap of their code and field (problem_table).
-        "problems_omitted": validation.problems.omitted_columns(),
-        "rejection": None if rejection is None else {
-            "code": rejection.code, "message": rejection.message, "row": rejection.row,
-            "field": rejection.field, "details": rejection.details},
-        "docs_index": str(validation.docs_index) if validation.docs_index else None,
-    }
-    # Written last: its presence says the Parquet files beside it are complete.
-    storage.write_text(stage / "validation.json", json.dumps(doc))
-
-
-def _read_objects(path) -> pd.DataFrame:
-    """A Parquet file as object columns holding Python values and None for every empty cell."""
-    with path.open("rb") as handle:
-        table = pq.read_table(handle)
-    columns = {}
-    for name, column in zip(table.column_names, table.columns):
-        if pa.types.is_large_string(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type):
-            columns[name] = column.to_numpy(zero_copy_only=False)  # object array, None where null
-        else:
-            values = column.to_pandas().astype("object")
-            columns[name] = values.where(values.notna(), None).to_numpy()
-    return pd.DataFrame(columns, dtype="object")
-
-
-def _read_frame(path) -> pd.DataFrame:
-    with path.open("rb") as handle:
-        return pd.read_parquet(handle)
-
-
-def load_validation(import_id: str) -> Validation:
-    stage = files.staging_dir(import_id)
-    doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
-    frame = _read_objects(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
-    raw = _read_frame(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
-    if frame is not None:
-        frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
-    rejection = doc["rejection"]
-    if (stage / "problems.parquet").exists():
-        listed = _read_frame(stage / "problems.parquet")
-    else:  # staged before problems were columns: {"code": [...], "row": [...], ...} in the JSON
-        listed = pd.DataFrame(doc.get("problems") or {})
-    return Validation(
-        frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
-        problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
-        rejection=p.ExportRejected(**rejection) if rejection else None,
-        docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)
+    Returns {"import_id", "read": rows read, "rejected": the file's rejection code or None}.
+    """
+    job = Job.load(import_id)
+    practices = load_practices()
+    outcome = validate_export(engine, job, practices.get(job.practice_id), today=settings.today())
+    save_validation(import_id, outcome)
+    if outcome.docs_index:
+        records.update_import(engine, import_id, data_docs_path=str(outcome.docs_index))
+    log.info("import %s: validated %d rows; %s", import_id, outcome.read,
+             f"file rejected: {outcome.rejection.code}" if outcome.rejection else outcome.problems.severity_summary())
+    return {"import_id": import_id, "read": outcome.read,
+            "rejected": outcome.rejection.code if outcome.rejection else None}

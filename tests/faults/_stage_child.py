@@ -39,15 +39,16 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from include.patient_import import pipeline
+from include.patient_import import pipeline, records
 from include.patient_import import report as report_stage
+from include.patient_import.extract import RunInfo, extract_exports
 
 EXPORTED_ON = date(2026, 11, 20)  # every fault test's imports: a past date, fixed
 
 
-def run_info(run_id: str) -> pipeline.RunInfo:
+def run_info(run_id: str) -> RunInfo:
     """The identity of the DAG run a fault test plays (SPEC §6): the same run id, the same import."""
-    return pipeline.RunInfo(dag_id="patient_import", run_id=run_id, map_index=0)
+    return RunInfo(dag_id="patient_import", run_id=run_id, map_index=0)
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -135,21 +136,17 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--die", action="store_true")
     args = parser.parse_args(argv)
 
-    engine = pipeline.open_store(args.store)
+    engine = records.open_store(args.store)
     _install_hooks(engine, args)
     if args.start_after:
         while not Path(args.start_after).exists():
             time.sleep(0.02)  # the parent's go
     if args.stage == "extract":
-        result = {"import_ids": pipeline.extract_exports(
+        result = {"import_ids": extract_exports(
             engine, args.practice, run_info(args.run_id), export_file=args.export_file,
             exported_on=date.fromisoformat(args.exported_on or EXPORTED_ON.isoformat()))}
-    elif args.stage == "report":
-        result = pipeline.report_import(lambda: engine, args.import_id)
     else:
-        stage = {"validate": pipeline.validate_import, "transform": pipeline.transform_import,
-                 "load": pipeline.load_patients}[args.stage]
-        result = stage(engine, args.import_id)
+        result = pipeline.run_stage(engine, args.stage, args.import_id)
     _write_atomic(Path(args.out), json.dumps(result, default=str))
     if args.die:
         os.kill(os.getpid(), signal.SIGKILL)

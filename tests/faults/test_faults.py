@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from include.patient_import import pipeline, storage
+from include.patient_import import load, pipeline, records, storage
 from include.patient_import.files import staging_dir
-from include.patient_import.report import report_path
+from include.patient_import.report import report_import, report_path
 from include.patient_import.store import Import, ImportProblem, ImportRow, Patient, create_store_engine
 from tests.faults._stage_child import EXPORTED_ON, run_info
 
@@ -72,23 +72,21 @@ def comparable_report(report: dict) -> dict:
 def stage_first_three(store: str, export: Path, *, practice: str = PRACTICE,
                       run_id: str = "manual__faults") -> str:
     """Extract, validate and transform in this process; returns the import id."""
-    engine = pipeline.open_store(store, prepare=True)
+    engine = records.open_store(store, prepare=True)
     try:
-        [import_id] = pipeline.extract_exports(engine, practice, run_info(run_id), export_file=str(export),
-                                               exported_on=EXPORTED_ON)
-        pipeline.validate_import(engine, import_id)
-        pipeline.transform_import(engine, import_id)
-        return import_id
+        [done] = pipeline.run_import(engine, practice, run_info(run_id), export_file=str(export),
+                                     exported_on=EXPORTED_ON, stages=("validate", "transform"), report=False)
+        return done["import_id"]
     finally:
         engine.dispose()
 
 
 def load_and_report(store: str, import_id: str) -> tuple[dict, dict]:
     """The load and report stages in this process: (load result, report summary)."""
-    engine = pipeline.open_store(store)
+    engine = records.open_store(store)
     try:
-        loaded = pipeline.load_patients(engine, import_id)
-        return loaded, pipeline.report_import(lambda: engine, import_id)
+        done = pipeline.run_stages(engine, import_id, ("load",))
+        return done["load"], done["report"]
     finally:
         engine.dispose()
 
@@ -196,7 +194,7 @@ def test_a_load_that_finds_the_store_down_retries_with_backoff_and_writes_once(
         "conn_type": "postgres", "host": parsed.host, "port": parsed.port, "login": parsed.username,
         "password": parsed.password, "schema": parsed.database}))
     monkeypatch.setenv("PATIENT_IMPORT_RETRIES", "4")  # as `retrying_dag` was parsed
-    real_load = pipeline.load_patients
+    real_load = load.load_patients
     attempts: list[str] = []
     restarts: list[threading.Thread] = []
 
@@ -216,7 +214,7 @@ def test_a_load_that_finds_the_store_down_retries_with_backoff_and_writes_once(
         attempts.append("loaded")
         return result
 
-    monkeypatch.setattr(pipeline, "load_patients", load_after_outage)
+    monkeypatch.setattr(load, "load_patients", load_after_outage)
     try:
         run = retrying_dag.test(run_conf={"practice_id": PRACTICE, "export_file": str(export.path),
                                           "exported_on": EXPORTED_ON.isoformat(), "dry_run": False})
@@ -252,8 +250,8 @@ def test_a_crash_between_load_and_report_then_the_tasks_cleared_continue_the_sam
         store_url, clean_run, export, stages, fault):
     clean = clean_run(store_url)
     import_id = stage_first_three(store_url, export.path)
-    engine = pipeline.open_store(store_url)
-    pipeline.load_patients(engine, import_id)
+    engine = records.open_store(store_url)
+    load.load_patients(engine, import_id)
     engine.dispose()
     reporter = stages.start("report", store_url, import_id=import_id, pause_at="report")
     reporter.wait_for(reporter.signal_file)  # the import finalised in the store, its JSON not written
@@ -320,8 +318,8 @@ def test_two_imports_of_one_practice_at_once_are_serialised_and_cannot_both_pass
     assert b.trace()["locking"] < a.trace()["commit"] <= b.trace()["locked"]
     assert first_result["status"] == "completed" and first_result["counts"]["inserted"] == 20
     assert second_result["status"] == "rejected" and second_result["counts"]["rejected"] == 20
-    engine = pipeline.open_store(store_url)
-    reports = {i: pipeline.report_import(lambda: engine, i) for i in (first_id, second_id)}
+    engine = records.open_store(store_url)
+    reports = {i: report_import(engine, i) for i in (first_id, second_id)}
     engine.dispose()
     second_report = json.loads(Path(reports[second_id]["report"]).read_text(encoding="utf-8"))
     assert [x["code"] for x in second_report["problems"] if x["row"] is None] == ["capacity_exceeded"]
@@ -348,7 +346,7 @@ def test_stages_on_workers_that_die_between_tasks_find_what_they_need_in_the_fil
         root = areas.use("workers", storage_root=request.getfixturevalue("object_store").new_root())
     else:
         root = areas.use("shared")
-    pipeline.open_store(store_url, prepare=True).dispose()  # plan_imports' part
+    records.open_store(store_url, prepare=True).dispose()  # plan_imports' part
     workers: list[Path] = []
 
     def on_a_new_worker(stage: str, **kwargs) -> dict:
@@ -365,7 +363,7 @@ def test_stages_on_workers_that_die_between_tasks_find_what_they_need_in_the_fil
         return result
 
     [import_id] = on_a_new_worker("extract", export=export.path)["import_ids"]
-    for stage in ("validate", "transform", "load"):
+    for stage in pipeline.STAGES:
         on_a_new_worker(stage, import_id=import_id)
     summary = on_a_new_worker("report", import_id=import_id)
 

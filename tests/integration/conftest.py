@@ -60,7 +60,7 @@ class Runner:
 
     def run(self, **conf) -> tuple[str, list[dict]]:
         """Trigger one run; returns its state and the reports of its imports."""
-        from include.patient_import.pipeline import open_store
+        from include.patient_import.records import open_store
         from include.patient_import.summary import run_reports
 
         # Every param explicitly: dag.test() keeps earlier runs' values as defaults otherwise.
@@ -69,7 +69,7 @@ class Runner:
         return str(run.state), run_reports(open_store(), run.run_id)
 
     def engine(self):
-        from include.patient_import.pipeline import open_store
+        from include.patient_import.records import open_store
 
         return open_store()
 

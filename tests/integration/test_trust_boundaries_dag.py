@@ -88,18 +88,19 @@ def test_symlinked_inbox_folder_leaves_the_linked_folder_unchanged(runner, home,
 
 def test_poison_pill_is_quarantined_after_its_third_failure_and_the_others_are_imported(runner, home,
                                                                                        monkeypatch):
-    from include.patient_import import pipeline
+    from include.patient_import import staging
+    from include.patient_import import validate as validate_stage
 
     inbox = home / "inbox" / "demo_clinic"
     _old(write_export(inbox / "pill 20261101.csv", [patient("1")]))
-    validate = pipeline.validate_import
+    validate = validate_stage.validate_import
 
     def crash_on_the_pill(engine, import_id):
-        if pipeline.Job.load(import_id).export_name.startswith("pill"):
+        if staging.Job.load(import_id).export_name.startswith("pill"):
             raise MemoryError("the worker ran out of memory")  # as a killed task would end
         return validate(engine, import_id)
 
-    monkeypatch.setattr(pipeline, "validate_import", crash_on_the_pill)
+    monkeypatch.setattr(validate_stage, "validate_import", crash_on_the_pill)
     for _ in range(3):
         state, [summary] = runner.run()
         assert state == "failed" and summary["status"] == "failed"
@@ -117,14 +118,14 @@ def test_poison_pill_is_quarantined_after_its_third_failure_and_the_others_are_i
 
 
 def test_a_failed_extract_fails_the_run_and_alerts(runner, home, monkeypatch, smtp):
-    from include.patient_import import pipeline
+    from include.patient_import import extract
 
     _old(write_export(home / "inbox" / "demo_clinic" / "x 20261120.csv", [patient("1")]))
 
     def broken(*args, **kwargs):
         raise OSError("the file share went away")
 
-    monkeypatch.setattr(pipeline, "extract_exports", broken)
+    monkeypatch.setattr(extract, "extract_exports", broken)
     state, reports = runner.run()
 
     assert state == "failed" and reports == []

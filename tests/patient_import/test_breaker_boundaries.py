@@ -72,8 +72,9 @@ import os  # noqa: E402
 import shutil  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from include.patient_import import files, pipeline, storage  # noqa: E402
-from include.patient_import.pipeline import extract_exports  # noqa: E402
+from include.patient_import import extract, files, storage  # noqa: E402
+from include.patient_import.extract import extract_exports  # noqa: E402
+from include.patient_import.staging import Job  # noqa: E402
 from tests.patient_import.test_trust_boundaries import _files_under, _fingerprint, _imports, _run  # noqa: E402
 
 
@@ -106,7 +107,7 @@ def test_inbox_file_swapped_for_a_link_after_its_check_is_neither_archived_nor_f
         entry.unlink()
         entry.symlink_to(secret)
 
-    _swap_after(monkeypatch, pipeline, "_left_in_inbox", swap)
+    _swap_after(monkeypatch, extract, "_left_in_inbox", swap)
     assert extract_exports(engine, PRACTICE_ID, _run("swap")) == []
 
     assert _files_under(home / "archive") == [] and _files_under(home / "quarantine") == []
@@ -189,7 +190,7 @@ def test_a_dry_run_reads_its_own_copy_not_the_original_by_name(engine, exports, 
     given = _export(exports / "x.csv")
     [import_id] = extract_exports(engine, PRACTICE_ID, _run("dry"), export_file=str(given), dry_run=True)
 
-    job = pipeline.Job.load(import_id)
+    job = Job.load(import_id)
     assert Path(job.source).parent == files.staging_dir(import_id)
     assert Path(job.source).read_bytes() == given.read_bytes()
     assert _files_under(home / "archive") == []

@@ -12,6 +12,7 @@ import pytest
 
 from include.patient_import import files, pipeline, storage
 from include.patient_import import problems as p
+from include.patient_import.staging import Job
 from include.patient_import.summary import format_report
 from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home
 
@@ -93,11 +94,8 @@ def _export(folder, name: str, rows, landed: datetime | None = None):
 
 def _import(engine, path, run_id: str, exported_on: date | None = None) -> tuple[dict, dict]:
     run = pipeline.RunInfo(dag_id="dates", run_id=run_id, map_index=0)
-    [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, run, export_file=str(path), exported_on=exported_on)
-    pipeline.validate_import(engine, import_id)
-    pipeline.transform_import(engine, import_id)
-    pipeline.load_patients(engine, import_id)
-    summary = pipeline.report_import(lambda: engine, import_id)
+    [done] = pipeline.run_import(engine, PRACTICE_ID, run, export_file=str(path), exported_on=exported_on)
+    summary = done["report"]
     return json.loads(storage.path_of(summary["report"]).read_text(encoding="utf-8")), summary
 
 
@@ -251,7 +249,7 @@ def test_a_backfill_reimport_keeps_where_the_archived_exports_date_came_from(eng
     again = pipeline.extract_exports(engine, PRACTICE_ID, backfill)
 
     def sources(ids):
-        return sorted((pipeline.Job.load(i).sha256, pipeline.Job.load(i).exported_on_source) for i in ids)
+        return sorted((Job.load(i).sha256, Job.load(i).exported_on_source) for i in ids)
 
     assert sorted(source for _, source in sources(first)) == ["conf", "file_name", "landed"]
     assert sources(again) == sources(first)

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from include.patient_import import files, pipeline
-from include.patient_import.pipeline import RunInfo, extract_exports
+from include.patient_import.extract import RunInfo, extract_exports
 from include.patient_import.problems import InputRefused
 from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, patients_snapshot, prepare_home, run_import
 
@@ -184,10 +184,7 @@ def test_file_being_written_is_left_until_stable_then_imported(engine, inbox, tm
     assert not path.exists()
     [archived] = _archived(tmp_path)
     assert " " not in archived.name
-    pipeline.validate_import(engine, import_id)
-    pipeline.transform_import(engine, import_id)
-    pipeline.load_patients(engine, import_id)
-    summary = pipeline.report_import(lambda: engine, import_id)
+    summary = pipeline.run_stages(engine, import_id)["report"]
     assert summary["status"] == "completed"
     assert summary["counts"]["inserted"] == 2
 

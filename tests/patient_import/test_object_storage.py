@@ -112,10 +112,8 @@ def test_the_inbox_in_the_object_store_is_picked_up_archived_and_emptied(tmp_pat
     storage.write_text(inbox_file, csv_text([patient(91001), patient(91002)]))
 
     run = pipeline.RunInfo(dag_id="patient_import", run_id="scheduled__s3", map_index=0)
-    [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, run)
-    for stage in (pipeline.validate_import, pipeline.transform_import, pipeline.load_patients):
-        stage(engine, import_id)
-    summary = pipeline.report_import(lambda: engine, import_id)
+    [done] = pipeline.run_import(engine, PRACTICE_ID, run)
+    import_id, summary = done["import_id"], done["report"]
 
     assert summary["status"] == "completed" and summary["counts"]["inserted"] == 2
     assert not inbox_file.exists()

@@ -300,7 +300,7 @@ def test_the_terminal_summary_counts_the_warnings_that_are_not_listed():
 
 
 def test_staging_keeps_the_listed_problems_and_the_counts_of_the_others(tmp_path, monkeypatch):
-    from include.patient_import.validate import Validation, load_validation, save_validation
+    from include.patient_import.staging import Validation, load_validation, save_validation
 
     monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
     monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)

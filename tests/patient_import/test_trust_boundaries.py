@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from include.patient_import import boundaries, files, planning, records
 from include.patient_import import problems as p
-from include.patient_import.pipeline import RunInfo, extract_exports
+from include.patient_import.extract import RunInfo, extract_exports
 from include.patient_import.store import Import
 from include.patient_import.untrusted import printable
 from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home, run_import
@@ -411,9 +411,8 @@ def test_too_large_inbox_file_stays_in_the_inbox_and_is_not_taken_again(engine, 
     os.utime(big, (old, old))
 
     [first] = extract_exports(engine, PRACTICE_ID, _run("big1"))
-    from include.patient_import.pipeline import report_import, validate_import
-    validate_import(engine, first)
-    report_import(lambda: engine, first)
+    from include.patient_import.pipeline import run_stages
+    run_stages(engine, first, ("validate",))
 
     assert big.exists()
     assert extract_exports(engine, PRACTICE_ID, _run("big2")) == []

@@ -9,9 +9,9 @@ import pytest
 
 from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteRunner
-from include.patient_import.pipeline import Job
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE
+from include.patient_import.staging import Job
 from include.patient_import.store import create_store_engine, migrate
 from include.patient_import.suites import build_suites, render, suite_path
 from include.patient_import.validate import validate_export

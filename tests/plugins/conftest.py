@@ -62,7 +62,7 @@ def store(tmp_path_factory):
 
     from include.patient_import import problems as p
     from include.patient_import import records
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
     from include.patient_import.store import Patient
 
     base = tmp_path_factory.mktemp("import_results_api")

@@ -277,7 +277,7 @@ def test_default_store_is_used_without_the_connection(client, viewer, monkeypatc
 def test_files_in_an_object_store_are_served_from_there_and_only_from_their_area(
         client, admin, viewer, store, object_store, monkeypatch):
     from include.patient_import import records, storage
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     root = object_store.new_root()
     monkeypatch.setenv("PATIENT_IMPORT_STORAGE", root)
@@ -456,7 +456,7 @@ def test_pages_follow_airflows_colour_mode_with_the_system_as_fallback(client, v
 def other_store(tmp_path, monkeypatch):
     """A store of its own: a backfill's re-import of an archived file, and a practice id with a typo."""
     from include.patient_import import records
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     database = tmp_path / "other.db"
     engine = open_store(f"sqlite:///{database}", prepare=True)

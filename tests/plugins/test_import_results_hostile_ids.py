@@ -17,7 +17,7 @@ HOSTILE = "../../elsewhere/x"
 
 @pytest.fixture(scope="module")
 def hostile_import(store):
-    from include.patient_import.pipeline import open_store
+    from include.patient_import.records import open_store
 
     engine = open_store(f"sqlite:///{store['database']}")
     _record(engine, f"{HOSTILE}_20261125_abc", HOSTILE, "rejected", T0)

@@ -1,0 +1,147 @@
+"""What a stage leaves in the import's staging folder for the next one: the one hand-over.
+
+- `Job` (`job.json`): what extract decided about one export (where the stages read it, its
+  checksum, export date and any rejection decided at extract).
+- `Validation` (`rows.parquet`, `raw.parquet`, `problems.parquet`, `validation.json`): the
+  normalised rows with their suite code, the rows as read (for the rejected-rows file), the listed
+  problems and the counts of the warnings not listed.
+
+Staging lives under the `staging` area (`files.staging_dir`) and is cleared by the report stage.
+Every file is written whole before the next stage may read it (`validation.json` last).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import date
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from include.patient_import import files, storage
+from include.patient_import import problems as p
+from include.patient_import.problem_table import ProblemTable
+from include.patient_import.schema import ROW_NUMBER
+
+
+@dataclass
+class Job:
+    """What extract decided about one export; the later stages read it from staging."""
+
+    import_id: str
+    practice_id: str
+    source: str  # the file the stages read: the archived original, or the given file on a dry run
+    export_name: str
+    sha256: str
+    size: int
+    exported_on: str
+    dry_run: bool
+    archive_path: str | None = None
+    rejection: dict | None = None  # {"code", "message"} of a rejection decided at extract
+    exported_on_source: str | None = None  # files.FROM_CONF, FROM_FILE_NAME or FROM_LANDING (SPEC §6)
+
+    def save(self) -> None:
+        storage.write_text(files.staging_dir(self.import_id) / "job.json", json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, import_id: str) -> Job:
+        """The job extract saved; FileNotFoundError when the import was never extracted here."""
+        path = files.staging_dir(import_id) / "job.json"
+        return cls(**json.loads(path.read_text(encoding="utf-8")))
+
+    @property
+    def export_date(self) -> date:
+        return date.fromisoformat(self.exported_on)
+
+    def rejected(self) -> p.ExportRejected | None:
+        return p.ExportRejected(**self.rejection) if self.rejection else None
+
+
+@dataclass
+class Validation:
+    """What the validate stage found; `frame` is None when the file could not be read."""
+
+    frame: pd.DataFrame | None = None  # normalised rows with their suite `code`
+    raw: pd.DataFrame | None = None  # the rows as read
+    headers: list[str] = field(default_factory=list)
+    columns: list[str] = field(default_factory=list)
+    problems: ProblemTable = field(default_factory=ProblemTable)
+    rejection: p.ExportRejected | None = None
+    docs_index: storage.StoragePath | None = None
+
+    @property
+    def read(self) -> int:
+        return 0 if self.frame is None else len(self.frame)
+
+
+def save_validation(import_id: str, validation: Validation) -> None:
+    """Write the validation to staging, `validation.json` last (its presence says the rest is complete)."""
+    stage = files.staging_dir(import_id)
+    for name, frame in (("rows.parquet", validation.frame), ("raw.parquet", validation.raw)):
+        if frame is not None:
+            with storage.writing(stage / name) as handle:
+                frame.to_parquet(handle, index=False)
+    with storage.writing(stage / "problems.parquet") as handle:
+        validation.problems.listed.to_parquet(handle, index=False)
+    rejection = validation.rejection
+    doc = {
+        "headers": validation.headers, "columns": validation.columns,
+        # Only counts: the warnings beyond the cap of their code and field (problem_table).
+        "problems_omitted": validation.problems.omitted_columns(),
+        "rejection": None if rejection is None else {
+            "code": rejection.code, "message": rejection.message, "row": rejection.row,
+            "field": rejection.field, "details": rejection.details},
+        "docs_index": str(validation.docs_index) if validation.docs_index else None,
+    }
+    # Written last: its presence says the Parquet files beside it are complete.
+    storage.write_text(stage / "validation.json", json.dumps(doc))
+
+
+def _read_objects(path) -> pd.DataFrame:
+    """A Parquet file as object columns holding Python values and None for every empty cell."""
+    with path.open("rb") as handle:
+        table = pq.read_table(handle)
+    columns = {}
+    for name, column in zip(table.column_names, table.columns):
+        if pa.types.is_large_string(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type):
+            columns[name] = column.to_numpy(zero_copy_only=False)  # object array, None where null
+        else:
+            values = column.to_pandas().astype("object")
+            columns[name] = values.where(values.notna(), None).to_numpy()
+    return pd.DataFrame(columns, dtype="object")
+
+
+def _read_frame(path) -> pd.DataFrame:
+    with path.open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def load_validation(import_id: str) -> Validation:
+    """The validation `save_validation` wrote; FileNotFoundError before validate ran."""
+    stage = files.staging_dir(import_id)
+    doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
+    frame = _read_objects(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
+    raw = _read_frame(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
+    if frame is not None:
+        frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
+    rejection = doc["rejection"]
+    if (stage / "problems.parquet").exists():
+        listed = _read_frame(stage / "problems.parquet")
+    else:  # staged before problems were columns: {"code": [...], "row": [...], ...} in the JSON
+        listed = pd.DataFrame(doc.get("problems") or {})
+    return Validation(
+        frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
+        problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
+        rejection=p.ExportRejected(**rejection) if rejection else None,
+        docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)
+
+
+def staged_read(import_id: str) -> int:
+    """How many rows validation read (0 before it ran): what a failed import reports as rejected."""
+    rows = files.staging_dir(import_id) / "rows.parquet"
+    if not rows.exists():
+        return 0
+    with rows.open("rb") as handle:
+        return pq.ParquetFile(handle).metadata.num_rows

@@ -8,6 +8,10 @@ Prints, and exits 1 when a must-be-zero figure is not zero:
   through the five stages in-process, on a SQLite store in a temporary home, with the corpus
   limits. Clean: no exception, the expected status and code, counts adding up, no patient
   changed, the original archived (and, when rejected, quarantined), no upload file left.
+  With `--corpus-recorded` (what `make test` passes) the figures that
+  tests/patient_import/test_hostile_inputs.py recorded for the whole corpus
+  (`reliability/corpus.json`, tools.corpus.CorpusFigures) are taken instead of importing every file
+  a second time; without them, or alone (`make reliability`), the corpus is imported here.
 - **markers found** (must be 0): the corpus's patient values found in a report, a log line or the
   Data Docs, plus the `markers_found` other tests recorded.
 - **rows lost / duplicated** (must be 0): a generated export with duplicate and bad rows,
@@ -65,6 +69,16 @@ class Figures:
     figure_files: list[str] = field(default_factory=list)
     unclean: list[str] = field(default_factory=list)
 
+    def add_corpus(self, corpus) -> None:
+        """Count the corpus's figures (tools.corpus.CorpusFigures) in."""
+        self.tried += corpus.tried
+        self.rejected_expected += corpus.rejected_expected
+        self.rejected_cleanly += corpus.rejected_cleanly
+        self.accepted_expected += corpus.accepted_expected
+        self.accepted_cleanly += corpus.accepted_cleanly
+        self.markers_found += corpus.markers_found
+        self.unclean += corpus.unclean
+
     @property
     def failures(self) -> list[str]:
         found = []
@@ -80,7 +94,11 @@ class Figures:
 
 
 def _read_recorded(directory: Path, figures: Figures) -> None:
+    from tools.corpus import CORPUS_FIGURES_FILE
+
     for path in sorted(directory.glob("*.json")) if directory.is_dir() else []:
+        if path.name == CORPUS_FIGURES_FILE:
+            continue  # the corpus's own figures (--corpus-recorded), not a ledger of faults
         try:
             recorded = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -110,48 +128,24 @@ def _use_home(home: Path) -> None:
     os.environ.pop("PATIENT_IMPORT_STORAGE", None)
 
 
-def _is_clean(item, imported, before: dict, after: dict, source: Path) -> str | None:
-    """Why an import of a corpus file was not clean, or None."""
+def _run_corpus(home: Path, engine, listing: bool):
+    """Import every corpus file (tools/corpus.py) and count how cleanly each ended."""
     import hashlib
 
-    report = imported.report
-    counts = report["counts"]
-    files = report["files"]
-    if report["status"] not in item.statuses:
-        return f"status {report['status']}"
-    if counts["read"] != sum(counts[k] for k in ("inserted", "updated", "unchanged", "skipped", "rejected")):
-        return "counts do not add up"
-    archived = files.get("archive")
-    source_sha = hashlib.sha256(source.read_bytes()).hexdigest()
-    # A file over the size limit is refused at extract (SPEC §7): never archived or quarantined,
-    # its checksum recorded. (A workbook that inflates too far is `file_too_large` later, archived.)
-    unkept = imported.file_codes == {"file_too_large"} and not archived
-    if unkept:
-        if files.get("quarantine") or report["export"]["sha256"] != source_sha:
-            return "a file over the size limit was kept, or its checksum not recorded"
-    elif not archived or hashlib.sha256(Path(archived).read_bytes()).hexdigest() != source_sha:
-        return "original not archived unchanged"
-    if item.accepted:
-        return None if imported.file_codes == set() else f"file errors {sorted(imported.file_codes)}"
-    if not (imported.file_codes and imported.file_codes <= item.codes):
-        return f"codes {sorted(imported.file_codes)}"
-    if counts["rejected"] != counts["read"]:
-        return "a rejected import with rows not rejected"
-    if after != before:
-        return "patients changed"
-    if not unkept and (not files.get("quarantine") or not Path(files["quarantine"]).is_file()):
-        return "not quarantined"
-    if files.get("upload"):
-        return "an upload file was left"
-    return None
-
-
-def _run_corpus(home: Path, engine, figures: Figures, listing: bool) -> None:
-    from tools.corpus import MARKERS, baseline_rows, csv_text, patients_snapshot, run_import, write_corpus
+    from tools.corpus import (
+        CorpusFigures,
+        baseline_rows,
+        csv_text,
+        data_docs_and_report_texts,
+        patients_snapshot,
+        run_import,
+        why_unclean,
+        write_corpus,
+    )
 
     baseline = home / "baseline.csv"
     baseline.write_text(csv_text(baseline_rows()), encoding="utf-8")
-
+    found = CorpusFigures()
     log = io.StringIO()
     handler = logging.StreamHandler(log)
     logging.getLogger().addHandler(handler)
@@ -159,35 +153,23 @@ def _run_corpus(home: Path, engine, figures: Figures, listing: bool) -> None:
     try:
         run_import(engine, baseline, run_id="baseline", exported_on=date.fromordinal(date.today().toordinal() - 30))
         for n, (item, path) in enumerate(write_corpus(home / "corpus")):
-            figures.tried += 1
-            if item.accepted:
-                figures.accepted_expected += 1
-            else:
-                figures.rejected_expected += 1
             before = patients_snapshot(engine)
             start = time.perf_counter()
             try:
                 [imported] = run_import(engine, path, run_id=f"corpus_{n}")
-                why = _is_clean(item, imported, before, patients_snapshot(engine), path)
+                why = why_unclean(item, imported, before, patients_snapshot(engine),
+                                  hashlib.sha256(path.read_bytes()).hexdigest())
+                found.count_markers(data_docs_and_report_texts(imported.report))
                 outcome = f"{imported.report['status']} {','.join(sorted(imported.file_codes))}"
             except Exception as exc:  # noqa: BLE001 - a crash is exactly what this counts
                 why, outcome = f"crashed: {type(exc).__name__}", "crash"
-            if why:
-                figures.unclean.append(f"{item.name} ({why})")
-            elif item.accepted:
-                figures.accepted_cleanly += 1
-            else:
-                figures.rejected_cleanly += 1
+            found.add(item, why)
             if listing:
                 print(f"  {item.name:34} {outcome:45} {time.perf_counter() - start:6.2f}s  {why or 'clean'}")
     finally:
         logging.getLogger().removeHandler(handler)
-
-    texts = [log.getvalue()]
-    for area in ("reports", "data_docs"):
-        texts += [p.read_text(encoding="utf-8", errors="replace")
-                  for p in (home / area).rglob("*") if p.is_file() and p.suffix in (".json", ".html")]
-    figures.markers_found += sum(text.count(marker) for text in texts for marker in MARKERS)
+    found.count_markers([log.getvalue()])
+    return found
 
 
 def _check_rows(home: Path, engine, figures: Figures) -> dict:
@@ -240,6 +222,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="print each corpus file's outcome")
     parser.add_argument("--figures", type=Path, default=None,
                         help="folder of recorded figures (default: $PATIENT_IMPORT_HOME/reliability)")
+    parser.add_argument("--corpus-recorded", action="store_true",
+                        help="take the corpus figures the tests recorded (make test), when they cover the whole "
+                             "corpus, instead of importing every corpus file again")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -248,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     figures = Figures()
     recorded = args.figures or settings.home() / "reliability"
     _read_recorded(recorded, figures)
+    from tools.corpus import CorpusFigures
+
+    corpus_figures = CorpusFigures.recorded(recorded) if args.corpus_recorded and not args.list else None
     started = time.perf_counter()
     # GX's progress bars and the package's warnings go to stderr; the log is scanned, not shown.
     with tempfile.TemporaryDirectory(prefix="patient_import_reliability_") as tmp, \
@@ -260,7 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.list:
                 print("corpus (tools/corpus.py), package level:")
-            _run_corpus(home, engine, figures, args.list)
+            if corpus_figures is None:
+                corpus_figures = _run_corpus(home, engine, args.list)
+                corpus_source = "imported here"
+            else:
+                corpus_source = f"recorded by the tests in {recorded}"
+            figures.add_corpus(corpus_figures)
             rows = _check_rows(home, engine, figures)
         finally:
             engine.dispose()
@@ -273,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print(f"  faults injected / survived          none recorded ({recorded}/*.json)")
     print(f"  bad inputs tried / rejected cleanly {figures.rejected_expected} / {figures.rejected_cleanly}"
-          f"   (+ {figures.accepted_expected} read as documented: {figures.accepted_cleanly} clean)")
+          f"   (+ {figures.accepted_expected} read as documented: {figures.accepted_cleanly} clean; {corpus_source})")
     print(f"  markers found (must be 0)           {figures.markers_found}")
     print(f"  rows lost (must be 0)               {figures.rows_lost}"
           f"   ({ROWS_EXPORT_ROWS} generated rows imported twice: {rows['first']} then {rows['second']})")

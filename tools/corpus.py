@@ -466,3 +466,121 @@ def patients_snapshot(engine, practice_id: str = PRACTICE_ID) -> dict[str, dict]
     with engine.connect() as conn:
         rows = conn.execute(sa.select(table).where(table.c.practice_id == practice_id)).mappings().all()
     return {r["third_party_acct_number"]: dict(r) for r in rows}
+
+
+# ---------------------------------------------------------------- the figures `make reliability` prints
+
+# Where the tests leave the corpus figures for `make reliability` (`make test` runs the corpus once,
+# in tests/patient_import/test_hostile_inputs.py, and reliability reads them instead of importing
+# every file again).
+CORPUS_FIGURES_FILE = "corpus.json"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def reliability_dir() -> Path:
+    """Where tests leave figures for `make reliability`: `$PATIENT_IMPORT_HOME/reliability`
+    (`var/reliability` by default). Call it before a test points the package at another home."""
+    import os
+
+    return Path(os.environ.get("PATIENT_IMPORT_HOME") or _ROOT / "var") / "reliability"
+
+
+def why_unclean(item: Hostile, imported: Imported, before: dict, after: dict, source_sha256: str) -> str | None:
+    """Why the import of a corpus file was not clean (the reliability figures' definition), or None.
+
+    Clean: the expected status and codes, counts adding up, the original archived unchanged (and,
+    when rejected, quarantined; a file over the size limit neither, its checksum recorded), no
+    patient changed by a rejected file and no upload file left of it.
+    """
+    import hashlib
+
+    report = imported.report
+    counts = report["counts"]
+    files = report["files"]
+    if report["status"] not in item.statuses:
+        return f"status {report['status']}"
+    if counts["read"] != sum(counts[k] for k in ("inserted", "updated", "unchanged", "skipped", "rejected")):
+        return "counts do not add up"
+    archived = files.get("archive")
+    # A file over the size limit is refused at extract (SPEC §7): never archived or quarantined,
+    # its checksum recorded. (A workbook that inflates too far is `file_too_large` later, archived.)
+    unkept = imported.file_codes == {"file_too_large"} and not archived
+    if unkept:
+        if files.get("quarantine") or report["export"]["sha256"] != source_sha256:
+            return "a file over the size limit was kept, or its checksum not recorded"
+    elif not archived or hashlib.sha256(Path(archived).read_bytes()).hexdigest() != source_sha256:
+        return "original not archived unchanged"
+    if item.accepted:
+        return None if imported.file_codes == set() else f"file errors {sorted(imported.file_codes)}"
+    if not (imported.file_codes and imported.file_codes <= item.codes):
+        return f"codes {sorted(imported.file_codes)}"
+    if counts["rejected"] != counts["read"]:
+        return "a rejected import with rows not rejected"
+    if after != before:
+        return "patients changed"
+    if not unkept and (not files.get("quarantine") or not Path(files["quarantine"]).is_file()):
+        return "not quarantined"
+    if files.get("upload"):
+        return "an upload file was left"
+    return None
+
+
+@dataclass
+class CorpusFigures:
+    """The corpus's reliability figures: how many files were tried, rejected or read cleanly, the
+    unclean ones with why, and the markers found in reports, logs and Data Docs."""
+
+    corpus: list[str] = field(default_factory=lambda: [item.name for item in corpus()])
+    tried: int = 0
+    rejected_expected: int = 0
+    rejected_cleanly: int = 0
+    accepted_expected: int = 0
+    accepted_cleanly: int = 0
+    markers_found: int = 0
+    unclean: list[str] = field(default_factory=list)
+
+    def add(self, item: Hostile, why: str | None) -> None:
+        self.tried += 1
+        if item.accepted:
+            self.accepted_expected += 1
+            self.accepted_cleanly += why is None
+        else:
+            self.rejected_expected += 1
+            self.rejected_cleanly += why is None
+        if why:
+            self.unclean.append(f"{item.name} ({why})")
+
+    def count_markers(self, texts: list[str]) -> None:
+        self.markers_found += sum(text.count(marker) for text in texts for marker in MARKERS)
+
+    def save(self, directory: Path) -> Path:
+        import json
+        from dataclasses import asdict
+
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / CORPUS_FIGURES_FILE
+        path.write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
+        return path
+
+    @classmethod
+    def recorded(cls, directory: Path) -> CorpusFigures | None:
+        """The figures the tests recorded in `directory`, when they cover today's whole corpus."""
+        import json
+
+        path = directory / CORPUS_FIGURES_FILE
+        if not path.is_file():
+            return None
+        found = cls(**json.loads(path.read_text(encoding="utf-8")))
+        return found if found.corpus == cls().corpus and found.tried == len(found.corpus) else None
+
+
+def data_docs_and_report_texts(report: dict) -> list[str]:
+    """The text of an import's report and Data Docs pages, where no marker may appear."""
+    import json
+
+    texts = [json.dumps(report, ensure_ascii=False)]
+    docs = report["files"].get("data_docs")
+    if docs:
+        texts += [page.read_text(encoding="utf-8", errors="replace") for page in Path(docs).parent.rglob("*")
+                  if page.is_file() and page.suffix in (".html", ".json")]
+    return texts

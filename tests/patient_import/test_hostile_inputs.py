@@ -27,16 +27,20 @@ from tools.corpus import (
     HEADER,
     LIMITS_ENV,
     MARKERS,
+    CorpusFigures,
     Hostile,
     Imported,
     baseline_rows,
     corpus,
     csv_text,
+    data_docs_and_report_texts,
     hostile_rows,
     patient,
     patients_snapshot,
     prepare_home,
+    reliability_dir,
     run_import,
+    why_unclean,
     workbook_bytes,
 )
 
@@ -46,6 +50,7 @@ pytestmark = pytest.mark.timeout(30, func_only=True)
 
 ROOT = Path(__file__).resolve().parents[2]
 CORPUS = corpus()
+RELIABILITY_DIR = reliability_dir()  # before any fixture points the package at another home
 REJECTED = [h for h in CORPUS if not h.accepted]
 
 
@@ -74,8 +79,10 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def outcome(store, hostile_corpus):
-    """Import each corpus file once (on first use) and remember what happened."""
+    """Import each corpus file once (on first use) and remember what happened; once every file is
+    imported, leave the corpus figures for `make reliability` (it then does not import them again)."""
     done: dict[str, Outcome] = {}
+    figures = CorpusFigures()
 
     def get(item: Hostile) -> Outcome:
         if item.name not in done:
@@ -83,11 +90,15 @@ def outcome(store, hostile_corpus):
             before = patients_snapshot(store)
             with _captured_logs() as log:
                 [imported] = run_import(store, path, run_id=f"corpus_{item.name}")
-            done[item.name] = Outcome(imported, before, patients_snapshot(store), log.getvalue(),
-                                      hashlib.sha256(path.read_bytes()).hexdigest())
+            result = done[item.name] = Outcome(imported, before, patients_snapshot(store), log.getvalue(),
+                                               hashlib.sha256(path.read_bytes()).hexdigest())
+            figures.add(item, why_unclean(item, imported, before, result.after, result.source_sha256))
+            figures.count_markers([result.log, *data_docs_and_report_texts(imported.report)])
         return done[item.name]
 
-    return get
+    yield get
+    if figures.tried == len(CORPUS):
+        figures.save(RELIABILITY_DIR)
 
 
 class _captured_logs:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
@@ -64,9 +65,12 @@ class LoadResult:
     already_loaded: bool = False
 
 
-def stored_patients(conn: Connection, practice_id: str) -> pd.DataFrame:
-    """The practice's patients that carry an account number, indexed by it."""
-    columns = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]
+def stored_patients(conn: Connection, practice_id: str, fields: Sequence[str] = DATA_COLUMNS) -> pd.DataFrame:
+    """The practice's patients that carry an account number, indexed by it: `id`,
+    `last_seen_exported_on`, the account number and the store columns of `fields` (every
+    patient value by default; validate reads only what it needs)."""
+    wanted = dict.fromkeys(["account_number", *fields])
+    columns = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in wanted]
     table = Patient.__table__
     rows = conn.execute(sa.select(*[table.c[c] for c in columns])
                         .where(table.c.practice_id == practice_id,

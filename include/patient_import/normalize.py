@@ -50,6 +50,9 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import import catalogue as c
+from include.patient_import.account_numbers import ASCII_DIGITS as _ASCII_DIGITS
+from include.patient_import.account_numbers import normalize_account_number, plain_separators  # re-exported
+from include.patient_import.account_numbers import unfloat as _unfloat
 from include.patient_import.encoding import repair
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import INVALID_ACCOUNT_NUMBER, TEXT_REPAIRED, ZIP_PADDED, invalid_code, severity_of
@@ -114,54 +117,7 @@ class NormalizedExport:
 # Result of an optional value: the cleaned value (None = left out) and a warning code, if any.
 Cleaned = tuple[str | None, str | None]
 
-_ASCII_DIGITS = re.compile(r"[0-9]+")
-# A number Excel (or an xlsx reader) turned into a float: "123.0".
-_FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
-
-
-# Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
-# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
-_SEPARATORS = {
-    code: " " if unicodedata.category(chr(code)) == "Zs" else "-"
-    for code in range(0x80, 0x10000)  # every space and dash is in the BMP
-    if unicodedata.category(chr(code)) in ("Zs", "Pd") or chr(code) in "\u2212\ufe63\uff0d"
-}
-
-
-def plain_separators(text: str) -> str:
-    """The text with Unicode spaces and dashes made ASCII ones."""
-    return text if text.isascii() else text.translate(_SEPARATORS)
-
-
-def _unfloat(text: str) -> str:
-    m = _FLOAT_WHOLE.fullmatch(text)
-    return m.group(1) if m else text
-
-
-# --- account number -----------------------------------------------------------------------------
-
-# Excel's way of keeping leading zeros in a CSV: the cell is written as the formula ="00123".
-_EXCEL_TEXT_FORMULA = re.compile(r'="(.*)"', re.DOTALL)
-
-
-def normalize_account_number(raw: str) -> str | None:
-    """The account number without Excel's damage, or None when empty.
-
-    Surrounding spaces, ``="..."`` quoting, a leading ``#`` and a trailing ``.0`` are removed and
-    leading zeros dropped (``00123`` → ``123``). Anything that is still not digits (``1.23457E+11``,
-    letters) is returned cleaned but not repaired: the validation suite rejects it.
-    """
-    text = plain_separators(raw).strip()
-    quoted = _EXCEL_TEXT_FORMULA.fullmatch(text)
-    if quoted:
-        text = quoted.group(1).strip()
-    if text.startswith("#"):
-        text = text[1:].lstrip()
-    text = _unfloat(text)
-    if _ASCII_DIGITS.fullmatch(text):
-        text = text.lstrip("0") or "0"
-    return text or None
-
+# --- account number (normalize_account_number lives in account_numbers.py) ----------------------
 
 _SCIENTIFIC = re.compile(r"[+-]?[0-9]+(?:[.,][0-9]*)?[Ee][+-]?[0-9]+")
 _MONTH = r"(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?"
@@ -497,6 +453,31 @@ def normalize_gender(raw: str) -> Cleaned:
 def _message(field: str, kind: str, code: str) -> str:
     """The warning's message (the rule catalogue's, for the field)."""
     return c.message(code, label=c.field_label(field))
+
+
+# --- matching people (SPEC §8) -------------------------------------------------------------------
+
+def name_match_key(text: str) -> str:
+    """A name as it is compared to find the same person: case-folded, accents stripped, only letters
+    and digits kept (``"  O'Brien-Núñez "`` → ``"obriennunez"``); "" when nothing is left.
+
+    The standard library's decomposition (NFKD) strips accents and splits ligatures; letters that
+    are not an accented form (ø, ł) stay as they are. A transliteration library (unidecode) would
+    also merge those with o and l: a guess about two different letters that the contract does not ask for.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if char.isalnum())  # combining marks are not alphanumeric
+
+
+def name_match_keys(names: pd.Series) -> pd.Series:
+    """`name_match_key` of every value (once per distinct value); None where the value is None
+    or leaves nothing to compare."""
+    positions, distinct = pd.factorize(names.astype("object"))
+    keys = object_array([name_match_key(str(v)) or None for v in distinct.tolist()])
+    out = np.full(len(names), None, dtype=object)
+    present = positions >= 0
+    out[present] = keys[positions[present]]
+    return pd.Series(out, index=names.index, dtype="object")
 
 
 def object_array(items) -> np.ndarray:

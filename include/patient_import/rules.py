@@ -4,21 +4,23 @@ Row errors (missing fields, account numbers, duplicates), the 25 % rule and capa
 the suites the rule catalogue defines (`catalogue.py`); this module derives the columns those
 suites check, takes the decisions that need the store or the practice (unknown practice, future
 export date, stored patients without an account number, inactive patients, payment-plan lists,
-export order, insert / update / unchanged), and builds each decision's problem with the
-catalogue's message.
+export order, insert / update / unchanged) and the possible duplicate patients of SPEC §8, and
+builds each decision's problem with the catalogue's message.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 from include.patient_import import catalogue as c
 from include.patient_import import problems as p
 from include.patient_import.catalogue import ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, IS_NEW, REJECTED
-from include.patient_import.normalize import object_array
+from include.patient_import.normalize import name_match_keys, object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
+from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER, STORE_COLUMN
 
 # Every stored patient value an export can set: the canonical fields and the phone extensions.
@@ -212,3 +214,82 @@ def payment_plan_warning(practice: Practice, new: int) -> p.Problem | None:
 def skip_messages(codes: pd.Series) -> pd.Series:
     """The office-facing message of each row's skip code (SPEC §3 rules 2, 3 and 7)."""
     return codes.map({code: c.message(code) for code in set(codes.dropna())})
+
+
+# ---------------------------------------------------------------- possible duplicates (SPEC §8)
+
+# What identifies a person across account numbers: the stored columns `possible_duplicates` reads.
+PERSON_FIELDS: tuple[str, ...] = ("first_name", "last_name", "birth_date")
+# A warning names at most this many other account numbers; it counts the rest.
+DUPLICATE_ACCOUNTS_NAMED = 3
+
+
+def _person_keys(people: pd.DataFrame) -> pd.Series:
+    """First name, last name (`normalize.name_match_key`) and ISO birth date as one key; None when
+    any of the three is missing."""
+    first, last = name_match_keys(people["first_name"]), name_match_keys(people["last_name"])
+    birth = _dates_as_text(people["birth_date"].astype("object"))
+    present = first.notna() & last.notna() & birth.notna()
+    keys = first.where(present, "") + "\x1f" + last.where(present, "") + "\x1f" + birth.where(present, "").astype(str)
+    return keys.where(present, None)
+
+
+def possible_duplicates(frame: pd.DataFrame, is_new: pd.Series, stored: pd.DataFrame) -> ProblemTable:
+    """SPEC §8: each new patient whose first name, last name and birth date match a stored patient
+    or another row of the file under a different account number, warned
+    `possible_duplicate_patient` with the other account numbers (never a name or a date). Nothing
+    is merged.
+
+    Args:
+        frame: the normalised rows with their suite `code`; rows with a row error are not matched.
+        is_new: 1 (or True) for each row of `frame` that would insert a patient (`new_patients`).
+        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`
+            (`load.stored_patients`).
+
+    Returns the warnings (capped per code like every warning, problem_table). Joins on the keys,
+    not a loop over rows; each key contributes at most `DUPLICATE_ACCOUNTS_NAMED` + 1 candidates,
+    so a file of one name and birth date under a million account numbers stays linear.
+    """
+    keys = _person_keys(frame)
+    accounts = frame["account_number"].astype("object")
+    usable = keys.notna() & accounts.notna() & ~frame[CODE].isin(p.ROW_ERROR_CODES)
+    new = usable & np.asarray(is_new, dtype=bool)
+    if not new.any():
+        return ProblemTable()
+    people = [pd.DataFrame({"key": keys[usable], "account": accounts[usable]})]
+    if len(stored):
+        people.append(pd.DataFrame({"key": _person_keys(stored).to_numpy(dtype=object),
+                                    "account": stored.index.to_numpy(dtype=object)}))
+    candidates = pd.concat(people, ignore_index=True).dropna()
+    candidates = candidates[candidates["key"].isin(keys[new])].drop_duplicates()
+    accounts_per_key = candidates.groupby("key")["account"].size()
+    shared = accounts_per_key[accounts_per_key > 1]
+    if shared.empty:
+        return ProblemTable()
+    # The accounts a warning names: the lowest numbers (normalised digits: shorter is lower).
+    candidates = candidates[candidates["key"].isin(shared.index)]
+    candidates = candidates.assign(width=candidates["account"].str.len()).sort_values(["key", "width", "account"])
+    named = candidates[candidates.groupby("key").cumcount() <= DUPLICATE_ACCOUNTS_NAMED]
+    warned = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], "key": keys, "account": accounts})[
+        new & keys.isin(shared.index)]
+    pairs = warned.rename_axis("position").reset_index().merge(named[["key", "account"]], on="key",
+                                                               suffixes=("", "_other"))
+    pairs = pairs[pairs["account"] != pairs["account_other"]]
+    pairs = pairs[pairs.groupby("position").cumcount() < DUPLICATE_ACCOUNTS_NAMED]
+    by_row = pairs.groupby("position", sort=True).agg(row=(ROW_NUMBER, "first"), account=("account", "first"),
+                                                    key=("key", "first"), others=("account_other", ", ".join),
+                                                    shown=("account_other", "size"))
+    more = by_row["key"].map(shared).astype("int64") - 1 - by_row["shown"]
+    return ProblemTable.of_rows(by_row["row"].to_numpy(), code=p.POSSIBLE_DUPLICATE_PATIENT,
+                                message=_duplicate_messages(by_row["others"], by_row["shown"], more),
+                                account_numbers=by_row["account"].to_numpy(dtype=object))
+
+
+def _duplicate_messages(others: pd.Series, shown: pd.Series, more: pd.Series) -> np.ndarray:
+    """The catalogue's message per warned row, formatted once per distinct (accounts, more)."""
+    cases = pd.DataFrame({"others": others, "shown": shown, "more": more})
+    positions, distinct = pd.factorize(pd.MultiIndex.from_frame(cases))
+    texts = [c.message(p.POSSIBLE_DUPLICATE_PATIENT,
+                       "more" if extra else ("several" if count > 1 else None), accounts=names, more=extra)
+             for names, count, extra in distinct.tolist()]
+    return object_array(texts)[positions]

@@ -14,8 +14,7 @@ from datetime import date
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Engine
 
 from include.patient_import import catalogue as c
 from include.patient_import import files, settings, storage
@@ -26,17 +25,18 @@ from include.patient_import.practices import Practice
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import (
     CODE,
+    PERSON_FIELDS,
     capacity_parameters,
     capacity_rejection,
     check_frame,
     new_patients,
+    possible_duplicates,
     rejected_flags,
     too_many_rejected,
     unknown_practice,
     winning_codes,
 )
-from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
-from include.patient_import.store import Patient
+from include.patient_import.schema import DEFAULT_HEADERS, FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, HeaderMap
 
 
 @dataclass
@@ -85,24 +85,24 @@ def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[di
 _HEADER_SEARCH_ROWS = 50
 
 
-def _header_like_row(frame: pd.DataFrame) -> tuple[int, list[str]] | None:
+def _header_like_row(frame: pd.DataFrame, headers: HeaderMap = DEFAULT_HEADERS) -> tuple[int, list[str]] | None:
     """The first row whose cells name a required field and another field, with those fields' headers."""
     head = frame.head(_HEADER_SEARCH_ROWS)
     cells = head.drop(columns=[ROW_NUMBER]).astype("object").to_numpy()
     for number, row in zip(head[ROW_NUMBER].tolist(), cells):
-        fields = [f for f in (field_for_header(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
+        fields = [f for f in (headers.field(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
         if len(set(fields)) >= 2 and set(fields) & set(REQUIRED_FIELDS):
             return int(number), [FIELDS_BY_NAME[f].header for f in dict.fromkeys(fields)]
     return None
 
 
-def _missing_columns(parsed) -> p.ExportRejected:
+def _missing_columns(parsed, headers: HeaderMap = DEFAULT_HEADERS) -> p.ExportRejected:
     """`missing_required_columns`, saying where a header-like row was found or which sheets the
     workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
     missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
     where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
     message = c.message(p.MISSING_REQUIRED_COLUMNS, where=where, missing=", ".join(missing))
-    found = _header_like_row(parsed.frame)
+    found = _header_like_row(parsed.frame, headers)
     if found:
         line = "row" if parsed.file_type == "xlsx" else "line"
         number, headers = found
@@ -117,7 +117,7 @@ def _missing_columns(parsed) -> p.ExportRejected:
 
 def validate_export(engine: Engine, job, practice: Practice | None, *, today: date) -> Validation:
     """Validate one export; a file-level rejection is returned in the result, not raised."""
-    from include.patient_import.load import count_patients
+    from include.patient_import.load import count_patients, stored_patients
     from include.patient_import.normalize import normalize_export
     from include.patient_import.reader import read_export
 
@@ -128,7 +128,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     runner = SuiteRunner(docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
     try:
         with storage.local_file(storage.path_of(job.source)) as source:
-            parsed = read_export(source, settings.Limits.from_env())
+            parsed = read_export(source, settings.Limits.from_env(), practice.headers)
         result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
@@ -136,7 +136,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
                 # No required header at all: the first line is probably a patient, and its cells
                 # must not reach the report as the names of unknown columns.
                 result.problems = result.problems.without(p.UNKNOWN_COLUMN)
-            raise _missing_columns(parsed)
+            raise _missing_columns(parsed, practice.headers)
 
         normalized = normalize_export(parsed.frame, today=today)
         frame = normalized.frame
@@ -158,26 +158,20 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             raise too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
-            accounts = _stored_accounts(conn, practice.id)
+            stored = stored_patients(conn, practice.id, PERSON_FIELDS)
             stored_count = count_patients(conn, practice.id)
         # Capacity counts new patients only: the stored account numbers decide them (load decides
         # every outcome again, under the practice's lock).
-        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, accounts, practice)})
+        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, stored.index, practice)})
         new = int(is_new[IS_NEW].sum())
         if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
             raise capacity_rejection(practice, stored_count, new)
+        result.problems += possible_duplicates(frame, is_new[IS_NEW], stored)
     except p.ExportRejected as exc:
         result.rejection = exc
     finally:
         result.docs_index = runner.build_docs()
     return result
-
-
-def _stored_accounts(conn: Connection, practice_id: str) -> pd.Index:
-    table = Patient.__table__
-    accounts = conn.execute(sa.select(table.c.third_party_acct_number).where(
-        table.c.practice_id == practice_id, table.c.third_party_acct_number.is_not(None))).scalars().all()
-    return pd.Index(accounts, dtype="object")
 
 
 def save_validation(import_id: str, validation: Validation) -> None:

@@ -1,0 +1,57 @@
+"""Account numbers without Excel's damage (SPEC §2), and the Unicode separators of structured values.
+
+Light on purpose: the practice registry (practices.py) normalises its `payment_plan_accounts` with
+these, and must load without pandas or numpy (the DAG and the plugin read the registry at parse
+time). :mod:`include.patient_import.normalize` applies them to whole exports.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ASCII_DIGITS = re.compile(r"[0-9]+")
+# A number Excel (or an xlsx reader) turned into a float: "123.0".
+_FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
+
+# Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
+# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
+_SEPARATORS = {
+    code: " " if unicodedata.category(chr(code)) == "Zs" else "-"
+    for code in range(0x80, 0x10000)  # every space and dash is in the BMP
+    if unicodedata.category(chr(code)) in ("Zs", "Pd") or chr(code) in "\u2212\ufe63\uff0d"
+}
+
+
+def plain_separators(text: str) -> str:
+    """The text with Unicode spaces and dashes made ASCII ones."""
+    return text if text.isascii() else text.translate(_SEPARATORS)
+
+
+def unfloat(text: str) -> str:
+    """`123.0` → `123`: a whole number Excel wrote as a float; anything else as it is."""
+    m = _FLOAT_WHOLE.fullmatch(text)
+    return m.group(1) if m else text
+
+
+# Excel's way of keeping leading zeros in a CSV: the cell is written as the formula ="00123".
+_EXCEL_TEXT_FORMULA = re.compile(r'="(.*)"', re.DOTALL)
+
+
+def normalize_account_number(raw: str) -> str | None:
+    """The account number without Excel's damage, or None when empty.
+
+    Surrounding spaces, ``="..."`` quoting, a leading ``#`` and a trailing ``.0`` are removed and
+    leading zeros dropped (``00123`` → ``123``). Anything that is still not digits (``1.23457E+11``,
+    letters) is returned cleaned but not repaired: the validation suite rejects it.
+    """
+    text = plain_separators(raw).strip()
+    quoted = _EXCEL_TEXT_FORMULA.fullmatch(text)
+    if quoted:
+        text = quoted.group(1).strip()
+    if text.startswith("#"):
+        text = text[1:].lstrip()
+    text = unfloat(text)
+    if ASCII_DIGITS.fullmatch(text):
+        text = text.lstrip("0") or "0"
+    return text or None

@@ -38,7 +38,7 @@ class Practice:
     column_aliases: tuple[tuple[str, str], ...] = ()
 
     @property
-    def headers(self) -> HeaderMap:
+    def header_map(self) -> HeaderMap:
         """How this practice's export headers map to fields (its `column_aliases` included)."""
         return HeaderMap.of(self.column_aliases)
 

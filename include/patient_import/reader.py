@@ -169,13 +169,13 @@ class ParsedExport:
     sheet_names: list[str] = dataclasses.field(default_factory=list)  # an .xlsx's sheets, in order
 
 
-def read_export(path: Path, limits: Limits | None = None, headers: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
+def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     """Read an export into a table of strings with the spreadsheet's row numbers.
 
     Args:
         path: the dropped file.
         limits: size limits; `Limits.from_env()` when omitted.
-        headers: how headers map to fields: the practice's (`Practice.headers`, with its
+        header_map: how headers map to fields: the practice's (`Practice.header_map`, with its
             `column_aliases`), or the schema's alone.
 
     Returns:
@@ -200,8 +200,8 @@ def read_export(path: Path, limits: Limits | None = None, headers: HeaderMap = D
     with path.open("rb") as f:
         head = f.read(_HEAD_BYTES)
     if detect_file_type(path, head) == "xlsx":
-        return _read_xlsx(path, limits, headers)
-    return _read_text(path, head, limits, headers)
+        return _read_xlsx(path, limits, header_map)
+    return _read_text(path, head, limits, header_map)
 
 
 def detect_file_type(path: Path, head: bytes) -> str:
@@ -274,21 +274,21 @@ def _zip_kind(path: Path) -> str:
 # --- text ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, head: bytes, limits: Limits, headers: HeaderMap) -> ParsedExport:
+def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -> ParsedExport:
     encoding = _text_encoding(path, head)
     try:
         try:
-            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, headers)
+            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
         except _QuotingBroken as broken:
             if broken.delimiter != "\t":
                 raise
             # A page copy has no quoting rules (SPEC §2): `"Chip" Charles` is a name, not an error.
-            delimiter, parsed = _parse_text(path, encoding, limits, _page_records, headers)
+            delimiter, parsed = _parse_text(path, encoding, limits, _page_records, header_map)
         _check_used_columns(parsed, limits)
     except UnicodeDecodeError:
         # The bytes were checked above; only a file changed while being read gets here.
         raise ExportRejected(UNREADABLE_FILE, f"the file is not valid {encoding} text") from None
-    return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter, headers)
+    return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter, header_map)
 
 
 class _QuotingBroken(ExportRejected):
@@ -300,7 +300,7 @@ class _QuotingBroken(ExportRejected):
 
 
 def _parse_text(path: Path, encoding: str, limits: Limits, read_records,
-                headers: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed]:
+                header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed]:
     """One pass over a text export with `read_records` (`_csv_records` or `_page_records`), every
     record bounded by `_max_record_chars` while it is read (SPEC §7)."""
     budget = _RecordBudget(_max_record_chars(limits))
@@ -314,7 +314,7 @@ def _parse_text(path: Path, encoding: str, limits: Limits, read_records,
         records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
                                budget=budget, limits=limits)
         try:
-            return delimiter, _collect(records, limits, first_column=1, headers=headers)
+            return delimiter, _collect(records, limits, first_column=1, header_map=header_map)
         except _QuotingBroken as broken:
             broken.delimiter = delimiter
             raise
@@ -563,7 +563,7 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
 # --- xlsx ----------------------------------------------------------------------------------
 
 
-def _read_xlsx(path: Path, limits: Limits, headers: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
+def _read_xlsx(path: Path, limits: Limits, header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     _check_inflated_size(path, limits)
     _check_sheet_grid(path, limits)
     try:
@@ -574,7 +574,7 @@ def _read_xlsx(path: Path, limits: Limits, headers: HeaderMap = DEFAULT_HEADERS)
                 if sheet.start is None:
                     raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
                 first_column, records = _sheet_records(sheet)
-                parsed = _collect(records, limits, first_column, headers)
+                parsed = _collect(records, limits, first_column, header_map)
             except ExportRejected as exc:
                 if exc.code not in (EMPTY_FILE, NO_DATA_ROWS) or len(sheet_names) < 2:
                     raise
@@ -587,7 +587,7 @@ def _read_xlsx(path: Path, limits: Limits, headers: HeaderMap = DEFAULT_HEADERS)
         raise ExportRejected(
             UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
         ) from None
-    export = _export(parsed, "xlsx", None, None, headers)
+    export = _export(parsed, "xlsx", None, None, header_map)
     export.sheet_names = sheet_names
     return export
 
@@ -1071,7 +1071,7 @@ class _Parsed:
 
 
 def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int,
-             headers: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
+             header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
     for header_row, header in records:
         if header_row > limits.max_lines_before_header + 1:
@@ -1085,7 +1085,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
             break
     else:
         raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
-    parsed = _read_header(header, header_row, limits, first_column, headers)
+    parsed = _read_header(header, header_row, limits, first_column, header_map)
     width = len(parsed.labels)
     max_length, max_rows = limits.max_field_length, limits.max_rows
     rows: list[list[str]] = []
@@ -1097,7 +1097,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
         if not joined or joined.isspace():
             continue
         if len(cells) != width:
-            cells = _fit(cells, width, row, headers)
+            cells = _fit(cells, width, row, header_map)
         if len(joined) > max_length:
             _check_lengths(cells, row, parsed, max_length)
         if len(rows) == room:
@@ -1122,7 +1122,7 @@ def _is_blank(cells: list[str]) -> bool:
 
 
 def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
-                 headers: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
+                 header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     # Only columns with a header or a value count (SPEC §2): Excel writes every row as wide as
     # its used range, empty columns included. Headerless columns are counted after the rows.
     named = sum(1 for text in header if text.strip())
@@ -1151,7 +1151,7 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
             headerless.append(position)
             continue
         labels.append(text)
-        field = headers.field(text)
+        field = header_map.field(text)
         if header_key(text) in IGNORED_HEADER_KEYS:
             names.append(None)
         elif field is None:
@@ -1180,14 +1180,14 @@ def _check_used_columns(parsed: _Parsed, limits: Limits) -> None:
         )
 
 
-def _fit(cells: list[str], width: int, row: int, headers: HeaderMap = DEFAULT_HEADERS) -> list[str]:
+def _fit(cells: list[str], width: int, row: int, header_map: HeaderMap = DEFAULT_HEADERS) -> list[str]:
     if len(cells) < width:
         return cells + [""] * (width - len(cells))
     if "".join(cells[width:]).strip():
         values = len(cells)
         while not cells[values - 1].strip():
             values -= 1
-        known = [headers.field(cell) for cell in cells]
+        known = [header_map.field(cell) for cell in cells]
         hint = ""
         if sum(field is not None for field in known) >= 2:
             # Title lines above the header: the first line was taken for the header.
@@ -1224,7 +1224,7 @@ def _check_lengths(cells: list[str], row: int, parsed: _Parsed, max_length: int)
 
 
 def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: str | None,
-            headers: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
+            header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     data: dict[str, pa.ChunkedArray] = {ROW_NUMBER: pa.chunked_array(parsed.row_numbers, type=pa.int64())}
     headers: list[str] = []
     columns: list[str] = []
@@ -1243,7 +1243,7 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
             # overrides. Headers are at most `max_field_length` long; escaping grows them 10 times at most.
             shown = printable(label, limit=_MAX_SHOWN_HEADER)
             problems.append(Problem(code=UNKNOWN_COLUMN, field=shown, message=_unknown_column_message(
-                shown, headers.suggestion(label, taken=filled))))
+                shown, header_map.suggestion(label, taken=filled))))
     # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
     frame = pa.table(data).to_pandas()
     return ParsedExport(frame, headers, columns, problems, file_type, encoding, delimiter)

@@ -85,24 +85,24 @@ def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[di
 _HEADER_SEARCH_ROWS = 50
 
 
-def _header_like_row(frame: pd.DataFrame, headers: HeaderMap = DEFAULT_HEADERS) -> tuple[int, list[str]] | None:
+def _header_like_row(frame: pd.DataFrame, header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[int, list[str]] | None:
     """The first row whose cells name a required field and another field, with those fields' headers."""
     head = frame.head(_HEADER_SEARCH_ROWS)
     cells = head.drop(columns=[ROW_NUMBER]).astype("object").to_numpy()
     for number, row in zip(head[ROW_NUMBER].tolist(), cells):
-        fields = [f for f in (headers.field(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
+        fields = [f for f in (header_map.field(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
         if len(set(fields)) >= 2 and set(fields) & set(REQUIRED_FIELDS):
             return int(number), [FIELDS_BY_NAME[f].header for f in dict.fromkeys(fields)]
     return None
 
 
-def _missing_columns(parsed, headers: HeaderMap = DEFAULT_HEADERS) -> p.ExportRejected:
+def _missing_columns(parsed, header_map: HeaderMap = DEFAULT_HEADERS) -> p.ExportRejected:
     """`missing_required_columns`, saying where a header-like row was found or which sheets the
     workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
     missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
     where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
     message = c.message(p.MISSING_REQUIRED_COLUMNS, where=where, missing=", ".join(missing))
-    found = _header_like_row(parsed.frame, headers)
+    found = _header_like_row(parsed.frame, header_map)
     if found:
         line = "row" if parsed.file_type == "xlsx" else "line"
         number, headers = found
@@ -128,7 +128,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     runner = SuiteRunner(docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
     try:
         with storage.local_file(storage.path_of(job.source)) as source:
-            parsed = read_export(source, settings.Limits.from_env(), practice.headers)
+            parsed = read_export(source, settings.Limits.from_env(), practice.header_map)
         result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
@@ -136,7 +136,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
                 # No required header at all: the first line is probably a patient, and its cells
                 # must not reach the report as the names of unknown columns.
                 result.problems = result.problems.without(p.UNKNOWN_COLUMN)
-            raise _missing_columns(parsed, practice.headers)
+            raise _missing_columns(parsed, practice.header_map)
 
         normalized = normalize_export(parsed.frame, today=today)
         frame = normalized.frame

@@ -224,17 +224,32 @@ PERSON_FIELDS: tuple[str, ...] = ("first_name", "last_name", "birth_date")
 DUPLICATE_ACCOUNTS_NAMED = 3
 
 
-def _person_keys(people: pd.DataFrame) -> pd.Series:
-    """First name, last name (`normalize.name_match_key`) and ISO birth date as one key; None when
-    any of the three is missing."""
-    first, last = name_match_keys(people["first_name"]), name_match_keys(people["last_name"])
-    birth = _dates_as_text(people["birth_date"].astype("object"))
-    present = first.notna() & last.notna() & birth.notna()
-    keys = first.where(present, "") + "\x1f" + last.where(present, "") + "\x1f" + birth.where(present, "").astype(str)
-    return keys.where(present, None)
+def _person_codes(people: pd.DataFrame) -> np.ndarray:
+    """One integer per person: first name and last name as `normalize.name_match_key` compares
+    them, and the ISO birth date; -1 where any of the three is missing. Integers, not joined
+    texts: a million rows are matched with numpy and integer joins."""
+    parts = [pd.factorize(name_match_keys(people[name]).to_numpy(dtype=object))[0] for name in PERSON_FIELDS[:2]]
+    parts.append(pd.factorize(_dates_as_text(people["birth_date"].astype("object")).to_numpy(dtype=object))[0])
+    missing = np.logical_or.reduce([part < 0 for part in parts])
+    combined = np.zeros(len(people), dtype=np.int64)
+    for part in parts:  # re-factorised at each step, so the product never outgrows the row count squared
+        combined = pd.factorize(combined * (int(part.max(initial=0)) + 1) + np.maximum(part, 0))[0]
+    combined[missing] = -1
+    return combined
 
 
-def possible_duplicates(frame: pd.DataFrame, is_new: pd.Series, stored: pd.DataFrame) -> ProblemTable:
+def _account_ranks(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of each account number in numeric order, the distinct numbers in that order);
+    normalised account numbers are digits without leading zeros, so shorter is lower."""
+    positions, distinct = pd.factorize(accounts)
+    texts = distinct.astype(str)
+    order = np.lexsort((texts, np.char.str_len(texts)))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[positions], distinct[order]
+
+
+def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> ProblemTable:
     """SPEC §8: each new patient whose first name, last name and birth date match a stored patient
     or another row of the file under a different account number, warned
     `possible_duplicate_patient` with the other account numbers (never a name or a date). Nothing
@@ -242,54 +257,63 @@ def possible_duplicates(frame: pd.DataFrame, is_new: pd.Series, stored: pd.DataF
 
     Args:
         frame: the normalised rows with their suite `code`; rows with a row error are not matched.
-        is_new: 1 (or True) for each row of `frame` that would insert a patient (`new_patients`).
+        is_new: per row of `frame`, 1 (or True) when it would insert a patient (`new_patients`).
         stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`
             (`load.stored_patients`).
 
-    Returns the warnings (capped per code like every warning, problem_table). Joins on the keys,
-    not a loop over rows; each key contributes at most `DUPLICATE_ACCOUNTS_NAMED` + 1 candidates,
-    so a file of one name and birth date under a million account numbers stays linear.
+    Returns the warnings (capped per code like every warning, problem_table). People are matched
+    as integer codes with numpy and one join, not row by row; each person contributes at most
+    `DUPLICATE_ACCOUNTS_NAMED` + 1 account numbers to the join, so a file of one name and birth
+    date under a million account numbers stays linear.
     """
-    keys = _person_keys(frame)
-    accounts = frame["account_number"].astype("object")
-    usable = keys.notna() & accounts.notna() & ~frame[CODE].isin(p.ROW_ERROR_CODES)
-    new = usable & np.asarray(is_new, dtype=bool)
+    count = len(frame)
+    people = pd.concat([frame[list(PERSON_FIELDS)].astype("object"),
+                        stored[list(PERSON_FIELDS)].astype("object")], ignore_index=True)
+    person = _person_codes(people)
+    accounts = np.concatenate([frame["account_number"].to_numpy(dtype=object), stored.index.to_numpy(dtype=object)])
+    usable = person >= 0
+    usable[:count] &= frame["account_number"].notna().to_numpy() & ~frame[CODE].isin(p.ROW_ERROR_CODES).to_numpy()
+    new = np.zeros(len(people), dtype=bool)
+    new[:count] = usable[:count] & np.asarray(is_new, dtype=bool)
     if not new.any():
         return ProblemTable()
-    people = [pd.DataFrame({"key": keys[usable], "account": accounts[usable]})]
-    if len(stored):
-        people.append(pd.DataFrame({"key": _person_keys(stored).to_numpy(dtype=object),
-                                    "account": stored.index.to_numpy(dtype=object)}))
-    candidates = pd.concat(people, ignore_index=True).dropna()
-    candidates = candidates[candidates["key"].isin(keys[new])].drop_duplicates()
-    accounts_per_key = candidates.groupby("key")["account"].size()
-    shared = accounts_per_key[accounts_per_key > 1]
-    if shared.empty:
+    wanted = np.zeros(int(person.max()) + 1, dtype=bool)
+    wanted[person[new]] = True
+    candidate = usable & wanted[np.maximum(person, 0)]
+    rank, by_rank = _account_ranks(accounts[candidate])
+    # Each person's distinct account numbers, lowest first.
+    pairs = np.unique(np.stack([person[candidate], rank], axis=1), axis=0)
+    accounts_per_person = np.bincount(pairs[:, 0], minlength=len(wanted))
+    shared = accounts_per_person > 1
+    if not shared[person[new]].any():
         return ProblemTable()
-    # The accounts a warning names: the lowest numbers (normalised digits: shorter is lower).
-    candidates = candidates[candidates["key"].isin(shared.index)]
-    candidates = candidates.assign(width=candidates["account"].str.len()).sort_values(["key", "width", "account"])
-    named = candidates[candidates.groupby("key").cumcount() <= DUPLICATE_ACCOUNTS_NAMED]
-    warned = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], "key": keys, "account": accounts})[
-        new & keys.isin(shared.index)]
-    pairs = warned.rename_axis("position").reset_index().merge(named[["key", "account"]], on="key",
-                                                               suffixes=("", "_other"))
-    pairs = pairs[pairs["account"] != pairs["account_other"]]
-    pairs = pairs[pairs.groupby("position").cumcount() < DUPLICATE_ACCOUNTS_NAMED]
-    by_row = pairs.groupby("position", sort=True).agg(row=(ROW_NUMBER, "first"), account=("account", "first"),
-                                                    key=("key", "first"), others=("account_other", ", ".join),
-                                                    shown=("account_other", "size"))
-    more = by_row["key"].map(shared).astype("int64") - 1 - by_row["shown"]
-    return ProblemTable.of_rows(by_row["row"].to_numpy(), code=p.POSSIBLE_DUPLICATE_PATIENT,
+    pairs = pairs[shared[pairs[:, 0]]]
+    first_of_person = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1]
+    place = np.arange(len(pairs)) - np.repeat(first_of_person, np.diff(np.r_[first_of_person, len(pairs)]))
+    named = pd.DataFrame({"person": pairs[:, 0], "other": pairs[:, 1]})[place <= DUPLICATE_ACCOUNTS_NAMED]
+
+    own_rank = np.full(len(people), -1, dtype=np.int64)
+    own_rank[candidate] = rank
+    warned_at = np.flatnonzero(new & shared[np.maximum(person, 0)])
+    warned = pd.DataFrame({"position": warned_at, "person": person[warned_at], "own": own_rank[warned_at]})
+    joined = warned.merge(named, on="person")
+    joined = joined[joined["own"] != joined["other"]].sort_values(["position", "other"], kind="stable")
+    joined = joined[joined.groupby("position").cumcount() < DUPLICATE_ACCOUNTS_NAMED]
+    joined["other"] = by_rank[joined["other"].to_numpy()]
+    by_row = joined.groupby("position", sort=True).agg(person=("person", "first"), others=("other", ", ".join),
+                                                       shown=("other", "size"))
+    more = accounts_per_person[by_row["person"].to_numpy()] - 1 - by_row["shown"].to_numpy()
+    positions = by_row.index.to_numpy()
+    return ProblemTable.of_rows(frame[ROW_NUMBER].to_numpy()[positions], code=p.POSSIBLE_DUPLICATE_PATIENT,
                                 message=_duplicate_messages(by_row["others"], by_row["shown"], more),
-                                account_numbers=by_row["account"].to_numpy(dtype=object))
+                                account_numbers=accounts[positions])
 
 
-def _duplicate_messages(others: pd.Series, shown: pd.Series, more: pd.Series) -> np.ndarray:
-    """The catalogue's message per warned row, formatted once per distinct (accounts, more)."""
-    cases = pd.DataFrame({"others": others, "shown": shown, "more": more})
+def _duplicate_messages(others: pd.Series, shown: pd.Series, more) -> np.ndarray:
+    """The catalogue's message per warned row, formatted once per distinct (accounts, count, more)."""
+    cases = pd.DataFrame({"others": others.to_numpy(), "shown": shown.to_numpy(), "more": np.asarray(more)})
     positions, distinct = pd.factorize(pd.MultiIndex.from_frame(cases))
     texts = [c.message(p.POSSIBLE_DUPLICATE_PATIENT,
-                       "more" if extra else ("several" if count > 1 else None), accounts=names, more=extra)
-             for names, count, extra in distinct.tolist()]
+                       "more" if extra else ("several" if number > 1 else None), accounts=names, more=extra)
+             for names, number, extra in distinct.tolist()]
     return object_array(texts)[positions]

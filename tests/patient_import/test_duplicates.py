@@ -209,3 +209,42 @@ def test_the_same_people_under_new_accounts_are_warned_against_the_store_and_upd
     text = json.dumps(b.report["problems"])
     assert not [value for value in names if len(value) > 3 and value in text]
     engine.dispose()
+
+
+# ---------------------------------------------------------------- the generator's near-duplicates
+
+def test_the_generator_adds_the_same_people_under_new_accounts_with_names_retyped_and_namesakes():
+    from tools.generator import EXPECTED_CODE, add_problems, generate_patients
+
+    patients = generate_patients(600, seed=3, today=TODAY)
+    out = add_problems(patients, seed=3, bad_share=0.0, duplicate_share=0.0, near_duplicate_share=0.1, today=TODAY)
+
+    added = out[~out["account_number"].isin(patients["account_number"])]
+    assert len(out) == 660 and len(added) == 60 and out["account_number"].is_unique
+    assert added["account_number"].astype(int).min() > patients["account_number"].astype(int).max()
+    same = out[out[EXPECTED_CODE] == p.POSSIBLE_DUPLICATE_PATIENT]
+    retyped = same[same["account_number"].isin(added["account_number"])]
+    namesakes = added[added[EXPECTED_CODE] == ""]
+    assert len(retyped) + len(namesakes) == 60 and len(same) == 2 * len(retyped) and len(namesakes) > 0
+    originals = patients.assign(key=[f"{name_match_key(f)}|{name_match_key(la)}" for f, la in
+                                     zip(patients["first_name"], patients["last_name"])])
+    for row in retyped.itertuples():
+        key = f"{name_match_key(row.first_name)}|{name_match_key(row.last_name)}"
+        match = originals[(originals["key"] == key) & (originals["birth_date"] == row.birth_date)]
+        assert len(match) >= 1 and (row.first_name, row.last_name) not in set(zip(match["first_name"],
+                                                                                   match["last_name"]))
+    for row in namesakes.itertuples():
+        key = f"{name_match_key(row.first_name)}|{name_match_key(row.last_name)}"
+        assert not ((originals["key"] == key) & (originals["birth_date"] == row.birth_date)).any()
+
+
+def test_generated_exports_keep_account_numbers_unique_across_blocks_with_near_duplicates(tmp_path, monkeypatch):
+    from tools import generator
+    from tools.generator import generate_export
+
+    monkeypatch.setattr(generator, "_BLOCK_ROWS", 500)  # four blocks
+    path = generate_export(tmp_path / "export.csv", 2_000, seed=4, bad_share=0.0, duplicate_share=0.0,
+                           near_duplicate_share=0.05, excel_artefacts=False, today=TODAY)
+
+    accounts = [row["Account #"] for row in _written_rows(path)]
+    assert len(accounts) == 2_000 and len(set(accounts)) == 2_000

@@ -275,7 +275,7 @@ def _zip_kind(path: Path) -> str:
 
 
 def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -> ParsedExport:
-    encoding = _text_encoding(path, head)
+    encoding = _text_encoding(path, head, header_map)
     try:
         try:
             delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
@@ -342,7 +342,7 @@ def _unwrap(cell: str) -> str:
     return cell
 
 
-def _text_encoding(path: Path, head: bytes) -> str:
+def _text_encoding(path: Path, head: bytes, header_map: HeaderMap = DEFAULT_HEADERS) -> str:
     if head.startswith(_UTF16_BOMS):
         _check_utf16(path)
         return "utf-16"
@@ -362,7 +362,7 @@ def _text_encoding(path: Path, head: bytes) -> str:
             return "utf-8-sig"
         # Latin-1 reads the header's delimiter the same in every candidate encoding.
         delimiter, *_ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
-        return choose_encoding(path, data, delimiter)
+        return choose_encoding(path, data, delimiter, header_map)
 
 
 def _first_invalid_utf8(data: mmap.mmap) -> int | None:
@@ -1243,7 +1243,7 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
             # overrides. Headers are at most `max_field_length` long; escaping grows them 10 times at most.
             shown = printable(label, limit=_MAX_SHOWN_HEADER)
             problems.append(Problem(code=UNKNOWN_COLUMN, field=shown, message=_unknown_column_message(
-                shown, header_map.suggestion(label, taken=filled))))
+                shown, None if position in parsed.headerless else header_map.suggestion(label, taken=filled))))
     # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
     frame = pa.table(data).to_pandas()
     return ParsedExport(frame, headers, columns, problems, file_type, encoding, delimiter)

@@ -191,3 +191,24 @@ def test_no_suggestion_names_a_field_another_column_already_fills(tmp_path):
                                 ",".join(VALUES) + ",6175550100"))
 
     assert "did you mean" not in unknown_messages(parsed)["Home Phon"]
+
+
+def test_the_encoding_is_judged_on_the_practices_aliased_name_columns():
+    from include.patient_import.encoding import _header_named_positions
+
+    cells = ["Acct #", "Pt Last", "Pt First", "City"]
+    headers = HeaderMap.of([("Pt Last", "last_name"), ("Pt First", "first_name")])
+
+    assert _header_named_positions(cells) == {3}
+    assert _header_named_positions(cells, headers) == {1, 2, 3}
+
+
+def test_a_mac_roman_export_with_aliased_name_columns_reads_its_names(tmp_path):
+    text = "Acct #,Pt Last,Pt First,City\r" + "".join(f"{n},Lefèvre,Renée,Boston\r" for n in range(1, 4))
+    path = tmp_path / "export.csv"
+    path.write_bytes(text.encode("mac_roman"))
+
+    parsed = read_export(path, header_map=HeaderMap.of([("Pt Last", "last_name"), ("Pt First", "first_name")]))
+
+    assert parsed.encoding == "mac_roman"
+    assert parsed.frame["last_name"].tolist() == ["Lefèvre"] * 3

@@ -533,10 +533,14 @@ def _bad_kinds(rng: np.random.Generator,
 
 
 _CONFLICT_SHARE = 0.2  # of the duplicates: same account number, another patient's data
+# Of the people added under a new account number: namesakes (same name, another birth date), the
+# rest the same person again (possible_duplicate_patient).
+_NAMESAKE_SHARE = 0.3
 
 
 def add_problems(patients: pd.DataFrame, *, seed: int = 0, bad_share: float = 0.03,
-                 duplicate_share: float = 0.01, today: date | None = None) -> pd.DataFrame:
+                 duplicate_share: float = 0.01, today: date | None = None,
+                 near_duplicate_share: float = 0.0) -> pd.DataFrame:
     """Patients with bad rows and duplicates added, in file order, saying what each row carries.
 
     A share ``bad_share`` of the patients break one rule each, the kinds dealt in turn: a missing
@@ -544,7 +548,12 @@ def add_problems(patients: pd.DataFrame, *, seed: int = 0, bad_share: float = 0.
     reject the row), an invalid e-mail, home phone, cell phone or zip, a future birth date, an
     unknown state. ``duplicate_share`` adds copies of other patients at random places: 80 % exact
     copies (``duplicate_row`` on all but the first), 20 % another patient's data under an existing
-    account number (``duplicate_account_number`` on both rows).
+    account number (``duplicate_account_number`` on both rows). ``near_duplicate_share`` adds
+    people under new account numbers: 70 % the same person as an active patient with a birth date
+    (first and last name written in another case, without accents, without punctuation or with
+    other spaces; ``possible_duplicate_patient`` on both rows, as SPEC §8 warns every new patient
+    of the pair), 30 % namesakes (same names, another birth date: no warning). Against a store
+    that already holds the original, only the added row is warned.
 
     Args:
         patients: from ``generate_patients``.
@@ -552,6 +561,8 @@ def add_problems(patients: pd.DataFrame, *, seed: int = 0, bad_share: float = 0.
         bad_share: share of ``patients`` made bad.
         duplicate_share: rows added, as a share of ``patients``.
         today: the day a birth date must not pass (default: today).
+        near_duplicate_share: people added under new account numbers, as a share of ``patients``;
+            their account numbers follow the highest of ``patients``.
 
     Returns:
         The rows to write, with two more columns, ``EXPECTED_CODE`` and ``EXPECTED_FIELD``: the
@@ -563,17 +574,21 @@ def add_problems(patients: pd.DataFrame, *, seed: int = 0, bad_share: float = 0.
     """
     _check_share("bad_share", bad_share)
     _check_share("duplicate_share", duplicate_share)
+    _check_share("near_duplicate_share", near_duplicate_share)
     rng = np.random.default_rng([seed, _PROBLEMS])
+    highest = pd.to_numeric(patients["account_number"], errors="coerce").max() if len(patients) else 0
     return _add_problems(patients, rng, np.datetime64(today or date.today(), "D"),
-                         round(bad_share * len(patients)), round(duplicate_share * len(patients)))
+                         round(bad_share * len(patients)), round(duplicate_share * len(patients)),
+                         round(near_duplicate_share * len(patients)), int(0 if pd.isna(highest) else highest) + 1)
 
 
 def _add_problems(patients: pd.DataFrame, rng: np.random.Generator, today64: np.datetime64,
-                  n_bad: int, n_dup: int) -> pd.DataFrame:
+                  n_bad: int, n_dup: int, n_near: int = 0, near_account: int = 0) -> pd.DataFrame:
     n = len(patients)
     n_conflict = round(n_dup * _CONFLICT_SHARE)
-    if n_bad + n_dup + n_conflict > n:
-        raise ValueError(f"{n} patients cannot carry {n_bad} bad rows and {n_dup} duplicates")
+    if n_bad + n_dup + n_conflict + n_near > n:
+        raise ValueError(f"{n} patients cannot carry {n_bad} bad rows, {n_dup} duplicates and "
+                         f"{n_near} near-duplicates")
 
     # Disjoint roles, so each row carries one problem: bad rows, copied rows, donors of other data.
     shuffled = rng.permutation(n)
@@ -587,8 +602,9 @@ def _add_problems(patients: pd.DataFrame, rng: np.random.Generator, today64: np.
     # Each row's problem as a position in `carried`: 0 for none, then the bad kinds, then duplicates.
     carried = [("", ""), *((code, field) for code, field, _ in kinds),
                (problems.DUPLICATE_ACCOUNT_NUMBER, "account_number"),
-               (problems.DUPLICATE_ROW, "account_number")]
-    conflict, duplicate = len(carried) - 2, len(carried) - 1
+               (problems.DUPLICATE_ROW, "account_number"),
+               (problems.POSSIBLE_DUPLICATE_PATIENT, "")]
+    conflict, duplicate, same_person = len(carried) - 3, len(carried) - 2, len(carried) - 1
     problem = np.zeros(n, dtype=np.int64)
     dealt = rng.permutation(np.arange(n_bad) % len(kinds))
     for k, (_, kind_field, make) in enumerate(kinds):
@@ -616,9 +632,57 @@ def _add_problems(patients: pd.DataFrame, rng: np.random.Generator, today64: np.
     later = copied & pd.Series(np.where(copied, source_row, -1)).duplicated(keep="first").to_numpy()
     problem[later] = duplicate
 
+    if n_near:
+        out, problem = _add_near_duplicates(frame, out, problem, source_row, shuffled[n_bad + n_dup + n_conflict:],
+                                            rng, n_near, near_account, same_person)
     out[EXPECTED_CODE] = _take(_pool([code for code, _ in carried]), problem)
     out[EXPECTED_FIELD] = _take(_pool([field for _, field in carried]), problem)
     return out
+
+
+def _add_near_duplicates(frame: pd.DataFrame, out: pd.DataFrame, problem: np.ndarray, source_row: np.ndarray,
+                         free: np.ndarray, rng: np.random.Generator, n_near: int, first_account: int,
+                         same_person: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """`out` with `n_near` people added under new account numbers at random places (see add_problems).
+
+    `free`: rows of `frame` that carry no problem and are not copied, in random order; the people
+    are taken from those that are active and have a birth date (every one of them is then new).
+    """
+    eligible = free[((frame["status"].to_numpy(dtype=object)[free] == "Active")
+                     & (frame["birth_date"].to_numpy(dtype=object)[free] != ""))]
+    if len(eligible) < n_near:
+        raise ValueError(f"only {len(eligible)} active patients with a birth date to add {n_near} near-duplicates of")
+    sources = eligible[:n_near]
+    namesake = rng.random(n_near) < _NAMESAKE_SHARE
+    added = frame.take(sources).reset_index(drop=True)
+    added["account_number"] = _digits(first_account + np.arange(n_near, dtype=np.int64))
+    kind = rng.integers(0, 4, n_near)
+    added["first_name"] = _name_variant(added["first_name"], kind)
+    added["last_name"] = _name_variant(added["last_name"], kind)
+    valid, born = _parse_mdy(added["birth_date"])
+    born = np.where(valid, born, np.datetime64("2000-01-01", "D"))
+    shifted = _mdy(born - rng.integers(1, 3650, n_near))  # earlier: never in the future, under 120 years
+    added["birth_date"] = _where(namesake & valid, shifted, added["birth_date"])
+    problem = problem.copy()
+    problem[np.isin(source_row, sources[~namesake])] = same_person
+    added_problem = np.where(namesake, 0, same_person)
+    order = np.argsort(np.concatenate([np.arange(len(out), dtype=float), rng.uniform(0, len(out), n_near)]),
+                       kind="stable")
+    both = pd.concat([out, added[out.columns]], ignore_index=True).take(order).reset_index(drop=True)
+    return both, np.concatenate([problem, added_problem])[order]
+
+
+def _name_variant(names: pd.Series, kind: np.ndarray) -> pd.Series:
+    """The same name as someone else at the front desk would type it: upper case (0), lower case
+    with stray spaces (1), accents stripped in upper case (2), punctuation dropped and spaces
+    doubled in lower case (3)."""
+    text = names.astype(object)
+    upper = text.str.upper()
+    lower = " " + text.str.lower() + "  "
+    plain = text.str.normalize("NFKD").str.replace("[\u0300-\u036f]", "", regex=True).str.upper()
+    unpunctuated = text.str.replace("[-'.]", "", regex=True).str.replace(" ", "\u00a0 ", regex=False).str.lower()
+    chosen = np.select([kind == 0, kind == 1, kind == 2], [upper, lower, plain], unpunctuated)
+    return pd.Series(pd.array(chosen.astype(object), dtype="str"))
 
 
 def _check_share(name: str, share: float) -> None:
@@ -948,7 +1012,7 @@ def _write_xlsx(path: Path, headers: list[str], columns: list[str],
 def generate_export(path: Path, rows: int, *, seed: int = 0, fmt: str = "csv", bad_share: float = 0.03,
                     duplicate_share: float = 0.01, inactive_share: float = 0.05, first_account: int = 10001,
                     encoding: str = "utf-8-sig", excel_artefacts: bool = True, today: date | None = None,
-                    header_style: str = "genesis") -> Path:
+                    header_style: str = "genesis", near_duplicate_share: float = 0.0) -> Path:
     """Write a realistic export: ``rows`` data rows of patients, bad rows, duplicates, Excel's damage.
 
     ``rows`` counts every data row, duplicates included (blank lines are not rows); the shares are
@@ -963,19 +1027,20 @@ def generate_export(path: Path, rows: int, *, seed: int = 0, fmt: str = "csv", b
     if rows < 0:
         raise ValueError(f"rows must be >= 0, got {rows}")
     for name, share in (("bad_share", bad_share), ("duplicate_share", duplicate_share),
-                        ("inactive_share", inactive_share)):
+                        ("inactive_share", inactive_share), ("near_duplicate_share", near_duplicate_share)):
         _check_share(name, share)
     today64 = np.datetime64(today or date.today(), "D")
 
     def blocks() -> Iterator[tuple[pd.DataFrame, None]]:
         account = first_account
         for k, (_, n) in enumerate(_blocks(rows)):
-            n_dup = round(duplicate_share * n)
-            patients = _patient_block(np.random.default_rng([seed, _PATIENTS, k]), n - n_dup, account,
+            n_dup, n_near = round(duplicate_share * n), round(near_duplicate_share * n)
+            patients = _patient_block(np.random.default_rng([seed, _PATIENTS, k]), n - n_dup - n_near, account,
                                       inactive_share, today64)
-            account += n - n_dup
+            account += n - n_dup - n_near
             yield _add_problems(patients, np.random.default_rng([seed, _PROBLEMS, k]), today64,
-                                round(bad_share * n), n_dup), None
+                                round(bad_share * n), n_dup, n_near, account), None
+            account += n_near
 
     return _write(blocks(), rows, Path(path), fmt=fmt, encoding=encoding, excel_artefacts=excel_artefacts,
                   rng=np.random.default_rng([seed, _ARTEFACTS]), header_style=header_style)
@@ -993,6 +1058,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--bad-share", type=float, default=0.03)
     parser.add_argument("--duplicate-share", type=float, default=0.01)
     parser.add_argument("--inactive-share", type=float, default=0.05)
+    parser.add_argument("--near-duplicate-share", type=float, default=0.0,
+                        help="people added again under new account numbers (names re-typed) or namesakes")
     parser.add_argument("--first-account", type=int, default=10001)
     parser.add_argument("--no-excel-artefacts", dest="excel_artefacts", action="store_false")
     args = parser.parse_args(argv)
@@ -1000,7 +1067,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     path = generate_export(args.out, args.rows, seed=args.seed, fmt=args.fmt, bad_share=args.bad_share,
                            duplicate_share=args.duplicate_share, inactive_share=args.inactive_share,
                            first_account=args.first_account, encoding=args.encoding,
-                           excel_artefacts=args.excel_artefacts, header_style=args.header_style)
+                           excel_artefacts=args.excel_artefacts, header_style=args.header_style,
+                           near_duplicate_share=args.near_duplicate_share)
     print(f"{path}\t{args.rows} rows")  # never patient values
 
 

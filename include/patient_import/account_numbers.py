@@ -1,9 +1,8 @@
-"""Scalar cleaners that need no pandas: Unicode separators, Excel's float and text-formula
-quoting, and the account number (SPEC §2, "Values").
+"""Account numbers without Excel's damage (SPEC §2), and the Unicode separators of structured values.
 
-Split from :mod:`include.patient_import.normalize` so that the practice registry (planning,
-every task's start) can normalise its payment-plan account numbers without importing pandas,
-numpy and pyarrow.
+Light on purpose: the practice registry (practices.py) normalises its `payment_plan_accounts` with
+these, and must load without pandas or numpy (the DAG and the plugin read the registry at parse
+time). :mod:`include.patient_import.normalize` applies them to whole exports.
 """
 
 from __future__ import annotations
@@ -14,7 +13,6 @@ import unicodedata
 ASCII_DIGITS = re.compile(r"[0-9]+")
 # A number Excel (or an xlsx reader) turned into a float: "123.0".
 _FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
-
 
 # Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
 # and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
@@ -31,6 +29,7 @@ def plain_separators(text: str) -> str:
 
 
 def unfloat(text: str) -> str:
+    """`123.0` → `123`: a whole number Excel wrote as a float; anything else as it is."""
     m = _FLOAT_WHOLE.fullmatch(text)
     return m.group(1) if m else text
 

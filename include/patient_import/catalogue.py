@@ -77,6 +77,7 @@ LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE = "large_import_for_payment_plan_practice
 TEXT_REPAIRED = "text_repaired"
 EXPORT_DATE_FROM_LANDING_TIME = "export_date_from_landing_time"
 UPLOAD_OVERWRITES_NEWER_DATA = "upload_overwrites_newer_data"
+POSSIBLE_DUPLICATE_PATIENT = "possible_duplicate_patient"
 
 # SPEC §3 rule 5: more than this share of rejected rows and the file is probably the wrong one.
 MAX_REJECTED_SHARE = 0.25
@@ -185,7 +186,10 @@ def _rules() -> Iterator[Rule]:
                "§3 rule 7")
     # --- warnings
     yield Rule(ZIP_PADDED, WARN, ROW, "zip had lost its leading zeros to Excel; padded with zeros", "§2")
-    yield Rule(UNKNOWN_COLUMN, WARN, FILE, "column {label!r} is not a patient field and is ignored", "§2")
+    yield Rule(UNKNOWN_COLUMN, WARN, FILE, "column {label!r} is not a patient field and is ignored", "§2; §8",
+               cases=(("suggestion", "column {label!r} is not a patient field and is ignored; did you mean "
+                                     "\"{suggestion}\"? (rename the column, or add it to the practice's "
+                                     "column_aliases)"),))
     yield Rule(LARGE_IMPORT_FOR_PAYMENT_PLAN_PRACTICE, WARN, FILE,
                "{new} new patients for a practice that uses only payment-plan systems and keeps "
                "no payment_plan_accounts list (more than {limit})", "§3 rule 3")
@@ -203,6 +207,15 @@ def _rules() -> Iterator[Rule]:
                cases=(("every_row", "every row is older than what the store holds ({older} rows older_than_stored): "
                        "this export of {exported_on} is older than the data already imported, and uploading "
                        "{upload} to Cash Practice would overwrite newer data there. Do not upload it."),))
+    yield Rule(POSSIBLE_DUPLICATE_PATIENT, WARN, ROW,
+               "new patient with the same first name, last name and birth date as account {accounts}: "
+               "possibly the same person under two account numbers; imported, nothing merged", "§8",
+               cases=(("several", "new patient with the same first name, last name and birth date as accounts "
+                                  "{accounts}: possibly the same person under several account numbers; imported, "
+                                  "nothing merged"),
+                      ("more", "new patient with the same first name, last name and birth date as accounts "
+                               "{accounts} and {more} more: possibly the same person under several account "
+                               "numbers; imported, nothing merged")))
     # An optional value that was left out: one code per field whose normaliser can refuse a value.
     for f in FIELDS:
         if f.kind in INVALID_REASONS:

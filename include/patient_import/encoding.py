@@ -49,7 +49,7 @@ from pathlib import Path
 import ftfy
 
 from include.patient_import.problems import UNREADABLE_FILE, ExportRejected
-from include.patient_import.schema import FIELDS_BY_NAME, field_for_header
+from include.patient_import.schema import DEFAULT_HEADERS, FIELDS_BY_NAME, HeaderMap
 
 # Python codec names, in the order that breaks ties between candidates reading names alike.
 CANDIDATES: tuple[str, ...] = ("utf-8", "cp1252", "mac_roman", "cp437", "cp850")
@@ -241,15 +241,16 @@ class _Words:
         return min(line for cell, line in self.cell_line.items() if token in cell)
 
 
-def _header_named_positions(cells: list[str]) -> set[int] | None:
+def _header_named_positions(cells: list[str], header_map: HeaderMap = DEFAULT_HEADERS) -> set[int] | None:
     """The name and address columns of a row that looks like the header (two known headers)."""
-    fields = [field_for_header(cell) for cell in cells]
+    fields = [header_map.field(cell) for cell in cells]
     if sum(field is not None for field in fields) < 2:
         return None
     return {i for i, field in enumerate(fields) if field and FIELDS_BY_NAME[field].kind == "name"}
 
 
-def _collect_words(path: Path, delimiter: str) -> tuple[_Words, tuple[str, ...]]:
+def _collect_words(path: Path, delimiter: str,
+                   header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[_Words, tuple[str, ...]]:
     """The non-ASCII cells of the export, and which kinds of them hold its names and addresses."""
     words = _Words()
     named: set[int] | None = None
@@ -261,7 +262,7 @@ def _collect_words(path: Path, delimiter: str) -> tuple[_Words, tuple[str, ...]]
         try:
             for cells in reader:
                 if named is None:
-                    named = _header_named_positions(cells)
+                    named = _header_named_positions(cells, header_map)
                     if named is None and not "".join(cells).isascii():
                         for cell in cells:
                             if not cell.isascii():
@@ -298,13 +299,15 @@ def _symbols(text: str) -> int:
     return sum(1 for c in text if not c.isascii() and unicodedata.category(c)[0] not in "LMZ")
 
 
-def choose_encoding(path: Path, data, delimiter: str) -> str:
+def choose_encoding(path: Path, data, delimiter: str, header_map: HeaderMap = DEFAULT_HEADERS) -> str:
     """The Python codec of a text export without a byte-order mark (module docstring).
 
     Args:
         path: the export; read again as Latin-1 to find its columns.
         data: its bytes (an mmap or bytes).
         delimiter: the delimiter of its header line.
+        header_map: how the practice's headers map to fields (its `column_aliases` too), to find
+            the name and address columns.
 
     Returns:
         "utf-8" for plain ASCII, else one of :data:`CANDIDATES`.
@@ -315,7 +318,7 @@ def choose_encoding(path: Path, data, delimiter: str) -> str:
     if not _HIGH_BYTE.search(data):
         return "utf-8"
     candidates = _candidates(data)
-    cells, named_kinds = _collect_words(path, delimiter)
+    cells, named_kinds = _collect_words(path, delimiter, header_map)
     named = cells.words(named_kinds)
     scored = {encoding: _score(named, encoding) for encoding in candidates}
     best = min(candidates, key=lambda e: (scored[e][0], candidates.index(e)))

@@ -40,6 +40,7 @@ import dataclasses
 import datetime
 import functools
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -455,6 +456,31 @@ def normalize_gender(raw: str) -> Cleaned:
 def _message(field: str, kind: str, code: str) -> str:
     """The warning's message (the rule catalogue's, for the field)."""
     return c.message(code, label=c.field_label(field))
+
+
+# --- matching people (SPEC §8) -------------------------------------------------------------------
+
+def name_match_key(text: str) -> str:
+    """A name as it is compared to find the same person: case-folded, accents stripped, only letters
+    and digits kept (``"  O'Brien-Núñez "`` → ``"obriennunez"``); "" when nothing is left.
+
+    The standard library's decomposition (NFKD) strips accents and splits ligatures; letters that
+    are not an accented form (ø, ł) stay as they are. A transliteration library (unidecode) would
+    also merge those with o and l: a guess about two different letters that the contract does not ask for.
+    """
+    decomposed = unicodedata.normalize("NFKD", text.casefold())
+    return "".join(char for char in decomposed if char.isalnum())  # combining marks are not alphanumeric
+
+
+def name_match_keys(names: pd.Series) -> pd.Series:
+    """`name_match_key` of every value (once per distinct value); None where the value is None
+    or leaves nothing to compare."""
+    positions, distinct = pd.factorize(names.astype("object"))
+    keys = object_array([name_match_key(str(v)) or None for v in distinct.tolist()])
+    out = np.full(len(names), None, dtype=object)
+    present = positions >= 0
+    out[present] = keys[positions[present]]
+    return pd.Series(out, index=names.index, dtype="object")
 
 
 def object_array(items) -> np.ndarray:

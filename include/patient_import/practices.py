@@ -1,4 +1,7 @@
-"""The practice registry (SPEC §6): a YAML file of practices and the systems they use."""
+"""The practice registry (SPEC §6): a YAML file of practices and the systems they use.
+
+Light on purpose (no pandas, numpy or pyarrow): the DAG files and the UI plugin read it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ from include.patient_import import settings
 from include.patient_import.account_numbers import normalize_account_number
 from include.patient_import.files import MAX_ID_LENGTH, is_safe_id
 from include.patient_import.problems import ConfigurationError
-from include.patient_import.schema import UPLOAD_EXTRA_COLUMNS
+from include.patient_import.schema import FIELD_NAMES, IGNORED_HEADER_KEYS, UPLOAD_EXTRA_COLUMNS, HeaderMap, header_key
 
 DRIP_EDUCATION = "drip_education"
 AUTO_DEBIT = "auto_debit"
@@ -31,6 +34,13 @@ class Practice:
     systems: frozenset[str] = frozenset()
     payment_plan_accounts: frozenset[str] = frozenset()  # normalised account numbers
     upload_extra_columns: tuple[str, ...] = ()
+    # (header, field name) pairs the practice's exports use besides the schema's (SPEC §8).
+    column_aliases: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def header_map(self) -> HeaderMap:
+        """How this practice's export headers map to fields (its `column_aliases` included)."""
+        return HeaderMap.of(self.column_aliases)
 
     @property
     def uses_drip_education(self) -> bool:
@@ -74,7 +84,32 @@ def _practice(entry: object, position: int) -> Practice:
             f"{where}: unknown upload_extra_columns {bad}; known: {sorted(UPLOAD_EXTRA_COLUMNS)}")
     return Practice(id=pid, name=str(entry.get("name") or pid), capacity=capacity,
                     systems=frozenset(systems), payment_plan_accounts=frozenset(normalised),
-                    upload_extra_columns=extras)
+                    upload_extra_columns=extras, column_aliases=_column_aliases(entry, where))
+
+
+def _column_aliases(entry: dict, where: str) -> tuple[tuple[str, str], ...]:
+    """`column_aliases: {"Pt Acct": account_number}`: header -> field name (SPEC §8), checked here so
+    that a typo stops the registry from loading instead of leaving a column unread."""
+    aliases = entry.get("column_aliases") or {}
+    if not isinstance(aliases, dict):
+        raise ConfigurationError(f"{where}: column_aliases must be a mapping of header to field name")
+    seen: dict[str, tuple[str, str]] = {}
+    for header, name in aliases.items():
+        if not isinstance(header, str) or not header_key(header):
+            raise ConfigurationError(f"{where}: column_aliases key {str(header)[:80]!r} must be a header "
+                                     "holding letters or digits")
+        if name not in FIELD_NAMES:
+            raise ConfigurationError(f"{where}: column_aliases {header[:80]!r}: unknown field {str(name)[:80]!r}; "
+                                     f"known: {', '.join(FIELD_NAMES)}")
+        key = header_key(header)
+        if key in IGNORED_HEADER_KEYS:
+            raise ConfigurationError(f"{where}: column_aliases {header[:80]!r} is a column the pipeline writes "
+                                     "itself (rejected-rows file); it cannot name a field")
+        if key in seen and seen[key][1] != name:
+            raise ConfigurationError(f"{where}: column_aliases {seen[key][0][:80]!r} and {header[:80]!r} are the "
+                                     "same header (case, spaces and punctuation do not count) for two fields")
+        seen[key] = (header, name)
+    return tuple(seen.values())
 
 
 def load_practices(path: Path | None = None) -> dict[str, Practice]:

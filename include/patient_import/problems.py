@@ -34,6 +34,7 @@ from include.patient_import.catalogue import (  # noqa: F401 - re-exported
     NO_DATA_ROWS,
     NOT_ON_PAYMENT_PLAN_LIST,
     OLDER_THAN_STORED,
+    POSSIBLE_DUPLICATE_PATIENT,
     PRECEDENCE,
     ROW_ERROR_CODES,
     SKIP_CODES,

@@ -107,7 +107,7 @@ from include.patient_import.problems import (
     ExportRejected,
     Problem,
 )
-from include.patient_import.schema import IGNORED_HEADER_KEYS, ROW_NUMBER, field_for_header, header_key
+from include.patient_import.schema import DEFAULT_HEADERS, IGNORED_HEADER_KEYS, ROW_NUMBER, HeaderMap, header_key
 from include.patient_import.settings import Limits
 from include.patient_import.untrusted import printable
 
@@ -169,16 +169,19 @@ class ParsedExport:
     sheet_names: list[str] = dataclasses.field(default_factory=list)  # an .xlsx's sheets, in order
 
 
-def read_export(path: Path, limits: Limits | None = None) -> ParsedExport:
+def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     """Read an export into a table of strings with the spreadsheet's row numbers.
 
     Args:
         path: the dropped file.
         limits: size limits; `Limits.from_env()` when omitted.
+        header_map: how headers map to fields: the practice's (`Practice.header_map`, with its
+            `column_aliases`), or the schema's alone.
 
     Returns:
         The table: `row_number` first, then one column per kept header, named by field
-        (unknown columns `__extra_<column number>`), with `unknown_column` warnings.
+        (unknown columns `__extra_<column number>`), with `unknown_column` warnings (which
+        suggest the closest known header when one is close, SPEC §8).
 
     Raises:
         ExportRejected: for every file-level problem (type, encoding, quoting, limits, headers).
@@ -197,8 +200,8 @@ def read_export(path: Path, limits: Limits | None = None) -> ParsedExport:
     with path.open("rb") as f:
         head = f.read(_HEAD_BYTES)
     if detect_file_type(path, head) == "xlsx":
-        return _read_xlsx(path, limits)
-    return _read_text(path, head, limits)
+        return _read_xlsx(path, limits, header_map)
+    return _read_text(path, head, limits, header_map)
 
 
 def detect_file_type(path: Path, head: bytes) -> str:
@@ -271,21 +274,21 @@ def _zip_kind(path: Path) -> str:
 # --- text ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, head: bytes, limits: Limits) -> ParsedExport:
-    encoding = _text_encoding(path, head)
+def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -> ParsedExport:
+    encoding = _text_encoding(path, head, header_map)
     try:
         try:
-            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records)
+            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
         except _QuotingBroken as broken:
             if broken.delimiter != "\t":
                 raise
             # A page copy has no quoting rules (SPEC §2): `"Chip" Charles` is a name, not an error.
-            delimiter, parsed = _parse_text(path, encoding, limits, _page_records)
+            delimiter, parsed = _parse_text(path, encoding, limits, _page_records, header_map)
         _check_used_columns(parsed, limits)
     except UnicodeDecodeError:
         # The bytes were checked above; only a file changed while being read gets here.
         raise ExportRejected(UNREADABLE_FILE, f"the file is not valid {encoding} text") from None
-    return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter)
+    return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter, header_map)
 
 
 class _QuotingBroken(ExportRejected):
@@ -296,7 +299,8 @@ class _QuotingBroken(ExportRejected):
         self.delimiter: str | None = None  # set where the delimiter is known
 
 
-def _parse_text(path: Path, encoding: str, limits: Limits, read_records) -> tuple[str, _Parsed]:
+def _parse_text(path: Path, encoding: str, limits: Limits, read_records,
+                header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed]:
     """One pass over a text export with `read_records` (`_csv_records` or `_page_records`), every
     record bounded by `_max_record_chars` while it is read (SPEC §7)."""
     budget = _RecordBudget(_max_record_chars(limits))
@@ -310,7 +314,7 @@ def _parse_text(path: Path, encoding: str, limits: Limits, read_records) -> tupl
         records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
                                budget=budget, limits=limits)
         try:
-            return delimiter, _collect(records, limits, first_column=1)
+            return delimiter, _collect(records, limits, first_column=1, header_map=header_map)
         except _QuotingBroken as broken:
             broken.delimiter = delimiter
             raise
@@ -338,7 +342,7 @@ def _unwrap(cell: str) -> str:
     return cell
 
 
-def _text_encoding(path: Path, head: bytes) -> str:
+def _text_encoding(path: Path, head: bytes, header_map: HeaderMap = DEFAULT_HEADERS) -> str:
     if head.startswith(_UTF16_BOMS):
         _check_utf16(path)
         return "utf-16"
@@ -358,7 +362,7 @@ def _text_encoding(path: Path, head: bytes) -> str:
             return "utf-8-sig"
         # Latin-1 reads the header's delimiter the same in every candidate encoding.
         delimiter, *_ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
-        return choose_encoding(path, data, delimiter)
+        return choose_encoding(path, data, delimiter, header_map)
 
 
 def _first_invalid_utf8(data: mmap.mmap) -> int | None:
@@ -559,7 +563,7 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
 # --- xlsx ----------------------------------------------------------------------------------
 
 
-def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
+def _read_xlsx(path: Path, limits: Limits, header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     _check_inflated_size(path, limits)
     _check_sheet_grid(path, limits)
     try:
@@ -570,7 +574,7 @@ def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
                 if sheet.start is None:
                     raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
                 first_column, records = _sheet_records(sheet)
-                parsed = _collect(records, limits, first_column)
+                parsed = _collect(records, limits, first_column, header_map)
             except ExportRejected as exc:
                 if exc.code not in (EMPTY_FILE, NO_DATA_ROWS) or len(sheet_names) < 2:
                     raise
@@ -583,7 +587,7 @@ def _read_xlsx(path: Path, limits: Limits) -> ParsedExport:
         raise ExportRejected(
             UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
         ) from None
-    export = _export(parsed, "xlsx", None, None)
+    export = _export(parsed, "xlsx", None, None, header_map)
     export.sheet_names = sheet_names
     return export
 
@@ -1066,7 +1070,8 @@ class _Parsed:
         )
 
 
-def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int) -> _Parsed:
+def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int,
+             header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
     for header_row, header in records:
         if header_row > limits.max_lines_before_header + 1:
@@ -1080,7 +1085,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
             break
     else:
         raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
-    parsed = _read_header(header, header_row, limits, first_column)
+    parsed = _read_header(header, header_row, limits, first_column, header_map)
     width = len(parsed.labels)
     max_length, max_rows = limits.max_field_length, limits.max_rows
     rows: list[list[str]] = []
@@ -1092,7 +1097,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
         if not joined or joined.isspace():
             continue
         if len(cells) != width:
-            cells = _fit(cells, width, row)
+            cells = _fit(cells, width, row, header_map)
         if len(joined) > max_length:
             _check_lengths(cells, row, parsed, max_length)
         if len(rows) == room:
@@ -1116,7 +1121,8 @@ def _is_blank(cells: list[str]) -> bool:
     return not "".join(cells).strip()
 
 
-def _read_header(header: list[str], row: int, limits: Limits, first_column: int) -> _Parsed:
+def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
+                 header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     # Only columns with a header or a value count (SPEC §2): Excel writes every row as wide as
     # its used range, empty columns included. Headerless columns are counted after the rows.
     named = sum(1 for text in header if text.strip())
@@ -1145,7 +1151,7 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int)
             headerless.append(position)
             continue
         labels.append(text)
-        field = field_for_header(text)
+        field = header_map.field(text)
         if header_key(text) in IGNORED_HEADER_KEYS:
             names.append(None)
         elif field is None:
@@ -1174,14 +1180,14 @@ def _check_used_columns(parsed: _Parsed, limits: Limits) -> None:
         )
 
 
-def _fit(cells: list[str], width: int, row: int) -> list[str]:
+def _fit(cells: list[str], width: int, row: int, header_map: HeaderMap = DEFAULT_HEADERS) -> list[str]:
     if len(cells) < width:
         return cells + [""] * (width - len(cells))
     if "".join(cells[width:]).strip():
         values = len(cells)
         while not cells[values - 1].strip():
             values -= 1
-        known = [field_for_header(cell) for cell in cells]
+        known = [header_map.field(cell) for cell in cells]
         hint = ""
         if sum(field is not None for field in known) >= 2:
             # Title lines above the header: the first line was taken for the header.
@@ -1217,11 +1223,13 @@ def _check_lengths(cells: list[str], row: int, parsed: _Parsed, max_length: int)
         )
 
 
-def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: str | None) -> ParsedExport:
+def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: str | None,
+            header_map: HeaderMap = DEFAULT_HEADERS) -> ParsedExport:
     data: dict[str, pa.ChunkedArray] = {ROW_NUMBER: pa.chunked_array(parsed.row_numbers, type=pa.int64())}
     headers: list[str] = []
     columns: list[str] = []
     problems: list[Problem] = []
+    filled = {name for name in parsed.names if name}  # a suggestion never names a field already read
     for position, name in enumerate(parsed.names):
         if name is None or not parsed.kept(position):
             continue
@@ -1234,13 +1242,17 @@ def _export(parsed: _Parsed, file_type: str, encoding: str | None, delimiter: st
             # terminal or a page must not receive a header's newlines, terminal escapes or bidi
             # overrides. Headers are at most `max_field_length` long; escaping grows them 10 times at most.
             shown = printable(label, limit=_MAX_SHOWN_HEADER)
-            problems.append(Problem(
-                code=UNKNOWN_COLUMN, field=shown,
-                message=catalogue.message(UNKNOWN_COLUMN, label=shown),
-            ))
+            problems.append(Problem(code=UNKNOWN_COLUMN, field=shown, message=_unknown_column_message(
+                shown, None if position in parsed.headerless else header_map.suggestion(label, taken=filled))))
     # Through Arrow: pandas' own str dtype, built several times faster than from Python objects.
     frame = pa.table(data).to_pandas()
     return ParsedExport(frame, headers, columns, problems, file_type, encoding, delimiter)
+
+
+def _unknown_column_message(shown: str, suggestion: str | None) -> str:
+    if suggestion is None:
+        return catalogue.message(UNKNOWN_COLUMN, label=shown)
+    return catalogue.message(UNKNOWN_COLUMN, "suggestion", label=shown, suggestion=printable(suggestion))
 
 
 def _mb(size: int) -> str:

@@ -4,21 +4,23 @@ Row errors (missing fields, account numbers, duplicates), the 25 % rule and capa
 the suites the rule catalogue defines (`catalogue.py`); this module derives the columns those
 suites check, takes the decisions that need the store or the practice (unknown practice, future
 export date, stored patients without an account number, inactive patients, payment-plan lists,
-export order, insert / update / unchanged), and builds each decision's problem with the
-catalogue's message.
+export order, insert / update / unchanged) and the possible duplicate patients of SPEC §8, and
+builds each decision's problem with the catalogue's message.
 """
 
 from __future__ import annotations
 
 from datetime import date
 
+import numpy as np
 import pandas as pd
 
 from include.patient_import import catalogue as c
 from include.patient_import import problems as p
 from include.patient_import.catalogue import ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, IS_NEW, REJECTED
-from include.patient_import.normalize import object_array
+from include.patient_import.normalize import name_match_keys, object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
+from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER, STORE_COLUMN
 
 # Every stored patient value an export can set: the canonical fields and the phone extensions.
@@ -219,3 +221,106 @@ def payment_plan_warning(practice: Practice, new: int) -> p.Problem | None:
 def skip_messages(codes: pd.Series) -> pd.Series:
     """The office-facing message of each row's skip code (SPEC §3 rules 2, 3 and 7)."""
     return codes.map({code: c.message(code) for code in set(codes.dropna())})
+
+
+# ---------------------------------------------------------------- possible duplicates (SPEC §8)
+
+# What identifies a person across account numbers: the stored columns `possible_duplicates` reads.
+PERSON_FIELDS: tuple[str, ...] = ("first_name", "last_name", "birth_date")
+# A warning names at most this many other account numbers; it counts the rest.
+DUPLICATE_ACCOUNTS_NAMED = 3
+
+
+def _person_codes(people: pd.DataFrame) -> np.ndarray:
+    """One integer per person: first name and last name as `normalize.name_match_key` compares
+    them, and the ISO birth date; -1 where any of the three is missing. Integers, not joined
+    texts: a million rows are matched with numpy and integer joins."""
+    parts = [pd.factorize(name_match_keys(people[name]).to_numpy(dtype=object))[0] for name in PERSON_FIELDS[:2]]
+    parts.append(pd.factorize(_dates_as_text(people["birth_date"].astype("object")).to_numpy(dtype=object))[0])
+    missing = np.logical_or.reduce([part < 0 for part in parts])
+    combined = np.zeros(len(people), dtype=np.int64)
+    for part in parts:  # re-factorised at each step, so the product never outgrows the row count squared
+        combined = pd.factorize(combined * (int(part.max(initial=0)) + 1) + np.maximum(part, 0))[0]
+    combined[missing] = -1
+    return combined
+
+
+def _account_ranks(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(rank of each account number in numeric order, the distinct numbers in that order);
+    normalised account numbers are digits without leading zeros, so shorter is lower."""
+    positions, distinct = pd.factorize(accounts)
+    texts = distinct.astype(str)
+    order = np.lexsort((texts, np.char.str_len(texts)))
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return rank[positions], distinct[order]
+
+
+def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> ProblemTable:
+    """SPEC §8: each new patient whose first name, last name and birth date match a stored patient
+    or another row of the file under a different account number, warned
+    `possible_duplicate_patient` with the other account numbers (never a name or a date). Nothing
+    is merged.
+
+    Args:
+        frame: the normalised rows with their suite `code`; rows with a row error are not matched.
+        is_new: per row of `frame`, 1 (or True) when it would insert a patient (`new_patients`).
+        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`
+            (`patients.stored_patients`).
+
+    Returns the warnings (capped per code like every warning, problem_table). People are matched
+    as integer codes with numpy and one join, not row by row; each person contributes at most
+    `DUPLICATE_ACCOUNTS_NAMED` + 1 account numbers to the join, so a file of one name and birth
+    date under a million account numbers stays linear.
+    """
+    count = len(frame)
+    people = pd.concat([frame[list(PERSON_FIELDS)].astype("object"),
+                        stored[list(PERSON_FIELDS)].astype("object")], ignore_index=True)
+    person = _person_codes(people)
+    accounts = np.concatenate([frame["account_number"].to_numpy(dtype=object), stored.index.to_numpy(dtype=object)])
+    usable = person >= 0
+    usable[:count] &= frame["account_number"].notna().to_numpy() & ~frame[CODE].isin(p.ROW_ERROR_CODES).to_numpy()
+    new = np.zeros(len(people), dtype=bool)
+    new[:count] = usable[:count] & np.asarray(is_new, dtype=bool)
+    if not new.any():
+        return ProblemTable()
+    wanted = np.zeros(int(person.max()) + 1, dtype=bool)
+    wanted[person[new]] = True
+    candidate = usable & wanted[np.maximum(person, 0)]
+    rank, by_rank = _account_ranks(accounts[candidate])
+    # Each person's distinct account numbers, lowest first.
+    pairs = np.unique(np.stack([person[candidate], rank], axis=1), axis=0)
+    accounts_per_person = np.bincount(pairs[:, 0], minlength=len(wanted))
+    shared = accounts_per_person > 1
+    if not shared[person[new]].any():
+        return ProblemTable()
+    pairs = pairs[shared[pairs[:, 0]]]
+    first_of_person = np.r_[0, np.flatnonzero(np.diff(pairs[:, 0])) + 1]
+    place = np.arange(len(pairs)) - np.repeat(first_of_person, np.diff(np.r_[first_of_person, len(pairs)]))
+    named = pd.DataFrame({"person": pairs[:, 0], "other": pairs[:, 1]})[place <= DUPLICATE_ACCOUNTS_NAMED]
+
+    own_rank = np.full(len(people), -1, dtype=np.int64)
+    own_rank[candidate] = rank
+    warned_at = np.flatnonzero(new & shared[np.maximum(person, 0)])
+    warned = pd.DataFrame({"position": warned_at, "person": person[warned_at], "own": own_rank[warned_at]})
+    joined = warned.merge(named, on="person")
+    joined = joined[joined["own"] != joined["other"]].sort_values(["position", "other"], kind="stable")
+    joined = joined[joined.groupby("position").cumcount() < DUPLICATE_ACCOUNTS_NAMED]
+    joined["other"] = by_rank[joined["other"].to_numpy()]
+    by_row = joined.groupby("position", sort=True).agg(person=("person", "first"), others=("other", ", ".join),
+                                                       shown=("other", "size"))
+    more = accounts_per_person[by_row["person"].to_numpy()] - 1 - by_row["shown"].to_numpy()
+    positions = by_row.index.to_numpy()
+    return ProblemTable.of_rows(frame[ROW_NUMBER].to_numpy()[positions], code=p.POSSIBLE_DUPLICATE_PATIENT,
+                                message=_duplicate_messages(by_row["others"], by_row["shown"], more),
+                                account_numbers=accounts[positions])
+
+
+def _duplicate_messages(others: pd.Series, shown: pd.Series, more) -> np.ndarray:
+    """The catalogue's message per warned row, formatted once per distinct (accounts, count, more)."""
+    cases = pd.DataFrame({"others": others.to_numpy(), "shown": shown.to_numpy(), "more": np.asarray(more)})
+    positions, distinct = pd.factorize(pd.MultiIndex.from_frame(cases))
+    texts = [c.message(p.POSSIBLE_DUPLICATE_PATIENT,
+                       "more" if extra else ("several" if number > 1 else None), accounts=names, more=extra)
+             for names, number, extra in distinct.tolist()]
+    return object_array(texts)[positions]

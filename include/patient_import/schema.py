@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -111,8 +112,64 @@ IGNORED_HEADER_KEYS: frozenset[str] = frozenset({header_key(PROBLEM_COLUMN), hea
 
 
 def field_for_header(header: str) -> str | None:
-    """The canonical field a header maps to, or None for an unknown column."""
+    """The canonical field a header maps to, or None for an unknown column (no practice's aliases:
+    see `HeaderMap`)."""
     return HEADER_TO_FIELD.get(header_key(header))
+
+
+# How close an unknown header must be to a known one to be suggested (rapidfuzz's `fuzz.ratio`,
+# 0-100, on `header_key`s). 80 keeps one-letter typos of short headers ("Cty", "Sx", "Emial") and
+# leaves out other patient-record columns that merely share letters ("Work Phone", "Last Payment",
+# "Middle Name", "Account Balance" score 67-77).
+SUGGESTION_CUTOFF = 80
+
+
+@dataclass(frozen=True)
+class HeaderMap:
+    """Which field each header of one practice's exports maps to: the schema's headers and aliases,
+    then the practice's `column_aliases` (SPEC §8), which win over a built-in header of another
+    field (a practice whose "Phone" column holds cell phones maps it to `cell_phone`).
+
+    Build it with `HeaderMap.of(aliases)`; `DEFAULT_HEADERS` has no practice aliases.
+    """
+
+    by_key: dict[str, str]  # header_key -> field name
+    texts: dict[str, str]  # header_key -> the header as written (what a suggestion shows)
+
+    @classmethod
+    def of(cls, aliases: Iterable[tuple[str, str]] = ()) -> HeaderMap:
+        """The map with a practice's (header, field name) aliases; the names are not checked here
+        (practices.py checks them when the registry is read)."""
+        by_key = dict(HEADER_TO_FIELD)
+        texts = {header_key(h): h for f in FIELDS for h in (f.header, *f.aliases)}
+        for header, name in aliases:
+            by_key[header_key(header)] = name
+            texts[header_key(header)] = header
+        return cls(by_key, texts)
+
+    def field(self, header: str) -> str | None:
+        """The canonical field a header maps to, or None for an unknown column."""
+        return self.by_key.get(header_key(header))
+
+    def suggestion(self, header: str, taken: Iterable[str] = ()) -> str | None:
+        """The known header closest to an unknown one (`did you mean "Home Phone"?`), or None when
+        none is close (`SUGGESTION_CUTOFF`) or the closest maps to a field another column of the
+        file already fills (`taken`: field names). A typo keeps its first letter: a header starting
+        otherwise is not suggested ("Mailing Address" is not "Email Address")."""
+        # rapidfuzz, a maintained fuzzy-matching library (house rules), imported here: the registry
+        # and the DAG files import this module and need no fuzzy matching.
+        from rapidfuzz import fuzz, process
+
+        key = header_key(header)
+        if not key:
+            return None
+        taken = set(taken)
+        choices = [k for k, name in self.by_key.items() if name not in taken and k[:1] == key[:1]]
+        found = process.extractOne(key, choices, scorer=fuzz.ratio, score_cutoff=SUGGESTION_CUTOFF)
+        return self.texts[found[0]] if found else None
+
+
+DEFAULT_HEADERS = HeaderMap.of()
 
 
 # The Cash Practice importer refuses a file whose first row is not this header (SPEC §5).

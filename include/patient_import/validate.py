@@ -23,16 +23,18 @@ from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import (
     CODE,
+    PERSON_FIELDS,
     capacity_parameters,
     capacity_rejection,
     check_frame,
     new_patients,
+    possible_duplicates,
     rejected_flags,
     too_many_rejected,
     unknown_practice,
     winning_codes,
 )
-from include.patient_import.schema import FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, field_for_header
+from include.patient_import.schema import DEFAULT_HEADERS, FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, HeaderMap
 from include.patient_import.staging import Job, Validation, save_validation
 
 log = logging.getLogger(__name__)
@@ -69,24 +71,24 @@ def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[di
 _HEADER_SEARCH_ROWS = 50
 
 
-def _header_like_row(frame: pd.DataFrame) -> tuple[int, list[str]] | None:
+def _header_like_row(frame: pd.DataFrame, header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[int, list[str]] | None:
     """The first row whose cells name a required field and another field, with those fields' headers."""
     head = frame.head(_HEADER_SEARCH_ROWS)
     cells = head.drop(columns=[ROW_NUMBER]).astype("object").to_numpy()
     for number, row in zip(head[ROW_NUMBER].tolist(), cells):
-        fields = [f for f in (field_for_header(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
+        fields = [f for f in (header_map.field(str(v)) for v in row if isinstance(v, str) and v.strip()) if f]
         if len(set(fields)) >= 2 and set(fields) & set(REQUIRED_FIELDS):
             return int(number), [FIELDS_BY_NAME[f].header for f in dict.fromkeys(fields)]
     return None
 
 
-def _missing_columns(parsed) -> p.ExportRejected:
+def _missing_columns(parsed, header_map: HeaderMap = DEFAULT_HEADERS) -> p.ExportRejected:
     """`missing_required_columns`, saying where a header-like row was found or which sheets the
     workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
     missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
     where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
     message = c.message(p.MISSING_REQUIRED_COLUMNS, where=where, missing=", ".join(missing))
-    found = _header_like_row(parsed.frame)
+    found = _header_like_row(parsed.frame, header_map)
     if found:
         line = "row" if parsed.file_type == "xlsx" else "line"
         number, headers = found
@@ -111,7 +113,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     runner = SuiteRunner(docs_dir=settings.area("data_docs", job.practice_id, job.import_id))
     try:
         with storage.local_file(storage.path_of(job.source)) as source:
-            parsed = read_export(source, settings.Limits.from_env())
+            parsed = read_export(source, settings.Limits.from_env(), practice.header_map)
         result.raw, result.headers, result.columns = parsed.frame, parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):
@@ -119,7 +121,7 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
                 # No required header at all: the first line is probably a patient, and its cells
                 # must not reach the report as the names of unknown columns.
                 result.problems = result.problems.without(p.UNKNOWN_COLUMN)
-            raise _missing_columns(parsed)
+            raise _missing_columns(parsed, practice.header_map)
 
         normalized = normalize_export(parsed.frame, today=today)
         frame = normalized.frame
@@ -141,14 +143,16 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             raise too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
-            accounts = stored_patients(conn, practice.id).index
+            # The people's fields are store columns of the same names (schema.STORE_COLUMN).
+            stored = stored_patients(conn, practice.id, PERSON_FIELDS)
             stored_count = count_patients(conn, practice.id)
         # Capacity counts new patients only: the stored account numbers decide them (load decides
         # every outcome again, under the practice's lock).
-        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, accounts, practice)})
+        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, stored.index, practice)})
         new = int(is_new[IS_NEW].sum())
         if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
             raise capacity_rejection(practice, stored_count, new)
+        result.problems += possible_duplicates(frame, is_new[IS_NEW], stored)
     except p.ExportRejected as exc:
         result.rejection = exc
     finally:

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from include.patient_import import problems as p
-from include.patient_import.pipeline import Job
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problems import ConfigurationError, ExportRejected
 from include.patient_import.reader import read_export
 from include.patient_import.schema import DEFAULT_HEADERS, HeaderMap
+from include.patient_import.staging import Job
 from include.patient_import.store import create_store_engine, migrate
 from include.patient_import.validate import validate_export
 

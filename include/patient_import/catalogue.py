@@ -266,6 +266,9 @@ def _rules() -> Iterator[Rule]:
     yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"", cases=(
         ("quarantined", "the export failed {failures} times and was quarantined; it is imported again only "
                         "when re-run explicitly"),
+        ("not_completed", "the import did not complete (an infrastructure fault that retries could not "
+                          "overcome); no patient changed. Re-run it after the fault is fixed."),
+        ("store_unreachable", "the patient store could not be reached to finish the import"),
     ))
     yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7",
                cases=_EXPORT_FILE_REFUSALS)

@@ -4,6 +4,7 @@
 `LIMITS_ENV` so that "over the limit" stays cheap) and returns them with their expectations.
 `run_import` takes one file through the package's five stages in-process, without Airflow.
 Both are shared by `tests/patient_import/test_hostile_inputs.py` and `scripts/reliability.py`.
+`write_export` and `Reader` (the reader alone, under a test's limits) serve the reader's tests.
 
 Every patient value in the corpus is one of `MARKERS`: distinctive made-up strings that must never
 show up in a report message, a log line or the Data Docs.

@@ -30,6 +30,7 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
+from itertools import chain
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,18 +140,22 @@ def _sheet(rows: Iterator[bytes]) -> Iterator[bytes]:
     yield b"</sheetData></worksheet>"
 
 
+def _varied(blocks: int, piece: bytes, *, seed: int) -> Iterator[bytes]:
+    """`blocks` blocks of 1,000 `piece`s (about 1 MB each when a piece is), each piece's `%08x` a
+    random tag: varied enough to stay under the zip-bomb ratio."""
+    rng = random.Random(seed)
+    for _ in range(blocks):
+        yield b"".join(piece % rng.getrandbits(32) for _ in range(1000))
+
+
 def _padded_sheet(path: Path) -> None:
     # A GB of comments (the old guard allowed half the XML's bytes in cells), varied enough to
     # stay under the zip-bomb ratio, around two far cells: A2500000 and GR1 span 2.5 million rows
     # by 200 columns, a 16 GB grid.
-    rng = random.Random(11)
-
-    def rows() -> Iterator[bytes]:
-        yield b'<row r="1"><c r="GR1"><v>1</v></c></row>'
-        for _ in range(1_000):
-            yield b"".join(b"<!--%s%08x-->" % (b"p" * 1000, rng.getrandbits(32)) for _ in range(1000))
-        yield b'<row r="2500000"><c r="A2500000"><v>1</v></c></row>'
-    _workbook(path, _book_parts(_sheet(rows())), level=1)
+    rows = chain([b'<row r="1"><c r="GR1"><v>1</v></c></row>'],
+                 _varied(1_000, b"<!--" + b"p" * 1000 + b"%08x-->", seed=11),
+                 [b'<row r="2500000"><c r="A2500000"><v>1</v></c></row>'])
+    _workbook(path, _book_parts(_sheet(rows)), level=1)
 
 
 def _many_entries(path: Path) -> None:
@@ -191,14 +196,9 @@ def _shared_strings_count(path: Path) -> None:
 
 
 def _huge_cell(path: Path) -> None:
-    rng = random.Random(12)
-
-    def rows() -> Iterator[bytes]:
-        yield b'<row r="2"><c r="A2" t="inlineStr"><is><t>'
-        for _ in range(300):
-            yield b"".join(b"%s%08x" % (b"v" * 1000, rng.getrandbits(32)) for _ in range(1000))
-        yield b"</t></is></c></row>"
-    _workbook(path, _book_parts(_sheet(rows())), level=1)
+    rows = chain([b'<row r="2"><c r="A2" t="inlineStr"><is><t>'],
+                 _varied(300, b"v" * 1000 + b"%08x", seed=12), [b"</t></is></c></row>"])
+    _workbook(path, _book_parts(_sheet(rows)), level=1)
 
 
 def _lying_sizes(path: Path) -> None:

@@ -110,16 +110,13 @@ def _read_recorded(directory: Path, figures: Figures) -> None:
 
 
 def _use_home(home: Path) -> None:
-    from tools.corpus import LIMITS_ENV, PRACTICES_YAML
+    from tools.corpus import CORPUS_PRACTICE, LIMITS_ENV
+    from tools.harness.registry import practice, registry_yaml
 
     home.mkdir(parents=True, exist_ok=True)
     registry = home / "practices.yml"
-    registry.write_text(PRACTICES_YAML + f"""
-  - id: {ROWS_PRACTICE}
-    name: Rows Clinic
-    capacity: 100000
-    systems: [drip_education]
-""", encoding="utf-8")
+    registry.write_text(registry_yaml(CORPUS_PRACTICE, practice(ROWS_PRACTICE, "Rows Clinic", capacity=100000)),
+                        encoding="utf-8")
     # The corpus and generated exports are written in this home and imported as `export_file`s:
     # it is their one export root (SPEC §7; the store and file areas inside it stay refused).
     os.environ.update({"PATIENT_IMPORT_HOME": str(home), "PATIENT_IMPORT_PRACTICES": str(registry),

@@ -29,19 +29,11 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tools.harness.registry import practice, registry_yaml  # noqa: E402 - after the repository is on sys.path
+
 PRACTICE = "demo_clinic"
 OTHER = "other_clinic"
-REGISTRY = f"""
-practices:
-  - id: {PRACTICE}
-    name: Demo
-    capacity: 1000
-    systems: [drip_education]
-  - id: {OTHER}
-    name: Other
-    capacity: 1000
-    systems: [drip_education]
-"""
+REGISTRY = registry_yaml(practice(PRACTICE, "Demo"), practice(OTHER, "Other"))
 EXPORT = "Account #,Last Name,First Name,Address,City,State,Zip\n1001,Lopez,Ana,1 Main St,Boise,ID,83705\n"
 # AIRFLOW_HOME is left alone: Airflow reads it once, and the home's own `airflow/` folder is refused too.
 _ENV = ("PATIENT_IMPORT_HOME", "PATIENT_IMPORT_STORAGE", "PATIENT_IMPORT_PRACTICES", "PATIENT_IMPORT_EXPORT_ROOTS",
@@ -64,6 +56,12 @@ class Place:
     home: Path
     exports: Path
     engine: object = None
+
+    def inbox(self) -> Path:
+        """The practice's inbox folder, made empty."""
+        inbox = self.home / "inbox" / PRACTICE
+        inbox.mkdir(parents=True)
+        return inbox
 
     def file(self, relative: str, text: str = EXPORT, *, age: float = 3600) -> Path:
         path = self.tmp / relative
@@ -204,14 +202,12 @@ def _try_conf(place: Place, name: str, conf: dict, cases: list[Case]) -> None:
 
 def _inbox_cases() -> dict[str, Callable[[Place], Path]]:
     def entry_link(place: Place) -> Path:
-        inbox = place.home / "inbox" / PRACTICE
-        inbox.mkdir(parents=True)
+        inbox = place.inbox()
         (inbox / "link.csv").symlink_to(place.file("outside/x.csv"))
         return inbox
 
     def hard_link(place: Place) -> Path:
-        inbox = place.home / "inbox" / PRACTICE
-        inbox.mkdir(parents=True)
+        inbox = place.inbox()
         os.link(place.file("outside/x.csv"), inbox / "x.csv")
         return inbox
 
@@ -227,14 +223,12 @@ def _inbox_cases() -> dict[str, Callable[[Place], Path]]:
         return place.home
 
     def named_pipe(place: Place) -> Path:
-        inbox = place.home / "inbox" / PRACTICE
-        inbox.mkdir(parents=True)
+        inbox = place.inbox()
         os.mkfifo(inbox / "pipe.csv")
         return inbox
 
     def newline_name(place: Place) -> Path:
-        inbox = place.home / "inbox" / PRACTICE
-        inbox.mkdir(parents=True)
+        inbox = place.inbox()
         (inbox / "x.csv\nCRITICAL forged").symlink_to(place.file("outside/x.csv"))
         return inbox
 

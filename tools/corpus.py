@@ -4,6 +4,7 @@
 `LIMITS_ENV` so that "over the limit" stays cheap) and returns them with their expectations.
 `run_import` takes one file through the package's five stages in-process, without Airflow.
 Both are shared by `tests/patient_import/test_hostile_inputs.py` and `scripts/reliability.py`.
+`write_export` and `Reader` (the reader alone, under a test's limits) serve the reader's tests.
 
 Every patient value in the corpus is one of `MARKERS`: distinctive made-up strings that must never
 show up in a report message, a log line or the Data Docs.
@@ -12,6 +13,7 @@ show up in a report message, a log line or the Data Docs.
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import io
 import random
 import struct
@@ -21,8 +23,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from include.patient_import import problems as p
+from include.patient_import.settings import Limits
+from tools.harness.registry import practice, registry_yaml
+
+if TYPE_CHECKING:
+    from include.patient_import.reader import ParsedExport
 
 # The limits the corpus is made for (README, Settings): tiny, so that files over them stay small.
 LIMITS_ENV: dict[str, str] = {
@@ -34,13 +42,9 @@ LIMITS_ENV: dict[str, str] = {
 }
 
 PRACTICE_ID = "demo_clinic"
-PRACTICES_YAML = f"""
-practices:
-  - id: {PRACTICE_ID}
-    name: Corpus Clinic
-    capacity: 1000
-    systems: [drip_education, auto_debit, cash_plan_calculator]
-"""
+CORPUS_PRACTICE = practice(PRACTICE_ID, "Corpus Clinic",
+                           systems=["drip_education", "auto_debit", "cash_plan_calculator"])
+PRACTICES_YAML = registry_yaml(CORPUS_PRACTICE)
 
 HEADER = ["Account #", "Last Name", "First Name", "Address", "City", "State", "Zip", "Home Phone",
           "Email", "Birth Date"]
@@ -391,6 +395,36 @@ def write_corpus(directory: Path) -> list[tuple[Hostile, Path]]:
         item.build(path)
         written.append((item, path))
     return written
+
+
+# ---------------------------------------------------------------- the reader alone
+
+
+def write_export(directory: Path, content: str | bytes, name: str = "export.csv", encoding: str = "utf-8") -> Path:
+    """`content` written as `directory/name` (text in `encoding`)."""
+    path = directory / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode(encoding))
+    return path
+
+
+@dataclass(frozen=True)
+class Reader:
+    """`read_export` under fixed limits, any of them changed for one call: `read(path, max_rows=5)`."""
+
+    limits: Limits
+
+    def __call__(self, path: Path, **changes: int) -> ParsedExport:
+        from include.patient_import.reader import read_export
+
+        return read_export(path, dataclasses.replace(self.limits, **changes))
+
+    def rejection(self, path: Path, **changes: int) -> p.ExportRejected:
+        """What reading `path` raised; AssertionError when it read the file."""
+        try:
+            self(path, **changes)
+        except p.ExportRejected as exc:
+            return exc
+        raise AssertionError(f"{path.name} was read, not rejected")
 
 
 # ---------------------------------------------------------------- the pipeline in-process

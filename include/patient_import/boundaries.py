@@ -11,7 +11,7 @@ import re
 import stat
 from pathlib import Path
 
-from include.patient_import import files, settings, storage
+from include.patient_import import catalogue, files, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.files import is_safe_id
 from include.patient_import.untrusted import printable
@@ -37,18 +37,19 @@ def check_practice_id(practice_id: object, registered) -> str:
     """
     known = ", ".join(sorted(registered)) or "none"
     if not isinstance(practice_id, str) or not is_safe_id(practice_id):
-        raise p.InputRefused(p.UNKNOWN_PRACTICE,
-                             f"practice id {printable(practice_id)!r} is not letters, digits and underscores "
-                             f"(at most {files.MAX_ID_LENGTH}); "
-                             f"known practices: {known}")
+        raise p.InputRefused(p.UNKNOWN_PRACTICE, catalogue.message(
+            p.UNKNOWN_PRACTICE, "not_an_id", given=printable(practice_id), max_length=files.MAX_ID_LENGTH,
+            known=known))
     if practice_id not in registered:
         raise p.InputRefused(p.UNKNOWN_PRACTICE,
-                             f"practice {practice_id!r} is not in the practice registry; known practices: {known}")
+                             catalogue.message(p.UNKNOWN_PRACTICE, "not_registered", given=practice_id, known=known))
     return practice_id
 
 
-def _refuse(export_file: object, why: str) -> p.InputRefused:
-    return p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED, f"export_file {printable(export_file)!r} {why}")
+def refusal(export_file: object, case: str, **values: object) -> p.InputRefused:
+    """`export_file_not_allowed` for `export_file`, in one of the catalogue's cases (`values` fill it)."""
+    return p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED, catalogue.message(
+        p.EXPORT_FILE_NOT_ALLOWED, case, given=printable(export_file), **values))
 
 
 # RFC 3986's scheme: a letter, then letters, digits, `+`, `-`, `.`. Anything else before `://`
@@ -103,26 +104,26 @@ def _own_local_areas(practice_id: str) -> list[Path]:
 
 
 def _local_refusal(path: Path, practice_id: str, roots: list[Path], store) -> str | None:
-    """Why a resolved local path may not be read, or None."""
+    """Why a resolved local path may not be read (a case of `export_file_not_allowed`), or None."""
     own = _own_local_areas(practice_id)
     if not any(_within(path, root) for root in roots + own):
-        return "is not under a root listed in PATIENT_IMPORT_EXPORT_ROOTS"
+        return "outside_roots"
     if any(_within(path, root) for root in SYSTEM_ROOTS):
-        return "is a system file"
+        return "system_file"
     for db in _store_files(store):
         if path.parent == db.parent and path.name.startswith(db.name):  # the db, its -wal, -journal
-            return "is the patient store"
+            return "patient_store"
     # The local Airflow home `make up` keeps in $PATIENT_IMPORT_HOME, whatever AIRFLOW_HOME says here.
     if _within(path, settings.airflow_home()) or _within(path, settings.home() / "airflow"):
-        return "is inside Airflow's home"
+        return "airflow_home"
     if _within(path, settings.practices_file().resolve()):
-        return "is the practice registry"
+        return "registry"
     if any(_within(path, area) for area in own):
         return None
     storage_root = settings.storage_root()
     if storage.is_local(storage_root):
         if any(_within(path, (storage_root / area).resolve()) for area in settings.AREAS):
-            return "is inside the file areas (only the practice's own inbox, archive and quarantine may be re-run)"
+            return "file_areas"
     return None
 
 
@@ -143,22 +144,22 @@ def check_export_file(export_file: object, practice_id: str, *, store=None) -> s
     `ConfigurationError` when an allowed path is missing or not a regular file.
     """
     if not isinstance(export_file, str) or not export_file.strip():
-        raise _refuse(export_file, "must be an absolute path or a storage URL")
+        raise refusal(export_file, "empty")
     if any(ch in export_file for ch in "\x00\n\r") or "::" in export_file:
-        raise _refuse(export_file, "is not a path")
+        raise refusal(export_file, "not_a_path")
     scheme = _scheme(export_file)
     if scheme == "":
-        raise _refuse(export_file, "is neither a path nor a storage URL")
+        raise refusal(export_file, "no_scheme")
     if scheme is not None and scheme != "file":
         return _check_url(export_file, scheme, practice_id)
     given = Path(export_file[len("file://"):] if scheme == "file" else export_file)
     if not given.is_absolute():
-        raise _refuse(export_file, "must be an absolute path")
+        raise refusal(export_file, "relative")
     roots = [r for r in (_local_root(e) for e in settings.export_roots() if _scheme(e) in (None, "file")) if r]
     resolved = given.resolve()
     why = _local_refusal(resolved, practice_id, roots, store)
     if why:
-        raise _refuse(export_file, why)
+        raise refusal(export_file, why)
     try:
         info = resolved.stat()
     except OSError:
@@ -167,28 +168,27 @@ def check_export_file(export_file: object, practice_id: str, *, store=None) -> s
         raise p.ConfigurationError(f"export_file {printable(export_file)!r} is not a regular file")
     if info.st_nlink > 1:
         # A hard link carries no trace of where else the file lives (the store, another practice).
-        raise _refuse(export_file, "has several hard links")
+        raise refusal(export_file, "hard_links")
     return resolved
 
 
 def _check_url(export_file: str, scheme: str, practice_id: str) -> storage.StoragePath:
     if scheme in REMOTE_SCHEMES:
-        raise _refuse(export_file, f"uses {scheme}://, which is never read")
+        raise refusal(export_file, "remote", scheme=scheme)
     rest = export_file.split("://", 1)[1]
     if any(part in (".", "..") for part in rest.split("/")) or "//" in rest:
-        raise _refuse(export_file, "is not a plain object path")
+        raise refusal(export_file, "not_plain")
     try:
         path = storage.path_of(export_file)
     except (ValueError, TypeError):  # `s3:///key` (no bucket): the client refuses to build it
-        raise _refuse(export_file, "is not a plain object path") from None
+        raise refusal(export_file, "not_plain") from None
     own = [a for a in _own_areas(practice_id) if not storage.is_local(a)]
     roots = [storage.path_of(e.rstrip("/")) for e in settings.export_roots()
              if _scheme(e) not in (None, "file", "") and _scheme(e) not in REMOTE_SCHEMES]
     if not any(storage.is_inside(path, root) for root in own + roots):
-        raise _refuse(export_file, "is not under a root listed in PATIENT_IMPORT_EXPORT_ROOTS")
+        raise refusal(export_file, "outside_roots")
     storage_root = settings.storage_root()
     if (not any(storage.is_inside(path, area) for area in own)
             and not storage.is_local(storage_root) and storage.is_inside(path, storage_root)):
-        raise _refuse(export_file, "is inside the file areas (only the practice's own inbox, archive "
-                                   "and quarantine may be re-run)")
+        raise refusal(export_file, "file_areas")
     return path

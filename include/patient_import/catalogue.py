@@ -96,8 +96,8 @@ class Expectation:
 @dataclass(frozen=True)
 class Rule:
     """One problem code. For the codes the reader decides while parsing a file (file type,
-    encoding, limits), `message` says what the code means; the reader's messages say which case
-    it met and how to fix it."""
+    encoding, limits), `message` says what the code means and each case says what the reader met
+    and how to fix it."""
 
     code: str
     severity: Severity
@@ -114,26 +114,143 @@ class Rule:
         return template.format(**values)
 
 
+# What the office does about a file it cannot use (ends several messages below).
+_DROP_AGAIN = "save the patient list as CSV (or .xlsx) and drop it again"
+_SAVE_AS = 'save it again in Excel as "CSV UTF-8 (Comma delimited)" and drop it again'
+# A workbook whose first sheet holds no list: the same message, and which sheets there are.
+_FIRST_SHEET_ONLY = ("{message}; the workbook's sheets are {sheets} and only the first is read: move the "
+                     "patient list to the first sheet")
+# What an `export_file` (a run's conf, `make import`) may not be, by case (SPEC §7; boundaries.py).
+_EXPORT_FILE_REFUSALS: tuple[tuple[str, str], ...] = tuple((case, "export_file {given!r} " + why) for case, why in (
+    ("empty", "must be an absolute path or a storage URL"),
+    ("not_a_path", "is not a path"),
+    ("no_scheme", "is neither a path nor a storage URL"),
+    ("relative", "must be an absolute path"),
+    ("outside_roots", "is not under a root listed in PATIENT_IMPORT_EXPORT_ROOTS"),
+    ("system_file", "is a system file"),
+    ("patient_store", "is the patient store"),
+    ("airflow_home", "is inside Airflow's home"),
+    ("registry", "is the practice registry"),
+    ("file_areas", "is inside the file areas (only the practice's own inbox, archive and quarantine may be "
+                   "re-run)"),
+    ("hard_links", "has several hard links"),
+    ("remote", "uses {scheme}://, which is never read"),
+    ("not_plain", "is not a plain object path"),
+    ("unsafe", "{reason}"),  # the file turned unsafe while it was read (files.UnsafeFile says how)
+))
+
+
 def _rules() -> Iterator[Rule]:
     ERR, WARN, INFO = Severity.ERROR, Severity.WARNING, Severity.INFO
     FILE, ROW = Scope.FILE, Scope.ROW
-    # --- file-level errors (row = null); the reader's messages say which case of the code it is.
-    yield Rule(UNSUPPORTED_FILE_TYPE, ERR, FILE, "this is {what}, not a patient export", "§4")
-    yield Rule(UNREADABLE_FILE, ERR, FILE, "the file cannot be read", "§4")
-    yield Rule(EMPTY_FILE, ERR, FILE, "the file is empty", "§4")
-    yield Rule(NO_DATA_ROWS, ERR, FILE, "the file has a header but no patient rows", "§4")
+    # --- file-level errors (row = null); the reader's cases say what it met and how to fix it.
+    yield Rule(UNSUPPORTED_FILE_TYPE, ERR, FILE, "this is {what}, not a patient export", "§4", cases=(
+        ("looks_like", "this is {what}, not a patient export; " + _DROP_AGAIN),
+        ("nul_line", "this is binary data (line {line} holds NUL bytes), not a patient export; " + _DROP_AGAIN),
+        ("named_xlsx", "this is not a valid Excel workbook: it is {what}, not a patient export; " + _DROP_AGAIN),
+    ))
+    yield Rule(UNREADABLE_FILE, ERR, FILE, "the file cannot be read", "§4", cases=(
+        ("damaged_xlsx", "this .xlsx workbook is damaged or incomplete and cannot be opened; " + _DROP_AGAIN),
+        ("damaged_zip", "this zip archive is damaged or incomplete and cannot be opened; " + _DROP_AGAIN),
+        ("damaged_workbook", "the workbook is damaged and cannot be read; " + _DROP_AGAIN),
+        ("lying_part", "the workbook part {part!r} does not hold what its zip entry declares; the file is "
+                       "damaged or was made to mislead"),
+        ("not_valid_text", "the file is not valid {encoding} text"),
+        ("mixed_utf8", "the file starts with the UTF-8 mark but line {line} is not UTF-8 (it mixes text "
+                       "encodings); " + _SAVE_AS),
+        ("bad_utf16", "the file starts like UTF-16 text but is not valid UTF-16"),
+        ("garbled", "line {line} holds letters that read as garbled text in every encoding Excel writes "
+                    "(best: {best}); " + _SAVE_AS),
+        ("ambiguous", "line {line} reads as different letters in {best} and in {other}, and nothing in the "
+                      "file tells which is meant; " + _SAVE_AS),
+        ("unclosed_quote", "row {row} runs over several lines and more than {longest} characters; a quote is "
+                           "probably never closed"),
+        ("blank_line", "line {row} holds more than {longest} characters of blank space"),
+        ("quoting", "row {row}: the quoting is broken ({error}); a quote is probably never closed or is "
+                    "followed by text"),
+        ("value_over_lines", "row {row}: the value in column {label!r} runs over {lines} lines and {length} "
+                             "characters; a quote is probably never closed"),
+        ("blank_lines_first", "the first {blank} lines are blank; the header must be the first line with text, "
+                              "within the first {within}"),
+        ("row_too_wide", "row {row} has {values} values but the header has {width} columns"),
+        ("header_below_title", "row {row} has {values} values but the header has {width} columns; row {row} "
+                               "looks like the header: delete the lines above it and drop the file again"),
+    ))
+    yield Rule(EMPTY_FILE, ERR, FILE, "the file is empty", "§4", cases=(
+        ("zero_bytes", "the file is empty (0 bytes)"),
+        ("blank_rows", "the file holds no data, only blank rows"),
+        ("first_sheet", "the first sheet of the workbook is empty"),
+        ("first_sheet_only", _FIRST_SHEET_ONLY),
+    ))
+    yield Rule(NO_DATA_ROWS, ERR, FILE, "the file has a header but no patient rows", "§4", cases=(
+        ("first_sheet_only", _FIRST_SHEET_ONLY),
+    ))
     yield Rule(MISSING_REQUIRED_COLUMNS, ERR, FILE, "{where} has no column for: {missing} (required)", "§4",
                (Expectation(EXPORT_COLUMNS, "expect_table_columns_to_match_set",
-                            {"column_set": list(REQUIRED_FIELDS), "exact_match": False}),))
-    yield Rule(DUPLICATE_COLUMNS, ERR, FILE, "two columns map to the same field", "§4")
+                            {"column_set": list(REQUIRED_FIELDS), "exact_match": False}),),
+               cases=(
+                   # `unit`: "row" in a workbook, "line" in a text file.
+                   ("header_below", "{where} has no column for: {missing} (required); {unit} {number} looks like "
+                                    "the header ({headers}): delete the {unit}s above it and drop the file again"),
+                   ("other_sheets", "{where} has no column for: {missing} (required); the workbook's sheets are "
+                                    "{sheets} and only the first is read: move the patient list to the first "
+                                    "sheet (or save that sheet alone as CSV) and drop it again"),
+               ))
+    yield Rule(DUPLICATE_COLUMNS, ERR, FILE, "two columns map to the same field", "§4", cases=(
+        ("headers", "columns {first!r} and {second!r} both map to the field {field}; keep one of them"),
+    ))
     yield Rule(FILE_TOO_LARGE, ERR, FILE,
                "the file is {size_mb:.1f} MB; the limit is {limit_mb:.1f} MB; it was neither archived nor "
-               "quarantined", "§7")
-    yield Rule(TOO_MANY_COLUMNS, ERR, FILE, "the file has more columns than the limit of {limit}", "§7")
-    yield Rule(FIELD_TOO_LONG, ERR, FILE, "a cell holds more than {limit} characters of text", "§7")
-    yield Rule(TOO_MANY_ROWS, ERR, FILE, "the file has more rows than the limit of {limit}", "§7")
-    yield Rule(UNKNOWN_PRACTICE, ERR, FILE, "unknown practice", "§3")
-    yield Rule(EXPORT_DATE_IN_FUTURE, ERR, FILE, "the export date {exported_on} is in the future", "§3 rule 7")
+               "quarantined", "§7", cases=(
+                   ("read", "the file is {size_mb:.1f} MB; the limit is {limit_mb:.1f} MB"),
+                   ("unpacked", "the workbook unpacks to {size_mb:.1f} MB; the limit is {limit_mb:.1f} MB"),
+                   ("ratio", "the workbook part {part!r} unpacks to {ratio} times its size: this is not a normal "
+                             "workbook"),
+                   ("zip_entries", "the zip holds {entries} entries ({directory_mb:.1f} MB of directory); a "
+                                   "workbook holds a few dozen and the limit is {limit}"),
+                   ("xml_comment", "the workbook part {part!r} holds more than {limit_mb:.1f} MB of XML in a "
+                                   "comment; this is not a normal workbook"),
+                   ("xml_piece", "the workbook part {part!r} holds more than {limit_mb:.1f} MB of XML in one "
+                                 "piece; this is not a normal workbook"),
+                   # `part`: the styles, content list, list of sheets or list of parts.
+                   ("small_part", "the workbook's {part} ({member!r}) is {size_mb:.1f} MB; a workbook's is a "
+                                  "few KB and the limit is {limit_mb:.1f} MB"),
+                   ("grid", "the first sheet's cells reach row {rows}, a range far larger than the data it holds "
+                            "(stray cells far below or right of the list?); delete them and save again"),
+                   ("grid_wide", "the first sheet's cells reach row {rows} and column {columns}, a range far "
+                                 "larger than the data it holds (stray cells far below or right of the list?); "
+                                 "delete them and save again"),
+                   ("sheet_text", "the first sheet's cells hold {size_mb:.1f} MB of text (shared strings "
+                                  "repeated); as a CSV file that is over the limit of {limit_mb:.1f} MB"),
+                   ("sheet_memory", "reading the first sheet would take about {size_mb:.1f} MB of memory; the "
+                                    "limit is {limit_mb:.1f} MB (fewer rows, columns or distinct values fit)"),
+                   ("shared_strings", "the workbook lists more than {limit} distinct values; the limit is {limit}"),
+               ))
+    yield Rule(TOO_MANY_COLUMNS, ERR, FILE, "the file has more columns than the limit of {limit}", "§7", cases=(
+        ("record", "row {row} has more than {columns} columns in its first {longest} characters; the limit is "
+                   "{limit}"),
+        ("header", "the header has {columns} columns; the limit is {limit}"),
+        ("used", "the file has {columns} columns holding a header or a value; the limit is {limit}"),
+        ("sheet", "the first sheet has cells up to column {columns}; the limit is {limit}"),
+    ))
+    yield Rule(FIELD_TOO_LONG, ERR, FILE, "a cell holds more than {limit} characters of text", "§7", cases=(
+        ("record", "row {row} is more than {longest} characters long: a value is longer than the limit of "
+                   "{limit}"),
+        ("csv_limit", "row {row}: a value is more than {limit} characters long"),
+        ("header", "the header of column {column} is {length} characters long; the limit is {limit}"),
+        ("value", "row {row}: the value in column {label!r} is {length} characters long; the limit is {limit}"),
+        ("workbook_cell", "a cell of the workbook holds more than {limit_mb:.1f} MB of text"),
+    ))
+    yield Rule(TOO_MANY_ROWS, ERR, FILE, "the file has more rows than the limit of {limit}", "§7", cases=(
+        ("rows", "the file has more than {limit} data rows (the limit)"),
+    ))
+    yield Rule(UNKNOWN_PRACTICE, ERR, FILE, "unknown practice", "§3", cases=(
+        ("not_an_id", "practice id {given!r} is not letters, digits and underscores (at most {max_length}); "
+                      "known practices: {known}"),
+        ("not_registered", "practice {given!r} is not in the practice registry; known practices: {known}"),
+    ))
+    yield Rule(EXPORT_DATE_IN_FUTURE, ERR, FILE, "the export date {exported_on} is in the future", "§3 rule 7",
+               cases=(("conf", "exported_on {exported_on} is in the future"),))
     yield Rule(CAPACITY_EXCEEDED, ERR, FILE,
                "importing {new} new patients would exceed the practice's capacity of {capacity} "
                "({stored} stored; {overflow} over)", "§3 rule 1",
@@ -147,8 +264,15 @@ def _rules() -> Iterator[Rule]:
                "means this is probably not the right file", "§3 rule 5",
                (Expectation(REJECTED_SHARE, "expect_column_mean_to_be_between",
                             {"column": REJECTED, "min_value": 0, "max_value": MAX_REJECTED_SHARE}),))
-    yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"")
-    yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7")
+    yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"", cases=(
+        ("quarantined", "the export failed {failures} times and was quarantined; it is imported again only "
+                        "when re-run explicitly"),
+        ("not_completed", "the import did not complete (an infrastructure fault that retries could not "
+                          "overcome); no patient changed. Re-run it after the fault is fixed."),
+        ("store_unreachable", "the patient store could not be reached to finish the import"),
+    ))
+    yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7",
+               cases=_EXPORT_FILE_REFUSALS)
     # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
     yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3 rule 5",
                tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)

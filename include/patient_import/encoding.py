@@ -48,6 +48,7 @@ from pathlib import Path
 
 import ftfy
 
+from include.patient_import import catalogue
 from include.patient_import.problems import UNREADABLE_FILE, ExportRejected
 from include.patient_import.schema import DEFAULT_HEADERS, FIELDS_BY_NAME, HeaderMap
 
@@ -57,7 +58,6 @@ DESCRIPTIONS: dict[str, str] = {  # as the office knows them, for messages
     "utf-8": "UTF-8", "cp1252": "Windows-1252", "mac_roman": "Mac Roman",
     "cp437": "DOS (code page 437)", "cp850": "DOS (code page 850)",
 }
-SAVE_AS = 'save it again in Excel as "CSV UTF-8 (Comma delimited)" and drop it again'
 
 # A word holding non-ASCII bytes, with the ASCII letters and digits around them (read as Latin-1,
 # one character a byte, so any candidate can decode it again).
@@ -326,9 +326,7 @@ def choose_encoding(path: Path, data, delimiter: str, header_map: HeaderMap = DE
     if score[0]:
         line = min(cells.line(t) for t in islice((t for t in texts if _read_word(t, best)[1]), _LINE_SEARCH))
         raise ExportRejected(
-            UNREADABLE_FILE,
-            f"line {line} holds letters that read as garbled text in every encoding "
-            f"Excel writes (best: {DESCRIPTIONS[best]}); {SAVE_AS}",
+            UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "garbled", line=line, best=DESCRIPTIONS[best]),
             row=line,
         )
     alike = [e for e in candidates if scored[e][1] == texts]
@@ -344,8 +342,8 @@ def choose_encoding(path: Path, data, delimiter: str, header_map: HeaderMap = DE
         line = min(cells.line(t) for t in islice(differing, _LINE_SEARCH))
         raise ExportRejected(
             UNREADABLE_FILE,
-            f"line {line} reads as different letters in {DESCRIPTIONS[best]} and in "
-            f"{DESCRIPTIONS[other]}, and nothing in the file tells which is meant; {SAVE_AS}",
+            catalogue.message(UNREADABLE_FILE, "ambiguous", line=line, best=DESCRIPTIONS[best],
+                              other=DESCRIPTIONS[other]),
             row=line,
         )
     every = cells.words(("named", "unplaced", "other"))

@@ -117,8 +117,7 @@ def _poison_pill(engine: Engine, archived, earlier: list[dict]) -> bool:
         quarantined = files.quarantine(archived, last["practice_id"])
         records.update_import(engine, last["id"], quarantine_path=str(quarantined))
         records.replace_problem(engine, last["id"], p.Problem(
-            code=p.IMPORT_FAILED, message=f"the export failed {len(failures)} times and was quarantined; "
-                                          "it is imported again only when re-run explicitly"))
+            code=p.IMPORT_FAILED, message=catalogue.message(p.IMPORT_FAILED, "quarantined", failures=len(failures))))
         log.warning("%s failed %d times: quarantined, not picked up again until re-run explicitly",
                     printable(archived.name), len(failures))
     return True
@@ -202,8 +201,7 @@ def _extract_one(engine: Engine, practice_id: str, run: RunInfo, path, in_inbox:
             log.warning("inbox %s: %s %s; left alone", practice_id, printable(path.name), exc)
             return None
         if isinstance(exc, files.UnsafeFile):
-            raise p.InputRefused(p.EXPORT_FILE_NOT_ALLOWED,
-                                 f"export_file {printable(str(path))!r} {exc}") from None
+            raise boundaries.refusal(str(path), "unsafe", reason=exc) from None
         raise p.ConfigurationError(f"export_file {printable(str(path))!r} {exc}; run again once it is "
                                    "complete") from None
 

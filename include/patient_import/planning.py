@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 from sqlalchemy.engine import Engine
 
-from include.patient_import import boundaries, files, records, settings, storage
+from include.patient_import import boundaries, catalogue, files, records, settings, storage
 from include.patient_import.practices import load_practices
 from include.patient_import.problems import EXPORT_DATE_IN_FUTURE, ConfigurationError, InputRefused, Status
 from include.patient_import.untrusted import printable
@@ -57,7 +57,8 @@ def check_conf(params: dict, *, store=None, practices: dict | None = None) -> di
         except ValueError:
             raise ConfigurationError(f"exported_on {exported_on!r} is not a real date") from None
         if exported_on > settings.today():
-            raise InputRefused(EXPORT_DATE_IN_FUTURE, f"exported_on {exported_on.isoformat()} is in the future")
+            raise InputRefused(EXPORT_DATE_IN_FUTURE, catalogue.message(EXPORT_DATE_IN_FUTURE, "conf",
+                                                                        exported_on=exported_on.isoformat()))
     dry_run = params.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ConfigurationError("dry_run must be true or false")

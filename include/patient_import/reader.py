@@ -92,7 +92,7 @@ import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
 
 from include.patient_import import catalogue
-from include.patient_import.encoding import SAVE_AS, choose_encoding
+from include.patient_import.encoding import choose_encoding
 from include.patient_import.problems import (
     DUPLICATE_COLUMNS,
     EMPTY_FILE,
@@ -114,7 +114,6 @@ from include.patient_import.untrusted import printable
 _HEAD_BYTES = 64 * 1024
 _CHUNK_BYTES = 1024 * 1024
 _BATCH_ROWS = 50_000
-_ADVICE = "save the patient list as CSV (or .xlsx) and drop it again"
 
 # Leading bytes of formats people drop by mistake, and what to call them.
 _SIGNATURES: tuple[tuple[bytes, str], ...] = (
@@ -192,11 +191,11 @@ def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap 
     if size > limits.max_file_bytes:
         raise ExportRejected(
             FILE_TOO_LARGE,
-            f"the file is {_mb(size)}; the limit is {_mb(limits.max_file_bytes)}",
+            catalogue.message(FILE_TOO_LARGE, "read", size_mb=_mb(size), limit_mb=_mb(limits.max_file_bytes)),
             details={"bytes": size, "limit": limits.max_file_bytes},
         )
     if size == 0:
-        raise ExportRejected(EMPTY_FILE, "the file is empty (0 bytes)")
+        raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "zero_bytes"))
     with path.open("rb") as f:
         head = f.read(_HEAD_BYTES)
     if detect_file_type(path, head) == "xlsx":
@@ -239,8 +238,8 @@ def _head_of(archive: zipfile.ZipFile, member: str) -> bytes:
         return stream.read(100)  # never the whole member: it may be a bomb
 
 
-def _refuse(what: str) -> NoReturn:
-    raise ExportRejected(UNSUPPORTED_FILE_TYPE, f"this is {what}, not a patient export; {_ADVICE}")
+def _refuse(what: str, case: str = "looks_like", **values: object) -> NoReturn:
+    raise ExportRejected(UNSUPPORTED_FILE_TYPE, catalogue.message(UNSUPPORTED_FILE_TYPE, case, what=what, **values))
 
 
 def _zip_kind(path: Path) -> str:
@@ -262,13 +261,9 @@ def _zip_kind(path: Path) -> str:
             else:
                 what = "a zip archive without an Excel workbook in it"
     except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, NotImplementedError, RuntimeError):
-        kind = "this .xlsx workbook" if named_xlsx else "this zip archive"
-        raise ExportRejected(
-            UNREADABLE_FILE, f"{kind} is damaged or incomplete and cannot be opened; {_ADVICE}"
-        ) from None
-    if named_xlsx:
-        what = f"not a valid Excel workbook: it is {what}"
-    _refuse(what)
+        case = "damaged_xlsx" if named_xlsx else "damaged_zip"
+        raise ExportRejected(UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, case)) from None
+    _refuse(what, "named_xlsx" if named_xlsx else "looks_like")
 
 
 # --- text ----------------------------------------------------------------------------------
@@ -287,7 +282,8 @@ def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -
         _check_used_columns(parsed, limits)
     except UnicodeDecodeError:
         # The bytes were checked above; only a file changed while being read gets here.
-        raise ExportRejected(UNREADABLE_FILE, f"the file is not valid {encoding} text") from None
+        raise ExportRejected(UNREADABLE_FILE,
+                             catalogue.message(UNREADABLE_FILE, "not_valid_text", encoding=encoding)) from None
     return _export(parsed, "tsv" if delimiter == "\t" else "csv", encoding, delimiter, header_map)
 
 
@@ -349,16 +345,13 @@ def _text_encoding(path: Path, head: bytes, header_map: HeaderMap = DEFAULT_HEAD
     with path.open("rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
         nul = data.find(b"\x00")
         if nul != -1:
-            _refuse(f"binary data (line {_line_at(data, nul)} holds NUL bytes)")
+            _refuse("binary data", "nul_line", line=_line_at(data, nul))
         if head.startswith(codecs.BOM_UTF8):
             invalid = _first_invalid_utf8(data)
             if invalid is not None:
-                raise ExportRejected(
-                    UNREADABLE_FILE,
-                    f"the file starts with the UTF-8 mark but line {_line_at(data, invalid)} is not UTF-8 "
-                    f"(it mixes text encodings); {SAVE_AS}",
-                    row=_line_at(data, invalid),
-                )
+                line = _line_at(data, invalid)
+                raise ExportRejected(UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "mixed_utf8", line=line),
+                                     row=line)
             return "utf-8-sig"
         # Latin-1 reads the header's delimiter the same in every candidate encoding.
         delimiter, *_ = _find_delimiter(io.StringIO(head.decode("latin-1"), newline=""))
@@ -388,9 +381,7 @@ def _check_utf16(path: Path) -> None:
                     _refuse("binary data (it holds NUL characters)")
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
-            raise ExportRejected(
-                UNREADABLE_FILE, "the file starts like UTF-16 text but is not valid UTF-16"
-            ) from None
+            raise ExportRejected(UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "bad_utf16")) from None
 
 
 def _line_at(data: mmap.mmap, offset: int) -> int:
@@ -460,25 +451,21 @@ def _overlong_record(text: str, row: int, several_lines: bool, delimiter: str | 
     if len(cells) > limits.max_columns + _EXCEL_COLUMNS or valued > limits.max_columns:
         return ExportRejected(
             TOO_MANY_COLUMNS,
-            f"row {row} has more than {len(cells) - 1} columns in its first {longest} characters; "
-            f"the limit is {limits.max_columns}",
+            catalogue.message(TOO_MANY_COLUMNS, "record", row=row, columns=len(cells) - 1, longest=longest,
+                              limit=limits.max_columns),
             row=row, details={"columns": len(cells), "limit": limits.max_columns},
         )
     if several_lines:
         return ExportRejected(
-            UNREADABLE_FILE,
-            f"row {row} runs over several lines and more than {longest} characters; "
-            "a quote is probably never closed",
-            row=row,
+            UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "unclosed_quote", row=row, longest=longest), row=row,
         )
     if not text.strip():
         return ExportRejected(
-            UNREADABLE_FILE, f"line {row} holds more than {longest} characters of blank space", row=row,
+            UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "blank_line", row=row, longest=longest), row=row,
         )
     return ExportRejected(
         FIELD_TOO_LONG,
-        f"row {row} is more than {longest} characters long: a value is longer than the limit of "
-        f"{limits.max_field_length}",
+        catalogue.message(FIELD_TOO_LONG, "record", row=row, longest=longest, limit=limits.max_field_length),
         row=row,
     )
 
@@ -549,15 +536,11 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
             # One value over csv's own limit (128 KB) on one line: long, not badly quoted.
             raise ExportRejected(
                 FIELD_TOO_LONG,
-                f"row {start}: a value is more than {csv.field_size_limit()} characters long",
+                catalogue.message(FIELD_TOO_LONG, "csv_limit", row=start, limit=csv.field_size_limit()),
                 row=start,
             ) from None
         # csv's messages name only quote and delimiter characters, never the data.
-        raise _QuotingBroken(
-            f"row {start}: the quoting is broken ({exc}); a quote is probably never closed or is "
-            "followed by text",
-            row=start,
-        ) from None
+        raise _QuotingBroken(catalogue.message(UNREADABLE_FILE, "quoting", row=start, error=exc), row=start) from None
 
 
 # --- xlsx ----------------------------------------------------------------------------------
@@ -572,7 +555,7 @@ def _read_xlsx(path: Path, limits: Limits, header_map: HeaderMap = DEFAULT_HEADE
             try:
                 sheet = workbook.get_sheet_by_index(0)
                 if sheet.start is None:
-                    raise ExportRejected(EMPTY_FILE, "the first sheet of the workbook is empty")
+                    raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "first_sheet"))
                 first_column, records = _sheet_records(sheet)
                 parsed = _collect(records, limits, first_column, header_map)
             except ExportRejected as exc:
@@ -580,13 +563,11 @@ def _read_xlsx(path: Path, limits: Limits, header_map: HeaderMap = DEFAULT_HEADE
                     raise
                 # A cover sheet first: say which sheets there are (their names, never cell values).
                 names = ", ".join(repr(name) for name in sheet_names)
-                raise ExportRejected(exc.code, f"{exc.message}; the workbook's sheets are {names} and only "
-                                     "the first is read: move the patient list to the first sheet") from None
+                raise ExportRejected(exc.code, catalogue.message(exc.code, "first_sheet_only", message=exc.message,
+                                                                 sheets=names)) from None
             _check_used_columns(parsed, limits)
     except (CalamineError, ValueError):
-        raise ExportRejected(
-            UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}"
-        ) from None
+        raise _damaged() from None
     export = _export(parsed, "xlsx", None, None, header_map)
     export.sheet_names = sheet_names
     return export
@@ -599,17 +580,15 @@ def _check_inflated_size(path: Path, limits: Limits) -> None:
     if total > limits.max_uncompressed_bytes:
         raise ExportRejected(
             FILE_TOO_LARGE,
-            f"the workbook unpacks to {_mb(total)}; the limit is {_mb(limits.max_uncompressed_bytes)}",
+            catalogue.message(FILE_TOO_LARGE, "unpacked", size_mb=_mb(total),
+                              limit_mb=_mb(limits.max_uncompressed_bytes)),
             details={"bytes": total, "limit": limits.max_uncompressed_bytes},
         )
     for m in members:
         ratio = m.file_size // max(m.compress_size, 1)
         if m.file_size > _RATIO_FLOOR_BYTES and ratio > _MAX_COMPRESSION_RATIO:
-            raise ExportRejected(
-                FILE_TOO_LARGE,
-                f"the workbook part {m.filename!r} unpacks to {ratio} times its size: "
-                "this is not a normal workbook",
-            )
+            raise ExportRejected(FILE_TOO_LARGE, catalogue.message(FILE_TOO_LARGE, "ratio", part=m.filename,
+                                                                   ratio=ratio))
 
 
 # calamine loads the first sheet's used range as a dense grid (about 32 bytes a cell, empty or
@@ -682,14 +661,14 @@ def _check_zip_directory(path: Path) -> None:
     if entries > _MAX_ZIP_ENTRIES or directory > _MAX_ZIP_DIRECTORY_BYTES:
         raise ExportRejected(
             FILE_TOO_LARGE,
-            f"the zip holds {entries} entries ({_mb(directory)} of directory); a workbook holds a "
-            f"few dozen and the limit is {_MAX_ZIP_ENTRIES}",
+            catalogue.message(FILE_TOO_LARGE, "zip_entries", entries=entries, directory_mb=_mb(directory),
+                              limit=_MAX_ZIP_ENTRIES),
             details={"entries": entries, "limit": _MAX_ZIP_ENTRIES},
         )
 
 
 def _damaged() -> ExportRejected:
-    return ExportRejected(UNREADABLE_FILE, f"the workbook is damaged and cannot be read; {_ADVICE}")
+    return ExportRejected(UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "damaged_workbook"))
 
 
 def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
@@ -732,11 +711,7 @@ def _member_chunks(path: Path, info: zipfile.ZipInfo) -> Iterator[bytes]:
         except zlib.error:
             raise _damaged() from None
     if produced != info.file_size or (inflate and not inflate.eof):
-        raise ExportRejected(
-            UNREADABLE_FILE,
-            f"the workbook part {info.filename!r} does not hold what its zip entry declares; "
-            "the file is damaged or was made to mislead",
-        )
+        raise ExportRejected(UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, "lying_part", part=info.filename))
 
 
 def _xml_pieces(path: Path, info: zipfile.ZipInfo) -> Iterator[tuple[bytes, int, int]]:
@@ -762,21 +737,16 @@ def _xml_pieces(path: Path, info: zipfile.ZipInfo) -> Iterator[tuple[bytes, int,
 def _long_piece(member: str, start: bytes) -> ExportRejected:
     limit = _mb(_MAX_XML_PIECE_BYTES)
     if _VALUE_PIECE.match(start):
-        return ExportRejected(FIELD_TOO_LONG, f"a cell of the workbook holds more than {limit} of text")
-    what = "a comment" if start.startswith(b"<!--") else "one piece"
-    return ExportRejected(
-        FILE_TOO_LARGE,
-        f"the workbook part {member!r} holds more than {limit} of XML in {what}; this is not a normal workbook",
-    )
+        return ExportRejected(FIELD_TOO_LONG, catalogue.message(FIELD_TOO_LONG, "workbook_cell", limit_mb=limit))
+    case = "xml_comment" if start.startswith(b"<!--") else "xml_piece"
+    return ExportRejected(FILE_TOO_LARGE, catalogue.message(FILE_TOO_LARGE, case, part=member, limit_mb=limit))
 
 
 def _read_small_part(path: Path, info: zipfile.ZipInfo, what: str) -> bytes:
     if info.file_size > _MAX_SMALL_PART_BYTES:
-        raise ExportRejected(
-            FILE_TOO_LARGE,
-            f"the workbook's {what} ({info.filename!r}) is {_mb(info.file_size)}; a workbook's is a "
-            f"few KB and the limit is {_mb(_MAX_SMALL_PART_BYTES)}",
-        )
+        raise ExportRejected(FILE_TOO_LARGE, catalogue.message(
+            FILE_TOO_LARGE, "small_part", part=what, member=info.filename, size_mb=_mb(info.file_size),
+            limit_mb=_mb(_MAX_SMALL_PART_BYTES)))
     return b"".join(_member_chunks(path, info))
 
 
@@ -869,15 +839,13 @@ def _grid_refusal(scan: _SheetScan, limits: Limits) -> ExportRejected:
     if scan.max_column > limits.max_columns:
         return ExportRejected(
             TOO_MANY_COLUMNS,
-            f"the first sheet has cells up to column {scan.max_column}; the limit is {limits.max_columns}",
+            catalogue.message(TOO_MANY_COLUMNS, "sheet", columns=scan.max_column, limit=limits.max_columns),
             details={"columns": scan.max_column, "limit": limits.max_columns},
         )
     return ExportRejected(
         FILE_TOO_LARGE,
-        f"the first sheet's cells reach row {scan.max_row}"
-        + (f" and column {scan.max_column}" if scan.max_column > 26 else "")
-        + ", a range far larger than the data it holds (stray cells far below or right of the list?); "
-        "delete them and save again",
+        catalogue.message(FILE_TOO_LARGE, "grid_wide" if scan.max_column > 26 else "grid", rows=scan.max_row,
+                          columns=scan.max_column),
         details={"rows": scan.max_row, "columns": scan.max_column},
     )
 
@@ -896,15 +864,13 @@ def _check_sheet_memory(path: Path, info: zipfile.ZipInfo, scan: _SheetScan, len
     if text > limits.max_file_bytes:
         raise ExportRejected(
             FILE_TOO_LARGE,
-            f"the first sheet's cells hold {_mb(text)} of text (shared strings repeated); as a CSV "
-            f"file that is over the limit of {_mb(limits.max_file_bytes)}",
+            catalogue.message(FILE_TOO_LARGE, "sheet_text", size_mb=_mb(text), limit_mb=_mb(limits.max_file_bytes)),
             details={"bytes": text, "limit": limits.max_file_bytes},
         )
     if needed > _XLSX_MEMORY_BYTES:
         raise ExportRejected(
             FILE_TOO_LARGE,
-            f"reading the first sheet would take about {_mb(needed)} of memory; the limit is "
-            f"{_mb(_XLSX_MEMORY_BYTES)} (fewer rows, columns or distinct values fit)",
+            catalogue.message(FILE_TOO_LARGE, "sheet_memory", size_mb=_mb(needed), limit_mb=_mb(_XLSX_MEMORY_BYTES)),
             details={"bytes": needed, "limit": _XLSX_MEMORY_BYTES},
         )
 
@@ -956,7 +922,7 @@ def _shared_string_lengths(path: Path, info: zipfile.ZipInfo, limits: Limits) ->
 def _too_many_strings(allowed: int) -> ExportRejected:
     return ExportRejected(
         FILE_TOO_LARGE,
-        f"the workbook lists more than {allowed} distinct values; the limit is {allowed}",
+        catalogue.message(FILE_TOO_LARGE, "shared_strings", limit=allowed),
         details={"limit": allowed},
     )
 
@@ -1077,14 +1043,14 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
         if header_row > limits.max_lines_before_header + 1:
             raise ExportRejected(
                 UNREADABLE_FILE,
-                f"the first {header_row - 1} lines are blank; the header must be the first line with "
-                f"text, within the first {limits.max_lines_before_header + 1}",
+                catalogue.message(UNREADABLE_FILE, "blank_lines_first", blank=header_row - 1,
+                                  within=limits.max_lines_before_header + 1),
                 row=header_row, details={"limit": limits.max_lines_before_header},
             )
         if not _is_blank(header):
             break
     else:
-        raise ExportRejected(EMPTY_FILE, "the file holds no data, only blank rows")
+        raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "blank_rows"))
     parsed = _read_header(header, header_row, limits, first_column, header_map)
     width = len(parsed.labels)
     max_length, max_rows = limits.max_field_length, limits.max_rows
@@ -1103,7 +1069,7 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
         if len(rows) == room:
             if parsed.count + room >= max_rows:
                 raise ExportRejected(
-                    TOO_MANY_ROWS, f"the file has more than {max_rows} data rows (the limit)",
+                    TOO_MANY_ROWS, catalogue.message(TOO_MANY_ROWS, "rows", limit=max_rows),
                     row=row, details={"limit": max_rows},
                 )
             parsed.add_batch(numbers, rows)
@@ -1129,7 +1095,7 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
     if named > limits.max_columns:
         raise ExportRejected(
             TOO_MANY_COLUMNS,
-            f"the header has {named} columns; the limit is {limits.max_columns}",
+            catalogue.message(TOO_MANY_COLUMNS, "header", columns=named, limit=limits.max_columns),
             row=row, details={"columns": named, "limit": limits.max_columns},
         )
     labels: list[str] = []
@@ -1141,8 +1107,8 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
         if len(text) > limits.max_field_length:
             raise ExportRejected(
                 FIELD_TOO_LONG,
-                f"the header of column {number} is {len(text)} characters long; "
-                f"the limit is {limits.max_field_length}",
+                catalogue.message(FIELD_TOO_LONG, "header", column=number, length=len(text),
+                                  limit=limits.max_field_length),
                 row=row,
             )
         if not text.strip():
@@ -1159,7 +1125,7 @@ def _read_header(header: list[str], row: int, limits: Limits, first_column: int,
         elif field in seen:
             raise ExportRejected(
                 DUPLICATE_COLUMNS,
-                f"columns {seen[field]!r} and {text!r} both map to the field {field}; keep one of them",
+                catalogue.message(DUPLICATE_COLUMNS, "headers", first=seen[field], second=text, field=field),
                 field=field,
             )
         else:
@@ -1175,7 +1141,7 @@ def _check_used_columns(parsed: _Parsed, limits: Limits) -> None:
     if used > limits.max_columns:
         raise ExportRejected(
             TOO_MANY_COLUMNS,
-            f"the file has {used} columns holding a header or a value; the limit is {limits.max_columns}",
+            catalogue.message(TOO_MANY_COLUMNS, "used", columns=used, limit=limits.max_columns),
             details={"columns": used, "limit": limits.max_columns},
         )
 
@@ -1188,14 +1154,10 @@ def _fit(cells: list[str], width: int, row: int, header_map: HeaderMap = DEFAULT
         while not cells[values - 1].strip():
             values -= 1
         known = [header_map.field(cell) for cell in cells]
-        hint = ""
-        if sum(field is not None for field in known) >= 2:
-            # Title lines above the header: the first line was taken for the header.
-            hint = f"; row {row} looks like the header: delete the lines above it and drop the file again"
+        # Title lines above the header: the first line was taken for the header.
+        case = "header_below_title" if sum(field is not None for field in known) >= 2 else "row_too_wide"
         raise ExportRejected(
-            UNREADABLE_FILE,
-            f"row {row} has {values} values but the header has {width} columns{hint}",
-            row=row,
+            UNREADABLE_FILE, catalogue.message(UNREADABLE_FILE, case, row=row, values=values, width=width), row=row,
         )
     return cells[:width]
 
@@ -1211,14 +1173,13 @@ def _check_lengths(cells: list[str], row: int, parsed: _Parsed, max_length: int)
         if breaks:
             # A value running over many lines is far more often an unclosed quote than a note.
             raise _QuotingBroken(
-                f"row {row}: the value in column {label!r} runs over {breaks + 1} lines and "
-                f"{len(value)} characters; a quote is probably never closed",
+                catalogue.message(UNREADABLE_FILE, "value_over_lines", row=row, label=label, lines=breaks + 1,
+                                  length=len(value)),
                 row=row, field=field,
             )
         raise ExportRejected(
             FIELD_TOO_LONG,
-            f"row {row}: the value in column {label!r} is {len(value)} characters long; "
-            f"the limit is {max_length}",
+            catalogue.message(FIELD_TOO_LONG, "value", row=row, label=label, length=len(value), limit=max_length),
             row=row, field=field,
         )
 
@@ -1255,5 +1216,6 @@ def _unknown_column_message(shown: str, suggestion: str | None) -> str:
     return catalogue.message(UNKNOWN_COLUMN, "suggestion", label=shown, suggestion=printable(suggestion))
 
 
-def _mb(size: int) -> str:
-    return f"{size / (1024 * 1024):.1f} MB"
+def _mb(size: int) -> float:
+    """Bytes as the messages' MB."""
+    return size / (1024 * 1024)

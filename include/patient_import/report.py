@@ -92,8 +92,8 @@ def write_report(document: dict, problems: Iterable[dict] | None = None) -> stor
     return path
 
 
-def _failed_problem(reason: str) -> p.Problem:
-    return p.Problem(code=p.IMPORT_FAILED, message=reason)
+def _failed_problem(case: str) -> p.Problem:
+    return p.Problem(code=p.IMPORT_FAILED, message=catalogue.message(p.IMPORT_FAILED, case))
 
 
 def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.StoragePath]:
@@ -107,9 +107,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
         read = staging.staged_read(import_id)
         updates |= {"status": p.Status.FAILED.value, "read": read, "rejected": read,
                     **{k: 0 for k in ("inserted", "updated", "unchanged", "skipped")}}
-        records.replace_problem(engine, import_id, _failed_problem(
-            "the import did not complete (an infrastructure fault that retries could not overcome); "
-            "no patient changed. Re-run it after the fault is fixed."))
+        records.replace_problem(engine, import_id, _failed_problem("not_completed"))
     status = updates.get("status", record["status"])
     if status == p.Status.REJECTED.value and not record["dry_run"] and record["archive_path"]:
         archived = storage.path_of(record["archive_path"])
@@ -171,7 +169,7 @@ def _reader(engine: Engine) -> Engine:
     return create_store_engine(engine.url.render_as_string(hide_password=False), read_only=True)
 
 
-def _report_from_staging(import_id: str, reason: str) -> dict:
+def _report_from_staging(import_id: str, case: str) -> dict:
     """The report when the store cannot be reached: what staging knows, status `failed`."""
     job = staging.Job.load(import_id)
     read = staging.staged_read(import_id)
@@ -181,8 +179,8 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
         "export": {"name": job.export_name, "sha256": job.sha256, "exported_on": job.exported_on,
                    "exported_on_source": job.exported_on_source, "bytes": job.size, "already_imported": []},
         "counts": Counts.all_rejected(read).as_dict(),
-        "problems": [_failed_problem(reason).to_dict()],
-        "problem_counts": ProblemTable.of([_failed_problem(reason)]).counts(),
+        "problems": [_failed_problem(case).to_dict()],
+        "problem_counts": ProblemTable.of([_failed_problem(case)]).counts(),
         "details": {}, "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }
@@ -205,7 +203,7 @@ def report_import(engine: Engine, import_id: str) -> dict:
     except SQLAlchemyError as exc:
         log.error("import %s: the store could not be reached (%s); writing the report from staging",
                   import_id, type(exc).__name__)
-        document = _report_from_staging(import_id, "the patient store could not be reached to finish the import")
+        document = _report_from_staging(import_id, "store_unreachable")
         path = write_report(document)
         raise StoreUnavailable(f"import {import_id}: store unreachable; report written to {path}") from None
     files.clear_staging(import_id)

@@ -87,17 +87,17 @@ def _missing_columns(parsed, header_map: HeaderMap = DEFAULT_HEADERS) -> p.Expor
     workbook has, so the office knows what to fix (only header texts and sheet names, no values)."""
     missing = [FIELDS_BY_NAME[f].header for f in REQUIRED_FIELDS if f not in parsed.columns]
     where = "the first sheet" if parsed.file_type == "xlsx" else "the export"
-    message = c.message(p.MISSING_REQUIRED_COLUMNS, where=where, missing=", ".join(missing))
+    values = {"where": where, "missing": ", ".join(missing)}
     found = _header_like_row(parsed.frame, header_map)
     if found:
-        line = "row" if parsed.file_type == "xlsx" else "line"
         number, headers = found
-        message += (f"; {line} {number} looks like the header ({', '.join(headers)}): delete the "
-                    f"{line}s above it and drop the file again")
+        message = c.message(p.MISSING_REQUIRED_COLUMNS, "header_below", **values, number=number,
+                            unit="row" if parsed.file_type == "xlsx" else "line", headers=", ".join(headers))
     elif len(parsed.sheet_names) > 1:
-        names = ", ".join(repr(name) for name in parsed.sheet_names)
-        message += (f"; the workbook's sheets are {names} and only the first is read: move the patient "
-                    "list to the first sheet (or save that sheet alone as CSV) and drop it again")
+        message = c.message(p.MISSING_REQUIRED_COLUMNS, "other_sheets", **values,
+                            sheets=", ".join(repr(name) for name in parsed.sheet_names))
+    else:
+        message = c.message(p.MISSING_REQUIRED_COLUMNS, **values)
     return p.ExportRejected(p.MISSING_REQUIRED_COLUMNS, message)
 
 

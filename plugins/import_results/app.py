@@ -104,15 +104,21 @@ _DATA_DOCS_POLICY = ("sandbox allow-scripts; default-src 'self' 'unsafe-inline' 
                      "form-action 'none'; base-uri 'none'; frame-ancestors 'self'")
 
 
-@app.middleware("http")
-async def _security_headers(request: Request, call_next):
-    response = await call_next(request)
-    # Pages and files hold patient references: never kept by a browser or a proxy.
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "same-origin"
-    response.headers.setdefault("Content-Security-Policy", _PAGE_POLICY)
-    return response
+def _security_headers(referrer: str, policy: str, **more: str):
+    """The middleware of both apps: the headers every response carries (`more`: extra ones)."""
+    async def middleware(request: Request, call_next):
+        response = await call_next(request)
+        # Pages and files hold patient references: never kept by a browser or a proxy.
+        response.headers["Cache-Control"] = "no-store"
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = referrer
+        response.headers.setdefault("Content-Security-Policy", policy)
+        response.headers.update(more)
+        return response
+    return middleware
+
+
+app.middleware("http")(_security_headers("same-origin", _PAGE_POLICY))
 
 
 @app.exception_handler(StarletteHTTPException)
@@ -349,18 +355,12 @@ def _signature(import_id: str, expires: int) -> str:
 docs_app = FastAPI(title="Import Results Data Docs", docs_url=None, redoc_url=None, openapi_url=None)
 
 
-@docs_app.middleware("http")
-async def _docs_headers(request: Request, call_next):
-    response = await call_next(request)
-    response.headers["Cache-Control"] = "no-store"
-    response.headers["X-Content-Type-Options"] = "nosniff"
-    response.headers["Referrer-Policy"] = "no-referrer"
-    # Scripts yes, but in an opaque origin: they reach neither the user's session nor the API;
-    # styles, scripts, fonts and images only from this server (the site's own `static/vendor/`).
-    response.headers["Content-Security-Policy"] = _DATA_DOCS_POLICY
-    # Fonts are fetched in CORS mode, and a sandboxed page's origin is "null".
-    response.headers["Access-Control-Allow-Origin"] = "*"
-    return response
+# Scripts yes, but in an opaque origin: they reach neither the user's session nor the API;
+# styles, scripts, fonts and images only from this server (the site's own `static/vendor/`). No
+# route here sets a policy of its own. Fonts are fetched in CORS mode, and a sandboxed page's
+# origin is "null": any origin may read them.
+docs_app.middleware("http")(_security_headers("no-referrer", _DATA_DOCS_POLICY,
+                                              **{"Access-Control-Allow-Origin": "*"}))
 
 
 @docs_app.get("/{import_id}/{expires}/{signature}/{path:path}", name="signed_data_docs")

@@ -7,28 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from tools.harness.registry import practice, registry_yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 
-PRACTICES_YAML = """
-practices:
-  - id: demo_clinic
-    name: Demo Chiropractic
-    capacity: 1000
-    systems: [drip_education, auto_debit, cash_plan_calculator]
-  - id: small_clinic
-    name: Small Clinic
-    capacity: 5
-    systems: [drip_education]
-  - id: plan_clinic
-    name: Payment Plan Clinic
-    capacity: 1000
-    systems: [auto_debit]
-    payment_plan_accounts: ["1001", "001002"]
-  - id: nodrip_clinic
-    name: No Drip Clinic
-    capacity: 1000
-    systems: [auto_debit, cash_plan_calculator]
-"""
+PRACTICES_YAML = registry_yaml(
+    practice("demo_clinic", "Demo Chiropractic", systems=["drip_education", "auto_debit", "cash_plan_calculator"]),
+    practice("small_clinic", "Small Clinic", capacity=5),
+    practice("plan_clinic", "Payment Plan Clinic", systems=["auto_debit"], payment_plan_accounts=["1001", "001002"]),
+    practice("nodrip_clinic", "No Drip Clinic", systems=["auto_debit", "cash_plan_calculator"]),
+)
 
 
 @pytest.fixture(scope="session")

@@ -13,18 +13,12 @@ import pytest
 
 from include.patient_import.schema import FIELDS, UPLOAD_EXTRA_COLUMNS
 from tools.corpus import csv_text, prepare_home, run_import
+from tools.harness.registry import practice, registry_yaml
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 
 PRACTICE = "formula_clinic"
-REGISTRY = f"""
-practices:
-  - id: {PRACTICE}
-    name: Formula Clinic
-    capacity: 1000
-    systems: [drip_education]
-    upload_extra_columns: [{", ".join(UPLOAD_EXTRA_COLUMNS)}]
-"""
+REGISTRY = registry_yaml(practice(PRACTICE, "Formula Clinic", upload_extra_columns=list(UPLOAD_EXTRA_COLUMNS)))
 STARTS = ("=", "+", "-", "@", "\t", "\r")
 LIVE = STARTS  # what a spreadsheet runs as a formula (SPEC §5)
 HEADERS = [f.header for f in FIELDS]

@@ -26,9 +26,11 @@ from include.patient_import.problems import (
     UNSUPPORTED_FILE_TYPE,
     ExportRejected,
 )
-from include.patient_import.reader import detect_file_type, read_export
+from include.patient_import.reader import detect_file_type
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.settings import Limits
+from tools.corpus import Reader
+from tools.corpus import write_export as write
 
 pytestmark = pytest.mark.unit
 
@@ -42,20 +44,8 @@ HEADER = "Account #,Last Name,First Name"
 ROW = "77341,Quix,Zeb"
 
 
-def write(tmp_path: Path, content: str | bytes, name: str = "export.csv", encoding: str = "utf-8") -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode(encoding))
-    return path
-
-
-def rejection(path: Path, **limits: int) -> ExportRejected:
-    with pytest.raises(ExportRejected) as info:
-        read_export(path, dataclasses.replace(LIMITS, **limits))
-    return info.value
-
-
-def read(path: Path, **limits: int):
-    return read_export(path, dataclasses.replace(LIMITS, **limits))
+read = Reader(LIMITS)
+rejection = read.rejection
 
 
 # --- lines before the header -------------------------------------------------------------------

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import codecs
 import csv
-import dataclasses
 import datetime as dt
 import io
 import zipfile
@@ -31,6 +30,8 @@ from include.patient_import.problems import (
 from include.patient_import.reader import ParsedExport, detect_file_type, read_export
 from include.patient_import.schema import FIELDS, ROW_NUMBER
 from include.patient_import.settings import Limits
+from tools.corpus import Reader
+from tools.corpus import write_export as write
 
 pytestmark = pytest.mark.unit
 
@@ -45,20 +46,11 @@ ROW = ",".join(PATIENT)
 SECRETS = (*PATIENT, "Renée", "O'Brien", "Müller")
 
 
-def write(tmp_path: Path, content: str | bytes, name: str = "export.csv", encoding: str = "utf-8") -> Path:
-    path = tmp_path / name
-    path.write_bytes(content if isinstance(content, bytes) else content.encode(encoding))
-    return path
-
-
-def read(path: Path, **limits: int) -> ParsedExport:
-    return read_export(path, dataclasses.replace(LIMITS, **limits))
+read = Reader(LIMITS)
 
 
 def rejection(path: Path, **limits: int) -> ExportRejected:
-    with pytest.raises(ExportRejected) as info:
-        read(path, **limits)
-    exc = info.value
+    exc = read.rejection(path, **limits)
     text = f"{exc} {exc.problem().to_dict()} {exc.details}"
     for secret in SECRETS:
         assert secret not in text, f"patient value {secret!r} leaked into {text!r}"

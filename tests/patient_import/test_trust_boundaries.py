@@ -23,22 +23,13 @@ from include.patient_import import problems as p
 from include.patient_import.extract import RunInfo, extract_exports
 from include.patient_import.store import Import
 from include.patient_import.untrusted import printable
-from tools.corpus import PRACTICE_ID, accepted_rows, csv_text, prepare_home, run_import
+from tools.corpus import CORPUS_PRACTICE, PRACTICE_ID, accepted_rows, csv_text, prepare_home, run_import
+from tools.harness.registry import practice, registry_yaml
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
 OTHER = "other_clinic"
-TWO_PRACTICES = f"""
-practices:
-  - id: {PRACTICE_ID}
-    name: Corpus Clinic
-    capacity: 1000
-    systems: [drip_education, auto_debit, cash_plan_calculator]
-  - id: {OTHER}
-    name: Other Clinic
-    capacity: 1000
-    systems: [drip_education]
-"""
+TWO_PRACTICES = registry_yaml(CORPUS_PRACTICE, practice(OTHER, "Other Clinic"))
 
 
 @pytest.fixture

@@ -12,23 +12,13 @@ from pathlib import Path
 
 import pytest
 
+from tools.harness.registry import practice, registry_yaml
+
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORDS = {"admin": "admin-secret", "viewer": "viewer-secret"}
-PRACTICES_YAML = """
-practices:
-  - id: demo_clinic
-    name: Demo Chiropractic
-    capacity: 1000
-    systems: [drip_education]
-  - id: small_clinic
-    name: Small Clinic
-    capacity: 5
-    systems: [drip_education]
-  - id: plan_clinic
-    name: Payment Plan Clinic
-    capacity: 1000
-    systems: [auto_debit]
-"""
+PRACTICES_YAML = registry_yaml(practice("demo_clinic", "Demo Chiropractic"),
+                               practice("small_clinic", "Small Clinic", capacity=5),
+                               practice("plan_clinic", "Payment Plan Clinic", systems=["auto_debit"]))
 # Patient values that the pages must never show; they are in the store and in the patient files.
 PATIENT_VALUES = ("Zebediah", "Quuxington", "zeb.quux@example.org", "5558675309", "742 Evergreen Terrace")
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)

@@ -1,1 +1,2 @@
-"""Test harnesses: real servers the tests start and stop themselves."""
+"""Test harnesses: real servers the tests start and stop themselves, and the practice registries
+(`registry.py`) tests and scripts run with."""

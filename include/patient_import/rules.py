@@ -193,15 +193,15 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
 
 def _field_names(by_field: pd.DataFrame, rows: pd.Series) -> pd.Series:
     """"first_name,city" per row of `rows` from the per-field booleans; None for the other rows."""
-    names = pd.Series(None, index=by_field.index, dtype="object")
+    names = object_array([None] * len(by_field))
     if rows.any():
         flags = by_field[rows]
         # One pass per field (a few dozen), not per row: each adds its name where it changed.
         joined = pd.Series("", index=flags.index, dtype="object")
         for column in flags.columns:
             joined = joined.where(~flags[column], joined + column + ",")
-        names[rows] = joined.str.rstrip(",")
-    return names
+        names[rows.to_numpy()] = joined.str.rstrip(",").to_numpy(dtype=object)
+    return pd.Series(names, index=by_field.index, dtype="object")
 
 
 def field_counts(decided: pd.DataFrame) -> dict[str, int]:

@@ -26,6 +26,7 @@ from sqlalchemy.engine import Connection, Engine
 from include.patient_import import audit, files, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.changes import INSERTED, VALUE_COLUMNS
+from include.patient_import.queries import _utc as utc  # SQLite hands timestamps back naive
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)
@@ -118,7 +119,7 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
                          f"removed {removed}, restored {restored}, changed since {len(changed_since)}")
             undone_at, undone_by = stamp, by
         else:
-            undone_at, undone_by = record["undone_at"], record["undone_by"]
+            undone_at, undone_by = utc(record["undone_at"]), record["undone_by"]
     result = UndoResult(import_id=import_id, practice_id=record["practice_id"], status=p.Status.UNDONE.value,
                         removed=removed, restored=restored, changed_since=changed_since,
                         undone_at=undone_at.isoformat() if undone_at else None, undone_by=undone_by,

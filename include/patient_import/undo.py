@@ -15,8 +15,13 @@ own JSON report beside the import's: counts and account numbers, never a patient
 
 from __future__ import annotations
 
+import argparse
+import getpass
 import json
 import logging
+import re
+import sys
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 
@@ -33,6 +38,8 @@ BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)
 
 log = logging.getLogger(__name__)
 
+# An import id as `pipeline.import_id_for` makes them; anything else is refused before any look-up.
+IMPORT_ID_PATTERN = r"^[A-Za-z0-9_]{1,80}$"
 _UNDOABLE = frozenset({p.Status.COMPLETED.value, p.Status.COMPLETED_WITH_ERRORS.value, p.Status.UNDONE.value})
 
 
@@ -133,6 +140,8 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
 
 
 def _undoable(conn: Connection, import_id: str) -> dict:
+    if not re.fullmatch(IMPORT_ID_PATTERN, import_id):
+        raise NotUndoable("not an import id (letters, digits and underscores, at most 80)")
     imports = Import.__table__
     record = conn.execute(sa.select(imports).where(imports.c.id == import_id)).mappings().first()
     if record is None:
@@ -186,3 +195,34 @@ def _write_report(result: UndoResult) -> storage.StoragePath:
     }
     return storage.write_text(undo_report_path(result.practice_id, result.import_id),
                               json.dumps(document, indent=2) + "\n")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`make undo IMPORT=<id>`: undo one import in the store the `patient_store` connection names
+    (the embedded SQLite store without one). Exit 0 when undone (or already), 1 when it cannot be."""
+    parser = argparse.ArgumentParser(prog="python -m include.patient_import.undo",
+                                     description="Undo one completed import (SPEC §8).")
+    parser.add_argument("import_id", help="the import's id, as Import Results and its report give it")
+    parser.add_argument("--by", default=None, help="who undoes it, for the audit (default: the shell user)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from include.patient_import.store import airflow_store_url, create_store_engine, migrate
+
+    engine = create_store_engine(airflow_store_url())
+    try:
+        migrate(engine)
+        result = undo_import(engine, args.import_id, by=args.by or f"shell:{getpass.getuser()}")
+    except NotUndoable as exc:
+        print(f"undo: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        engine.dispose()
+    print(json.dumps(result.summary(), indent=2))
+    if result.changed_since:
+        print(f"{len(result.changed_since)} patients were changed again by a later import and were left as they "
+              f"are; their account numbers are in {result.report}. Undo that import first, then this one again.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

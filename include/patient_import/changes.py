@@ -70,6 +70,14 @@ def field_counts(conn: Connection, import_id: str) -> dict[str, int]:
     return json.loads(text) if text else {}
 
 
+def has_value_changes(conn: Connection, import_id: str) -> bool:
+    """Whether the import inserted or updated a patient: whether its changes file has a line."""
+    changes = PatientChange.__table__
+    found = conn.execute(sa.select(changes.c.id).where(
+        changes.c.import_id == import_id, changes.c.action.in_([INSERTED, UPDATED])).limit(1)).first()
+    return found is not None
+
+
 def changed_rows(conn: Connection, import_id: str) -> Iterator[dict]:
     """Per updated row, in row order: {"row", "account_number", "fields": [names]}; read in batches."""
     rows = ImportRow.__table__

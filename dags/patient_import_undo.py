@@ -28,7 +28,7 @@ _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_
 _IMPORT_ID_PATTERN = r"^[A-Za-z0-9_]{1,80}$"  # include.patient_import.undo.IMPORT_ID_PATTERN
 
 
-@task
+@task(multiple_outputs=False)  # one summary dict, one XCom
 def undo_import(params: dict | None = None) -> dict:
     """Undo the import the conf names; returns counts and the undo report's path, no patient value."""
     from airflow.sdk.exceptions import AirflowFailException

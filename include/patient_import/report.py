@@ -216,7 +216,8 @@ def _report_from_staging(import_id: str, reason: str) -> dict:
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(reason).to_dict()],
         "problem_counts": ProblemTable.of([_failed_problem(reason)]).counts(),
-        "details": {}, "changes": {"fields": {}, "rows": []}, "undo": None, "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
+        "details": {}, "changes": {"fields": {}, "rows": []}, "undo": None,
+        "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }
 

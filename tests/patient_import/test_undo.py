@@ -194,3 +194,23 @@ def test_a_killed_undo_changes_nothing_and_its_rerun_ends_as_a_clean_one(imports
 
     assert imports.patients() == after_a
     assert (result.removed, result.restored, result.already_undone) == (g.NEW, g.PATIENTS, False)
+
+
+# ---------------------------------------------------------------- make undo
+
+
+def test_the_command_undoes_and_says_what_it_did(tmp_path, monkeypatch, capsys):
+    from include.patient_import.undo import main
+
+    monkeypatch.delenv("AIRFLOW_CONN_PATIENT_STORE", raising=False)
+    found = g.Imports(tmp_path, monkeypatch)  # the home's own store: the one `make undo` opens
+    found.run("a")
+    b = found.run("b")
+    found.engine.dispose()
+
+    assert main([b.report["import_id"], "--by", "office.lead"]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out[out.index("{"):])
+    assert (summary["status"], summary["removed"], summary["changed_since"]) == ("undone", g.NEW, 0)
+    assert main(["../../etc/passwd"]) == 1
+    assert "not an import id" in capsys.readouterr().err

@@ -113,8 +113,9 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
     """
     stamp = datetime.now(timezone.utc)
     with engine.begin() as conn:
+        # Checked again once the lock is held: a concurrent undo of the same import finished first.
+        lock_practice(conn, _undoable(conn, import_id)["practice_id"])
         record = _undoable(conn, import_id)
-        lock_practice(conn, record["practice_id"])
         removed, restored = _put_back(conn, import_id, stamp)
         changed_since = _pending_accounts(conn, import_id)
         first = record["status"] != p.Status.UNDONE.value

@@ -19,6 +19,7 @@ from include.patient_import import problems as p
 from include.patient_import.store import Import
 from include.patient_import.undo import NotUndoable, undo_import, undo_report_path
 from tests.patient_import import generated as g
+from tools import corpus
 from tools.corpus import MARKERS
 
 # Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
@@ -214,3 +215,58 @@ def test_the_command_undoes_and_says_what_it_did(tmp_path, monkeypatch, capsys):
     assert (summary["status"], summary["removed"], summary["changed_since"]) == ("undone", g.NEW, 0)
     assert main(["../../etc/passwd"]) == 1
     assert "not an import id" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- the practice's lock
+
+
+def test_undo_waits_for_the_practice_lock_an_import_holds(imports):
+    """The undo runs under the lock the load takes (`store.lock_practice`): while another
+    transaction of the practice holds it, the undo changes nothing; once released, it completes."""
+    import threading
+
+    from include.patient_import.store import create_store_engine, lock_practice
+
+    imports.run("a")
+    b = imports.run("b")
+    after_b = imports.patients()
+    holder = create_store_engine(imports.url)
+    done: dict = {}
+    with holder.begin() as conn:
+        lock_practice(conn, "demo_clinic")  # on SQLite, BEGIN IMMEDIATE is the lock
+        worker = threading.Thread(target=lambda: done.setdefault(
+            "result", undo_import(imports.engine, b.report["import_id"], by="office.lead")))
+        worker.start()
+        _wait_until_blocked(imports.url, worker)
+        reader = create_store_engine(imports.url, read_only=True)  # SQLite: reads beside the held lock
+        assert corpus.patients_snapshot(reader) == after_b and "result" not in done
+        reader.dispose()
+    worker.join(timeout=CHILD_TIMEOUT_SECONDS)
+    holder.dispose()
+
+    assert done["result"].removed == g.NEW
+
+
+def _wait_until_blocked(url: str, worker) -> None:
+    """Until the undo waits on the lock: PostgreSQL shows it waiting on an advisory lock; SQLite's
+    waiting writer is in its busy handler, which has no probe: there the undo's thread alive after
+    the lock holder's read is what can be checked."""
+    if not url.startswith("postgresql"):
+        assert worker.is_alive()
+        return
+    from include.patient_import.store import create_store_engine
+
+    probe = create_store_engine(url)
+    deadline = time.monotonic() + CHILD_TIMEOUT_SECONDS
+    try:
+        while True:
+            with probe.connect() as conn:
+                waiting = conn.execute(sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")).scalar_one()
+            if waiting:
+                return
+            assert worker.is_alive(), "the undo finished while the practice was locked"
+            assert time.monotonic() < deadline, "the undo never asked for the practice's lock"
+            time.sleep(0.05)  # polling the server's lock table
+    finally:
+        probe.dispose()

@@ -63,7 +63,7 @@ def log_after(conn: Connection, import_id: str) -> None:
     ).values({"patient_id": patients.c.id, **{f"after_{c}": patients.c[c] for c in IMAGE_COLUMNS}}))
 
 
-def field_counts(conn: Connection, import_id: str) -> dict[str, int]:
+def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:
     """The import's `changes.fields` as the load recorded it: {field: updated patients}; {} when none."""
     text = conn.execute(sa.select(Import.__table__.c.field_changes)
                         .where(Import.__table__.c.id == import_id)).scalar()

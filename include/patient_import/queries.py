@@ -337,7 +337,8 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         details=details if isinstance(details, dict) else {},
         problems_total=total, problems_page=page, problems_per_page=per_page,
         problem_summary=problem_summary(conn, import_id),
-        field_changes=changes.field_counts(conn, import_id), has_changes=changes.has_value_changes(conn, import_id),
+        field_changes=changes.recorded_field_counts(conn, import_id),
+        has_changes=changes.has_value_changes(conn, import_id),
         undone_at=_utc(row.get("undone_at")), undone_by=row.get("undone_by"),
         audit=[{**entry, "at": _utc(entry["at"])} for entry in audit.entries(conn, import_id)])
 

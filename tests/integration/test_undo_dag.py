@@ -58,3 +58,24 @@ def test_an_import_that_cannot_be_undone_fails_the_run(undo_dag, imports):
 
     assert str(run.state) == "failed"
     assert imports.patients() == store
+
+
+def test_the_import_dag_records_who_triggered_it_and_its_page_data_shows_the_undo(runner, undo_dag, tmp_path):
+    """patient_import's run → the audit's `triggered` (the run's user); the undo DAG → `undone`;
+    Import Results' query of the import gives both, the per-field counts and the undone time."""
+    from include.patient_import import queries
+
+    g.write(g.frame_a(), tmp_path / "exports" / "a.csv")
+    g.write(g.frame_b(), tmp_path / "exports" / "b.csv")
+    runner.run(practice_id="demo_clinic", export_file=str(tmp_path / "exports" / "a.csv"), exported_on="2026-11-02")
+    state, [summary] = runner.run(practice_id="demo_clinic", export_file=str(tmp_path / "exports" / "b.csv"),
+                                  exported_on="2026-11-03")
+    assert state == "success"
+
+    undo_dag.test(run_conf={"import_id": summary["import_id"]})
+
+    with runner.engine().connect() as conn:
+        detail = queries.import_detail(conn, summary["import_id"])
+    assert detail is not None and detail.field_changes == g.B_FIELDS and detail.undone_at is not None
+    assert [(e["action"], e["who"]) for e in detail.audit] == [("triggered", "dag_test"), ("undone", "dag_test")]
+    assert not detail.undoable

@@ -11,7 +11,7 @@ export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
-.PHONY: help install airflow-db demo run import up down airflow lint test suites clean purge reliability bench
+.PHONY: help install airflow-db demo run import undo up down airflow lint test suites clean purge reliability bench
 
 IMPORT_USAGE := usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]
 
@@ -20,6 +20,8 @@ help:
 	@echo "  make run          install, then import the demo export through the real DAG and print the summary"
 	@echo "  make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]"
 	@echo "                    import one file through the real DAG; fails (make: ... Error 1) when rejected or failed, Error 2 when refused"
+	@echo "  make undo IMPORT=<id>   take a completed import back (inserted patients removed, updated ones restored);"
+	@echo "                    Error 1 when it cannot be undone (a dry run, rejected, failed, unknown)"
 	@echo "  make up           start the local Airflow with the UI (scheduler, API server, DAG processor, triggerer)"
 	@echo "  make down         stop it"
 	@echo "  make airflow ARGS=\"<command>\"   any Airflow CLI command in this project's Airflow home,"
@@ -37,6 +39,7 @@ help:
 	@echo "  make help         this list"
 	@echo "Settings (make variables):"
 	@echo "  PRACTICE, FILE, EXPORTED_ON, DRY_RUN   make import; DRY_RUN=1 changes no patient"
+	@echo "  IMPORT             make undo: the import's id (Import Results, its report's import_id)"
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
@@ -71,6 +74,11 @@ import: install
 	@$(MAKE) -s airflow-db
 	@$(PY) scripts/run_dag.py --practice "$(PRACTICE)" --file "$(FILE)" \
 		$(if $(EXPORTED_ON),--exported-on "$(EXPORTED_ON)") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+
+# One import taken back in the store (SPEC §8), recorded as undone by the shell user.
+undo: install
+	@test -n "$(IMPORT)" || { echo "usage: make undo IMPORT=<import id>"; exit 2; }
+	@$(PY) -m include.patient_import.undo "$(IMPORT)"
 
 # The local Airflow (scheduler, API server + UI, DAG processor, triggerer) on the embedded defaults.
 up: install

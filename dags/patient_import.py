@@ -77,7 +77,8 @@ def _run_info(practice_id: str | None = None, attempt: int = 1):
         now = pendulum.now("UTC")
         end = max(end, now) if end else now
     return RunInfo(dag_id=run.dag_id, run_id=run.run_id, run_type=run_type, map_index=ctx["ti"].map_index,
-                   attempt=attempt, interval_start=ctx.get("data_interval_start"), interval_end=end)
+                   attempt=attempt, interval_start=ctx.get("data_interval_start"), interval_end=end,
+                   triggered_by=getattr(run, "triggering_user_name", None))
 
 
 def _alert(subject: str, lines: list[str]) -> None:

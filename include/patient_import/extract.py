@@ -40,6 +40,7 @@ class RunInfo:
     attempt: int = 1  # the run's planning attempt: a run cleared as a whole imports again
     interval_start: datetime | None = None
     interval_end: datetime | None = None
+    triggered_by: str | None = None  # the Airflow user who triggered the run, for the audit (SPEC §8)
 
 
 def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str, name: str) -> str:
@@ -296,5 +297,6 @@ def _register(engine: Engine, practice_id: str, run: RunInfo, import_id: str, pa
     records.register_import(
         engine, id=import_id, practice_id=practice_id, dag_run_id=run.run_id, map_index=run.map_index,
         run_type=run.run_type, export_name=_shown(path), export_sha256=sha, export_bytes=size,
-        archive_path=job.archive_path, exported_on=export_on, exported_on_source=date_source, dry_run=dry_run)
+        archive_path=job.archive_path, exported_on=export_on, exported_on_source=date_source, dry_run=dry_run,
+        triggered_by=run.triggered_by)
     return job

@@ -24,7 +24,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from include.patient_import import files
+from include.patient_import import changes, files
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
@@ -35,6 +35,7 @@ from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
 from include.patient_import.records import import_problems
 from include.patient_import.rules import (
+    CHANGED_FIELDS,
     CODE,
     DATA_COLUMNS,
     OUTCOME,
@@ -43,6 +44,7 @@ from include.patient_import.rules import (
     capacity_parameters,
     capacity_rejection,
     decide_outcomes,
+    field_counts,
     landing_time_warning,
     payment_plan_warning,
     skip_messages,
@@ -139,13 +141,16 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     return frame[[ROW_NUMBER, *_WRITTEN]]
 
 
-def _write_patients(conn: Connection, rows: pd.DataFrame) -> None:
+def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> None:
     if rows.empty:
         return  # nothing would change: no staging table, no statement
     staging = _staging_table()
     staging.create(conn)
     _bulk_insert(conn, staging, rows)
+    # The change log's before-images are read before the upsert, its after-images after it (SPEC §8).
+    changes.log_before(conn, staging, import_id)
     conn.execute(upsert_statement(conn.dialect.name, staging))
+    changes.log_after(conn, import_id)
     staging.drop(conn)
 
 
@@ -239,6 +244,7 @@ def _record_outcomes(conn: Connection, import_id: str, decided: pd.DataFrame,
         "account_number": accounts.where(accounts.notna(), None),
         "outcome": decided[OUTCOME],
         "code": decided[CODE],
+        "changed_fields": decided[CHANGED_FIELDS] if CHANGED_FIELDS in decided else None,
     })
     _bulk_insert(conn, ImportRow.__table__, rows)
     listed = problems.listed  # in report order: its position is the store's `position`
@@ -262,11 +268,12 @@ def recorded_result(conn: Connection, import_id: str) -> LoadResult | None:
     return LoadResult(status=record["status"], counts=counts, already_loaded=True)
 
 
-def _finish_load(conn: Connection, import_id: str, status: str, counts: Counts, details: dict | None) -> None:
+def _finish_load(conn: Connection, import_id: str, status: str, counts: Counts, details: dict | None,
+                 fields: dict[str, int] | None = None) -> None:
     table = Import.__table__
     conn.execute(sa.update(table).where(table.c.id == import_id).values(
         status=status, loaded_at=datetime.now(timezone.utc), details=json.dumps(details) if details else None,
-        **counts.as_dict()))
+        field_changes=json.dumps(fields) if fields is not None else None, **counts.as_dict()))
 
 
 def _file_rejection_outcomes(frame: pd.DataFrame, rejection: p.ExportRejected) -> pd.DataFrame:
@@ -323,11 +330,13 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if warning:
                 problems += [warning]
             if not dry_run:
-                _write_patients(conn, _patient_rows(decided[decided[WRITE]], practice.id, import_id, exported_on))
+                _write_patients(conn, _patient_rows(decided[decided[WRITE]], practice.id, import_id, exported_on),
+                                import_id)
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)
-        _finish_load(conn, import_id, str(status), counts, rejection.details if rejection else None)
+        _finish_load(conn, import_id, str(status), counts, rejection.details if rejection else None,
+                     field_counts(decided) if rejection is None else None)
     return LoadResult(status=str(status), counts=counts), problems
 
 

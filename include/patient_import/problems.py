@@ -64,6 +64,7 @@ class Status(StrEnum):
     COMPLETED_WITH_ERRORS = "completed_with_errors"
     REJECTED = "rejected"
     FAILED = "failed"
+    UNDONE = "undone"  # a completed import taken back (SPEC §8, undo.py)
 
 
 # Row outcomes; every row read ends in exactly one (SPEC §4).

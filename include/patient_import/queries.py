@@ -14,7 +14,7 @@ from typing import overload
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.patient_import import records, settings, storage
+from include.patient_import import audit, changes, records, settings, storage
 from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
 from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
@@ -129,6 +129,20 @@ class ImportDetail:
     problems_page: int = 1
     problems_per_page: int = PROBLEMS_PER_PAGE
     problem_summary: list[CodeCount] = field(default_factory=list)
+    # SPEC §8: per field, how many updated patients it changed; whether a changes file exists (the
+    # import inserted or changed a value); the undo, and who did what (names, never patient values).
+    field_changes: dict[str, int] = field(default_factory=dict)
+    has_changes: bool = False
+    undone_at: datetime | None = None
+    undone_by: str | None = None
+    audit: list[dict] = field(default_factory=list)
+
+    @property
+    def undoable(self) -> bool:
+        """A completed import that changed the store, not yet undone (an undone one may be undone
+        again to complete it, from `make undo` or the DAG's form)."""
+        return (not self.summary.dry_run and self.has_changes
+                and self.summary.status in (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS))
 
     @property
     def problems_pages(self) -> int:
@@ -322,7 +336,11 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         has_data_docs=_existing(row["data_docs_path"]),
         details=details if isinstance(details, dict) else {},
         problems_total=total, problems_page=page, problems_per_page=per_page,
-        problem_summary=problem_summary(conn, import_id))
+        problem_summary=problem_summary(conn, import_id),
+        field_changes=changes.recorded_field_counts(conn, import_id),
+        has_changes=changes.has_value_changes(conn, import_id),
+        undone_at=_utc(row.get("undone_at")), undone_by=row.get("undone_by"),
+        audit=[{**entry, "at": _utc(entry["at"])} for entry in audit.entries(conn, import_id)])
 
 
 def _inside(path: StoragePath, root: StoragePath) -> StoragePath | None:

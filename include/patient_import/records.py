@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from include.patient_import import audit
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problems import PROBLEM_COLUMNS
@@ -57,12 +58,14 @@ def sync_practices(engine: Engine, practices: dict[str, Practice]) -> None:
                 conn.execute(sa.insert(table).values(id=practice.id, **values))
 
 
-def register_import(engine: Engine, **values) -> None:
-    """Record an import as `processing`; a retried extract finds it and leaves it as it is."""
+def register_import(engine: Engine, *, triggered_by: str | None = None, **values) -> None:
+    """Record an import as `processing`, and in the audit who triggered its run (SPEC §8; detail:
+    the DAG run id); a retried extract finds it and leaves it as it is."""
     with engine.begin() as conn:
         exists = conn.execute(sa.select(_IMPORTS.c.id).where(_IMPORTS.c.id == values["id"])).first()
         if exists is None:
             conn.execute(sa.insert(_IMPORTS).values(status=p.Status.PROCESSING.value, started_at=now(), **values))
+            audit.record(conn, values["id"], audit.TRIGGERED, triggered_by, values.get("dag_run_id"))
 
 
 def get_import(conn: Connection, import_id: str) -> dict | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.patient_import import catalogue, files, records, settings, staging, storage
+from include.patient_import import catalogue, changes, files, records, settings, staging, storage
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
@@ -45,7 +45,9 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
     store's (records.problem_counts). `export.exported_on_source` is `conf`, `file_name` or
     `landed` (SPEC §6; null for imports recorded before it was kept); `export.already_imported`
     lists the practice's earlier imports of the same file (same sha256), newest first
-    (records.earlier_imports_of_file).
+    (records.earlier_imports_of_file). `changes.fields` counts, per field, the updated patients
+    it changed (SPEC §8, dry runs too); `changes.rows` (streamed by `write_report`) names each
+    updated row's changed fields; `undo` says when and by whom an undone import was taken back.
     """
     details = json.loads(record["details"]) if record.get("details") else {}
     return {
@@ -61,6 +63,10 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
         "problems": [x.to_dict() for x in sorted(problems, key=p.Problem.sort_key)],
         "problem_counts": problem_counts or [],
         "details": details,
+        "changes": {"fields": json.loads(record["field_changes"]) if record.get("field_changes") else {},
+                    "rows": []},
+        "undo": ({"undone_at": _iso(record["undone_at"]), "undone_by": record.get("undone_by")}
+                 if record.get("undone_at") else None),
         "files": {k: record.get(f"{k}_path") for k in
                   ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
         "staleness": staleness,
@@ -71,24 +77,38 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
 
 
 _PROBLEMS_HERE = "\x00problems\x00"
+_ROWS_HERE = "\x00changed rows\x00"
 
 
-def write_report(document: dict, problems: Iterable[dict] | None = None) -> storage.StoragePath:
+def write_report(document: dict, problems: Iterable[dict] | None = None,
+                 changed_rows: Iterable[dict] | None = None) -> storage.StoragePath:
     """Write the report; with `problems` (report dicts in report order), they are streamed into
-    the document's `problems`, one per line, in place of the list it holds."""
+    the document's `problems`, one per line, in place of the list it holds; the same for
+    `changed_rows` into `changes.rows`."""
     path = report_path(document["practice_id"], document["import_id"])
-    if problems is None:
+    if problems is None and changed_rows is None:
         return storage.write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    head, tail = json.dumps({**document, "problems": _PROBLEMS_HERE}, indent=2, ensure_ascii=False).split(
-        json.dumps(_PROBLEMS_HERE))
+    streamed = {**document}
+    lists: list[tuple[str, Iterable[dict], str]] = []
+    if problems is not None:
+        streamed["problems"] = _PROBLEMS_HERE
+        lists.append((_PROBLEMS_HERE, problems, "  "))
+    if changed_rows is not None:
+        streamed["changes"] = {**document.get("changes", {}), "rows": _ROWS_HERE}
+        lists.append((_ROWS_HERE, changed_rows, "    "))
+    text = json.dumps(streamed, indent=2, ensure_ascii=False)
+    # The placeholders in document order, so the text between them is written in turn.
+    lists.sort(key=lambda item: text.index(json.dumps(item[0])))
     with storage.writing(path, "w", encoding="utf-8") as handle:
-        handle.write(head + "[")
-        separator = "\n"
-        for problem in problems:
-            handle.write(separator + "    " + json.dumps(problem, ensure_ascii=False))
-            separator = ",\n"
-        handle.write("\n  ]" if separator != "\n" else "]")
-        handle.write(tail + "\n")
+        for placeholder, items, indent in lists:
+            head, text = text.split(json.dumps(placeholder), 1)
+            handle.write(head + "[")
+            separator = "\n"
+            for item in items:
+                handle.write(separator + indent + "  " + json.dumps(item, ensure_ascii=False))
+                separator = ",\n"
+            handle.write(f"\n{indent}]" if separator != "\n" else "]")
+        handle.write(text + "\n")
     return path
 
 
@@ -137,7 +157,8 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             assert record is not None  # registered at extract
             document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id),
                                     records.earlier_imports_of_file(conn, record))
-            path = write_report(document, records.iter_problems(conn, import_id))
+            path = write_report(document, records.iter_problems(conn, import_id),
+                                changes.changed_rows(conn, import_id))
     finally:
         if reader is not engine:
             reader.dispose()
@@ -181,7 +202,8 @@ def _report_from_staging(import_id: str, case: str) -> dict:
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(case).to_dict()],
         "problem_counts": ProblemTable.of([_failed_problem(case)]).counts(),
-        "details": {}, "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
+        "details": {}, "changes": {"fields": {}, "rows": []}, "undo": None,
+        "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }
 

@@ -28,6 +28,8 @@ DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
 CODE = "code"
 OUTCOME = "outcome"
 WRITE = "write"  # the row must be written to the store (see decide_outcomes)
+# An updated row's changed fields (SPEC §8), comma-separated in DATA_COLUMNS order; None otherwise.
+CHANGED_FIELDS = "changed_fields"
 
 
 def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
@@ -154,8 +156,9 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
 
     `frame` holds the normalised rows and their suite `code` (row errors and duplicate copies);
     `stored` the practice's stored patients indexed by account number, with
-    `last_seen_exported_on`. Returns `frame` with `outcome`, `code`, and `changed` (rows whose
-    write changes a stored value).
+    `last_seen_exported_on`. Returns `frame` with `outcome`, `code`, `changed` (rows whose
+    write changes a stored value) and `changed_fields` (SPEC §8: an updated row's changed field
+    names, comma-separated; None for every other row).
     """
     out = frame.copy()
     stored = stored_as_text(stored)
@@ -169,14 +172,16 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     code = code.mask(older, p.OLDER_THAN_STORED)
     pending = code.isna()
 
-    changed = pd.Series(False, index=out.index)
+    # One comparison decides both whether a row changes a stored patient and which fields it changes.
+    by_field = pd.DataFrame(False, index=out.index, columns=list(DATA_COLUMNS))
     if len(stored):
         before = stored.reindex(account.where(exists))
         before.index = out.index
         for column in DATA_COLUMNS:
             target = STORE_COLUMN.get(column, column)
             new = out[column]
-            changed |= new.notna() & (new.astype("object") != before[target].astype("object"))
+            by_field[column] = new.notna() & (new.astype("object") != before[target].astype("object"))
+    changed = by_field.any(axis=1)
 
     outcome = pd.Series(p.UNCHANGED, index=out.index, dtype="object")
     outcome = outcome.mask(pending & ~exists, p.INSERTED)
@@ -186,12 +191,36 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     out[OUTCOME] = outcome
     out[CODE] = code
     out["changed"] = changed & pending
+    out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED))
     out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
     # What the load must write: new and changed patients, and an unchanged one only when its
     # export date moves the stored one forward (rule 7); any other write would change nothing.
     advances = last_seen.isna() | (last_seen.astype("object") < exported_on.isoformat())
     out[WRITE] = outcome.isin([p.INSERTED, p.UPDATED]) | (outcome.eq(p.UNCHANGED) & advances)
     return out
+
+
+def _field_names(by_field: pd.DataFrame, rows: pd.Series) -> pd.Series:
+    """"first_name,city" per row of `rows` from the per-field booleans; None for the other rows."""
+    names = object_array([None] * len(by_field))
+    if rows.any():
+        flags = by_field[rows]
+        # One pass per field (a few dozen), not per row: each adds its name where it changed.
+        joined = pd.Series("", index=flags.index, dtype="object")
+        for column in flags.columns:
+            joined = joined.where(~flags[column], joined + column + ",")
+        names[rows.to_numpy()] = joined.str.rstrip(",").to_numpy(dtype=object)
+    return pd.Series(names, index=by_field.index, dtype="object")
+
+
+def field_counts(decided: pd.DataFrame) -> dict[str, int]:
+    """SPEC §8 `changes.fields`: per field, how many updated patients it changed (fields with none
+    left out), in DATA_COLUMNS order. `decided` is `decide_outcomes`' frame."""
+    names = decided[CHANGED_FIELDS].dropna()
+    if names.empty:
+        return {}
+    tally = names.str.split(",").explode().value_counts()
+    return {field: int(tally[field]) for field in DATA_COLUMNS if field in tally}
 
 
 def capacity_parameters(practice: Practice, stored_count: int) -> dict[str, int]:

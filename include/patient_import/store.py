@@ -101,6 +101,11 @@ class Import(Base):
     data_docs_path: Mapped[str | None] = mapped_column(sa.Text)
     quarantine_path: Mapped[str | None] = mapped_column(sa.Text)
     details: Mapped[str | None] = mapped_column(sa.Text)  # JSON: figures of a rejection (capacity, ...)
+    # SPEC §8 (migration 0004): per field, how many updated patients it changed (JSON object), and
+    # when and by whom the import was undone.
+    field_changes: Mapped[str | None] = mapped_column(sa.Text)
+    undone_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
+    undone_by: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ImportRow(Base):
@@ -113,6 +118,8 @@ class ImportRow(Base):
     account_number: Mapped[str | None] = mapped_column(sa.String(32))
     outcome: Mapped[str] = mapped_column(sa.String(16))
     code: Mapped[str | None] = mapped_column(sa.String(64))
+    # An updated row's changed field names, comma-separated (SPEC §8; migration 0004): names, no values.
+    changed_fields: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ImportProblem(Base):
@@ -152,6 +159,55 @@ class ImportProblemCount(Base):
     severity: Mapped[str] = mapped_column(sa.String(8))
     listed: Mapped[int] = mapped_column(sa.BigInteger)
     total: Mapped[int] = mapped_column(sa.BigInteger)
+
+
+# The patient columns an import writes and an undo puts back: every stored value and the bookkeeping
+# that moves with them (the account number is the key; `created_import_id` never changes after the
+# insert).
+IMAGE_COLUMNS: tuple[str, ...] = tuple(name for name, *_ in store_columns() if name != "third_party_acct_number") + (
+    "last_seen_exported_on", "updated_import_id")
+
+
+def _image_columns(prefix: str) -> list[sa.Column]:
+    patients = Patient.__table__
+    return [sa.Column(f"{prefix}{name}", patients.c[name].type, nullable=True) for name in IMAGE_COLUMNS]
+
+
+class PatientChange(Base):
+    """The change log (SPEC §8; migration 0004): one row per patient an import wrote, with the
+    values it replaced (`before_*`, all NULL for an insert) and the values it wrote (`after_*`).
+
+    `action` is `inserted`, `updated`, or `seen` (unchanged, but its `last_seen_exported_on`
+    moved forward: an undo moves it back). `reverted_at` is set when an undo put the before-image
+    back; the entries an undo left because a later import changed the patient again stay NULL.
+    """
+
+    __table__ = sa.Table(
+        "patient_changes", Base.metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("import_id", sa.String(80), sa.ForeignKey("imports.id"), nullable=False, index=True),
+        sa.Column("practice_id", sa.String(64), nullable=False),
+        sa.Column("third_party_acct_number", sa.String(32), nullable=False),
+        sa.Column("patient_id", sa.Integer, nullable=True),
+        sa.Column("action", sa.String(16), nullable=False),
+        sa.Column("reverted_at", sa.DateTime(timezone=True), nullable=True),
+        *_image_columns("before_"),
+        *_image_columns("after_"),
+    )
+
+
+class ImportAudit(Base):
+    """Who did what to an import and when (SPEC §8; migration 0004): `triggered`, `undone`,
+    `approved`, `downloaded` (detail: which file). Names and file kinds, never patient values."""
+
+    __tablename__ = "import_audit"
+
+    id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
+    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    action: Mapped[str] = mapped_column(sa.String(32))
+    who: Mapped[str | None] = mapped_column(sa.Text)
+    detail: Mapped[str | None] = mapped_column(sa.Text)
+    at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
 
 
 STORE_CONN_ID = "patient_store"

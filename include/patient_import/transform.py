@@ -31,20 +31,13 @@ from include.patient_import.schema import (
 )
 from include.patient_import.staging import Job, load_validation
 from include.patient_import.storage import StoragePath
+from include.patient_import.untrusted import FORMULA_STARTS, defuse
 
 log = logging.getLogger(__name__)
 
-# A spreadsheet runs a cell starting with one of these as a formula (CSV injection).
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-_FORMULA_STARTS_ARROW = pa.array(_FORMULA_STARTS, type=pa.large_string())
+_FORMULA_STARTS_ARROW = pa.array(FORMULA_STARTS, type=pa.large_string())
 _BLOCK_ROWS = 50_000
 _QUOTE, _NOTHING = pa.scalar("'", pa.large_string()), pa.scalar("", pa.large_string())
-
-
-def defuse(value: object) -> str:
-    """The cell as text that no spreadsheet runs as a formula."""
-    text = "" if value is None or (isinstance(value, float) and pd.isna(value)) else str(value)
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
 def defuse_column(values: pd.Series) -> list[str]:

@@ -1,4 +1,5 @@
-"""Text from the outside world (file names, column headers, conf values) made safe to show (SPEC §7).
+"""Text from the outside world (file names, column headers, conf values) made safe to show (SPEC §7),
+and cells made safe to open in a spreadsheet (SPEC §5, `defuse`).
 
 Every such text passes through `printable` before it reaches a log line, an exception message or
 an alert: a file name holding a newline must not forge a log line, and one holding terminal
@@ -44,3 +45,14 @@ def printable(text: object, limit: int = DEFAULT_LIMIT) -> str:
     if len(shown) > limit:
         return f"{shown[:limit]}…(+{len(shown) - limit} chars)"
     return shown
+
+
+# A spreadsheet runs a cell starting with one of these as a formula (CSV injection, SPEC §5).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def defuse(value: object) -> str:
+    """The cell as text that no spreadsheet runs as a formula: a leading apostrophe before one of
+    `FORMULA_STARTS`; None (and a float NaN) as ""."""
+    text = "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    return "'" + text if text.startswith(FORMULA_STARTS) else text

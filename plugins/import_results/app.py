@@ -3,8 +3,11 @@
 Security: plugin routes are not protected by Airflow, so every route here depends on Airflow's own
 `requires_access_dag` for the `patient_import` DAG: no valid token (the `Authorization: Bearer`
 header, or the `_token` cookie the UI sets) → 401; reading needs the DAG's read permission; the
-downloads of patient files need permission to run it (a viewer gets 403). Pages show account
-numbers and never any other patient value. The data comes from the patient store through
+downloads of patient files (upload, rejected rows, changes) need permission to run it (a viewer
+gets 403), and each download is recorded in the import's audit with the user's name. Pages show
+account numbers and never any other patient value. The Undo button is shown only to users Airflow
+lets run `patient_import_undo`; it triggers that DAG through Airflow's own REST API (see
+`import_detail`). The data comes from the patient store through
 `include.patient_import.queries`, read with the `patient_store` connection when one is defined.
 """
 
@@ -36,13 +39,14 @@ from sqlalchemy.engine import Connection, Engine
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from import_results.chart import SERIES, practice_chart
-from include.patient_import import queries, settings, storage
+from include.patient_import import audit, changes, queries, settings, storage
 from include.patient_import.catalogue import Severity
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Status
 from include.patient_import.store import Practice, airflow_store_url, create_store_engine
 
 DAG_ID = "patient_import"
+UNDO_DAG_ID = "patient_import_undo"
 PROBLEMS_PER_PAGE = queries.PROBLEMS_PER_PAGE
 
 ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
@@ -84,6 +88,12 @@ def _engine(url: str) -> Engine:
     return create_store_engine(url, read_only=True)
 
 
+@lru_cache(maxsize=4)
+def _audit_engine(url: str) -> Engine:
+    """The one writer of the UI: audit entries of downloads (SPEC §8)."""
+    return create_store_engine(url)
+
+
 def store() -> Iterator[Connection | None]:
     """A connection to the store; None before the first import has created it."""
     with _engine(_store_url()).connect() as conn:
@@ -96,8 +106,9 @@ Store = Annotated[Connection | None, Depends(store)]
 # ---------------------------------------------------------------- rendering
 
 # The pages load nothing from elsewhere (they must work offline) and are framed only by Airflow.
+# `connect-src 'self'`: the Undo button posts to Airflow's REST API on the same origin, nowhere else.
 _PAGE_POLICY = ("default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src data:; "
-                "form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
+                "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'self'")
 # Data Docs are generated HTML served from Airflow's origin: sandboxed into an origin of their own,
 # their scripts can reach neither the user's session nor the API.
 _DATA_DOCS_POLICY = ("sandbox allow-scripts; default-src 'self' 'unsafe-inline' 'unsafe-eval' data: blob:; "
@@ -179,10 +190,11 @@ def _page(request: Request, template: str, status_code: int = 200, **context) ->
     return HTMLResponse(html, status_code=status_code)
 
 
-def _may_run(user) -> bool:
-    """Whether the user may download patient files; only decides what the page offers."""
+def _may_run(user, dag_id: str = DAG_ID) -> bool:
+    """Whether the user may run the DAG (`patient_import`: download patient files;
+    `patient_import_undo`: undo); only decides what the page offers, the routes check for themselves."""
     return get_auth_manager().is_authorized_dag(
-        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=DAG_ID), user=user)
+        method="POST", access_entity=DagAccessEntity.RUN, details=DagDetails(id=dag_id), user=user)
 
 
 def _summary_json(request: Request, item: queries.ImportSummary) -> dict:
@@ -298,18 +310,44 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
         run_imports_url=_url(request, "import_list", {"run_id": detail.summary.dag_run_id}),
         downloads=[(kind, label, _url(request, "download", import_id=import_id, kind=kind))
                    for kind, label in (("upload", "Upload-ready Cash Practice CSV"),
-                                       ("rejected_rows", "Rejected rows CSV"))
-                   if detail.files.get(kind)],
+                                       ("rejected_rows", "Rejected rows CSV"),
+                                       ("changes", "Changes CSV (before and after)"))
+                   if detail.files.get(kind) or (kind == "changes" and detail.has_changes)],
+        # The Undo button posts to Airflow's REST API from the page (the browser's `_token` cookie
+        # authenticates it, as it does the UI's own requests): Airflow validates the typed param,
+        # checks the user may run the undo DAG and records who triggered it. Without a user who may,
+        # no button (and the API would refuse with 403 anyway).
+        may_undo=detail.undoable and _may_run(user, UNDO_DAG_ID),
+        undo_api_url=f"{_airflow_root(request)}/api/v2/dags/{UNDO_DAG_ID}/dagRuns",
+        undo_runs_url=f"{_airflow_root(request)}/dags/{UNDO_DAG_ID}/runs/",
         data_docs_url=_url(request, "data_docs", import_id=import_id, path="index.html")
         if detail.has_data_docs else None)
 
 
 @app.get("/imports/{import_id}/files/{kind}", name="download", dependencies=[Depends(_run_access)])
-def download(import_id: ImportId, kind: Literal["upload", "rejected_rows"], conn: Store) -> Response:
-    """One of the import's patient files, as an attachment; only a file the store records for it."""
+def download(import_id: ImportId, kind: Literal["upload", "rejected_rows", "changes"], conn: Store,
+             user: GetUserDep) -> Response:
+    """One of the import's patient files, as an attachment; only a file the store records for it.
+    The changes file (SPEC §8) is made from the store's change log as it is sent. Every download is
+    recorded in the import's audit first: a download that cannot be recorded is not served."""
+    if kind == "changes":
+        if conn is None or not changes.has_value_changes(conn, import_id):
+            raise HTTPException(404, f"import {import_id} changed no patient: it has no changes file")
+        audit.record(_audit_engine(_store_url()), import_id, audit.DOWNLOADED, user.get_name(), kind)
+        url = _store_url()
+
+        def blocks() -> Iterator[bytes]:
+            # A connection of its own: the request's closes once the route returns.
+            with _engine(url).connect() as reader:
+                for text in changes.changes_csv(reader, import_id):
+                    yield text.encode("utf-8")
+
+        return StreamingResponse(blocks(), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": f'attachment; filename="{import_id}_changes.csv"'})
     path = queries.import_file(conn, import_id, kind) if conn is not None else None
     if path is None:
         raise HTTPException(404, f"import {import_id} has no {kind.replace('_', ' ')} file")
+    audit.record(_audit_engine(_store_url()), import_id, audit.DOWNLOADED, user.get_name(), kind)
     return _file_response(path, media_type="text/csv; charset=utf-8", filename=path.name)
 
 
@@ -418,4 +456,7 @@ def api_import_detail(request: Request, import_id: ImportId, conn: Store, proble
             "problems_page": detail.problems_page, "problems_per_page": detail.problems_per_page,
             "problems_pages": detail.problems_pages,
             "problem_summary": jsonable_encoder(detail.problem_summary), "files": detail.files,
-            "data_docs": detail.has_data_docs, "details": detail.details}
+            "data_docs": detail.has_data_docs, "details": detail.details,
+            "changes": {"fields": detail.field_changes, "file": detail.has_changes},
+            "undo": {"undone_at": jsonable_encoder(detail.undone_at), "undone_by": detail.undone_by},
+            "audit": jsonable_encoder(detail.audit)}

@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.dag
 
 ROOT = Path(__file__).resolve().parents[2]
-DAGS = ("patient_import", "patient_import_retention")  # each in dags/<dag_id>.py
+DAGS = ("patient_import", "patient_import_retention", "patient_import_undo")  # each in dags/<dag_id>.py
 
 
 @cache
@@ -165,3 +165,31 @@ def test_task_purges_with_the_configured_period_and_returns_counts_only(retentio
     assert not old.exists()
     assert counts["files_removed"] == 1 and counts["older_than_days"] == 7
     assert "old_import" not in json.dumps(counts)
+
+
+# ---------------------------------------------------------------- patient_import_undo
+
+
+def test_undo_takes_a_typed_import_id_and_runs_only_when_triggered():
+    undo = parse("patient_import_undo")
+    param = undo.params.get_param("import_id")
+
+    assert undo.schedule is None and [t.task_id for t in undo.tasks] == ["undo_import"]
+    assert param.schema["type"] == "string" and param.schema["title"] and param.description
+    param.resolve("demo_clinic_20261120_0123456789ab")
+    for bad in ("../../etc", "", "x" * 81):
+        with pytest.raises(Exception):
+            param.resolve(bad)
+
+
+def test_undo_task_fails_once_for_an_import_that_cannot_be_undone(tmp_path, monkeypatch):
+    from airflow.sdk.exceptions import AirflowFailException
+
+    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
+    monkeypatch.delenv("AIRFLOW_CONN_PATIENT_STORE", raising=False)
+    task = parse("patient_import_undo").get_task("undo_import")
+    monkeypatch.setattr(f"{task.python_callable.__module__}.get_current_context",
+                        lambda: {"dag_run": type("Run", (), {"triggering_user_name": "office.lead"})()})
+
+    with pytest.raises(AirflowFailException, match="no import"):
+        task.python_callable(params={"import_id": "demo_clinic_20261120_0123456789ab"})

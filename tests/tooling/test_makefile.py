@@ -58,3 +58,17 @@ def test_airflow_runs_the_cli_in_the_projects_environment(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == str(ROOT / "dags")
     assert (tmp_path / "airflow" / "airflow.db").is_file()  # its own Airflow home, migrated; not ~/airflow
+
+
+def test_undo_without_import_prints_how_to_call_it(tmp_path):
+    done = _make("undo", home=tmp_path)
+    assert done.returncode != 0 and "usage: make undo IMPORT=" in done.stdout
+
+
+def test_undo_of_an_unknown_import_says_so_in_one_line(tmp_path):
+    done = _make("undo", "IMPORT=demo_clinic_20261120_0123456789ab", home=tmp_path, timeout=280)
+
+    assert done.returncode != 0
+    # Before it, Airflow (which reads the `patient_store` connection) may say where its config is.
+    message = [line for line in done.stderr.splitlines() if not line.startswith("make")]
+    assert message[-1] == "undo: no import demo_clinic_20261120_0123456789ab"

@@ -1,0 +1,128 @@
+"""The change log and the changes file (SPEC §8 "What changed, per field").
+
+Which fields an updated row changes is decided with its outcome, by the one comparison of incoming
+with stored values (`rules.decide_outcomes`); the load records the names per row
+(`import_rows.changed_fields`) and the counts per field (`imports.field_changes`). This module keeps
+the values: in the load's transaction, one `INSERT ... SELECT` reads the before-image of every
+patient the import is about to write from the staging table joined to the store, and one
+`UPDATE ... FROM` after the upsert adds what it wrote (the after-image). Dry runs write neither.
+
+The values are patient data: they stay in the store and in the changes file (`changes_csv`),
+served role-gated by Import Results; reports, logs and XComs carry field names and counts only.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterator
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from include.patient_import.store import IMAGE_COLUMNS, Import, ImportRow, Patient, PatientChange
+from include.patient_import.untrusted import defuse
+
+INSERTED, UPDATED, SEEN = "inserted", "updated", "seen"
+# The values an export sets, as the changes file names them: the bookkeeping columns are left out.
+VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c not in ("last_seen_exported_on",
+                                                                             "updated_import_id"))
+CHANGES_HEADER = ("account_number", "field", "before", "after")
+_STREAM_BATCH = 5_000
+
+
+def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
+    """Record, before the upsert, every staged patient with the stored values it will replace.
+
+    `staging` is the load's staging table (the written patient columns). The action is `inserted`
+    for an account not stored yet, `updated` for a row the rules decided changes the patient
+    (its `updated_import_id` is set), else `seen` (only `last_seen_exported_on` moves forward).
+    """
+    changes, stored = PatientChange.__table__, Patient.__table__.alias("stored")
+    conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
+    action = sa.case((stored.c.id.is_(None), INSERTED),
+                     (staging.c.updated_import_id.is_not(None), UPDATED), else_=SEEN)
+    rows = sa.select(
+        sa.literal(import_id, sa.String), staging.c.practice_id, staging.c.third_party_acct_number,
+        stored.c.id, action, *[stored.c[c] for c in IMAGE_COLUMNS],
+    ).select_from(staging.outerjoin(stored, sa.and_(
+        stored.c.practice_id == staging.c.practice_id,
+        stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
+    conn.execute(sa.insert(changes).from_select(
+        ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
+         *[f"before_{c}" for c in IMAGE_COLUMNS]], rows))
+
+
+def log_after(conn: Connection, import_id: str) -> None:
+    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds."""
+    changes, patients = PatientChange.__table__, Patient.__table__
+    conn.execute(sa.update(changes).where(
+        changes.c.import_id == import_id,
+        patients.c.practice_id == changes.c.practice_id,
+        patients.c.third_party_acct_number == changes.c.third_party_acct_number,
+    ).values({"patient_id": patients.c.id, **{f"after_{c}": patients.c[c] for c in IMAGE_COLUMNS}}))
+
+
+def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:
+    """The import's `changes.fields` as the load recorded it: {field: updated patients}; {} when none."""
+    text = conn.execute(sa.select(Import.__table__.c.field_changes)
+                        .where(Import.__table__.c.id == import_id)).scalar()
+    return json.loads(text) if text else {}
+
+
+def has_value_changes(conn: Connection, import_id: str) -> bool:
+    """Whether the import inserted or updated a patient: whether its changes file has a line."""
+    changes = PatientChange.__table__
+    found = conn.execute(sa.select(changes.c.id).where(
+        changes.c.import_id == import_id, changes.c.action.in_([INSERTED, UPDATED])).limit(1)).first()
+    return found is not None
+
+
+def changed_rows(conn: Connection, import_id: str) -> Iterator[dict]:
+    """Per updated row, in row order: {"row", "account_number", "fields": [names]}; read in batches."""
+    rows = ImportRow.__table__
+    query = (sa.select(rows.c.row_number, rows.c.account_number, rows.c.changed_fields)
+             .where(rows.c.import_id == import_id, rows.c.changed_fields.is_not(None))
+             .order_by(rows.c.row_number))
+    for row in conn.execution_options(stream_results=True, yield_per=_STREAM_BATCH).execute(query):
+        yield {"row": row.row_number, "account_number": row.account_number,
+               "fields": row.changed_fields.split(",")}
+
+
+def value_changes(conn: Connection, import_id: str) -> Iterator[tuple[str, str, object, object]]:
+    """(account number, field, before, after) of every value the import inserted or changed, by
+    account number then field order. Patient values: for the changes file only."""
+    changes = PatientChange.__table__
+    query = (sa.select(changes.c.third_party_acct_number, changes.c.action,
+                       *[changes.c[f"before_{c}"] for c in VALUE_COLUMNS],
+                       *[changes.c[f"after_{c}"] for c in VALUE_COLUMNS])
+             .where(changes.c.import_id == import_id, changes.c.action.in_([INSERTED, UPDATED]))
+             .order_by(changes.c.third_party_acct_number, changes.c.id))
+    width = len(VALUE_COLUMNS)
+    for row in conn.execution_options(stream_results=True, yield_per=_STREAM_BATCH).execute(query):
+        before, after = row[2:2 + width], row[2 + width:]
+        for column, old, new in zip(VALUE_COLUMNS, before, after):
+            if old != new:
+                yield row[0], column, old, new
+
+
+def changes_csv(conn: Connection, import_id: str) -> Iterator[str]:
+    """The changes file (SPEC §8) as text blocks: UTF-8 with a byte-order mark when encoded, every
+    field quoted, cells defused like the upload file's (SPEC §5), header
+    `account_number,field,before,after`; an empty value is an empty cell."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    buffer.write("\ufeff")
+    writer.writerow(CHANGES_HEADER)
+    for count, (account, field, before, after) in enumerate(value_changes(conn, import_id), start=1):
+        writer.writerow([defuse(account), field, defuse(_text(before)), defuse(_text(after))])
+        if count % 1000 == 0:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+def _text(value: object) -> object:
+    return value.isoformat() if hasattr(value, "isoformat") else value

@@ -1,0 +1,152 @@
+"""Import Results and SPEC §8: per-field counts on the import's page, the changes file gated like the
+other patient files, downloads and undos in the audit, and the Undo button only for users who may
+run the undo DAG. Airflow's real plugin mounting and auth manager (tests/plugins/conftest.py)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+import pytest
+import sqlalchemy as sa
+
+from tests.plugins.conftest import PATIENT_VALUES
+
+pytestmark = pytest.mark.integration
+
+CHANGED = "demo_clinic_20261121_b"  # completed: 1 inserted, 3 updated (conftest)
+PAGE = f"/import-results/imports/{CHANGED}"
+FIELDS = {"address1": 2, "city": 1}
+
+
+@pytest.fixture(scope="module")
+def changed(store):
+    """The change log of CHANGED: one patient inserted, two updated, with patient values."""
+    from include.patient_import import records
+    from include.patient_import.store import PatientChange, create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    records.update_import(engine, CHANGED, field_changes=json.dumps(FIELDS))
+    zeb, quux, mail, phone, street = PATIENT_VALUES
+    with engine.begin() as conn:
+        for account, action, before, after in (
+                ("20001", "updated", {"address1": "1 Old Rd", "city": "Salem"}, {"address1": street, "city": "Dover"}),
+                ("20002", "updated", {"address1": "2 Old Rd"}, {"address1": "=2+3"}),
+                ("20003", "inserted", {}, {"first_name": zeb, "last_name": quux, "email": mail})):
+            conn.execute(sa.insert(PatientChange.__table__).values(
+                import_id=CHANGED, practice_id="demo_clinic", third_party_acct_number=account, action=action,
+                **{f"before_{k}": v for k, v in before.items()}, **{f"after_{k}": v for k, v in after.items()}))
+    engine.dispose()
+    return store
+
+
+def _audit(store) -> list[tuple]:
+    from include.patient_import import audit
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    with engine.connect() as conn:
+        found = [(e["action"], e["who"], e["detail"]) for e in audit.entries(conn, CHANGED)]
+    engine.dispose()
+    return found
+
+
+def test_page_shows_how_many_patients_each_field_changed(client, viewer, changed):
+    page = client.get(PAGE, headers=viewer).text
+    table = re.search(r'id="field-changes".*?</table>', page, re.S)[0]
+    assert dict(re.findall(r'data-field="(\w+)"><td class="code">\w+</td><td class="num">(\d+)<', table)) == {
+        "address1": "2", "city": "1"}
+    body = client.get(f"/import-results/api/imports/{CHANGED}", headers=viewer).json()
+    assert body["changes"] == {"fields": FIELDS, "file": True}
+
+
+def test_admin_downloads_the_changes_file_and_the_audit_names_them(client, admin, changed):
+    response = client.get(f"{PAGE}/files/changes", headers=admin)
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/csv")
+    assert response.headers["content-disposition"] == f'attachment; filename="{CHANGED}_changes.csv"'
+    assert response.headers["cache-control"] == "no-store"
+    rows = list(csv.reader(io.StringIO(response.content.decode("utf-8-sig"))))
+    assert rows[0] == ["account_number", "field", "before", "after"]
+    assert ["20001", "address1", "1 Old Rd", "742 Evergreen Terrace"] in rows
+    assert ["20002", "address1", "2 Old Rd", "'=2+3"] in rows  # never run as a formula
+    assert ["20003", "first_name", "", "Zebediah"] in rows
+    assert ("downloaded", "admin", "changes") in _audit(changed)
+    page = client.get(PAGE, headers=admin).text
+    audit_table = re.search(r'id="audit".*?</table>', page, re.S)[0]
+    assert 'data-action="downloaded"' in audit_table and ">admin<" in audit_table
+
+
+def test_viewer_may_not_download_the_changes_file(client, viewer, changed):
+    response = client.get(f"{PAGE}/files/changes", headers=viewer)
+
+    assert response.status_code == 403
+    assert not [v for v in PATIENT_VALUES if v in response.text]
+    assert f"{PAGE}/files/changes" not in client.get(PAGE, headers=viewer).text
+    assert not [a for a in _audit(changed) if a[1] == "viewer"]
+
+
+def test_downloads_of_the_other_patient_files_are_audited(client, admin, store):
+    from include.patient_import import audit
+    from include.patient_import.store import create_store_engine
+
+    assert client.get("/import-results/imports/demo_clinic_20261120_a/files/upload", headers=admin).status_code == 200
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    with engine.connect() as conn:
+        entries = audit.entries(conn, "demo_clinic_20261120_a")
+    engine.dispose()
+    assert ("downloaded", "admin", "upload") in [(e["action"], e["who"], e["detail"]) for e in entries]
+
+
+def test_an_import_without_changes_has_no_changes_file(client, admin):
+    page = client.get("/import-results/imports/demo_clinic_20261120_a", headers=admin).text
+    assert "/files/changes" not in page
+    assert client.get("/import-results/imports/demo_clinic_20261120_a/files/changes",
+                      headers=admin).status_code == 404
+
+
+def test_undo_button_is_shown_to_users_who_may_run_the_undo_dag(client, admin, changed):
+    page = client.get(PAGE, headers=admin).text
+
+    button = re.search(r'<button[^>]*id="undo-import"[^>]*>', page)[0]
+    assert f'data-import-id="{CHANGED}"' in button
+    assert 'data-api="/api/v2/dags/patient_import_undo/dagRuns"' in button
+    assert "connect-src 'self'" in client.get(PAGE, headers=admin).headers["content-security-policy"]
+
+
+def test_undo_button_is_hidden_from_users_who_may_not_run_it(client, viewer, changed):
+    assert 'id="undo-import"' not in client.get(PAGE, headers=viewer).text
+
+
+@pytest.mark.parametrize("import_id", ["small_clinic_20261121_c", "plan_clinic_20261123_f", "demo_clinic_20261120_a"])
+def test_undo_button_is_offered_only_for_a_completed_import_that_changed_patients(client, admin, changed, import_id):
+    """Rejected, a dry run, and an import without a change log: nothing to undo."""
+    assert 'id="undo-import"' not in client.get(f"/import-results/imports/{import_id}", headers=admin).text
+
+
+def test_an_undone_import_shows_who_undid_it_and_offers_no_second_button(client, admin, store, changed):
+    from datetime import datetime, timezone
+
+    from include.patient_import import audit, records
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    records.update_import(engine, "plan_clinic_20261122_d", status="undone",
+                          undone_at=datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc), undone_by="office.lead")
+    audit.record(engine, "plan_clinic_20261122_d", audit.UNDONE, "office.lead", "removed 2, restored 0")
+    engine.dispose()
+
+    page = client.get("/import-results/imports/plan_clinic_20261122_d", headers=admin).text
+    assert 'id="undone"' in page and "office.lead" in page and "status-undone" in page
+    assert 'id="undo-import"' not in page
+    listed = client.get("/import-results/api/imports", headers=admin, params={"status": "undone"}).json()
+    assert [x["id"] for x in listed["imports"]] == ["plan_clinic_20261122_d"]
+
+
+def test_pages_show_no_changed_value(client, admin, changed):
+    for route in (PAGE, f"/import-results/api/imports/{CHANGED}"):
+        text = client.get(route, headers=admin).text
+        assert not [v for v in (*PATIENT_VALUES, "1 Old Rd", "Salem") if v in text], route

@@ -20,20 +20,25 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from bench import report
+from bench import report, task_overhead
 from bench.airflow_overhead import PATIENT_IMPORT_DAG, TRIVIAL_DAG
 from bench.common import PRACTICE_ID, PRACTICES_YAML, RESULT_PREFIX, ROOT
 
 DATABASES = ("postgresql", "sqlite")
-FIGURES = ("floor", "pandas", "dlt", "ours", "airflow")
+FIGURES = ("floor", "pandas", "duckdb", "dlt", "ours", "airflow", "tasks")
+# The cases every import figure runs in, in this order on one store: the export into an empty
+# store, the same file again, the same rows exported a day later (rule 7 advances every
+# patient's last_seen_exported_on, nothing else changes).
+MODES = ("insert", "unchanged", "newer")
+FLOOR_METHODS = ("merge", "on_conflict")
 # A peer's figure still running after this is stopped (SIGKILL: dlt defers SIGTERM) and reported
 # as "did not finish": a lower bound on its time, never a guess. Our own figures get the safety limit.
 FIGURE_TIMEOUT_SECONDS = int(os.environ.get("BENCH_FIGURE_TIMEOUT") or 1800)
 SAFETY_TIMEOUT_SECONDS = 3 * 3600
-_PEERS = ("pandas", "dlt")
+_PEERS = ("pandas", "dlt", "duckdb")
 SEED = 6
 
 
@@ -47,7 +52,12 @@ class Bench:
         self.out = Path(args.out).resolve()
         self.work = self.out / "work"
         self.python = sys.executable
-        self.exported_on = date.today().isoformat()
+        # The export dates of the cases: a day apart, the newer today (never in the future).
+        today = date.today()
+        self.exported_on = {"insert": (today - timedelta(days=1)).isoformat(),
+                            "unchanged": (today - timedelta(days=1)).isoformat(), "newer": today.isoformat()}
+        self.digests: dict[str, dict[str, dict]] = {}
+        self.task_overhead: dict | None = None
         self.samples: list[dict] = []
         self.stopped: set[tuple] = set()  # (figure, database, rows, mode) stopped at the timeout
         self.server = None
@@ -118,11 +128,11 @@ class Bench:
         if seconds is None:
             # A lower bound is all a repeat could add: the figure is not run again at this size.
             self.stopped.add((figure, database, size, mode))
-            print(f"  {figure:<8} {mode:<10} {database or '':<10} {size or '':>9} "
+            print(f"  {figure:<17} {mode:<10} {database or '':<10} {size or '':>9} "
                   f"did not finish in {FIGURE_TIMEOUT_SECONDS} s: stopped, not repeated", flush=True)
             return
         rate = f"{size / seconds:>12,.0f} rows/s" if size else ""
-        print(f"  {figure:<8} {mode:<10} {database or '':<10} {size or '':>9} "
+        print(f"  {figure:<17} {mode:<10} {database or '':<10} {size or '':>9} "
               f"{seconds:8.2f} s {rate} {done['peak_rss_mb']:8.0f} MB", flush=True)
 
     # ------------------------------------------------------------------ databases
@@ -170,40 +180,79 @@ class Bench:
             self.drop(kind, name)
 
     def sizes_round(self, size: int, export: Path, kind: str, repeat: int) -> None:
+        """Every figure of one size on one database, each in its three cases (MODES) on one store:
+        the export into an empty store, the same export again, then the same rows exported a day
+        later. After the last case each store's contents are digested (not measured): ours, the
+        floor and the peers must leave the same patients."""
         figures = self.args.figures
         tag = f"{kind[:2]}_{size}_{repeat}"
-        clean = self.work / "exports" / f"clean_{size}.csv"
+        clean = {"insert": self.work / "exports" / f"clean_{size}.csv",
+                 "newer": self.work / "exports" / f"clean_newer_{size}.csv"}
+        clean["unchanged"] = clean["insert"]
+        digests = self.digests.setdefault(f"{kind} {size:,} rows, run {repeat + 1}", {})
 
-        if "ours" in figures or not clean.exists():
+        if "ours" in figures or not clean["insert"].exists():
             with self.prepared_store(f"ours_{tag}", kind) as (url, _, env):
-                for mode in ("insert", "unchanged"):
+                for mode in MODES:
                     done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
-                                       exported_on=self.exported_on)
+                                       exported_on=self.exported_on[mode])
                     if "ours" in figures:
                         self.record("ours", kind, size, mode, done)
-                    if mode == "insert" and not clean.exists():
-                        self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean))
+                    if mode == "insert" and not clean["insert"].exists():
+                        self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean["insert"]))
+                        self.worker("clean_csv", env, f"clean newer csv {size}", url=url, out=str(clean["newer"]),
+                                    last_seen_exported_on=self.exported_on["newer"])
                     if "ours" not in figures:
                         break
+                else:
+                    digests["ours"] = self.digest(env, url)
         if "floor" in figures:
-            with self.prepared_store(f"floor_{tag}", kind) as (url, _, env):
-                for mode in ("insert", "unchanged"):
-                    self.record("floor", kind, size, mode,
-                                self.worker("floor", env, f"floor {mode} {tag}", url=url, clean_csv=str(clean)))
+            for method in (FLOOR_METHODS if kind == "postgresql" else ("on_conflict",)):
+                with self.prepared_store(f"floor_{method}_{tag}", kind) as (url, _, env):
+                    for mode in MODES:
+                        self.record(f"floor:{method}", kind, size, mode,
+                                    self.worker("floor", env, f"floor {method} {mode} {tag}", url=url,
+                                                clean_csv=str(clean[mode]), import_id=f"floor_{mode}",
+                                                method=method))
+                    digests[f"floor:{method}"] = self.digest(env, url)
         if "pandas" in figures and ("pandas", kind, size, "insert") not in self.stopped:
             with self.prepared_store(f"pandas_{tag}", kind) as (url, _, env):
                 self.record("pandas", kind, size, "insert",
-                            self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean)))
-        if "dlt" in figures and ("dlt", kind, size, "insert") not in self.stopped:
-            with self.prepared_store(f"dlt_{tag}", kind) as (url, home, env):
-                for mode in ("insert", "unchanged"):
-                    if ("dlt", kind, size, mode) in self.stopped:
+                            self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean["insert"])))
+        for peer in ("duckdb", "dlt"):
+            if peer not in figures or (peer, kind, size, "insert") in self.stopped:
+                continue
+            with self.prepared_store(f"{peer}_{tag}", kind) as (url, home, env):
+                finished = True
+                for mode in MODES:
+                    if (peer, kind, size, mode) in self.stopped:
+                        finished = False
                         break
-                    done = self.worker("dlt", env, f"dlt {mode} {tag}", url=url, clean_csv=str(clean),
-                                       pipelines_dir=str(home / "dlt_pipelines"))
-                    self.record("dlt", kind, size, mode, done)
+                    extra = ({"pipelines_dir": str(home / "dlt_pipelines")} if peer == "dlt"
+                             else {"work_dir": str(home)})
+                    done = self.worker(peer, env, f"{peer} {mode} {tag}", url=url, clean_csv=str(clean[mode]),
+                                       **extra)
+                    self.record(peer, kind, size, mode, done)
                     if done["timed_out"]:
+                        finished = False
                         break
+                if finished:
+                    digests[peer] = self.digest(env, url, **self.peer_table(peer, kind, home))
+
+    def peer_table(self, peer: str, kind: str, home: Path) -> dict:
+        """Where a peer's patients are: dlt writes its own dataset (a schema on PostgreSQL, an
+        attached database file beside the store on SQLite)."""
+        if peer != "dlt":
+            return {}
+        if kind == "postgresql":
+            return {"schema": "bench_dlt"}
+        return {"attach": str(home / "patient_store__bench_dlt.db")}
+
+    def digest(self, env: dict[str, str], url: str, **where) -> dict:
+        if "attach" in where:
+            url = f"sqlite:///{where.pop('attach')}"
+        done = self.worker("store_digest", env, "store digest", url=url, **where)
+        return done["result"]
 
     def airflow(self) -> None:
         """`airflow dags test` of patient_import and of the trivial DAG; parse time of both files."""
@@ -241,7 +290,7 @@ class Bench:
                     self.worker("prepare_store", env, "prepare airflow store",
                                 url=f"sqlite:///{home / 'patient_store.db'}")
                     conf = json.dumps({"practice_id": PRACTICE_ID, "export_file": str(export),
-                                       "exported_on": self.exported_on, "dry_run": False})
+                                       "exported_on": self.exported_on["newer"], "dry_run": False})
                 done = self.spawn([airflow, "dags", "test", dag_id, "-f", str(dag_file), "-c", conf], env,
                                   f"dags test {dag_id}")
                 if done["returncode"] != 0:
@@ -283,6 +332,12 @@ class Bench:
             if "airflow" in self.args.figures:
                 print("Airflow", flush=True)
                 self.airflow()
+            if "tasks" in self.args.figures:
+                print("Per-task start-up cost", flush=True)
+                self.task_overhead = task_overhead.measure(self.args.repeat)
+                for name, t in self.task_overhead["tasks"].items():
+                    print(f"  {name:<20} {t['process_seconds']:6.2f} s ({t['over_trivial_seconds']:+.2f} s over "
+                          f"the trivial task's {self.task_overhead['trivial']['process_seconds']:.2f} s)", flush=True)
         finally:
             if server_cm is not None:
                 server_cm.__exit__(None, None, None)
@@ -293,7 +348,8 @@ class Bench:
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
                 "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS,
-                "databases": list(databases), "samples": self.samples}
+                "databases": list(databases), "samples": self.samples, "store_digests": self.digests,
+                "task_overhead": self.task_overhead}
 
     def _postgres_version(self) -> str:
         import sqlalchemy as sa
@@ -357,6 +413,11 @@ def main(argv: list[str] | None = None) -> int:
     chart = report.chart(results, Path(args.chart))
     print()
     print(text)
+    print("Targets (issue #14):")
+    print("\n".join(report.target_lines(summary)))
+    for where, verdict in summary["stores_agree"].items():
+        print(f"  stores after the three cases, {where}: {'the same' if verdict['agree'] else 'DIFFER'} "
+              f"({', '.join(verdict['figures'])})")
     print(f"results: {out / 'latest.json'}  table: {out / 'latest.md'}  chart: {chart}")
     return 0
 

@@ -368,3 +368,48 @@ def chart(results: dict, path: Path) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+DOCS_BEGIN = "<!-- bench:begin (written by bench/report.py from bench/results/latest.json) -->"
+DOCS_END = "<!-- bench:end -->"
+
+
+def update_docs(path: Path, results: dict) -> None:
+    """Replace the generated part of `path` (between DOCS_BEGIN and DOCS_END) with this run's
+    tables; the prose around it is kept. Raises ValueError when the markers are missing."""
+    text = path.read_text(encoding="utf-8")
+    if DOCS_BEGIN not in text or DOCS_END not in text:
+        raise ValueError(f"{path} has no {DOCS_BEGIN!r} … {DOCS_END!r} markers")
+    head, rest = text.split(DOCS_BEGIN, 1)
+    _, tail = rest.split(DOCS_END, 1)
+    sizes = ", ".join(f"{n:,}" for n in sorted(results["sizes"]))
+    run = (f"The run of {results['started_at'][:16].replace('T', ' ')} UTC, export sizes {sizes} rows, "
+           f"commit {results.get('commit') or 'unknown'}; command `{results['command']}`.")
+    path.write_text(f"{head}{DOCS_BEGIN}\n{run}\n\n{markdown(results)}{DOCS_END}{tail}", encoding="utf-8")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.report [bench/results/latest.json]`: the tables, the targets with met /
+    not met, docs/performance.md's generated part and the chart, again from a saved run."""
+    import argparse
+    import json
+
+    root = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(prog="python -m bench.report", description=main.__doc__.split("\n")[0])
+    parser.add_argument("results", nargs="?", default=str(root / "bench" / "results" / "latest.json"))
+    parser.add_argument("--docs", help="rewrite this file's generated part (docs/performance.md)")
+    parser.add_argument("--chart", help="write the chart here (docs/bench_rows_per_second.png)")
+    args = parser.parse_args(argv)
+    results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    results["summary"] = summarise(results)
+    print(markdown(results))
+    print("\n".join(target_lines(results["summary"])))
+    if args.docs:
+        update_docs(Path(args.docs), results)
+    if args.chart:
+        chart(results, Path(args.chart))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,10 +1,17 @@
-"""`make bench`: every figure of issue #6 in one run on one machine, medians of several runs.
+"""`make bench`: every figure of issues #6 and #14 in one run on one machine, medians of several runs.
 
     python -m bench.run --sizes 1000,100000,1000000 --repeat 3
 
+Ours, the floor (two SQL variants, the faster kept) and the peers (naive pandas, dlt, DuckDB),
+each on its own fresh store in three cases: an export into an empty store, the same file again,
+and the same rows exported a day later (rule 7 advances every patient's date). Then `airflow
+dags test` and DAG parse time beside a trivial DAG, and each task's start-up cost. Every target
+of issue #14 that the run measured is printed met / NOT MET, the others "not measured".
+
 Each measured figure runs in a fresh process (`bench.worker`); its peak RSS is that process's
 own, read from its rusage when it ends. Results: `bench/results/<timestamp>.json` and
-`latest.json` / `latest.md`, the chart `docs/bench_rows_per_second.png`.
+`latest.json` (committed: every figure and target) / `latest.md`, the chart
+`docs/bench_rows_per_second.png`, and docs/performance.md's generated part (`--docs`).
 """
 
 from __future__ import annotations
@@ -238,6 +245,10 @@ class Bench:
                         break
                 if finished:
                     digests[peer] = self.digest(env, url, **self.peer_table(peer, kind, home))
+        distinct = {(d["rows"], d["sha256"]) for d in digests.values()}
+        print(f"  stores after the three cases: {'the same' if len(distinct) <= 1 else 'DIFFER'} "
+              + "(" + ", ".join(f"{k} {d['rows']} rows {d['sha256'][:8]}" for k, d in digests.items()) + ")",
+              flush=True)
 
     def peer_table(self, peer: str, kind: str, home: Path) -> dict:
         """Where a peer's patients are: dlt writes its own dataset (a schema on PostgreSQL, an
@@ -347,7 +358,7 @@ class Bench:
                 "machine": machine, "sizes": self.args.sizes, "repeat": self.args.repeat,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
-                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS,
+                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS, "commit": _commit(),
                 "databases": list(databases), "samples": self.samples, "store_digests": self.digests,
                 "task_overhead": self.task_overhead}
 
@@ -360,6 +371,18 @@ class Bench:
                 return conn.exec_driver_sql("SHOW server_version").scalar_one()
         finally:
             engine.dispose()
+
+
+def _commit() -> str | None:
+    """The checked-out commit (with "+changes" when the work tree differs), or None without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) or None
 
 
 def _csv_list(text: str) -> list[str]:
@@ -381,8 +404,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--airflow-rows", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--chart", default=str(ROOT / "docs" / "bench_rows_per_second.png"))
+    parser.add_argument("--docs", default=None,
+                        help="rewrite this file's generated part (default: docs/performance.md when --out "
+                             "is the default bench/results; none otherwise)")
     parser.add_argument("--keep-work", action="store_true", help="keep the exports and stores under <out>/work")
     args = parser.parse_args(argv)
+    if args.docs is None and Path(args.out).resolve() == (ROOT / "bench" / "results").resolve():
+        args.docs = str(ROOT / "docs" / "performance.md")
     args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
@@ -411,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
         (out / name).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (out / "latest.md").write_text(text, encoding="utf-8")
     chart = report.chart(results, Path(args.chart))
+    if args.docs:
+        report.update_docs(Path(args.docs), results)
     print()
     print(text)
     print("Targets (issue #14):")

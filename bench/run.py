@@ -65,6 +65,7 @@ class Bench:
                             "unchanged": (today - timedelta(days=1)).isoformat(), "newer": today.isoformat()}
         self.digests: dict[str, dict[str, dict]] = {}
         self.task_overhead: dict | None = None
+        self.commit = _commit()  # the code measured: taken before the run, edits during it aside
         self.samples: list[dict] = []
         self.stopped: set[tuple] = set()  # (figure, database, rows, mode) stopped at the timeout
         self.server = None
@@ -358,7 +359,7 @@ class Bench:
                 "machine": machine, "sizes": self.args.sizes, "repeat": self.args.repeat,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
-                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS, "commit": _commit(),
+                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS, "commit": self.commit,
                 "databases": list(databases), "samples": self.samples, "store_digests": self.digests,
                 "task_overhead": self.task_overhead}
 

@@ -28,7 +28,7 @@ def tiny_run(tmp_path_factory) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "bench.run", "--sizes", "300", "--repeat", "1", "--databases", "sqlite",
          "--figures", "floor,pandas,duckdb,ours", "--out", str(out), "--chart", str(out / "chart.png")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return {"stdout": done.stdout, "results": json.loads((out / "latest.json").read_text()),
             "table": (out / "latest.md").read_text()}

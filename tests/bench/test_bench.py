@@ -51,7 +51,7 @@ def test_the_bench_runs_every_figure_through_the_real_stages(tiny_run):
     assert set(ours["insert"]["stages"]) >= {"read", "normalise", "gx_suites", "transform", "load", "report"}
     assert all(s["seconds"] > 0 and s["peak_rss_mb"] > 0 for s in results["samples"])
     assert "| 300 | sqlite | ours | empty (inserts) |" in tiny_run["table"]
-    assert "Targets:" in tiny_run["table"] and "machine:" in tiny_run["stdout"]
+    assert "Targets (issue #14):" in tiny_run["table"] and "machine:" in tiny_run["stdout"]
 
 
 @pytest.mark.integration

@@ -20,6 +20,7 @@ _STORE = {"insert": "empty (inserts)", "unchanged": "same file again (unchanged)
 # Issue #14's targets (bench/run.py measures them; `met` is None when a run did not measure one).
 FLOOR_LIMIT = {"postgresql": 1.5, "sqlite": 2.0}
 PEAK_RSS_LIMIT_MB = 1024
+PEAK_RSS_ROWS = 1_000_000
 AIRFLOW_LIMIT = 1.2
 SCHEDULED_LIMIT = 2.0
 
@@ -146,13 +147,17 @@ def _targets(by_key: dict, results: dict) -> list[dict]:
                    for db in results["databases"] for size in sizes for mode in MODES
                    if ("ours", db, size, mode) in by_key]
     if ours_memory:
-        # Ours runs its stages in one process, so its peak RSS bounds every stage's.
+        # Ours runs its stages in one process, so its peak RSS bounds every stage's. The target is
+        # about PEAK_RSS_ROWS: a run that stops short shows its figure, never "met".
         largest = max(size for size, _ in ours_memory)
         at_largest = max(mb for size, mb in ours_memory if size == largest)
-        targets.append(_target(f"peak RSS of any stage ≤ {PEAK_RSS_LIMIT_MB} MB", None, largest, value=at_largest,
-                               unit="MB", limit=PEAK_RSS_LIMIT_MB, headline=True,
-                               by_size={str(n): max(mb for s, mb in ours_memory if s == n) for n in sizes
-                                        if any(s == n for s, _ in ours_memory)}))
+        target = _target(f"peak RSS of any stage ≤ {PEAK_RSS_LIMIT_MB} MB at {PEAK_RSS_ROWS:,} rows", None, largest,
+                         value=at_largest, unit="MB", limit=PEAK_RSS_LIMIT_MB, headline=True,
+                         by_size={str(n): max(mb for s, mb in ours_memory if s == n) for n in sizes
+                                  if any(s == n for s, _ in ours_memory)})
+        if largest < PEAK_RSS_ROWS:
+            target["met"] = None
+        targets.append(target)
     for name, test, trivial in (
             ("patient_import via `airflow dags test` ≤ 1.2× the trivial DAG", "dags_test:patient_import",
              "dags_test:trivial_five_tasks"),
@@ -253,7 +258,8 @@ def _measured(t: dict) -> str:
         return f"{'≤ ' if t.get('bound') else ''}{t['ratio']:.2f}× (limit {t['limit']}×)"
     if t.get("value") is not None:
         limit = f" (limit {t['limit']:.0f})" if t.get("limit") else ""
-        return f"{t['value']:,.1f} {t.get('unit') or ''}{limit}"
+        at = f" at {t['rows']:,} rows" if t.get("met") is None and t.get("rows") else ""
+        return f"{t['value']:,.1f} {t.get('unit') or ''}{limit}{at}"
     return "—"
 
 
@@ -287,7 +293,7 @@ def _task_overhead_lines(overhead: dict | None) -> list[str]:
     lines = ["", "Per-task start-up cost (bench/task_overhead.py): a fresh Python process that imports "
                  "`airflow.sdk` (as the task runner has), then what the task of `dags/patient_import.py` "
                  "imports and sets up before its work; median of "
-                 f"{overhead['repeat']} runs. The trivial task imports `airflow.sdk` only.", "",
+                 f"{overhead['repeat']} run(s). The trivial task imports `airflow.sdk` and `pendulum` only.", "",
              "| task | imports (s) | store engine + checks (s) | process wall (s) | over the trivial task (s) "
              "| heavy modules loaded |", "|---|---:|---:|---:|---:|---|"]
     trivial = overhead["trivial"]["process_seconds"]
@@ -401,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--chart", help="write the chart here (docs/bench_rows_per_second.png)")
     args = parser.parse_args(argv)
     results = json.loads(Path(args.results).read_text(encoding="utf-8"))
+    # The summary is derived from the samples: written back, so the JSON and the docs agree.
     results["summary"] = summarise(results)
+    Path(args.results).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     print(markdown(results))
     print("\n".join(target_lines(results["summary"])))
     if args.docs:

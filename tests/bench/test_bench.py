@@ -106,7 +106,9 @@ def test_every_target_of_issue_14_is_reported_met_not_met_or_not_measured(tiny_r
     for mode in ("insert", "unchanged", "newer"):
         floor = targets[f"ours ≤ 2.0× the floor ({mode})"]
         assert floor["database"] == "sqlite" and floor["met"] in (True, False) and floor["ratio"] > 0
-    assert targets["peak RSS of any stage ≤ 1024 MB"]["met"] in (True, False)
+    # Measured at 300 rows: shown, but the target is about 1,000,000 rows.
+    rss = targets["peak RSS of any stage ≤ 1024 MB at 1,000,000 rows"]
+    assert rss["value"] > 0 and rss["met"] is None
     # Not measured by this run (no Airflow figure, no scheduler): said so, never guessed.
     for name, target in targets.items():
         if "airflow" in name or "scheduled" in name or "parse" in name:

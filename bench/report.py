@@ -319,6 +319,45 @@ def _scheduled_lines(scheduled: dict | None) -> list[str]:
     return lines
 
 
+def _bar_chart(results: dict, path: Path, plt) -> Path:
+    """One export size: seconds per figure and case, one panel per database (a rate-by-size line
+    chart needs two sizes at least)."""
+    figures = [f for f in results["summary"]["figures"]
+               if f["figure"] in _LABELS and not f["figure"].startswith("floor:")]
+    databases = results["databases"]
+    fig, axes = plt.subplots(1, len(databases), figsize=(6.2 * len(databases), 4.6), squeeze=False)
+    colors = {"insert": "tab:blue", "unchanged": "tab:cyan", "newer": "tab:purple"}
+    for ax, db in zip(axes[0], databases):
+        names = sorted({f["figure"] for f in figures if f["database"] == db}, key=_ORDER.get)
+        for i, mode in enumerate(MODES):
+            for j, name in enumerate(names):
+                f = next((f for f in figures
+                          if f["figure"] == name and f["database"] == db and f["mode"] == mode), None)
+                if f is None:
+                    continue
+                seconds = f["seconds"] or f["did_not_finish_in"]
+                bar = ax.barh(j + (i - 1) * 0.27, seconds, height=0.27, color=colors[mode],
+                              label=_STORE[mode] if j == 0 else None, hatch="//" if f["seconds"] is None else None)
+                ax.bar_label(bar, labels=[f"{seconds:.1f}" + ("+ (stopped)" if f["seconds"] is None else "")],
+                             fontsize=7, padding=2)
+        ax.set_yticks(range(len(names)), [_LABELS[n] for n in names], fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xscale("log")
+        ax.set_xlabel("seconds (median, log scale)")
+        ax.set_title({"postgresql": "PostgreSQL", "sqlite": "SQLite"}.get(db, db))
+        ax.grid(True, axis="x", which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    rows = next(f["rows"] for f in figures)
+    m = results["machine"]
+    fig.suptitle(f"patient import, {rows:,} rows, {m['cores']} cores, {m['memory_gb']:.0f} GB "
+                 f"(median of {results['repeat']} run(s))", fontsize=11)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def chart(results: dict, path: Path) -> Path | None:
     try:
         import matplotlib
@@ -330,6 +369,8 @@ def chart(results: dict, path: Path) -> Path | None:
 
     figures = results["summary"]["figures"]
     databases = results["databases"]
+    if len({f["rows"] for f in figures if f["figure"] in _LABELS}) == 1:
+        return _bar_chart(results, path, plt)
     fig, axes = plt.subplots(1, len(databases), figsize=(6.2 * len(databases), 4.6), squeeze=False)
     series = (("floor", "insert", "floor (SQL), inserts", "k", "--"),
               ("floor", "unchanged", "floor (SQL), unchanged", "0.5", ":"),

@@ -1,10 +1,17 @@
-"""`make bench`: every figure of issue #6 in one run on one machine, medians of several runs.
+"""`make bench`: every figure of issues #6 and #14 in one run on one machine, medians of several runs.
 
     python -m bench.run --sizes 1000,100000,1000000 --repeat 3
 
+Ours, the floor (two SQL variants, the faster kept) and the peers (naive pandas, dlt, DuckDB),
+each on its own fresh store in three cases: an export into an empty store, the same file again,
+and the same rows exported a day later (rule 7 advances every patient's date). Then `airflow
+dags test` and DAG parse time beside a trivial DAG, and each task's start-up cost. Every target
+of issue #14 that the run measured is printed met / NOT MET, the others "not measured".
+
 Each measured figure runs in a fresh process (`bench.worker`); its peak RSS is that process's
 own, read from its rusage when it ends. Results: `bench/results/<timestamp>.json` and
-`latest.json` / `latest.md`, the chart `docs/bench_rows_per_second.png`.
+`latest.json` (committed: every figure and target) / `latest.md`, the chart
+`docs/bench_rows_per_second.png`, and docs/performance.md's generated part (`--docs`).
 """
 
 from __future__ import annotations
@@ -20,20 +27,25 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-from bench import report
+from bench import report, task_overhead
 from bench.airflow_overhead import PATIENT_IMPORT_DAG, TRIVIAL_DAG
 from bench.common import PRACTICE_ID, PRACTICES_YAML, RESULT_PREFIX, ROOT
 
 DATABASES = ("postgresql", "sqlite")
-FIGURES = ("floor", "pandas", "dlt", "ours", "airflow")
+FIGURES = ("floor", "pandas", "duckdb", "dlt", "ours", "airflow", "tasks")
+# The cases every import figure runs in, in this order on one store: the export into an empty
+# store, the same file again, the same rows exported a day later (rule 7 advances every
+# patient's last_seen_exported_on, nothing else changes).
+MODES = ("insert", "unchanged", "newer")
+FLOOR_METHODS = ("merge", "on_conflict")
 # A peer's figure still running after this is stopped (SIGKILL: dlt defers SIGTERM) and reported
 # as "did not finish": a lower bound on its time, never a guess. Our own figures get the safety limit.
 FIGURE_TIMEOUT_SECONDS = int(os.environ.get("BENCH_FIGURE_TIMEOUT") or 1800)
 SAFETY_TIMEOUT_SECONDS = 3 * 3600
-_PEERS = ("pandas", "dlt")
+_PEERS = ("pandas", "dlt", "duckdb")
 SEED = 6
 
 
@@ -47,7 +59,13 @@ class Bench:
         self.out = Path(args.out).resolve()
         self.work = self.out / "work"
         self.python = sys.executable
-        self.exported_on = date.today().isoformat()
+        # The export dates of the cases: a day apart, the newer today (never in the future).
+        today = date.today()
+        self.exported_on = {"insert": (today - timedelta(days=1)).isoformat(),
+                            "unchanged": (today - timedelta(days=1)).isoformat(), "newer": today.isoformat()}
+        self.digests: dict[str, dict[str, dict]] = {}
+        self.task_overhead: dict | None = None
+        self.commit = _commit()  # the code measured: taken before the run, edits during it aside
         self.samples: list[dict] = []
         self.stopped: set[tuple] = set()  # (figure, database, rows, mode) stopped at the timeout
         self.server = None
@@ -118,11 +136,11 @@ class Bench:
         if seconds is None:
             # A lower bound is all a repeat could add: the figure is not run again at this size.
             self.stopped.add((figure, database, size, mode))
-            print(f"  {figure:<8} {mode:<10} {database or '':<10} {size or '':>9} "
+            print(f"  {figure:<17} {mode:<10} {database or '':<10} {size or '':>9} "
                   f"did not finish in {FIGURE_TIMEOUT_SECONDS} s: stopped, not repeated", flush=True)
             return
         rate = f"{size / seconds:>12,.0f} rows/s" if size else ""
-        print(f"  {figure:<8} {mode:<10} {database or '':<10} {size or '':>9} "
+        print(f"  {figure:<17} {mode:<10} {database or '':<10} {size or '':>9} "
               f"{seconds:8.2f} s {rate} {done['peak_rss_mb']:8.0f} MB", flush=True)
 
     # ------------------------------------------------------------------ databases
@@ -170,40 +188,83 @@ class Bench:
             self.drop(kind, name)
 
     def sizes_round(self, size: int, export: Path, kind: str, repeat: int) -> None:
+        """Every figure of one size on one database, each in its three cases (MODES) on one store:
+        the export into an empty store, the same export again, then the same rows exported a day
+        later. After the last case each store's contents are digested (not measured): ours, the
+        floor and the peers must leave the same patients."""
         figures = self.args.figures
         tag = f"{kind[:2]}_{size}_{repeat}"
-        clean = self.work / "exports" / f"clean_{size}.csv"
+        clean = {"insert": self.work / "exports" / f"clean_{size}.csv",
+                 "newer": self.work / "exports" / f"clean_newer_{size}.csv"}
+        clean["unchanged"] = clean["insert"]
+        digests = self.digests.setdefault(f"{kind} {size:,} rows, run {repeat + 1}", {})
 
-        if "ours" in figures or not clean.exists():
+        if "ours" in figures or not clean["insert"].exists():
             with self.prepared_store(f"ours_{tag}", kind) as (url, _, env):
-                for mode in ("insert", "unchanged"):
+                for mode in MODES:
                     done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
-                                       exported_on=self.exported_on)
+                                       exported_on=self.exported_on[mode])
                     if "ours" in figures:
                         self.record("ours", kind, size, mode, done)
-                    if mode == "insert" and not clean.exists():
-                        self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean))
+                    if mode == "insert" and not clean["insert"].exists():
+                        self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean["insert"]))
+                        self.worker("clean_csv", env, f"clean newer csv {size}", url=url, out=str(clean["newer"]),
+                                    last_seen_exported_on=self.exported_on["newer"])
                     if "ours" not in figures:
                         break
+                else:
+                    digests["ours"] = self.digest(env, url)
         if "floor" in figures:
-            with self.prepared_store(f"floor_{tag}", kind) as (url, _, env):
-                for mode in ("insert", "unchanged"):
-                    self.record("floor", kind, size, mode,
-                                self.worker("floor", env, f"floor {mode} {tag}", url=url, clean_csv=str(clean)))
+            for method in (FLOOR_METHODS if kind == "postgresql" else ("on_conflict",)):
+                with self.prepared_store(f"floor_{method}_{tag}", kind) as (url, _, env):
+                    for mode in MODES:
+                        self.record(f"floor:{method}", kind, size, mode,
+                                    self.worker("floor", env, f"floor {method} {mode} {tag}", url=url,
+                                                clean_csv=str(clean[mode]), import_id=f"floor_{mode}",
+                                                method=method))
+                    digests[f"floor:{method}"] = self.digest(env, url)
         if "pandas" in figures and ("pandas", kind, size, "insert") not in self.stopped:
             with self.prepared_store(f"pandas_{tag}", kind) as (url, _, env):
                 self.record("pandas", kind, size, "insert",
-                            self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean)))
-        if "dlt" in figures and ("dlt", kind, size, "insert") not in self.stopped:
-            with self.prepared_store(f"dlt_{tag}", kind) as (url, home, env):
-                for mode in ("insert", "unchanged"):
-                    if ("dlt", kind, size, mode) in self.stopped:
+                            self.worker("pandas", env, f"pandas insert {tag}", url=url, clean_csv=str(clean["insert"])))
+        for peer in ("duckdb", "dlt"):
+            if peer not in figures or (peer, kind, size, "insert") in self.stopped:
+                continue
+            with self.prepared_store(f"{peer}_{tag}", kind) as (url, home, env):
+                finished = True
+                for mode in MODES:
+                    if (peer, kind, size, mode) in self.stopped:
+                        finished = False
                         break
-                    done = self.worker("dlt", env, f"dlt {mode} {tag}", url=url, clean_csv=str(clean),
-                                       pipelines_dir=str(home / "dlt_pipelines"))
-                    self.record("dlt", kind, size, mode, done)
+                    extra = ({"pipelines_dir": str(home / "dlt_pipelines")} if peer == "dlt"
+                             else {"work_dir": str(home)})
+                    done = self.worker(peer, env, f"{peer} {mode} {tag}", url=url, clean_csv=str(clean[mode]),
+                                       **extra)
+                    self.record(peer, kind, size, mode, done)
                     if done["timed_out"]:
+                        finished = False
                         break
+                if finished:
+                    digests[peer] = self.digest(env, url, **self.peer_table(peer, kind, home))
+        distinct = {(d["rows"], d["sha256"]) for d in digests.values()}
+        print(f"  stores after the three cases: {'the same' if len(distinct) <= 1 else 'DIFFER'} "
+              + "(" + ", ".join(f"{k} {d['rows']} rows {d['sha256'][:8]}" for k, d in digests.items()) + ")",
+              flush=True)
+
+    def peer_table(self, peer: str, kind: str, home: Path) -> dict:
+        """Where a peer's patients are: dlt writes its own dataset (a schema on PostgreSQL, an
+        attached database file beside the store on SQLite)."""
+        if peer != "dlt":
+            return {}
+        if kind == "postgresql":
+            return {"schema": "bench_dlt"}
+        return {"attach": str(home / "patient_store__bench_dlt.db")}
+
+    def digest(self, env: dict[str, str], url: str, **where) -> dict:
+        if "attach" in where:
+            url = f"sqlite:///{where.pop('attach')}"
+        done = self.worker("store_digest", env, "store digest", url=url, **where)
+        return done["result"]
 
     def airflow(self) -> None:
         """`airflow dags test` of patient_import and of the trivial DAG; parse time of both files."""
@@ -241,7 +302,7 @@ class Bench:
                     self.worker("prepare_store", env, "prepare airflow store",
                                 url=f"sqlite:///{home / 'patient_store.db'}")
                     conf = json.dumps({"practice_id": PRACTICE_ID, "export_file": str(export),
-                                       "exported_on": self.exported_on, "dry_run": False})
+                                       "exported_on": self.exported_on["newer"], "dry_run": False})
                 done = self.spawn([airflow, "dags", "test", dag_id, "-f", str(dag_file), "-c", conf], env,
                                   f"dags test {dag_id}")
                 if done["returncode"] != 0:
@@ -283,6 +344,12 @@ class Bench:
             if "airflow" in self.args.figures:
                 print("Airflow", flush=True)
                 self.airflow()
+            if "tasks" in self.args.figures:
+                print("Per-task start-up cost", flush=True)
+                self.task_overhead = task_overhead.measure(self.args.repeat)
+                for name, t in self.task_overhead["tasks"].items():
+                    print(f"  {name:<20} {t['process_seconds']:6.2f} s ({t['over_trivial_seconds']:+.2f} s over "
+                          f"the trivial task's {self.task_overhead['trivial']['process_seconds']:.2f} s)", flush=True)
         finally:
             if server_cm is not None:
                 server_cm.__exit__(None, None, None)
@@ -292,8 +359,9 @@ class Bench:
                 "machine": machine, "sizes": self.args.sizes, "repeat": self.args.repeat,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
-                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS,
-                "databases": list(databases), "samples": self.samples}
+                "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS, "commit": self.commit,
+                "databases": list(databases), "samples": self.samples, "store_digests": self.digests,
+                "task_overhead": self.task_overhead}
 
     def _postgres_version(self) -> str:
         import sqlalchemy as sa
@@ -304,6 +372,18 @@ class Bench:
                 return conn.exec_driver_sql("SHOW server_version").scalar_one()
         finally:
             engine.dispose()
+
+
+def _commit() -> str | None:
+    """The checked-out commit (with "+changes" when the work tree differs), or None without git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=30).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (head + ("+changes" if dirty else "")) or None
 
 
 def _csv_list(text: str) -> list[str]:
@@ -325,8 +405,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--airflow-rows", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--chart", default=str(ROOT / "docs" / "bench_rows_per_second.png"))
+    parser.add_argument("--docs", default=None,
+                        help="rewrite this file's generated part (default: docs/performance.md when --out "
+                             "is the default bench/results; none otherwise)")
     parser.add_argument("--keep-work", action="store_true", help="keep the exports and stores under <out>/work")
     args = parser.parse_args(argv)
+    if args.docs is None and Path(args.out).resolve() == (ROOT / "bench" / "results").resolve():
+        args.docs = str(ROOT / "docs" / "performance.md")
     args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
@@ -355,8 +440,15 @@ def main(argv: list[str] | None = None) -> int:
         (out / name).write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     (out / "latest.md").write_text(text, encoding="utf-8")
     chart = report.chart(results, Path(args.chart))
+    if args.docs:
+        report.update_docs(Path(args.docs), results)
     print()
     print(text)
+    print("Targets (issue #14):")
+    print("\n".join(report.target_lines(summary)))
+    for where, verdict in summary["stores_agree"].items():
+        print(f"  stores after the three cases, {where}: {'the same' if verdict['agree'] else 'DIFFER'} "
+              f"({', '.join(verdict['figures'])})")
     print(f"results: {out / 'latest.json'}  table: {out / 'latest.md'}  chart: {chart}")
     return 0
 

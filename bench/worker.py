@@ -22,6 +22,8 @@ def _figures():
         "clean_csv": floor.write_clean_csv,
         "pandas": peers.run_pandas,
         "dlt": peers.run_dlt,
+        "duckdb": peers.run_duckdb,
+        "store_digest": floor.store_digest,
         "parse": airflow_overhead.parse_dag_file,
     }
 

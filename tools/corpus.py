@@ -124,7 +124,20 @@ def hostile_rows(n: int = 5) -> list[list[str]]:
 
 
 def accepted_rows(n: int = 5, first: int = ACCEPTED_FIRST_ACCOUNT) -> list[list[str]]:
-    return [patient(first + i) for i in range(n)]
+    """Clean rows of `n` different people: the first name carries a letter suffix after the marker
+    (still found by a marker scan), so that they are not one person under several account numbers
+    (`possible_duplicate_patient`, SPEC §8)."""
+    return [patient(first + i, first=FIRST + _letters(i)) for i in range(n)]
+
+
+def _letters(i: int) -> str:
+    """0 → "A", 25 → "Z", 26 → "AA": a suffix that keeps a name a name."""
+    text = ""
+    i += 1
+    while i:
+        i, rest = divmod(i - 1, 26)
+        text = chr(65 + rest) + text
+    return text
 
 
 # ---------------------------------------------------------------- builders

@@ -101,6 +101,10 @@ class Import(Base):
     data_docs_path: Mapped[str | None] = mapped_column(sa.Text)
     quarantine_path: Mapped[str | None] = mapped_column(sa.Text)
     details: Mapped[str | None] = mapped_column(sa.Text)  # JSON: figures of a rejection (capacity, ...)
+    # JSON list of the export's canonical fields, recorded at validate (migration 0005).
+    export_columns: Mapped[str | None] = mapped_column(sa.Text)
+    # JSON of the approval decision and answer (`approval.py`; migration 0005).
+    approval: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ImportRow(Base):

@@ -8,6 +8,7 @@ import json
 from datetime import date, timedelta
 
 import pytest
+import sqlalchemy as sa
 
 from include.patient_import import approval, records, rules
 from include.patient_import import problems as p
@@ -207,7 +208,7 @@ def test_approved_imports_load_and_rejected_or_timed_out_ones_change_nothing(tmp
     assert outcomes["rejected"][0] == outcomes["timed_out"][0] == p.Status.REJECTED
     assert sorted(patients_snapshot(engine)) == [str(a) for a in range(20001, 20011)]
     with engine.connect() as conn:
-        problems = {r["code"] for r in conn.execute(__import__("sqlalchemy").text(
+        problems = {r["code"] for r in conn.execute(sa.text(
             "select code from import_problems where row_number is null")).mappings()}
     assert {p.NOT_APPROVED, p.APPROVAL_TIMED_OUT} <= problems
 

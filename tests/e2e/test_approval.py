@@ -34,18 +34,29 @@ def _quoted(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
 
 
+def _map_index(instances: list[dict], practice_id: str) -> int | None:
+    """The practice's map index, from a finished task of its group (a task renders its practice label
+    when it finishes: the waiting approval step is still labelled with its number)."""
+    found = {t["map_index"] for t in instances if t.get("rendered_map_index") == practice_id}
+    return found.pop() if found else None
+
+
 def _tasks(airflow, run_id: str, practice_id: str) -> dict[str, str]:
     """The practice's group: task id (without the group) -> state."""
-    return {t["task_id"].split(".")[-1]: t["state"] for t in airflow.task_instances(_quoted(run_id))
-            if t.get("rendered_map_index") == practice_id}
+    instances = airflow.task_instances(_quoted(run_id))
+    index = _map_index(instances, practice_id)
+    return {t["task_id"].split(".")[-1]: t["state"] for t in instances
+            if index is not None and t["map_index"] == index}
 
 
 def _approval_task(airflow, run_id: str, practice_id: str, timeout: float = 600) -> dict:
     """Wait until the practice's approval step waits for input; returns its task instance."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for ti in airflow.task_instances(_quoted(run_id)):
-            if ti["task_id"] == APPROVE_TASK and ti.get("rendered_map_index") == practice_id:
+        instances = airflow.task_instances(_quoted(run_id))
+        index = _map_index(instances, practice_id)
+        for ti in instances:
+            if ti["task_id"] == APPROVE_TASK and index is not None and ti["map_index"] == index:
                 if ti["state"] == "awaiting_input":
                     return ti
                 assert ti["state"] not in ("success", "failed", "skipped", "upstream_failed"), (

@@ -207,7 +207,6 @@ class ApproveImports(HITLOperator):
 
         from include.patient_import.approval import approver_text
 
-        context["practice_id"] = self.practice_id  # rendered by map_index_template
         waiting = [d for d in self.decisions or [] if d.get("waits")]
         if not waiting:
             raise AirflowSkipException(f"no import of {self.practice_id} is over an approval threshold")
@@ -218,7 +217,6 @@ class ApproveImports(HITLOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
-        context["practice_id"] = self.practice_id
         if event.get("error_type") == "timeout":
             self.log.info("no answer within the approval timeout: the imports are rejected")
             return {"answer": "timed_out", "by": None}
@@ -277,8 +275,10 @@ def import_practice(practice_id: str, attempt: int) -> None:
     validated = validate_exports(practice_id, import_ids)
     transformed = transform_exports(practice_id, import_ids)
     decisions = check_approval(practice_id, import_ids)
+    # `task.practice_id` is rendered before execute: the waiting task is labelled with its practice
+    # (a label from the context renders only when a task finishes, and this one parks first).
     approved = ApproveImports(task_id="approve_imports", practice_id=practice_id, decisions=decisions,
-                              map_index_template="{{ practice_id }}")
+                              map_index_template="{{ task.practice_id }}")
     loaded = load_patients(practice_id, import_ids)
     reported = report_imports(practice_id, import_ids)
     validated >> transformed >> decisions >> approved >> loaded >> reported

@@ -124,6 +124,7 @@ def test_an_import_over_a_threshold_waits_until_approved_while_another_practice_
     run_id = _trigger(airflow)
 
     waiting = _approval_task(airflow, run_id, "echo_clinic")
+    assert waiting["rendered_map_index"] == "echo_clinic"  # labelled with its practice while it waits
     # The other practice's group is not held up: it finishes while echo_clinic waits.
     deadline = time.monotonic() + 600
     while (golf := _tasks(airflow, run_id, "golf_clinic")).get("report_imports") != "success":

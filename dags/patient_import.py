@@ -9,8 +9,13 @@ For each practice with waiting exports (or the one named in the run's conf), old
 2. **validate_exports** — reads and normalises each file; the Great Expectations suites in
    `expectations/` decide which rows and files are rejected; builds Data Docs.
 3. **transform_exports** — writes the upload-ready Cash Practice CSV and the rejected rows.
-4. **load_patients** — one transaction per import, under the practice's lock.
-5. **report_imports** — finalises each import and writes its JSON report, whatever happened
+4. **check_approval** — decides, without writing, whether an import is over one of its practice's
+   `approval` thresholds (README "Approval").
+5. **approve_imports** — waits for a person (Airflow's human-in-the-loop: *Required Actions*) only
+   when an import is over a threshold; skipped otherwise. Reject, or no answer in time, rejects the
+   import (`not_approved`, `approval_timed_out`) and no patient changes.
+6. **load_patients** — one transaction per import, under the practice's lock.
+7. **report_imports** — finalises each import and writes its JSON report, whatever happened
    upstream; fails the run when an import was rejected or failed.
 
 Trigger with conf `{"practice_id": "demo_clinic", "export_file": "/abs/path.csv",
@@ -26,6 +31,7 @@ import os
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.hitl import HITLOperator
 from airflow.sdk import CronDataIntervalTimetable, Param, dag, get_current_context, task, task_group
 
 _ALERTS_CONN_ID = "patient_import_alerts"
@@ -171,12 +177,72 @@ def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 
 @task(map_index_template="{{ practice_id }}")
+def check_approval(practice_id: str, import_ids: list[str]) -> list[dict]:
+    """Each import's approval decision (counts, reason codes; no patient value): `approval.assess_import`."""
+    from include.patient_import.approval import assess_import
+
+    _run_info(practice_id)
+    engine = _engine()
+    return [assess_import(engine, i) for i in import_ids]
+
+
+class ApproveImports(HITLOperator):
+    """Waits for a person to approve or reject the practice's imports that `check_approval` found
+    over a threshold (SPEC §8), in Airflow's *Required Actions*; skipped when none is.
+
+    Returns {"answer": "approved" | "rejected" | "timed_out", "by": the user's name or None}: the
+    load records it and rejects what was not approved. No answer within the practice's
+    `timeout_hours` is `timed_out` (not a task failure: the load still runs and records it).
+    """
+
+    template_fields = (*HITLOperator.template_fields, "practice_id", "decisions")
+    APPROVE, REJECT = "Approve", "Reject"
+
+    def __init__(self, *, practice_id, decisions, **kwargs) -> None:
+        super().__init__(subject="Approve imports", options=[self.APPROVE, self.REJECT], multiple=False, **kwargs)
+        self.practice_id = practice_id
+        self.decisions = decisions
+
+    def execute(self, context):
+        from airflow.providers.common.compat.sdk import AirflowSkipException, conf
+
+        from include.patient_import.approval import approver_text
+
+        waiting = [d for d in self.decisions or [] if d.get("waits")]
+        if not waiting:
+            raise AirflowSkipException(f"no import of {self.practice_id} is over an approval threshold")
+        base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
+        self.subject = f"Approve {len(waiting)} import(s) of {self.practice_id}?"
+        self.body = approver_text(waiting, results_url=f"{base}/import-results")
+        self.response_timeout = timedelta(hours=max(d["timeout_hours"] for d in waiting))
+        return super().execute(context)
+
+    def execute_complete(self, context, event):
+        if event.get("error_type") == "timeout":
+            self.log.info("no answer within the approval timeout: the imports are rejected")
+            return {"answer": "timed_out", "by": None}
+        result = super().execute_complete(context, event)
+        user = result.get("responded_by_user") or {}
+        answer = "approved" if result["chosen_options"] == [self.APPROVE] else "rejected"
+        self.log.info("imports %s by %s", answer, user.get("name") or "?")
+        return {"answer": answer, "by": user.get("name")}
+
+
+@task(trigger_rule="none_failed", map_index_template="{{ practice_id }}")
 def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
+    """Runs when approve_imports succeeded or was skipped (nothing waited); records its answer first."""
+    from include.patient_import.approval import record_answer
     from include.patient_import.load import load_patients as load
     from include.patient_import.summary import log_stage_totals
 
     _run_info(practice_id)
     engine = _engine()
+    ti = get_current_context()["ti"]
+    group = ti.task_id.rsplit(".", 1)[0]
+    answer = ti.xcom_pull(task_ids=f"{group}.approve_imports", map_indexes=ti.map_index)
+    if answer:
+        for import_id in import_ids:
+            record_answer(engine, import_id, answer["answer"], answer.get("by"))
     loaded = [load(engine, i) for i in import_ids]
     log_stage_totals("load_patients", practice_id, loaded)
     return loaded
@@ -209,9 +275,14 @@ def import_practice(practice_id: str, attempt: int) -> None:
     import_ids = extract_exports(practice_id, attempt)
     validated = validate_exports(practice_id, import_ids)
     transformed = transform_exports(practice_id, import_ids)
+    decisions = check_approval(practice_id, import_ids)
+    # `task.practice_id` is rendered before execute: the waiting task is labelled with its practice
+    # (a label from the context renders only when a task finishes, and this one parks first).
+    approved = ApproveImports(task_id="approve_imports", practice_id=practice_id, decisions=decisions,
+                              map_index_template="{{ task.practice_id }}")
     loaded = load_patients(practice_id, import_ids)
     reported = report_imports(practice_id, import_ids)
-    validated >> transformed >> loaded >> reported
+    validated >> transformed >> decisions >> approved >> loaded >> reported
 
 
 @dag(

@@ -78,6 +78,8 @@ TEXT_REPAIRED = "text_repaired"
 EXPORT_DATE_FROM_LANDING_TIME = "export_date_from_landing_time"
 UPLOAD_OVERWRITES_NEWER_DATA = "upload_overwrites_newer_data"
 POSSIBLE_DUPLICATE_PATIENT = "possible_duplicate_patient"
+NOT_APPROVED = "not_approved"
+APPROVAL_TIMED_OUT = "approval_timed_out"
 
 # SPEC §3 rule 5: more than this share of rejected rows and the file is probably the wrong one.
 MAX_REJECTED_SHARE = 0.25
@@ -273,6 +275,17 @@ def _rules() -> Iterator[Rule]:
     ))
     yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7",
                cases=_EXPORT_FILE_REFUSALS)
+    yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"")
+    yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7")
+    yield Rule(NOT_APPROVED, ERR, FILE,
+               "the import waited for approval ({reasons}) and {who} rejected it; no patient was changed",
+               "§8 Approval",
+               cases=(("unanswered", "the import waited for approval ({reasons}) and its load ran without an "
+                                     "answer (the approval step was skipped or marked done by hand); no patient "
+                                     "was changed. Import the file again to ask again"),))
+    yield Rule(APPROVAL_TIMED_OUT, ERR, FILE,
+               "the import waited for approval ({reasons}) and nobody answered within {hours:g} hours; "
+               "no patient was changed. Import the file again to ask again", "§8 Approval")
     # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
     yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3 rule 5",
                tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)

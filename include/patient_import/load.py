@@ -29,11 +29,11 @@ from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import ACTIVE
-from include.patient_import.patients import count_patients, stored_patients
+from include.patient_import.patients import count_patients, decide_against_store
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
-from include.patient_import.records import import_problems
+from include.patient_import.records import approval_of, import_problems
 from include.patient_import.rules import (
     CHANGED_FIELDS,
     CODE,
@@ -41,9 +41,9 @@ from include.patient_import.rules import (
     OUTCOME,
     WRITE,
     accountless_rejection,
+    approval_rejection,
     capacity_parameters,
     capacity_rejection,
-    decide_outcomes,
     field_counts,
     landing_time_warning,
     payment_plan_warning,
@@ -71,10 +71,6 @@ class LoadResult:
     status: str
     counts: Counts
     already_loaded: bool = False
-
-
-# The stored columns the sync rules compare (SPEC §3) and the bookkeeping they advance.
-_COMPARED = ["id", "last_seen_exported_on"] + [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]
 
 
 # The patient columns an import writes: every export field, the bookkeeping, never the id.
@@ -311,7 +307,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             rejection = accountless_rejection(count_patients(conn, practice.id, without_account=True))
         decided = None
         if rejection is None:
-            decided = decide_outcomes(frame, stored_patients(conn, practice.id, _COMPARED), practice, exported_on)
+            decided = decide_against_store(conn, practice, frame, exported_on)
             new = int((decided[OUTCOME] == p.INSERTED).sum())
             if new:
                 stored = count_patients(conn, practice.id)
@@ -363,9 +359,13 @@ def load_patients(engine: Engine, import_id: str) -> dict:
     problems = validation.problems
     if job.exported_on_source == files.FROM_LANDING:
         problems = problems + [landing_time_warning(job.exported_on)]
+    rejection = validation.rejection
+    if rejection is None:  # an import that waited for approval loads only when approved (SPEC §8)
+        with engine.connect() as conn:
+            rejection = approval_rejection(approval_of(conn, import_id))
     result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
                                    frame=validation.frame, problems=problems,
-                                   rejection=validation.rejection, dry_run=job.dry_run)
+                                   rejection=rejection, dry_run=job.dry_run)
     counts = result.counts
     log.info("import %s: %d inserted, %d updated, %d unchanged, %d skipped, %d rejected (of %d read); "
              "status %s%s%s", import_id, counts.inserted, counts.updated, counts.unchanged, counts.skipped,

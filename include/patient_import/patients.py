@@ -8,15 +8,21 @@ compare (SPEC §3), under the practice's lock.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import date
 
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.patient_import.normalize import object_array
+from include.patient_import.practices import Practice
+from include.patient_import.rules import DATA_COLUMNS, decide_outcomes
+from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.store import Patient
 
 ACCOUNT_COLUMN = "third_party_acct_number"
+# The stored columns the sync rules compare (SPEC §3) and the bookkeeping they advance.
+COMPARED = ("id", "last_seen_exported_on", *(STORE_COLUMN.get(c, c) for c in DATA_COLUMNS))
 
 
 def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] = (), *,
@@ -54,3 +60,10 @@ def count_patients(conn: Connection, practice_id: str, *, without_account: bool 
     if without_account:
         query = query.where(table.c[ACCOUNT_COLUMN].is_(None))
     return int(conn.execute(query).scalar_one())
+
+
+def decide_against_store(conn: Connection, practice: Practice, frame: pd.DataFrame, exported_on: date) -> pd.DataFrame:
+    """`rules.decide_outcomes` for `frame` against the practice's patients as `conn` sees them:
+    what the load applies (under the practice's lock) and what approval counts before it, without
+    writing (SPEC §3, §8). Returns the frame with `outcome`, `code`, `changed`, `is_new`, `write`."""
+    return decide_outcomes(frame, stored_patients(conn, practice.id, COMPARED), practice, exported_on)

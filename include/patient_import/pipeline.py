@@ -16,6 +16,7 @@ from datetime import date
 
 from sqlalchemy.engine import Engine
 
+from include.patient_import.approval import assess_import
 from include.patient_import.extract import RunInfo, extract_exports
 from include.patient_import.load import load_patients
 from include.patient_import.report import report_import
@@ -26,6 +27,8 @@ from include.patient_import.validate import validate_import
 STAGES: dict[str, Callable[[Engine, str], dict]] = {
     "validate": validate_import,
     "transform": transform_import,
+    # In one process nobody can answer: an import that waits is loaded as not approved (SPEC §8).
+    "approval": assess_import,
     "load": load_patients,
 }
 

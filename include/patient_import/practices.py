@@ -25,6 +25,62 @@ DEFAULT_CAPACITY = 1000
 LARGE_PAYMENT_PLAN_IMPORT = 50  # SPEC §3 rule 3: more new patients than this earns a warning
 
 
+@dataclass(frozen=True)
+class Approval:
+    """A practice's approval thresholds (SPEC §8 "Approval"): an import over any of them waits
+    before its load for a person to approve it. None turns a check off.
+
+    Shares are fractions (0.2 is 20 %); `timeout_hours` is how long the import waits for an
+    answer before it is rejected `approval_timed_out`.
+    """
+
+    max_update_share: float | None = 0.2  # of the stored patients the import would update
+    max_inserts: int | None = 500  # new patients the import would insert
+    min_capacity_left_share: float | None = 0.05  # of the capacity still free after the import
+    column_changes: bool = True  # the export's columns differ from the last completed import's
+    max_possible_duplicates: int | None = 10  # `possible_duplicate_patient` warnings
+    timeout_hours: float = 24.0
+
+
+# The registry's `approval` keys, what each takes and whether null (the check off) is allowed.
+_SHARE, _COUNT, _FLAG, _HOURS = "a share between 0 and 1", "a whole number >= 0", "true or false", "hours > 0"
+APPROVAL_KEYS: dict[str, str] = {
+    "max_update_share": _SHARE, "max_inserts": _COUNT, "min_capacity_left_share": _SHARE,
+    "column_changes": _FLAG, "max_possible_duplicates": _COUNT, "timeout_hours": _HOURS,
+}
+
+
+def _approval_value(where: str, key: str, value: object) -> object:
+    kind = APPROVAL_KEYS[key]
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is None and kind in (_SHARE, _COUNT):
+        return None
+    if kind == _SHARE and number and 0 <= value <= 1:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    if kind == _COUNT and isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if kind == _FLAG and isinstance(value, bool):
+        return value
+    if kind == _HOURS and number and value > 0:  # type: ignore[operator]
+        return float(value)  # type: ignore[arg-type]
+    allowed = kind + (" or null (check off)" if kind in (_SHARE, _COUNT) else "")
+    raise ConfigurationError(f"{where}: approval.{key} must be {allowed}, not {str(value)[:40]!r}")
+
+
+def _approval(where: str, entry: object) -> Approval | None:
+    """The `approval` mapping of a registry entry; absent: the practice's imports never wait."""
+    if entry is None or entry is False:
+        return None
+    if entry is True or entry == {}:
+        return Approval()
+    if not isinstance(entry, dict):
+        raise ConfigurationError(f"{where}: approval must be a mapping of thresholds "
+                                 f"({', '.join(APPROVAL_KEYS)})")
+    unknown = sorted(str(k) for k in entry if k not in APPROVAL_KEYS)
+    if unknown:
+        raise ConfigurationError(f"{where}: unknown approval keys {unknown}; known: {list(APPROVAL_KEYS)}")
+    return Approval(**{key: _approval_value(where, key, value) for key, value in entry.items()})  # type: ignore[arg-type]
+
 
 @dataclass(frozen=True)
 class Practice:
@@ -41,6 +97,7 @@ class Practice:
     def header_map(self) -> HeaderMap:
         """How this practice's export headers map to fields (its `column_aliases` included)."""
         return HeaderMap.of(self.column_aliases)
+    approval: Approval | None = None  # None: imports never wait for approval (SPEC §8)
 
     @property
     def uses_drip_education(self) -> bool:
@@ -84,7 +141,8 @@ def _practice(entry: object, position: int) -> Practice:
             f"{where}: unknown upload_extra_columns {bad}; known: {sorted(UPLOAD_EXTRA_COLUMNS)}")
     return Practice(id=pid, name=str(entry.get("name") or pid), capacity=capacity,
                     systems=frozenset(systems), payment_plan_accounts=frozenset(normalised),
-                    upload_extra_columns=extras, column_aliases=_column_aliases(entry, where))
+                    upload_extra_columns=extras, column_aliases=_column_aliases(entry, where),
+                    approval=_approval(where, entry.get("approval")))
 
 
 def _column_aliases(entry: dict, where: str) -> tuple[tuple[str, str], ...]:

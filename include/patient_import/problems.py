@@ -13,6 +13,7 @@ from enum import StrEnum
 
 # The codes, for `p.<CODE>` in the stages.
 from include.patient_import.catalogue import (  # noqa: F401 - re-exported
+    APPROVAL_TIMED_OUT,
     CAPACITY_EXCEEDED,
     DUPLICATE_ACCOUNT_NUMBER,
     DUPLICATE_COLUMNS,
@@ -32,6 +33,7 @@ from include.patient_import.catalogue import (  # noqa: F401 - re-exported
     MISSING_REQUIRED_COLUMNS,
     MISSING_REQUIRED_FIELD,
     NO_DATA_ROWS,
+    NOT_APPROVED,
     NOT_ON_PAYMENT_PLAN_LIST,
     OLDER_THAN_STORED,
     POSSIBLE_DUPLICATE_PATIENT,

@@ -82,6 +82,27 @@ def set_details(engine: Engine, import_id: str, details: dict) -> None:
     update_import(engine, import_id, details=json.dumps(details, sort_keys=True))
 
 
+def approval_of(conn: Connection, import_id: str) -> dict | None:
+    """The import's recorded approval (`approval.py`), None when none was decided (SPEC §8)."""
+    text = conn.execute(sa.select(_IMPORTS.c.approval).where(_IMPORTS.c.id == import_id)).scalar()
+    return json.loads(text) if text else None
+
+
+def set_approval(engine: Engine, import_id: str, approval: dict) -> None:
+    update_import(engine, import_id, approval=json.dumps(approval, sort_keys=True))
+
+
+def last_completed_columns(conn: Connection, practice_id: str, before: str) -> tuple[str, list[str]] | None:
+    """The id and export columns (canonical field names) of the practice's newest completed,
+    loaded, non-dry-run import other than `before` that recorded them; None when there is none."""
+    done = (p.Status.COMPLETED.value, p.Status.COMPLETED_WITH_ERRORS.value)
+    row = conn.execute(sa.select(_IMPORTS.c.id, _IMPORTS.c.export_columns).where(
+        _IMPORTS.c.practice_id == practice_id, _IMPORTS.c.id != before, _IMPORTS.c.status.in_(done),
+        _IMPORTS.c.dry_run.is_(False), _IMPORTS.c.export_columns.is_not(None))
+        .order_by(_IMPORTS.c.loaded_at.desc(), _IMPORTS.c.id.desc()).limit(1)).first()
+    return (row.id, json.loads(row.export_columns)) if row else None
+
+
 def _problems_in_order(import_id: str) -> sa.Select:
     return (sa.select(*[_PROBLEMS.c[_PROBLEM_COLUMNS[name]].label(name) for name in PROBLEM_COLUMNS])
             .where(_PROBLEMS.c.import_id == import_id).order_by(_PROBLEMS.c.position, _PROBLEMS.c.id))

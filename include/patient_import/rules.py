@@ -19,7 +19,7 @@ from include.patient_import import catalogue as c
 from include.patient_import import problems as p
 from include.patient_import.catalogue import ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, IS_NEW, REJECTED
 from include.patient_import.normalize import name_match_keys, object_array
-from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Practice
+from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Approval, Practice
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER, STORE_COLUMN
 
@@ -353,3 +353,84 @@ def _duplicate_messages(others: pd.Series, shown: pd.Series, more) -> np.ndarray
                        "more" if extra else ("several" if number > 1 else None), accounts=names, more=extra)
              for names, number, extra in distinct.tolist()]
     return object_array(texts)[positions]
+
+# ---------------------------------------------------------------- approval (SPEC §8)
+
+# Why an import waits for approval: each reason's code and its office-facing message (figures and
+# field names only, never a patient value).
+UPDATES_OVER_SHARE = "updates_over_share"
+INSERTS_OVER_LIMIT = "inserts_over_limit"
+CAPACITY_NEARLY_FULL = "capacity_nearly_full"
+COLUMNS_CHANGED = "columns_changed"
+POSSIBLE_DUPLICATES_OVER_LIMIT = "possible_duplicates_over_limit"
+APPROVAL_REASONS: dict[str, str] = {
+    UPDATES_OVER_SHARE: "would update {updated} of the {stored} stored patients ({share:.0%}; "
+                        "more than {limit:.0%} waits)",
+    INSERTS_OVER_LIMIT: "would insert {inserted} new patients (more than {limit} waits)",
+    CAPACITY_NEARLY_FULL: "would leave {left} of the practice's capacity of {capacity} free ({share:.1%}; "
+                          "less than {limit:.0%} waits)",
+    COLUMNS_CHANGED: "the export's columns differ from the last completed import's ({previous_import}): "
+                     "{added_count} added ({added}), {removed_count} removed ({removed})",
+    POSSIBLE_DUPLICATES_OVER_LIMIT: "{possible_duplicates} possible duplicate patients (more than {limit} waits)",
+}
+
+
+def _reason(code: str, **figures) -> dict:
+    return {"code": code, "message": APPROVAL_REASONS[code].format(**figures), **figures}
+
+
+def approval_reasons(approval: Approval, *, counts: p.Counts, stored: int, capacity: int,
+                     columns: list[str], previous_columns: list[str] | None, previous_import: str | None,
+                     possible_duplicates: int) -> list[dict]:
+    """Why an import must wait for a person before its load (SPEC §8 "Approval"): one dict per
+    threshold it is over, `{"code", "message", **figures}` (counts, shares, limits, field names).
+    An empty list: it loads without waiting.
+
+    `counts` are the would-be outcomes (`patients.decide_against_store`), `stored` the practice's
+    stored patients before the import, `columns` the export's canonical fields and
+    `previous_columns` those of the practice's last completed import (None: no such import, nothing
+    to compare with). Shares are fractions of `stored` and of `capacity`.
+    """
+    reasons = []
+    limit = approval.max_update_share
+    if limit is not None and stored and counts.updated / stored > limit:
+        reasons.append(_reason(UPDATES_OVER_SHARE, updated=counts.updated, stored=stored,
+                               share=counts.updated / stored, limit=limit))
+    if approval.max_inserts is not None and counts.inserted > approval.max_inserts:
+        reasons.append(_reason(INSERTS_OVER_LIMIT, inserted=counts.inserted, limit=approval.max_inserts))
+    limit = approval.min_capacity_left_share
+    if limit is not None and capacity > 0 and counts.inserted:
+        # Only an import that adds patients brings the practice nearer its capacity.
+        left = max(capacity - stored - counts.inserted, 0)
+        if left / capacity < limit:
+            reasons.append(_reason(CAPACITY_NEARLY_FULL, left=left, capacity=capacity, share=left / capacity,
+                                   limit=limit))
+    if approval.column_changes and previous_columns is not None and set(columns) != set(previous_columns):
+        added = sorted(set(columns) - set(previous_columns))
+        removed = sorted(set(previous_columns) - set(columns))
+        reasons.append(_reason(COLUMNS_CHANGED, previous_import=previous_import, added_count=len(added),
+                               added=", ".join(added) or "none", removed_count=len(removed),
+                               removed=", ".join(removed) or "none"))
+    limit = approval.max_possible_duplicates
+    if limit is not None and possible_duplicates > limit:
+        reasons.append(_reason(POSSIBLE_DUPLICATES_OVER_LIMIT, possible_duplicates=possible_duplicates, limit=limit))
+    return reasons
+
+
+def approval_rejection(approval: dict | None) -> p.ExportRejected | None:
+    """The rejection of an import that waited for approval and was not approved (SPEC §8), from its
+    recorded approval (`approval.py`: `{"waits", "answer", "by", "reasons", "timeout_hours"}`):
+    `not_approved` when rejected — or still unanswered when its load runs —, `approval_timed_out`
+    when nobody answered in time; None when it did not wait or was approved."""
+    if not approval or not approval.get("waits") or approval.get("answer") == "approved":
+        return None
+    reasons = ", ".join(r["code"] for r in approval.get("reasons") or []) or "over a threshold"
+    details = {"reasons": [r["code"] for r in approval.get("reasons") or []]}
+    if approval.get("answer") == "timed_out":
+        return p.ExportRejected(p.APPROVAL_TIMED_OUT, c.message(
+            p.APPROVAL_TIMED_OUT, reasons=reasons, hours=approval.get("timeout_hours") or 0), details=details)
+    if approval.get("answer") == "rejected":
+        message = c.message(p.NOT_APPROVED, reasons=reasons, who=approval.get("by") or "a reviewer")
+    else:
+        message = c.message(p.NOT_APPROVED, "unanswered", reasons=reasons)
+    return p.ExportRejected(p.NOT_APPROVED, message, details=details)

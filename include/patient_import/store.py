@@ -106,6 +106,10 @@ class Import(Base):
     field_changes: Mapped[str | None] = mapped_column(sa.Text)
     undone_at: Mapped[datetime | None] = mapped_column(sa.DateTime(timezone=True))
     undone_by: Mapped[str | None] = mapped_column(sa.Text)
+    # JSON list of the export's canonical fields, recorded at validate (migration 0005).
+    export_columns: Mapped[str | None] = mapped_column(sa.Text)
+    # JSON of the approval decision and answer (`approval.py`; migration 0005).
+    approval: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class ImportRow(Base):

@@ -7,6 +7,7 @@ counts of the warnings not listed (JSON).
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date
 
@@ -172,8 +173,11 @@ def validate_import(engine: Engine, import_id: str) -> dict:
     practices = load_practices()
     outcome = validate_export(engine, job, practices.get(job.practice_id), today=settings.today())
     save_validation(import_id, outcome)
+    recorded: dict = {"export_columns": json.dumps(outcome.columns)} if outcome.columns else {}
     if outcome.docs_index:
-        records.update_import(engine, import_id, data_docs_path=str(outcome.docs_index))
+        recorded["data_docs_path"] = str(outcome.docs_index)
+    if recorded:  # the columns: what approval compares the next import's with (SPEC §8)
+        records.update_import(engine, import_id, **recorded)
     log.info("import %s: validated %d rows; %s", import_id, outcome.read,
              f"file rejected: {outcome.rejection.code}" if outcome.rejection else outcome.problems.severity_summary())
     return {"import_id": import_id, "read": outcome.read,

@@ -93,13 +93,58 @@ def test_task_graph_is_plan_then_one_group_per_practice(patient_import_dag):
     tasks = {t.task_id: t for t in patient_import_dag.tasks}
     group = "import_practice."
     assert set(tasks) == {"plan_imports"} | {group + n for n in (
-        "extract_exports", "validate_exports", "transform_exports", "load_patients", "report_imports")}
-    chain = ["plan_imports", "extract_exports", "validate_exports", "transform_exports", "load_patients",
-             "report_imports"]
+        "extract_exports", "validate_exports", "transform_exports", "check_approval", "approve_imports",
+        "load_patients", "report_imports")}
+    chain = ["plan_imports", "extract_exports", "validate_exports", "transform_exports", "check_approval",
+             "approve_imports", "load_patients", "report_imports"]
     for upstream, downstream in zip(chain, chain[1:]):
         up = upstream if upstream == "plan_imports" else group + upstream
         assert group + downstream in tasks[up].downstream_task_ids
     assert tasks[group + "report_imports"].trigger_rule == "all_done"
+
+
+def test_approval_waits_with_airflows_human_in_the_loop_and_the_load_runs_when_it_is_skipped(patient_import_dag):
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    tasks = {t.task_id: t for t in patient_import_dag.tasks}
+    approve = tasks["import_practice.approve_imports"]
+    assert isinstance(approve, HITLOperator)
+    assert approve.options == ["Approve", "Reject"] and approve.multiple is False
+    assert approve.defaults is None  # no answer in time is a timeout, never an approval
+    assert approve.upstream_task_ids >= {"import_practice.check_approval"}
+    # Skipped (nothing waits) must not skip the load; a failed upstream still stops it.
+    assert tasks["import_practice.load_patients"].trigger_rule == "none_failed"
+    assert "import_practice.approve_imports" in tasks["import_practice.load_patients"].upstream_task_ids
+
+
+def _approve_task():
+    return parse("patient_import").get_task("import_practice.approve_imports")
+
+
+def test_approval_timeout_answers_timed_out_instead_of_failing_the_task():
+    task = _approve_task()
+    answer = task.execute_complete({}, {"error": "no response", "error_type": "timeout"})
+    assert answer == {"answer": "timed_out", "by": None}
+
+
+@pytest.mark.parametrize(("chosen", "answer"), [("Approve", "approved"), ("Reject", "rejected")])
+def test_approval_answer_names_the_choice_and_the_user(chosen, answer):
+    from datetime import datetime, timezone
+
+    task = _approve_task()
+    event = {"chosen_options": [chosen], "params_input": {}, "responded_at": datetime.now(timezone.utc),
+             "responded_by_user": {"id": "7", "name": "office_manager"}}
+    assert task.execute_complete({}, event) == {"answer": answer, "by": "office_manager"}
+
+
+def test_approval_is_skipped_when_no_import_waits(monkeypatch):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    task = _approve_task()
+    monkeypatch.setattr(task, "practice_id", "demo_clinic")
+    monkeypatch.setattr(task, "decisions", [{"import_id": "i1", "waits": False}])
+    with pytest.raises(AirflowSkipException):
+        task.execute({})
 
 
 def test_trigger_form_params_are_typed_and_explained(patient_import_dag):

@@ -30,6 +30,21 @@ practices:
     name: Demo Chiropractic
     capacity: 1000
     systems: [drip_education, auto_debit, cash_plan_calculator]
+  - id: echo_clinic  # approval (tests/e2e/test_approval.py): more than 3 new patients waits
+    name: Echo Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+    approval: {max_inserts: 3, timeout_hours: 1}
+  - id: foxtrot_clinic  # approval: nobody answers within 18 seconds
+    name: Foxtrot Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+    approval: {max_inserts: 3, timeout_hours: 0.005}
+  - id: golf_clinic  # approval with the defaults: a small import is under every threshold
+    name: Golf Chiropractic
+    capacity: 1000
+    systems: [drip_education]
+    approval: {}
 """
 
 

@@ -120,7 +120,7 @@ def run_stage(argv: list[str], env: dict[str, str], cwd: str, log_dir: str) -> N
 
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("stage", choices=["extract", "validate", "transform", "load", "report"])
+    parser.add_argument("stage", choices=["extract", "validate", "transform", "approval", "load", "report"])
     parser.add_argument("--store", required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--import-id")

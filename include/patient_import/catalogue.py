@@ -275,8 +275,6 @@ def _rules() -> Iterator[Rule]:
     ))
     yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7",
                cases=_EXPORT_FILE_REFUSALS)
-    yield Rule(IMPORT_FAILED, ERR, FILE, "{reason}", "README \"Problem codes\"")
-    yield Rule(EXPORT_FILE_NOT_ALLOWED, ERR, FILE, "{reason}", "README \"Problem codes\"; §7")
     yield Rule(NOT_APPROVED, ERR, FILE,
                "the import waited for approval ({reasons}) and {who} rejected it; no patient was changed",
                "§8 Approval",
@@ -382,7 +380,17 @@ def field_label(field_name: str) -> str:
     return field_name.replace("_", " ")
 
 
-RULES: dict[str, Rule] = {rule.code: rule for rule in _rules()}
+def _once(rules: Iterator[Rule]) -> dict[str, Rule]:
+    """The rules by code; a code written twice is an error, not a silent override."""
+    found: dict[str, Rule] = {}
+    for rule in rules:
+        if rule.code in found:
+            raise ValueError(f"problem code {rule.code!r} is in the catalogue twice")
+        found[rule.code] = rule
+    return found
+
+
+RULES: dict[str, Rule] = _once(_rules())
 
 # The order that decides a row's one outcome (SPEC §3): row errors, then skips.
 PRECEDENCE: tuple[str, ...] = (

@@ -247,7 +247,7 @@ def test_possible_duplicate_warnings_are_counted_from_the_imports_problems():
     from include.patient_import.problem_table import ProblemTable
     from include.patient_import.staging import Validation
 
-    table = ProblemTable.of([p.Problem(code=rules.POSSIBLE_DUPLICATE_PATIENT, message="m", row=n,
+    table = ProblemTable.of([p.Problem(code=p.POSSIBLE_DUPLICATE_PATIENT, message="m", row=n,
                                        account_number=str(100 + n)) for n in range(2, 14)])
     assert approval._possible_duplicates(Validation(problems=table)) == 12
     assert approval._possible_duplicates(Validation()) == 0

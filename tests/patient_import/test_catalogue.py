@@ -268,3 +268,11 @@ def test_every_case_of_the_catalogue_is_used_by_a_module():
                 for node in ast.walk(tree) if isinstance(node, ast.Constant) and isinstance(node.value, str)}
     unused = [(rule.code, case) for rule in c.RULES.values() for case, _ in rule.cases if case not in literals]
     assert unused == []
+
+
+def test_a_code_written_twice_is_refused_not_overridden():
+    from include.patient_import import catalogue
+
+    rule = next(iter(catalogue.RULES.values()))
+    with pytest.raises(ValueError, match="twice"):
+        catalogue._once(iter([rule, rule]))

@@ -19,13 +19,18 @@ PRACTICES_YAML = registry_yaml(
 )
 
 
-@pytest.fixture(scope="session")
-def patient_import_dag(airflow_db):
+def parsed_dag(dag_id: str):
+    """The DAG `dags/<dag_id>.py` holds, parsed as the DAG processor does (no import errors)."""
     from airflow.dag_processing.dagbag import DagBag
 
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import.py"))
+    bag = DagBag(dag_folder=str(ROOT / "dags" / f"{dag_id}.py"))
     assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("patient_import")
+    return bag.get_dag(dag_id)
+
+
+@pytest.fixture(scope="session")
+def patient_import_dag(airflow_db):
+    return parsed_dag("patient_import")
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.conftest import parsed_dag
 from tests.patient_import import generated as g
 
 pytestmark = pytest.mark.integration
@@ -17,11 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def undo_dag(airflow_db):
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(ROOT / "dags" / "patient_import_undo.py"))
-    assert not bag.import_errors, bag.import_errors
-    return bag.get_dag("patient_import_undo")
+    return parsed_dag("patient_import_undo")
 
 
 @pytest.fixture

@@ -131,12 +131,13 @@ def accepted_rows(n: int = 5, first: int = ACCEPTED_FIRST_ACCOUNT) -> list[list[
 
 
 def _letters(i: int) -> str:
-    """0 → "A", 25 → "Z", 26 → "AA": a suffix that keeps a name a name."""
+    """0 → "a", 25 → "z", 26 → "aa": a lower-case suffix that keeps a name a plausible name (the
+    encoding check judges names by how they look: SPEC §2)."""
     text = ""
     i += 1
     while i:
         i, rest = divmod(i - 1, 26)
-        text = chr(65 + rest) + text
+        text = chr(97 + rest) + text
     return text
 
 

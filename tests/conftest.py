@@ -56,6 +56,49 @@ def pytest_collection_modifyitems(config, items):
                                 + "\n  ".join(both))
 
 
+# ---------------------------------------------------------------- workers (pytest-xdist, `make test`)
+
+# `make test` runs the suite on two workers with `--dist loadscope`, and a scope here is a module:
+# module-scoped data (the hostile corpus's imports, the browser test's API server) is built once,
+# and the figures a module gathers for `make reliability` (the fault ledger, the corpus figures) are
+# written whole by one worker. The modules that share the session's Airflow stack (the `airflow`
+# fixture, tests/e2e/conftest.py) are one scope, so the stack starts once. (pytest-xdist's own
+# `xdist_group` cannot group here: it renames test ids, which pytest 9 no longer allows.)
+SHARED_STACK_MODULES = frozenset({
+    "tests/e2e/test_privacy.py",
+    "tests/e2e/test_scheduled_sync.py",
+    "tests/e2e/test_trust_boundaries.py",
+})
+
+
+def pytest_itemcollected(item):
+    """A test on the session's Airflow stack must be in SHARED_STACK_MODULES, or a worker of its
+    own would start a second stack."""
+    module = item.nodeid.split("::", 1)[0]
+    if "airflow" in getattr(item, "fixturenames", ()) and module not in SHARED_STACK_MODULES:
+        raise pytest.UsageError(f"{item.nodeid} uses the session's Airflow stack: "
+                                "add its module to SHARED_STACK_MODULES in tests/conftest.py")
+
+
+def scope_of(nodeid: str) -> str:
+    """The scheduling scope of a test id: its module, or the shared stack's one scope."""
+    module = nodeid.split("::", 1)[0]
+    return "shared-airflow-stack" if module in SHARED_STACK_MODULES else module
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
 @pytest.fixture(scope="session")
 def airflow_db():
     """Airflow's own metadata database (DagBag, `dag.test()`), migrated once per session."""

@@ -67,6 +67,7 @@ def pytest_collection_modifyitems(config, items):
 SHARED_STACK_MODULES = frozenset({
     "tests/e2e/test_privacy.py",
     "tests/e2e/test_scheduled_sync.py",
+    "tests/e2e/test_stack_unpause.py",
     "tests/e2e/test_trust_boundaries.py",
 })
 

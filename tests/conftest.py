@@ -50,6 +50,8 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
         elif "unit" in names and names & SERVER_TIERS:
             both.append(item.nodeid)
+    if config is not None and hasattr(config, "workerinput"):  # an xdist worker: the longest scopes first
+        items.sort(key=lambda item: start_rank(item.nodeid))
     if both:
         raise pytest.UsageError("unit tests use no server; these are marked unit and use one "
                                 "(drop the module's `unit` mark, the conftest marks the rest):\n  "
@@ -87,13 +89,28 @@ def scope_of(nodeid: str) -> str:
     return "shared-airflow-stack" if module in SHARED_STACK_MODULES else module
 
 
+def start_rank(nodeid: str) -> int:
+    """Which scopes a worker takes first: the long ones (the shared stack, then the other end-to-end
+    servers, then the DAG runs), so that neither worker is left with a long one at the end."""
+    if scope_of(nodeid) != nodeid.split("::", 1)[0]:
+        return 0
+    return next((rank for rank, prefix in enumerate(("tests/e2e/", ("tests/faults/", "tests/integration/")), 1)
+                 if nodeid.startswith(prefix)), 3)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadscope`, a scope is `scope_of` a test, handed out in collection order (the
+    workers sort it by `start_rank`), not xdist's largest-first."""
     if config.getvalue("dist") != "loadscope":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
     class ModuleScheduling(LoadScopeScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False
+
         def _split_scope(self, nodeid: str) -> str:
             return scope_of(nodeid)
 

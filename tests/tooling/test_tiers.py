@@ -63,3 +63,11 @@ def test_a_test_on_the_session_stack_outside_the_shared_modules_is_refused():
 
     with pytest.raises(pytest.UsageError, match="SHARED_STACK_MODULES"):
         conftest.pytest_itemcollected(FakeItem("tests/e2e/test_new.py::t", ("tmp_path", "airflow")))
+
+
+def test_workers_start_with_the_shared_stack_then_the_other_servers_then_the_dag_runs():
+    ids = ["tests/patient_import/test_rules.py::t", "tests/integration/test_alerts.py::t",
+           "tests/e2e/test_celery_topology.py::t", "tests/faults/test_faults.py::t",
+           next(iter(conftest.SHARED_STACK_MODULES)) + "::t"]
+
+    assert sorted(ids, key=conftest.start_rank) == [ids[4], ids[2], ids[1], ids[3], ids[0]]

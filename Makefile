@@ -43,6 +43,7 @@ help:
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
+	@echo "  TEST_WORKERS       make test: test processes (default 2, pytest-xdist; 1 runs the suite in one process)"
 	@echo "Settings (environment; README.md, Settings, has the whole table):"
 	@echo "  PATIENT_IMPORT_HOME=$(PATIENT_IMPORT_HOME)"
 	@echo "  AIRFLOW_HOME=$(AIRFLOW_HOME)"
@@ -103,9 +104,12 @@ lint: install
 
 # Lint first: a finding fails in a minute, not after the suite.
 # The corpus is imported once: by the tests, which leave its figures for reliability.py.
+# TEST_WORKERS pytest-xdist processes share the suite; a module (and every test on the session's
+# Airflow stack) stays on one worker (tests/conftest.py, SHARED_STACK_MODULES).
+TEST_WORKERS ?= 2
 test: lint
 	@rm -f "$(PATIENT_IMPORT_HOME)/reliability/corpus.json"
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
 	@$(PY) scripts/reliability.py --corpus-recorded
 
 # Patient files older than $$PATIENT_IMPORT_RETENTION_DAYS (or DAYS) leave archive/, quarantine/,

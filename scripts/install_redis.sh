@@ -12,7 +12,8 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends redis-server >/dev/null
+# `make test` runs two test workers: another install may hold the package lock; wait for it.
+apt-get -o DPkg::Lock::Timeout=600 update -qq
+apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends redis-server >/dev/null
 # Where systemd runs, the package also starts a system instance; the test needs none (it runs its own).
 redis-server --version

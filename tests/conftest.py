@@ -50,10 +50,71 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.unit)
         elif "unit" in names and names & SERVER_TIERS:
             both.append(item.nodeid)
+    if config is not None and hasattr(config, "workerinput"):  # an xdist worker: the longest scopes first
+        items.sort(key=lambda item: start_rank(item.nodeid))
     if both:
         raise pytest.UsageError("unit tests use no server; these are marked unit and use one "
                                 "(drop the module's `unit` mark, the conftest marks the rest):\n  "
                                 + "\n  ".join(both))
+
+
+# ---------------------------------------------------------------- workers (pytest-xdist, `make test`)
+
+# `make test` runs the suite on two workers with `--dist loadscope`, and a scope here is a module:
+# module-scoped data (the hostile corpus's imports, the browser test's API server) is built once,
+# and the figures a module gathers for `make reliability` (the fault ledger, the corpus figures) are
+# written whole by one worker. The modules that share the session's Airflow stack (the `airflow`
+# fixture, tests/e2e/conftest.py) are one scope, so the stack starts once. (pytest-xdist's own
+# `xdist_group` cannot group here: it renames test ids, which pytest 9 no longer allows.)
+SHARED_STACK_MODULES = frozenset({
+    "tests/e2e/test_privacy.py",
+    "tests/e2e/test_scheduled_sync.py",
+    "tests/e2e/test_stack_unpause.py",
+    "tests/e2e/test_trust_boundaries.py",
+})
+
+
+def pytest_itemcollected(item):
+    """A test on the session's Airflow stack must be in SHARED_STACK_MODULES, or a worker of its
+    own would start a second stack."""
+    module = item.nodeid.split("::", 1)[0]
+    if "airflow" in getattr(item, "fixturenames", ()) and module not in SHARED_STACK_MODULES:
+        raise pytest.UsageError(f"{item.nodeid} uses the session's Airflow stack: "
+                                "add its module to SHARED_STACK_MODULES in tests/conftest.py")
+
+
+def scope_of(nodeid: str) -> str:
+    """The scheduling scope of a test id: its module, or the shared stack's one scope."""
+    module = nodeid.split("::", 1)[0]
+    return "shared-airflow-stack" if module in SHARED_STACK_MODULES else module
+
+
+def start_rank(nodeid: str) -> int:
+    """Which scopes a worker takes first: the long ones (the shared stack, then the other end-to-end
+    servers, then the DAG runs), so that neither worker is left with a long one at the end."""
+    if scope_of(nodeid) != nodeid.split("::", 1)[0]:
+        return 0
+    return next((rank for rank, prefix in enumerate(("tests/e2e/", ("tests/faults/", "tests/integration/")), 1)
+                 if nodeid.startswith(prefix)), 3)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `--dist loadscope`, a scope is `scope_of` a test, handed out in collection order (the
+    workers sort it by `start_rank`), not xdist's largest-first."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def __init__(self, config, log=None):
+            super().__init__(config, log)
+            config.option.loadscopereorder = False
+
+        def _split_scope(self, nodeid: str) -> str:
+            return scope_of(nodeid)
+
+    return ModuleScheduling(config, log)
 
 
 @pytest.fixture(scope="session")

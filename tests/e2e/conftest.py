@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from scripts.airflow_stack import Stack, start_stack, unpause, wait_for_dag
+from scripts.airflow_stack import DAG_IDS, Stack, stack_env, start_stack, unpause, wait_for_dag
 
 E2E_PRACTICES = """
 practices:
@@ -59,6 +61,14 @@ class Airflow:
         self.stack = stack
         self.home = home
         self.token = stack.token()
+        # What the stack's start found and did (tests/e2e/test_stack_unpause.py): DAG id -> is_paused
+        # before `unpause`, and the ids `unpause` reported unpaused.
+        self.paused_at_start: dict[str, bool] = {}
+        self.unpaused: list[str] = []
+
+    def is_paused(self) -> dict[str, bool]:
+        """DAG id -> is_paused, as the REST API reports it now."""
+        return {d: self.api("GET", f"/api/v2/dags/{d}")["is_paused"] for d in DAG_IDS}
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
         return self.stack.request(method, path, body, token=self.token)
@@ -128,11 +138,19 @@ def airflow(tmp_path_factory) -> Airflow:
     (home / "airflow" / "passwords.json").write_text(json.dumps(
         {"admin": secrets.token_urlsafe(12), USER_ROLE_ACCOUNT[0]: USER_ROLE_ACCOUNT[1]}), encoding="utf-8")
     os.environ.update({k: v for k, v in env.items() if k.startswith("PATIENT_IMPORT")})
+    # What `make run` / `make import` leave before `make up`: `dag.test()` creates the DAGs paused
+    # when it is the first to see them; the stack must unpause them (test_stack_unpause.py).
+    local_run = stack_env(home / "airflow", 0, env | {"AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True"})
+    for command in (["db", "migrate"], ["dags", "reserialize"]):
+        done = subprocess.run([str(Path(sys.executable).with_name("airflow")), *command], env=local_run,
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     stack = start_stack(home / "airflow", extra_env=env)
     try:
         client = Airflow(stack, home)
         wait_for_dag(stack, client.token)
-        unpause(stack, client.token)  # as `make up` does
+        client.paused_at_start = client.is_paused()
+        client.unpaused = unpause(stack, client.token)  # as `make up` does
         client.wait_until_idle()  # the first scheduled run, on empty inboxes
         yield client
     finally:

@@ -67,6 +67,7 @@ def pytest_collection_modifyitems(config, items):
 # fixture, tests/e2e/conftest.py) are one scope, so the stack starts once. (pytest-xdist's own
 # `xdist_group` cannot group here: it renames test ids, which pytest 9 no longer allows.)
 SHARED_STACK_MODULES = frozenset({
+    "tests/e2e/test_approval.py",
     "tests/e2e/test_privacy.py",
     "tests/e2e/test_scheduled_sync.py",
     "tests/e2e/test_stack_unpause.py",

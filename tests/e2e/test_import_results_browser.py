@@ -1,34 +1,32 @@
 """Import Results in a real browser: a real import, a real `airflow api-server`, headless Chromium.
 
-Chromium is driven over its DevTools protocol with `websockets` (already in the environment);
-`scripts/install_chromium.sh` installs Debian's Chromium when it is missing. The test logs in on
+Chromium is driven over its DevTools protocol (tests/e2e/browser.py). The first test logs in on
 Airflow's login page, opens Import Results from the navigation, checks the import's counts in the
 list and on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the
 Airflow grid and its Imports tab; on the way it filters the problems, switches the UI to dark mode
-and another time zone, and it ends by opening Data Docs with their vendored assets.
+and another time zone, and it ends by opening Data Docs with their vendored assets. The second
+undoes the import with the Undo button on its page.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import time
+import urllib.parse
 import urllib.request
-from base64 import b64decode
 from pathlib import Path
 
 import pytest
 
+from tests.e2e.browser import Browser, launch, log_in, stop, wait
+
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 # The README's screenshots are refreshed only on request, so a test run leaves the tree clean.
 _SHOTS = (ROOT / "docs" if os.environ.get("PATIENT_IMPORT_UPDATE_SCREENSHOTS")
           else Path(tempfile.gettempdir()) / "patient_import_screenshots")
@@ -43,30 +41,6 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def _wait(what: str, check, timeout: float, interval: float = 0.2):
-    """Poll `check` until it returns something truthy; fail with `what` at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def _stop(process: subprocess.Popen) -> None:
-    """Stop a process started in its own session, with everything it started."""
-    if process.poll() is not None:
-        return
-    os.killpg(process.pid, signal.SIGTERM)
-    try:
-        process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=5)
 
 
 # ---------------------------------------------------------------- Airflow
@@ -107,6 +81,9 @@ def airflow_server(airflow_env):
     env = airflow_env
     bin_dir = Path(sys.executable).parent
     _run(env, str(bin_dir / "airflow"), "db", "migrate")
+    # Every DAG in the database, as a DAG processor would leave them: the Undo button triggers
+    # `patient_import_undo`, which no `dag.test()` run has serialized.
+    _run(env, str(bin_dir / "airflow"), "dags", "reserialize")
     _run(env, sys.executable, "-m", "tools.demo")
 
     port = _free_port()
@@ -128,101 +105,54 @@ def airflow_server(airflow_env):
             except OSError:
                 return False
 
-        _wait("the API server's health endpoint", healthy, timeout=90)
+        wait("the API server's health endpoint", healthy, timeout=90)
         yield base_url
     finally:
-        _stop(server)
+        stop(server)
         log.close()
 
 
 @pytest.fixture(scope="module")
 def imported(airflow_env, airflow_server) -> dict:
     """The import that the run made, as the store records it."""
-    from include.patient_import import queries
-    from include.patient_import.store import create_store_engine
-
-    engine = create_store_engine(f"sqlite:///{Path(airflow_env['PATIENT_IMPORT_HOME']) / 'patient_store.db'}")
-    with engine.connect() as conn:
-        page = queries.list_imports(conn)
-    engine.dispose()
+    page = _imports(airflow_env)
     assert page.total == 1, page
     item = page.items[0]
     assert item.status == "completed_with_errors" and item.counts.inserted > 0 and item.counts.rejected > 0
     return {"id": item.id, "run_id": item.dag_run_id, "counts": item.counts.__dict__}
 
 
+def _imports(env: dict[str, str]):
+    """The store's imports (`queries.list_imports`)."""
+    from include.patient_import import queries
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{Path(env['PATIENT_IMPORT_HOME']) / 'patient_store.db'}")
+    try:
+        with engine.connect() as conn:
+            return queries.list_imports(conn)
+    finally:
+        engine.dispose()
+
+
+def _api(base_url: str, path: str) -> dict:
+    """GET an Airflow REST API path as the admin (a token from `/auth/token`, as scripts get one)."""
+    login = urllib.request.Request(f"{base_url}/auth/token", method="POST",
+                                   data=json.dumps({"username": USERNAME, "password": PASSWORD}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(login, timeout=30) as response:
+        token = json.load(response)["access_token"]
+    request = urllib.request.Request(f"{base_url}{path}", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.load(response)
+
+
 # ---------------------------------------------------------------- Chromium
 
-class Browser:
-    """Just enough of the Chrome DevTools protocol: navigate, evaluate, type, screenshot."""
-
-    def __init__(self, websocket) -> None:
-        self.ws = websocket
-        self._ids = itertools.count(1)
-
-    def send(self, method: str, **params) -> dict:
-        message_id = next(self._ids)
-        self.ws.send(json.dumps({"id": message_id, "method": method, "params": params}))
-        while True:
-            message = json.loads(self.ws.recv(timeout=60))
-            if message.get("id") == message_id:
-                if "error" in message:
-                    raise RuntimeError(f"{method}: {message['error']}")
-                return message.get("result", {})
-
-    def evaluate(self, expression: str):
-        result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        if "exceptionDetails" in result:
-            raise RuntimeError(f"{expression!r}: {result['exceptionDetails'].get('text')}")
-        return result["result"].get("value")
-
-    def wait_for(self, what: str, expression: str, timeout: float = 30):
-        return _wait(what, lambda: self.evaluate(expression), timeout=timeout)
-
-    def type_into(self, selector: str, text: str) -> None:
-        self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")
-        self.send("Input.insertText", text=text)
-
-    def screenshot(self, path: Path) -> None:
-        data = self.send("Page.captureScreenshot", format="png")["data"]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b64decode(data))
-
-
 @pytest.fixture(scope="module")
-def chromium() -> Path:
-    if not CHROMIUM.exists():
-        subprocess.run(["bash", str(ROOT / "scripts" / "install_chromium.sh")], check=True, timeout=900)
-    return CHROMIUM
-
-
-@pytest.fixture
-def browser(chromium):
-    from websockets.sync.client import connect
-
-    profile = Path(tempfile.mkdtemp(prefix="chromium_profile_"))
-    process = subprocess.Popen(
-        [str(chromium), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--disable-dev-shm-usage", "--hide-scrollbars", f"--user-data-dir={profile}",
-         "--remote-debugging-port=0", "--window-size=1280,860", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    try:
-        active = profile / "DevToolsActivePort"
-        port = _wait("Chromium's DevTools port", lambda: active.exists() and active.read_text().split("\n")[0],
-                     timeout=30)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
-            page = next(t for t in json.load(response) if t["type"] == "page")
-        with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:
-            browser = Browser(ws)
-            browser.send("Page.enable")
-            browser.send("Runtime.enable")
-            browser.send("Emulation.setDeviceMetricsOverride", width=1280, height=800, deviceScaleFactor=1,
-                         mobile=False)
-            yield browser
-    finally:
-        _stop(process)
-        subprocess.run(["rm", "-rf", str(profile)], check=False)
+def browser():
+    with launch() as chromium:
+        yield chromium
 
 
 # ---------------------------------------------------------------- the test
@@ -242,14 +172,7 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     base = airflow_server
     expected = imported["counts"]
 
-    browser.send("Page.navigate", url=f"{base}/auth/login?next=/")
-    browser.wait_for("the login form", "!!document.querySelector('input[name=password]')")
-    browser.type_into("input[name=username]", USERNAME)
-    browser.type_into("input[name=password]", PASSWORD)
-    browser.wait_for("the enabled sign-in button", "!document.querySelector('button[type=submit]').disabled")
-    browser.evaluate("document.querySelector('button[type=submit]').click()")
-    browser.wait_for("the Airflow home page after login",
-                     "location.pathname === '/' && document.cookie.includes('_token=')")
+    log_in(browser, base, USERNAME, PASSWORD)
 
     nav_link = "document.querySelector('a[href$=\"plugin/import-results\"]')"
     browser.wait_for("Import Results in the navigation", f"!!{nav_link}", timeout=60)
@@ -357,6 +280,59 @@ def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(brow
     # The icon font, fetched in CORS mode from the sandboxed page's "null" origin.
     assert browser.evaluate("document.fonts.load('900 16px \"Font Awesome 6 Free\"')"
                             ".then(faces => faces.length > 0, () => false)")
+
+
+def _open_detail_page(browser: Browser, base: str, import_id: str) -> None:
+    """From the Import Results list in the UI, the import's detail page (in the UI's frame)."""
+    row = f"tr[data-import-id=\"{import_id}\"]"
+    browser.send("Page.navigate", url=f"{base}/plugin/import-results")
+    browser.wait_for("the import in the Import Results list",
+                     f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('{row}'))", timeout=60)
+    browser.evaluate(f"{_FRAME_DOC}.querySelector('{row} td a').click()")
+    browser.wait_for("the import's detail page", f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('#problems'))")
+
+
+def test_user_undoes_the_import_with_the_undo_button(browser, airflow_env, airflow_server, imported):
+    """Runs after the test above (same Chromium, still logged in): the undo changes the import."""
+    base, import_id = airflow_server, imported["id"]
+    _open_detail_page(browser, base, import_id)
+    button = f"{_FRAME_DOC}.querySelector('#undo-import')"
+    assert browser.evaluate(f"!!{button}"), "the admin, who may run patient_import_undo, sees no Undo button"
+    status = f"{_FRAME_DOC}.querySelector('#undo-status')"
+
+    def undo_runs() -> list[dict]:
+        return _api(base, "/api/v2/dags/patient_import_undo/dagRuns?limit=100")["dag_runs"]
+
+    # The page asks first (window.confirm): "Cancel" starts nothing.
+    browser.evaluate(f"{_FRAME}.contentWindow.confirm = () => false")
+    browser.evaluate(f"{button}.click()")
+    assert not browser.evaluate(f"{button}.disabled")
+    assert undo_runs() == []
+
+    browser.evaluate(f"{_FRAME}.contentWindow.confirm = () => true")
+    browser.evaluate(f"{button}.click()")
+    run_id = browser.wait_for("the started undo's run in the page", f"{status}.querySelector('a')?.textContent")
+    assert browser.evaluate(f"{status}.textContent") == f"Undo started: {run_id}"
+    assert browser.evaluate(f"{button}.disabled"), "a second click could start a second undo"
+    link = browser.evaluate(f"{status}.querySelector('a').href")
+    assert urllib.parse.unquote(link).endswith(f"/dags/patient_import_undo/runs/{run_id}")
+
+    [run] = undo_runs()
+    assert run["dag_run_id"] == run_id and run["conf"] == {"import_id": import_id}
+    assert run["triggering_user_name"] == USERNAME  # the undo records who (SPEC §8)
+
+    # No scheduler here: the run's one task runs as a worker would, in the run (its triggering user);
+    # `tasks test` checks the params before it reads the run, so they are given as the run's conf.
+    bin_dir = Path(sys.executable).parent
+    _run(airflow_env, str(bin_dir / "airflow"), "tasks", "test", "patient_import_undo", "undo_import", run_id,
+         "--task-params", json.dumps(run["conf"]))
+    [item] = _imports(airflow_env).items
+    assert item.id == import_id and item.status == "undone"
+
+    _open_detail_page(browser, base, import_id)
+    browser.wait_for("the undone import's page", f"!!{_FRAME_DOC}.querySelector('#undone')")
+    assert f"by {USERNAME}" in browser.evaluate(f"{_FRAME_DOC}.querySelector('#undone').textContent")
+    assert not browser.evaluate(f"!!{button}"), "an undone import still offers Undo"
 
 
 def _filter_problems(browser: Browser, **fields: str) -> None:

@@ -1,7 +1,8 @@
 """Approval (SPEC §8) in the real scheduler: an import over a threshold waits in Airflow's
-human-in-the-loop step until it is answered over the REST API, while another practice's import of
-the same run finishes; approved it loads, rejected or unanswered it changes nothing; an import
-under every threshold never waits."""
+human-in-the-loop step until it is answered, while another practice's import of the same run
+finishes; approved (in the Airflow UI, in headless Chromium, after following the approver's link
+to the import's Import Results page) it loads, rejected (over the REST API) or unanswered it
+changes nothing; an import under every threshold never waits."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from datetime import date, timedelta
 
 import pytest
 
+from tests.e2e.browser import Browser, launch, log_in
 from tools.corpus import MARKERS, accepted_rows, csv_text
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
@@ -32,6 +34,12 @@ def _trigger(airflow, conf: dict | None = None) -> str:
 
 def _quoted(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launch() as chromium:
+        yield chromium
 
 
 @pytest.fixture(autouse=True)
@@ -141,7 +149,7 @@ def _patients(practice_id: str) -> set[str]:
         engine.dispose()
 
 
-def test_an_import_over_a_threshold_waits_until_approved_while_another_practice_finishes(airflow):
+def test_an_import_over_a_threshold_waits_until_approved_while_another_practice_finishes(airflow, browser):
     _drop(airflow, "echo_clinic", f"Patients {DAY}.csv", rows=6, first=71001)
     _drop(airflow, "golf_clinic", f"Patients {DAY}.csv", rows=2, first=72001)
     run_id = _trigger(airflow)
@@ -167,12 +175,44 @@ def test_an_import_over_a_threshold_waits_until_approved_while_another_practice_
     assert f"/import-results/imports/{import_id}" in detail["body"]
     assert [m for m in MARKERS if m in detail["body"] + detail["subject"]] == []
 
-    _answer(airflow, run_id, waiting, "Approve")
+    _approve_in_the_ui(browser, airflow, run_id, import_id)
     assert _wait_for_run(airflow, run_id) == "success", airflow.explain(run_id)
     assert _patients("echo_clinic") == {str(a) for a in range(71001, 71007)}
     record = _imports("echo_clinic")[import_id]
     assert record["status"] == "completed" and '"answer": "approved"' in record["approval"]
     assert '"by": "admin"' in record["approval"]
+
+
+def _approve_in_the_ui(browser: Browser, airflow, run_id: str, import_id: str) -> None:
+    """As the approver: Airflow's Required Actions, the waiting approval, its link to the import's
+    Import Results page, back, and Approve."""
+    base = airflow.stack.url
+    log_in(browser, base, "admin", airflow.stack.password)
+    browser.send("Page.navigate", url=f"{base}/required_actions")
+    task_page = f"/dags/patient_import/runs/{run_id}/tasks/{APPROVE_TASK}/"
+    listed = f"[...document.querySelectorAll('tbody a')].find(a => a.getAttribute('href').startsWith({task_page!r}))"
+    browser.wait_for("the waiting approval in Required Actions", f"!!{listed}", timeout=60)
+    browser.evaluate(f"{listed}.click()")
+    link = "document.querySelector('a[href*=\"/import-results/imports/\"]')"
+    browser.wait_for("the approver's body with its Import Results link", f"!!{link}", timeout=60)
+    assert browser.evaluate("location.pathname").startswith(task_page)
+    assert "inserts_over_limit" in browser.evaluate("document.body.innerText")
+    approval_page = browser.evaluate("location.href")
+    href = browser.evaluate(f"{link}.href")
+    assert href.endswith(f"/import-results/imports/{import_id}"), href
+
+    # The link opens in a new tab (the body's links do); headless, the test follows it in this one.
+    browser.send("Page.navigate", url=href)
+    browser.wait_for("the import's Import Results page", "!!document.querySelector('#counts')", timeout=60)
+    assert import_id in browser.evaluate("document.body.innerText")
+    assert "Echo Chiropractic" in browser.evaluate("document.body.innerText")
+
+    browser.send("Page.navigate", url=approval_page)
+    approve = "document.querySelector('[data-testid=\"hitl-option-Approve\"]')"
+    browser.wait_for("the Approve button", f"!!{approve} && !{approve}.disabled", timeout=60)
+    browser.evaluate(f"{approve}.click()")
+    browser.wait_for("the answer in the page", "document.body.innerText.includes('Response received at')"
+                     " && document.body.innerText.includes('from admin')", timeout=60)
 
 
 def test_a_rejected_import_changes_nothing(airflow):

@@ -212,8 +212,10 @@ class ApproveImports(HITLOperator):
         if not waiting:
             raise AirflowSkipException(f"no import of {self.practice_id} is over an approval threshold")
         base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
-        self.subject = f"Approve {len(waiting)} import(s) of {self.practice_id}?"
-        self.body = approver_text(waiting, results_url=f"{base}/import-results")
+        attempt = context["ti"].try_number
+        self.subject = f"Approve {len(waiting)} import(s) of {self.practice_id}?" + (
+            " (asked again)" if attempt > 1 else "")
+        self.body = approver_text(waiting, results_url=f"{base}/import-results", attempt=attempt)
         self.response_timeout = timedelta(hours=max(d["timeout_hours"] for d in waiting))
         return super().execute(context)
 

@@ -111,12 +111,20 @@ def record_answer(engine: Engine, import_id: str, answer: str, by: str | None = 
     return approval
 
 
-def approver_text(decisions: list[dict], results_url: str | None = None) -> str:
+def approver_text(decisions: list[dict], results_url: str | None = None, attempt: int = 1) -> str:
     """What the approver reads (Markdown) for a practice's waiting imports: per import its
     would-be counts, the reasons it waits, the per-field counts when known and a link to its
     Import Results page (`results_url`: the plugin's base URL, e.g. `http://host/import-results`).
-    Counts, codes and field names only: no patient value."""
+    Counts, codes and field names only: no patient value.
+
+    `attempt` > 1 (the approval step's try number) opens with a note that the question is asked
+    again: Airflow clears an earlier try's answer when a retry asks (README "Approval")."""
     lines = []
+    if attempt > 1:
+        # Airflow 3.3 can fail the try that received an answer given within seconds of the pause
+        # (README "Approval"); the retry asks again and Airflow has cleared the earlier answer.
+        lines.append(f"**Asked again (try {attempt}):** an answer given to an earlier try of this approval "
+                     "did not reach the import; please answer again.")
     for d in decisions:
         if not d.get("waits"):
             continue

@@ -147,6 +147,31 @@ def test_approval_is_skipped_when_no_import_waits(monkeypatch):
         task.execute({})
 
 
+WAITING = {"import_id": "echo_clinic_20261129_0123456789ab", "waits": True, "stored": 0, "capacity": 1000,
+           "counts": {"read": 5, "inserted": 5, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 0},
+           "reasons": [{"code": "inserts_over_limit", "message": "would insert 5 new patients"}],
+           "timeout_hours": 1}
+
+
+@pytest.mark.parametrize(("try_number", "asked_again"), [(1, False), (2, True)])
+def test_a_retried_approval_tells_the_approver_it_asks_again(monkeypatch, try_number, asked_again):
+    """A retry of the approval step waits again and Airflow has cleared the earlier try's answer
+    (README "Approval"): its subject and body say so."""
+    from types import SimpleNamespace
+
+    from airflow.providers.standard.operators.hitl import HITLOperator
+
+    task = _approve_task()
+    for name, value in (("practice_id", "echo_clinic"), ("decisions", [WAITING]), ("subject", task.subject),
+                        ("body", task.body), ("response_timeout", task.response_timeout)):
+        monkeypatch.setattr(task, name, value)
+    monkeypatch.setattr(HITLOperator, "execute", lambda self, context: "waits")
+    assert task.execute({"ti": SimpleNamespace(try_number=try_number)}) == "waits"
+    assert task.subject.endswith("(asked again)") is asked_again
+    assert task.body.startswith(f"**Asked again (try {try_number}):**") is asked_again
+    assert f"/import-results/imports/{WAITING['import_id']}" in task.body
+
+
 def test_trigger_form_params_are_typed_and_explained(patient_import_dag):
     for name in ("practice_id", "export_file", "exported_on", "dry_run"):
         param = patient_import_dag.params.get_param(name)

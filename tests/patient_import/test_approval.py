@@ -288,3 +288,13 @@ def test_no_patient_value_in_the_decision_or_the_approvers_text(tmp_path, monkey
     text = approval.approver_text([decision], results_url="http://host/import-results")
     assert f"http://host/import-results/imports/{done.summary['import_id']}" in text
     assert "updates_over_share" in text and f"{decision['counts']['updated']} updated" in text
+
+
+def test_the_approvers_text_says_when_a_retry_asks_again():
+    decision = {"import_id": "i1", "waits": True, "stored": 0, "capacity": 10, "timeout_hours": 1,
+                "counts": {"read": 5, "inserted": 5, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 0},
+                "reasons": [{"code": rules.INSERTS_OVER_LIMIT, "message": "would insert 5 new patients"}]}
+    first = approval.approver_text([decision])
+    again = approval.approver_text([decision], attempt=3)
+    assert "Asked again" not in first
+    assert again.startswith("**Asked again (try 3):**") and again.endswith(first)

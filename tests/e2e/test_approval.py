@@ -82,9 +82,9 @@ def _approval_task(airflow, run_id: str, practice_id: str, timeout: float = 600)
             if ti["task_id"] == APPROVE_TASK and index is not None and ti["map_index"] == index:
                 if ti["state"] == "awaiting_input":
                     if seen is None:
-                        # Answered within a second of the pause, the answer can reach a task process that
-                        # is still finishing and be lost (seen once in CI: a retry then waited again).
-                        # A person answers later; the test waits until the pause has settled.
+                        # Answered within a second or two of the pause, Airflow 3.3's scheduler can fail
+                        # the resumed try (the parking process's exit report is taken for it; README
+                        # "Approval") and the retry asks again. A person answers later; so does the test.
                         seen = time.monotonic()
                     elif time.monotonic() - seen >= APPROVAL_SETTLE_SECONDS:
                         return ti

@@ -192,7 +192,8 @@ class ApproveImports(HITLOperator):
 
     Returns {"answer": "approved" | "rejected" | "timed_out", "by": the user's name or None}: the
     load records it and rejects what was not approved. No answer within the practice's
-    `timeout_hours` is `timed_out` (not a task failure: the load still runs and records it).
+    `timeout_hours` is `timed_out` (not a task failure: the load still runs and records it). A
+    retry asks again, saying so: Airflow clears the earlier try's answer (README "Approval").
     """
 
     template_fields = (*HITLOperator.template_fields, "practice_id", "decisions")

@@ -123,8 +123,8 @@ def approver_text(decisions: list[dict], results_url: str | None = None, attempt
     if attempt > 1:
         # Airflow 3.3 can fail the try that received an answer given within seconds of the pause
         # (README "Approval"); the retry asks again and Airflow has cleared the earlier answer.
-        lines.append(f"**Asked again (try {attempt}):** an answer given to an earlier try of this approval "
-                     "did not reach the import; please answer again.")
+        lines.append(f"**Asked again (try {attempt}):** an earlier try of this approval ended before an "
+                     "answer reached the import; if you answered it, please answer again.")
     for d in decisions:
         if not d.get("waits"):
             continue

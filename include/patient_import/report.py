@@ -47,7 +47,10 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
     lists the practice's earlier imports of the same file (same sha256), newest first
     (records.earlier_imports_of_file). `changes.fields` counts, per field, the updated patients
     it changed (SPEC §8, dry runs too); `changes.rows` (streamed by `write_report`) names each
-    updated row's changed fields; `undo` says when and by whom an undone import was taken back.
+    updated row's changed fields; `undo` says when and by whom an undone import was taken back
+    and where the undo's own report is (`files.undo_report_path`). `approval` is
+    `records.approval_summary`: whether the import had to wait for a person, the reason codes, the
+    answer, who gave it and when (SPEC §8); null for an import without a recorded decision.
     """
     details = json.loads(record["details"]) if record.get("details") else {}
     return {
@@ -65,7 +68,9 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
         "details": details,
         "changes": {"fields": json.loads(record["field_changes"]) if record.get("field_changes") else {},
                     "rows": []},
-        "undo": ({"undone_at": _iso(record["undone_at"]), "undone_by": record.get("undone_by")}
+        "approval": records.approval_summary(record.get("approval")),
+        "undo": ({"undone_at": _iso(record["undone_at"]), "undone_by": record.get("undone_by"),
+                  "report": str(files.undo_report_path(record["practice_id"], record["id"]))}
                  if record.get("undone_at") else None),
         "files": {k: record.get(f"{k}_path") for k in
                   ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
@@ -147,7 +152,12 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             warning = overwrite_warning(stored, records.problem_counts(conn, import_id))
         if warning:
             records.replace_problem(engine, import_id, warning)
-    [practice] = staleness(engine, [record["practice_id"]], records.now().date())
+    return _write_from_store(engine, import_id, record["practice_id"])
+
+
+def _write_from_store(engine: Engine, import_id: str, practice_id: str) -> tuple[dict, storage.StoragePath]:
+    """Build the import's report from the store and write it, its problems and changed rows streamed."""
+    [practice] = staleness(engine, [practice_id], records.now().date())
     if practice.stale:
         log.warning("stale: %s", practice.message())
     reader = _reader(engine)
@@ -163,6 +173,32 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
         if reader is not engine:
             reader.dispose()
     return document, path
+
+
+def rewrite_after_undo(engine: Engine, import_id: str) -> storage.StoragePath | None:
+    """Write an undone import's report again, from the store: `status` `undone` and `undo`
+    (`undone_at`, `undone_by`, the undo's own report) (SPEC §8). Returns its path; None when the
+    import has no report any more (purged by retention) or is not undone: nothing is written then.
+
+    Why the file is rewritten rather than every reader overlaying the store's status: SPEC §6 makes
+    this file the interface that scripts outside the project read, without the store; left as it
+    was, it would say `completed` for an import whose patients were taken back, and a script could
+    act on it (upload its file, count it as loaded). What the file records of the import as it ran
+    is kept: counts, problems, per-field changes and approval are rebuilt from the same store rows
+    the report stage wrote them from, and an import completed with errors shows it in
+    `counts.rejected`; only `status`, `undo` and `staleness` (the practice's, as of this writing)
+    are new. A purged report is not brought back: retention removed it on purpose.
+    """
+    with engine.connect() as conn:
+        record = records.get_import(conn, import_id)
+    if record is None or record["status"] != p.Status.UNDONE.value or record["dry_run"]:
+        return None
+    path = report_path(record["practice_id"], import_id)
+    if not path.exists():
+        return None
+    _, written = _write_from_store(engine, import_id, record["practice_id"])
+    log.info("import %s: report written again as undone: %s", import_id, written)
+    return written
 
 
 def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | None:
@@ -202,7 +238,7 @@ def _report_from_staging(import_id: str, case: str) -> dict:
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(case).to_dict()],
         "problem_counts": ProblemTable.of([_failed_problem(case)]).counts(),
-        "details": {}, "changes": {"fields": {}, "rows": []}, "undo": None,
+        "details": {}, "changes": {"fields": {}, "rows": []}, "approval": None, "undo": None,
         "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }

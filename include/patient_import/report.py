@@ -19,6 +19,7 @@ from include.patient_import import catalogue, changes, files, records, settings,
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
+from include.patient_import.queries import _utc
 from include.patient_import.staleness import staleness
 from include.patient_import.store import create_store_engine
 
@@ -69,7 +70,8 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
         "changes": {"fields": json.loads(record["field_changes"]) if record.get("field_changes") else {},
                     "rows": []},
         "approval": records.approval_summary(record.get("approval")),
-        "undo": ({"undone_at": _iso(record["undone_at"]), "undone_by": record.get("undone_by"),
+        # Aware, as the undo's own report gives it (SQLite hands it back naive; it is UTC).
+        "undo": ({"undone_at": _iso(_utc(record["undone_at"])), "undone_by": record.get("undone_by"),
                   "report": str(files.undo_report_path(record["practice_id"], record["id"]))}
                  if record.get("undone_at") else None),
         "files": {k: record.get(f"{k}_path") for k in

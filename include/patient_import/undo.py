@@ -33,8 +33,8 @@ from include.patient_import import audit, storage
 from include.patient_import import problems as p
 from include.patient_import.changes import INSERTED, VALUE_COLUMNS
 from include.patient_import.files import undo_report_path
-from include.patient_import.report import rewrite_after_undo
 from include.patient_import.queries import _utc as utc  # SQLite hands timestamps back naive
+from include.patient_import.report import rewrite_after_undo
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)

@@ -11,7 +11,7 @@ Each entry put back is marked (`patient_changes.reverted_at`) in the same transa
 twice changes nothing the second time, and a crash part-way rolls everything back for a re-run.
 The import becomes `undone` (`undone_at`, `undone_by`, an audit entry), and the undo writes its
 own JSON report beside the import's: counts and account numbers, never a patient value; the
-import's own report is written again to say `undone` and link it (`report.rewrite_after_undo`).
+import's own report is written again to say `undone` and link it (`report_file.rewrite_after_undo`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from include.patient_import import problems as p
 from include.patient_import.changes import INSERTED, VALUE_COLUMNS
 from include.patient_import.files import undo_report_path
 from include.patient_import.queries import _utc as utc  # SQLite hands timestamps back naive
-from include.patient_import.report import rewrite_after_undo
+from include.patient_import.report_file import rewrite_after_undo
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)

@@ -437,3 +437,8 @@ def _safe_practice(practice_id: str, area: str) -> bool:
 def practice_folder(practice_id: str) -> str:
     """The practice's folder in a file area; an id from a bad conf never becomes a path."""
     return practice_id if is_safe_id(practice_id) else "_unknown"
+
+
+def undo_report_path(practice_id: str, import_id: str) -> StoragePath:
+    """An undo's own report (SPEC §8), beside the import's: `reports/<practice_id>/<import_id>_undo.json`."""
+    return settings.area("reports", practice_folder(practice_id), f"{import_id}_undo.json")

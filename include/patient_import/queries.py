@@ -14,7 +14,7 @@ from typing import overload
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from include.patient_import import audit, changes, records, settings, storage
+from include.patient_import import audit, changes, files, records, settings, storage
 from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
 from include.patient_import.storage import StoragePath, path_of
 from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
@@ -136,6 +136,10 @@ class ImportDetail:
     undone_at: datetime | None = None
     undone_by: str | None = None
     audit: list[dict] = field(default_factory=list)
+    # Whether the import waited for a person, why, and the answer (`records.approval_summary`, as
+    # its report says it); None without a recorded decision.
+    approval: dict | None = None
+    has_undo_report: bool = False
 
     @property
     def undoable(self) -> bool:
@@ -340,7 +344,18 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         field_changes=changes.recorded_field_counts(conn, import_id),
         has_changes=changes.has_value_changes(conn, import_id),
         undone_at=_utc(row.get("undone_at")), undone_by=row.get("undone_by"),
-        audit=[{**entry, "at": _utc(entry["at"])} for entry in audit.entries(conn, import_id)])
+        audit=[{**entry, "at": _utc(entry["at"])} for entry in audit.entries(conn, import_id)],
+        approval=records.approval_summary(row.get("approval")),
+        has_undo_report=row.get("undone_at") is not None and undo_report(conn, import_id) is not None)
+
+
+def undo_report(conn: Connection, import_id: str) -> StoragePath | None:
+    """The undo's own report of an undone import (`files.undo_report_path`), when it exists inside
+    the reports area; None otherwise. It holds counts and account numbers, no other patient value."""
+    row = records.get_import(conn, import_id)
+    if row is None or row.get("undone_at") is None:
+        return None
+    return _inside(files.undo_report_path(row["practice_id"], import_id), settings.area("reports"))
 
 
 def _inside(path: StoragePath, root: StoragePath) -> StoragePath | None:

@@ -92,6 +92,31 @@ def set_approval(engine: Engine, import_id: str, approval: dict) -> None:
     update_import(engine, import_id, approval=json.dumps(approval, sort_keys=True))
 
 
+def approval_summary(stored: str | dict | None) -> dict | None:
+    """What the import's report and its Import Results page say of its approval (SPEC §8), from the
+    decision and answer `approval.py` records in `imports.approval` (its JSON text, or that parsed):
+
+        {"required": bool, "reasons": [{"code", "message"}], "answer": "approved" | "rejected" |
+         "timed_out" | None, "by": the approver's user name or None, "answered_at": ISO time or None,
+         "why_not": why it did not wait, or None}
+
+    Reason codes and messages are counts, shares and field names, never a patient value. `answer`
+    None on a required approval: nobody answered before the load ran (it was rejected
+    `not_approved`). None when no decision was recorded (an import from before approval existed,
+    or one that ended before `check_approval`).
+    """
+    decision = json.loads(stored) if isinstance(stored, str) and stored else stored
+    if not isinstance(decision, dict):
+        return None
+    required = bool(decision.get("waits"))
+    return {"required": required,
+            "reasons": [{"code": r.get("code"), "message": r.get("message")} for r in decision.get("reasons") or []],
+            "answer": decision.get("answer") if required else None,
+            "by": decision.get("by") if required else None,
+            "answered_at": decision.get("answered_at") if required else None,
+            "why_not": None if required else decision.get("why_not") or "under every threshold"}
+
+
 def last_completed_columns(conn: Connection, practice_id: str, before: str) -> tuple[str, list[str]] | None:
     """The id and export columns (canonical field names) of the practice's newest completed,
     loaded, non-dry-run import other than `before` that recorded them; None when there is none."""

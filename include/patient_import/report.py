@@ -8,108 +8,25 @@ code and field how many were found and how many are listed.
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterable
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from include.patient_import import catalogue, changes, files, records, settings, staging, storage
+from include.patient_import import catalogue, files, records, staging, storage
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.problems import Counts
-from include.patient_import.staleness import staleness
-from include.patient_import.store import create_store_engine
+
+# The report file itself (its document, streaming, the rewrite after an undo) is one layer down,
+# shared with the undo; `build_report` and `write_report` are re-exported where callers found them.
+from include.patient_import.report_file import build_report, iso, report_path, write_from_store, write_report  # noqa: F401, E501
 
 log = logging.getLogger(__name__)
 
 
 class StoreUnavailable(Exception):
     """The store could not be reached to finalise the import; the JSON report says `failed`."""
-
-
-def report_path(practice_id: str, import_id: str) -> storage.StoragePath:
-    return settings.area("reports", files.practice_folder(practice_id), f"{import_id}.json")
-
-
-def _iso(value) -> str | None:
-    return value.isoformat() if value is not None else None
-
-
-def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | None = None,
-                 problem_counts: list[dict] | None = None, already_imported: list[dict] | None = None) -> dict:
-    """The report document of SPEC §6, plus where the import's files are and the practice's staleness.
-
-    `problems` may be left empty and streamed by `write_report` instead; `problem_counts` is the
-    store's (records.problem_counts). `export.exported_on_source` is `conf`, `file_name` or
-    `landed` (SPEC §6; null for imports recorded before it was kept); `export.already_imported`
-    lists the practice's earlier imports of the same file (same sha256), newest first
-    (records.earlier_imports_of_file). `changes.fields` counts, per field, the updated patients
-    it changed (SPEC §8, dry runs too); `changes.rows` (streamed by `write_report`) names each
-    updated row's changed fields; `undo` says when and by whom an undone import was taken back.
-    """
-    details = json.loads(record["details"]) if record.get("details") else {}
-    return {
-        "import_id": record["id"],
-        "practice_id": record["practice_id"],
-        "status": record["status"],
-        "dry_run": bool(record["dry_run"]),
-        "export": {"name": record["export_name"], "sha256": record["export_sha256"],
-                   "exported_on": _iso(record["exported_on"]),
-                   "exported_on_source": record.get("exported_on_source"), "bytes": record.get("export_bytes"),
-                   "already_imported": already_imported or []},
-        "counts": {k: int(record.get(k) or 0) for k in Counts().as_dict()},
-        "problems": [x.to_dict() for x in sorted(problems, key=p.Problem.sort_key)],
-        "problem_counts": problem_counts or [],
-        "details": details,
-        "changes": {"fields": json.loads(record["field_changes"]) if record.get("field_changes") else {},
-                    "rows": []},
-        "undo": ({"undone_at": _iso(record["undone_at"]), "undone_by": record.get("undone_by")}
-                 if record.get("undone_at") else None),
-        "files": {k: record.get(f"{k}_path") for k in
-                  ("archive", "quarantine", "upload", "rejected_rows", "data_docs")},
-        "staleness": staleness,
-        "dag_run_id": record["dag_run_id"],
-        "started_at": _iso(record.get("started_at")),
-        "finished_at": _iso(record.get("finished_at")),
-    }
-
-
-_PROBLEMS_HERE = "\x00problems\x00"
-_ROWS_HERE = "\x00changed rows\x00"
-
-
-def write_report(document: dict, problems: Iterable[dict] | None = None,
-                 changed_rows: Iterable[dict] | None = None) -> storage.StoragePath:
-    """Write the report; with `problems` (report dicts in report order), they are streamed into
-    the document's `problems`, one per line, in place of the list it holds; the same for
-    `changed_rows` into `changes.rows`."""
-    path = report_path(document["practice_id"], document["import_id"])
-    if problems is None and changed_rows is None:
-        return storage.write_text(path, json.dumps(document, indent=2, ensure_ascii=False) + "\n")
-    streamed = {**document}
-    lists: list[tuple[str, Iterable[dict], str]] = []
-    if problems is not None:
-        streamed["problems"] = _PROBLEMS_HERE
-        lists.append((_PROBLEMS_HERE, problems, "  "))
-    if changed_rows is not None:
-        streamed["changes"] = {**document.get("changes", {}), "rows": _ROWS_HERE}
-        lists.append((_ROWS_HERE, changed_rows, "    "))
-    text = json.dumps(streamed, indent=2, ensure_ascii=False)
-    # The placeholders in document order, so the text between them is written in turn.
-    lists.sort(key=lambda item: text.index(json.dumps(item[0])))
-    with storage.writing(path, "w", encoding="utf-8") as handle:
-        for placeholder, items, indent in lists:
-            head, text = text.split(json.dumps(placeholder), 1)
-            handle.write(head + "[")
-            separator = "\n"
-            for item in items:
-                handle.write(separator + indent + "  " + json.dumps(item, ensure_ascii=False))
-                separator = ",\n"
-            handle.write(f"\n{indent}]" if separator != "\n" else "]")
-        handle.write(text + "\n")
-    return path
 
 
 def _failed_problem(case: str) -> p.Problem:
@@ -147,22 +64,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             warning = overwrite_warning(stored, records.problem_counts(conn, import_id))
         if warning:
             records.replace_problem(engine, import_id, warning)
-    [practice] = staleness(engine, [record["practice_id"]], records.now().date())
-    if practice.stale:
-        log.warning("stale: %s", practice.message())
-    reader = _reader(engine)
-    try:
-        with reader.connect() as conn:
-            record = records.get_import(conn, import_id)
-            assert record is not None  # registered at extract
-            document = build_report(record, (), practice.as_dict(), records.problem_counts(conn, import_id),
-                                    records.earlier_imports_of_file(conn, record))
-            path = write_report(document, records.iter_problems(conn, import_id),
-                                changes.changed_rows(conn, import_id))
-    finally:
-        if reader is not engine:
-            reader.dispose()
-    return document, path
+    return write_from_store(engine, import_id, record["practice_id"])
 
 
 def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | None:
@@ -178,16 +80,8 @@ def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | N
     current = sum(int(record.get(k) or 0) for k in ("inserted", "updated", "unchanged"))
     upload = "its upload file" if record.get("upload_path") else "an upload file of it"
     message = catalogue.message(p.UPLOAD_OVERWRITES_NEWER_DATA, "every_row" if current == 0 else None,
-                                older=older, exported_on=_iso(record["exported_on"]), upload=upload)
+                                older=older, exported_on=iso(record["exported_on"]), upload=upload)
     return p.Problem(code=p.UPLOAD_OVERWRITES_NEWER_DATA, message=message)
-
-
-def _reader(engine: Engine) -> Engine:
-    """The engine to stream the problems with: on SQLite a read-only one, whose transaction does
-    not take the write lock that other practices' loads wait for while the report is written."""
-    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
-        return engine
-    return create_store_engine(engine.url.render_as_string(hide_password=False), read_only=True)
 
 
 def _report_from_staging(import_id: str, case: str) -> dict:
@@ -202,7 +96,7 @@ def _report_from_staging(import_id: str, case: str) -> dict:
         "counts": Counts.all_rejected(read).as_dict(),
         "problems": [_failed_problem(case).to_dict()],
         "problem_counts": ProblemTable.of([_failed_problem(case)]).counts(),
-        "details": {}, "changes": {"fields": {}, "rows": []}, "undo": None,
+        "details": {}, "changes": {"fields": {}, "rows": []}, "approval": None, "undo": None,
         "files": {"archive": job.archive_path}, "staleness": None, "dag_run_id": None,
         "started_at": None, "finished_at": records.now().isoformat(),
     }

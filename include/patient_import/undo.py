@@ -10,7 +10,8 @@ its entry stays pending, so undoing that later import first and then this one ag
 Each entry put back is marked (`patient_changes.reverted_at`) in the same transaction: undoing
 twice changes nothing the second time, and a crash part-way rolls everything back for a re-run.
 The import becomes `undone` (`undone_at`, `undone_by`, an audit entry), and the undo writes its
-own JSON report beside the import's: counts and account numbers, never a patient value.
+own JSON report beside the import's: counts and account numbers, never a patient value; the
+import's own report is written again to say `undone` and link it (`report_file.rewrite_after_undo`).
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from include.patient_import import audit, files, settings, storage
+from include.patient_import import audit, storage
 from include.patient_import import problems as p
 from include.patient_import.changes import INSERTED, VALUE_COLUMNS
+from include.patient_import.files import undo_report_path
 from include.patient_import.queries import _utc as utc  # SQLite hands timestamps back naive
+from include.patient_import.report_file import rewrite_after_undo
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)
@@ -71,11 +74,6 @@ class UndoResult:
         return {"import_id": self.import_id, "practice_id": self.practice_id, "status": self.status,
                 "removed": self.removed, "restored": self.restored, "changed_since": len(self.changed_since),
                 "already_undone": self.already_undone, "report": self.report}
-
-
-def undo_report_path(practice_id: str, import_id: str) -> storage.StoragePath:
-    """Beside the import's report: `reports/<practice_id>/<import_id>_undo.json`."""
-    return settings.area("reports", files.practice_folder(practice_id), f"{import_id}_undo.json")
 
 
 def _as_left(changes: sa.Table, patients: sa.Table) -> sa.ColumnElement[bool]:
@@ -133,6 +131,8 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
                         undone_at=undone_at.isoformat() if undone_at else None, undone_by=undone_by,
                         already_undone=not (first or removed or restored))
     path = _write_report(result)
+    # Written again on every undo, a repeated one too: a crash after the commit left it as it was.
+    rewrite_after_undo(engine, import_id)
     result = UndoResult(**{**asdict(result), "report": str(path)})
     log.info("undo %s: %d removed, %d restored, %d changed since (left as they are)%s; report %s", import_id,
              removed, restored, len(changed_since), " (already undone: nothing changed)" if result.already_undone

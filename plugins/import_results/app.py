@@ -171,11 +171,13 @@ def _duration(value: timedelta | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
-def _when(value: datetime | None, zone: bool = True) -> Markup:
-    """A UTC time to the minute, in a `<time>` the page's script shows in the time zone chosen in
-    Airflow's UI (UTC without script)."""
+def _when(value: datetime | str | None, zone: bool = True) -> Markup:
+    """A UTC time to the minute (or its ISO text, as the approval's `answered_at`), in a `<time>` the
+    page's script shows in the time zone chosen in Airflow's UI (UTC without script)."""
     if value is None:
         return Markup("")
+    if isinstance(value, str):
+        value = queries._utc(datetime.fromisoformat(value))
     text = f"{value:%Y-%m-%d %H:%M}" + (" UTC" if zone else "")
     return Markup('<time datetime="{}"{}>{}</time>').format(
         value.isoformat(), Markup(" data-zone") if zone else Markup(""), text)
@@ -321,7 +323,18 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
         undo_api_url=f"{_airflow_root(request)}/api/v2/dags/{UNDO_DAG_ID}/dagRuns",
         undo_runs_url=f"{_airflow_root(request)}/dags/{UNDO_DAG_ID}/runs/",
         data_docs_url=_url(request, "data_docs", import_id=import_id, path="index.html")
-        if detail.has_data_docs else None)
+        if detail.has_data_docs else None,
+        undo_report_url=_url(request, "undo_report", import_id=import_id) if detail.has_undo_report else None)
+
+
+@app.get("/imports/{import_id}/undo-report", name="undo_report")
+def undo_report(import_id: ImportId, conn: Store) -> Response:
+    """The undo's own JSON report (SPEC §8): counts, and the account numbers left `changed_since`.
+    Account numbers only, as the pages show them: readers of the DAG may read it."""
+    path = queries.undo_report(conn, import_id) if conn is not None else None
+    if path is None:
+        raise HTTPException(404, f"import {import_id} has no undo report")
+    return _file_response(path, media_type="application/json")
 
 
 @app.get("/imports/{import_id}/files/{kind}", name="download", dependencies=[Depends(_run_access)])
@@ -458,5 +471,7 @@ def api_import_detail(request: Request, import_id: ImportId, conn: Store, proble
             "problem_summary": jsonable_encoder(detail.problem_summary), "files": detail.files,
             "data_docs": detail.has_data_docs, "details": detail.details,
             "changes": {"fields": detail.field_changes, "file": detail.has_changes},
-            "undo": {"undone_at": jsonable_encoder(detail.undone_at), "undone_by": detail.undone_by},
-            "audit": jsonable_encoder(detail.audit)}
+            "undo": {"undone_at": jsonable_encoder(detail.undone_at), "undone_by": detail.undone_by,
+                     "report_url": _url(request, "undo_report", import_id=import_id)
+                     if detail.has_undo_report else None},
+            "approval": detail.approval, "audit": jsonable_encoder(detail.audit)}

@@ -47,6 +47,11 @@ practices:
     capacity: 1000
     systems: [drip_education]
     approval: {}
+  - id: privacy_clinic  # tests/e2e/test_privacy.py: its marker import waits for approval, then is undone
+    name: Privacy Chiropractic
+    capacity: 1000
+    systems: [drip_education, auto_debit, cash_plan_calculator]
+    approval: {max_inserts: 3, timeout_hours: 1}
 """
 
 

@@ -1,10 +1,14 @@
-"""No patient value leaks (issue #7): a full run on the real scheduler with marker values in every field.
+"""No patient value leaks (issues #7, #15): a full run on the real scheduler with marker values in every field.
 
-Every patient field except the account number holds a unique, valid marker. Afterwards none may
-appear in Airflow's logs, its metadata database (XComs, rendered task fields, DAG-run conf,
-task-instance notes), the GX validation results or Data Docs, or the reports. Only the store,
-the archive, the outbox, the quarantine and the rejected-rows file may hold them; the run's
-staging is empty.
+Every patient field except the account number holds a unique, valid marker. The import is over its
+practice's approval threshold: it waits in Airflow's human-in-the-loop step, is approved over the
+REST API, loads, its changes file is downloaded, and it is undone through `patient_import_undo`.
+Afterwards none may appear in Airflow's logs, its metadata database (XComs, rendered task fields,
+DAG-run conf, task-instance notes, the HITL records: subject, body, params, chosen options), the GX
+validation results or Data Docs, the reports (the import's, rewritten as undone, and the undo's),
+or the import's Import Results page and API (audit rows included). Only the store, the archive,
+the outbox, the quarantine, the rejected-rows file and the role-gated changes file may hold them;
+the run's staging is empty. One import run and one undo run: `make test` time matters.
 """
 
 from __future__ import annotations
@@ -12,7 +16,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import sqlite3
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -20,7 +27,11 @@ import pytest
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-PRACTICE = "demo_clinic"
+PRACTICE = "privacy_clinic"  # approval {max_inserts: 3} (tests/e2e/conftest.py): this import waits
+APPROVE_TASK = "import_practice.approve_imports"
+# Answered within a second of the pause, an answer can be lost (tests/e2e/test_approval.py): a person
+# answers later, so the test waits until the pause has settled.
+APPROVAL_SETTLE_SECONDS = 6
 ALLOWED_AREAS = ("archive", "outbox", "quarantine")
 # Valid, distinct values for each marker row: area codes and exchanges that phonenumbers accepts.
 PHONES = ["2089478877", "3122485290", "8136245454", "8564249817", "6035828294", "4136912125"]
@@ -60,6 +71,57 @@ def files_holding(root: Path, markers: list[str]) -> dict[str, list[str]]:
     return found
 
 
+def _get(airflow, path: str) -> bytes:
+    """A page or file of Airflow's API server as the admin (not JSON: the Import Results pages)."""
+    request = urllib.request.Request(airflow.stack.url + path, headers={"Authorization": f"Bearer {airflow.token}"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return response.read()
+
+
+def _approve_when_waiting(airflow, run_id: str, timeout: float = 600) -> None:
+    """Wait until the run's approval step has waited for input for a while, then approve it."""
+    quoted = urllib.parse.quote(run_id, safe="")
+    deadline, seen = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        waiting = [t for t in airflow.task_instances(quoted)
+                   if t["task_id"] == APPROVE_TASK and t["state"] == "awaiting_input"]
+        if not waiting:
+            seen = None
+            state = airflow.api("GET", f"/api/v2/dags/patient_import/dagRuns/{quoted}")["state"]
+            assert state not in ("success", "failed"), f"the import did not wait for approval: {state}"
+        elif seen is None:
+            seen = time.monotonic()
+        elif time.monotonic() - seen >= APPROVAL_SETTLE_SECONDS:
+            airflow.api("PATCH", f"/api/v2/dags/patient_import/dagRuns/{quoted}/taskInstances/{APPROVE_TASK}/"
+                                 f"{waiting[0]['map_index']}/hitlDetails", {"chosen_options": ["Approve"],
+                                                                            "params_input": {}})
+            return
+        time.sleep(2)
+    raise TimeoutError(f"the approval step did not wait: {airflow.explain(run_id)}")
+
+
+def _undo(airflow, import_id: str, timeout: float = 600) -> None:
+    """Undo the import through the `patient_import_undo` DAG, as the Undo button does."""
+    airflow.api("PATCH", "/api/v2/dags/patient_import_undo", {"is_paused": False})
+    run = airflow.api("POST", "/api/v2/dags/patient_import_undo/dagRuns",
+                      {"logical_date": None, "conf": {"import_id": import_id}})
+    quoted = urllib.parse.quote(run["dag_run_id"], safe="")
+    deadline = time.monotonic() + timeout
+    while (state := airflow.api("GET", f"/api/v2/dags/patient_import_undo/dagRuns/{quoted}")["state"]) not in (
+            "success", "failed"):
+        assert time.monotonic() < deadline, state
+        time.sleep(2)
+    assert state == "success"
+
+
+def _hitl_records(airflow_db: Path) -> list[str]:
+    """Every HITL record of the metadata database (request and answer, and their history), as text."""
+    with sqlite3.connect(f"file:{airflow_db}?mode=ro", uri=True) as conn:
+        rows = [" | ".join(str(value) for value in row) for table in ("hitl_detail", "hitl_detail_history")
+                for row in conn.execute(f"select * from {table}")]  # noqa: S608 - fixed table names
+    return rows
+
+
 def test_no_marker_value_leaves_the_patient_files(airflow, tmp_path):
     rows, markers = marker_rows()
     rows += [[str(6000 + i), "Plain", "Patient", "", "", "", "Boise", "ID", "83705", "", "", "", "", "", ""]
@@ -73,12 +135,33 @@ def test_no_marker_value_leaves_the_patient_files(airflow, tmp_path):
 
     triggered = airflow.api("POST", "/api/v2/dags/patient_import/dagRuns",
                             {"logical_date": None, "conf": {"practice_id": PRACTICE}})
+    _approve_when_waiting(airflow, triggered["dag_run_id"])
     runs = airflow.wait_until_idle()
     run = next(r for r in runs if r["dag_run_id"] == triggered["dag_run_id"])
     assert run["state"] == "success", airflow.explain(run["dag_run_id"])
+    [listed] = json.loads(_get(airflow, f"/import-results/api/imports?practice={PRACTICE}"))["imports"]
+    import_id = listed["id"]
+    changes_file = _get(airflow, f"/import-results/imports/{import_id}/files/changes").decode("utf-8-sig")
+    _undo(airflow, import_id)
+
+    report = json.loads((airflow.home / "reports" / PRACTICE / f"{import_id}.json").read_text(encoding="utf-8"))
+    assert report["status"] == "undone" and report["approval"]["answer"] == "approved"
+    assert Path(report["undo"]["report"]).is_file()
+    hitl = _hitl_records(airflow.stack.airflow_home / "airflow.db")
+    # The request (subject, body, options) and the answer (chosen options, who) of this import.
+    assert any(PRACTICE in row and '["Approve"]' in row for row in hitl), hitl
+    page = _get(airflow, f"/import-results/imports/{import_id}").decode("utf-8")
+    api = _get(airflow, f"/import-results/api/imports/{import_id}").decode("utf-8")
+    audit = {entry["action"]: entry for entry in json.loads(api)["audit"]}
+    assert {"triggered", "approved", "downloaded", "undone"} <= set(audit), audit
+    assert json.loads(api)["import"]["status"] == "undone" and 'id="undo-report"' in page
 
     leaks = {}
-    for name in ("logs", "airflow.db", "standalone.log"):
+    for name, text in (("hitl records", "\n".join(hitl)), ("import results page", page),
+                       ("import results api", api)):
+        if hits := [m for m in markers if m in text]:
+            leaks[name] = hits
+    for name in ("logs", "airflow.db", "airflow.db-wal", "standalone.log"):
         target = airflow.stack.airflow_home / name
         if target.is_file():
             hits = [m for m in markers if m.encode() in target.read_bytes()]
@@ -102,3 +185,4 @@ def test_no_marker_value_leaves_the_patient_files(airflow, tmp_path):
     for area in ALLOWED_AREAS:
         allowed |= files_holding(airflow.home / area, markers)
     assert allowed, "the markers should be in the archive and the outbox"
+    assert [m for m in markers if m in changes_file], "the changes file holds the values (role-gated)"

@@ -298,3 +298,79 @@ def test_the_approvers_text_says_when_a_retry_asks_again():
     again = approval.approver_text([decision], attempt=3)
     assert "Asked again" not in first
     assert again.startswith("**Asked again (try 3):**") and again.endswith(first)
+
+
+# ---------------------------------------------------------------- the approval in the import's report
+
+
+def _report_of(done: dict) -> dict:
+    from include.patient_import import storage
+
+    return json.loads(storage.path_of(done["report"]["report"]).read_text(encoding="utf-8"))
+
+
+def test_the_report_says_whether_approval_was_required_why_and_the_answer(tmp_path, monkeypatch):
+    from include.patient_import import pipeline
+    from include.patient_import.extract import RunInfo
+
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_inserts: 5, timeout_hours: 2}")
+    reports = {}
+    for n, (answer, by) in enumerate((("approved", "office_manager"), ("rejected", "office_lead"),
+                                      ("timed_out", None), (None, None))):
+        path, _ = export(tmp_path, f"Patients {answer}.csv", rows=10, first_account=20001 + 100 * n)
+        [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id=f"r{n}", map_index=0),
+                                               export_file=str(path), exported_on=DAY)
+        pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
+        if answer:
+            approval.record_answer(engine, import_id, answer, by=by)
+        reports[answer] = _report_of(pipeline.run_stages(engine, import_id, ("load",)))
+
+    for answer, report in reports.items():
+        got = report["approval"]
+        assert got["required"] is True and got["why_not"] is None, answer
+        assert got["reasons"] == [{"code": rules.INSERTS_OVER_LIMIT, "message": got["reasons"][0]["message"]}]
+        assert "10" in got["reasons"][0]["message"] and "5" in got["reasons"][0]["message"]
+        assert got["answer"] == answer
+    assert reports["approved"]["status"] == p.Status.COMPLETED
+    assert reports["approved"]["approval"]["by"] == "office_manager"
+    assert reports["approved"]["approval"]["answered_at"] is not None
+    assert reports["rejected"]["approval"]["by"] == "office_lead"
+    assert (reports["timed_out"]["approval"]["by"], reports[None]["approval"]["answered_at"]) == (None, None)
+    assert {r["status"] for a, r in reports.items() if a != "approved"} == {p.Status.REJECTED}
+
+
+def test_the_report_of_an_import_that_did_not_wait_says_why_not(tmp_path, monkeypatch):
+    engine = home_with(tmp_path, monkeypatch, "    approval: {}")
+    path, _ = export(tmp_path, "Patients.csv", rows=5)
+    [under] = run_import(engine, path, run_id="under", exported_on=DAY)
+    [dry] = run_import(engine, path, run_id="dry", exported_on=DAY, dry_run=True)
+
+    assert under.report["approval"] == {"required": False, "reasons": [], "answer": None, "by": None,
+                                        "answered_at": None, "why_not": "under every threshold"}
+    assert dry.report["approval"]["required"] is False and "dry run" in dry.report["approval"]["why_not"]
+
+
+def test_a_report_without_a_recorded_decision_has_no_approval():
+    assert records.approval_summary(None) is None
+    assert records.approval_summary("") is None
+    assert records.approval_summary("[]") is None
+
+
+def test_the_approval_in_the_report_carries_no_patient_value(tmp_path, monkeypatch):
+    """Reasons that name fields (columns_changed) and shares; the figures stay in the store."""
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_update_share: 0.01}")
+    first, _ = export(tmp_path, "Patients 1.csv", rows=12, seed=5)
+    run_import(engine, first, run_id="first", exported_on=DAY)
+
+    def rename(patients):
+        patients["last_name"] = patients["last_name"] + "ski"
+        return patients
+
+    second, patients = export(tmp_path, "Patients 2.csv", rows=12, seed=5, change=rename, drop=("email",))
+    [done] = run_import(engine, second, run_id="second", exported_on=DAY)
+    got = done.report["approval"]
+    assert [r["code"] for r in got["reasons"]] == [rules.UPDATES_OVER_SHARE, rules.COLUMNS_CHANGED]
+    seen = json.dumps(got)
+    values = {v for column in ("last_name", "first_name", "address1", "email", "home_phone", "birth_date")
+              if column in patients for v in patients[column].astype(str) if len(v) >= 5}
+    assert sorted(v for v in values if v in seen) == []

@@ -270,3 +270,36 @@ def _wait_until_blocked(url: str, worker) -> None:
             time.sleep(0.05)  # polling the server's lock table
     finally:
         probe.dispose()
+
+
+def test_the_undone_imports_own_report_says_undone_and_links_the_undos(imports):
+    """The report file (SPEC §6, read by scripts without the store) is written again: `undone`,
+    who and when, the undo's report; what the import did is kept as it ran."""
+    imports.run("a")
+    b = imports.run("b")
+    path = Path(b.summary["report"])
+    as_ran = json.loads(path.read_text(encoding="utf-8"))
+
+    result = undo_import(imports.engine, b.report["import_id"], by="office.lead")
+
+    document = json.loads(path.read_text(encoding="utf-8"))
+    assert document["status"] == p.Status.UNDONE and as_ran["status"] == p.Status.COMPLETED
+    assert document["undo"] == {"undone_at": result.undone_at, "undone_by": "office.lead", "report": result.report}
+    assert Path(document["undo"]["report"]).is_file()
+    for key in ("counts", "problems", "problem_counts", "changes", "export", "approval", "files", "finished_at"):
+        assert document[key] == as_ran[key], key
+    assert not [m for m in MARKERS if m in path.read_text(encoding="utf-8")]
+
+    undo_import(imports.engine, b.report["import_id"], by="someone.else")  # nothing left: the same report
+    assert json.loads(path.read_text(encoding="utf-8"))["undo"]["undone_by"] == "office.lead"
+
+
+def test_an_undo_does_not_bring_back_a_report_retention_purged(imports):
+    imports.run("a")
+    b = imports.run("b")
+    Path(b.summary["report"]).unlink()
+
+    result = undo_import(imports.engine, b.report["import_id"], by="office.lead")
+
+    assert not Path(b.summary["report"]).exists()
+    assert Path(result.report).is_file()

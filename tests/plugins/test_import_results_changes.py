@@ -150,3 +150,81 @@ def test_pages_show_no_changed_value(client, admin, changed):
     for route in (PAGE, f"/import-results/api/imports/{CHANGED}"):
         text = client.get(route, headers=admin).text
         assert not [v for v in (*PATIENT_VALUES, "1 Old Rd", "Salem") if v in text], route
+
+
+APPROVAL = {"waits": True, "answer": "rejected", "by": "office.lead", "answered_at": "2026-11-21T11:30:00+00:00",
+            "reasons": [{"code": "inserts_over_limit", "message": "9 new patients, more than the 5 allowed",
+                         "inserted": 9, "limit": 5}],
+            "counts": {"read": 9, "inserted": 9, "updated": 0, "unchanged": 0, "skipped": 0, "rejected": 0},
+            "stored": 0, "capacity": 5, "fields": {}, "timeout_hours": 24}
+
+
+@pytest.fixture(scope="module")
+def approvals(store):
+    """small_clinic's rejected import waited and was rejected; plan_clinic's did not wait."""
+    from include.patient_import import records
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    records.set_approval(engine, "small_clinic_20261121_c", APPROVAL)
+    records.set_approval(engine, "plan_clinic_20261122_d", {"waits": False, "reasons": [], "answer": None,
+                                                             "by": None, "answered_at": None})
+    engine.dispose()
+    return store
+
+
+def test_page_and_api_say_an_import_waited_for_approval_why_and_the_answer(client, viewer, approvals):
+    page = client.get("/import-results/imports/small_clinic_20261121_c", headers=viewer).text
+    section = re.search(r'<dl class="meta" id="approval" data-answer="rejected">.*?</dl>', page, re.S)[0]
+    assert 'data-reason="inserts_over_limit"' in section and "9 new patients, more than the 5 allowed" in section
+    assert "office.lead" in section and 'datetime="2026-11-21T11:30:00+00:00"' in section
+
+    body = client.get("/import-results/api/imports/small_clinic_20261121_c", headers=viewer).json()
+    assert body["approval"] == {"required": True, "answer": "rejected", "by": "office.lead",
+                                "answered_at": "2026-11-21T11:30:00+00:00", "why_not": None,
+                                "reasons": [{"code": "inserts_over_limit",
+                                             "message": "9 new patients, more than the 5 allowed"}]}
+
+
+def test_an_import_that_did_not_wait_shows_no_approval_section(client, viewer, approvals):
+    assert 'id="approval"' not in client.get("/import-results/imports/plan_clinic_20261122_d", headers=viewer).text
+    body = client.get("/import-results/api/imports/plan_clinic_20261122_d", headers=viewer).json()
+    assert body["approval"]["required"] is False and body["approval"]["why_not"] == "under every threshold"
+    # An import from before approval existed has none.
+    assert client.get(f"/import-results/api/imports/{CHANGED}", headers=viewer).json()["approval"] is None
+
+
+def test_an_undone_import_links_the_undos_report(client, viewer, store):
+    from datetime import datetime, timezone
+
+    from include.patient_import import records
+    from include.patient_import.store import create_store_engine
+
+    undone = "plan_clinic_20261122_d"
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    records.update_import(engine, undone, status="undone",
+                          undone_at=datetime(2026, 11, 25, 10, 0, tzinfo=timezone.utc), undone_by="office.lead")
+    engine.dispose()
+    url = f"/import-results/imports/{undone}/undo-report"
+    assert client.get(f"/import-results/api/imports/{undone}", headers=viewer).json()["undo"]["report_url"] is None
+    assert client.get(url, headers=viewer).status_code == 404
+
+    written = store["home"] / "reports" / "plan_clinic" / f"{undone}_undo.json"
+    written.parent.mkdir(parents=True, exist_ok=True)
+    written.write_text(json.dumps({"import_id": undone, "changed_since": [{"account_number": "30001"}]}),
+                       encoding="utf-8")
+
+    assert client.get(f"/import-results/api/imports/{undone}", headers=viewer).json()["undo"]["report_url"] == url
+    assert f'id="undo-report" href="{url}"' in client.get(f"/import-results/imports/{undone}", headers=viewer).text
+    response = client.get(url, headers=viewer)
+    assert response.status_code == 200 and response.json()["changed_since"] == [{"account_number": "30001"}]
+    assert response.headers["cache-control"] == "no-store"
+
+
+def test_an_import_not_undone_has_no_undo_report(client, viewer, store):
+    # A file where an undo's report would be does not make an import that was never undone undone.
+    stray = store["home"] / "reports" / "demo_clinic" / f"{CHANGED}_undo.json"
+    stray.parent.mkdir(parents=True, exist_ok=True)
+    stray.write_text("{}", encoding="utf-8")
+    assert client.get(f"{PAGE}/undo-report", headers=viewer).status_code == 404
+    assert 'id="undo-report"' not in client.get(PAGE, headers=viewer).text

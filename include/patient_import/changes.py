@@ -37,15 +37,18 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
 
     `staging` is the load's staging table (the written patient columns). The action is `inserted`
     for an account not stored yet, `updated` for a row the rules decided changes the patient
-    (its `updated_import_id` is set), else `seen` (only `last_seen_exported_on` moves forward).
+    (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on` moves forward, so
+    only the bookkeeping is kept (a daily full export would otherwise copy every patient's values
+    into the log on every import).
     """
     changes, stored = PatientChange.__table__, Patient.__table__.alias("stored")
     conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
-    action = sa.case((stored.c.id.is_(None), INSERTED),
-                     (staging.c.updated_import_id.is_not(None), UPDATED), else_=SEEN)
+    inserted = stored.c.id.is_(None)
+    updated = staging.c.updated_import_id.is_not(None)
+    action = sa.case((inserted, INSERTED), (updated, UPDATED), else_=SEEN)
     rows = sa.select(
         sa.literal(import_id, sa.String), staging.c.practice_id, staging.c.third_party_acct_number,
-        stored.c.id, action, *[stored.c[c] for c in IMAGE_COLUMNS],
+        stored.c.id, action, *[_kept(stored.c[c], c, inserted | updated) for c in IMAGE_COLUMNS],
     ).select_from(staging.outerjoin(stored, sa.and_(
         stored.c.practice_id == staging.c.practice_id,
         stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
@@ -55,13 +58,21 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
 
 
 def log_after(conn: Connection, import_id: str) -> None:
-    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds."""
+    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds
+    (for `seen` entries, the bookkeeping only)."""
     changes, patients = PatientChange.__table__, Patient.__table__
+    changed = changes.c.action != SEEN
     conn.execute(sa.update(changes).where(
         changes.c.import_id == import_id,
         patients.c.practice_id == changes.c.practice_id,
         patients.c.third_party_acct_number == changes.c.third_party_acct_number,
-    ).values({"patient_id": patients.c.id, **{f"after_{c}": patients.c[c] for c in IMAGE_COLUMNS}}))
+    ).values({"patient_id": patients.c.id, **{f"after_{c}": _kept(patients.c[c], c, changed) for c in IMAGE_COLUMNS}}))
+
+
+def _kept(value: sa.ColumnElement, column: str, values_logged: sa.ColumnElement[bool]) -> sa.ColumnElement:
+    """A column's image as the log keeps it: the bookkeeping always, the values only where the
+    import changed them (`values_logged`)."""
+    return value if column not in VALUE_COLUMNS else sa.case((values_logged, value), else_=sa.null())
 
 
 def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:

@@ -41,6 +41,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import audit, changes, queries, settings, storage
 from include.patient_import.catalogue import Severity
+from include.patient_import.files import IMPORT_ID_PATTERN
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Status
 from include.patient_import.store import Practice, airflow_store_url, create_store_engine
@@ -49,7 +50,7 @@ DAG_ID = "patient_import"
 UNDO_DAG_ID = "patient_import_undo"
 PROBLEMS_PER_PAGE = queries.PROBLEMS_PER_PAGE
 
-ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
+ImportId = Annotated[str, Path(pattern=IMPORT_ID_PATTERN)]
 PracticeFilter = Annotated[str, Query(pattern=r"^[A-Za-z0-9_]{0,64}$")]
 StatusFilter = Annotated[Literal["", *[s.value for s in Status]], Query()]  # "" = every status
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]

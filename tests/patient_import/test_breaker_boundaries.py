@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.patient_import import boundaries, planning
+from include.patient_import import boundaries, files, planning
 from include.patient_import import problems as p
 from tests.patient_import import test_trust_boundaries as trust
 from tools.corpus import PRACTICE_ID
@@ -206,7 +206,7 @@ def test_a_registry_id_too_long_for_a_file_name_is_refused_when_the_registry_is_
 
     registry = tmp_path / "practices.yml"
     registry.write_text(f"practices:\n  - id: {'a' * 250}\n    name: Long\n", encoding="utf-8")
-    with pytest.raises(p.ConfigurationError, match="at most 64"):
+    with pytest.raises(p.ConfigurationError, match=f"at most {files.MAX_ID_LENGTH}"):
         load_practices(registry)
 
 

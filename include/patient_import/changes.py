@@ -16,11 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from include.patient_import.problems import Status
 from include.patient_import.store import IMAGE_COLUMNS, Import, ImportRow, Patient, PatientChange
 from include.patient_import.untrusted import defuse
 
@@ -29,6 +30,7 @@ INSERTED, UPDATED, SEEN = "inserted", "updated", "seen"
 VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c not in ("last_seen_exported_on",
                                                                              "updated_import_id"))
 CHANGES_HEADER = ("account_number", "field", "before", "after")
+_UNDOABLE = frozenset({Status.COMPLETED.value, Status.COMPLETED_WITH_ERRORS.value, Status.UNDONE.value})
 _STREAM_BATCH = 5_000
 
 
@@ -73,6 +75,25 @@ def _kept(value: sa.ColumnElement, column: str, values_logged: sa.ColumnElement[
     """A column's image as the log keeps it: the bookkeeping always, the values only where the
     import changed them (`values_logged`)."""
     return value if column not in VALUE_COLUMNS else sa.case((values_logged, value), else_=sa.null())
+
+
+def undo_refusal(conn: Connection, record: Mapping) -> str | None:
+    """Why an import cannot be undone (SPEC §8), or None when it can: the one rule the undo, its
+    DAG and Import Results' button follow. `record` is the import's `imports` row. An undone import
+    can be undone again (to complete it after undoing a later one).
+
+    Returns a sentence naming the import id and why, never a patient value.
+    """
+    import_id = record["id"]
+    if record["dry_run"]:
+        return f"import {import_id} is a dry run: it changed no patient"
+    if record["status"] not in _UNDOABLE or record["loaded_at"] is None:
+        return f"import {import_id} is {record['status']}: only a completed import can be undone"
+    changes = PatientChange.__table__
+    logged = conn.execute(sa.select(changes.c.id).where(changes.c.import_id == import_id).limit(1)).first()
+    if logged is None and (record["inserted"] or record["updated"]):
+        return f"import {import_id} was loaded before the change log was kept: it cannot be undone"
+    return None
 
 
 def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:

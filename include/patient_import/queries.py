@@ -136,12 +136,9 @@ class ImportDetail:
     undone_by: str | None = None
     audit: list[dict] = field(default_factory=list)
 
-    @property
-    def undoable(self) -> bool:
-        """A completed import that changed the store, not yet undone (an undone one may be undone
-        again to complete it, from `make undo` or the DAG's form)."""
-        return (not self.summary.dry_run and self.has_changes
-                and self.summary.status in (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS))
+    # `changes.undo_refusal` finds nothing against it, and it is not undone yet (an undone one may
+    # be undone again to complete it, from `make undo` or the DAG's form).
+    undoable: bool = False
 
     @property
     def problems_pages(self) -> int:
@@ -327,6 +324,7 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         problem_summary=problem_summary(conn, import_id),
         field_changes=changes.recorded_field_counts(conn, import_id),
         has_changes=changes.has_value_changes(conn, import_id),
+        undoable=row["status"] != Status.UNDONE and changes.undo_refusal(conn, row) is None,
         undone_at=utc(row.get("undone_at")), undone_by=row.get("undone_by"),
         audit=[{**entry, "at": utc(entry["at"])} for entry in audit.entries(conn, import_id)])
 

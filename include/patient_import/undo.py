@@ -30,14 +30,13 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import audit, files, settings, storage
 from include.patient_import import problems as p
-from include.patient_import.changes import INSERTED, SEEN, UPDATED, VALUE_COLUMNS
+from include.patient_import.changes import INSERTED, SEEN, UPDATED, VALUE_COLUMNS, undo_refusal
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice, utc
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)
 
 log = logging.getLogger(__name__)
 
-_UNDOABLE = frozenset({p.Status.COMPLETED.value, p.Status.COMPLETED_WITH_ERRORS.value, p.Status.UNDONE.value})
 
 
 class NotUndoable(Exception):
@@ -152,15 +151,9 @@ def _undoable(conn: Connection, import_id: str) -> dict:
     record = conn.execute(sa.select(imports).where(imports.c.id == import_id)).mappings().first()
     if record is None:
         raise NotUndoable(f"no import {import_id}")
-    if record["dry_run"]:
-        raise NotUndoable(f"import {import_id} is a dry run: it changed no patient")
-    if record["status"] not in _UNDOABLE or record["loaded_at"] is None:
-        raise NotUndoable(f"import {import_id} is {record['status']}: only a completed import can be undone")
-    changes = PatientChange.__table__
-    logged = conn.execute(sa.select(sa.func.count()).select_from(changes)
-                          .where(changes.c.import_id == import_id)).scalar_one()
-    if not logged and (record["inserted"] or record["updated"]):
-        raise NotUndoable(f"import {import_id} was loaded before the change log was kept: it cannot be undone")
+    refusal = undo_refusal(conn, record)
+    if refusal:
+        raise NotUndoable(refusal)
     return dict(record)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from include.patient_import import boundaries, files, planning
+from include.patient_import import boundaries, planning
 from include.patient_import import problems as p
 from tests.patient_import import test_trust_boundaries as trust
 from tools.corpus import PRACTICE_ID

@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +29,9 @@ def changed(store):
     from include.patient_import.store import PatientChange, create_store_engine
 
     engine = create_store_engine(f"sqlite:///{store['database']}")
-    records.update_import(engine, CHANGED, field_changes=json.dumps(FIELDS))
+    # Loaded: the undo refuses an import the store never recorded as loaded (changes.undo_refusal).
+    records.update_import(engine, CHANGED, field_changes=json.dumps(FIELDS),
+                          loaded_at=datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc))
     zeb, quux, mail, phone, street = PATIENT_VALUES
     with engine.begin() as conn:
         for account, action, before, after in (

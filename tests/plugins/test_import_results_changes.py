@@ -153,3 +153,26 @@ def test_pages_show_no_changed_value(client, admin, changed):
     for route in (PAGE, f"/import-results/api/imports/{CHANGED}"):
         text = client.get(route, headers=admin).text
         assert not [v for v in (*PATIENT_VALUES, "1 Old Rd", "Salem") if v in text], route
+
+
+def test_a_download_while_a_load_holds_the_sqlite_store_is_refused_busy_not_served(client, admin, changed, monkeypatch):
+    # A long load holds SQLite's one write lock; the download's audit entry cannot be written, so
+    # the file is not served: 503 with Retry-After, after the (here shortened) busy timeout.
+    from import_results import app as results
+
+    from include.patient_import import store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 1)
+    results._audit_engine.cache_clear()
+    holder = sa.create_engine(f"sqlite:///{changed['database']}", isolation_level=None)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            response = client.get(f"{PAGE}/files/changes", headers=admin)
+            conn.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
+        results._audit_engine.cache_clear()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "60"
+    assert "busy" in response.text and "account_number" not in response.text

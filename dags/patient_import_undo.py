@@ -22,10 +22,12 @@ from datetime import timedelta
 import pendulum
 from airflow.sdk import Param, dag, get_current_context, task
 
+# Stdlib only underneath (settings, storage): cheap at parse time.
+from include.patient_import.files import IMPORT_ID_LENGTH, IMPORT_ID_PATTERN
+
 _TIMEZONE = os.environ.get("PATIENT_IMPORT_TIMEZONE", "UTC")
 _RETRIES = int(os.environ.get("PATIENT_IMPORT_RETRIES", "3"))
 _RETRY_DELAY = timedelta(seconds=int(os.environ.get("PATIENT_IMPORT_RETRY_DELAY_SECONDS", "30")))
-_IMPORT_ID_PATTERN = r"^[A-Za-z0-9_]{1,80}$"  # include.patient_import.undo.IMPORT_ID_PATTERN
 
 
 @task(multiple_outputs=False)  # one summary dict, one XCom
@@ -57,7 +59,8 @@ def undo_import(params: dict | None = None) -> dict:
     default_args={"retries": _RETRIES, "retry_delay": _RETRY_DELAY, "retry_exponential_backoff": True,
                   "max_retry_delay": timedelta(minutes=10)},
     params={
-        "import_id": Param(type="string", pattern=_IMPORT_ID_PATTERN, minLength=1, maxLength=80, title="Import",
+        "import_id": Param(type="string", pattern=IMPORT_ID_PATTERN, minLength=1, maxLength=IMPORT_ID_LENGTH,
+                           title="Import",
                            description="The id of the import to undo, as Import Results and its report give it "
                                        "(e.g. demo_clinic_20261120_0123456789ab)."),
     },

@@ -128,6 +128,9 @@ def stack_env(airflow_home: Path, port: int, extra: dict[str, str] | None = None
         # standalone starts each component as `airflow ...`: the project's own.
         "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
     })
+    # The LocalExecutor with the tasks' imports done once before its workers fork
+    # (include/executors.py), unless an executor is configured.
+    env.setdefault("AIRFLOW__CORE__EXECUTOR", "include.executors.PreloadingLocalExecutor")
     env.update(extra or {})
     env.update({k: str(v) for k, v in log_server_ports(port, env).items()})
     env.update(machine_sizing(env))

@@ -16,11 +16,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from include.patient_import.problems import Status
 from include.patient_import.store import IMAGE_COLUMNS, Import, ImportRow, Patient, PatientChange
 from include.patient_import.untrusted import defuse
 
@@ -29,6 +30,7 @@ INSERTED, UPDATED, SEEN = "inserted", "updated", "seen"
 VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c not in ("last_seen_exported_on",
                                                                              "updated_import_id"))
 CHANGES_HEADER = ("account_number", "field", "before", "after")
+_UNDOABLE = frozenset({Status.COMPLETED.value, Status.COMPLETED_WITH_ERRORS.value, Status.UNDONE.value})
 _STREAM_BATCH = 5_000
 
 
@@ -37,15 +39,18 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
 
     `staging` is the load's staging table (the written patient columns). The action is `inserted`
     for an account not stored yet, `updated` for a row the rules decided changes the patient
-    (its `updated_import_id` is set), else `seen` (only `last_seen_exported_on` moves forward).
+    (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on` moves forward, so
+    only the bookkeeping is kept (a daily full export would otherwise copy every patient's values
+    into the log on every import).
     """
     changes, stored = PatientChange.__table__, Patient.__table__.alias("stored")
     conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
-    action = sa.case((stored.c.id.is_(None), INSERTED),
-                     (staging.c.updated_import_id.is_not(None), UPDATED), else_=SEEN)
+    inserted = stored.c.id.is_(None)
+    updated = staging.c.updated_import_id.is_not(None)
+    action = sa.case((inserted, INSERTED), (updated, UPDATED), else_=SEEN)
     rows = sa.select(
         sa.literal(import_id, sa.String), staging.c.practice_id, staging.c.third_party_acct_number,
-        stored.c.id, action, *[stored.c[c] for c in IMAGE_COLUMNS],
+        stored.c.id, action, *[_kept(stored.c[c], c, inserted | updated) for c in IMAGE_COLUMNS],
     ).select_from(staging.outerjoin(stored, sa.and_(
         stored.c.practice_id == staging.c.practice_id,
         stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
@@ -55,13 +60,40 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
 
 
 def log_after(conn: Connection, import_id: str) -> None:
-    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds."""
+    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds
+    (for `seen` entries, the bookkeeping only)."""
     changes, patients = PatientChange.__table__, Patient.__table__
+    changed = changes.c.action != SEEN
     conn.execute(sa.update(changes).where(
         changes.c.import_id == import_id,
         patients.c.practice_id == changes.c.practice_id,
         patients.c.third_party_acct_number == changes.c.third_party_acct_number,
-    ).values({"patient_id": patients.c.id, **{f"after_{c}": patients.c[c] for c in IMAGE_COLUMNS}}))
+    ).values({"patient_id": patients.c.id, **{f"after_{c}": _kept(patients.c[c], c, changed) for c in IMAGE_COLUMNS}}))
+
+
+def _kept(value: sa.ColumnElement, column: str, values_logged: sa.ColumnElement[bool]) -> sa.ColumnElement:
+    """A column's image as the log keeps it: the bookkeeping always, the values only where the
+    import changed them (`values_logged`)."""
+    return value if column not in VALUE_COLUMNS else sa.case((values_logged, value), else_=sa.null())
+
+
+def undo_refusal(conn: Connection, record: Mapping) -> str | None:
+    """Why an import cannot be undone (SPEC §8), or None when it can: the one rule the undo, its
+    DAG and Import Results' button follow. `record` is the import's `imports` row. An undone import
+    can be undone again (to complete it after undoing a later one).
+
+    Returns a sentence naming the import id and why, never a patient value.
+    """
+    import_id = record["id"]
+    if record["dry_run"]:
+        return f"import {import_id} is a dry run: it changed no patient"
+    if record["status"] not in _UNDOABLE or record["loaded_at"] is None:
+        return f"import {import_id} is {record['status']}: only a completed import can be undone"
+    changes = PatientChange.__table__
+    logged = conn.execute(sa.select(changes.c.id).where(changes.c.import_id == import_id).limit(1)).first()
+    if logged is None and (record["inserted"] or record["updated"]):
+        return f"import {import_id} was loaded before the change log was kept: it cannot be undone"
+    return None
 
 
 def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:

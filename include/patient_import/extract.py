@@ -47,7 +47,8 @@ def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str
     """Same run, map index and export → same import (a cleared task continues it); a new run, or a
     run cleared as a whole (a new planning attempt, as a backfill's reprocessing does) → a new one."""
     key = "|".join([run.dag_id, run.run_id, str(run.map_index), str(run.attempt), sha256, name])
-    return f"{practice_id}_{exported_on:%Y%m%d}_{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:files.IMPORT_ID_DIGEST_LENGTH]
+    return f"{practice_id}_{exported_on:%Y%m%d}_{digest}"
 
 
 def _before(day: date, end: datetime | None) -> bool:

@@ -412,10 +412,16 @@ def clear_staging(import_id: str) -> None:
     storage.remove_tree(staging_dir(import_id))
 
 
-# At most 64: a practice id is a folder name and starts every import id and file name built from
-# it (`<id>_<YYYYMMDD>_<hash>`, `<import id>.csv`); a longer one fails the first import with
-# "file name too long" (255 bytes on most file systems) after the export was archived.
-MAX_ID_LENGTH = 64
+# An import id is `<practice id>_<YYYYMMDD>_<digest>` (`extract.import_id_for`) and must fit the
+# store's `imports.id` column (`store.py`, IMPORT_ID_LENGTH wide); a practice id is a folder name and
+# starts every file name built from it (`<import id>.csv`). So a practice id is at most 58
+# characters: a longer one failed its first import on PostgreSQL ("value too long for type
+# character varying(80)") after the export was archived.
+IMPORT_ID_LENGTH = 80
+IMPORT_ID_DIGEST_LENGTH = 12
+MAX_ID_LENGTH = IMPORT_ID_LENGTH - len("_YYYYMMDD_") - IMPORT_ID_DIGEST_LENGTH
+# What an import id may look like wherever one comes from outside (a run's conf, a URL, the shell).
+IMPORT_ID_PATTERN = rf"^[A-Za-z0-9_]{{1,{IMPORT_ID_LENGTH}}}$"
 _SAFE_ID = re.compile(rf"[A-Za-z0-9_]{{1,{MAX_ID_LENGTH}}}")
 
 

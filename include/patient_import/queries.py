@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, timezone
-from typing import overload
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -17,7 +16,7 @@ from sqlalchemy.engine import Connection
 from include.patient_import import audit, changes, files, records, settings, storage
 from include.patient_import.problems import OUTCOMES, Counts, Severity, Status
 from include.patient_import.storage import StoragePath, path_of
-from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice
+from include.patient_import.store import Import, ImportProblem, ImportProblemCount, Practice, utc
 
 _IMPORTS = Import.__table__
 _PRACTICES = Practice.__table__
@@ -141,12 +140,9 @@ class ImportDetail:
     approval: dict | None = None
     has_undo_report: bool = False
 
-    @property
-    def undoable(self) -> bool:
-        """A completed import that changed the store, not yet undone (an undone one may be undone
-        again to complete it, from `make undo` or the DAG's form)."""
-        return (not self.summary.dry_run and self.has_changes
-                and self.summary.status in (Status.COMPLETED, Status.COMPLETED_WITH_ERRORS))
+    # `changes.undo_refusal` finds nothing against it, and it is not undone yet (an undone one may
+    # be undone again to complete it, from `make undo` or the DAG's form).
+    undoable: bool = False
 
     @property
     def problems_pages(self) -> int:
@@ -161,17 +157,6 @@ class DayCounts:
     rejected: int
 
 
-@overload
-def _utc(moment: datetime) -> datetime: ...
-@overload
-def _utc(moment: None) -> None: ...
-def _utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL, aware."""
-    if moment is None:
-        return None
-    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
 def store_ready(conn: Connection) -> bool:
     """False before the first import has created the store's tables."""
     return sa.inspect(conn).has_table(_IMPORTS.name)
@@ -184,7 +169,7 @@ def _summary(row, names: dict[str, str], original: dict[str, str] | None = None,
         dag_run_id=row["dag_run_id"], export_name=row["export_name"], exported_on=row["exported_on"],
         dry_run=bool(row["dry_run"]), status=row["status"],
         counts=Counts(**{name: int(row[name] or 0) for name in ("read", *OUTCOMES)}),
-        started_at=_utc(row["started_at"]), finished_at=_utc(row["finished_at"]),
+        started_at=utc(row["started_at"]), finished_at=utc(row["finished_at"]),
         original_name=(original or {}).get(row["id"], row["export_name"]),
         registered=registered is None or row["practice_id"] in registered)
 
@@ -343,8 +328,9 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         problem_summary=problem_summary(conn, import_id),
         field_changes=changes.recorded_field_counts(conn, import_id),
         has_changes=changes.has_value_changes(conn, import_id),
-        undone_at=_utc(row.get("undone_at")), undone_by=row.get("undone_by"),
-        audit=[{**entry, "at": _utc(entry["at"])} for entry in audit.entries(conn, import_id)],
+        undoable=row["status"] != Status.UNDONE and changes.undo_refusal(conn, row) is None,
+        undone_at=utc(row.get("undone_at")), undone_by=row.get("undone_by"),
+        audit=[{**entry, "at": utc(entry["at"])} for entry in audit.entries(conn, import_id)],
         approval=records.approval_summary(row.get("approval")),
         has_undo_report=row.get("undone_at") is not None and undo_report(conn, import_id) is not None)
 
@@ -402,14 +388,14 @@ def daily_counts(conn: Connection, *, practice_id: str | None = None,
     newest = conn.execute(sa.select(sa.func.max(_IMPORTS.c.started_at)).where(*where)).scalar()
     if newest is None:
         return {}
-    last = _utc(newest).date()
+    last = utc(newest).date()
     first = last - timedelta(days=days - 1)
     rows = conn.execute(sa.select(_IMPORTS.c.practice_id, _IMPORTS.c.started_at, _IMPORTS.c.inserted,
                                   _IMPORTS.c.updated, _IMPORTS.c.rejected)
                         .where(*where, _IMPORTS.c.started_at >= datetime.combine(first, time.min, timezone.utc)))
     totals: dict[str, dict[date, list[int]]] = {}
     for practice, started_at, inserted, updated, rejected in rows:
-        day = totals.setdefault(practice, {}).setdefault(_utc(started_at).date(), [0, 0, 0])
+        day = totals.setdefault(practice, {}).setdefault(utc(started_at).date(), [0, 0, 0])
         day[0] += inserted or 0
         day[1] += updated or 0
         day[2] += rejected or 0

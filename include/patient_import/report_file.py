@@ -16,9 +16,8 @@ from sqlalchemy.engine import Engine
 from include.patient_import import changes, files, records, settings, storage
 from include.patient_import import problems as p
 from include.patient_import.problems import Counts
-from include.patient_import.queries import _utc
 from include.patient_import.staleness import staleness
-from include.patient_import.store import create_store_engine
+from include.patient_import.store import create_store_engine, utc
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +64,7 @@ def build_report(record: dict, problems: Iterable[p.Problem], staleness: dict | 
                     "rows": []},
         "approval": records.approval_summary(record.get("approval")),
         # Aware, as the undo's own report gives it (SQLite hands it back naive; it is UTC).
-        "undo": ({"undone_at": iso(_utc(record["undone_at"])), "undone_by": record.get("undone_by"),
+        "undo": ({"undone_at": iso(utc(record["undone_at"])), "undone_by": record.get("undone_by"),
                   "report": str(files.undo_report_path(record["practice_id"], record["id"]))}
                  if record.get("undone_at") else None),
         "files": {k: record.get(f"{k}_path") for k in

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, overload
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -20,6 +20,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from include.patient_import import settings
+from include.patient_import.files import IMPORT_ID_LENGTH
 from include.patient_import.schema import store_columns
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -63,8 +64,8 @@ class Patient(Base):
         sa.Column("practice_id", sa.String(64), sa.ForeignKey("practices.id"), nullable=False, index=True),
         *_patient_value_columns(),
         sa.Column("last_seen_exported_on", sa.Date),
-        sa.Column("created_import_id", sa.String(80)),
-        sa.Column("updated_import_id", sa.String(80)),
+        sa.Column("created_import_id", sa.String(IMPORT_ID_LENGTH)),
+        sa.Column("updated_import_id", sa.String(IMPORT_ID_LENGTH)),
         sa.UniqueConstraint("practice_id", "third_party_acct_number", name="uq_patients_practice_acct"),
     )
 
@@ -72,7 +73,7 @@ class Patient(Base):
 class Import(Base):
     __tablename__ = "imports"
 
-    id: Mapped[str] = mapped_column(sa.String(80), primary_key=True)
+    id: Mapped[str] = mapped_column(sa.String(IMPORT_ID_LENGTH), primary_key=True)
     practice_id: Mapped[str] = mapped_column(sa.String(64), index=True)
     dag_run_id: Mapped[str] = mapped_column(sa.Text)
     map_index: Mapped[int] = mapped_column(sa.Integer, default=-1)
@@ -117,7 +118,7 @@ class ImportRow(Base):
 
     __tablename__ = "import_rows"
 
-    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), primary_key=True)
+    import_id: Mapped[str] = mapped_column(sa.String(IMPORT_ID_LENGTH), sa.ForeignKey("imports.id"), primary_key=True)
     row_number: Mapped[int] = mapped_column(sa.Integer, primary_key=True)
     account_number: Mapped[str | None] = mapped_column(sa.String(32))
     outcome: Mapped[str] = mapped_column(sa.String(16))
@@ -140,7 +141,7 @@ class ImportProblem(Base):
     )
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"))
+    import_id: Mapped[str] = mapped_column(sa.String(IMPORT_ID_LENGTH), sa.ForeignKey("imports.id"))
     row_number: Mapped[int | None] = mapped_column(sa.Integer)
     account_number: Mapped[str | None] = mapped_column(sa.String(32))
     field: Mapped[str | None] = mapped_column(sa.Text)
@@ -157,7 +158,7 @@ class ImportProblemCount(Base):
     __tablename__ = "import_problem_counts"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    import_id: Mapped[str] = mapped_column(sa.String(IMPORT_ID_LENGTH), sa.ForeignKey("imports.id"), index=True)
     code: Mapped[str] = mapped_column(sa.String(64))
     field: Mapped[str | None] = mapped_column(sa.Text)
     severity: Mapped[str] = mapped_column(sa.String(8))
@@ -189,7 +190,7 @@ class PatientChange(Base):
     __table__ = sa.Table(
         "patient_changes", Base.metadata,
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("import_id", sa.String(80), sa.ForeignKey("imports.id"), nullable=False, index=True),
+        sa.Column("import_id", sa.String(IMPORT_ID_LENGTH), sa.ForeignKey("imports.id"), nullable=False, index=True),
         sa.Column("practice_id", sa.String(64), nullable=False),
         sa.Column("third_party_acct_number", sa.String(32), nullable=False),
         sa.Column("patient_id", sa.Integer, nullable=True),
@@ -207,7 +208,7 @@ class ImportAudit(Base):
     __tablename__ = "import_audit"
 
     id: Mapped[int] = mapped_column(sa.Integer, primary_key=True, autoincrement=True)
-    import_id: Mapped[str] = mapped_column(sa.String(80), sa.ForeignKey("imports.id"), index=True)
+    import_id: Mapped[str] = mapped_column(sa.String(IMPORT_ID_LENGTH), sa.ForeignKey("imports.id"), index=True)
     action: Mapped[str] = mapped_column(sa.String(32))
     who: Mapped[str | None] = mapped_column(sa.Text)
     detail: Mapped[str | None] = mapped_column(sa.Text)
@@ -379,3 +380,14 @@ def migrate(engine: Engine) -> bool:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, "head")
     return True
+
+
+@overload
+def utc(moment: datetime) -> datetime: ...
+@overload
+def utc(moment: None) -> None: ...
+def utc(moment: datetime | None) -> datetime | None:
+    """SQLite hands timestamps back naive (they are stored in UTC); PostgreSQL, aware."""
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

@@ -29,21 +29,17 @@ from datetime import datetime, timezone
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from include.patient_import import audit, storage
+from include.patient_import import audit, files, storage
 from include.patient_import import problems as p
-from include.patient_import.changes import INSERTED, VALUE_COLUMNS
+from include.patient_import.changes import INSERTED, SEEN, UPDATED, VALUE_COLUMNS, undo_refusal
 from include.patient_import.files import undo_report_path
-from include.patient_import.queries import _utc as utc  # SQLite hands timestamps back naive
 from include.patient_import.report_file import rewrite_after_undo
-from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice
+from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice, utc
 
 BOOKKEEPING = tuple(c for c in IMAGE_COLUMNS if c not in VALUE_COLUMNS)
 
 log = logging.getLogger(__name__)
 
-# An import id as `pipeline.import_id_for` makes them; anything else is refused before any look-up.
-IMPORT_ID_PATTERN = r"^[A-Za-z0-9_]{1,80}$"
-_UNDOABLE = frozenset({p.Status.COMPLETED.value, p.Status.COMPLETED_WITH_ERRORS.value, p.Status.UNDONE.value})
 
 
 class NotUndoable(Exception):
@@ -54,15 +50,19 @@ class NotUndoable(Exception):
 @dataclass(frozen=True)
 class UndoResult:
     """What one undo did. `removed`: patients the import inserted, deleted now; `restored`: patients
-    given their before-image back now; `changed_since`: account numbers left as a later change made
-    them (all still pending, from this undo or an earlier one); `already_undone`: nothing was left
-    to put back."""
+    it updated, given their before-image back now (patients it only saw get their export date back
+    but are not counted); `removed_in_all` / `restored_in_all`: the same over every undo of the
+    import so far (a re-run after a crash, a second pass after undoing a later import);
+    `changed_since`: account numbers left as a later change made them (all still pending, from this
+    undo or an earlier one); `already_undone`: nothing was left to put back."""
 
     import_id: str
     practice_id: str
     status: str
     removed: int = 0
     restored: int = 0
+    removed_in_all: int = 0
+    restored_in_all: int = 0
     changed_since: list[str] = field(default_factory=list)
     undone_at: str | None = None
     undone_by: str | None = None
@@ -86,14 +86,16 @@ def _as_left(changes: sa.Table, patients: sa.Table) -> sa.ColumnElement[bool]:
 
 
 def _before_image(changes: sa.Table, patients: sa.Table) -> dict[str, sa.ColumnElement]:
-    """What an undo writes: the values before the import; the bookkeeping too, unless a later
-    import moved it on (its `last_seen_exported_on` stays: that export did see the patient)."""
-    image: dict[str, sa.ColumnElement] = {c: changes.c[f"before_{c}"] for c in VALUE_COLUMNS}
-    for column in BOOKKEEPING:
-        image[column] = sa.case(
-            (patients.c[column].is_not_distinct_from(changes.c[f"after_{column}"]), changes.c[f"before_{column}"]),
-            else_=patients.c[column])
-    return image
+    """What an undo writes for an updated patient: the values before the import, and the bookkeeping."""
+    return {**{c: changes.c[f"before_{c}"] for c in VALUE_COLUMNS}, **_bookkeeping_before(changes, patients)}
+
+
+def _bookkeeping_before(changes: sa.Table, patients: sa.Table) -> dict[str, sa.ColumnElement]:
+    """The bookkeeping before the import, unless a later import moved it on (its
+    `last_seen_exported_on` stays: that export did see the patient)."""
+    return {column: sa.case(
+        (patients.c[column].is_not_distinct_from(changes.c[f"after_{column}"]), changes.c[f"before_{column}"]),
+        else_=patients.c[column]) for column in BOOKKEEPING}
 
 
 def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult:
@@ -114,10 +116,11 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
         # Checked again once the lock is held: a concurrent undo of the same import finished first.
         lock_practice(conn, _undoable(conn, import_id)["practice_id"])
         record = _undoable(conn, import_id)
-        removed, restored = _put_back(conn, import_id, stamp)
+        marked, removed, restored = _put_back(conn, import_id, stamp)
+        in_all = _put_back_in_all(conn, import_id)
         changed_since = _pending_accounts(conn, import_id)
         first = record["status"] != p.Status.UNDONE.value
-        if first or removed or restored:
+        if first or marked:
             imports = Import.__table__
             conn.execute(sa.update(imports).where(imports.c.id == import_id).values(
                 status=p.Status.UNDONE.value, undone_at=stamp, undone_by=by))
@@ -127,9 +130,10 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
         else:
             undone_at, undone_by = utc(record["undone_at"]), record["undone_by"]
     result = UndoResult(import_id=import_id, practice_id=record["practice_id"], status=p.Status.UNDONE.value,
-                        removed=removed, restored=restored, changed_since=changed_since,
+                        removed=removed, restored=restored, removed_in_all=in_all[0], restored_in_all=in_all[1],
+                        changed_since=changed_since,
                         undone_at=undone_at.isoformat() if undone_at else None, undone_by=undone_by,
-                        already_undone=not (first or removed or restored))
+                        already_undone=not (first or marked))
     path = _write_report(result)
     # Written again on every undo, a repeated one too: a crash after the commit left it as it was.
     rewrite_after_undo(engine, import_id)
@@ -141,42 +145,51 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
 
 
 def _undoable(conn: Connection, import_id: str) -> dict:
-    if not re.fullmatch(IMPORT_ID_PATTERN, import_id):
-        raise NotUndoable("not an import id (letters, digits and underscores, at most 80)")
+    if not re.fullmatch(files.IMPORT_ID_PATTERN, import_id):
+        raise NotUndoable(f"not an import id (letters, digits and underscores, at most {files.IMPORT_ID_LENGTH})")
     imports = Import.__table__
     record = conn.execute(sa.select(imports).where(imports.c.id == import_id)).mappings().first()
     if record is None:
         raise NotUndoable(f"no import {import_id}")
-    if record["dry_run"]:
-        raise NotUndoable(f"import {import_id} is a dry run: it changed no patient")
-    if record["status"] not in _UNDOABLE or record["loaded_at"] is None:
-        raise NotUndoable(f"import {import_id} is {record['status']}: only a completed import can be undone")
-    changes = PatientChange.__table__
-    logged = conn.execute(sa.select(sa.func.count()).select_from(changes)
-                          .where(changes.c.import_id == import_id)).scalar_one()
-    if not logged and (record["inserted"] or record["updated"]):
-        raise NotUndoable(f"import {import_id} was loaded before the change log was kept: it cannot be undone")
+    refusal = undo_refusal(conn, record)
+    if refusal:
+        raise NotUndoable(refusal)
     return dict(record)
 
 
-def _put_back(conn: Connection, import_id: str, stamp: datetime) -> tuple[int, int]:
+def _put_back(conn: Connection, import_id: str, stamp: datetime) -> tuple[int, int, int]:
     """Mark the pending entries whose patient is as the import left it, then, for exactly those,
-    delete the inserted patients and restore the others' before-images. Returns (removed, restored)."""
+    delete the inserted patients, give the updated ones their before-images and move the seen
+    ones' bookkeeping back. Returns (entries marked, patients removed, patients restored) now."""
     changes, patients = PatientChange.__table__, Patient.__table__
     pending = sa.and_(changes.c.import_id == import_id, changes.c.reverted_at.is_(None))
     as_left = sa.exists().where(patients.c.id == changes.c.patient_id, _as_left(changes, patients))
-    # An inserted patient that is gone already (nothing to remove) counts as put back too.
+    # An inserted patient that is gone already (nothing to remove) counts as put back too; a seen
+    # one changed no value, so nothing later can stand in its way.
     gone = sa.and_(changes.c.action == INSERTED,
                    ~sa.exists().where(patients.c.id == changes.c.patient_id))
-    conn.execute(sa.update(changes).where(pending, sa.or_(as_left, gone)).values(reverted_at=stamp))
+    marked = conn.execute(sa.update(changes).where(
+        pending, sa.or_(changes.c.action == SEEN, as_left, gone)).values(reverted_at=stamp)).rowcount
 
     now_reverted = sa.and_(changes.c.import_id == import_id, changes.c.reverted_at == stamp)
     removed = conn.execute(sa.delete(patients).where(patients.c.id.in_(
         sa.select(changes.c.patient_id).where(now_reverted, changes.c.action == INSERTED)))).rowcount
     restored = conn.execute(sa.update(patients).where(
-        patients.c.id == changes.c.patient_id, now_reverted, changes.c.action != INSERTED,
+        patients.c.id == changes.c.patient_id, now_reverted, changes.c.action == UPDATED,
     ).values(_before_image(changes, patients))).rowcount
-    return int(removed or 0), int(restored or 0)
+    conn.execute(sa.update(patients).where(
+        patients.c.id == changes.c.patient_id, now_reverted, changes.c.action == SEEN,
+    ).values(_bookkeeping_before(changes, patients)))
+    return int(marked or 0), int(removed or 0), int(restored or 0)
+
+
+def _put_back_in_all(conn: Connection, import_id: str) -> tuple[int, int]:
+    """(removed, restored) over every undo of the import so far: its inserted and updated entries
+    put back. From the log, so a re-run or a second pass reports the whole undo, not its own part."""
+    changes = PatientChange.__table__
+    counts = dict(conn.execute(sa.select(changes.c.action, sa.func.count()).where(
+        changes.c.import_id == import_id, changes.c.reverted_at.is_not(None)).group_by(changes.c.action)).all())
+    return counts.get(INSERTED, 0), counts.get(UPDATED, 0)
 
 
 def _pending_accounts(conn: Connection, import_id: str) -> list[str]:
@@ -190,8 +203,11 @@ def _write_report(result: UndoResult) -> storage.StoragePath:
     document = {
         "import_id": result.import_id, "practice_id": result.practice_id, "status": result.status,
         "undone_at": result.undone_at, "undone_by": result.undone_by, "already_undone": result.already_undone,
-        "counts": {"removed": result.removed, "restored": result.restored,
+        # In all, from the log: a re-run, or a second pass after undoing a later import, rewrites
+        # this report with the whole undo's figures, not with its own part.
+        "counts": {"removed": result.removed_in_all, "restored": result.restored_in_all,
                    "changed_since": len(result.changed_since)},
+        "this_undo": {"removed": result.removed, "restored": result.restored},
         "changed_since": [{"account_number": account} for account in result.changed_since],
     }
     return storage.write_text(undo_report_path(result.practice_id, result.import_id),

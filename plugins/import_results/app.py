@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import mimetypes
 import os
 from collections.abc import Iterator
@@ -36,21 +37,25 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response, StreamingResponse
 from markupsafe import Markup
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from import_results.chart import SERIES, practice_chart
 from include.patient_import import audit, changes, queries, settings, storage
 from include.patient_import.catalogue import Severity
+from include.patient_import.files import IMPORT_ID_PATTERN, MAX_ID_LENGTH
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Status
 from include.patient_import.store import Practice, airflow_store_url, create_store_engine
+
+log = logging.getLogger(__name__)
 
 DAG_ID = "patient_import"
 UNDO_DAG_ID = "patient_import_undo"
 PROBLEMS_PER_PAGE = queries.PROBLEMS_PER_PAGE
 
-ImportId = Annotated[str, Path(pattern=r"^[A-Za-z0-9_]{1,80}$")]
-PracticeFilter = Annotated[str, Query(pattern=r"^[A-Za-z0-9_]{0,64}$")]
+ImportId = Annotated[str, Path(pattern=IMPORT_ID_PATTERN)]
+PracticeFilter = Annotated[str, Query(pattern=rf"^[A-Za-z0-9_]{{0,{MAX_ID_LENGTH}}}$")]
 StatusFilter = Annotated[Literal["", *[s.value for s in Status]], Query()]  # "" = every status
 PageNumber = Annotated[int, Query(ge=1, le=100_000)]
 PageSize = Annotated[int, Query(ge=1, le=queries.MAX_PER_PAGE)]
@@ -346,7 +351,7 @@ def download(import_id: ImportId, kind: Literal["upload", "rejected_rows", "chan
     if kind == "changes":
         if conn is None or not changes.has_value_changes(conn, import_id):
             raise HTTPException(404, f"import {import_id} changed no patient: it has no changes file")
-        audit.record(_audit_engine(_store_url()), import_id, audit.DOWNLOADED, user.get_name(), kind)
+        _record_download(import_id, kind, user)
         url = _store_url()
 
         def blocks() -> Iterator[bytes]:
@@ -360,8 +365,19 @@ def download(import_id: ImportId, kind: Literal["upload", "rejected_rows", "chan
     path = queries.import_file(conn, import_id, kind) if conn is not None else None
     if path is None:
         raise HTTPException(404, f"import {import_id} has no {kind.replace('_', ' ')} file")
-    audit.record(_audit_engine(_store_url()), import_id, audit.DOWNLOADED, user.get_name(), kind)
+    _record_download(import_id, kind, user)
     return _file_response(path, media_type="text/csv; charset=utf-8", filename=path.name)
+
+
+def _record_download(import_id: str, kind: str, user) -> None:
+    """Audit a download before it is served (SPEC §8). On SQLite a long load holds the one write
+    lock; after the busy timeout the answer is 503, "try again", and the file is not served."""
+    try:
+        audit.record(_audit_engine(_store_url()), import_id, audit.DOWNLOADED, user.get_name(), kind)
+    except OperationalError:
+        log.warning("download of the %s file of import %s not recorded: the store is busy", kind, import_id)
+        raise HTTPException(503, "the patient store is busy with an import: try again in a minute",
+                            headers={"Retry-After": "60"}) from None
 
 
 @app.get("/imports/{import_id}/data-docs/{path:path}", name="data_docs")

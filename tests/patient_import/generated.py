@@ -17,11 +17,13 @@ from tools.generator import generate_patients, write_export
 
 TODAY = date(2026, 11, 1)
 A_ON, B_ON, C_ON = date(2026, 11, 2), date(2026, 11, 3), date(2026, 11, 4)
+B_AGAIN_ON = date(2026, 11, 5)  # "b_again": the same file as B, exported a day after C
 PATIENTS = 30
 NEW = 4
 # B: address1 of rows 0-6 and city of rows 5-7 (two rows change both), e-mail of row 9.
 B_ADDRESS_ROWS, B_CITY_ROWS, B_EMAIL_ROWS = range(0, 7), range(5, 8), range(9, 10)
 B_FIELDS = {"address1": 7, "city": 3, "email": 1}
+UPDATED = len(set(B_ADDRESS_ROWS) | set(B_CITY_ROWS) | set(B_EMAIL_ROWS))  # patients B updates: 9
 # C (after A, without B): last name of rows 1, 2 and 20.
 C_LAST_ROWS = (1, 2, 20)
 
@@ -68,7 +70,8 @@ class Imports:
         monkeypatch.setenv("PATIENT_IMPORT_EXPORT_ROOTS", str(exports))
         self.files = {"a": write(frame_a(), exports / "a.csv"), "b": write(frame_b(), exports / "b.csv"),
                       "c": write(frame_c(), exports / "c.csv")}
-        self.dates = {"a": A_ON, "b": B_ON, "c": C_ON}
+        self.files["b_again"] = self.files["b"]
+        self.dates = {"a": A_ON, "b": B_ON, "c": C_ON, "b_again": B_AGAIN_ON}
 
     def run(self, name: str, *, dry_run: bool = False) -> corpus.Imported:
         [imported] = corpus.run_import(self.engine, self.files[name], run_id=f"manual__{name}{'_dry' * dry_run}",

@@ -206,7 +206,7 @@ def test_a_registry_id_too_long_for_a_file_name_is_refused_when_the_registry_is_
 
     registry = tmp_path / "practices.yml"
     registry.write_text(f"practices:\n  - id: {'a' * 250}\n    name: Long\n", encoding="utf-8")
-    with pytest.raises(p.ConfigurationError, match="at most 64"):
+    with pytest.raises(p.ConfigurationError, match=f"at most {files.MAX_ID_LENGTH}"):
         load_practices(registry)
 
 

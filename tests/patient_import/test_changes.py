@@ -156,6 +156,12 @@ def test_change_log_keeps_what_each_write_replaced_and_wrote(imports):
     # Every patient the import wrote is logged: the unchanged ones whose export date moved on too.
     assert log[g.account(20)]["action"] == "seen"
     assert len(log) == g.PATIENTS + g.NEW
+    # ...but of them only the export date: a daily full export must not copy every patient's
+    # values into the log on every import.
+    seen = log[g.account(20)]
+    assert seen["before_last_seen_exported_on"] == before[g.account(20)]["last_seen_exported_on"]
+    assert seen["after_last_seen_exported_on"] == after[g.account(20)]["last_seen_exported_on"]
+    assert all(seen[f"{side}_{c}"] is None for c in changes.VALUE_COLUMNS for side in ("before", "after"))
 
 
 def test_changes_file_lists_account_field_before_and_after(imports):

@@ -51,7 +51,8 @@ def test_undoing_b_gives_back_the_store_as_a_left_it(imports):
 
     assert imports.patients() == after_a
     assert (result.removed, result.changed_since) == (g.NEW, [])
-    assert result.restored == g.PATIENTS  # 9 updated, 21 whose export date only moved on
+    # 9 updated; the 21 whose export date only moved on get it back but are not "restored"
+    assert result.restored == g.UPDATED
 
 
 def test_undo_leaves_patients_changed_since_as_the_later_import_made_them(imports):
@@ -76,6 +77,30 @@ def test_undoing_the_later_import_first_completes_the_earlier_undo(imports):
 
     assert (again.removed, again.changed_since, again.already_undone) == (len(g.C_LAST_ROWS), [], False)
     assert imports.patients() == {}
+    # Its report is the whole undo's, not the second pass's part.
+    document = json.loads(Path(again.report).read_text(encoding="utf-8"))
+    assert document["counts"] == {"removed": g.PATIENTS, "restored": 0, "changed_since": 0}
+    assert document["this_undo"] == {"removed": len(g.C_LAST_ROWS), "restored": 0}
+    assert (again.removed_in_all, again.restored_in_all) == (g.PATIENTS, 0)
+
+
+def test_a_patient_a_later_import_only_saw_is_neither_restored_nor_changed_since(imports):
+    imports.run("a")
+    values_after_a = _values(imports.patients())
+    b = imports.run("b")
+    imports.run("b_again")  # the same file a day later: every patient of B only seen
+
+    result = undo_import(imports.engine, b.report["import_id"], by="office.lead")
+
+    assert (result.removed, result.restored, result.changed_since) == (g.NEW, g.UPDATED, [])
+    assert _values(imports.patients()) == values_after_a
+    # The later export did see them: their export date stays where it moved.
+    assert {row["last_seen_exported_on"] for row in imports.patients().values()} == {g.B_AGAIN_ON}
+
+
+def _values(patients: dict[str, dict]) -> dict[str, dict]:
+    return {account: {f: v for f, v in row.items() if f != "last_seen_exported_on"}
+            for account, row in patients.items()}
 
 
 def test_undoing_twice_changes_nothing_the_second_time(imports):
@@ -107,7 +132,7 @@ def test_undo_records_status_who_when_and_its_own_report_without_values(imports)
     assert str(path) == result.report
     assert Path(b.summary["report"]).parent == Path(result.report).parent
     document = json.loads(Path(result.report).read_text(encoding="utf-8"))
-    assert document["counts"] == {"removed": g.NEW, "restored": g.PATIENTS, "changed_since": 0}
+    assert document["counts"] == {"removed": g.NEW, "restored": g.UPDATED, "changed_since": 0}
     assert document["undone_by"] == "office.lead"
     assert not [m for m in MARKERS if m in json.dumps(document)]
     with imports.engine.connect() as conn:
@@ -194,7 +219,7 @@ def test_a_killed_undo_changes_nothing_and_its_rerun_ends_as_a_clean_one(imports
     result = undo_import(imports.engine, b.report["import_id"], by="office.lead")
 
     assert imports.patients() == after_a
-    assert (result.removed, result.restored, result.already_undone) == (g.NEW, g.PATIENTS, False)
+    assert (result.removed, result.restored, result.already_undone) == (g.NEW, g.UPDATED, False)
 
 
 # ---------------------------------------------------------------- make undo

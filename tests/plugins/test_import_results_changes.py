@@ -8,6 +8,7 @@ import csv
 import io
 import json
 import re
+from datetime import datetime, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -28,7 +29,9 @@ def changed(store):
     from include.patient_import.store import PatientChange, create_store_engine
 
     engine = create_store_engine(f"sqlite:///{store['database']}")
-    records.update_import(engine, CHANGED, field_changes=json.dumps(FIELDS))
+    # Loaded: the undo refuses an import the store never recorded as loaded (changes.undo_refusal).
+    records.update_import(engine, CHANGED, field_changes=json.dumps(FIELDS),
+                          loaded_at=datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc))
     zeb, quux, mail, phone, street = PATIENT_VALUES
     with engine.begin() as conn:
         for account, action, before, after in (
@@ -228,3 +231,26 @@ def test_an_import_not_undone_has_no_undo_report(client, viewer, store):
     stray.write_text("{}", encoding="utf-8")
     assert client.get(f"{PAGE}/undo-report", headers=viewer).status_code == 404
     assert 'id="undo-report"' not in client.get(PAGE, headers=viewer).text
+
+
+def test_a_download_while_a_load_holds_the_sqlite_store_is_refused_busy_not_served(client, admin, changed, monkeypatch):
+    # A long load holds SQLite's one write lock; the download's audit entry cannot be written, so
+    # the file is not served: 503 with Retry-After, after the (here shortened) busy timeout.
+    from import_results import app as results
+
+    from include.patient_import import store as store_module
+
+    monkeypatch.setattr(store_module, "SQLITE_BUSY_TIMEOUT_SECONDS", 1)
+    results._audit_engine.cache_clear()
+    holder = sa.create_engine(f"sqlite:///{changed['database']}", isolation_level=None)
+    try:
+        with holder.connect() as conn:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            response = client.get(f"{PAGE}/files/changes", headers=admin)
+            conn.exec_driver_sql("ROLLBACK")
+    finally:
+        holder.dispose()
+        results._audit_engine.cache_clear()
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "60"
+    assert "busy" in response.text and "account_number" not in response.text

@@ -198,10 +198,10 @@ def test_approved_imports_load_and_rejected_or_timed_out_ones_change_nothing(tmp
         [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id=answer, map_index=0),
                                                export_file=str(path), exported_on=DAY)
         pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
-        recorded = approval.record_answer(engine, import_id, answer, by="office_manager")
+        recorded = approval.record_answers(engine, [import_id], answer, by="office_manager")[0]
         assert recorded["answer"] == answer
         # The first answer stands.
-        assert approval.record_answer(engine, import_id, "approved")["answer"] == answer
+        assert approval.record_answers(engine, [import_id], "approved")[0]["answer"] == answer
         done = pipeline.run_stages(engine, import_id, ("load",))
         outcomes[answer] = (done["load"]["status"], done["report"]["status"])
     assert outcomes["approved"][0] == p.Status.COMPLETED
@@ -216,7 +216,7 @@ def test_approved_imports_load_and_rejected_or_timed_out_ones_change_nothing(tmp
 def test_an_unknown_answer_is_refused(tmp_path, monkeypatch):
     engine = home_with(tmp_path, monkeypatch, "    approval: {}")
     with pytest.raises(ValueError):
-        approval.record_answer(engine, "any", "maybe")
+        approval.record_answers(engine, ["any"], "maybe")
 
 
 def test_columns_changed_since_the_last_completed_import_waits(tmp_path, monkeypatch):

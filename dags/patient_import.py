@@ -229,7 +229,9 @@ class ApproveImports(HITLOperator):
             answer = Answer.APPROVED if result["chosen_options"] == [self.APPROVE] else Answer.REJECTED
             by, at = (result.get("responded_by_user") or {}).get("name"), result.get("responded_at")
             self.log.info("imports %s by %s", answer.value, by or "?")
-        record_answers(_engine(), [d["import_id"] for d in awaiting(self.decisions)], answer, by, at)
+        waiting = [d["import_id"] for d in awaiting(self.decisions)]
+        if waiting:
+            record_answers(_engine(), waiting, answer, by, at)
         return {"answer": answer.value, "by": by}
 
 

@@ -176,7 +176,8 @@ def _publish_upload(record: dict, status: str) -> str | None:
     if status not in _UPLOADABLE:
         target.unlink(missing_ok=True)
         return None
-    storage.move(staging.staged_upload(record["id"]), target)
+    if storage.move(staging.staged_upload(record["id"]), target):
+        log.info("import %s: upload file published to the outbox", record["id"])
     return str(target) if target.exists() else None
 
 

@@ -142,8 +142,7 @@ def transform_import(engine: Engine, import_id: str) -> dict:
                                    _known_client_ids(engine, job, rows["account_number"]))
     records.update_import(engine, import_id, rejected_rows_path=str(rejected_rows) if rejected_rows else None)
     log.info("import %s: upload file %s; rejected-rows file %s", import_id,
-             f"staged with {len(rows)} rows (published when the import completes)" if upload
-             else "not written (the file was rejected)",
+             f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
              "written" if rejected_rows else "not needed")
     return {"import_id": import_id, "upload": str(upload) if upload else None,
             "rejected_rows": str(rejected_rows) if rejected_rows else None}

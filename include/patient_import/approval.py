@@ -84,11 +84,10 @@ def _settled(engine: Engine, import_id: str) -> dict | None:
     with engine.connect() as conn:
         record = records.get_import(conn, import_id)
         recorded = records.approval_of(conn, import_id)
-    if recorded is not None and (recorded.get("answer") or (record is not None and record["loaded_at"] is not None)):
+    loaded = record is not None and record["loaded_at"] is not None
+    if recorded is not None and (loaded or recorded.get("answer")):
         return recorded
-    if record is not None and record["loaded_at"] is not None:
-        return _not_waiting(import_id, record["practice_id"], "the import is already loaded")
-    return None
+    return _not_waiting(import_id, record["practice_id"], "the import is already loaded") if loaded else None
 
 
 def assess_imports(engine: Engine, import_ids: Sequence[str]) -> list[dict]:

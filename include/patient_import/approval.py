@@ -87,7 +87,9 @@ def _settled(engine: Engine, import_id: str) -> dict | None:
     loaded = record is not None and record["loaded_at"] is not None
     if recorded is not None and (loaded or recorded.get("answer")):
         return recorded
-    return _not_waiting(import_id, record["practice_id"], "the import is already loaded") if loaded else None
+    if record is not None and loaded:
+        return _not_waiting(import_id, record["practice_id"], "the import is already loaded")
+    return None
 
 
 def assess_imports(engine: Engine, import_ids: Sequence[str]) -> list[dict]:

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
-from include.patient_import import problems as p
 from include.patient_import import files, records, settings, storage
+from include.patient_import import problems as p
 from include.patient_import.encoding import repair
 from include.patient_import.patients import stored_patients
 from include.patient_import.practices import Practice, load_practices

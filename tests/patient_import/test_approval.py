@@ -366,7 +366,8 @@ def test_the_answers_are_spelled_once_in_rules():
     sources = [*sorted((root / "include" / "patient_import").glob("*.py")), root / "dags" / "patient_import.py"]
     # audit.py's `approved` is an audit action (who approved), not an answer.
     spelled = [(path.name, word) for path in sources for word in ("approved", "timed_out")
-               if path.name not in ("rules.py", "audit.py") and re.search(rf"[\"']{word}[\"']", path.read_text(encoding="utf-8"))]
+               if path.name not in ("rules.py", "audit.py")
+               and re.search(rf"[\"']{word}[\"']", path.read_text(encoding="utf-8"))]
     assert spelled == []
     assert {a.value for a in rules.Answer} == {"approved", "rejected", "timed_out"}
 

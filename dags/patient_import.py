@@ -178,22 +178,22 @@ def transform_exports(practice_id: str, import_ids: list[str]) -> list[dict]:
 
 @task(map_index_template="{{ practice_id }}")
 def check_approval(practice_id: str, import_ids: list[str]) -> list[dict]:
-    """Each import's approval decision (counts, reason codes; no patient value): `approval.assess_import`."""
-    from include.patient_import.approval import assess_import
+    """Each import's approval decision (counts, reason codes; no patient value): `approval.assess_imports`."""
+    from include.patient_import.approval import assess_imports
 
     _run_info(practice_id)
-    engine = _engine()
-    return [assess_import(engine, i) for i in import_ids]
+    return assess_imports(_engine(), import_ids)
 
 
 class ApproveImports(HITLOperator):
     """Waits for a person to approve or reject the practice's imports that `check_approval` found
     over a threshold (SPEC §8), in Airflow's *Required Actions*; skipped when none is.
 
-    Returns {"answer": "approved" | "rejected" | "timed_out", "by": the user's name or None}: the
-    load records it and rejects what was not approved. No answer within the practice's
-    `timeout_hours` is `timed_out` (not a task failure: the load still runs and records it). A
-    retry asks again, saying so: Airflow clears the earlier try's answer (README "Approval").
+    The answer is recorded for the waiting imports where it is given (`approval.record_answers`:
+    the approval and its audit entry in one transaction); the load reads it from the store and
+    rejects what was not approved. No answer within the practice's `timeout_hours` is `timed_out`
+    (not a task failure: the load still runs). Returns {"answer", "by": the user's name or None}.
+    A retry asks again, saying so: Airflow clears the earlier try's answer (README "Approval").
     """
 
     template_fields = (*HITLOperator.template_fields, "practice_id", "decisions")
@@ -207,9 +207,9 @@ class ApproveImports(HITLOperator):
     def execute(self, context):
         from airflow.providers.common.compat.sdk import AirflowSkipException, conf
 
-        from include.patient_import.approval import approver_text
+        from include.patient_import.approval import approver_text, awaiting
 
-        waiting = [d for d in self.decisions or [] if d.get("waits")]
+        waiting = awaiting(self.decisions)
         if not waiting:
             raise AirflowSkipException(f"no import of {self.practice_id} is over an approval threshold")
         base = (conf.get("api", "base_url", fallback="") or "").rstrip("/")
@@ -221,31 +221,32 @@ class ApproveImports(HITLOperator):
         return super().execute(context)
 
     def execute_complete(self, context, event):
+        from include.patient_import.approval import awaiting, record_answers
+        from include.patient_import.rules import Answer
+
         if event.get("error_type") == "timeout":
             self.log.info("no answer within the approval timeout: the imports are rejected")
-            return {"answer": "timed_out", "by": None}
-        result = super().execute_complete(context, event)
-        user = result.get("responded_by_user") or {}
-        answer = "approved" if result["chosen_options"] == [self.APPROVE] else "rejected"
-        self.log.info("imports %s by %s", answer, user.get("name") or "?")
-        return {"answer": answer, "by": user.get("name")}
+            answer, by, at = Answer.TIMED_OUT, None, None
+        else:
+            result = super().execute_complete(context, event)
+            answer = Answer.APPROVED if result["chosen_options"] == [self.APPROVE] else Answer.REJECTED
+            by, at = (result.get("responded_by_user") or {}).get("name"), result.get("responded_at")
+            self.log.info("imports %s by %s", answer.value, by or "?")
+        waiting = [d["import_id"] for d in awaiting(self.decisions)]
+        if waiting:
+            record_answers(_engine(), waiting, answer, by, at)
+        return {"answer": answer.value, "by": by}
 
 
 @task(trigger_rule="none_failed", map_index_template="{{ practice_id }}")
 def load_patients(practice_id: str, import_ids: list[str]) -> list[dict]:
-    """Runs when approve_imports succeeded or was skipped (nothing waited); records its answer first."""
-    from include.patient_import.approval import record_answer
+    """Runs when approve_imports succeeded or was skipped (nothing waited); the load reads the
+    recorded answer from the store and rejects what waited and was not approved."""
     from include.patient_import.load import load_patients as load
     from include.patient_import.summary import log_stage_totals
 
     _run_info(practice_id)
     engine = _engine()
-    ti = get_current_context()["ti"]
-    group = ti.task_id.rsplit(".", 1)[0]
-    answer = ti.xcom_pull(task_ids=f"{group}.approve_imports", map_indexes=ti.map_index)
-    if answer:
-        for import_id in import_ids:
-            record_answer(engine, import_id, answer["answer"], answer.get("by"))
     loaded = [load(engine, i) for i in import_ids]
     log_stage_totals("load_patients", practice_id, loaded)
     return loaded

@@ -80,6 +80,15 @@ UPLOAD_OVERWRITES_NEWER_DATA = "upload_overwrites_newer_data"
 POSSIBLE_DUPLICATE_PATIENT = "possible_duplicate_patient"
 NOT_APPROVED = "not_approved"
 APPROVAL_TIMED_OUT = "approval_timed_out"
+# Why an import waits for approval (SPEC §8): reasons in `imports.approval` and the approver's text,
+# never problems of the report (`rules.approval_reasons` decides them).
+UPDATES_OVER_SHARE = "updates_over_share"
+INSERTS_OVER_LIMIT = "inserts_over_limit"
+CAPACITY_NEARLY_FULL = "capacity_nearly_full"
+COLUMNS_CHANGED = "columns_changed"
+POSSIBLE_DUPLICATES_OVER_LIMIT = "possible_duplicates_over_limit"
+APPROVAL_REASON_CODES: tuple[str, ...] = (
+    UPDATES_OVER_SHARE, INSERTS_OVER_LIMIT, CAPACITY_NEARLY_FULL, COLUMNS_CHANGED, POSSIBLE_DUPLICATES_OVER_LIMIT)
 
 # SPEC §3 rule 5: more than this share of rejected rows and the file is probably the wrong one.
 MAX_REJECTED_SHARE = 0.25
@@ -284,6 +293,23 @@ def _rules() -> Iterator[Rule]:
     yield Rule(APPROVAL_TIMED_OUT, ERR, FILE,
                "the import waited for approval ({reasons}) and nobody answered within {hours:g} hours; "
                "no patient was changed. Import the file again to ask again", "§8 Approval")
+    # --- why an import waits for approval (info about the whole file; figures and field names only).
+    yield Rule(UPDATES_OVER_SHARE, INFO, FILE,
+               "would update {updated} of the {stored} stored patients ({share:.0%}; more than {limit:.0%} waits)",
+               "§8 Approval")
+    yield Rule(INSERTS_OVER_LIMIT, INFO, FILE, "would insert {inserted} new patients (more than {limit} waits)",
+               "§8 Approval")
+    yield Rule(CAPACITY_NEARLY_FULL, INFO, FILE,
+               "would leave {left} of the practice's capacity of {capacity} free ({share:.1%}; less than "
+               "{limit:.0%} waits)", "§8 Approval",
+               cases=(("after_earlier", "would leave {left} of the practice's capacity of {capacity} free "
+                                        "({share:.1%}; less than {limit:.0%} waits), counting the {earlier} new "
+                                        "patients of the practice's imports before it in this run"),))
+    yield Rule(COLUMNS_CHANGED, INFO, FILE,
+               "the export's columns differ from the last completed import's ({previous_import}): "
+               "{added_count} added ({added}), {removed_count} removed ({removed})", "§8 Approval")
+    yield Rule(POSSIBLE_DUPLICATES_OVER_LIMIT, INFO, FILE,
+               "{possible_duplicates} possible duplicate patients (more than {limit} waits)", "§8 Approval")
     # --- row errors and skips, in the order that decides a row's one outcome (SPEC §3).
     yield Rule(MISSING_REQUIRED_FIELD, ERR, ROW, "{header} is required", "§3 rule 5",
                tuple(Expectation(PATIENT_ROWS, "expect_column_values_to_not_be_null", {"column": name}, name)

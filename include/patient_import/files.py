@@ -408,6 +408,12 @@ def staging_dir(import_id: str) -> StoragePath:
     return settings.area("staging", import_id)
 
 
+def upload_file(practice_id: str, import_id: str) -> StoragePath:
+    """Where an import's Cash Practice upload file is published (SPEC §5): `outbox/<practice>/<import_id>.csv`,
+    only once the import completed (the report stage moves it there from staging)."""
+    return settings.area("outbox", practice_folder(practice_id), f"{import_id}.csv")
+
+
 def clear_staging(import_id: str) -> None:
     storage.remove_tree(staging_dir(import_id))
 

@@ -88,8 +88,14 @@ def approval_of(conn: Connection, import_id: str) -> dict | None:
     return json.loads(text) if text else None
 
 
-def set_approval(engine: Engine, import_id: str, approval: dict) -> None:
-    update_import(engine, import_id, approval=json.dumps(approval, sort_keys=True))
+def set_approval(engine: Engine | Connection, import_id: str, approval: dict) -> None:
+    """Record the import's approval; a Connection writes in the caller's transaction (the answer
+    with its audit entry, `approval.record_answers`), an Engine in a transaction of its own."""
+    text = json.dumps(approval, sort_keys=True)
+    if isinstance(engine, Connection):
+        engine.execute(sa.update(_IMPORTS).where(_IMPORTS.c.id == import_id).values(approval=text))
+        return
+    update_import(engine, import_id, approval=text)
 
 
 def approval_summary(stored: str | dict | None) -> dict | None:

@@ -51,10 +51,8 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
         if archived.exists():
             folder = files.practice_folder(record["practice_id"])
             updates["quarantine_path"] = str(files.quarantine(archived, folder))
-        if record.get("upload_path"):
-            # A rejected import must leave nothing that someone could upload by mistake.
-            storage.path_of(record["upload_path"]).unlink(missing_ok=True)
-            updates["upload_path"] = None
+    if not record["dry_run"]:
+        updates["upload_path"] = _publish_upload(record, status)
     updates["report_path"] = str(report_path(record["practice_id"], import_id))
     records.update_import(engine, import_id, **updates)
     if status != p.Status.FAILED.value:
@@ -65,6 +63,24 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
         if warning:
             records.replace_problem(engine, import_id, warning)
     return write_from_store(engine, import_id, record["practice_id"])
+
+
+# The final statuses whose upload file the office may upload (SPEC §4, §5).
+_UPLOADABLE = (p.Status.COMPLETED.value, p.Status.COMPLETED_WITH_ERRORS.value)
+
+
+def _publish_upload(record: dict, status: str) -> str | None:
+    """Move the upload file transform staged into the outbox when the import's final `status`
+    lets the office upload it; else make sure none is there (an import that waited and was
+    rejected, timed out or failed must leave nothing that someone could upload by mistake).
+    Safe to run again: a file published by an earlier try stays. Returns the published path or None."""
+    target = files.upload_file(record["practice_id"], record["id"])
+    if status not in _UPLOADABLE:
+        target.unlink(missing_ok=True)
+        return None
+    if storage.move(staging.staged_upload(record["id"]), target):
+        log.info("import %s: upload file published to the outbox", record["id"])
+    return str(target) if target.exists() else None
 
 
 def overwrite_warning(record: dict, problem_counts: list[dict]) -> p.Problem | None:

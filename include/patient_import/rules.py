@@ -11,13 +11,25 @@ builds each decision's problem with the catalogue's message.
 from __future__ import annotations
 
 from datetime import date
+from enum import StrEnum
 
 import numpy as np
 import pandas as pd
 
 from include.patient_import import catalogue as c
 from include.patient_import import problems as p
-from include.patient_import.catalogue import ACCOUNT_DATA_VARIANTS, CAPACITY_REMAINING, EARLIER_COPIES, IS_NEW, REJECTED
+from include.patient_import.catalogue import (
+    ACCOUNT_DATA_VARIANTS,
+    CAPACITY_NEARLY_FULL,
+    CAPACITY_REMAINING,
+    COLUMNS_CHANGED,
+    EARLIER_COPIES,
+    INSERTS_OVER_LIMIT,
+    IS_NEW,
+    POSSIBLE_DUPLICATES_OVER_LIMIT,
+    REJECTED,
+    UPDATES_OVER_SHARE,
+)
 from include.patient_import.normalize import name_match_keys, object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Approval, Practice
 from include.patient_import.problem_table import ProblemTable
@@ -356,40 +368,32 @@ def _duplicate_messages(others: pd.Series, shown: pd.Series, more) -> np.ndarray
 
 # ---------------------------------------------------------------- approval (SPEC §8)
 
-# Why an import waits for approval: each reason's code and its office-facing message (figures and
-# field names only, never a patient value).
-UPDATES_OVER_SHARE = "updates_over_share"
-INSERTS_OVER_LIMIT = "inserts_over_limit"
-CAPACITY_NEARLY_FULL = "capacity_nearly_full"
-COLUMNS_CHANGED = "columns_changed"
-POSSIBLE_DUPLICATES_OVER_LIMIT = "possible_duplicates_over_limit"
-APPROVAL_REASONS: dict[str, str] = {
-    UPDATES_OVER_SHARE: "would update {updated} of the {stored} stored patients ({share:.0%}; "
-                        "more than {limit:.0%} waits)",
-    INSERTS_OVER_LIMIT: "would insert {inserted} new patients (more than {limit} waits)",
-    CAPACITY_NEARLY_FULL: "would leave {left} of the practice's capacity of {capacity} free ({share:.1%}; "
-                          "less than {limit:.0%} waits)",
-    COLUMNS_CHANGED: "the export's columns differ from the last completed import's ({previous_import}): "
-                     "{added_count} added ({added}), {removed_count} removed ({removed})",
-    POSSIBLE_DUPLICATES_OVER_LIMIT: "{possible_duplicates} possible duplicate patients (more than {limit} waits)",
-}
+class Answer(StrEnum):
+    """The answer recorded for an import that waited for approval (`imports.approval["answer"]`)."""
+
+    APPROVED = "approved"
+    REJECTED = "rejected"  # a person chose Reject
+    TIMED_OUT = "timed_out"  # nobody answered within the practice's `timeout_hours`
 
 
-def _reason(code: str, **figures) -> dict:
-    return {"code": code, "message": APPROVAL_REASONS[code].format(**figures), **figures}
+def _reason(code: str, case: str | None = None, **figures) -> dict:
+    return {"code": code, "message": c.message(code, case, **figures), **figures}
 
 
 def approval_reasons(approval: Approval, *, counts: p.Counts, stored: int, capacity: int,
                      columns: list[str], previous_columns: list[str] | None, previous_import: str | None,
-                     possible_duplicates: int) -> list[dict]:
+                     possible_duplicates: int, earlier_inserts: int = 0) -> list[dict]:
     """Why an import must wait for a person before its load (SPEC §8 "Approval"): one dict per
-    threshold it is over, `{"code", "message", **figures}` (counts, shares, limits, field names).
-    An empty list: it loads without waiting.
+    threshold it is over, `{"code", "message", **figures}` (counts, shares, limits, field names;
+    the codes and messages are the catalogue's `APPROVAL_REASON_CODES`). An empty list: it loads
+    without waiting.
 
     `counts` are the would-be outcomes (`patients.decide_against_store`), `stored` the practice's
     stored patients before the import, `columns` the export's canonical fields and
     `previous_columns` those of the practice's last completed import (None: no such import, nothing
-    to compare with). Shares are fractions of `stored` and of `capacity`.
+    to compare with). `earlier_inserts`: the new patients that the practice's imports decided
+    before this one in the same run would insert and this one does not; they are not stored yet
+    but take capacity before this import loads. Shares are fractions of `stored` and of `capacity`.
     """
     reasons = []
     limit = approval.max_update_share
@@ -401,10 +405,11 @@ def approval_reasons(approval: Approval, *, counts: p.Counts, stored: int, capac
     limit = approval.min_capacity_left_share
     if limit is not None and capacity > 0 and counts.inserted:
         # Only an import that adds patients brings the practice nearer its capacity.
-        left = max(capacity - stored - counts.inserted, 0)
+        left = max(capacity - stored - earlier_inserts - counts.inserted, 0)
         if left / capacity < limit:
-            reasons.append(_reason(CAPACITY_NEARLY_FULL, left=left, capacity=capacity, share=left / capacity,
-                                   limit=limit))
+            reasons.append(_reason(CAPACITY_NEARLY_FULL, "after_earlier" if earlier_inserts else None, left=left,
+                                   capacity=capacity, share=left / capacity, limit=limit,
+                                   **({"earlier": earlier_inserts} if earlier_inserts else {})))
     if approval.column_changes and previous_columns is not None and set(columns) != set(previous_columns):
         added = sorted(set(columns) - set(previous_columns))
         removed = sorted(set(previous_columns) - set(columns))
@@ -422,14 +427,14 @@ def approval_rejection(approval: dict | None) -> p.ExportRejected | None:
     recorded approval (`approval.py`: `{"waits", "answer", "by", "reasons", "timeout_hours"}`):
     `not_approved` when rejected — or still unanswered when its load runs —, `approval_timed_out`
     when nobody answered in time; None when it did not wait or was approved."""
-    if not approval or not approval.get("waits") or approval.get("answer") == "approved":
+    if not approval or not approval.get("waits") or approval.get("answer") == Answer.APPROVED:
         return None
     reasons = ", ".join(r["code"] for r in approval.get("reasons") or []) or "over a threshold"
     details = {"reasons": [r["code"] for r in approval.get("reasons") or []]}
-    if approval.get("answer") == "timed_out":
+    if approval.get("answer") == Answer.TIMED_OUT:
         return p.ExportRejected(p.APPROVAL_TIMED_OUT, c.message(
             p.APPROVAL_TIMED_OUT, reasons=reasons, hours=approval.get("timeout_hours") or 0), details=details)
-    if approval.get("answer") == "rejected":
+    if approval.get("answer") == Answer.REJECTED:
         message = c.message(p.NOT_APPROVED, reasons=reasons, who=approval.get("by") or "a reviewer")
     else:
         message = c.message(p.NOT_APPROVED, "unanswered", reasons=reasons)

@@ -5,6 +5,8 @@
 - `Validation` (`rows.parquet`, `raw.parquet`, `problems.parquet`, `validation.json`): the
   normalised rows with their suite code, the rows as read (for the rejected-rows file), the listed
   problems and the counts of the warnings not listed.
+- `upload.csv` (`staged_upload`): the Cash Practice upload file transform wrote, until the report
+  stage publishes it to the outbox (only for an import that completed).
 
 Staging lives under the `staging` area (`files.staging_dir`) and is cleared by the report stage.
 Every file is written whole before the next stage may read it (`validation.json` last).
@@ -136,6 +138,13 @@ def load_validation(import_id: str) -> Validation:
         problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
         rejection=p.ExportRejected(**rejection) if rejection else None,
         docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)
+
+
+def staged_upload(import_id: str) -> storage.StoragePath:
+    """Where transform writes the Cash Practice upload file: in staging, not the outbox, until the
+    report stage knows the import completed and publishes it (`files.upload_file`); a file of an
+    import that waits for approval, is rejected or fails is never where the office uploads from."""
+    return files.staging_dir(import_id) / "upload.csv"
 
 
 def staged_read(import_id: str) -> int:

@@ -9,7 +9,7 @@ Every path the pipeline keeps (in the store, in staging) is the string of its pa
 `path_of` turns it back into one. The few operations that differ between a disk and an object
 store are here, and only here:
 
-- Writes are whole or nothing. On a disk a file is written under a temporary name and renamed; an
+- Writes and moves are whole or nothing. On a disk a file is written under a temporary name and renamed; an
   object store has no rename but shows an object only once its upload completes, so the file is
   written locally first and then uploaded.
 - Readers that need a real file (memory-mapped CSV, the `.xlsx` zip) get a local copy.
@@ -19,6 +19,7 @@ store are here, and only here:
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import tempfile
@@ -110,6 +111,25 @@ def copy(source: StoragePath, target: StoragePath) -> StoragePath:
     with source.open("rb") as src, writing(target) as dst:
         shutil.copyfileobj(src, dst, 1024 * 1024)
     return target
+
+
+def move(source: StoragePath, target: StoragePath) -> bool:
+    """Move a file to `target`, which shows it whole or not at all: a rename on one disk, else a
+    whole copy (an object appears only once its copy completes) and then the source removed.
+    Returns False when there is no `source` (already moved: a re-run moves nothing)."""
+    if not source.exists():
+        return False
+    if is_local(source) and is_local(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.replace(source, target)
+            return True
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:  # another device: copied below
+                raise
+    copy(source, target)
+    source.unlink(missing_ok=True)
+    return True
 
 
 def remove_tree(path: StoragePath) -> None:

@@ -1,4 +1,5 @@
-"""Writes the upload-ready Cash Practice file and the rejected-rows file (SPEC §5).
+"""Writes the upload-ready Cash Practice file (to staging, until the import completes) and the
+rejected-rows file (SPEC §5).
 
 Both are UTF-8 with a byte-order mark: without it Excel on Windows opens a CSV as Windows-1252 and
 shows `MÃ¼ller`, which the office would then save back garbled.
@@ -15,8 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from sqlalchemy.engine import Engine
 
+from include.patient_import import files, records, settings, storage
 from include.patient_import import problems as p
-from include.patient_import import records, settings, storage
 from include.patient_import.encoding import repair
 from include.patient_import.patients import stored_patients
 from include.patient_import.practices import Practice, load_practices
@@ -29,7 +30,7 @@ from include.patient_import.schema import (
     UPLOAD_COLUMNS,
     UPLOAD_EXTRA_COLUMNS,
 )
-from include.patient_import.staging import Job, load_validation
+from include.patient_import.staging import Job, load_validation, staged_upload
 from include.patient_import.storage import StoragePath
 from include.patient_import.untrusted import FORMULA_STARTS, defuse
 
@@ -118,27 +119,28 @@ def write_rejected_rows(path: StoragePath, raw: pd.DataFrame, headers: list[str]
 # ---------------------------------------------------------------- the stage
 
 def transform_import(engine: Engine, import_id: str) -> dict:
-    """The transform stage: write the upload-ready Cash Practice file and the rejected-rows file
-    to the practice's outbox (SPEC §5) and record their paths; nothing on a dry run.
+    """The transform stage: write the rejected-rows file to the practice's outbox and record its
+    path, and the upload-ready Cash Practice file to staging (SPEC §5); nothing on a dry run. The
+    upload file reaches the outbox only when the import completes (the report stage publishes it):
+    while it waits for approval, and when it is rejected or fails, there is nothing to upload.
 
-    Returns {"import_id", "upload": path or None, "rejected_rows": path or None}.
+    Returns {"import_id", "upload": staged path or None, "rejected_rows": path or None}.
     """
     job = Job.load(import_id)
     validation = load_validation(import_id)
     if job.dry_run or validation.frame is None or job.practice_id not in (practices := load_practices()):
         return {"import_id": import_id, "upload": None, "rejected_rows": None}
     practice = practices[job.practice_id]
-    outbox = settings.area("outbox", job.practice_id)
+    outbox = settings.area("outbox", files.practice_folder(job.practice_id))
     rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
                                         validation.headers, validation.columns,
                                         validation.problems.with_codes(p.ROW_ERROR_CODES))
     upload = None
     if validation.rejection is None:
         rows = upload_rows(validation.frame, practice)
-        upload = write_upload_file(outbox / f"{import_id}.csv", rows, practice,
+        upload = write_upload_file(staged_upload(import_id), rows, practice,
                                    _known_client_ids(engine, job, rows["account_number"]))
-    records.update_import(engine, import_id, upload_path=str(upload) if upload else None,
-                          rejected_rows_path=str(rejected_rows) if rejected_rows else None)
+    records.update_import(engine, import_id, rejected_rows_path=str(rejected_rows) if rejected_rows else None)
     log.info("import %s: upload file %s; rejected-rows file %s", import_id,
              f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
              "written" if rejected_rows else "not needed")

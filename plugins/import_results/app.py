@@ -46,7 +46,7 @@ from include.patient_import.catalogue import Severity
 from include.patient_import.files import IMPORT_ID_PATTERN, MAX_ID_LENGTH
 from include.patient_import.problem_table import LISTED_PER_CODE_AND_FIELD
 from include.patient_import.problems import Status
-from include.patient_import.store import Practice, airflow_store_url, create_store_engine
+from include.patient_import.store import Practice, airflow_store_url, create_store_engine, utc
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def _when(value: datetime | str | None, zone: bool = True) -> Markup:
     if value is None:
         return Markup("")
     if isinstance(value, str):
-        value = queries._utc(datetime.fromisoformat(value))
+        value = utc(datetime.fromisoformat(value))
     text = f"{value:%Y-%m-%d %H:%M}" + (" UTC" if zone else "")
     return Markup('<time datetime="{}"{}>{}</time>').format(
         value.isoformat(), Markup(" data-zone") if zone else Markup(""), text)

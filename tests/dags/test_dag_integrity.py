@@ -123,20 +123,49 @@ def _approve_task():
     return parse("patient_import").get_task("import_practice.approve_imports")
 
 
-def test_approval_timeout_answers_timed_out_instead_of_failing_the_task():
+def test_approval_timeout_answers_timed_out_instead_of_failing_the_task(monkeypatch):
     task = _approve_task()
+    monkeypatch.setattr(task, "decisions", [])  # rendered from check_approval's XCom in a run
     answer = task.execute_complete({}, {"error": "no response", "error_type": "timeout"})
     assert answer == {"answer": "timed_out", "by": None}
 
 
 @pytest.mark.parametrize(("chosen", "answer"), [("Approve", "approved"), ("Reject", "rejected")])
-def test_approval_answer_names_the_choice_and_the_user(chosen, answer):
+def test_approval_answer_names_the_choice_and_the_user(chosen, answer, monkeypatch):
     from datetime import datetime, timezone
 
     task = _approve_task()
+    monkeypatch.setattr(task, "decisions", [])  # rendered from check_approval's XCom in a run
     event = {"chosen_options": [chosen], "params_input": {}, "responded_at": datetime.now(timezone.utc),
              "responded_by_user": {"id": "7", "name": "office_manager"}}
     assert task.execute_complete({}, event) == {"answer": answer, "by": "office_manager"}
+
+
+@pytest.mark.parametrize(("event", "answer", "by"), [
+    ({"chosen_options": ["Approve"], "responded_by_user": {"id": "7", "name": "office_manager"}}, "approved",
+     "office_manager"),
+    ({"chosen_options": ["Reject"], "responded_by_user": {"id": "7", "name": "office_manager"}}, "rejected",
+     "office_manager"),
+    ({"error": "no response", "error_type": "timeout"}, "timed_out", None),
+])
+def test_the_answer_is_recorded_where_it_is_given_for_the_imports_still_waiting(monkeypatch, event, answer, by):
+    from datetime import datetime, timezone
+
+    from include.patient_import import approval
+
+    task = _approve_task()
+    monkeypatch.setattr(task, "decisions", [
+        {"import_id": "i1", "waits": True}, {"import_id": "i2", "waits": False},
+        {"import_id": "i3", "waits": True, "answer": "approved"}])
+    engine = object()
+    monkeypatch.setattr(sys.modules[task.__module__], "_engine", lambda prepare=False: engine)
+    calls = []
+    monkeypatch.setattr(approval, "record_answers", lambda *args: calls.append(args))
+    at = datetime(2026, 11, 30, 9, 15, tzinfo=timezone.utc)
+    if "error" not in event:
+        event = {**event, "params_input": {}, "responded_at": at}
+    assert task.execute_complete({}, event) == {"answer": answer, "by": by}
+    assert calls == [(engine, ["i1"], answer, by, at if "error" not in event else None)]
 
 
 def test_approval_is_skipped_when_no_import_waits(monkeypatch):

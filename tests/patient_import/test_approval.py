@@ -198,10 +198,10 @@ def test_approved_imports_load_and_rejected_or_timed_out_ones_change_nothing(tmp
         [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id=answer, map_index=0),
                                                export_file=str(path), exported_on=DAY)
         pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
-        recorded = approval.record_answer(engine, import_id, answer, by="office_manager")
+        recorded = approval.record_answers(engine, [import_id], answer, by="office_manager")[0]
         assert recorded["answer"] == answer
         # The first answer stands.
-        assert approval.record_answer(engine, import_id, "approved")["answer"] == answer
+        assert approval.record_answers(engine, [import_id], "approved")[0]["answer"] == answer
         done = pipeline.run_stages(engine, import_id, ("load",))
         outcomes[answer] = (done["load"]["status"], done["report"]["status"])
     assert outcomes["approved"][0] == p.Status.COMPLETED
@@ -216,7 +216,7 @@ def test_approved_imports_load_and_rejected_or_timed_out_ones_change_nothing(tmp
 def test_an_unknown_answer_is_refused(tmp_path, monkeypatch):
     engine = home_with(tmp_path, monkeypatch, "    approval: {}")
     with pytest.raises(ValueError):
-        approval.record_answer(engine, "any", "maybe")
+        approval.record_answers(engine, ["any"], "maybe")
 
 
 def test_columns_changed_since_the_last_completed_import_waits(tmp_path, monkeypatch):
@@ -322,7 +322,7 @@ def test_the_report_says_whether_approval_was_required_why_and_the_answer(tmp_pa
                                                export_file=str(path), exported_on=DAY)
         pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
         if answer:
-            approval.record_answer(engine, import_id, answer, by=by)
+            approval.record_answers(engine, [import_id], answer, by=by)
         reports[answer] = _report_of(pipeline.run_stages(engine, import_id, ("load",)))
 
     for answer, report in reports.items():
@@ -374,3 +374,129 @@ def test_the_approval_in_the_report_carries_no_patient_value(tmp_path, monkeypat
     values = {v for column in ("last_name", "first_name", "address1", "email", "home_phone", "birth_date")
               if column in patients for v in patients[column].astype(str) if len(v) >= 5}
     assert sorted(v for v in values if v in seen) == []
+
+
+# ---------------------------------------------------------------- a decision stands; the answer is recorded once
+
+
+def _staged(engine, tmp_path, name: str, rows: int = 10, first_account: int = 10001, seed: int = 1) -> str:
+    """An extracted, validated and transformed import of `name`, not yet assessed."""
+    from include.patient_import import pipeline
+    from include.patient_import.extract import RunInfo
+
+    path, _ = export(tmp_path, f"{name}.csv", rows=rows, first_account=first_account, seed=seed)
+    [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id=name, map_index=0),
+                                           export_file=str(path), exported_on=DAY)
+    pipeline.run_stages(engine, import_id, ("validate", "transform"), report=False)
+    return import_id
+
+
+def test_an_answered_decision_stands_when_the_approval_step_runs_again(tmp_path, monkeypatch):
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_inserts: 5}")
+    import_id = _staged(engine, tmp_path, "answered")
+    approval.assess_import(engine, import_id)
+    approval.record_answers(engine, [import_id], "rejected", by="office_manager")
+    answered = decision_of(engine, import_id)
+    again = approval.assess_import(engine, import_id)
+    assert again == answered and again["answer"] == "rejected" and again["by"] == "office_manager"
+    assert decision_of(engine, import_id) == answered
+
+
+def test_a_loaded_imports_decision_stands_against_the_store_its_load_changed(tmp_path, monkeypatch):
+    from include.patient_import import pipeline
+
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_inserts: 50}")
+    import_id = _staged(engine, tmp_path, "loaded")
+    decided = approval.assess_import(engine, import_id)
+    pipeline.run_stages(engine, import_id, ("load",), report=False)
+    assert len(patients_snapshot(engine)) == 10
+    again = approval.assess_import(engine, import_id)  # a cleared check_approval after the load
+    assert again["counts"]["inserted"] == 10 and again["counts"]["unchanged"] == 0
+    assert decision_of(engine, import_id) == {**decided, "answer": None, "by": None, "answered_at": None}
+
+
+def test_the_answer_and_its_audit_entry_are_one_transaction_with_the_response_time(tmp_path, monkeypatch):
+    from datetime import datetime, timezone
+
+    from include.patient_import import audit
+
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_inserts: 5}")
+    waits = _staged(engine, tmp_path, "waits")
+    small = _staged(engine, tmp_path, "small", rows=3, first_account=30001)
+    approval.assess_imports(engine, [waits, small])
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("the worker died between the two writes")
+
+    monkeypatch.setattr(approval.audit, "record", crash)
+    with pytest.raises(RuntimeError):
+        approval.record_answers(engine, [waits], rules.Answer.APPROVED, by="office_manager")
+    assert decision_of(engine, waits)["answer"] is None  # nothing half-recorded: it can be answered again
+    monkeypatch.undo()
+
+    responded = datetime(2026, 11, 30, 9, 15, tzinfo=timezone.utc)
+    recorded = approval.record_answers(engine, [waits, small], rules.Answer.APPROVED, "office_manager", responded)
+    assert recorded[0]["answer"] == "approved" and recorded[0]["answered_at"] == responded.isoformat()
+    assert recorded[1]["waits"] is False and recorded[1]["answer"] is None  # did not wait: left as it is
+    with engine.connect() as conn:
+        assert [(e["action"], e["who"]) for e in audit.entries(conn, waits) if e["action"] != audit.TRIGGERED] == [
+            (audit.APPROVED, "office_manager")]
+        assert [e["action"] for e in audit.entries(conn, small)] == [audit.TRIGGERED]
+
+
+def test_the_answers_are_spelled_once_in_rules():
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    sources = [*sorted((root / "include" / "patient_import").glob("*.py")), root / "dags" / "patient_import.py"]
+    # audit.py's `approved` is an audit action (who approved), not an answer.
+    spelled = [(path.name, word) for path in sources for word in ("approved", "timed_out")
+               if path.name not in ("rules.py", "audit.py")
+               and re.search(rf"[\"']{word}[\"']", path.read_text(encoding="utf-8"))]
+    assert spelled == []
+    assert {a.value for a in rules.Answer} == {"approved", "rejected", "timed_out"}
+
+
+# ---------------------------------------------------------------- a practice's backlog
+
+
+def test_the_capacity_reason_counts_the_new_patients_of_the_practices_earlier_imports(tmp_path, monkeypatch):
+    engine = home_with(tmp_path, monkeypatch, "    approval: {min_capacity_left_share: 0.25}", capacity=30)
+    first = _staged(engine, tmp_path, "first", rows=10, first_account=10001)
+    second = _staged(engine, tmp_path, "second", rows=13, first_account=20001, seed=2)
+    one, two = approval.assess_imports(engine, [first, second])
+    assert one["waits"] is False  # 20 of 30 left
+    assert two["counts"]["inserted"] == 13 and two["stored"] == 0  # against the store as it is now
+    [reason] = two["reasons"]  # alone it would leave 17 of 30; after the first, 7
+    assert reason["code"] == rules.CAPACITY_NEARLY_FULL and reason["left"] == 7 and reason["earlier"] == 10
+    assert "10 new patients of the practice's imports before it" in reason["message"]
+    text = approval.approver_text([one, two])
+    assert approval.STORE_NOW in text and "capacity_nearly_full" in text
+    # Each alone is under the threshold.
+    assert approval.assess_imports(engine, [second])[0]["waits"] is False
+
+
+def test_patients_two_imports_would_both_insert_take_capacity_once(tmp_path, monkeypatch):
+    engine = home_with(tmp_path, monkeypatch, "    approval: {min_capacity_left_share: 0.25}", capacity=30)
+    first = _staged(engine, tmp_path, "first", rows=10, first_account=10001)
+    overlapping = _staged(engine, tmp_path, "both", rows=20, first_account=10001)  # the first's 10 and 10 more
+    one, two = approval.assess_imports(engine, [first, overlapping])
+    assert one["waits"] is False and two["waits"] is False  # 30 - 20 = 10 left (33 %), not 30 - 30
+    assert two["counts"]["inserted"] == 20
+
+
+def test_the_reasons_messages_are_the_catalogues():
+    from include.patient_import import catalogue
+
+    assert not hasattr(rules, "APPROVAL_REASONS")
+    given = {"counts": Counts(read=600, inserted=600), "stored": 1, "capacity": 620, "columns": ["a"],
+             "previous_columns": ["b"], "previous_import": "i0", "possible_duplicates": 11}
+    found = rules.approval_reasons(Approval(max_update_share=0.0), **given) + rules.approval_reasons(
+        Approval(max_update_share=0.0), **given | {"counts": Counts(read=2, updated=1, inserted=1)})
+    assert {r["code"] for r in found} == set(catalogue.APPROVAL_REASON_CODES)
+    for reason in found:
+        assert catalogue.rule(reason["code"]).severity is catalogue.Severity.INFO
+        figures = {k: v for k, v in reason.items() if k not in ("code", "message")}
+        case = "after_earlier" if "earlier" in figures else None
+        assert reason["message"] == catalogue.message(reason["code"], case, **figures)

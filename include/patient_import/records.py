@@ -102,8 +102,8 @@ def approval_summary(stored: str | dict | None) -> dict | None:
     """What the import's report and its Import Results page say of its approval (SPEC §8), from the
     decision and answer `approval.py` records in `imports.approval` (its JSON text, or that parsed):
 
-        {"required": bool, "reasons": [{"code", "message"}], "answer": "approved" | "rejected" |
-         "timed_out" | None, "by": the approver's user name or None, "answered_at": ISO time or None,
+        {"required": bool, "reasons": [{"code", "message"}], "answer": a `rules.Answer` value or None,
+         "by": the approver's user name or None, "answered_at": ISO time or None,
          "why_not": why it did not wait, or None}
 
     Reason codes and messages are counts, shares and field names, never a patient value. `answer`

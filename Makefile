@@ -109,7 +109,7 @@ lint: install
 TEST_WORKERS ?= 2
 test: lint
 	@rm -f "$(PATIENT_IMPORT_HOME)/reliability/corpus.json"
-	@$(PY) -m pytest -q $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
+	@$(PY) -m pytest -q --durations=25 $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
 	@$(PY) scripts/reliability.py --corpus-recorded
 
 # Patient files older than $$PATIENT_IMPORT_RETENTION_DAYS (or DAYS) leave archive/, quarantine/,

@@ -187,7 +187,7 @@ def _put_back_in_all(conn: Connection, import_id: str) -> tuple[int, int]:
     """(removed, restored) over every undo of the import so far: its inserted and updated entries
     put back. From the log, so a re-run or a second pass reports the whole undo, not its own part."""
     changes = PatientChange.__table__
-    counts = dict(conn.execute(sa.select(changes.c.action, sa.func.count()).where(
+    counts: dict[str, int] = dict(conn.execute(sa.select(changes.c.action, sa.func.count()).where(
         changes.c.import_id == import_id, changes.c.reverted_at.is_not(None)).group_by(changes.c.action)).all())
     return counts.get(INSERTED, 0), counts.get(UPDATED, 0)
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     cores = os.cpu_count() or 1
     found = {executor: measure(executor, practices, args.rows) for executor in executors}
     for count in practices:
-        line = [f"{count} practices:"]
+        line = []
         for executor, figures in found.items():
             f = figures[count]
             line.append(f"{executor} {f['seconds']:.1f} s ({f['seconds'] / f['empty_seconds']:.2f}× the empty DAG, "
@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         if {"preloading", "local"} <= found.keys():
             plain, preloading = found["local"][count]["seconds"], found["preloading"][count]["seconds"]
             line.append(f"plain / preloading executor {plain / preloading:.2f}×")
-        print("BENCH_SCHEDULED " + "; ".join(line))
+        print(f"BENCH_SCHEDULED {count} practices: " + "; ".join(line))
     if args.write:
         chosen = found.get("preloading") or next(iter(found.values()))
         results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}

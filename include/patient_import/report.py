@@ -141,8 +141,8 @@ def report_import(engine: Engine, import_id: str) -> dict:
     files.clear_staging(import_id)
     _log_outcome(document, path)
     # The report's problems are streamed to its file from the store; the store names the first one.
-    first = next((x for x in document["problems"] if x["row"] is None and x["severity"] == p.Severity.ERROR), None)
-    if first is None and document["status"] in (p.Status.REJECTED.value, p.Status.FAILED.value):
+    first = None
+    if document["status"] in (p.Status.REJECTED.value, p.Status.FAILED.value):
         with engine.connect() as conn:
             first = records.first_file_error(conn, import_id)
     return {"import_id": import_id, "practice_id": document["practice_id"], "status": document["status"],

@@ -39,8 +39,7 @@ from pathlib import Path
 
 from sqlalchemy import event
 
-from include.patient_import import pipeline, records
-from include.patient_import import report as report_stage
+from include.patient_import import pipeline, records, report_file
 from include.patient_import.extract import RunInfo, extract_exports
 
 EXPORTED_ON = date(2026, 11, 20)  # every fault test's imports: a past date, fixed
@@ -81,13 +80,14 @@ def _install_hooks(engine, args: argparse.Namespace) -> None:
             if statement.lstrip().upper().startswith("INSERT INTO PATIENTS "):
                 _pause(Path(args.signal), release)
     elif args.pause_at == "report":
-        write_report = report_stage.write_report
+        # The report stage writes through report_file (write_from_store): pause there.
+        write_report = report_file.write_report
 
         def _pause_then_write(document: dict, *problems) -> Path:
             _pause(Path(args.signal), release)
             return write_report(document, *problems)
 
-        report_stage.write_report = _pause_then_write
+        report_file.write_report = _pause_then_write
     if args.trace:
         trace = Path(args.trace)
 

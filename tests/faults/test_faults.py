@@ -71,11 +71,13 @@ def comparable_report(report: dict) -> dict:
 
 def stage_first_three(store: str, export: Path, *, practice: str = PRACTICE,
                       run_id: str = "manual__faults") -> str:
-    """Extract, validate and transform in this process; returns the import id."""
+    """Extract, validate, transform and the approval step (the DAG's `check_approval`) in this
+    process; returns the import id."""
     engine = records.open_store(store, prepare=True)
     try:
         [done] = pipeline.run_import(engine, practice, run_info(run_id), export_file=str(export),
-                                     exported_on=EXPORTED_ON, stages=("validate", "transform"), report=False)
+                                     exported_on=EXPORTED_ON, stages=("validate", "transform", "approval"),
+                                     report=False)
         return done["import_id"]
     finally:
         engine.dispose()

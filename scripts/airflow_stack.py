@@ -24,7 +24,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DAG_ID = "patient_import"
-DAG_IDS = (DAG_ID, "patient_import_retention")
+# What `make up` unpauses: every DAG of the project (a paused `patient_import_undo` left the Undo
+# button's runs queued for good).
+DAG_IDS = (DAG_ID, "patient_import_retention", "patient_import_undo")
 
 
 class StackError(RuntimeError):

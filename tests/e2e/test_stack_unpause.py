@@ -1,8 +1,8 @@
-"""`make up` after `make run` / `make import`: both DAGs end unpaused, checked over the REST API.
+"""`make up` after `make run` / `make import`: every DAG ends unpaused, checked over the REST API.
 
 `dag.test()` creates a DAG paused when it is the first to see it; `dags_are_paused_at_creation`
 only applies to DAGs not yet in the database, so the stack must unpause what is already there.
-The session's stack (tests/e2e/conftest.py) starts on such a database: both DAGs serialized, paused.
+The session's stack (tests/e2e/conftest.py) starts on such a database: every DAG serialized, paused.
 """
 
 from __future__ import annotations

@@ -43,7 +43,12 @@ class Approval:
 
 
 # The registry's `approval` keys, what each takes and whether null (the check off) is allowed.
-_SHARE, _COUNT, _FLAG, _HOURS = "a share between 0 and 1", "a whole number >= 0", "true or false", "hours > 0"
+# Hours: at least 0.001 (3.6 s: a test's clock, not an office's) and at most a year; a larger or
+# infinite value overflowed Airflow's deadline (OverflowError) or the JSON of the decision, and
+# the import failed as an infrastructure fault after every retry.
+MIN_TIMEOUT_HOURS, MAX_TIMEOUT_HOURS = 0.001, 8760.0
+_SHARE, _COUNT, _FLAG = "a share between 0 and 1", "a whole number >= 0", "true or false"
+_HOURS = f"hours between {MIN_TIMEOUT_HOURS:g} and {MAX_TIMEOUT_HOURS:g}"
 APPROVAL_KEYS: dict[str, str] = {
     "max_update_share": _SHARE, "max_inserts": _COUNT, "min_capacity_left_share": _SHARE,
     "column_changes": _FLAG, "max_possible_duplicates": _COUNT, "timeout_hours": _HOURS,
@@ -61,7 +66,7 @@ def _approval_value(where: str, key: str, value: object) -> object:
         return value
     if kind == _FLAG and isinstance(value, bool):
         return value
-    if kind == _HOURS and number and value > 0:  # type: ignore[operator]
+    if kind == _HOURS and number and MIN_TIMEOUT_HOURS <= value <= MAX_TIMEOUT_HOURS:  # type: ignore[operator]
         return float(value)  # type: ignore[arg-type]
     allowed = kind + (" or null (check off)" if kind in (_SHARE, _COUNT) else "")
     raise ConfigurationError(f"{where}: approval.{key} must be {allowed}, not {str(value)[:40]!r}")
@@ -126,7 +131,7 @@ def _practice(entry: object, position: int) -> Practice:
     capacity = entry.get("capacity", DEFAULT_CAPACITY)
     if not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 0:
         raise ConfigurationError(f"{where}: capacity must be a whole number >= 0")
-    systems = entry.get("systems") or []
+    systems = _names(entry, "systems", where)
     unknown = set(systems) - SYSTEMS
     if unknown:
         raise ConfigurationError(f"{where}: unknown systems {sorted(unknown)}; known: {sorted(SYSTEMS)}")
@@ -134,7 +139,7 @@ def _practice(entry: object, position: int) -> Practice:
     if not isinstance(accounts, list):
         raise ConfigurationError(f"{where}: payment_plan_accounts must be a list of account numbers")
     normalised = {n for n in map(normalize_account_number, map(str, accounts)) if n is not None}
-    extras = tuple(entry.get("upload_extra_columns") or ())
+    extras = tuple(_names(entry, "upload_extra_columns", where))
     bad = [c for c in extras if c not in UPLOAD_EXTRA_COLUMNS]
     if bad:
         raise ConfigurationError(
@@ -143,6 +148,15 @@ def _practice(entry: object, position: int) -> Practice:
                     systems=frozenset(systems), payment_plan_accounts=frozenset(normalised),
                     upload_extra_columns=extras, column_aliases=_column_aliases(entry, where),
                     approval=_approval(where, entry.get("approval")))
+
+
+def _names(entry: dict, key: str, where: str) -> list[str]:
+    """A registry list of names (`systems`, `upload_extra_columns`); anything else is refused here,
+    naming the practice and the key (a number there failed every run's planning as a TypeError)."""
+    value = entry.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigurationError(f"{where}: {key} must be a list of names, not {str(value)[:40]!r}")
+    return value
 
 
 def _column_aliases(entry: dict, where: str) -> tuple[tuple[str, str], ...]:

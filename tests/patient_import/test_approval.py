@@ -89,6 +89,12 @@ def test_registry_thresholds_are_read_and_null_turns_a_check_off(tmp_path):
     ("{column_changes: 'yes'}", "column_changes"),
     ("{timeout_hours: 0}", "timeout_hours"),
     ("{timeout_hours: null}", "timeout_hours"),
+    # Past a year or not finite: Airflow's deadline overflowed, or the decision's JSON refused it.
+    ("{timeout_hours: .inf}", "timeout_hours"),
+    ("{timeout_hours: .nan}", "timeout_hours"),
+    ("{timeout_hours: 1.0e+10}", "timeout_hours"),
+    ("{timeout_hours: 1.0e-6}", "timeout_hours"),  # every import would time out at once
+    ("{max_update_share: .nan}", "max_update_share"),
     ("{max_imports: 5}", "max_imports"),
     ("[max_inserts]", "approval"),
 ])
@@ -96,6 +102,19 @@ def test_a_bad_threshold_fails_the_registry_naming_the_practice_and_the_key(tmp_
     with pytest.raises(ConfigurationError) as error:
         _load(tmp_path, f"    approval: {value}")
     assert f"practice {PRACTICE_ID}" in str(error.value) and key in str(error.value)
+
+
+@pytest.mark.parametrize(("entry", "key"), [
+    ("    systems: 5", "systems"),
+    ("    systems: drip_education", "systems"),
+    ("    upload_extra_columns: 5", "upload_extra_columns"),
+    ("    upload_extra_columns: [5]", "upload_extra_columns"),
+])
+def test_a_registry_list_of_another_type_fails_naming_the_practice_and_the_key(tmp_path, entry, key):
+    # A number there passed the check and failed every run's planning as a TypeError, retried.
+    with pytest.raises(ConfigurationError) as error:
+        _load(tmp_path, entry)
+    assert f"practice {PRACTICE_ID}" in str(error.value) and f"{key} must be a list" in str(error.value)
 
 
 # ---------------------------------------------------------------- the reasons (pure rules)

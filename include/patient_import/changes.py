@@ -96,6 +96,14 @@ def undo_refusal(conn: Connection, record: Mapping) -> str | None:
     return None
 
 
+def pending_undo(conn: Connection, import_id: str) -> int:
+    """How many of the import's change-log entries no undo has put back yet: after an undo, the
+    patients left `changed_since` (undoing the later import first lets a new undo finish them)."""
+    changes = PatientChange.__table__
+    return conn.execute(sa.select(sa.func.count()).select_from(changes).where(
+        changes.c.import_id == import_id, changes.c.reverted_at.is_(None))).scalar_one()
+
+
 def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:
     """The import's `changes.fields` as the load recorded it: {field: updated patients}; {} when none."""
     text = conn.execute(sa.select(Import.__table__.c.field_changes)

@@ -143,6 +143,8 @@ class ImportDetail:
     # `changes.undo_refusal` finds nothing against it, and it is not undone yet (an undone one may
     # be undone again to complete it, from `make undo` or the DAG's form).
     undoable: bool = False
+    # An undone import's patients no undo could put back yet (a later import changed them again).
+    undo_pending: int = 0
 
     @property
     def problems_pages(self) -> int:
@@ -315,6 +317,7 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
     if row is None:
         return None
     lines, total = problem_page(conn, import_id, problems, page=page, per_page=per_page)
+    pending = changes.pending_undo(conn, import_id) if row["status"] == Status.UNDONE else 0
     try:
         details = json.loads(row["details"]) if row["details"] else {}
     except ValueError:
@@ -328,7 +331,8 @@ def import_detail(conn: Connection, import_id: str, problems: ProblemFilter = Pr
         problem_summary=problem_summary(conn, import_id),
         field_changes=changes.recorded_field_counts(conn, import_id),
         has_changes=changes.has_value_changes(conn, import_id),
-        undoable=row["status"] != Status.UNDONE and changes.undo_refusal(conn, row) is None,
+        undoable=changes.undo_refusal(conn, row) is None and (row["status"] != Status.UNDONE or pending > 0),
+        undo_pending=pending,
         undone_at=utc(row.get("undone_at")), undone_by=row.get("undone_by"),
         audit=[{**entry, "at": utc(entry["at"])} for entry in audit.entries(conn, import_id)],
         approval=records.approval_summary(row.get("approval")),

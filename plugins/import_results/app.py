@@ -314,6 +314,7 @@ def import_detail(request: Request, import_id: ImportId, conn: Store, user: GetU
         problems_pages=pages, prev_url=link(problems_page - 1) if problems_page > 1 else None,
         next_url=link(problems_page + 1) if problems_page < pages else None,
         run_url=_run_url(request, detail.summary.dag_run_id), may_download=_may_run(user),
+        required_actions_url=f"{_airflow_root(request)}/required_actions",
         run_imports_url=_url(request, "import_list", {"run_id": detail.summary.dag_run_id}),
         downloads=[(kind, label, _url(request, "download", import_id=import_id, kind=kind))
                    for kind, label in (("upload", "Upload-ready Cash Practice CSV"),
@@ -488,6 +489,7 @@ def api_import_detail(request: Request, import_id: ImportId, conn: Store, proble
             "data_docs": detail.has_data_docs, "details": detail.details,
             "changes": {"fields": detail.field_changes, "file": detail.has_changes},
             "undo": {"undone_at": jsonable_encoder(detail.undone_at), "undone_by": detail.undone_by,
+                     "pending": detail.undo_pending, "undoable": detail.undoable,
                      "report_url": _url(request, "undo_report", import_id=import_id)
                      if detail.has_undo_report else None},
             "approval": detail.approval, "audit": jsonable_encoder(detail.audit)}

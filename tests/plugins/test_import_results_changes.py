@@ -254,3 +254,67 @@ def test_a_download_while_a_load_holds_the_sqlite_store_is_refused_busy_not_serv
     assert response.status_code == 503
     assert response.headers["retry-after"] == "60"
     assert "busy" in response.text and "account_number" not in response.text
+
+
+def _changed_for_a_test(store, import_id: str, **values):
+    """Set `values` on the import's row; returns a function that puts the row back."""
+    from include.patient_import import records
+    from include.patient_import.store import create_store_engine
+
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    with engine.connect() as conn:
+        before = records.get_import(conn, import_id)
+    records.update_import(engine, import_id, **values)
+
+    def put_back() -> None:
+        records.update_import(engine, import_id, **{k: before[k] for k in values})
+        engine.dispose()
+
+    return put_back
+
+
+@pytest.mark.parametrize(("import_id", "says", "not_said"), [
+    # Still processing: it waits in Required Actions, it was not "loaded unanswered".
+    ("demo_clinic_20261124_g", "waiting for an answer", "unanswered when it was loaded"),
+    ("plan_clinic_20261122_e", "none recorded (the import failed)", "unanswered when it was loaded"),
+])
+def test_an_unanswered_approval_says_whether_it_waits_or_the_import_failed(client, viewer, store, import_id,
+                                                                           says, not_said):
+    put_back = _changed_for_a_test(store, import_id, approval=json.dumps({**APPROVAL, "answer": None, "by": None,
+                                                                         "answered_at": None}))
+    try:
+        page = client.get(f"/import-results/imports/{import_id}", headers=viewer).text
+    finally:
+        put_back()
+    section = re.search(r'<dl class="meta" id="approval".*?</dl>', page, re.S)[0]
+    assert says in section and not_said not in section
+    if import_id.endswith("_g"):
+        assert 'id="required-actions" href="/required_actions"' in section
+
+
+def test_a_partly_undone_import_offers_to_finish_the_undo_and_warns_against_its_upload_file(client, admin, store):
+    from datetime import datetime, timezone
+
+    from include.patient_import.store import PatientChange, create_store_engine
+
+    import_id = "demo_clinic_20261120_a"  # has an upload-ready file (conftest)
+    put_back = _changed_for_a_test(store, import_id, status="undone", loaded_at=datetime(2026, 11, 20, 9, 5,
+                                   tzinfo=timezone.utc), undone_at=datetime(2026, 11, 26, 9, 0, tzinfo=timezone.utc),
+                                   undone_by="office.lead")
+    engine = create_store_engine(f"sqlite:///{store['database']}")
+    changes = PatientChange.__table__
+    with engine.begin() as conn:  # one patient a later import changed again: still pending
+        conn.execute(sa.insert(changes).values(import_id=import_id, practice_id="demo_clinic",
+                                               third_party_acct_number="10001", action="inserted"))
+    try:
+        page = client.get(f"/import-results/imports/{import_id}", headers=admin).text
+        undo = client.get(f"/import-results/api/imports/{import_id}", headers=admin).json()["undo"]
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
+        engine.dispose()
+        put_back()
+    assert 'id="undo-pending" data-pending="1"' in page
+    assert re.search(r'<button[^>]*id="undo-import"[^>]*>↶ Finish undoing this import</button>', page)
+    assert 'id="undone-files"' in page and "do not upload its upload-ready file" in page
+    assert (undo["pending"], undo["undoable"]) == (1, True)

@@ -72,3 +72,20 @@ def test_undo_of_an_unknown_import_says_so_in_one_line(tmp_path):
     # Before it, Airflow (which reads the `patient_store` connection) may say where its config is.
     message = [line for line in done.stderr.splitlines() if not line.startswith("make")]
     assert message[-1] == "undo: no import demo_clinic_20261120_0123456789ab"
+
+
+@pytest.mark.parametrize("target", ["undo", "import"])
+def test_a_quote_or_semicolon_in_a_value_is_part_of_the_value_never_shell_code(tmp_path, target):
+    marker = tmp_path / "ran"
+    hostile = f'x"; touch {marker}; echo "'
+    values = {"undo": [f"IMPORT={hostile}"], "import": ["PRACTICE=demo_clinic", f"FILE={hostile}"]}[target]
+    done = _make("-s", target, *values, home=tmp_path / "home")
+    assert done.returncode != 0
+    assert not marker.exists()
+    # The value reached the command whole, and was refused as a value.
+    assert ("not an import id" if target == "undo" else "export_file") in done.stdout + done.stderr
+
+
+def test_an_import_id_that_looks_like_an_option_is_refused_as_an_id(tmp_path):
+    done = _make("-s", "undo", "IMPORT=-h", home=tmp_path / "home")
+    assert done.returncode != 0 and "not an import id" in done.stderr and "usage:" not in done.stdout

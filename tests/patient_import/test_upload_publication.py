@@ -33,10 +33,13 @@ def engine(tmp_path, monkeypatch):
     return prepare_home(tmp_path / "home", monkeypatch, limits=False, practices_yaml=REGISTRY)
 
 
-def _extracted(engine, tmp_path, name: str, rows: int = 10, first_account: int = 10001) -> str:
+def _extracted(engine, tmp_path, name: str, rows: int = 10, first_account: int = 10001,
+               bad_rows: int = 0) -> str:
     path = tmp_path / f"{name}.csv"
-    write_export(generate_patients(rows, seed=3, first_account=first_account, inactive_share=0.0), path,
-                 excel_artefacts=False)
+    patients = generate_patients(rows, seed=3, first_account=first_account, inactive_share=0.0)
+    if bad_rows:
+        patients.loc[:bad_rows - 1, "first_name"] = ""  # missing_required_field: a row error
+    write_export(patients, path, excel_artefacts=False)
     [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id=name, map_index=0),
                                            export_file=str(path), exported_on=DAY)
     return import_id
@@ -71,6 +74,22 @@ def test_an_import_not_approved_leaves_no_upload_file_anywhere(engine, tmp_path,
     assert not staging.staged_upload(import_id).exists()
     document = json.loads(storage.path_of(done["report"]["report"]).read_text(encoding="utf-8"))
     assert document["files"]["upload"] is None
+
+
+@pytest.mark.parametrize("answer", ["rejected", "timed_out"])
+def test_an_import_not_approved_leaves_no_rejected_rows_file_of_a_few_rows_either(engine, tmp_path, answer):
+    # Every row is rejected with the import; a file listing only the rows with errors would have the
+    # office fix and re-drop those few.
+    import_id = _extracted(engine, tmp_path, f"{answer}_with_a_bad_row", rows=10, bad_rows=1)
+    done = pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
+    assert done["transform"]["rejected_rows"] and done["approval"]["waits"]
+    approval.record_answers(engine, [import_id], answer, by="office_manager")
+    done = pipeline.run_stages(engine, import_id, ("load",))
+    assert done["report"]["status"] == p.Status.REJECTED and done["report"]["counts"]["rejected"] == 10
+    outbox = settings.area("outbox", PRACTICE_ID)
+    assert not outbox.exists() or [f.name for f in outbox.iterdir()] == []
+    document = json.loads(storage.path_of(done["report"]["report"]).read_text(encoding="utf-8"))
+    assert document["files"]["rejected_rows"] is None
 
 
 def test_an_import_that_fails_in_load_leaves_no_upload_file_in_the_outbox(engine, tmp_path, monkeypatch):

@@ -318,3 +318,14 @@ def test_a_partly_undone_import_offers_to_finish_the_undo_and_warns_against_its_
     assert re.search(r'<button[^>]*id="undo-import"[^>]*>↶ Finish undoing this import</button>', page)
     assert 'id="undone-files"' in page and "do not upload its upload-ready file" in page
     assert (undo["pending"], undo["undoable"]) == (1, True)
+
+
+def test_a_list_in_the_rejection_details_reads_as_a_list_not_python(client, viewer, store):
+    import_id = "small_clinic_20261121_c"
+    put_back = _changed_for_a_test(store, import_id, details=json.dumps({"reasons": ["inserts_over_limit",
+                                                                                    "columns_changed"]}))
+    try:
+        page = client.get(f"/import-results/imports/{import_id}", headers=viewer).text
+    finally:
+        put_back()
+    assert "<dd>inserts_over_limit, columns_changed</dd>" in page and "[&#39;" not in page

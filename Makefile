@@ -13,8 +13,14 @@ export PYTHONPATH := $(ROOT)$(if $(PYTHONPATH),:$(PYTHONPATH))
 
 .PHONY: help install airflow-db demo run import undo up down airflow lint test suites clean purge reliability bench
 
-# What a user passes (`make import FILE=...`) reaches the recipes as environment variables and is
-# quoted by the shell ("$$FILE"): a quote or `;` in a value is part of the value, never shell code.
+# What a user passes (`make import FILE=...`) reaches the recipes as environment variables, taken
+# as written (`$(value ...)`: make expands nothing in it) and quoted by the shell ("$$FILE"): a
+# quote, `;`, `$` or `$(...)` in a value is part of the value, never make or shell code.
+override PRACTICE := $(value PRACTICE)
+override FILE := $(value FILE)
+override EXPORTED_ON := $(value EXPORTED_ON)
+override IMPORT := $(value IMPORT)
+override DAYS := $(value DAYS)
 export PRACTICE FILE EXPORTED_ON IMPORT DAYS
 
 IMPORT_USAGE := usage: make import PRACTICE=<id> FILE=<path> [EXPORTED_ON=YYYY-MM-DD] [DRY_RUN=1]
@@ -75,10 +81,10 @@ run: airflow-db demo
 import: install
 	@test -n "$$PRACTICE" || { echo "$(IMPORT_USAGE)"; exit 2; }
 	@test -n "$$FILE" || { echo "$(IMPORT_USAGE)"; exit 2; }
-	@$(PY) scripts/run_dag.py --check-only --practice "$$PRACTICE" --file "$$FILE" $(if $(EXPORTED_ON),--exported-on "$$EXPORTED_ON")
+	@$(PY) scripts/run_dag.py --check-only --practice "$$PRACTICE" --file "$$FILE" $${EXPORTED_ON:+--exported-on "$$EXPORTED_ON"}
 	@$(MAKE) -s airflow-db
 	@$(PY) scripts/run_dag.py --practice "$$PRACTICE" --file "$$FILE" \
-		$(if $(EXPORTED_ON),--exported-on "$$EXPORTED_ON") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+		$${EXPORTED_ON:+--exported-on "$$EXPORTED_ON"} $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
 # One import taken back in the store (SPEC §8), recorded as undone by the shell user.
 undo: install
@@ -119,7 +125,7 @@ test: lint
 # Patient files older than $$PATIENT_IMPORT_RETENTION_DAYS (or DAYS) leave archive/, quarantine/,
 # outbox/, reports/ and data_docs/; inbox/ and staging/ are never touched.
 purge: install
-	@$(PY) -m include.patient_import.retention $(if $(DAYS),--days "$$DAYS") $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
+	@$(PY) -m include.patient_import.retention $${DAYS:+--days "$$DAYS"} $(if $(filter 1 true yes,$(DRY_RUN)),--dry-run)
 
 reliability: install
 	@$(PY) scripts/reliability.py

@@ -115,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     practices = sorted({int(n) for n in args.practices.split(",")})
     executors = [e.strip() for e in args.executors.split(",")]
+    if args.write and "preloading" not in executors:
+        parser.error("--write records the preloading executor's figures: measure it (--executors preloading,...)")
     cores = os.cpu_count() or 1
     found = {executor: measure(executor, practices, args.rows) for executor in executors}
     for count in practices:
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             line.append(f"plain / preloading executor {plain / preloading:.2f}×")
         print(f"BENCH_SCHEDULED {count} practices: " + "; ".join(line))
     if args.write:
-        chosen = found.get("preloading") or next(iter(found.values()))
+        chosen = found["preloading"]
         results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
         results["scheduled"] = {
             "rows_per_practice": args.rows, "cores": cores, "executors": executors,

@@ -33,7 +33,7 @@ from include.patient_import.patients import count_patients, decide_against_store
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
-from include.patient_import.records import approval_of, import_problems
+from include.patient_import.records import approval_of, import_problems, withdraw_rejected_rows
 from include.patient_import.rules import (
     CHANGED_FIELDS,
     CODE,
@@ -366,6 +366,8 @@ def load_patients(engine: Engine, import_id: str) -> dict:
     result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
                                    frame=validation.frame, problems=problems,
                                    rejection=rejection, dry_run=job.dry_run)
+    if rejection is not None and validation.rejection is None and not job.dry_run:
+        withdraw_rejected_rows(engine, import_id)  # rejected at approval: the whole file
     counts = result.counts
     log.info("import %s: %d inserted, %d updated, %d unchanged, %d skipped, %d rejected (of %d read); "
              "status %s%s%s", import_id, counts.inserted, counts.updated, counts.unchanged, counts.skipped,

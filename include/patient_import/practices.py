@@ -153,7 +153,9 @@ def _practice(entry: object, position: int) -> Practice:
 def _names(entry: dict, key: str, where: str) -> list[str]:
     """A registry list of names (`systems`, `upload_extra_columns`); anything else is refused here,
     naming the practice and the key (a number there failed every run's planning as a TypeError)."""
-    value = entry.get(key) or []
+    value = entry.get(key)
+    if value is None:
+        return []
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ConfigurationError(f"{where}: {key} must be a list of names, not {str(value)[:40]!r}")
     return value

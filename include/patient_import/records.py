@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from include.patient_import import audit
+from include.patient_import import audit, storage
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problems import PROBLEM_COLUMNS
@@ -76,6 +76,17 @@ def get_import(conn: Connection, import_id: str) -> dict | None:
 def update_import(engine: Engine, import_id: str, **values) -> None:
     with engine.begin() as conn:
         conn.execute(sa.update(_IMPORTS).where(_IMPORTS.c.id == import_id).values(**values))
+
+
+def withdraw_rejected_rows(engine: Engine, import_id: str) -> None:
+    """Remove an import's rejected-rows file and its record: for an import rejected as a whole at
+    approval (SPEC §8), whose rows to fix are the whole file, not the few with row errors that
+    transform listed before the approval. Safe to run again."""
+    with engine.connect() as conn:
+        record = get_import(conn, import_id)
+    if record and record["rejected_rows_path"]:
+        storage.path_of(record["rejected_rows_path"]).unlink(missing_ok=True)
+        update_import(engine, import_id, rejected_rows_path=None)
 
 
 def set_details(engine: Engine, import_id: str, details: dict) -> None:

@@ -8,6 +8,7 @@ code and field how many were found and how many are listed.
 
 from __future__ import annotations
 
+import json
 import logging
 
 from sqlalchemy.engine import Engine
@@ -21,7 +22,7 @@ from include.patient_import.problems import Counts
 # The report file itself (its document, streaming, the rewrite after an undo) is one layer down,
 # shared with the undo; `build_report` and `write_report` are re-exported where callers found them.
 from include.patient_import.report_file import build_report, iso, report_path, write_from_store, write_report  # noqa: F401, E501
-from include.patient_import.rules import Answer
+from include.patient_import.rules import approval_rejection
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +55,9 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             updates["quarantine_path"] = str(files.quarantine(archived, folder))
     if not record["dry_run"]:
         updates["upload_path"] = _publish_upload(record, status)
-        if status == p.Status.REJECTED.value and _not_approved(record) and record["rejected_rows_path"]:
-            # Rejected as a whole by a person (or nobody answered): the rows to fix and re-drop are
-            # the whole file, not the few with row errors transform listed before the approval.
-            storage.path_of(record["rejected_rows_path"]).unlink(missing_ok=True)
-            updates["rejected_rows_path"] = None
+        decision = json.loads(record["approval"]) if record.get("approval") else None
+        if status == p.Status.REJECTED.value and approval_rejection(decision):
+            records.withdraw_rejected_rows(engine, import_id)  # done by load; again after a crash there
     updates["report_path"] = str(report_path(record["practice_id"], import_id))
     records.update_import(engine, import_id, **updates)
     if status != p.Status.FAILED.value:
@@ -69,12 +68,6 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
         if warning:
             records.replace_problem(engine, import_id, warning)
     return write_from_store(engine, import_id, record["practice_id"])
-
-
-def _not_approved(record: dict) -> bool:
-    """The import waited for approval and was not approved (rejected, timed out, unanswered)."""
-    approval = records.approval_summary(record.get("approval"))
-    return bool(approval and approval["required"] and approval["answer"] != Answer.APPROVED)
 
 
 # The final statuses whose upload file the office may upload (SPEC §4, §5).

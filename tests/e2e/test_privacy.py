@@ -102,7 +102,6 @@ def _approve_when_waiting(airflow, run_id: str, timeout: float = 600) -> None:
 
 def _undo(airflow, import_id: str, timeout: float = 600) -> None:
     """Undo the import through the `patient_import_undo` DAG, as the Undo button does."""
-    airflow.api("PATCH", "/api/v2/dags/patient_import_undo", {"is_paused": False})
     run = airflow.api("POST", "/api/v2/dags/patient_import_undo/dagRuns",
                       {"logical_date": None, "conf": {"import_id": import_id}})
     quoted = urllib.parse.quote(run["dag_run_id"], safe="")

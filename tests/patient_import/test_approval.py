@@ -109,6 +109,8 @@ def test_a_bad_threshold_fails_the_registry_naming_the_practice_and_the_key(tmp_
     ("    systems: drip_education", "systems"),
     ("    upload_extra_columns: 5", "upload_extra_columns"),
     ("    upload_extra_columns: [5]", "upload_extra_columns"),
+    ("    systems: 0", "systems"),
+    ("    upload_extra_columns: {}", "upload_extra_columns"),
 ])
 def test_a_registry_list_of_another_type_fails_naming_the_practice_and_the_key(tmp_path, entry, key):
     # A number there passed the check and failed every run's planning as a TypeError, retried.

@@ -29,7 +29,8 @@ def _make(*args: str, home: Path | None = None, **kwargs) -> subprocess.Complete
 
 def test_help_lists_every_target_and_setting():
     targets = re.search(r"^\.PHONY:(.*)$", MAKEFILE, re.M).group(1).split()
-    settings = set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", MAKEFILE)) - INTERNAL
+    settings = (set(re.findall(r"\$\(([A-Z][A-Z0-9_]*)\)", MAKEFILE))
+                | set(re.search(r"^export ([A-Z_ ]+)$", MAKEFILE, re.M).group(1).split())) - INTERNAL
 
     out = _make("help").stdout
 
@@ -75,9 +76,10 @@ def test_undo_of_an_unknown_import_says_so_in_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("target", ["undo", "import"])
-def test_a_quote_or_semicolon_in_a_value_is_part_of_the_value_never_shell_code(tmp_path, target):
+@pytest.mark.parametrize("shape", ['x"; touch {marker}; echo "', "$(shell touch {marker})x"])
+def test_a_quote_semicolon_or_make_function_in_a_value_is_part_of_the_value_never_code(tmp_path, target, shape):
     marker = tmp_path / "ran"
-    hostile = f'x"; touch {marker}; echo "'
+    hostile = shape.format(marker=marker)
     values = {"undo": [f"IMPORT={hostile}"], "import": ["PRACTICE=demo_clinic", f"FILE={hostile}"]}[target]
     done = _make("-s", target, *values, home=tmp_path / "home")
     assert done.returncode != 0

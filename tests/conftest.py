@@ -61,13 +61,14 @@ def pytest_collection_modifyitems(config, items):
 # ---------------------------------------------------------------- workers (pytest-xdist, `make test`)
 
 # `make test` runs the suite on two workers with `--dist loadscope`, and a scope here is a module:
-# module-scoped data (the hostile corpus's imports, the browser test's API server) is built once,
+# module-scoped data (the hostile corpus's imports) is built once,
 # and the figures a module gathers for `make reliability` (the fault ledger, the corpus figures) are
 # written whole by one worker. The modules that share the session's Airflow stack (the `airflow`
 # fixture, tests/e2e/conftest.py) are one scope, so the stack starts once. (pytest-xdist's own
 # `xdist_group` cannot group here: it renames test ids, which pytest 9 no longer allows.)
 SHARED_STACK_MODULES = frozenset({
     "tests/e2e/test_approval.py",
+    "tests/e2e/test_import_results_browser.py",
     "tests/e2e/test_privacy.py",
     "tests/e2e/test_scheduled_sync.py",
     "tests/e2e/test_stack_unpause.py",

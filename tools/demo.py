@@ -15,9 +15,10 @@ DEMO_PRACTICE = "demo_clinic"
 DEMO_ROWS = 250
 
 
-def drop_demo_export(today: date | None = None) -> str:
+def drop_demo_export(today: date | None = None, practice: str = DEMO_PRACTICE) -> str:
+    """Write the demo export (DEMO_ROWS rows, a few bad on purpose) into `practice`'s inbox; returns its path."""
     day = today or date.today()
-    path = settings.area("inbox", DEMO_PRACTICE) / f"Genesis Patient List {day:%Y%m%d}.csv"
+    path = settings.area("inbox", practice) / f"Genesis Patient List {day:%Y%m%d}.csv"
     with tempfile.TemporaryDirectory() as folder:
         local = Path(folder) / path.name
         generate_export(local, DEMO_ROWS, seed=day.toordinal())

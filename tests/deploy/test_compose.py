@@ -236,6 +236,17 @@ def test_workers_scale_without_names_or_ports(resolved):
     assert resolved["services"]["airflow-apiserver"]["environment"]["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
 
 
+def test_every_airflow_service_uses_the_preloading_celery_configuration(resolved):
+    """The worker preloads the tasks' modules (include/celery_config.py); the scheduler publishes
+    with the same configuration."""
+    from include.celery_config import CELERY_CONFIG
+
+    for name in AIRFLOW_SERVICES:
+        option = resolved["services"][name]["environment"]["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"]
+        assert option == "include.celery_config.CELERY_CONFIG", name
+    assert isinstance(CELERY_CONFIG, dict) and CELERY_CONFIG["broker_url"]
+
+
 def test_the_init_service_migrates_both_databases_first(resolved):
     init = resolved["services"]["airflow-init"]
     script = " ".join(init["command"])

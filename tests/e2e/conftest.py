@@ -32,6 +32,10 @@ practices:
     name: Demo Chiropractic
     capacity: 1000
     systems: [drip_education, auto_debit, cash_plan_calculator]
+  - id: results_clinic  # tests/e2e/test_import_results_browser.py: the demo export, seen and undone in the UI
+    name: Results Chiropractic
+    capacity: 1000
+    systems: [drip_education, auto_debit, cash_plan_calculator]
   - id: echo_clinic  # approval (tests/e2e/test_approval.py): more than 3 new patients waits
     name: Echo Chiropractic
     capacity: 1000

@@ -33,12 +33,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from include.executors import PRELOADED_MODULES
 from scripts.airflow_stack import ROOT, Stack, free_port, healthy, stack_env, wait_for_dag
 from tests.e2e.conftest import E2E_PRACTICES, Airflow
 
 pytestmark = [pytest.mark.e2e, pytest.mark.redis]
 
 PRACTICE = "alpha_clinic"
+CELERY_CONFIG_OPTIONS = "include.celery_config.CELERY_CONFIG"
 START_TIMEOUT = 240
 RUN_TIMEOUT = 300
 AIRFLOW = Path(sys.executable).with_name("airflow")
@@ -182,6 +184,8 @@ def topology(postgres_server, tmp_path_factory) -> Iterator[Topology]:
         # psycopg 3, as the metadata database: `db+postgresql://` would mean psycopg2.
         "AIRFLOW__CELERY__RESULT_BACKEND": f"db+{metadata_url}",
         "AIRFLOW__CELERY__OPERATION_TIMEOUT": "10",
+        # The worker imports the tasks' modules once, before its pool forks (docker-compose.yml too).
+        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": CELERY_CONFIG_OPTIONS,
         # Every component must share these (docker-compose.yml takes them from .env).
         "AIRFLOW__CORE__FERNET_KEY": urlsafe_b64encode(secrets.token_bytes(32)).decode(),
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(64),
@@ -302,7 +306,10 @@ def test_a_triggered_run_imports_an_export_on_the_celery_worker(topology, tmp_pa
     ran = [t for t in tis if t["state"] == "success"]
     assert {t["task_id"] for t in ran} >= {"plan_imports", "import_practice.load_patients",
                                            "import_practice.report_imports"}
-    celery_ids = _celery_task_ids(topology.logs["celery-worker"].read_text(errors="replace"))
+    worker_log = topology.logs["celery-worker"].read_text(errors="replace")
+    # It had imported every task's modules before its pool forked (include/celery_config.py).
+    assert f"preloaded {len(PRELOADED_MODULES)} modules for the Celery worker's tasks" in worker_log
+    celery_ids = _celery_task_ids(worker_log)
     assert [t["task_id"] for t in ran if t["id"] not in celery_ids] == []
     assert all(t["queue"] == "default" and t["hostname"] for t in ran)
     results = _celery_results(topology, {celery_ids[t["id"]] for t in ran})

@@ -1,30 +1,29 @@
-"""Import Results in a real browser: a real import, a real `airflow api-server`, headless Chromium.
+"""Import Results in a real browser: a real import on the session's Airflow stack, headless Chromium.
 
-Chromium is driven over its DevTools protocol (tests/e2e/browser.py). The first test logs in on
-Airflow's login page, opens Import Results from the navigation, checks the import's counts in the
-list and on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the
-Airflow grid and its Imports tab; on the way it filters the problems, switches the UI to dark mode
-and another time zone, and it ends by opening Data Docs with their vendored assets. The second
-undoes the import with the Undo button on its page.
+The import is the demo export, dropped into its own practice's inbox and imported by a run the
+real scheduler runs (the session's stack, tests/e2e/conftest.py). Chromium is driven over its
+DevTools protocol (tests/e2e/browser.py). The first test logs in on Airflow's login page as the
+stack's admin, opens Import Results from the navigation, checks the import's counts in the list and
+on its detail page, saves `docs/import_results.png`, and follows the DAG-run link into the Airflow
+grid and its Imports tab; on the way it filters the problems, switches the UI to dark mode and
+another time zone, and it ends by opening Data Docs with their vendored assets. The second undoes
+the import with the Undo button on its page; the scheduler runs the undo.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 import tempfile
+import time
 import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.browser import Browser, launch, log_in, stop, wait
+from tests.e2e.browser import Browser, launch, log_in
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
 
 ROOT = Path(__file__).resolve().parents[2]
 # The README's screenshots are refreshed only on request, so a test run leaves the tree clean.
@@ -33,118 +32,57 @@ _SHOTS = (ROOT / "docs" if os.environ.get("PATIENT_IMPORT_UPDATE_SCREENSHOTS")
 _SHOTS.mkdir(parents=True, exist_ok=True)
 SCREENSHOT = _SHOTS / "import_results.png"
 DETAIL_SCREENSHOT = _SHOTS / "import_results_detail.png"
-USERNAME, PASSWORD = "admin", "e2e-admin-password"
-PRACTICE = "demo_clinic"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+USERNAME = "admin"  # the stack's admin; its password is in <airflow home>/passwords.json
+# This module's own practice (E2E_PRACTICES): the shared store holds the other tests' imports too.
+PRACTICE = "results_clinic"
+RUN_TIMEOUT = 300
 
 
 # ---------------------------------------------------------------- Airflow
 
-@pytest.fixture(scope="module")
-def airflow_env(tmp_path_factory) -> dict[str, str]:
-    base = tmp_path_factory.mktemp("import_results_e2e")
-    home = base / "home"
-    (home / "airflow").mkdir(parents=True)
-    passwords = base / "passwords.json"
-    passwords.write_text(json.dumps({USERNAME: PASSWORD}), encoding="utf-8")
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PATIENT_IMPORT_", "AIRFLOW_CONN_", "AIRFLOW__"))}
-    env.update({
-        "PATIENT_IMPORT_HOME": str(home),
-        "AIRFLOW_HOME": str(home / "airflow"),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{USERNAME}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "AIRFLOW__API_AUTH__JWT_SECRET": os.urandom(64).hex(),
-        "PATIENT_IMPORT_RETRIES": "0",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-    })
-    return env
 
-
-def _run(env: dict[str, str], *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
-    result = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{args[:3]} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
+def _finished(airflow, dag_id: str, run_id: str, timeout: float = RUN_TIMEOUT) -> str:
+    """Poll the run until the scheduler has finished it; returns its state."""
+    quoted = urllib.parse.quote(run_id, safe="")
+    deadline = time.monotonic() + timeout
+    while (state := airflow.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{quoted}")["state"]) not in (
+            "success", "failed"):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f} s")
+        time.sleep(1)  # polling the scheduler's progress, not synchronising the test
+    return state
 
 
 @pytest.fixture(scope="module")
-def airflow_server(airflow_env):
-    """A migrated Airflow, one real import of the demo export, and the API server serving the UI."""
-    env = airflow_env
-    bin_dir = Path(sys.executable).parent
-    _run(env, str(bin_dir / "airflow"), "db", "migrate")
-    # Every DAG in the database, as a DAG processor would leave them: the Undo button triggers
-    # `patient_import_undo`, which no `dag.test()` run has serialized.
-    _run(env, str(bin_dir / "airflow"), "dags", "reserialize")
-    _run(env, sys.executable, "-m", "tools.demo")
+def imported(airflow) -> dict:
+    """The demo export imported by a run on the stack, as the store records it."""
+    from tools.demo import drop_demo_export
 
-    port = _free_port()
-    log = open(Path(env["AIRFLOW_HOME"]) / "api_server.log", "w")
-    server = subprocess.Popen(
-        [str(bin_dir / "airflow"), "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        # The import and the server's start-up overlap: both take a while.
-        # The demo export has a few bad rows on purpose: the import completes with errors (exit 0).
-        _run(env, sys.executable, "scripts/run_dag.py", "--practice", PRACTICE)
-        base_url = f"http://127.0.0.1:{port}"
-
-        def healthy() -> bool:
-            assert server.poll() is None, Path(log.name).read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base_url}/api/v2/monitor/health", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait("the API server's health endpoint", healthy, timeout=90)
-        yield base_url
-    finally:
-        stop(server)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def imported(airflow_env, airflow_server) -> dict:
-    """The import that the run made, as the store records it."""
-    page = _imports(airflow_env)
+    export = Path(drop_demo_export(practice=PRACTICE))
+    assert export.is_relative_to(airflow.home / "inbox" / PRACTICE), export
+    run = airflow.api("POST", "/api/v2/dags/patient_import/dagRuns",
+                      {"logical_date": None, "conf": {"practice_id": PRACTICE}})
+    # The demo export has a few bad rows on purpose: the import completes with errors, the run succeeds.
+    assert _finished(airflow, "patient_import", run["dag_run_id"]) == "success", airflow.explain(run["dag_run_id"])
+    page = _imports(airflow)
     assert page.total == 1, page
     item = page.items[0]
+    assert item.dag_run_id == run["dag_run_id"], item
     assert item.status == "completed_with_errors" and item.counts.inserted > 0 and item.counts.rejected > 0
     return {"id": item.id, "run_id": item.dag_run_id, "counts": item.counts.__dict__}
 
 
-def _imports(env: dict[str, str]):
-    """The store's imports (`queries.list_imports`)."""
+def _imports(airflow):
+    """This module's practice's imports in the stack's store (`queries.list_imports`)."""
     from include.patient_import import queries
     from include.patient_import.store import create_store_engine
 
-    engine = create_store_engine(f"sqlite:///{Path(env['PATIENT_IMPORT_HOME']) / 'patient_store.db'}")
+    engine = create_store_engine(f"sqlite:///{airflow.home / 'patient_store.db'}")
     try:
         with engine.connect() as conn:
-            return queries.list_imports(conn)
+            return queries.list_imports(conn, practice_id=PRACTICE)
     finally:
         engine.dispose()
-
-
-def _api(base_url: str, path: str) -> dict:
-    """GET an Airflow REST API path as the admin (a token from `/auth/token`, as scripts get one)."""
-    login = urllib.request.Request(f"{base_url}/auth/token", method="POST",
-                                   data=json.dumps({"username": USERNAME, "password": PASSWORD}).encode(),
-                                   headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(login, timeout=30) as response:
-        token = json.load(response)["access_token"]
-    request = urllib.request.Request(f"{base_url}{path}", headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
 
 
 # ---------------------------------------------------------------- Chromium
@@ -168,11 +106,12 @@ def _counts_in_frame(browser: Browser, scope_selector: str) -> dict[str, int]:
         "[e.dataset.count, parseInt((e.querySelector('.value') || e).textContent, 10)]))")
 
 
-def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(browser, airflow_server, imported):
-    base = airflow_server
+def test_user_logs_in_opens_import_results_from_the_nav_and_sees_the_import(browser, airflow, imported):
+    base = airflow.stack.url
     expected = imported["counts"]
 
-    log_in(browser, base, USERNAME, PASSWORD)
+    password = json.loads((airflow.stack.airflow_home / "passwords.json").read_text(encoding="utf-8"))[USERNAME]
+    log_in(browser, base, USERNAME, password)
 
     nav_link = "document.querySelector('a[href$=\"plugin/import-results\"]')"
     browser.wait_for("Import Results in the navigation", f"!!{nav_link}", timeout=60)
@@ -292,16 +231,18 @@ def _open_detail_page(browser: Browser, base: str, import_id: str) -> None:
     browser.wait_for("the import's detail page", f"!!({_FRAME_DOC} && {_FRAME_DOC}.querySelector('#problems'))")
 
 
-def test_user_undoes_the_import_with_the_undo_button(browser, airflow_env, airflow_server, imported):
+def test_user_undoes_the_import_with_the_undo_button(browser, airflow, imported):
     """Runs after the test above (same Chromium, still logged in): the undo changes the import."""
-    base, import_id = airflow_server, imported["id"]
+    base, import_id = airflow.stack.url, imported["id"]
     _open_detail_page(browser, base, import_id)
     button = f"{_FRAME_DOC}.querySelector('#undo-import')"
     assert browser.evaluate(f"!!{button}"), "the admin, who may run patient_import_undo, sees no Undo button"
     status = f"{_FRAME_DOC}.querySelector('#undo-status')"
 
     def undo_runs() -> list[dict]:
-        return _api(base, "/api/v2/dags/patient_import_undo/dagRuns?limit=100")["dag_runs"]
+        """The undo runs of this import (the session's other tests undo theirs too)."""
+        runs = airflow.api("GET", "/api/v2/dags/patient_import_undo/dagRuns?limit=100")["dag_runs"]
+        return [r for r in runs if (r["conf"] or {}).get("import_id") == import_id]
 
     # The page asks first (window.confirm): "Cancel" starts nothing.
     browser.evaluate(f"{_FRAME}.contentWindow.confirm = () => false")
@@ -321,13 +262,11 @@ def test_user_undoes_the_import_with_the_undo_button(browser, airflow_env, airfl
     assert run["dag_run_id"] == run_id and run["conf"] == {"import_id": import_id}
     assert run["triggering_user_name"] == USERNAME  # the undo records who (SPEC §8)
 
-    # No scheduler here: the run's one task runs as a worker would, in the run (its triggering user);
-    # `tasks test` checks the params before it reads the run, so they are given as the run's conf.
-    bin_dir = Path(sys.executable).parent
-    _run(airflow_env, str(bin_dir / "airflow"), "tasks", "test", "patient_import_undo", "undo_import", run_id,
-         "--task-params", json.dumps(run["conf"]))
-    [item] = _imports(airflow_env).items
+    # The stack's scheduler runs it (the stack unpaused patient_import_undo).
+    assert _finished(airflow, "patient_import_undo", run_id) == "success"
+    [item] = _imports(airflow).items
     assert item.id == import_id and item.status == "undone"
+    assert [r["dag_run_id"] for r in undo_runs()] == [run_id]
 
     _open_detail_page(browser, base, import_id)
     browser.wait_for("the undone import's page", f"!!{_FRAME_DOC}.querySelector('#undone')")

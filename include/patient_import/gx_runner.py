@@ -105,7 +105,7 @@ class SuiteRunner:
             # every setting it looks up, which cost a small import more than its validation.
             self._context = gx.get_context(mode="ephemeral")
             if self.docs_dir is not None:
-                from include.patient_import.gx_views import SITE_VIEWS
+                from include.patient_import.gx_views import INDEX_VIEW, SECTION_VIEWS
 
                 # A folder of its own for every try: pages of a failed try never mix in.
                 self._project = Path(tempfile.mkdtemp(prefix="patient_import_gx_"))
@@ -113,9 +113,8 @@ class SuiteRunner:
                 self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={  # type: ignore[typeddict-unknown-key]
                     "class_name": "SiteBuilder",
                     "show_how_to_buttons": False,  # GX tutorials' footer and buttons: not for clinics
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder",
-                                           **SITE_VIEWS["site_index_builder"]},
-                    "site_section_builders": SITE_VIEWS["site_section_builders"],
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": INDEX_VIEW},
+                    "site_section_builders": SECTION_VIEWS,
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend",
                                       "base_directory": str(self._project / "docs")},
                 })

@@ -11,10 +11,9 @@ so only GX imports this module, when it renders Data Docs.
 
 from __future__ import annotations
 
+from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
 from jinja2 import BytecodeCache
 from jinja2.bccache import Bucket
-
-from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
 
 
 class _MemoryBytecodeCache(BytecodeCache):
@@ -52,8 +51,7 @@ class IndexPageView(DefaultJinjaIndexPageView):
         self.env.bytecode_cache = _COMPILED
 
 
-SITE_VIEWS = {
-    "site_index_builder": {"view": {"module_name": __name__, "class_name": IndexPageView.__name__}},
-    "site_section_builders": {section: {"view": {"module_name": __name__, "class_name": PageView.__name__}}
-                              for section in ("expectations", "validations", "profiling")},
-}
+# What a SiteBuilder's config names to use them: `view` of its index builder and of each section.
+INDEX_VIEW = {"module_name": __name__, "class_name": IndexPageView.__name__}
+SECTION_VIEWS = {section: {"view": {"module_name": __name__, "class_name": PageView.__name__}}
+                 for section in ("expectations", "validations", "profiling")}

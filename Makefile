@@ -38,7 +38,7 @@ help:
 	@echo "                    e.g. make airflow ARGS=\"dags list\""
 	@echo "  make purge [DAYS=N] [DRY_RUN=1]   delete patient files older than the retention period"
 	@echo "  make lint         ruff (with its Airflow rules) on the repository and mypy on include/"
-	@echo "  make test         make lint, the whole test suite, then make reliability"
+	@echo "  make test         ruff, the whole test suite (mypy and the hostile-memory figures beside it), then make reliability"
 	@echo "  make reliability  hostile inputs, rows lost or duplicated, faults and markers: the figures"
 	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3]   the throughput benchmark (docs/performance.md)"
 	@echo "  make suites       rewrite the Great Expectations suites in expectations/ from suites.py"
@@ -112,15 +112,13 @@ lint: install
 	@cd "$(ROOT)" && .venv/bin/ruff check
 	@cd "$(ROOT)" && .venv/bin/mypy include
 
-# Lint first: a finding fails in a minute, not after the suite.
-# The corpus is imported once: by the tests, which leave its figures for reliability.py.
+# ruff first (a finding fails in seconds), then the suite with mypy and the hostile-memory figures
+# beside it at the lowest CPU priority, then the reliability figures: scripts/run_tests.sh.
 # TEST_WORKERS pytest-xdist processes share the suite; a module (and every test on the session's
 # Airflow stack) stays on one worker (tests/conftest.py, SHARED_STACK_MODULES).
 TEST_WORKERS ?= 2
-test: lint
-	@rm -f "$(PATIENT_IMPORT_HOME)/reliability/corpus.json"
-	@$(PY) -m pytest -q --durations=25 $(if $(filter-out 0 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadscope)
-	@$(PY) scripts/reliability.py --corpus-recorded
+test: install
+	@TEST_WORKERS="$(TEST_WORKERS)" bash "$(ROOT)/scripts/run_tests.sh"
 
 # Patient files older than $$PATIENT_IMPORT_RETENTION_DAYS (or DAYS) leave archive/, quarantine/,
 # outbox/, reports/ and data_docs/; inbox/ and staging/ are never touched.

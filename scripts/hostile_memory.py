@@ -1,6 +1,6 @@
 """The hostile-memory corpus (SPEC §7, memory is bounded): peak memory of every stage, measured.
 
-    python scripts/hostile_memory.py [--only NAME ...] [--keep-going]
+    python scripts/hostile_memory.py [--record DIR] [--only NAME ...] [--kill-above-gb N]
 
 Each input is generated in a temporary folder just before it runs and deleted right after (the
 largest is about 200 MB on disk), dropped into a practice's inbox and imported on a SQLite store
@@ -10,6 +10,10 @@ the pipeline's modules and Great Expectations, as an Airflow worker's supervisor
 starts with no state of an earlier one, and its peak resident memory is the kernel's figure for
 that process (`ru_maxrss` from `wait4`). A stage process that grows beyond `--kill-above-gb`
 (default 4) is killed and counted as over.
+
+With `--record DIR` (first), the output goes to `DIR/hostile_memory.txt` and the exit status to
+`DIR/hostile_memory.json`: `make test` starts it so, beside the suite at the lowest CPU priority,
+and `scripts/reliability.py --memory-recorded` waits for it and prints it.
 
 Prints one line per input: its outcome (status and file-level codes), the peak of each stage, the
 largest, and whether it stayed within 2 GB. Exits 1 when a stage went over 2 GB, crashed, or an
@@ -477,5 +481,49 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if over or wrong else 0
 
 
+def recorded(folder: Path, argv: list[str]) -> int:
+    """`main(argv)` with its output in `folder/hostile_memory.txt`, its pid in `.pid` while it runs
+    and its exit status in `.json` at the end: how `make test` runs it beside the suite and
+    `reliability.py --memory-recorded` reads it (`read_recorded`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "hostile_memory.pid").write_text(str(os.getpid()), encoding="utf-8")
+    # The descriptors, not sys.stdout: what a stage process or a library writes lands there too.
+    with (folder / "hostile_memory.txt").open("wb") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+    status = 1
+    try:
+        status = main(argv)
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        (folder / "hostile_memory.json").write_text(json.dumps({"returncode": status}), encoding="utf-8")
+    return status
+
+
+def read_recorded(folder: Path, poll_seconds: float = 0.5) -> tuple[int, str]:
+    """Wait for a `recorded` run in `folder` to end; returns (exit status, its output).
+
+    Raises FileNotFoundError when none was started there, and RuntimeError when its process ended
+    without its figures (killed).
+    """
+    pid_file, status_file = folder / "hostile_memory.pid", folder / "hostile_memory.json"
+    if not pid_file.is_file():
+        raise FileNotFoundError(f"no hostile-memory run recorded in {folder}")
+    pid = int(pid_file.read_text(encoding="utf-8"))
+    while not status_file.is_file():
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            if status_file.is_file():
+                break
+            raise RuntimeError(f"the hostile-memory run (pid {pid}) ended without its figures") from None
+        time.sleep(poll_seconds)
+    status = json.loads(status_file.read_text(encoding="utf-8"))["returncode"]
+    return status, (folder / "hostile_memory.txt").read_text(encoding="utf-8")
+
+
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--record"] and len(sys.argv) > 2:
+        raise SystemExit(recorded(Path(sys.argv[2]), sys.argv[3:]))
     raise SystemExit(main())

@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--corpus-recorded", action="store_true",
                         help="take the corpus figures the tests recorded (make test), when they cover the whole "
                              "corpus, instead of importing every corpus file again")
+    parser.add_argument("--memory-recorded", action="store_true",
+                        help="wait for the hostile-memory figures `make test` started beside the suite "
+                             "(hostile_memory.py --record, in the figures folder) instead of measuring them here")
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
 
@@ -231,8 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     # Its own processes, its own home and the embedded limits: nothing of the checks below, so it
     # runs beside them (on two cores, about the time of the longer instead of the sum); its lines
     # are printed after the figures.
-    memory = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "hostile_memory.py")], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    memory = None if args.memory_recorded else subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "hostile_memory.py")], cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     # GX's progress bars and the package's warnings go to stderr; the log is scanned, not shown.
     with tempfile.TemporaryDirectory(prefix="patient_import_reliability_") as tmp, \
             contextlib.redirect_stderr(io.StringIO()):
@@ -270,10 +274,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  rows duplicated (must be 0)         {figures.rows_duplicated}   ({rows['stored']} patients stored)")
     print(f"  {security['line']} (scripts/security_figures.py)")
     print(f"  took {time.perf_counter() - started:.0f} s")
-    sys.stdout.write(memory.communicate()[0])
+    memory_status, memory_output = _memory_figures(memory, recorded)
+    sys.stdout.write(memory_output)
     sys.stdout.flush()
     failures = figures.failures + security["failures"] + (
-        ["hostile memory: a stage over 2 GB, crashed or misjudged"] if memory.returncode else [])
+        ["hostile memory: a stage over 2 GB, crashed or misjudged"] if memory_status else [])
     for failure in failures:
         print(f"FAILED: {failure}")
     # The plain closing line CI reads: one check per must-hold figure above.
@@ -281,6 +286,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reliability: {checks - min(len(failures), checks)} passed, "
           f"{min(len(failures), checks)} failed")
     return 1 if failures else 0
+
+
+def _memory_figures(memory: subprocess.Popen | None, recorded: Path) -> tuple[int, str]:
+    """The hostile-memory run's exit status and output: the one started here, or the one `make test`
+    started beside the suite (`hostile_memory.py --record`), waited for."""
+    if memory is not None:
+        output = memory.communicate()[0]
+        return memory.returncode, output
+    from scripts.hostile_memory import read_recorded
+
+    try:
+        return read_recorded(recorded)
+    except (FileNotFoundError, RuntimeError) as exc:
+        return 1, f"hostile memory: {exc}\n"
 
 
 def _security() -> dict:

@@ -83,7 +83,7 @@ def _settled(engine: Engine, import_id: str) -> dict | None:
     answer). None when the decision may still be made (again)."""
     with engine.connect() as conn:
         record = records.get_import(conn, import_id)
-        recorded = records.approval_of(conn, import_id)
+    recorded = records.decision_of(record)
     loaded = record is not None and record["loaded_at"] is not None
     if recorded is not None and (loaded or recorded.get("answer")):
         return recorded

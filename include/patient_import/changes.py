@@ -96,12 +96,23 @@ def undo_refusal(conn: Connection, record: Mapping) -> str | None:
     return None
 
 
+def _not_put_back(import_id: str) -> tuple:
+    """The import's change-log entries no undo has put back yet (`patient_changes.reverted_at`)."""
+    changes = PatientChange.__table__
+    return changes.c.import_id == import_id, changes.c.reverted_at.is_(None)
+
+
 def pending_undo(conn: Connection, import_id: str) -> int:
     """How many of the import's change-log entries no undo has put back yet: after an undo, the
     patients left `changed_since` (undoing the later import first lets a new undo finish them)."""
-    changes = PatientChange.__table__
-    return conn.execute(sa.select(sa.func.count()).select_from(changes).where(
-        changes.c.import_id == import_id, changes.c.reverted_at.is_(None))).scalar_one()
+    return conn.execute(sa.select(sa.func.count()).select_from(PatientChange.__table__)
+                        .where(*_not_put_back(import_id))).scalar_one()
+
+
+def pending_accounts(conn: Connection, import_id: str) -> list[str]:
+    """The account numbers of the entries `pending_undo` counts, in order."""
+    account = PatientChange.__table__.c.third_party_acct_number
+    return list(conn.execute(sa.select(account).where(*_not_put_back(import_id)).order_by(account)).scalars())
 
 
 def recorded_field_counts(conn: Connection, import_id: str) -> dict[str, int]:

@@ -82,9 +82,10 @@ class SuiteFailure:
 class SuiteRunner:
     """Validates frames against the stored suites within one GX context.
 
-    With `docs_dir`, a file context in a temporary local folder keeps the results and `build_docs`
-    renders them as Data Docs into `docs_dir` (a folder of the file areas, possibly in an object
-    store); without it, an ephemeral context validates and keeps nothing.
+    An ephemeral (in-memory) context validates. With `docs_dir`, it keeps the results and
+    `build_docs` renders them as Data Docs (through `gx_views`) in a temporary local folder, then
+    into `docs_dir` (a folder of the file areas, possibly in an object store); without it, nothing
+    is rendered.
     """
 
     docs_dir: storage.StoragePath | None = None
@@ -100,17 +101,20 @@ class SuiteRunner:
 
             _quiet_gx_logs()
 
-            if self.docs_dir is None:
-                self._context = gx.get_context(mode="ephemeral")
-            else:
-                # A project of its own for every try: results of a failed try never mix in.
+            # In memory: a file context rewrites and re-reads its project's YAML on every `add` and
+            # every setting it looks up, which cost a small import more than its validation.
+            self._context = gx.get_context(mode="ephemeral")
+            if self.docs_dir is not None:
+                from include.patient_import.gx_views import INDEX_VIEW, SECTION_VIEWS
+
+                # A folder of its own for every try: pages of a failed try never mix in.
                 self._project = Path(tempfile.mkdtemp(prefix="patient_import_gx_"))
-                self._context = gx.get_context(mode="file", project_root_dir=str(self._project))
                 # GX's typed site config does not list `show_how_to_buttons`; SiteBuilder takes it.
                 self._context.add_data_docs_site(site_name=_DOCS_SITE, site_config={  # type: ignore[typeddict-unknown-key]
                     "class_name": "SiteBuilder",
                     "show_how_to_buttons": False,  # GX tutorials' footer and buttons: not for clinics
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder", "view": INDEX_VIEW},
+                    "site_section_builders": SECTION_VIEWS,
                     "store_backend": {"class_name": "TupleFilesystemStoreBackend",
                                       "base_directory": str(self._project / "docs")},
                 })

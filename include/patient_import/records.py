@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import date, datetime, timedelta, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -96,6 +96,13 @@ def set_details(engine: Engine, import_id: str, details: dict) -> None:
 def approval_of(conn: Connection, import_id: str) -> dict | None:
     """The import's recorded approval (`approval.py`), None when none was decided (SPEC §8)."""
     text = conn.execute(sa.select(_IMPORTS.c.approval).where(_IMPORTS.c.id == import_id)).scalar()
+    return decision_of({"approval": text})
+
+
+def decision_of(record: Mapping[str, Any] | None) -> dict | None:
+    """The approval decision an `imports` row (`get_import`) records, parsed from its JSON text;
+    None when none was decided (SPEC §8)."""
+    text = record.get("approval") if record else None
     return json.loads(text) if text else None
 
 
@@ -122,7 +129,7 @@ def approval_summary(stored: str | dict | None) -> dict | None:
     `not_approved`). None when no decision was recorded (an import from before approval existed,
     or one that ended before `check_approval`).
     """
-    decision = json.loads(stored) if isinstance(stored, str) and stored else stored
+    decision = decision_of({"approval": stored}) if isinstance(stored, str) else stored
     if not isinstance(decision, dict):
         return None
     required = bool(decision.get("waits"))

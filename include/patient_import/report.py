@@ -8,7 +8,6 @@ code and field how many were found and how many are listed.
 
 from __future__ import annotations
 
-import json
 import logging
 
 from sqlalchemy.engine import Engine
@@ -55,7 +54,7 @@ def _finalise_in_store(engine: Engine, import_id: str) -> tuple[dict, storage.St
             updates["quarantine_path"] = str(files.quarantine(archived, folder))
     if not record["dry_run"]:
         updates["upload_path"] = _publish_upload(record, status)
-        decision = json.loads(record["approval"]) if record.get("approval") else None
+        decision = records.decision_of(record)
         if status == p.Status.REJECTED.value and approval_rejection(decision):
             records.withdraw_rejected_rows(engine, import_id)  # done by load; again after a crash there
     updates["report_path"] = str(report_path(record["practice_id"], import_id))

@@ -31,7 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import audit, files, storage
 from include.patient_import import problems as p
-from include.patient_import.changes import INSERTED, SEEN, UPDATED, VALUE_COLUMNS, undo_refusal
+from include.patient_import.changes import INSERTED, SEEN, UPDATED, VALUE_COLUMNS, pending_accounts, undo_refusal
 from include.patient_import.files import undo_report_path
 from include.patient_import.report_file import rewrite_after_undo
 from include.patient_import.store import IMAGE_COLUMNS, Import, Patient, PatientChange, lock_practice, utc
@@ -118,7 +118,7 @@ def undo_import(engine: Engine, import_id: str, *, by: str | None) -> UndoResult
         record = _undoable(conn, import_id)
         marked, removed, restored = _put_back(conn, import_id, stamp)
         in_all = _put_back_in_all(conn, import_id)
-        changed_since = _pending_accounts(conn, import_id)
+        changed_since = pending_accounts(conn, import_id)
         first = record["status"] != p.Status.UNDONE.value
         if first or marked:
             imports = Import.__table__
@@ -190,13 +190,6 @@ def _put_back_in_all(conn: Connection, import_id: str) -> tuple[int, int]:
     counts: dict[str, int] = dict(conn.execute(sa.select(changes.c.action, sa.func.count()).where(
         changes.c.import_id == import_id, changes.c.reverted_at.is_not(None)).group_by(changes.c.action)).all())
     return counts.get(INSERTED, 0), counts.get(UPDATED, 0)
-
-
-def _pending_accounts(conn: Connection, import_id: str) -> list[str]:
-    changes = PatientChange.__table__
-    return list(conn.execute(sa.select(changes.c.third_party_acct_number).where(
-        changes.c.import_id == import_id, changes.c.reverted_at.is_(None))
-        .order_by(changes.c.third_party_acct_number)).scalars())
 
 
 def _write_report(result: UndoResult) -> storage.StoragePath:

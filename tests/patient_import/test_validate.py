@@ -259,3 +259,44 @@ def test_a_rejected_row_reports_why_it_was_rejected_and_no_field_warnings(area):
     kept = {(x.code, x.field) for x in result.problems if x.row == 23}
     assert rejected == {(p.MISSING_REQUIRED_FIELD, "last_name")}
     assert kept == {("invalid_status", "status"), ("zip_padded", "zip")}
+
+
+def test_data_docs_compile_each_template_once_per_process_and_render_the_same_pages(area, monkeypatch):
+    """gx_views: a second import's Data Docs load every template from the compiled code the first
+    left (Jinja's bytecode cache), and its pages are the same but for their times and ids."""
+    import re
+
+    import jinja2
+
+    compiled = []
+    original = jinja2.Environment.compile
+
+    def counted(env, source, *args, **kwargs):
+        compiled.append(1)
+        return original(env, source, *args, **kwargs)
+
+    monkeypatch.setattr(jinja2.Environment, "compile", counted)
+    volatile = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|\d{8}T\d{6}\.\d+Z|"
+                          r"\d{4}-\d\d-\d\d[T ][\d:.]+|_run_time_sort': [\d.]+|[0-9a-f]{8}_")
+
+    def pages(site: Path) -> dict[str, str]:
+        return {volatile.sub("", str(page.relative_to(site))): volatile.sub("", page.read_text(encoding="utf-8"))
+                for page in sorted(site.rglob("*.html"))}
+
+    text = HEADER + "".join(f"{i},Lopez,Ana,,\n" for i in range(10, 20))
+    first = pages(run(area, text).docs_index.parent)
+    compiled.clear()
+    second = pages(run(area, text).docs_index.parent)
+
+    assert compiled == []
+    assert len(second) > 4 and second == first
+
+
+def test_suites_run_in_an_in_memory_context_that_writes_no_project():
+    """gx_runner: an ephemeral GX context (a file context rewrote its YAML on every `add`)."""
+    import pandas as pd
+    from great_expectations.data_context import EphemeralDataContext
+
+    runner = SuiteRunner()
+    runner.run("export_columns", pd.DataFrame({"row_number": [2]}))
+    assert isinstance(runner._context, EphemeralDataContext)

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make test`: ruff, the whole suite, then the reliability figures (scripts/reliability.py).
+#
+# The two slow checks that do not depend on the suite, mypy on include/ and the hostile-memory
+# figures (scripts/hostile_memory.py), start beside it at the lowest CPU priority (nice 19): they
+# take the CPU the suite leaves idle while it waits on its servers and schedulers, and finish at
+# full speed after it, instead of adding their minutes before and after it. ruff still runs first:
+# a finding fails in seconds. TEST_WORKERS pytest-xdist processes share the suite (default 2).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+figures="${PATIENT_IMPORT_HOME:-var}/reliability"
+workers="${TEST_WORKERS:-2}"
+
+.venv/bin/ruff check || exit 1
+
+mkdir -p "$figures"
+# The corpus is imported once: by the tests, which leave its figures for reliability.py.
+rm -f "$figures/corpus.json" "$figures"/hostile_memory.*
+mypy_output=$(mktemp)
+# Each in a session of its own (setsid keeps the pid), so that the trap can stop it and what it forked.
+setsid nice -n 19 "$PY" scripts/hostile_memory.py --record "$figures" </dev/null >/dev/null 2>&1 &
+memory=$!
+setsid nice -n 19 .venv/bin/mypy include </dev/null >"$mypy_output" 2>&1 &
+mypy=$!
+trap 'kill -- "-$memory" "-$mypy" 2>/dev/null; rm -f "$mypy_output"' EXIT
+
+xdist=()
+[[ "$workers" =~ ^[0-9]+$ && "$workers" -gt 1 ]] && xdist=(-n "$workers" --dist loadscope)
+"$PY" -m pytest -q --durations=25 "${xdist[@]}"
+tests=$?
+
+wait "$mypy"
+typed=$?
+cat "$mypy_output"
+[[ $tests -eq 0 ]] || exit "$tests"
+[[ $typed -eq 0 ]] || exit "$typed"
+
+"$PY" scripts/reliability.py --corpus-recorded --memory-recorded

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -22,14 +20,6 @@ PRACTICES_YAML = registry_yaml(practice("demo_clinic", "Demo Chiropractic"),
 # Patient values that the pages must never show; they are in the store and in the patient files.
 PATIENT_VALUES = ("Zebediah", "Quuxington", "zeb.quux@example.org", "5558675309", "742 Evergreen Terrace")
 T0 = datetime(2026, 11, 20, 9, 0, tzinfo=timezone.utc)
-
-
-@pytest.fixture(scope="module")
-def airflow_metadata_db():
-    """Airflow's metadata database: `requires_access_dag` looks the DAG's team up there."""
-    result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                            capture_output=True, text=True, env=os.environ.copy(), timeout=300)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def _record(engine, import_id: str, practice_id: str, status: str, started: datetime, *,
@@ -117,7 +107,7 @@ def store(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def client(airflow_metadata_db, store, tmp_path_factory):
+def client(airflow_db, store, tmp_path_factory):
     """Airflow's own plugin mounting and auth manager around the app, as in `airflow api-server`."""
     from fastapi import FastAPI
     from fastapi.testclient import TestClient

@@ -439,8 +439,11 @@ Result = TypeVar("Result")
 
 
 def in_order(count: int, jobs: int, start: Callable[[int, int], int], collect: Callable[[int, int, int], Result],
-             poll_seconds: float = 0.05) -> Iterator[tuple[int, Result]]:
+             poll_seconds: float = 0.05, first: tuple[int, ...] = ()) -> Iterator[tuple[int, Result]]:
     """Run `count` jobs, at most `jobs` at a time, and yield `(index, result)` in index order.
+
+    The jobs start in index order, those in `first` before the others (the longest, so that they
+    do not run alone at the end); the results still come in index order.
 
     `start(index, slot)` forks the job's process and returns its pid; `slot` (0 .. jobs-1) is one
     no other running job has, for what two jobs must not share (a home, a store). When the process
@@ -455,12 +458,12 @@ def in_order(count: int, jobs: int, start: Callable[[int, int], int], collect: C
     free = list(range(jobs))
     running: dict[int, tuple[int, int]] = {}  # pid -> (index, slot)
     results: dict[int, Result] = {}
-    queued, shown = 0, 0
+    waiting = [i for i in first if 0 <= i < count] + [i for i in range(count) if i not in first]
+    shown = 0
     while shown < count:
-        while free and queued < count:
-            slot = free.pop(0)
-            running[start(queued, slot)] = (queued, slot)
-            queued += 1
+        while free and waiting:
+            slot, index = free.pop(0), waiting.pop(0)
+            running[start(index, slot)] = (index, slot)
         ended = []
         for pid in list(running):
             done, status = os.waitpid(pid, os.WNOHANG)
@@ -548,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         measured = in_order(
             len(items), jobs,
             start=lambda index, slot: _start_input(items[index], homes[slot], kill_above, outs[slot]),
-            collect=lambda index, slot, status: _collected(items[index], outs[slot], status))
+            collect=lambda index, slot, status: _collected(items[index], outs[slot], status),
+            # An input meant to be imported goes through every stage with all its rows: the longest.
+            first=tuple(i for i, item in enumerate(items) if not item.codes))
         for index, row in measured:
             item = items[index]
             rows.append(row)

@@ -71,6 +71,19 @@ def test_one_job_at_a_time_with_one_slot(tmp_path):
     assert got == [(0, 0), (1, 0), (2, 0)]
 
 
+def test_the_jobs_named_first_start_first_and_still_come_back_in_order(tmp_path):
+    started: list[int] = []
+
+    def start(index: int, slot: int) -> int:
+        started.append(index)
+        return _forked(lambda: 0)
+
+    got = list(in_order(4, 1, start, lambda index, slot, status: index, first=(3, 2)))
+
+    assert started == [3, 2, 0, 1]
+    assert got == [(0, 0), (1, 1), (2, 2), (3, 3)]
+
+
 def test_other_children_of_the_process_are_never_reaped(tmp_path):
     other = _forked(lambda: 0 if _wait_for(tmp_path / "go") else 5)
     try:

@@ -61,10 +61,14 @@ help:
 	@echo "  PATIENT_IMPORT_STORAGE, PATIENT_IMPORT_PRACTICES, PATIENT_IMPORT_SCHEDULE, PATIENT_IMPORT_TIMEZONE,"
 	@echo "  PATIENT_IMPORT_RETENTION_DAYS, AIRFLOW_CONN_PATIENT_STORE, AIRFLOW_CONN_PATIENT_IMPORT_ALERTS, ..."
 
-# uv itself is installed when missing; the locked dependencies go into .venv.
+# uv itself is installed when missing; the locked dependencies go into .venv, compiled to bytecode
+# once (about a minute of CPU the first time, a second after): uv installs none by default, and where
+# PYTHONDONTWRITEBYTECODE is set (CI images, containers) every process would compile Great
+# Expectations, Airflow and pandas from source again (`import great_expectations`: 9 s of CPU
+# instead of 4), which is most of what the test suite's and the bench's processes spend.
 install:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
-	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --compile-bytecode
 
 # The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated; skipped in
 # milliseconds when it is already at the installed Airflow's head revision (scripts/airflow_db.py).
@@ -135,7 +139,7 @@ reliability: install
 # (1000,100000,1000000 rows; 3 runs, the median reported).
 bench:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
-	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --group bench
+	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --compile-bytecode --group bench
 	@$(PY) -m bench.run $(if $(BENCH_SIZES),--sizes "$(BENCH_SIZES)") $(if $(BENCH_REPEAT),--repeat "$(BENCH_REPEAT)")
 
 suites: install

@@ -23,8 +23,7 @@ PRACTICES_YAML = f"""practices:
 
 def written_columns() -> list[str]:
     """The patient columns an import writes (store names), in the clean CSV's order."""
-    from include.patient_import.rules import DATA_COLUMNS
-    from include.patient_import.schema import STORE_COLUMN
+    from include.patient_import.schema import DATA_COLUMNS, STORE_COLUMN
 
     return [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS] + [
         "practice_id", "last_seen_exported_on", "created_import_id", "updated_import_id"]

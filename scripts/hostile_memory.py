@@ -1,6 +1,6 @@
 """The hostile-memory corpus (SPEC §7, memory is bounded): peak memory of every stage, measured.
 
-    python scripts/hostile_memory.py [--record DIR] [--only NAME ...] [--kill-above-gb N]
+    python scripts/hostile_memory.py [--record DIR] [--only NAME ...] [--jobs N] [--kill-above-gb GB]
 
 Each input is generated in a temporary folder just before it runs and deleted right after (the
 largest is about 200 MB on disk), dropped into a practice's inbox and imported on a SQLite store
@@ -11,13 +11,19 @@ starts with no state of an earlier one, and its peak resident memory is the kern
 that process (`ru_maxrss` from `wait4`). A stage process that grows beyond `--kill-above-gb`
 (default 4) is killed and counted as over.
 
+`--jobs` inputs (default 2, at most the CPU count) run at once, each in a process of its own
+forked from this one, with its own home and store; each forks its stage processes as above, so a
+stage's peak is still that process's own. Two inputs of up to about 0.8 GB each at once is what
+the default asks of the machine; `--jobs 1` runs one input at a time.
+
 With `--record DIR` (first), the output goes to `DIR/hostile_memory.txt` and the exit status to
 `DIR/hostile_memory.json`: `make test` starts it so, beside the suite at the lowest CPU priority,
 and `scripts/reliability.py --memory-recorded` waits for it and prints it.
 
-Prints one line per input: its outcome (status and file-level codes), the peak of each stage, the
-largest, and whether it stayed within 2 GB. Exits 1 when a stage went over 2 GB, crashed, or an
-input ended with another code than the one it is meant to.
+Prints one line per input, in the corpus order whatever order they end in: its outcome (status
+and file-level codes), the peak of each stage, the largest, and whether it stayed within 2 GB.
+Exits 1 when a stage went over 2 GB, crashed, or an input ended with another code than the one
+it is meant to.
 """
 
 from __future__ import annotations
@@ -32,10 +38,11 @@ import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -412,9 +419,11 @@ def measure(item: Hostile, home: Path, kill_above: int) -> Row:
 
 
 def _setup(home: Path) -> None:
+    """A home with the practice's registry, made the one this process (and what it forks) uses."""
     home.mkdir(parents=True, exist_ok=True)
     registry = home / "practices.yml"
-    registry.write_text(f"""
+    if not registry.is_file():
+        registry.write_text(f"""
 practices:
   - id: {PRACTICE}
     name: Memory Clinic
@@ -428,6 +437,88 @@ practices:
                        "PATIENT_IMPORT_SETTLE_SECONDS": "0"})
 
 
+# ---------------------------------------------------------------- inputs side by side
+
+Result = TypeVar("Result")
+
+
+def in_order(count: int, jobs: int, start: Callable[[int, int], int], collect: Callable[[int, int, int], Result],
+             poll_seconds: float = 0.05, first: tuple[int, ...] = ()) -> Iterator[tuple[int, Result]]:
+    """Run `count` jobs, at most `jobs` at a time, and yield `(index, result)` in index order.
+
+    The jobs start in index order, those in `first` before the others (the longest, so that they
+    do not run alone at the end); the results still come in index order.
+
+    `start(index, slot)` forks the job's process and returns its pid; `slot` (0 .. jobs-1) is one
+    no other running job has, for what two jobs must not share (a home, a store). When the process
+    has ended, `collect(index, slot, wait_status)` gives its result. A result is yielded as soon as
+    every earlier one has been: a quick job waits for the slow one before it.
+
+    Only the pids `start` returned are waited for (`waitpid(pid, WNOHANG)`, polled every
+    `poll_seconds`): another child of this process is never reaped. A start or collect that raises
+    leaves the jobs still running; the caller's process ending stops nothing, so both must not fail.
+    """
+    jobs = max(1, jobs)
+    free = list(range(jobs))
+    running: dict[int, tuple[int, int]] = {}  # pid -> (index, slot)
+    results: dict[int, Result] = {}
+    waiting = [i for i in first if 0 <= i < count] + [i for i in range(count) if i not in first]
+    shown = 0
+    while shown < count:
+        while free and waiting:
+            slot, index = free.pop(0), waiting.pop(0)
+            running[start(index, slot)] = (index, slot)
+        ended = []
+        for pid in list(running):
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                ended.append((pid, status))
+        if not ended:
+            time.sleep(poll_seconds)
+            continue
+        for pid, status in ended:
+            index, slot = running.pop(pid)
+            results[index] = collect(index, slot, status)
+            free.append(slot)
+        while shown in results:
+            yield shown, results.pop(shown)
+            shown += 1
+
+
+def _start_input(item: Hostile, home: Path, kill_above: int, out: Path) -> int:
+    """Fork the process that measures one input in `home` (made this process's first, so the
+    fork inherits it) and writes its Row to `out` as JSON; its pid."""
+    _setup(home)
+    out.unlink(missing_ok=True)
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            row = measure(item, home, kill_above)
+            out.write_text(json.dumps(asdict(row), default=str), encoding="utf-8")
+            status = 0
+        except BaseException as exc:  # noqa: BLE001 - reported by the parent, never raised
+            out.write_text(json.dumps({"error": f"{type(exc).__name__}: {exc}"}), encoding="utf-8")
+        finally:
+            os._exit(status)
+    return pid
+
+
+def _collected(item: Hostile, out: Path, status: int) -> Row:
+    """The Row an input's process wrote, or a failed one when it wrote none."""
+    try:
+        data = json.loads(out.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        how = (f"died ({signal.Signals(os.WTERMSIG(status)).name})" if os.WIFSIGNALED(status)
+               else f"exited {os.waitstatus_to_exitcode(status)}")
+        data = {"error": how}
+    if "error" in data:
+        # Counted as a stage that did not finish: never "within 2 GB" for want of a figure.
+        return Row(item.name, "not measured", {"extract": Measured(failed=data["error"])}, False)
+    peaks = {stage: Measured(**m) for stage, m in data["peaks"].items()}
+    return Row(data["name"], data["outcome"], peaks, data["ok_codes"])
+
+
 def _mb(size: int) -> str:
     return f"{size / MB:,.0f}"
 
@@ -437,27 +528,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", nargs="*", help="run only these inputs (by name)")
     parser.add_argument("--kill-above-gb", type=float, default=4.0,
                         help="kill a stage process whose resident memory passes this (default 4)")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
+                        help="inputs measured at once, each with its own store (default 2, at most the CPU count)")
     args = parser.parse_args(argv)
     items = [h for h in corpus() if not args.only or h.name in args.only]
     kill_above = int(args.kill_above_gb * 1024 ** 3)
+    jobs = max(1, min(args.jobs, len(items) or 1))
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="patient_import_memory_") as tmp:
-        home = Path(tmp) / "home"
-        _setup(home)
+        homes = [Path(tmp) / f"home{n}" for n in range(jobs)]
         # What every stage process starts from, as a worker's supervisor has it.
         import great_expectations  # noqa: F401
 
         from include.patient_import import load, pipeline, report, transform, validate  # noqa: F401
-        prepared = run_stage("prepare", None, home, kill_above)
-        if prepared.failed:
-            print(f"hostile memory: the store could not be prepared ({prepared.failed})")
-            return 1
+        for home in homes:
+            _setup(home)
+            prepared = run_stage("prepare", None, home, kill_above)
+            if prepared.failed:
+                print(f"hostile memory: the store could not be prepared ({prepared.failed})")
+                return 1
         rows: list[Row] = []
         print("hostile memory: peak resident memory of each stage, MB, each in its own process "
-              f"(limit {_mb(LIMIT_BYTES)} MB)")
+              f"(limit {_mb(LIMIT_BYTES)} MB; {jobs} input{'s' if jobs > 1 else ''} at a time)")
         print(f"  {'input':38} {'outcome':34} " + " ".join(f"{s:>9}" for s in STAGES) + f" {'max':>7}  ≤ 2 GB")
-        for item in items:
-            row = measure(item, home, kill_above)
+        outs = [Path(tmp) / f"row{n}.json" for n in range(jobs)]
+        measured = in_order(
+            len(items), jobs,
+            start=lambda index, slot: _start_input(items[index], homes[slot], kill_above, outs[slot]),
+            collect=lambda index, slot, status: _collected(items[index], outs[slot], status),
+            # An input meant to be imported goes through every stage with all its rows: the longest.
+            first=tuple(i for i, item in enumerate(items) if not item.codes))
+        for index, row in measured:
+            item = items[index]
             rows.append(row)
             cells = []
             for stage in STAGES:

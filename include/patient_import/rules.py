@@ -33,10 +33,8 @@ from include.patient_import.catalogue import (
 from include.patient_import.normalize import name_match_keys, object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Approval, Practice
 from include.patient_import.problem_table import ProblemTable
-from include.patient_import.schema import EXTENSION_FIELDS, FIELD_NAMES, ROW_NUMBER, STORE_COLUMN
+from include.patient_import.schema import DATA_COLUMNS, ROW_NUMBER, STORE_COLUMN
 
-# Every stored patient value an export can set: the canonical fields and the phone extensions.
-DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
 CODE = "code"
 OUTCOME = "outcome"
 WRITE = "write"  # the row must be written to the store (see decide_outcomes)

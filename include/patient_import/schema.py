@@ -76,6 +76,11 @@ FIELDS_BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 
 EXTENSION_FIELDS: dict[str, str] = {"home_phone": "home_phone_ext", "cell_phone": "cell_phone_ext"}
 
+# Every stored patient value an export can set: the canonical fields and the phone extensions.
+# Here rather than in rules.py (which re-exports it): rules imports pandas, and what only needs the
+# column list (the bench's SQL floor, its store digests) should not pay for that.
+DATA_COLUMNS: tuple[str, ...] = FIELD_NAMES + tuple(EXTENSION_FIELDS.values())
+
 # Fields stored under another name: the account number is the 3rd-party software account number.
 STORE_COLUMN: dict[str, str] = {f.name: f.column for f in FIELDS if f.column != f.name}
 

@@ -198,3 +198,18 @@ def test_the_floor_honours_rules_6_and_7_as_ours_does(tmp_path, monkeypatch):
     load("changed", "2026-01-20", "Dallas")  # the same date applies (a tie: the later import wins)
     assert stored()["city"] == "Dallas" and stored()["updated_import_id"] == "changed"
     assert store_digest(url)["rows"] == 1
+
+
+def test_a_worker_imports_only_its_figures_module():
+    """The SQL floor and the store digest run without pandas, DuckDB, GX or Airflow in their
+    process: what the bench measures for them is theirs, and the smoke run stays cheap."""
+    from bench.worker import FIGURES
+
+    code = ("import importlib, sys; from bench.worker import FIGURES; "
+            "[getattr(importlib.import_module(FIGURES[f][0]), FIGURES[f][1]) for f in sys.argv[1:]]; "
+            "print(sorted(m for m in ('pandas', 'duckdb', 'great_expectations', 'airflow', 'dlt') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, "floor", "store_digest", "clean_csv"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300, check=True)
+    assert done.stdout.strip() == "[]"
+    assert all(callable(getattr(__import__(module, fromlist=[name]), name)) for module, name in FIGURES.values())

@@ -216,8 +216,12 @@ def write_simple_export(path: Path, accounts: list[int]) -> Export:
 # ---------------------------------------------------------------- stage processes
 
 # What a stage process starts with: the pipeline's modules imported, nothing run (_stage_child.py).
+# Airflow's SDK and the S3 file system too, as a worker's supervisor has them: a stage whose file
+# areas are an object store reaches them through `ObjectStoragePath` (storage.path_of), and would
+# otherwise import Airflow again in every stage process (seconds each).
 _PRELOAD = ["include.patient_import.pipeline", "include.patient_import.validate", "include.patient_import.load",
             "include.patient_import.transform", "include.patient_import.report", "great_expectations",
+            "airflow.sdk", "airflow.sdk.io.path", "airflow.providers.amazon.aws.fs.s3", "s3fs",
             "tests.faults._stage_child"]
 
 

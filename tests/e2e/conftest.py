@@ -89,19 +89,9 @@ class Airflow:
             runs = self.runs()
             if runs and all(r["state"] in ("success", "failed") for r in runs):
                 return runs
-            time.sleep(2)
+            time.sleep(1)
         raise TimeoutError(f"runs still active after {timeout:.0f} s: "
                            f"{[(r['dag_run_id'], r['state']) for r in self.runs()]}")
-
-    def wait_until_backfills_complete(self, timeout: float = 300) -> None:
-        """The scheduler marks a backfill complete some time after its last run ends."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            backfills = self.api("GET", "/api/v2/backfills?dag_id=patient_import&limit=100")["backfills"]
-            if all(b["completed_at"] for b in backfills):
-                return
-            time.sleep(2)
-        raise TimeoutError(f"backfills not complete after {timeout:.0f} s")
 
     def explain(self, run_id: str) -> str:
         """The failed tasks of a run and the error lines of their logs, for an assertion message."""
@@ -137,6 +127,11 @@ def airflow(tmp_path_factory) -> Airflow:
         "PATIENT_IMPORT_RETRIES": "1",
         "PATIENT_IMPORT_RETRY_DELAY_SECONDS": "1",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        # The DAG files do not change during a session: the processor parses them once at its start
+        # (after `dags reserialize` below) instead of every 10 s, a parse costing about a second of
+        # CPU and a write to the SQLite metadata database each time (issue #16: `make test` time).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3600",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"admin:admin,{USER_ROLE_ACCOUNT[0]}:user",
     }
     (home / "airflow").mkdir()

@@ -24,6 +24,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
+# What Chromium answers to an evaluation that a navigation interrupted (the login's redirect).
+_NAVIGATING = ("Inspected target navigated or closed", "Cannot find context with specified id",
+               "Execution context was destroyed")
 
 
 def wait(what: str, check, timeout: float, interval: float = 0.2):
@@ -74,7 +77,15 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, what: str, expression: str, timeout: float = 30):
-        return wait(what, lambda: self.evaluate(expression), timeout=timeout)
+        def check():
+            try:
+                return self.evaluate(expression)
+            except RuntimeError as exc:
+                if any(reason in str(exc) for reason in _NAVIGATING):
+                    return None  # evaluated while the page navigates (a redirect): not there yet
+                raise
+
+        return wait(what, check, timeout=timeout)
 
     def type_into(self, selector: str, text: str) -> None:
         self.evaluate(f"document.querySelector({json.dumps(selector)}).focus()")

@@ -22,11 +22,17 @@ from include.patient_import.practices import Practice, load_practices
 from include.patient_import.rules import export_date_rejection
 from include.patient_import.staging import Job
 from include.patient_import.untrusted import printable
+from include.patient_import.waiting import (
+    POISON_PILL_FAILURES,
+    Archived,
+    archived_choice,
+    before_interval_end,
+    failed_imports,
+)
 
 log = logging.getLogger(__name__)
 
 # An archived export whose import ended `failed` this many times is quarantined (SPEC §7).
-POISON_PILL_FAILURES = 3
 
 
 @dataclass(frozen=True)
@@ -51,11 +57,6 @@ def import_id_for(run: RunInfo, practice_id: str, exported_on: date, sha256: str
     return f"{practice_id}_{exported_on:%Y%m%d}_{digest}"
 
 
-def _before(day: date, end: datetime | None) -> bool:
-    """An export dated `day` belongs to a run whose data interval ends at `end` (SPEC §6)."""
-    return end is None or datetime.combine(day, datetime.min.time(), end.tzinfo) < end
-
-
 def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
                        exported_on: date | None) -> list[tuple[storage.StoragePath, bool, date, str]]:
     """(path, in_inbox, export date, its source) of every export waiting for this practice and this run.
@@ -67,28 +68,21 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
     """
     with engine.connect() as conn:
         imported = records.imports_of_archive(conn, practice_id)
-    start = run.interval_start.date() if run.interval_start else None
     chosen: list[tuple[storage.StoragePath, bool, date, str]] = []
     for archived in files.archived_exports(practice_id):
         filed_on = files.archived_date(archived)
-        if filed_on is None or not _before(filed_on, run.interval_end):
+        if filed_on is None:
             continue
         earlier = imported.get(str(archived), [])
-        source = _archived_date_source(archived, filed_on, earlier)
-        if run.run_type == "backfill":
-            if start is None or filed_on >= start:
-                chosen.append((archived, False, filed_on, source))
+        choice = archived_choice(run, filed_on, earlier, run.map_index)
+        if choice is Archived.NOT_THIS_RUN or (choice is Archived.UNSETTLED
+                                               and _poison_pill(engine, archived, earlier)):
             continue
-        mine = any(i["dag_run_id"] == run.run_id and i["map_index"] == run.map_index for i in earlier)
-        settled = any(not i["dry_run"] and i["status"] != p.Status.FAILED.value for i in earlier)
-        if not mine and not settled and _poison_pill(engine, archived, earlier):
-            continue
-        if mine or not settled:
-            chosen.append((archived, False, filed_on, source))
+        chosen.append((archived, False, filed_on, _archived_date_source(archived, filed_on, earlier)))
     if run.run_type != "backfill":
         for waiting in files.waiting_inbox_files(practice_id):
             day, source = files.dated_export(waiting.path, exported_on)
-            if _before(day, run.interval_end):
+            if before_interval_end(day, run.interval_end):
                 chosen.append((waiting.path, True, day, source))
     return chosen
 
@@ -111,7 +105,7 @@ def _poison_pill(engine: Engine, archived, earlier: list[dict]) -> bool:
     quarantine, its last import records `import_failed` with the quarantine path, and it waits until
     someone re-runs it explicitly (conf `export_file` pointing at the archived original).
     """
-    failures = [i for i in earlier if not i["dry_run"] and i["status"] == p.Status.FAILED.value]
+    failures = failed_imports(earlier)
     if len(failures) < POISON_PILL_FAILURES:
         return False
     last = max(failures, key=lambda i: i["id"])

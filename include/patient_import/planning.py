@@ -12,6 +12,7 @@ from include.patient_import import boundaries, catalogue, files, records, settin
 from include.patient_import.practices import load_practices
 from include.patient_import.problems import EXPORT_DATE_IN_FUTURE, ConfigurationError, InputRefused, Status
 from include.patient_import.untrusted import printable
+from include.patient_import.waiting import Archived, RunWindow, archived_choice, quarantined_pill
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ def export_request(params: dict, *, store=None) -> dict:
     return {k: request[k] for k in ("export_file", "exported_on", "dry_run")}
 
 
-def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
-    """The conf's practice, or every registered practice with something waiting; sorted.
+def practices_to_import(engine: Engine, run: RunWindow, params: dict) -> list[str]:
+    """The conf's practice, or every registered practice with something waiting for this run
+    (`exports_waiting`); sorted.
 
     Also marks `failed` the imports an earlier crash left `processing` (SPEC §4).
     """
@@ -95,8 +97,31 @@ def practices_to_import(engine: Engine, run, params: dict) -> list[str]:
         return [request["practice_id"]]
     practices = load_practices()
     _warn_unregistered_inboxes(practices)
-    return sorted(pid for pid in practices if files.waiting_inbox_files(pid, settle_seconds=0)
-                  or files.archived_exports(pid))
+    return sorted(pid for pid in practices if exports_waiting(engine, pid, run))
+
+
+def exports_waiting(engine: Engine, practice_id: str, run: RunWindow) -> bool:
+    """Whether extract may find an export of the practice for this run (`waiting.archived_choice`,
+    the rule extract follows): a file in its inbox (for any run but a backfill; still settling
+    counts), or an archived original the run takes. Errs towards mapping: a practice mapped for
+    nothing costs a group of empty tasks, one left out waits for the next run. Only a poison pill
+    already quarantined waits for nobody. Reads only."""
+    if run.run_type != "backfill" and files.waiting_inbox_files(practice_id, settle_seconds=0):
+        return True
+    archived = files.archived_exports(practice_id)
+    if not archived:
+        return False
+    with engine.connect() as conn:
+        imported = records.imports_of_archive(conn, practice_id)
+    for path in archived:
+        filed_on = files.archived_date(path)
+        if filed_on is None:
+            continue
+        earlier = imported.get(str(path), [])
+        choice = archived_choice(run, filed_on, earlier, map_index=None)
+        if choice is Archived.TAKE or (choice is Archived.UNSETTLED and not quarantined_pill(earlier)):
+            return True
+    return False
 
 
 def _warn_unregistered_inboxes(practices: dict) -> None:

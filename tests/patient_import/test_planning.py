@@ -89,3 +89,34 @@ def test_a_run_continues_what_it_started_itself(imported):
     with imported.engine.connect() as conn:
         [record] = conn.execute(sa.text("SELECT dag_run_id FROM imports")).all()
     assert planning.practices_to_import(imported.engine, _run(run_id=record[0]), {}) == [PRACTICE_ID]
+
+
+def _maps_whatever_extract_takes(imports: Imports, run: RunInfo) -> bool:
+    """Planning maps the practice whenever extract would find an export of it for `run`."""
+    from include.patient_import import extract
+
+    taken = extract._candidate_exports(imports.engine, PRACTICE_ID, run, None)
+    return not taken or PRACTICE_ID in planning.practices_to_import(imports.engine, run, {})
+
+
+def test_planning_maps_every_practice_extract_takes_an_export_of(imported, monkeypatch):
+    from include.patient_import import extract, settings
+
+    monkeypatch.setenv("PATIENT_IMPORT_INBOX_SETTLE_SECONDS", "0")
+    inbox = settings.area("inbox", PRACTICE_ID)
+    inbox.mkdir(parents=True, exist_ok=True)
+    # A dry run from the inbox leaves the file there: the next run still maps the practice.
+    (inbox / f"export_{A_ON:%Y%m%d}.csv").write_bytes(imported.files["b"].read_bytes())
+    extract.extract_exports(imported.engine, PRACTICE_ID, _run(run_id="dry"), dry_run=True)
+    assert planning.practices_to_import(imported.engine, _run(), {}) == [PRACTICE_ID]
+    for run in (_run(), _run("scheduled", A_ON + timedelta(days=1)), _run("backfill", A_ON)):
+        assert _maps_whatever_extract_takes(imported, run), run
+    # An original in the archive no import recorded (copied in by hand), and one in an odd folder.
+    (inbox / f"export_{A_ON:%Y%m%d}.csv").unlink()
+    for folder in (f"{A_ON + timedelta(days=3):%Y%m%d}", "2026-11-05"):
+        archived = settings.area("archive", PRACTICE_ID, folder)
+        archived.mkdir(parents=True)
+        (archived / "x.csv").write_bytes(imported.files["b"].read_bytes())
+    for run in (_run(), _run("backfill", A_ON + timedelta(days=3)), _run(run_id="manual__a")):
+        assert _maps_whatever_extract_takes(imported, run), run
+        assert planning.practices_to_import(imported.engine, run, {}) == [PRACTICE_ID]

@@ -21,13 +21,29 @@ mypy_output=$(mktemp)
 # Each in a session of its own (setsid keeps the pid), so that the trap can stop it and what it forked.
 setsid nice -n 19 "$PY" scripts/hostile_memory.py --record "$figures" </dev/null >/dev/null 2>&1 &
 memory=$!
+# Its pid recorded here too, before the suite: a quick suite (PYTEST_ADDOPTS) must not find no run.
+echo "$memory" >"$figures/hostile_memory.pid"
 setsid nice -n 19 .venv/bin/mypy include </dev/null >"$mypy_output" 2>&1 &
 mypy=$!
-trap 'kill -- "-$memory" "-$mypy" 2>/dev/null; rm -f "$mypy_output"' EXIT
+# The suite and reliability.py too run in a process group of their own, waited for: bash runs no
+# trap while a foreground child runs, and a SIGTERM (make's, when make itself is terminated) would
+# kill the script and leave the suite running. Ctrl-C is passed on to the step, which cleans up as
+# usual: job control (set -m) while it starts, else bash starts it with SIGINT ignored.
+step=""
+trap 'kill -- "-$memory" "-$mypy" ${step:+"-$step"} 2>/dev/null; rm -f "$mypy_output"' EXIT
+trap '[[ -n $step ]] && kill -INT -- "-$step" 2>/dev/null && wait "$step"; exit 130' INT
+trap 'exit 143' TERM HUP
+in_session() {
+    set -m
+    "$@" <&0 &
+    step=$!
+    set +m
+    wait "$step"
+}
 
 xdist=()
 [[ "$workers" =~ ^[0-9]+$ && "$workers" -gt 1 ]] && xdist=(-n "$workers" --dist loadscope)
-"$PY" -m pytest -q --durations=25 "${xdist[@]}"
+in_session "$PY" -m pytest -q --durations=25 "${xdist[@]}"
 tests=$?
 
 wait "$mypy"
@@ -36,4 +52,4 @@ cat "$mypy_output"
 [[ $tests -eq 0 ]] || exit "$tests"
 [[ $typed -eq 0 ]] || exit "$typed"
 
-"$PY" scripts/reliability.py --corpus-recorded --memory-recorded
+in_session "$PY" scripts/reliability.py --corpus-recorded --memory-recorded

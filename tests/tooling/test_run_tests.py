@@ -52,7 +52,8 @@ def _fake_checkout(tmp_path: Path, suite_status: int = 0) -> Path:
     stubs = {"ruff": "exit 0",
              "mypy": 'echo $$ > pids/mypy; exec sleep 300',
              "python": f'case "$1" in -m) echo $$ > pids/suite; {suite};; '
-                       '*hostile_memory*) echo $$ > pids/memory; exec sleep 300;; *) echo $$ > pids/other; exit 0;; esac'}
+                       '*hostile_memory*) echo $$ > pids/memory; exec sleep 300;; '
+                       '*) echo $$ > pids/other; exit 0;; esac'}
     for name, body in stubs.items():
         (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / name).chmod(0o755)

@@ -74,7 +74,7 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
         if filed_on is None:
             continue
         earlier = imported.get(str(archived), [])
-        choice = archived_choice(run, filed_on, earlier, run.map_index)
+        choice = archived_choice(run, filed_on, earlier)
         if choice is Archived.NOT_THIS_RUN or (choice is Archived.UNSETTLED
                                                and _poison_pill(engine, archived, earlier)):
             continue

@@ -118,7 +118,7 @@ def exports_waiting(engine: Engine, practice_id: str, run: RunWindow) -> bool:
         if filed_on is None:
             continue
         earlier = imported.get(str(path), [])
-        choice = archived_choice(run, filed_on, earlier, map_index=None)
+        choice = archived_choice(run, filed_on, earlier)
         if choice is Archived.TAKE or (choice is Archived.UNSETTLED and not quarantined_pill(earlier)):
             return True
     return False

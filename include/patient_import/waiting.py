@@ -43,20 +43,21 @@ def before_interval_end(day: date, end: datetime | None) -> bool:
     return end is None or datetime.combine(day, datetime.min.time(), end.tzinfo) < end
 
 
-def archived_choice(run: RunWindow, filed_on: date, earlier: list[dict[str, Any]],
-                    map_index: int | None) -> Archived:
+def archived_choice(run: RunWindow, filed_on: date, earlier: list[dict[str, Any]]) -> Archived:
     """What `run` does with an archived original filed on `filed_on` whose imports so far are
     `earlier` (`records.imports_of_archive`): a backfill run takes the originals of its data
-    interval, imported or not; another run continues what it started itself (at `map_index`, or
-    at any map index when None: the planner, before the run is mapped) and takes what was never
-    imported for good (only failed or dry-run imports). Nothing dated at or after the interval's end.
+    interval, imported or not; another run continues what it started itself, at whatever map index
+    (a whole-run clear plans again, and a practice newly waiting may shift this one's index: the
+    import it left `processing` is still its own, never failed as abandoned by this run) and takes
+    what was never imported for good (only failed or dry-run imports). Nothing dated at or after
+    the interval's end.
     """
     if not before_interval_end(filed_on, run.interval_end):
         return Archived.NOT_THIS_RUN
     if run.run_type == "backfill":
         start = run.interval_start.date() if run.interval_start else None
         return Archived.TAKE if start is None or filed_on >= start else Archived.NOT_THIS_RUN
-    if any(i["dag_run_id"] == run.run_id and (map_index is None or i["map_index"] == map_index) for i in earlier):
+    if any(i["dag_run_id"] == run.run_id for i in earlier):
         return Archived.TAKE
     if any(not i["dry_run"] and i["status"] != Status.FAILED.value for i in earlier):
         return Archived.NOT_THIS_RUN

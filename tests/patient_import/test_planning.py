@@ -120,3 +120,19 @@ def test_planning_maps_every_practice_extract_takes_an_export_of(imported, monke
     for run in (_run(), _run("backfill", A_ON + timedelta(days=3)), _run(run_id="manual__a")):
         assert _maps_whatever_extract_takes(imported, run), run
         assert planning.practices_to_import(imported.engine, run, {}) == [PRACTICE_ID]
+
+
+def test_a_run_cleared_as_a_whole_continues_its_import_whatever_map_index_its_practice_gets(imported):
+    """A whole-run clear plans again: a practice with an export newly waiting can sort before this
+    one and shift its map index; the import this run left `processing` is still its own to continue
+    (fail_abandoned_imports never fails the current run's), not left waiting for another run."""
+    from include.patient_import import extract
+
+    with imported.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE imports SET status = 'processing', map_index = 0"))
+        [run_id] = conn.execute(sa.text("SELECT dag_run_id FROM imports")).scalars().all()
+    again = RunInfo(dag_id="t", run_id=run_id, run_type="manual", map_index=1, attempt=2,
+                    interval_end=datetime.now(timezone.utc))
+    assert planning.practices_to_import(imported.engine, again, {}) == [PRACTICE_ID]
+    [(_, in_inbox, exported_on, _)] = extract._candidate_exports(imported.engine, PRACTICE_ID, again, None)
+    assert (in_inbox, exported_on) == (False, A_ON)

@@ -53,7 +53,7 @@ help:
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
-	@echo "  TEST_WORKERS       make test: test processes (default 2, pytest-xdist; 1 runs the suite in one process)"
+	@echo "  TEST_WORKERS       make test: test processes (default cores + 1, pytest-xdist; 1 runs the suite in one process)"
 	@echo "Settings (environment; README.md, Settings, has the whole table):"
 	@echo "  PATIENT_IMPORT_HOME=$(PATIENT_IMPORT_HOME)"
 	@echo "  AIRFLOW_HOME=$(AIRFLOW_HOME)"
@@ -120,7 +120,9 @@ lint: install
 # beside it at the lowest CPU priority, then the reliability figures: scripts/run_tests.sh.
 # TEST_WORKERS pytest-xdist processes share the suite; a module (and every test on the session's
 # Airflow stack) stays on one worker (tests/conftest.py, SHARED_STACK_MODULES).
-TEST_WORKERS ?= 2
+# One more worker than cores: about a fifth of the suite is spent waiting on its servers and
+# schedulers, which a third worker fills (two cores: 3).
+TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
 test: install
 	@TEST_WORKERS="$(TEST_WORKERS)" bash "$(ROOT)/scripts/run_tests.sh"
 

@@ -5,12 +5,12 @@
 # figures (scripts/hostile_memory.py), start beside it at the lowest CPU priority (nice 19): they
 # take the CPU the suite leaves idle while it waits on its servers and schedulers, and finish at
 # full speed after it, instead of adding their minutes before and after it. ruff still runs first:
-# a finding fails in seconds. TEST_WORKERS pytest-xdist processes share the suite (default 2).
+# a finding fails in seconds. TEST_WORKERS pytest-xdist processes share the suite (default: cores + 1).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 figures="${PATIENT_IMPORT_HOME:-var}/reliability"
-workers="${TEST_WORKERS:-2}"
+workers="${TEST_WORKERS:-$(( $(nproc 2>/dev/null || echo 2) + 1 ))}"
 
 .venv/bin/ruff check || exit 1
 

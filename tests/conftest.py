@@ -60,7 +60,7 @@ def pytest_collection_modifyitems(config, items):
 
 # ---------------------------------------------------------------- workers (pytest-xdist, `make test`)
 
-# `make test` runs the suite on two workers with `--dist loadscope`, and a scope here is a module:
+# `make test` runs the suite on cores + 1 workers with `--dist loadscope`, and a scope here is a module:
 # module-scoped data (the hostile corpus's imports) is built once,
 # and the figures a module gathers for `make reliability` (the fault ledger, the corpus figures) are
 # written whole by one worker. The modules that share the session's Airflow stack (the `airflow`

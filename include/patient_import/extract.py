@@ -25,7 +25,7 @@ from include.patient_import.untrusted import printable
 from include.patient_import.waiting import (
     POISON_PILL_FAILURES,
     Archived,
-    archived_choice,
+    archived_choices,
     before_interval_end,
     failed_imports,
 )
@@ -66,15 +66,8 @@ def _candidate_exports(engine: Engine, practice_id: str, run: RunInfo,
     before the end of the run's data interval. A backfill run takes the originals archived for
     its data interval, imported or not.
     """
-    with engine.connect() as conn:
-        imported = records.imports_of_archive(conn, practice_id)
     chosen: list[tuple[storage.StoragePath, bool, date, str]] = []
-    for archived in files.archived_exports(practice_id):
-        filed_on = files.archived_date(archived)
-        if filed_on is None:
-            continue
-        earlier = imported.get(str(archived), [])
-        choice = archived_choice(run, filed_on, earlier)
+    for archived, filed_on, earlier, choice in archived_choices(engine, practice_id, run):
         if choice is Archived.NOT_THIS_RUN or (choice is Archived.UNSETTLED
                                                and _poison_pill(engine, archived, earlier)):
             continue

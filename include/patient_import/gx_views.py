@@ -12,7 +12,7 @@ so only GX imports this module, when it renders Data Docs.
 from __future__ import annotations
 
 from great_expectations.render.view import DefaultJinjaIndexPageView, DefaultJinjaPageView
-from jinja2 import BytecodeCache
+from jinja2 import BytecodeCache, Environment
 from jinja2.bccache import Bucket
 
 
@@ -35,20 +35,22 @@ class _MemoryBytecodeCache(BytecodeCache):
 _COMPILED = _MemoryBytecodeCache()
 
 
-class PageView(DefaultJinjaPageView):
+class _CompiledOnce:
+    """Gives a GX view's Jinja environment the shared cache of compiled templates."""
+
+    env: Environment
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.env.bytecode_cache = _COMPILED
+
+
+class PageView(_CompiledOnce, DefaultJinjaPageView):
     """GX's page view (expectation suites, validation results) with templates compiled once."""
 
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = _COMPILED
 
-
-class IndexPageView(DefaultJinjaIndexPageView):
+class IndexPageView(_CompiledOnce, DefaultJinjaIndexPageView):
     """GX's index page view with templates compiled once."""
-
-    def __init__(self, *args, **kwargs) -> None:
-        super().__init__(*args, **kwargs)
-        self.env.bytecode_cache = _COMPILED
 
 
 # What a SiteBuilder's config names to use them: `view` of its index builder and of each section.

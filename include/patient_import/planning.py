@@ -12,7 +12,7 @@ from include.patient_import import boundaries, catalogue, files, records, settin
 from include.patient_import.practices import load_practices
 from include.patient_import.problems import EXPORT_DATE_IN_FUTURE, ConfigurationError, InputRefused, Status
 from include.patient_import.untrusted import printable
-from include.patient_import.waiting import Archived, RunWindow, archived_choice, quarantined_pill
+from include.patient_import.waiting import Archived, RunWindow, archived_choices, quarantined_pill
 
 log = logging.getLogger(__name__)
 
@@ -108,20 +108,8 @@ def exports_waiting(engine: Engine, practice_id: str, run: RunWindow) -> bool:
     already quarantined waits for nobody. Reads only."""
     if run.run_type != "backfill" and files.waiting_inbox_files(practice_id, settle_seconds=0):
         return True
-    archived = files.archived_exports(practice_id)
-    if not archived:
-        return False
-    with engine.connect() as conn:
-        imported = records.imports_of_archive(conn, practice_id)
-    for path in archived:
-        filed_on = files.archived_date(path)
-        if filed_on is None:
-            continue
-        earlier = imported.get(str(path), [])
-        choice = archived_choice(run, filed_on, earlier)
-        if choice is Archived.TAKE or (choice is Archived.UNSETTLED and not quarantined_pill(earlier)):
-            return True
-    return False
+    return any(choice is Archived.TAKE or (choice is Archived.UNSETTLED and not quarantined_pill(earlier))
+               for _, _, earlier, choice in archived_choices(engine, practice_id, run))
 
 
 def _warn_unregistered_inboxes(practices: dict) -> None:

@@ -96,13 +96,16 @@ def set_details(engine: Engine, import_id: str, details: dict) -> None:
 def approval_of(conn: Connection, import_id: str) -> dict | None:
     """The import's recorded approval (`approval.py`), None when none was decided (SPEC §8)."""
     text = conn.execute(sa.select(_IMPORTS.c.approval).where(_IMPORTS.c.id == import_id)).scalar()
-    return decision_of({"approval": text})
+    return _decision(text)
 
 
 def decision_of(record: Mapping[str, Any] | None) -> dict | None:
     """The approval decision an `imports` row (`get_import`) records, parsed from its JSON text;
     None when none was decided (SPEC §8)."""
-    text = record.get("approval") if record else None
+    return _decision(record.get("approval") if record else None)
+
+
+def _decision(text: str | None) -> dict | None:
     return json.loads(text) if text else None
 
 
@@ -129,7 +132,7 @@ def approval_summary(stored: str | dict | None) -> dict | None:
     `not_approved`). None when no decision was recorded (an import from before approval existed,
     or one that ended before `check_approval`).
     """
-    decision = decision_of({"approval": stored}) if isinstance(stored, str) else stored
+    decision = _decision(stored) if isinstance(stored, str) else stored
     if not isinstance(decision, dict):
         return None
     required = bool(decision.get("waits"))

@@ -7,11 +7,16 @@ Light on purpose (files and the store's records, no pandas): the planning task i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import date, datetime
 from enum import Enum
 from typing import Any, Protocol
 
+from sqlalchemy.engine import Engine
+
+from include.patient_import import files, records
 from include.patient_import.problems import Status
+from include.patient_import.storage import StoragePath
 
 # Failed imports after which an archived export is quarantined instead of picked up again (SPEC §7).
 POISON_PILL_FAILURES = 3
@@ -74,3 +79,19 @@ def quarantined_pill(earlier: list[dict[str, Any]]) -> bool:
     until someone re-runs it explicitly (SPEC §7)."""
     failures = failed_imports(earlier)
     return len(failures) >= POISON_PILL_FAILURES and any(i["quarantine_path"] for i in failures)
+
+
+def archived_choices(engine: Engine, practice_id: str,
+                     run: RunWindow) -> Iterator[tuple[StoragePath, date, list[dict[str, Any]], Archived]]:
+    """(archived original, its date, its earlier imports, `archived_choice`) for each of the
+    practice's archived exports with a date, in path order; one query for the imports."""
+    archived = files.archived_exports(practice_id)
+    if not archived:
+        return
+    with engine.connect() as conn:
+        imported = records.imports_of_archive(conn, practice_id)
+    for path in archived:
+        filed_on = files.archived_date(path)
+        if filed_on is not None:
+            earlier = imported.get(str(path), [])
+            yield path, filed_on, earlier, archived_choice(run, filed_on, earlier)

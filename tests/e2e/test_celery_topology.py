@@ -192,6 +192,10 @@ def topology(postgres_server, tmp_path_factory) -> Iterator[Topology]:
         "AIRFLOW__API__SECRET_KEY": secrets.token_urlsafe(32),
         "AIRFLOW__API__WORKERS": "1",
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+        # The DAG files do not change during the test: parsed once, at the processor's start, not
+        # every 10 s (tests/e2e/conftest.py does the same; issue #16: `make test` time).
+        "AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "3600",
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "3600",
         # Not the default 8793: another stack of the session may serve its logs there.
         "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
         "AIRFLOW_CONN_PATIENT_STORE": _airflow_conn_uri(store_url),

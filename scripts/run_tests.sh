@@ -30,7 +30,8 @@ mypy=$!
 # kill the script and leave the suite running. Ctrl-C is passed on to the step, which cleans up as
 # usual: job control (set -m) while it starts, else bash starts it with SIGINT ignored.
 step=""
-trap 'kill -- "-$memory" "-$mypy" ${step:+"-$step"} 2>/dev/null; rm -f "$mypy_output"' EXIT
+# Each by its group and by its pid: a child that has not yet called setsid is in no group of its own.
+trap 'kill -- "-$memory" "$memory" "-$mypy" "$mypy" ${step:+"-$step"} 2>/dev/null; rm -f "$mypy_output"' EXIT
 trap '[[ -n $step ]] && kill -INT -- "-$step" 2>/dev/null && wait "$step"; exit 130' INT
 trap 'exit 143' TERM HUP
 in_session() {

@@ -123,9 +123,17 @@ def test_the_hostile_memory_run_is_recorded_before_the_suite_starts(tmp_path):
 
 def test_a_failing_suite_fails_make_test_with_its_status_and_leaves_nothing_running(tmp_path):
     import os
+    import shutil
 
     checkout = _fake_checkout(tmp_path, suite_status=3)
-    env = {**os.environ, "PATIENT_IMPORT_HOME": str(tmp_path / "home")}
+    # The suite fails before the checks beside it have called setsid (as on a loaded machine): the
+    # script must stop them all the same.
+    slow = tmp_path / "slow_bin"
+    slow.mkdir()
+    (slow / "setsid").write_text(f'#!/bin/sh\ncase "$*" in *hostile_memory*) sleep 3;; esac\n'
+                                 f'exec {shutil.which("setsid")} "$@"\n')
+    (slow / "setsid").chmod(0o755)
+    env = {**os.environ, "PATIENT_IMPORT_HOME": str(tmp_path / "home"), "PATH": f"{slow}:{os.environ['PATH']}"}
     (checkout / ".venv" / "bin" / "mypy").write_text("#!/bin/sh\necho $$ > pids/mypy\n")
     done = subprocess.run(["bash", "scripts/run_tests.sh"], cwd=checkout, env=env, capture_output=True, timeout=120)
     assert done.returncode == 3

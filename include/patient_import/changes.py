@@ -4,8 +4,9 @@ Which fields an updated row changes is decided with its outcome, by the one comp
 with stored values (`rules.decide_outcomes`); the load records the names per row
 (`import_rows.changed_fields`) and the counts per field (`imports.field_changes`). This module keeps
 the values: in the load's transaction, one `INSERT ... SELECT` reads the before-image of every
-patient the import is about to write from the staging table joined to the store, and one
-`UPDATE ... FROM` after the upsert adds what it wrote (the after-image). Dry runs write neither.
+patient the import is about to write from the staging table joined to the store into a temporary
+table, and one `INSERT ... SELECT` after the write logs each entry whole, with what it wrote (the
+after-image). Dry runs write neither.
 
 The values are patient data: they stay in the store and in the changes file (`changes_csv`),
 served role-gated by Import Results; reports, logs and XComs carry field names and counts only.
@@ -34,17 +35,30 @@ _UNDOABLE = frozenset({Status.COMPLETED.value, Status.COMPLETED_WITH_ERRORS.valu
 _STREAM_BATCH = 5_000
 
 
+def _before_images() -> sa.Table:
+    """The load's temporary table of before-images: `patient_changes`' columns but the after-images
+    (and the id and the undo's mark), filled by `log_before`, read and dropped by `log_after`."""
+    changes = PatientChange.__table__
+    kept = [c for c in changes.c if c.name not in ("id", "reverted_at") and not c.name.startswith("after_")]
+    return sa.Table("patient_changes_before", sa.MetaData(), *[sa.Column(c.name, c.type) for c in kept],
+                    prefixes=["TEMPORARY"])
+
+
 def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
-    """Record, before the upsert, every staged patient with the stored values it will replace.
+    """Read, before the write, every staged patient with the stored values it will replace.
 
     `staging` is the load's staging table (the written patient columns). The action is `inserted`
     for an account not stored yet, `updated` for a row the rules decided changes the patient
     (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on` moves forward, so
     only the bookkeeping is kept (a daily full export would otherwise copy every patient's values
-    into the log on every import).
+    into the log on every import). The images wait in a temporary table for `log_after`, which
+    writes each log entry once, whole: an entry inserted now and updated after the write would
+    cost the store's table and its indexes every row twice.
     """
     changes, stored = PatientChange.__table__, Patient.__table__.alias("stored")
     conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
+    before = _before_images()
+    before.create(conn)
     inserted = stored.c.id.is_(None)
     updated = staging.c.updated_import_id.is_not(None)
     action = sa.case((inserted, INSERTED), (updated, UPDATED), else_=SEEN)
@@ -54,21 +68,28 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
     ).select_from(staging.outerjoin(stored, sa.and_(
         stored.c.practice_id == staging.c.practice_id,
         stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
-    conn.execute(sa.insert(changes).from_select(
+    conn.execute(sa.insert(before).from_select(
         ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
          *[f"before_{c}" for c in IMAGE_COLUMNS]], rows))
 
 
 def log_after(conn: Connection, import_id: str) -> None:
-    """After the upsert: each logged patient's id (new ones have theirs now) and what it holds
-    (for `seen` entries, the bookkeeping only)."""
-    changes, patients = PatientChange.__table__, Patient.__table__
-    changed = changes.c.action != SEEN
-    conn.execute(sa.update(changes).where(
-        changes.c.import_id == import_id,
-        patients.c.practice_id == changes.c.practice_id,
-        patients.c.third_party_acct_number == changes.c.third_party_acct_number,
-    ).values({"patient_id": patients.c.id, **{f"after_{c}": _kept(patients.c[c], c, changed) for c in IMAGE_COLUMNS}}))
+    """After the write: the log entries of `log_before`'s images, each with its patient's id (new
+    ones have theirs now) and what the patient holds (for `seen` entries, the bookkeeping only)."""
+    changes, patients, before = PatientChange.__table__, Patient.__table__, _before_images()
+    changed = before.c.action != SEEN
+    columns = ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
+               *[f"before_{c}" for c in IMAGE_COLUMNS], *[f"after_{c}" for c in IMAGE_COLUMNS]]
+    rows = sa.select(
+        before.c.import_id, before.c.practice_id, before.c.third_party_acct_number, patients.c.id,
+        before.c.action, *[before.c[f"before_{c}"] for c in IMAGE_COLUMNS],
+        *[_kept(patients.c[c], c, changed) for c in IMAGE_COLUMNS],
+    ).select_from(before.join(patients, sa.and_(
+        patients.c.practice_id == before.c.practice_id,
+        patients.c.third_party_acct_number == before.c.third_party_acct_number))
+    ).where(before.c.import_id == import_id)
+    conn.execute(sa.insert(changes).from_select(columns, rows))
+    before.drop(conn)
 
 
 def _kept(value: sa.ColumnElement, column: str, values_logged: sa.ColumnElement[bool]) -> sa.ColumnElement:

@@ -86,10 +86,31 @@ def _staging_table() -> sa.Table:
                     *[sa.Column(c, patients.c[c].type) for c in _WRITTEN], prefixes=["TEMPORARY"])
 
 
+def _updated_values(incoming: Any, stored: sa.Table) -> dict[str, sa.ColumnElement[Any]]:
+    """What a stored patient becomes when a staged row is written over it, for both writes (the
+    upsert's ON CONFLICT branch and PostgreSQL's UPDATE ... FROM): an empty cell never erases a
+    stored value and `last_seen_exported_on` only moves forward (SPEC §3 rules 6 and 7).
+    `incoming` is the written row's columns (`excluded`, or the staging table's `c`)."""
+    keep = {STORE_COLUMN.get(c, c) for c in DATA_COLUMNS} - {"third_party_acct_number"}
+    updates: dict[str, sa.ColumnElement[Any]] = {
+        c: sa.func.coalesce(incoming[c], stored.c[c]) for c in sorted(keep | {"updated_import_id"})}
+    updates["last_seen_exported_on"] = sa.case(
+        (stored.c.last_seen_exported_on.is_(None), incoming.last_seen_exported_on),
+        (incoming.last_seen_exported_on > stored.c.last_seen_exported_on, incoming.last_seen_exported_on),
+        else_=stored.c.last_seen_exported_on,
+    )
+    return updates
+
+
+def _same_patient(staging: sa.Table, stored: Any) -> sa.ColumnElement[bool]:
+    return sa.and_(stored.c.practice_id == staging.c.practice_id,
+                   stored.c.third_party_acct_number == staging.c.third_party_acct_number)
+
+
 def upsert_statement(dialect: str, staging: sa.Table):
-    """The one statement that writes an import's patients, on both databases: inserts the new
-    ones and updates the stored ones from the staging table, where an empty cell never erases a
-    stored value and `last_seen_exported_on` only moves forward (SPEC §3 rules 6 and 7)."""
+    """The one statement that writes an import's patients on SQLite (and on PostgreSQL when
+    `POSTGRES_WRITE` says so): inserts the new ones and updates the stored ones from the staging
+    table, by `_updated_values`' rules."""
     table = Patient.__table__
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
@@ -104,22 +125,40 @@ def upsert_statement(dialect: str, staging: sa.Table):
     # settled here: an empty one keeps the stored patient's, and a new patient is active (SPEC §2).
     values[_WRITTEN.index("status")] = sa.func.coalesce(staging.c.status, stored.c.status, ACTIVE)
     rows = (sa.select(*values)
-            .select_from(staging.outerjoin(stored, sa.and_(
-                stored.c.practice_id == staging.c.practice_id,
-                stored.c.third_party_acct_number == staging.c.third_party_acct_number)))
+            .select_from(staging.outerjoin(stored, _same_patient(staging, stored)))
             .where(sa.true())  # else SQLite reads ON CONFLICT as a join constraint
             .order_by(staging.c[ROW_NUMBER]))
     stmt = insert(table).from_select(list(_WRITTEN), rows)
-    incoming = stmt.excluded
-    keep = {STORE_COLUMN.get(c, c) for c in DATA_COLUMNS} - {"third_party_acct_number"}
-    updates: dict[str, sa.ColumnElement[Any]] = {
-        c: sa.func.coalesce(incoming[c], table.c[c]) for c in sorted(keep | {"updated_import_id"})}
-    updates["last_seen_exported_on"] = sa.case(
-        (table.c.last_seen_exported_on.is_(None), incoming.last_seen_exported_on),
-        (incoming.last_seen_exported_on > table.c.last_seen_exported_on, incoming.last_seen_exported_on),
-        else_=table.c.last_seen_exported_on,
-    )
-    return stmt.on_conflict_do_update(index_elements=["practice_id", "third_party_acct_number"], set_=updates)
+    return stmt.on_conflict_do_update(index_elements=["practice_id", "third_party_acct_number"],
+                                      set_=_updated_values(stmt.excluded, table))
+
+
+def merge_statements(staging: sa.Table) -> tuple[sa.Update, sa.Insert]:
+    """PostgreSQL's write of an import's patients, the same rules as `upsert_statement`: one
+    `UPDATE ... FROM` of the stored patients the staging table names, then one `INSERT ... SELECT`
+    of the others in spreadsheet row order.
+
+    Set-based like the floor's `MERGE` (a hash join of staging and patients; `INSERT ... ON
+    CONFLICT` instead inserts speculatively row by row and probes the unique index for each), but
+    two statements, not one MERGE: MERGE has no ORDER BY for the rows it inserts, and the planner
+    may hash the staging table, so new patients would not get their ids in file order. The
+    practice's lock (`lock_practice`) keeps other imports' rows out between the two.
+    """
+    table = Patient.__table__
+    update = (sa.update(table).where(_same_patient(staging, table))
+              .values(_updated_values(staging.c, table)))
+    values: list[sa.ColumnElement[Any]] = [staging.c[c] for c in _WRITTEN]
+    values[_WRITTEN.index("status")] = sa.func.coalesce(staging.c.status, ACTIVE)  # a new patient is active (SPEC §2)
+    new = (sa.select(*values)
+           .where(~sa.exists().where(_same_patient(staging, table)))
+           .order_by(staging.c[ROW_NUMBER]))
+    return update, sa.insert(table).from_select(list(_WRITTEN), new)
+
+
+# How PostgreSQL writes the patients: "merge" (`merge_statements`) or "on_conflict"
+# (`upsert_statement`, SQLite's only way). Both are kept so that tests can hold them to the same
+# results; "merge" is faster (docs/performance.md).
+POSTGRES_WRITE = "merge"
 
 
 def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> pd.DataFrame:
@@ -143,9 +182,18 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> Non
     staging = _staging_table()
     staging.create(conn)
     _bulk_insert(conn, staging, rows)
-    # The change log's before-images are read before the upsert, its after-images after it (SPEC §8).
+    postgres = conn.dialect.name == "postgresql"
+    if postgres:
+        # A temporary table has no statistics until analysed (autovacuum never sees it): the
+        # planner would guess its size and may join it to the store by nested loops.
+        conn.exec_driver_sql(f"ANALYZE {conn.dialect.identifier_preparer.format_table(staging)}")
+    # The change log's before-images are read before the write, its after-images after it (SPEC §8).
     changes.log_before(conn, staging, import_id)
-    conn.execute(upsert_statement(conn.dialect.name, staging))
+    if postgres and POSTGRES_WRITE == "merge":
+        for statement in merge_statements(staging):
+            conn.execute(statement)
+    else:
+        conn.execute(upsert_statement(conn.dialect.name, staging))
     changes.log_after(conn, import_id)
     staging.drop(conn)
 
@@ -298,6 +346,9 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
     runner = runner or SuiteRunner()
     with engine.begin() as conn:
         lock_practice(conn, practice.id)
+        if conn.dialect.name == "postgresql":
+            # The JIT compiles the load's few large statements for longer than they then run.
+            conn.exec_driver_sql("SET LOCAL jit = off")
         done = recorded_result(conn, import_id)
         if done is not None:
             return done, import_problems(conn, import_id)

@@ -23,7 +23,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from include.patient_import.problems import Status
-from include.patient_import.store import IMAGE_COLUMNS, Import, ImportRow, Patient, PatientChange
+from include.patient_import.store import (
+    IMAGE_COLUMNS,
+    Import,
+    ImportRow,
+    Patient,
+    PatientChange,
+    analyze_patient_keys,
+)
 from include.patient_import.untrusted import defuse
 
 INSERTED, UPDATED, SEEN = "inserted", "updated", "seen"
@@ -71,6 +78,8 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
     conn.execute(sa.insert(before).from_select(
         ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
          *[f"before_{c}" for c in IMAGE_COLUMNS]], rows))
+    if conn.dialect.name == "postgresql":
+        analyze_patient_keys(conn, before)
 
 
 def log_after(conn: Connection, import_id: str) -> None:

@@ -336,6 +336,15 @@ def _without_patient_values(context):  # noqa: ANN001 - sqlalchemy.engine.Except
                          connection_invalidated=context.is_disconnect, ismulti=wrapped.ismulti)
 
 
+def analyze_patient_keys(conn: Connection, table: sa.Table) -> None:
+    """PostgreSQL: statistics of a temporary table's patient key (autovacuum never sees one, and
+    without them the planner guesses a few dozen rows and probes the store's index row by row).
+    The key columns only: sampling every column costs more than the better plan saves."""
+    quote = conn.dialect.identifier_preparer
+    conn.exec_driver_sql(f"ANALYZE {quote.format_table(table)} "
+                         f"({quote.quote('practice_id')}, {quote.quote('third_party_acct_number')})")
+
+
 def lock_practice(conn: Connection, practice_id: str) -> None:
     """Serialise imports of one practice until the transaction ends (SPEC §3 rule 1, issue #3).
 

@@ -10,7 +10,7 @@ The write is set-based on both databases: the rows to write go into a temporary 
 (COPY on PostgreSQL, executemany on SQLite) and the sync rules (`_updated_values`, SPEC §3 rules
 6 and 7) are applied to all of them at once:
 
-- PostgreSQL (`merge_statements`): the staging table's key is analysed, then one `UPDATE ... FROM`
+- PostgreSQL (`update_insert_statements`): the staging table's key is analysed, then one `UPDATE ... FROM`
   of the stored patients (a hash join, as the bench's floor's `MERGE`) and one `INSERT ... SELECT`
   of the new ones in spreadsheet row order; the transaction runs with the JIT off and enough
   work_mem to hash in memory. `INSERT ... ON CONFLICT` is slower there (it inserts speculatively
@@ -148,7 +148,7 @@ def upsert_statement(dialect: str, staging: sa.Table):
                                       set_=_updated_values(stmt.excluded, table))
 
 
-def merge_statements(staging: sa.Table) -> tuple[sa.Update, sa.Insert]:
+def update_insert_statements(staging: sa.Table) -> tuple[sa.Update, sa.Insert]:
     """PostgreSQL's write of an import's patients, the same rules as `upsert_statement`: one
     `UPDATE ... FROM` of the stored patients the staging table names, then one `INSERT ... SELECT`
     of the others in spreadsheet row order.
@@ -173,10 +173,10 @@ def merge_statements(staging: sa.Table) -> tuple[sa.Update, sa.Insert]:
 # Per hash or sort of the load's statements (a few at a time): 100,000 staged rows take about 40 MB.
 _WORK_MEM = "128MB"
 
-# How PostgreSQL writes the patients: "merge" (`merge_statements`) or "on_conflict"
+# How PostgreSQL writes the patients: "update_insert" (`update_insert_statements`) or "on_conflict"
 # (`upsert_statement`, SQLite's only way). Both are kept so that tests can hold them to the same
-# results; "merge" is faster (docs/performance.md).
-POSTGRES_WRITE = "merge"
+# results; "update_insert" is faster (docs/performance.md).
+POSTGRES_WRITE = "update_insert"
 
 
 def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> pd.DataFrame:
@@ -205,8 +205,8 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> Non
         analyze_patient_keys(conn, staging)
     # The change log's before-images are read before the write, its after-images after it (SPEC §8).
     changes.log_before(conn, staging, import_id)
-    if postgres and POSTGRES_WRITE == "merge":
-        for statement in merge_statements(staging):
+    if postgres and POSTGRES_WRITE == "update_insert":
+        for statement in update_insert_statements(staging):
             conn.execute(statement)
     else:
         conn.execute(upsert_statement(conn.dialect.name, staging))
@@ -363,7 +363,8 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
     with engine.begin() as conn:
         lock_practice(conn, practice.id)
         if conn.dialect.name == "postgresql":
-            # The JIT compiles the load's few large statements for longer than they then run. With
+            # JIT off as the bench's floor has it: compiling the load's few large statements is a
+            # loss at these sizes. With
             # the default 4 MB of work_mem the joins of staging and store spill to disk, and a
             # merge join sorts both sides by the account number's collation (slow, and never
             # needed: nothing arrives sorted), where a hash join reads each once.

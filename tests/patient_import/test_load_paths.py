@@ -1,6 +1,6 @@
 """The load's two writes of the patients agree: PostgreSQL's `UPDATE ... FROM` + ordered `INSERT`
-(load.merge_statements, the default there) and the `INSERT ... ON CONFLICT` upsert (SQLite's only
-write) leave the same store, the same outcomes and the same change log on the same imports."""
+(load.update_insert_statements, its default) and the `INSERT ... ON CONFLICT` upsert (SQLite's
+only write) leave the same store, the same outcomes and the same change log on the same imports."""
 
 import pytest
 import sqlalchemy as sa
@@ -64,14 +64,17 @@ def _run(url: str, imports: list, write: str, monkeypatch) -> dict:
     monkeypatch.setattr(load_module, "POSTGRES_WRITE", write)
     engine = create_store_engine(url)
     try:
+        last = None  # (import id, practice, rows, export date) of the load before
         for number, step in enumerate(imports):
             if step == RETRY:
+                assert last is not None, "a retry follows a load"
+                import_id, practice, patients, exported_on = last
                 load_module.load_import(engine, import_id=import_id, practice=practice, exported_on=exported_on,
                                         frame=export(*patients), problems=[], rejection=None, dry_run=False)
                 continue
             practice, patients, exported_on = step
-            import_id = f"{practice.id}_{number:012d}"
-            load(engine, practice, export(*patients), exported_on, import_id=import_id)
+            last = (f"{practice.id}_{number:012d}", practice, patients, exported_on)
+            load(engine, practice, export(*patients), exported_on, import_id=last[0])
         return _contents(engine)
     finally:
         engine.dispose()
@@ -89,7 +92,7 @@ def three_stores(request, tmp_path):
     urls = [server.create_database(name, template=template) for name in names]
     path = tmp_path / "patient_store.db"
     shutil.copyfile(request.getfixturevalue("_sqlite_store_template"), path)
-    yield {"merge": urls[0], "on_conflict": urls[1], "sqlite": f"sqlite:///{path}"}
+    yield {"update_insert": urls[0], "on_conflict": urls[1], "sqlite": f"sqlite:///{path}"}
     for name in names:
         server.drop_database(name)
 
@@ -99,13 +102,13 @@ def three_stores(request, tmp_path):
 def test_both_writes_leave_the_same_store_outcomes_and_change_log(case, three_stores, monkeypatch):
     imports = CASES[case]
 
-    merged = _run(three_stores["merge"], imports, "merge", monkeypatch)
+    two_statements = _run(three_stores["update_insert"], imports, "update_insert", monkeypatch)
     upserted = _run(three_stores["on_conflict"], imports, "on_conflict", monkeypatch)
-    on_sqlite = _run(three_stores["sqlite"], imports, "merge", monkeypatch)
+    on_sqlite = _run(three_stores["sqlite"], imports, "update_insert", monkeypatch)
 
-    assert merged["patients"], "every case leaves patients to compare"
-    assert _ids_ranked(merged) == _ids_ranked(upserted)
-    assert merged == on_sqlite  # ids included: both take one id per new patient, none else
+    assert two_statements["patients"], "every case leaves patients to compare"
+    assert _ids_ranked(two_statements) == _ids_ranked(upserted)
+    assert two_statements == on_sqlite  # ids included: both take one id per new patient, none else
 
 
 def _ids_ranked(contents: dict) -> dict:
@@ -118,10 +121,10 @@ def _ids_ranked(contents: dict) -> dict:
 
 
 @pytest.mark.postgres
-def test_the_merge_write_takes_no_id_for_a_stored_patient(three_stores, monkeypatch):
+def test_the_update_insert_write_takes_no_id_for_a_stored_patient(three_stores, monkeypatch):
     """Cash Practice's ClientIDs: a daily sync that advances every stored patient must not use up
     an id for each of them (the ON CONFLICT upsert does, on PostgreSQL)."""
-    store = _run(three_stores["merge"], CASES["new rows among stored ones"], "merge", monkeypatch)
+    store = _run(three_stores["update_insert"], CASES["new rows among stored ones"], "update_insert", monkeypatch)
 
     assert [int(p["id"]) for p in store["patients"]] == list(range(1, 7))
 
@@ -129,14 +132,14 @@ def test_the_merge_write_takes_no_id_for_a_stored_patient(three_stores, monkeypa
 @pytest.mark.postgres
 def test_the_writes_follow_the_sync_rules(three_stores, monkeypatch):
     """The comparison above is only worth what the cases show: a few of the rules, checked on the
-    merge path's store (SPEC §3 rules 2, 6, 7)."""
-    empty_cells = _run(three_stores["merge"], CASES["empty cells never erase"], "merge", monkeypatch)
+    update_insert path's store (SPEC §3 rules 2, 6, 7)."""
+    empty_cells = _run(three_stores["update_insert"], CASES["empty cells never erase"], "update_insert", monkeypatch)
     ann = next(p for p in empty_cells["patients"] if p["third_party_acct_number"] == "101")
     assert (ann["email"], ann["city"], ann["status"], ann["first_name"]) == (
         "ann@example.com", "Salem", "active", "Anne")
     assert ann["last_seen_exported_on"] == str(APRIL)
 
-    older = _run(three_stores["on_conflict"], CASES["older export after a newer one"], "merge", monkeypatch)
+    older = _run(three_stores["on_conflict"], CASES["older export after a newer one"], "update_insert", monkeypatch)
     ann = next(p for p in older["patients"] if p["third_party_acct_number"] == "101")
     assert (ann["city"], ann["last_seen_exported_on"]) == ("Salem", str(MAY))
     assert [r["outcome"] for r in older["import_rows"][-2:]] == ["skipped", "inserted"]
@@ -144,7 +147,7 @@ def test_the_writes_follow_the_sync_rules(three_stores, monkeypatch):
 
 @pytest.mark.postgres
 def test_new_patients_get_ids_in_file_order_on_both_writes(three_stores, monkeypatch):
-    for write in ("merge", "on_conflict"):
+    for write in ("update_insert", "on_conflict"):
         store = _run(three_stores[write], CASES["new rows among stored ones"], write, monkeypatch)
         second = [p for p in store["patients"] if p["created_import_id"] == "drip_clinic_000000000001"]
         assert [p["third_party_acct_number"] for p in second] == ["105", "104", "099"], write

@@ -194,9 +194,29 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     return frame[[ROW_NUMBER, *_WRITTEN]]
 
 
+class DuplicateStagedAccount(RuntimeError):
+    """Two rows to write carry one account number: validation (`duplicate_account_number`,
+    `duplicate_row`, SPEC §3 rule 5) should have kept all but one of them out. Raised before
+    anything is written, so the load's transaction leaves the store as it was."""
+
+
+def _refuse_repeated_accounts(rows: pd.DataFrame) -> None:
+    """Why here and not trusted to the database: the writes disagree on a repeated key. PostgreSQL's
+    `UPDATE ... FROM` applies an arbitrary one of the matching rows, SQLite's ON CONFLICT applies
+    each in turn (the last wins), PostgreSQL's ON CONFLICT refuses to touch a row twice; a patient
+    must never be silently written from one of two rows (SPEC §3 rule 6)."""
+    repeated = rows[rows.duplicated(["practice_id", "third_party_acct_number"], keep=False)]
+    if not repeated.empty:
+        shown = ", ".join(f"row {r} (account {a})" for r, a in
+                          repeated[[ROW_NUMBER, "third_party_acct_number"]].head(10).itertuples(index=False))
+        raise DuplicateStagedAccount(f"{len(repeated)} rows to write share an account number: {shown}; "
+                                     "nothing was written")
+
+
 def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> None:
     if rows.empty:
         return  # nothing would change: no staging table, no statement
+    _refuse_repeated_accounts(rows)
     staging = _staging_table()
     staging.create(conn)
     _bulk_insert(conn, staging, rows)

@@ -194,29 +194,34 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     return frame[[ROW_NUMBER, *_WRITTEN]]
 
 
-class DuplicateStagedAccount(RuntimeError):
-    """Two rows to write carry one account number: validation (`duplicate_account_number`,
-    `duplicate_row`, SPEC §3 rule 5) should have kept all but one of them out. Raised before
-    anything is written, so the load's transaction leaves the store as it was."""
+class UnkeyedStagedRows(RuntimeError):
+    """Rows to write that the store cannot key by (practice, account number): two rows with one
+    account number, or a row without one. Validation (`missing_required_field`,
+    `duplicate_account_number`, `duplicate_row`, SPEC §3 rules 4 and 5) keeps them out; should one
+    get through, the load raises this before anything is written, and its transaction leaves the
+    store as it was."""
 
 
-def _refuse_repeated_accounts(rows: pd.DataFrame) -> None:
-    """Why here and not trusted to the database: the writes disagree on a repeated key. PostgreSQL's
-    `UPDATE ... FROM` applies an arbitrary one of the matching rows, SQLite's ON CONFLICT applies
-    each in turn (the last wins), PostgreSQL's ON CONFLICT refuses to touch a row twice; a patient
-    must never be silently written from one of two rows (SPEC §3 rule 6)."""
-    repeated = rows[rows.duplicated(["practice_id", "third_party_acct_number"], keep=False)]
-    if not repeated.empty:
+def _refuse_unkeyed_rows(rows: pd.DataFrame) -> None:
+    """Why checked here and not left to the database: the writes disagree on a repeated key.
+    PostgreSQL's `UPDATE ... FROM` applies an arbitrary one of the matching rows, SQLite's ON
+    CONFLICT applies each in turn (the last wins), PostgreSQL's ON CONFLICT refuses to touch a row
+    twice; a patient must never be silently written from one of two rows (SPEC §3 rule 6). And a
+    patient stored without an account number would reject every later import of the practice
+    (SPEC §3 rule 4). The message names rows and account numbers only."""
+    account = rows["third_party_acct_number"]
+    unkeyed = rows[account.isna() | rows.duplicated(["practice_id", "third_party_acct_number"], keep=False)]
+    if not unkeyed.empty:
         shown = ", ".join(f"row {r} (account {a})" for r, a in
-                          repeated[[ROW_NUMBER, "third_party_acct_number"]].head(10).itertuples(index=False))
-        raise DuplicateStagedAccount(f"{len(repeated)} rows to write share an account number: {shown}; "
-                                     "nothing was written")
+                          unkeyed[[ROW_NUMBER, "third_party_acct_number"]].head(10).itertuples(index=False))
+        raise UnkeyedStagedRows(f"{len(unkeyed)} rows to write repeat an account number or have none: "
+                                f"{shown}; nothing was written")
 
 
 def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> None:
     if rows.empty:
         return  # nothing would change: no staging table, no statement
-    _refuse_repeated_accounts(rows)
+    _refuse_unkeyed_rows(rows)
     staging = _staging_table()
     staging.create(conn)
     _bulk_insert(conn, staging, rows)

@@ -167,7 +167,21 @@ def normalize_name(raw: str) -> str | None:
     Case, accents and punctuation stay as written.
     """
     # str.split() with no argument splits on every Unicode space, the non-breaking one included.
-    return " ".join(raw.split()) or None
+    # Format characters (zero-width space, BOM, word joiner, direction marks: Unicode category Cf)
+    # are no spaces to it, but at a value's edge they are what a copied web page leaves there, not
+    # part of the name: kept, a cell showing nothing would overwrite the stored value (SPEC §3
+    # rule 6) and "Dover\u200b" would pass for a change. Inside a value (a joiner in a name) they stay.
+    text = " ".join(raw.split())
+    start, end = 0, len(text)
+    while start < end and _blank_edge(text[start]):
+        start += 1
+    while end > start and _blank_edge(text[end - 1]):
+        end -= 1
+    return " ".join(text[start:end].split()) or None
+
+
+def _blank_edge(char: str) -> bool:
+    return char.isspace() or unicodedata.category(char) == "Cf"
 
 
 def normalize_text(raw: str) -> Cleaned:

@@ -351,3 +351,45 @@ def test_overlapping_imports_at_once_write_each_patient_once(practices, postgres
         logged = conn.execute(sa.text(
             "SELECT import_id, action, count(*) FROM patient_changes GROUP BY import_id, action")).all()
     assert sum(n for _, action, n in logged if action == "inserted") == 400
+
+
+# ------------------------------------------------------------------ cells that only look empty
+
+# What a copied web page leaves in a cell that shows nothing, or at the edge of a value: zero-width
+# space, BOM, word joiner, direction marks (Unicode format characters, category Cf).
+INVISIBLE = ("\u200b", "\ufeff", "\u2060", "\u200e", "\u200f \u200b")
+
+
+@pytest.mark.parametrize("mark", INVISIBLE, ids=lambda m: "+".join(f"U{ord(c):04X}" for c in m))
+def test_a_cell_that_only_looks_empty_never_erases_a_stored_value(mark, store_url):
+    """SPEC §3 rule 6 through normalisation and both stores: an invisible cell is an empty cell,
+    and an invisible mark at a value's edge is no change (the row stays `unchanged`)."""
+    import datetime
+
+    from include.patient_import.normalize import normalize_export
+    from include.patient_import.rules import CODE
+    from include.patient_import.schema import ROW_NUMBER
+
+    def normalised(**cells):
+        raw = pd.DataFrame({ROW_NUMBER: [2], **{k: [v] for k, v in cells.items()}})
+        frame = normalize_export(raw, today=datetime.date(2026, 11, 30)).frame
+        frame[CODE] = None
+        return frame
+
+    import pandas as pd
+
+    engine = create_store_engine(store_url)
+    try:
+        first = normalised(account_number="102", last_name="Byrne", first_name="Bob", city="Dover",
+                           address1="1 Main St")
+        load(engine, DRIP, first, MARCH)
+        again = normalised(account_number="102", last_name=f"Byrne{mark}", first_name=f"{mark}Bob", city=mark,
+                           address1=mark)
+        result, _, _ = load(engine, DRIP, again, APRIL)
+
+        [bob] = _patients(engine)
+        assert (bob["last_name"], bob["first_name"], bob["city"], bob["address1"]) == (
+            "Byrne", "Bob", "Dover", "1 Main St")
+        assert (result.counts.updated, result.counts.unchanged) == (0, 1)
+    finally:
+        engine.dispose()

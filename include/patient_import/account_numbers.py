@@ -23,8 +23,18 @@ _SEPARATORS = {
 }
 
 
+# Format characters (Unicode category Cf: zero-width space, BOM, word joiner, direction marks) are
+# invisible and carry nothing in a digit string; copied web pages leave them in cells. Dropped, so
+# that "123\u200b" is the account 123 and not a rejected row (the BMP's, and the tag characters).
+_SEPARATORS.update({
+    code: None for code in [*range(0x80, 0x10000), *range(0xE0000, 0xE0080)]
+    if unicodedata.category(chr(code)) == "Cf"
+})
+
+
 def plain_separators(text: str) -> str:
-    """The text with Unicode spaces and dashes made ASCII ones."""
+    """The text with Unicode spaces and dashes made ASCII ones, and invisible format characters
+    dropped."""
     return text if text.isascii() else text.translate(_SEPARATORS)
 
 

@@ -393,3 +393,16 @@ def test_a_cell_that_only_looks_empty_never_erases_a_stored_value(mark, store_ur
         assert (result.counts.updated, result.counts.unchanged) == (0, 1)
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("mark", INVISIBLE, ids=lambda m: "+".join(f"U{ord(c):04X}" for c in m))
+def test_invisible_marks_in_an_account_number_do_not_make_another_patient(mark):
+    """The store keys on the account number (SPEC §3 rule 4): `123` with a zero-width space or a
+    direction mark copied along is the account 123, not a rejected row or a second patient. The
+    same for the other structured values."""
+    from include.patient_import.normalize import normalize_account_number, normalize_phone, normalize_zip
+
+    assert normalize_account_number(f"{mark}00123{mark}") == "123"
+    assert normalize_account_number(f"1{mark.replace(' ', '')}23") == "123"
+    assert normalize_zip(f"02134{mark}")[0] == "02134"
+    assert normalize_phone(f"{mark}(617) 253-1000")[0] == "6172531000"

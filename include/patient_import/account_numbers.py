@@ -15,21 +15,24 @@ ASCII_DIGITS = re.compile(r"[0-9]+")
 _FLOAT_WHOLE = re.compile(r"([0-9]+)\.0+")
 
 # Every Unicode space as " " and every dash as "-" (SPEC §2), for structured values: what Excel
-# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs).
-_SEPARATORS = {
-    code: " " if unicodedata.category(chr(code)) == "Zs" else "-"
-    for code in range(0x80, 0x10000)  # every space and dash is in the BMP
-    if unicodedata.category(chr(code)) in ("Zs", "Pd") or chr(code) in "\u2212\ufe63\uff0d"
-}
+# and copied web pages put in phones and ZIPs (no-break spaces, en dashes, minus signs). Format
+# characters (Unicode category Cf: zero-width space, BOM, word joiner, direction marks) are
+# invisible and carry nothing in a digit string; copied web pages leave them in cells. They are
+# dropped, so that "123\u200b" is the account 123 and not a rejected row (the BMP's, and the tags).
+def _separators() -> dict[int, str | None]:
+    table: dict[int, str | None] = {}
+    for code in [*range(0x80, 0x10000), *range(0xE0000, 0xE0080)]:
+        category = unicodedata.category(chr(code))
+        if category == "Zs":
+            table[code] = " "
+        elif category == "Pd" or chr(code) in "\u2212\ufe63\uff0d":
+            table[code] = "-"
+        elif category == "Cf":
+            table[code] = None
+    return table
 
 
-# Format characters (Unicode category Cf: zero-width space, BOM, word joiner, direction marks) are
-# invisible and carry nothing in a digit string; copied web pages leave them in cells. Dropped, so
-# that "123\u200b" is the account 123 and not a rejected row (the BMP's, and the tag characters).
-_SEPARATORS.update({
-    code: None for code in [*range(0x80, 0x10000), *range(0xE0000, 0xE0080)]
-    if unicodedata.category(chr(code)) == "Cf"
-})
+_SEPARATORS = _separators()
 
 
 def plain_separators(text: str) -> str:

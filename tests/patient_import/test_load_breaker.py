@@ -3,13 +3,27 @@ the `INSERT ... ON CONFLICT` upsert leaves, and every guarantee of SPEC §3, §4
 (a retried load equals one clean load, nothing is lost, duplicated or silently changed, undo
 restores exactly, the load's session settings stay inside its transaction)."""
 
+import datetime
+import shutil
+import threading
+import uuid
+
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
 from include.patient_import import changes as changes_module
 from include.patient_import import load as load_module
 from include.patient_import import records
+from include.patient_import.normalize import (
+    normalize_account_number,
+    normalize_export,
+    normalize_phone,
+    normalize_zip,
+)
 from include.patient_import.practices import Practice
+from include.patient_import.rules import CODE
+from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.store import Patient, create_store_engine
 from include.patient_import.undo import undo_import
 from tests.patient_import.test_load import ANN, APRIL, BOB, DRIP, MARCH, MAY, PLAIN, export, load
@@ -46,6 +60,8 @@ CASES = {
     "undo of the first import after a later one changed a patient again": [
         (DRIP, [ANN], MARCH), (DRIP, [{**ANN, "city": "Lyme"}, BOB], APRIL), (DRIP, [{**ANN, "city": "Rye"}], MAY),
         (UNDO, 1), (UNDO, 2), (UNDO, 1)],
+    "undo of an import that only saw its patients (newer export, nothing changed)": [
+        (DRIP, [ANN, BOB], MARCH), (DRIP, [ANN, BOB], APRIL), (UNDO, 1), (DRIP, [ANN, {**BOB, "city": "Rye"}], MAY)],
     "a load dies inside its transaction after the write, then is retried": [
         (DRIP, [ANN, BOB], MARCH), (FAIL, (DRIP, [{**ANN, "city": "Lyme"}, {**BOB, "state": "NH"},
                                              {"account_number": "8", "last_name": "N", "first_name": "M"}], APRIL)),
@@ -176,8 +192,6 @@ def test_two_rows_for_one_account_never_reach_the_store(write, stored_first, pos
 
 
 def test_two_rows_for_one_account_never_reach_the_sqlite_store(tmp_path, _sqlite_store_template):
-    import shutil
-
     shutil.copyfile(_sqlite_store_template, tmp_path / "store.db")
     engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
     try:
@@ -218,8 +232,6 @@ def _patients(engine) -> list[dict]:
 
 @pytest.fixture
 def postgres_store(request):
-    import uuid
-
     server = request.getfixturevalue("postgres_server")
     name = f"breaker_{uuid.uuid4().hex[:12]}"
     engine = create_store_engine(server.create_database(name, template=request.getfixturevalue(
@@ -306,8 +318,6 @@ def test_overlapping_imports_at_once_write_each_patient_once(practices, postgres
     second finds the first's patients stored; two practices: neither sees the other's). The
     update_insert write has no ON CONFLICT to fall back on: a race it lost would be a unique
     violation or a second copy of a patient."""
-    import threading
-
     second = DRIP if practices == "one practice" else OTHER
     records.sync_practices(postgres_store, {DRIP.id: DRIP, OTHER.id: OTHER})
     people = [{"account_number": str(500 + n), "last_name": f"L{n}", "first_name": "F"} for n in range(400)]
@@ -364,19 +374,11 @@ INVISIBLE = ("\u200b", "\ufeff", "\u2060", "\u200e", "\u200f \u200b")
 def test_a_cell_that_only_looks_empty_never_erases_a_stored_value(mark, store_url):
     """SPEC §3 rule 6 through normalisation and both stores: an invisible cell is an empty cell,
     and an invisible mark at a value's edge is no change (the row stays `unchanged`)."""
-    import datetime
-
-    from include.patient_import.normalize import normalize_export
-    from include.patient_import.rules import CODE
-    from include.patient_import.schema import ROW_NUMBER
-
     def normalised(**cells):
         raw = pd.DataFrame({ROW_NUMBER: [2], **{k: [v] for k, v in cells.items()}})
         frame = normalize_export(raw, today=datetime.date(2026, 11, 30)).frame
         frame[CODE] = None
         return frame
-
-    import pandas as pd
 
     engine = create_store_engine(store_url)
     try:
@@ -400,8 +402,6 @@ def test_invisible_marks_in_an_account_number_do_not_make_another_patient(mark):
     """The store keys on the account number (SPEC §3 rule 4): `123` with a zero-width space or a
     direction mark copied along is the account 123, not a rejected row or a second patient. The
     same for the other structured values."""
-    from include.patient_import.normalize import normalize_account_number, normalize_phone, normalize_zip
-
     assert normalize_account_number(f"{mark}00123{mark}") == "123"
     assert normalize_account_number(f"1{mark.replace(' ', '')}23") == "123"
     assert normalize_zip(f"02134{mark}")[0] == "02134"

@@ -185,6 +185,12 @@ def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap 
     Raises:
         ExportRejected: for every file-level problem (type, encoding, quoting, limits, headers).
     """
+    return _read_export(path, limits, header_map)
+
+
+def _read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap = DEFAULT_HEADERS, *,
+                 fast: bool = True) -> ParsedExport:
+    """`read_export`; `fast=False` never tries the columnar path (the tests compare the two)."""
     limits = limits or Limits.from_env()
     path = Path(path)
     size = path.stat().st_size
@@ -200,7 +206,7 @@ def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap 
         head = f.read(_HEAD_BYTES)
     if detect_file_type(path, head) == "xlsx":
         return _read_xlsx(path, limits, header_map)
-    return _read_text(path, head, limits, header_map)
+    return _read_text(path, head, limits, header_map, fast)
 
 
 def detect_file_type(path: Path, head: bytes) -> str:
@@ -269,11 +275,15 @@ def _zip_kind(path: Path) -> str:
 # --- text ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -> ParsedExport:
+def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap, fast: bool = True) -> ParsedExport:
     encoding = _text_encoding(path, head, header_map)
     try:
         try:
-            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
+            read = _columnar_text(path, encoding, limits, header_map) if fast else None
+            if read is not None:
+                delimiter, parsed = read
+            else:
+                delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
         except _QuotingBroken as broken:
             if broken.delimiter != "\t":
                 raise
@@ -299,21 +309,29 @@ def _parse_text(path: Path, encoding: str, limits: Limits, read_records,
                 header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed]:
     """One pass over a text export with `read_records` (`_csv_records` or `_page_records`), every
     record bounded by `_max_record_chars` while it is read (SPEC §7)."""
-    budget = _RecordBudget(_max_record_chars(limits))
     with path.open("r", encoding=encoding, newline="") as f:
-        lines = _bounded_lines(f, budget)
-        try:
-            delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
-        except _Overlong as exc:
-            raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
-                                   None, limits) from None
-        records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
-                               budget=budget, limits=limits)
+        delimiter, _, records = _text_records(f, limits, read_records)
         try:
             return delimiter, _collect(records, limits, first_column=1, header_map=header_map)
         except _QuotingBroken as broken:
             broken.delimiter = delimiter
             raise
+
+
+def _text_records(f: io.TextIOBase, limits: Limits,
+                  read_records) -> tuple[str, int, Iterator[tuple[int, list[str]]]]:
+    """The delimiter, the blank lines dropped before the first line given to `read_records`, and
+    its records, every one bounded by `_max_record_chars` while it is read (SPEC §7)."""
+    budget = _RecordBudget(_max_record_chars(limits))
+    lines = _bounded_lines(f, budget)
+    try:
+        delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
+    except _Overlong as exc:
+        raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
+                               None, limits) from None
+    records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
+                           budget=budget, limits=limits)
+    return delimiter, dropped, records
 
 
 def _page_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
@@ -541,6 +559,244 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
             ) from None
         # csv's messages name only quote and delimiter characters, never the data.
         raise _QuotingBroken(catalogue.message(UNREADABLE_FILE, "quoting", row=start, error=exc), row=start) from None
+
+
+# --- text, columnar ------------------------------------------------------------------------
+#
+# The fast path for text exports (issue #14). pyarrow.csv splits the data rows into columns in C;
+# what Arrow cannot say - the line each record starts on - comes from the bytes: line breaks are
+# found with numpy, and only the lines holding a quote (where a record may run over several lines)
+# go through the csv module, the general path's own parser, so the spans and the strictness of
+# every record with a quote are csv's, and Arrow's values for those records are checked against
+# csv's cells. Whatever this path cannot show to be what `_collect` would give - a limit reached,
+# a ragged row, a long value, a quoting error, an Arrow error - returns None and the general path
+# reads the file and gives its own result or rejection: this path never rejects a file itself.
+
+# Python's whitespace (str.isspace, str.strip) as an RE2 class: a row whose cells hold only these
+# is blank (`_collect`); a headerless column holding only these holds no value (`_Parsed`).
+_PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+             + "\u2028\u2029\u202f\u205f\u3000")
+_BLANK_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]*$"
+_SCAN_BYTES = 16 * 1024 * 1024  # bytes compared at a time: bounds the scan's temporary arrays
+
+
+def _columnar_text(path: Path, encoding: str, limits: Limits,
+                   header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed] | None:
+    """The text export as `_parse_text(..., _csv_records)` reads it, or None when this path
+    cannot show that cheaply (the caller then reads it that way)."""
+    if encoding == "utf-16":
+        return None
+    try:
+        with path.open("r", encoding=encoding, newline="") as f:
+            sep_hint = _SEP_LINE.match(f.readline(256)) is not None
+            f.seek(0)
+            # The general path's own first steps: delimiter, blank lines before, the header.
+            delimiter, dropped, records = _text_records(f, limits, _csv_records)
+            header_row, header = _find_header(records, limits)
+        parsed = _read_header(header, header_row, limits, 1, header_map)
+        data = _utf8_bytes(path, encoding)
+        # csv reads from the first line `_find_delimiter` kept; a "sep=" line stands as a blank line 1.
+        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits))
+    except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
+        return None
+    if lines.end_of(header_row - 1) is None:
+        return None
+    if not _arrow_rows(data, lines, header_row, delimiter, parsed, limits):
+        return None
+    return delimiter, parsed
+
+
+def _max_lines(limits: Limits) -> int:
+    # Beyond this many lines a file is mostly blank lines or values over several lines: the
+    # general path reads it, and the scan's arrays (8 bytes a line) stay small.
+    return 4 * limits.max_rows + limits.max_lines_before_header + 1024
+
+
+class _TooManyLines(Exception):
+    pass
+
+
+def _utf8_bytes(path: Path, encoding: str) -> bytes:
+    """The file's text as UTF-8 without a byte-order mark.
+
+    Raises:
+        UnicodeError: not text in `encoding`.
+    """
+    data = path.read_bytes()
+    if encoding == "utf-8-sig":
+        return data.removeprefix(codecs.BOM_UTF8)
+    if encoding == "utf-8":
+        return data
+    # The single-byte code pages of `encoding.CANDIDATES`: bytes 0x0A and 0x0D are still the only
+    # line breaks, so lines are those of the file.
+    decoder = codecs.getincrementaldecoder(encoding)("strict")
+    out = bytearray()
+    for start in range(0, len(data), _CHUNK_BYTES):
+        out += decoder.decode(data[start:start + _CHUNK_BYTES], start + _CHUNK_BYTES >= len(data)).encode()
+    return bytes(out)
+
+
+class _TextLines:
+    """The physical lines of UTF-8 text as Python's universal newlines split them (\\r\\n, \\r, \\n),
+    and the records csv finds on them from line `first` on.
+
+    Attributes (line numbers 0-based):
+        starts: int64 array, the byte offset of every line, then the text's length.
+        record: bool array, whether a record starts on the line: not empty, not inside a record
+            begun above, not before `first`.
+        quoted: {line: (lines spanned, cells)} for every record starting on a line with a quote.
+
+    Raises:
+        csv.Error: csv's strict quoting does not hold there (the general path says where).
+        UnicodeDecodeError: a line with a quote is not UTF-8.
+        _TooManyLines: more than `max_lines` line breaks.
+    """
+
+    def __init__(self, data: bytes, delimiter: str, first: int, max_lines: int) -> None:
+        import numpy as np
+
+        a = np.frombuffer(data, dtype=np.uint8)
+        n = len(a)
+        ends_parts, quote_parts = [], []
+        found = 0
+        for start in range(0, n, _SCAN_BYTES):
+            chunk = a[start:start + _SCAN_BYTES]
+            lf = np.flatnonzero(chunk == 0x0A) + start
+            cr = np.flatnonzero(chunk == 0x0D) + start
+            lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A] if len(cr) else cr  # \r at the end: a break
+            found += len(lf) + len(lone_cr)
+            if found > max_lines:
+                raise _TooManyLines
+            ends_parts.append(np.sort(np.concatenate([lf, lone_cr])))
+            quote_parts.append(np.flatnonzero(chunk == 0x22) + start)
+        ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], ends + 1]).astype(np.int64)
+        if starts[-1] < n:  # a last line without a line break
+            starts = np.append(starts, n)
+        self.starts = starts
+        count = len(starts) - 1
+        # A line's text ends at its break, one byte earlier for \r\n.
+        content_end = np.full(count, n, dtype=np.int64)
+        crlf = (a[ends] == 0x0A) & (ends > 0) & (a[np.maximum(ends - 1, 0)] == 0x0D)
+        content_end[:len(ends)] = ends - crlf
+        record = content_end > starts[:-1]
+        record[:first] = False
+        quote_lines: list[int] = []
+        for quotes in quote_parts:  # a line's number is the count of line breaks before it
+            lines = np.unique(np.searchsorted(ends, quotes, side="left"))
+            quote_lines.extend(lines[lines >= first].tolist())
+        self.quoted = self._quoted_records(data, delimiter, sorted(set(quote_lines)), count)
+        for line, (spanned, _) in self.quoted.items():
+            record[line + 1:line + spanned] = False
+        self.record = record
+
+    def _quoted_records(self, data: bytes, delimiter: str, quote_lines: list[int],
+                        count: int) -> dict[int, tuple[int, list[str]]]:
+        """csv's records on the lines with a quote: one csv reader is handed each such line and,
+        while its record is still open, the lines after it."""
+        starts = self.starts
+        at = {"line": -1, "start": -1, "open": False}
+        queue = iter(quote_lines)
+
+        def lines() -> Iterator[str]:
+            while True:
+                if at["open"]:
+                    at["line"] += 1
+                    if at["line"] >= count:
+                        return
+                else:
+                    line = next(queue, None)
+                    while line is not None and line <= at["line"]:
+                        line = next(queue, None)  # inside a record read already
+                    if line is None:
+                        return
+                    at.update(line=line, start=line, open=True)
+                i = at["line"]
+                yield data[starts[i]:starts[i + 1]].decode("utf-8")
+
+        quoted: dict[int, tuple[int, list[str]]] = {}
+        for cells in csv.reader(lines(), delimiter=delimiter, quotechar='"', doublequote=True, strict=True):
+            quoted[at["start"]] = (at["line"] - at["start"] + 1, cells)
+            at["open"] = False
+        return quoted
+
+    def end_of(self, line: int) -> int | None:
+        """The line after the record starting on `line`, or None when no record starts there."""
+        if line >= len(self.record) or not self.record[line]:
+            return None
+        return line + self.quoted.get(line, (1, None))[0]
+
+
+def _arrow_rows(data: bytes, lines: _TextLines, header_row: int, delimiter: str, parsed: _Parsed,
+                limits: Limits) -> bool:
+    """Fill `parsed` (its header read) with the data rows as `_collect` would; False (and
+    `parsed` unusable) when they are not shown to be the same."""
+    import numpy as np
+    import pyarrow.compute as pc
+    import pyarrow.csv as pa_csv
+
+    width = len(parsed.labels)
+    after = lines.end_of(header_row - 1)
+    record_lines = np.flatnonzero(lines.record[after:]) + after
+    if not len(record_lines):
+        return False
+    # Every record within `_max_record_chars`, counted in bytes (never fewer than characters),
+    # blank lines after it included.
+    bounds = lines.starts[np.append(record_lines, len(lines.record))]
+    if int(np.diff(bounds).max()) >= _max_record_chars(limits):
+        return False
+    names = [str(i) for i in range(width)]
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)[int(lines.starts[after]):]),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
+                newlines_in_values=any(spanned > 1 for spanned, _ in lines.quoted.values()),
+                ignore_empty_lines=True),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.large_string()),
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return False  # a ragged row, bytes that are not UTF-8, ...
+    if table.num_rows != len(record_lines):
+        return False
+    # Arrow and csv agree on every record with a quote, or the general path reads the file.
+    checked = [line for line in lines.quoted if line >= after]
+    if checked:
+        at = np.searchsorted(record_lines, checked)
+        if not np.array_equal(record_lines[np.minimum(at, len(record_lines) - 1)], checked):
+            return False
+        rows = table.take(pa.array(at)).to_pylist()
+        if any(list(row.values()) != lines.quoted[line][1] for line, row in zip(checked, rows)):
+            return False
+    # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all).
+    csv_limit = csv.field_size_limit()
+    for position, column in enumerate(table.columns):
+        longest = pc.max(pc.utf8_length(column)).as_py() or 0
+        if longest >= csv_limit or (parsed.names[position] is not None and longest > limits.max_field_length):
+            return False
+    joined = (pc.binary_join_element_wise(*table.columns, pa.scalar("", pa.large_string())) if width > 1
+              else table.column(0))
+    keep = pc.invert(pc.match_substring_regex(joined, _BLANK_PATTERN))
+    del joined
+    table = table.filter(keep)
+    if not 0 < table.num_rows <= limits.max_rows:
+        return False
+    numbers = record_lines[keep.to_numpy(zero_copy_only=False)] + 1
+    parsed.row_numbers = [pa.array(numbers, type=pa.int64())]
+    for position, name in enumerate(parsed.names):
+        if name is None:
+            continue
+        column = table.column(position)
+        if position in parsed.headerless and pc.all(pc.match_substring_regex(column, _BLANK_PATTERN)).as_py():
+            parsed.chunks[position] = [len(column)]
+            continue
+        parsed.has_value.add(position)
+        parsed.chunks[position] = column.chunks or [pa.array([], type=pa.large_string())]
+    parsed.count = table.num_rows
+    return True
 
 
 # --- xlsx ----------------------------------------------------------------------------------
@@ -1039,18 +1295,7 @@ class _Parsed:
 def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int,
              header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
-    for header_row, header in records:
-        if header_row > limits.max_lines_before_header + 1:
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                catalogue.message(UNREADABLE_FILE, "blank_lines_first", blank=header_row - 1,
-                                  within=limits.max_lines_before_header + 1),
-                row=header_row, details={"limit": limits.max_lines_before_header},
-            )
-        if not _is_blank(header):
-            break
-    else:
-        raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "blank_rows"))
+    header_row, header = _find_header(records, limits)
     parsed = _read_header(header, header_row, limits, first_column, header_map)
     width = len(parsed.labels)
     max_length, max_rows = limits.max_field_length, limits.max_rows
@@ -1081,6 +1326,21 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
     if not parsed.count:
         raise ExportRejected(NO_DATA_ROWS, catalogue.message(NO_DATA_ROWS))
     return parsed
+
+
+def _find_header(records: Iterator[tuple[int, list[str]]], limits: Limits) -> tuple[int, list[str]]:
+    """The first non-blank record: (its row number, its cells); `records` then continue after it."""
+    for header_row, header in records:
+        if header_row > limits.max_lines_before_header + 1:
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                catalogue.message(UNREADABLE_FILE, "blank_lines_first", blank=header_row - 1,
+                                  within=limits.max_lines_before_header + 1),
+                row=header_row, details={"limit": limits.max_lines_before_header},
+            )
+        if not _is_blank(header):
+            return header_row, header
+    raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "blank_rows"))
 
 
 def _is_blank(cells: list[str]) -> bool:

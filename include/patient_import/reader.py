@@ -659,11 +659,15 @@ class _TextLines:
         n = len(a)
         ends_parts, quote_parts = [], []
         found = 0
+        all_crlf = data.count(b"\r") == data.count(b"\r\n")  # then \r is never a line break alone
         for start in range(0, n, _SCAN_BYTES):
             chunk = a[start:start + _SCAN_BYTES]
             lf = np.flatnonzero(chunk == 0x0A) + start
-            cr = np.flatnonzero(chunk == 0x0D) + start
-            lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A] if len(cr) else cr  # \r at the end: a break
+            if all_crlf:
+                lone_cr = lf[:0]
+            else:
+                cr = np.flatnonzero(chunk == 0x0D) + start
+                lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A] if len(cr) else cr  # \r at the end: a break
             found += len(lf) + len(lone_cr)
             if found > max_lines:
                 raise _TooManyLines
@@ -768,23 +772,32 @@ def _arrow_rows(data: bytes, lines: _TextLines, header_row: int, delimiter: str,
         at = np.searchsorted(record_lines, checked)
         if not np.array_equal(record_lines[np.minimum(at, len(record_lines) - 1)], checked):
             return False
-        rows = table.take(pa.array(at)).to_pylist()
-        if any(list(row.values()) != lines.quoted[line][1] for line, row in zip(checked, rows)):
+        cells = [lines.quoted[line][1] for line in checked]
+        if any(len(row) != width for row in cells):
             return False
-    # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all).
+        indices = pa.array(at)
+        for column, expected in zip(table.columns, zip(*cells)):
+            if not column.take(indices).combine_chunks().equals(pa.array(expected, type=pa.large_string())):
+                return False
+    # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all); in
+    # bytes first, which are never fewer than characters and cost nothing to count.
     csv_limit = csv.field_size_limit()
     for position, column in enumerate(table.columns):
-        longest = pc.max(pc.utf8_length(column)).as_py() or 0
-        if longest >= csv_limit or (parsed.names[position] is not None and longest > limits.max_field_length):
+        limit = csv_limit - 1 if parsed.names[position] is None else min(csv_limit - 1, limits.max_field_length)
+        if (pc.max(pc.binary_length(column)).as_py() or 0) > limit \
+                and (pc.max(pc.utf8_length(column)).as_py() or 0) > limit:
             return False
-    joined = (pc.binary_join_element_wise(*table.columns, pa.scalar("", pa.large_string())) if width > 1
-              else table.column(0))
-    keep = pc.invert(pc.match_substring_regex(joined, _BLANK_PATTERN))
-    del joined
-    table = table.filter(keep)
-    if not 0 < table.num_rows <= limits.max_rows:
+    # Blank rows: those whose first cell is blank, narrowed column by column (there are few).
+    blank = np.flatnonzero(pc.match_substring_regex(table.column(0), _BLANK_PATTERN).to_numpy())
+    for column in table.columns[1:]:
+        if not len(blank):
+            break
+        still = pc.match_substring_regex(column.take(pa.array(blank)), _BLANK_PATTERN)
+        blank = blank[still.to_numpy()]
+    if not 0 < table.num_rows - len(blank) <= limits.max_rows:
         return False
-    numbers = record_lines[keep.to_numpy(zero_copy_only=False)] + 1
+    numbers = np.delete(record_lines, blank) + 1
+    table = _without_rows(table, blank)
     parsed.row_numbers = [pa.array(numbers, type=pa.int64())]
     for position, name in enumerate(parsed.names):
         if name is None:
@@ -797,6 +810,20 @@ def _arrow_rows(data: bytes, lines: _TextLines, header_row: int, delimiter: str,
         parsed.chunks[position] = column.chunks or [pa.array([], type=pa.large_string())]
     parsed.count = table.num_rows
     return True
+
+
+def _without_rows(table: pa.Table, rows):
+    """`table` without `rows` (sorted positions): zero-copy slices around a few, a filter for many."""
+    import numpy as np
+
+    if not len(rows):
+        return table
+    if len(rows) > 1_000:
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[rows] = False
+        return table.filter(pa.array(keep))
+    edges = [-1, *rows.tolist(), table.num_rows]
+    return pa.concat_tables([table.slice(a + 1, b - a - 1) for a, b in zip(edges, edges[1:]) if b - a > 1])
 
 
 # --- xlsx ----------------------------------------------------------------------------------

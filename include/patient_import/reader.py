@@ -622,10 +622,11 @@ def _utf8_bytes(path: Path, encoding: str) -> bytes:
     Raises:
         UnicodeError: not text in `encoding`.
     """
-    data = path.read_bytes()
-    if encoding == "utf-8-sig":
-        return data.removeprefix(codecs.BOM_UTF8)
-    if encoding == "utf-8":
+    with path.open("rb") as f:
+        if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            f.seek(0)
+        data = f.read()
+    if encoding in ("utf-8", "utf-8-sig"):
         return data
     # The single-byte code pages of `encoding.CANDIDATES`: bytes 0x0A and 0x0D are still the only
     # line breaks, so lines are those of the file.
@@ -657,22 +658,27 @@ class _TextLines:
 
         a = np.frombuffer(data, dtype=np.uint8)
         n = len(a)
-        ends_parts, quote_parts = [], []
+        lf_parts, quote_parts = [], []
         found = 0
-        all_crlf = data.count(b"\r") == data.count(b"\r\n")  # then \r is never a line break alone
         for start in range(0, n, _SCAN_BYTES):
             chunk = a[start:start + _SCAN_BYTES]
-            lf = np.flatnonzero(chunk == 0x0A) + start
-            if all_crlf:
-                lone_cr = lf[:0]
-            else:
-                cr = np.flatnonzero(chunk == 0x0D) + start
-                lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A] if len(cr) else cr  # \r at the end: a break
-            found += len(lf) + len(lone_cr)
+            lf_parts.append(np.flatnonzero(chunk == 0x0A) + start)
+            found += len(lf_parts[-1])
             if found > max_lines:
                 raise _TooManyLines
-            ends_parts.append(np.sort(np.concatenate([lf, lone_cr])))
             quote_parts.append(np.flatnonzero(chunk == 0x22) + start)
+        ends_parts = lf_parts
+        lf = np.concatenate(lf_parts) if lf_parts else np.zeros(0, dtype=np.int64)
+        # \r is a line break of its own unless \n follows: look for those only when there are some.
+        if data.count(b"\r") != np.count_nonzero(a[lf[lf > 0] - 1] == 0x0D):
+            ends_parts = []
+            for part, start in zip(lf_parts, range(0, n, _SCAN_BYTES)):
+                cr = np.flatnonzero(a[start:start + _SCAN_BYTES] == 0x0D) + start
+                lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A]  # \r last in the text: a break
+                found += len(lone_cr)
+                if found > max_lines:
+                    raise _TooManyLines
+                ends_parts.append(np.sort(np.concatenate([part, lone_cr])))
         ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, dtype=np.int64)
         starts = np.concatenate([[0], ends + 1]).astype(np.int64)
         if starts[-1] < n:  # a last line without a line break

@@ -33,6 +33,15 @@ Decisions:
 - **Rows**: `row_number` is the physical line the record starts on (blank lines and lines inside
   quoted values count), or the sheet's row for .xlsx. Rows whose cells are all blank are skipped
   and not counted. Values are kept as written (no trimming): normalising is a later step.
+- **Fast path** (issue #14): a text export is first offered to pyarrow.csv, which splits it into
+  columns in C; the row numbers come from the bytes (line breaks found with numpy; only the lines
+  holding a quote go through the csv module, to learn where their records end, and Arrow's values
+  for those records must equal csv's). It is taken only when it gives exactly what the general
+  path below gives: every record as wide as the header, every limit kept, no value too long, no
+  quoting error, not UTF-16 (other code pages are converted to UTF-8 first). Otherwise - or when
+  Arrow raises - the file is read by the general path, which rejects or reads it as it always
+  did: the fast path never rejects a file. `tests/patient_import/test_reader_fast_path.py`
+  checks that both give the same result; `python -m bench.reader` times them.
 - **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
   uncompressed sizes (total and per-member ratio) against zip bombs and the memory checks
   below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits;
@@ -594,7 +603,7 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
             delimiter, dropped, records = _text_records(f, limits, _csv_records)
             header_row, header = _find_header(records, limits)
         parsed = _read_header(header, header_row, limits, 1, header_map)
-        data = _utf8_bytes(path, encoding)
+        data = _utf8_bytes(path, encoding, _max_lines(limits))
         # csv reads from the first line `_find_delimiter` kept; a "sep=" line stands as a blank line 1.
         lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits))
     except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
@@ -607,34 +616,41 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
 
 
 def _max_lines(limits: Limits) -> int:
-    # Beyond this many lines a file is mostly blank lines or values over several lines: the
-    # general path reads it, and the scan's arrays (8 bytes a line) stay small.
-    return 4 * limits.max_rows + limits.max_lines_before_header + 1024
+    # More lines than this may hold more than `max_rows` records, or is mostly blank lines or
+    # values over several lines: the general path reads it, and stops at the limit.
+    return limits.max_rows + limits.max_lines_before_header + max(1024, limits.max_rows // 8)
 
 
 class _TooManyLines(Exception):
     pass
 
 
-def _utf8_bytes(path: Path, encoding: str) -> bytes:
-    """The file's text as UTF-8 without a byte-order mark.
+def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> bytearray:
+    """The file's text as UTF-8 without a byte-order mark, read 1 MB at a time.
 
     Raises:
         UnicodeError: not text in `encoding`.
+        _TooManyLines: more than `max_lines` line breaks: stops there, so that a file far over
+            `max_rows` is never held whole (the general path stops reading it at the limit).
     """
+    # The single-byte code pages of `encoding.CANDIDATES` are converted: bytes 0x0A and 0x0D stay
+    # the only line breaks, so the lines are those of the file.
+    decode = None if encoding in ("utf-8", "utf-8-sig") else codecs.getincrementaldecoder(encoding)("strict").decode
+    out = bytearray()
+    lf = cr = 0
     with path.open("rb") as f:
         if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             f.seek(0)
-        data = f.read()
-    if encoding in ("utf-8", "utf-8-sig"):
-        return data
-    # The single-byte code pages of `encoding.CANDIDATES`: bytes 0x0A and 0x0D are still the only
-    # line breaks, so lines are those of the file.
-    decoder = codecs.getincrementaldecoder(encoding)("strict")
-    out = bytearray()
-    for start in range(0, len(data), _CHUNK_BYTES):
-        out += decoder.decode(data[start:start + _CHUNK_BYTES], start + _CHUNK_BYTES >= len(data)).encode()
-    return bytes(out)
+        while chunk := f.read(_CHUNK_BYTES):
+            if decode is not None:
+                chunk = decode(chunk).encode()
+            lf, cr = lf + chunk.count(b"\n"), cr + chunk.count(b"\r")
+            if max(lf, cr) > max_lines:  # a line break is an \n, an \r, or both
+                raise _TooManyLines
+            out += chunk
+    if decode is not None:
+        out += decode(b"", True).encode()
+    return out
 
 
 class _TextLines:
@@ -653,7 +669,7 @@ class _TextLines:
         _TooManyLines: more than `max_lines` line breaks.
     """
 
-    def __init__(self, data: bytes, delimiter: str, first: int, max_lines: int) -> None:
+    def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int) -> None:
         import numpy as np
 
         a = np.frombuffer(data, dtype=np.uint8)
@@ -700,7 +716,7 @@ class _TextLines:
             record[line + 1:line + spanned] = False
         self.record = record
 
-    def _quoted_records(self, data: bytes, delimiter: str, quote_lines: list[int],
+    def _quoted_records(self, data: bytes | bytearray, delimiter: str, quote_lines: list[int],
                         count: int) -> dict[int, tuple[int, list[str]]]:
         """csv's records on the lines with a quote: one csv reader is handed each such line and,
         while its record is still open, the lines after it."""
@@ -737,7 +753,7 @@ class _TextLines:
         return line + self.quoted.get(line, (1, None))[0]
 
 
-def _arrow_rows(data: bytes, lines: _TextLines, header_row: int, delimiter: str, parsed: _Parsed,
+def _arrow_rows(data: bytes | bytearray, lines: _TextLines, header_row: int, delimiter: str, parsed: _Parsed,
                 limits: Limits) -> bool:
     """Fill `parsed` (its header read) with the data rows as `_collect` would; False (and
     `parsed` unusable) when they are not shown to be the same."""

@@ -771,10 +771,13 @@ def _arrow_rows(data: bytes | bytearray, lines: _TextLines, header_row: int, del
     bounds = lines.starts[np.append(record_lines, len(lines.record))]
     if int(np.diff(bounds).max()) >= _max_record_chars(limits):
         return False
+    begin = int(lines.starts[after])
+    if data[begin:begin + len(codecs.BOM_UTF8)] == codecs.BOM_UTF8:
+        return False  # Arrow would drop it as a byte-order mark; for csv it is the first cell's text
     names = [str(i) for i in range(width)]
     try:
         table = pa_csv.read_csv(
-            pa.BufferReader(pa.py_buffer(data)[int(lines.starts[after]):]),
+            pa.BufferReader(pa.py_buffer(data)[begin:]),
             read_options=pa_csv.ReadOptions(column_names=names),
             parse_options=pa_csv.ParseOptions(
                 delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,

@@ -172,6 +172,8 @@ REFUSED = {
     "overlong_record": f"{HEADER}\n1,Kent,Clark,{',' * 300_000}\n",
     # a value over several lines and over max_field_length: an unclosed quote, not a note
     "long_value_over_lines": f'{HEADER}\n1,Kent,Clark,"{"a" * 700}\n{"b" * 700}"\n',
+    # the first data row starts with U+FEFF, which Arrow would take for a byte-order mark
+    "bom_in_first_row": f"{HEADER}\n\ufeff1,Kent,Clark,\n2,Wayne,Bruce,\n",
     # more rows than max_rows
     "too_many_rows": HEADER + "\n" + "".join(f"{i},Kent,Clark,\n" for i in range(1, 12)),
     # only blank rows after the header

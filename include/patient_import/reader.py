@@ -659,9 +659,11 @@ class _TextLines:
 
     Attributes (line numbers 0-based):
         starts: int64 array, the byte offset of every line, then the text's length.
+        content_end: int64 array, the byte offset where each line's line break begins.
         record: bool array, whether a record starts on the line: not empty, not inside a record
             begun above, not before `first`.
-        quoted: {line: (lines spanned, cells)} for every record starting on a line with a quote.
+        quoted: {line: (lines spanned, cells)} for every record starting on a line with a quote
+            that opens a field.
 
     Raises:
         csv.Error: csv's strict quoting does not hold there (the general path says where).
@@ -705,11 +707,17 @@ class _TextLines:
         content_end = np.full(count, n, dtype=np.int64)
         crlf = (a[ends] == 0x0A) & (ends > 0) & (a[np.maximum(ends - 1, 0)] == 0x0D)
         content_end[:len(ends)] = ends - crlf
+        self.content_end = content_end
         record = content_end > starts[:-1]
         record[:first] = False
+        # Only a quote opening a field (first on its line or after a delimiter) can open a quoted
+        # value; a line whose quotes are all inside values (="00123") is one record, split at
+        # every delimiter. `_arrow_rows` checks Arrow kept every such quote.
         quote_lines: list[int] = []
         for quotes in quote_parts:  # a line's number is the count of line breaks before it
-            lines = np.unique(np.searchsorted(ends, quotes, side="left"))
+            before = a[np.maximum(quotes - 1, 0)]
+            opening = (quotes == 0) | (before == ord(delimiter)) | (before == 0x0A) | (before == 0x0D)
+            lines = np.unique(np.searchsorted(ends, quotes[opening], side="left"))
             quote_lines.extend(lines[lines >= first].tolist())
         self.quoted = self._quoted_records(data, delimiter, sorted(set(quote_lines)), count)
         for line, (spanned, _) in self.quoted.items():
@@ -804,6 +812,14 @@ def _arrow_rows(data: bytes | bytearray, lines: _TextLines, header_row: int, del
         for column, expected in zip(table.columns, zip(*cells)):
             if not column.take(indices).combine_chunks().equals(pa.array(expected, type=pa.large_string())):
                 return False
+    # The other records hold no quote that opens a field: each is its line split at every
+    # delimiter, so Arrow's values hold all of its bytes but the delimiters. A quote Arrow had
+    # taken for quoting would be missing (Arrow never splits more than that, and widths match).
+    plain = np.setdiff1d(record_lines, checked, assume_unique=True)
+    expected = int((lines.content_end[plain] - lines.starts[plain]).sum()) - (width - 1) * len(plain) \
+        + sum(len(cell.encode()) for line in checked for cell in lines.quoted[line][1])
+    if sum(pc.sum(pc.binary_length(column)).as_py() or 0 for column in table.columns) != expected:
+        return False
     # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all); in
     # bytes first, which are never fewer than characters and cost nothing to count.
     csv_limit = csv.field_size_limit()

@@ -603,9 +603,9 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
             delimiter, dropped, records = _text_records(f, limits, _csv_records)
             header_row, header = _find_header(records, limits)
         parsed = _read_header(header, header_row, limits, 1, header_map)
-        data = _utf8_bytes(path, encoding, _max_lines(limits))
+        data, carriage_returns = _utf8_bytes(path, encoding, _max_lines(limits))
         # csv reads from the first line `_find_delimiter` kept; a "sep=" line stands as a blank line 1.
-        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits))
+        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits), carriage_returns)
     except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
         return None
     if lines.end_of(header_row - 1) is None:
@@ -625,8 +625,9 @@ class _TooManyLines(Exception):
     pass
 
 
-def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> bytearray:
-    """The file's text as UTF-8 without a byte-order mark, read 1 MB at a time.
+def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, int]:
+    """The file's text as UTF-8 without a byte-order mark, read 1 MB at a time, and how many
+    carriage returns it holds.
 
     Raises:
         UnicodeError: not text in `encoding`.
@@ -649,13 +650,14 @@ def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> bytearray:
                 raise _TooManyLines
             out += chunk
     if decode is not None:
-        out += decode(b"", True).encode()
-    return out
+        out += decode(b"", True).encode()  # a single-byte code page leaves nothing pending
+    return out, cr
 
 
 class _TextLines:
     """The physical lines of UTF-8 text as Python's universal newlines split them (\\r\\n, \\r, \\n),
-    and the records csv finds on them from line `first` on.
+    and the records csv finds on them from line `first` on (`carriage_returns`: how many \\r the
+    text holds, counted while it was read).
 
     Attributes (line numbers 0-based):
         starts: int64 array, the byte offset of every line, then the text's length.
@@ -671,7 +673,8 @@ class _TextLines:
         _TooManyLines: more than `max_lines` line breaks.
     """
 
-    def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int) -> None:
+    def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int,
+                 carriage_returns: int) -> None:
         import numpy as np
 
         a = np.frombuffer(data, dtype=np.uint8)
@@ -688,7 +691,7 @@ class _TextLines:
         ends_parts = lf_parts
         lf = np.concatenate(lf_parts) if lf_parts else np.zeros(0, dtype=np.int64)
         # \r is a line break of its own unless \n follows: look for those only when there are some.
-        if data.count(b"\r") != np.count_nonzero(a[lf[lf > 0] - 1] == 0x0D):
+        if carriage_returns != np.count_nonzero(a[lf[lf > 0] - 1] == 0x0D):
             ends_parts = []
             for part, start in zip(lf_parts, range(0, n, _SCAN_BYTES)):
                 cr = np.flatnonzero(a[start:start + _SCAN_BYTES] == 0x0D) + start

@@ -35,8 +35,8 @@ Decisions:
   and not counted. Values are kept as written (no trimming): normalising is a later step.
 - **Fast path** (issue #14): a text export is first offered to pyarrow.csv, which splits it into
   columns in C; the row numbers come from the bytes (line breaks found with numpy; only the lines
-  holding a quote go through the csv module, to learn where their records end, and Arrow's values
-  for those records must equal csv's). It is taken only when it gives exactly what the general
+  where a quote opens a field go through the csv module, to learn where their records end, and
+  Arrow's values for those records must equal csv's). It is taken only when it gives exactly what the general
   path below gives: every record as wide as the header, every limit kept, no value too long, no
   quoting error, not UTF-16 (other code pages are converted to UTF-8 first). Otherwise - or when
   Arrow raises - the file is read by the general path, which rejects or reads it as it always
@@ -574,10 +574,10 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
 #
 # The fast path for text exports (issue #14). pyarrow.csv splits the data rows into columns in C;
 # what Arrow cannot say - the line each record starts on - comes from the bytes: line breaks are
-# found with numpy, and only the lines holding a quote (where a record may run over several lines)
-# go through the csv module, the general path's own parser, so the spans and the strictness of
-# every record with a quote are csv's, and Arrow's values for those records are checked against
-# csv's cells. Whatever this path cannot show to be what `_collect` would give - a limit reached,
+# found with numpy, and only the lines where a quote opens a field (where a record may run over
+# several lines) go through the csv module, the general path's own parser, so the spans and the
+# strictness of every quoted record are csv's, and Arrow's values for those records are checked
+# against csv's cells. Whatever this path cannot show to be what `_collect` would give - a limit reached,
 # a ragged row, a long value, a quoting error, an Arrow error - returns None and the general path
 # reads the file and gives its own result or rejection: this path never rejects a file itself.
 
@@ -608,9 +608,8 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
         lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits), carriage_returns)
     except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
         return None
-    if lines.end_of(header_row - 1) is None:
-        return None
-    if not _arrow_rows(data, lines, header_row, delimiter, parsed, limits):
+    after = lines.end_of(header_row - 1)
+    if after is None or not _arrow_rows(data, lines, after, delimiter, parsed, limits):
         return None
     return delimiter, parsed
 
@@ -764,16 +763,16 @@ class _TextLines:
         return line + self.quoted.get(line, (1, None))[0]
 
 
-def _arrow_rows(data: bytes | bytearray, lines: _TextLines, header_row: int, delimiter: str, parsed: _Parsed,
+def _arrow_rows(data: bytes | bytearray, lines: _TextLines, after: int, delimiter: str, parsed: _Parsed,
                 limits: Limits) -> bool:
-    """Fill `parsed` (its header read) with the data rows as `_collect` would; False (and
-    `parsed` unusable) when they are not shown to be the same."""
+    """Fill `parsed` (its header read) with the data rows, from line `after` (the one after the
+    header's record) on, as `_collect` would; False (and `parsed` unusable) when they are not
+    shown to be the same."""
     import numpy as np
     import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
 
     width = len(parsed.labels)
-    after = lines.end_of(header_row - 1)
     record_lines = np.flatnonzero(lines.record[after:]) + after
     if not len(record_lines):
         return False
@@ -812,8 +811,8 @@ def _arrow_rows(data: bytes | bytearray, lines: _TextLines, header_row: int, del
         if any(len(row) != width for row in cells):
             return False
         indices = pa.array(at)
-        for column, expected in zip(table.columns, zip(*cells)):
-            if not column.take(indices).combine_chunks().equals(pa.array(expected, type=pa.large_string())):
+        for column, values in zip(table.columns, zip(*cells)):
+            if not column.take(indices).combine_chunks().equals(pa.array(values, type=pa.large_string())):
                 return False
     # The other records hold no quote that opens a field: each is its line split at every
     # delimiter, so Arrow's values hold all of its bytes but the delimiters. A quote Arrow had

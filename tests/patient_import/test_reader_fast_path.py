@@ -15,9 +15,9 @@ import unicodedata
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-import pytest
 
 import tests.patient_import.test_reader as reader_tests
 from include.patient_import import reader

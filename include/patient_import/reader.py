@@ -84,6 +84,7 @@ import dataclasses
 import functools
 import io
 import mmap
+import os
 import re
 import struct
 import zipfile
@@ -96,6 +97,7 @@ from itertools import chain
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
@@ -609,7 +611,9 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
     except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
         return None
     after = lines.end_of(header_row - 1)
-    if after is None or not _arrow_rows(data, lines, after, delimiter, parsed, limits):
+    read = None if after is None else _arrow_table(data, lines, after, delimiter, len(parsed.labels), limits)
+    del data  # Arrow holds its own copy of every value: the text need not wait for the rest
+    if after is None or read is None or not _arrow_rows(*read, lines, after, parsed, limits):
         return None
     return delimiter, parsed
 
@@ -635,20 +639,33 @@ def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, i
     """
     # The single-byte code pages of `encoding.CANDIDATES` are converted: bytes 0x0A and 0x0D stay
     # the only line breaks, so the lines are those of the file.
-    decode = None if encoding in ("utf-8", "utf-8-sig") else codecs.getincrementaldecoder(encoding)("strict").decode
-    out = bytearray()
     lf = cr = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal lf, cr
+        lf, cr = lf + chunk.count(b"\n"), cr + chunk.count(b"\r")
+        if max(lf, cr) > max_lines:  # a line break is an \n, an \r, or both
+            raise _TooManyLines
+
     with path.open("rb") as f:
         if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             f.seek(0)
+        if encoding in ("utf-8", "utf-8-sig"):
+            # Into one buffer of the file's size: growing one would hold two copies for a moment.
+            out = bytearray(max(0, os.fstat(f.fileno()).st_size - f.tell()))
+            filled = 0
+            with memoryview(out) as view:
+                while filled < len(out) and (got := f.readinto(view[filled:filled + _CHUNK_BYTES])):
+                    count(bytes(view[filled:filled + got]))
+                    filled += got
+            del out[filled:]  # the file shrank while it was read
+            return out, cr
+        decode = codecs.getincrementaldecoder(encoding)("strict").decode
+        out = bytearray()
         while chunk := f.read(_CHUNK_BYTES):
-            if decode is not None:
-                chunk = decode(chunk).encode()
-            lf, cr = lf + chunk.count(b"\n"), cr + chunk.count(b"\r")
-            if max(lf, cr) > max_lines:  # a line break is an \n, an \r, or both
-                raise _TooManyLines
+            chunk = decode(chunk).encode()
+            count(chunk)
             out += chunk
-    if decode is not None:
         out += decode(b"", True).encode()  # a single-byte code page leaves nothing pending
     return out, cr
 
@@ -674,8 +691,6 @@ class _TextLines:
 
     def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int,
                  carriage_returns: int) -> None:
-        import numpy as np
-
         a = np.frombuffer(data, dtype=np.uint8)
         n = len(a)
         lf_parts, quote_parts = [], []
@@ -763,27 +778,24 @@ class _TextLines:
         return line + self.quoted.get(line, (1, None))[0]
 
 
-def _arrow_rows(data: bytes | bytearray, lines: _TextLines, after: int, delimiter: str, parsed: _Parsed,
-                limits: Limits) -> bool:
-    """Fill `parsed` (its header read) with the data rows, from line `after` (the one after the
-    header's record) on, as `_collect` would; False (and `parsed` unusable) when they are not
-    shown to be the same."""
-    import numpy as np
-    import pyarrow.compute as pc
+def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimiter: str, width: int,
+                 limits: Limits) -> tuple[pa.Table, np.ndarray] | None:
+    """pyarrow.csv's table of the records from line `after` (the one after the header's record)
+    on, every column text, and the line each record starts on; None when Arrow cannot read
+    them as the general path would."""
     import pyarrow.csv as pa_csv
 
-    width = len(parsed.labels)
     record_lines = np.flatnonzero(lines.record[after:]) + after
     if not len(record_lines):
-        return False
+        return None
     # Every record within `_max_record_chars`, counted in bytes (never fewer than characters),
     # blank lines after it included.
     bounds = lines.starts[np.append(record_lines, len(lines.record))]
     if int(np.diff(bounds).max()) >= _max_record_chars(limits):
-        return False
+        return None
     begin = int(lines.starts[after])
     if data[begin:begin + len(codecs.BOM_UTF8)] == codecs.BOM_UTF8:
-        return False  # Arrow would drop it as a byte-order mark; for csv it is the first cell's text
+        return None  # Arrow would drop it as a byte-order mark; for csv it is the first cell's text
     names = [str(i) for i in range(width)]
     try:
         table = pa_csv.read_csv(
@@ -798,9 +810,19 @@ def _arrow_rows(data: bytes | bytearray, lines: _TextLines, after: int, delimite
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return False  # a ragged row, bytes that are not UTF-8, ...
+        return None  # a ragged row, bytes that are not UTF-8, ...
     if table.num_rows != len(record_lines):
-        return False
+        return None
+    return table, record_lines
+
+
+def _arrow_rows(table: pa.Table, record_lines: np.ndarray, lines: _TextLines, after: int, parsed: _Parsed,
+                limits: Limits) -> bool:
+    """Fill `parsed` (its header read) with Arrow's rows as `_collect` would; False (and `parsed`
+    unusable) when they are not shown to be the same."""
+    import pyarrow.compute as pc
+
+    width = len(parsed.labels)
     # Arrow and csv agree on every record with a quote, or the general path reads the file.
     checked = [line for line in lines.quoted if line >= after]
     if checked:
@@ -857,7 +879,6 @@ def _arrow_rows(data: bytes | bytearray, lines: _TextLines, after: int, delimite
 
 def _without_rows(table: pa.Table, rows):
     """`table` without `rows` (sorted positions): zero-copy slices around a few, a filter for many."""
-    import numpy as np
 
     if not len(rows):
         return table

@@ -607,8 +607,9 @@ def _columnar_text(path: Path, encoding: str, limits: Limits,
         parsed = _read_header(header, header_row, limits, 1, header_map)
         data, carriage_returns = _utf8_bytes(path, encoding, _max_lines(limits))
         # csv reads from the first line `_find_delimiter` kept; a "sep=" line stands as a blank line 1.
-        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits), carriage_returns)
-    except (ExportRejected, UnicodeError, csv.Error, _TooManyLines):
+        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits), carriage_returns,
+                           _max_record_chars(limits))
+    except (ExportRejected, UnicodeError, csv.Error, _NotColumnar):
         return None
     after = lines.end_of(header_row - 1)
     read = None if after is None else _arrow_table(data, lines, after, delimiter, len(parsed.labels), limits)
@@ -624,8 +625,8 @@ def _max_lines(limits: Limits) -> int:
     return limits.max_rows + limits.max_lines_before_header + max(1024, limits.max_rows // 8)
 
 
-class _TooManyLines(Exception):
-    pass
+class _NotColumnar(Exception):
+    """Seen while scanning: the file is for the general path (too many lines, a line too long)."""
 
 
 def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, int]:
@@ -634,7 +635,7 @@ def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, i
 
     Raises:
         UnicodeError: not text in `encoding`.
-        _TooManyLines: more than `max_lines` line breaks: stops there, so that a file far over
+        _NotColumnar: more than `max_lines` line breaks: stops there, so that a file far over
             `max_rows` is never held whole (the general path stops reading it at the limit).
     """
     # The single-byte code pages of `encoding.CANDIDATES` are converted: bytes 0x0A and 0x0D stay
@@ -645,7 +646,7 @@ def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, i
         nonlocal lf, cr
         lf, cr = lf + chunk.count(b"\n"), cr + chunk.count(b"\r")
         if max(lf, cr) > max_lines:  # a line break is an \n, an \r, or both
-            raise _TooManyLines
+            raise _NotColumnar
 
     with path.open("rb") as f:
         if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
@@ -686,11 +687,11 @@ class _TextLines:
     Raises:
         csv.Error: csv's strict quoting does not hold there (the general path says where).
         UnicodeDecodeError: a line with a quote is not UTF-8.
-        _TooManyLines: more than `max_lines` line breaks.
+        _NotColumnar: more than `max_lines` line breaks, or a line of `max_record` bytes or more.
     """
 
     def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int,
-                 carriage_returns: int) -> None:
+                 carriage_returns: int, max_record: int) -> None:
         a = np.frombuffer(data, dtype=np.uint8)
         n = len(a)
         lf_parts, quote_parts = [], []
@@ -700,7 +701,7 @@ class _TextLines:
             lf_parts.append(np.flatnonzero(chunk == 0x0A) + start)
             found += len(lf_parts[-1])
             if found > max_lines:
-                raise _TooManyLines
+                raise _NotColumnar
             quote_parts.append(np.flatnonzero(chunk == 0x22) + start)
         ends_parts = lf_parts
         lf = np.concatenate(lf_parts) if lf_parts else np.zeros(0, dtype=np.int64)
@@ -712,7 +713,7 @@ class _TextLines:
                 lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A]  # \r last in the text: a break
                 found += len(lone_cr)
                 if found > max_lines:
-                    raise _TooManyLines
+                    raise _NotColumnar
                 ends_parts.append(np.sort(np.concatenate([part, lone_cr])))
         ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, dtype=np.int64)
         starts = np.concatenate([[0], ends + 1]).astype(np.int64)
@@ -720,6 +721,8 @@ class _TextLines:
             starts = np.append(starts, n)
         self.starts = starts
         count = len(starts) - 1
+        if count > first and int(np.diff(starts[first:]).max()) >= max_record:
+            raise _NotColumnar  # a line over every record's budget: csv is not asked to read it
         # A line's text ends at its break, one byte earlier for \r\n.
         content_end = np.full(count, n, dtype=np.int64)
         crlf = (a[ends] == 0x0A) & (ends > 0) & (a[np.maximum(ends - 1, 0)] == 0x0D)

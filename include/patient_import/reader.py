@@ -782,10 +782,11 @@ class _TextLines:
 
 
 def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimiter: str, width: int,
-                 limits: Limits) -> tuple[pa.Table, np.ndarray] | None:
+                 limits: Limits) -> tuple[pa.Table, np.ndarray, dict[int, list[str]]] | None:
     """pyarrow.csv's table of the records from line `after` (the one after the header's record)
-    on, every column text, and the line each record starts on; None when Arrow cannot read
-    them as the general path would."""
+    on that are as wide as the header, every column text; the line each of those starts on;
+    and the cells of the others (which `_fit` may accept) by line, as csv reads them. None when
+    Arrow cannot read them as the general path would."""
     import pyarrow.csv as pa_csv
 
     record_lines = np.flatnonzero(lines.record[after:]) + after
@@ -800,6 +801,13 @@ def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimit
     if data[begin:begin + len(codecs.BOM_UTF8)] == codecs.BOM_UTF8:
         return None  # Arrow would drop it as a byte-order mark; for csv it is the first cell's text
     names = [str(i) for i in range(width)]
+    skipped = 0
+
+    def skip(row) -> str:  # a record of another width: read below, the way csv reads it
+        nonlocal skipped
+        skipped += 1
+        return "skip"
+
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(pa.py_buffer(data)[begin:]),
@@ -807,27 +815,51 @@ def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimit
             parse_options=pa_csv.ParseOptions(
                 delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
                 newlines_in_values=any(spanned > 1 for spanned, _ in lines.quoted.values()),
-                ignore_empty_lines=True),
+                ignore_empty_lines=True, invalid_row_handler=skip),
             convert_options=pa_csv.ConvertOptions(
                 column_types=dict.fromkeys(names, pa.large_string()),
                 strings_can_be_null=False, quoted_strings_can_be_null=False),
         )
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None  # a ragged row, bytes that are not UTF-8, ...
+        return None  # bytes that are not UTF-8, ...
+    other: dict[int, list[str]] = {}
+    if skipped:
+        widths = _cells_per_line(data, lines, delimiter)[record_lines]
+        for line, (_, cells) in lines.quoted.items():
+            if line >= after:
+                widths[np.searchsorted(record_lines, line)] = len(cells)
+        odd = record_lines[widths != width]
+        if len(odd) != skipped:
+            return None
+        for line in odd.tolist():
+            quoted = lines.quoted.get(line)
+            other[line] = quoted[1] if quoted else \
+                data[lines.starts[line]:lines.content_end[line]].decode("utf-8").split(delimiter)
+        record_lines = record_lines[widths == width]
     if table.num_rows != len(record_lines):
         return None
-    return table, record_lines
+    return table, record_lines, other
 
 
-def _arrow_rows(table: pa.Table, record_lines: np.ndarray, lines: _TextLines, after: int, parsed: _Parsed,
-                limits: Limits) -> bool:
-    """Fill `parsed` (its header read) with Arrow's rows as `_collect` would; False (and `parsed`
-    unusable) when they are not shown to be the same."""
+def _cells_per_line(data: bytes | bytearray, lines: _TextLines, delimiter: str) -> np.ndarray:
+    """1 + the delimiters on each line: its cells, when no quote on it opens a field."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    counts = np.ones(len(lines.starts) - 1, dtype=np.int64)
+    for start in range(0, len(a), _SCAN_BYTES):
+        found = np.flatnonzero(a[start:start + _SCAN_BYTES] == ord(delimiter)) + start
+        counts += np.bincount(np.searchsorted(lines.starts, found, side="right") - 1, minlength=len(counts))
+    return counts
+
+
+def _arrow_rows(table: pa.Table, record_lines: np.ndarray, other: dict[int, list[str]], lines: _TextLines,
+                after: int, parsed: _Parsed, limits: Limits) -> bool:
+    """Fill `parsed` (its header read) with Arrow's rows and the `other` records as `_collect`
+    would; False (and `parsed` unusable) when they are not shown to be the same."""
     import pyarrow.compute as pc
 
     width = len(parsed.labels)
     # Arrow and csv agree on every record with a quote, or the general path reads the file.
-    checked = [line for line in lines.quoted if line >= after]
+    checked = [line for line in lines.quoted if line >= after and line not in other]
     if checked:
         at = np.searchsorted(record_lines, checked)
         if not np.array_equal(record_lines[np.minimum(at, len(record_lines) - 1)], checked):
@@ -842,10 +874,10 @@ def _arrow_rows(table: pa.Table, record_lines: np.ndarray, lines: _TextLines, af
     # The other records hold no quote that opens a field: each is its line split at every
     # delimiter, so Arrow's values hold all of its bytes but the delimiters. A quote Arrow had
     # taken for quoting would be missing (Arrow never splits more than that, and widths match).
-    plain = np.setdiff1d(record_lines, checked, assume_unique=True)
-    expected = int((lines.content_end[plain] - lines.starts[plain]).sum()) - (width - 1) * len(plain) \
-        + sum(len(cell.encode()) for line in checked for cell in lines.quoted[line][1])
-    if sum(pc.sum(pc.binary_length(column)).as_py() or 0 for column in table.columns) != expected:
+    plain = np.flatnonzero(~np.isin(record_lines, checked))
+    kept = sum(pc.binary_length(column).to_numpy() for column in table.columns)
+    expected = lines.content_end[record_lines[plain]] - lines.starts[record_lines[plain]] - (width - 1)
+    if not np.array_equal(np.asarray(kept)[plain], expected):
         return False
     # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all); in
     # bytes first, which are never fewer than characters and cost nothing to count.
@@ -862,10 +894,20 @@ def _arrow_rows(table: pa.Table, record_lines: np.ndarray, lines: _TextLines, af
             break
         still = pc.match_substring_regex(column.take(pa.array(blank)), _BLANK_PATTERN)
         blank = blank[still.to_numpy()]
-    if not 0 < table.num_rows - len(blank) <= limits.max_rows:
-        return False
     numbers = np.delete(record_lines, blank) + 1
     table = _without_rows(table, blank)
+    if other:
+        fitted = _fitted(other, parsed, limits)
+        if fitted is None:
+            return False
+        if fitted:
+            extra = pa.table([pa.array(values, type=pa.large_string()) for values in zip(*fitted.values())],
+                             names=table.column_names)
+            numbers = np.concatenate([numbers, np.fromiter(fitted, dtype=np.int64) + 1])
+            order = np.argsort(numbers, kind="stable")
+            table, numbers = pa.concat_tables([table, extra]).take(pa.array(order)), numbers[order]
+    if not 0 < table.num_rows <= limits.max_rows:
+        return False
     parsed.row_numbers = [pa.array(numbers, type=pa.int64())]
     for position, name in enumerate(parsed.names):
         if name is None:
@@ -880,6 +922,28 @@ def _arrow_rows(table: pa.Table, record_lines: np.ndarray, lines: _TextLines, af
     return True
 
 
+def _fitted(records: dict[int, list[str]], parsed: _Parsed, limits: Limits) -> dict[int, list[str]] | None:
+    """The records not as wide as the header, as `_collect` keeps them: blank ones left out, the
+    others padded or cut by `_fit`; None when `_collect` would reject one (or csv's field limit)."""
+    width = len(parsed.labels)
+    csv_limit = csv.field_size_limit()
+    kept: dict[int, list[str]] = {}
+    for line, cells in records.items():
+        joined = "".join(cells)
+        if not joined or joined.isspace():
+            continue
+        if any(len(cell) >= csv_limit for cell in cells):
+            return None
+        try:
+            cells = _fit(cells, width, line + 1)
+        except ExportRejected:
+            return None
+        if any(len(cell) > limits.max_field_length and name is not None for cell, name in zip(cells, parsed.names)):
+            return None
+        kept[line] = cells
+    return kept
+
+
 def _without_rows(table: pa.Table, rows):
     """`table` without `rows` (sorted positions): zero-copy slices around a few, a filter for many."""
 
@@ -890,7 +954,8 @@ def _without_rows(table: pa.Table, rows):
         keep[rows] = False
         return table.filter(pa.array(keep))
     edges = [-1, *rows.tolist(), table.num_rows]
-    return pa.concat_tables([table.slice(a + 1, b - a - 1) for a, b in zip(edges, edges[1:]) if b - a > 1])
+    return pa.concat_tables([table.slice(0, 0)] + [table.slice(a + 1, b - a - 1)
+                                                   for a, b in zip(edges, edges[1:]) if b - a > 1])
 
 
 # --- xlsx ----------------------------------------------------------------------------------

@@ -166,22 +166,22 @@ REFUSED = {
     "text_after_quote": f'{HEADER}\n1,"Kent"x,Clark,\n2,Wayne,Bruce,\n',
     # a row wider than the header: an unquoted comma
     "ragged_wide": f"{HEADER}\n1,Kent,Clark,,Smallville\n2,Wayne,Bruce,\n",
-    # a row narrower than the header: read (padded) by the general path
-    "ragged_short": f"{HEADER}\n1,Kent\n2,Wayne,Bruce,\n",
     # a cell over max_field_length
     "overlong_cell": f"{HEADER}\n1,{'K' * 1_500},Clark,\n2,Wayne,Bruce,\n",
     # a record over the record budget
-    "overlong_record": f"{HEADER}\n1,Kent,Clark,{',' * 300_000}\n",
+    "overlong_record": f"{HEADER}\n1,Kent,Clark,{',' * 500_000}\n",
     # a value over several lines and over max_field_length: an unclosed quote, not a note
     "long_value_over_lines": f'{HEADER}\n1,Kent,Clark,"{"a" * 700}\n{"b" * 700}"\n',
     # the first data row starts with U+FEFF, which Arrow would take for a byte-order mark
     "bom_in_first_row": f"{HEADER}\n\ufeff1,Kent,Clark,\n2,Wayne,Bruce,\n",
+    # a short row with a value over max_field_length
+    "short_row_overlong_cell": f"{HEADER}\n1,{'K' * 1_500}\n2,Wayne,Bruce,\n",
+    # more rows than max_rows, some of them short
+    "too_many_rows_short": HEADER + "\n" + "".join(f"{i},Kent\n" for i in range(1, 12)),
     # more rows than max_rows
     "too_many_rows": HEADER + "\n" + "".join(f"{i},Kent,Clark,\n" for i in range(1, 12)),
     # only blank rows after the header
     "no_data_rows": f"{HEADER}\n,,,\n\n",
-    # a line of spaces (one cell: Arrow counts it as a ragged row)
-    "spaces_line": f"{HEADER}\n   \n1,Kent,Clark,\n",
 }
 
 
@@ -235,6 +235,12 @@ NUMBERED = {
     "long_ignored_cell": f"Account #,Last Name,Import Problem\n1,Kent,{'x' * 1_500}\n",
     # a quote inside an unquoted value: csv keeps it as text
     "quote_inside_value": f'{HEADER}\n1,Ke"nt,Clark,\n2,Wayne,Bruce,\n',
+    # rows narrower than the header, padded by `_fit`, one of them quoted over two lines
+    "short_rows": f'{HEADER}\n1,Kent\n2,Wayne,Bruce,\n3,"Prince\nDiana"\n4,Lane,Lois,x\n',
+    # rows wider than the header with nothing in the extra cells, cut by `_fit`
+    "wide_blank_extras": f"{HEADER}\n1,Kent,Clark,,, ,\n2,Wayne,Bruce,\n",
+    # a line of spaces: one cell, blank
+    "spaces_line": f"{HEADER}\n   \n1,Kent,Clark,\n",
 }
 
 
@@ -250,7 +256,7 @@ def test_row_numbers_and_values_are_the_general_paths(tmp_path, name):
                                   "mixed_line_endings", "sep_hint", "quoted_header_over_lines",
                                   "excel_formula_accounts", "unicode_spaces_blank_row", "headerless_columns",
                                   "empty_headerless_columns", "no_line_break_at_end", "tabs", "long_ignored_cell",
-                                  "quote_inside_value"])
+                                  "quote_inside_value", "short_rows", "wide_blank_extras", "spaces_line"])
 def test_these_files_take_the_fast_path(tmp_path, name):
     assert takes_fast_path(_write(tmp_path, NUMBERED[name]), LIMITS)
 

@@ -84,7 +84,6 @@ import dataclasses
 import functools
 import io
 import mmap
-import os
 import re
 import struct
 import zipfile
@@ -651,23 +650,16 @@ def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, i
     with path.open("rb") as f:
         if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
             f.seek(0)
-        if encoding in ("utf-8", "utf-8-sig"):
-            # Into one buffer of the file's size: growing one would hold two copies for a moment.
-            out = bytearray(max(0, os.fstat(f.fileno()).st_size - f.tell()))
-            filled = 0
-            with memoryview(out) as view:
-                while filled < len(out) and (got := f.readinto(view[filled:filled + _CHUNK_BYTES])):
-                    count(bytes(view[filled:filled + got]))
-                    filled += got
-            del out[filled:]  # the file shrank while it was read
-            return out, cr
-        decode = codecs.getincrementaldecoder(encoding)("strict").decode
-        out = bytearray()
+        decode = None if encoding in ("utf-8", "utf-8-sig") else \
+            codecs.getincrementaldecoder(encoding)("strict").decode
+        out = bytearray()  # grown, not made the file's size at once: a file may be given up early
         while chunk := f.read(_CHUNK_BYTES):
-            chunk = decode(chunk).encode()
+            if decode is not None:
+                chunk = decode(chunk).encode()
             count(chunk)
             out += chunk
-        out += decode(b"", True).encode()  # a single-byte code page leaves nothing pending
+        if decode is not None:
+            out += decode(b"", True).encode()  # a single-byte code page leaves nothing pending
     return out, cr
 
 

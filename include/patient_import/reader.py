@@ -36,9 +36,10 @@ Decisions:
 - **Fast path** (issue #14): a text export is first offered to pyarrow.csv, which splits it into
   columns in C; the row numbers come from the bytes (line breaks found with numpy; only the lines
   where a quote opens a field go through the csv module, to learn where their records end, and
-  Arrow's values for those records must equal csv's). It is taken only when it gives exactly what the general
-  path below gives: every record as wide as the header, every limit kept, no value too long, no
-  quoting error, not UTF-16 (other code pages are converted to UTF-8 first). Otherwise - or when
+  Arrow's values for those records must equal csv's; rows of another width are skipped by Arrow
+  and taken as csv reads them, through `_fit`). It is taken only when it gives exactly what the
+  general path below gives: every limit kept, no value too long, no quoting error, not UTF-16
+  (other code pages are converted to UTF-8 first). Otherwise - or when
   Arrow raises - the file is read by the general path, which rejects or reads it as it always
   did: the fast path never rejects a file. `tests/patient_import/test_reader_fast_path.py`
   checks that both give the same result; `python -m bench.reader` times them.
@@ -579,7 +580,7 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
 # several lines) go through the csv module, the general path's own parser, so the spans and the
 # strictness of every quoted record are csv's, and Arrow's values for those records are checked
 # against csv's cells. Whatever this path cannot show to be what `_collect` would give - a limit reached,
-# a ragged row, a long value, a quoting error, an Arrow error - returns None and the general path
+# a row `_fit` refuses, a long value, a quoting error, an Arrow error - returns None and the general path
 # reads the file and gives its own result or rejection: this path never rejects a file itself.
 
 # Python's whitespace (str.isspace, str.strip) as an RE2 class: a row whose cells hold only these

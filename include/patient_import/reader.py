@@ -589,6 +589,22 @@ _PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, 
              + "\u2028\u2029\u202f\u205f\u3000")
 _BLANK_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]*$"
 _SCAN_BYTES = 16 * 1024 * 1024  # bytes compared at a time: bounds the scan's temporary arrays
+# The fast path pays in Python for every line csv must read (a quote opens a field there) and
+# for every record of another width (Arrow calls back for each, `_fit` pads it): a few cost
+# nothing, but a file that quotes every value, or writes every row short, would be read several
+# times slower than the general path reads it. Past this many (or this share of the lines) the
+# general path reads the file, at once.
+_FEW_SLOW_LINES = 1_000
+_SLOW_LINE_SHARE = 32
+# Arrow holds every cell of the table, blank rows and Excel's empty headerless columns included
+# (about 25 bytes a cell at its peak), which `_collect` never keeps: past this many cells the
+# general path reads the file, within SPEC §7's memory bound.
+_MAX_ARROW_CELLS = 40_000_000
+
+
+def _few_slow_lines(slow: int, lines: int) -> bool:
+    """Whether `slow` lines of `lines` that go through Python keep the fast path fast."""
+    return slow <= max(_FEW_SLOW_LINES, lines // _SLOW_LINE_SHARE)
 
 
 def _columnar_text(path: Path, encoding: str, limits: Limits,
@@ -730,8 +746,11 @@ class _TextLines:
         for quotes in quote_parts:  # a line's number is the count of line breaks before it
             before = a[np.maximum(quotes - 1, 0)]
             opening = (quotes == 0) | (before == ord(delimiter)) | (before == 0x0A) | (before == 0x0D)
-            lines = np.unique(np.searchsorted(ends, quotes[opening], side="left"))
+            lines = np.searchsorted(ends, quotes[opening], side="left")  # sorted: unique by neighbours
+            lines = lines[np.concatenate([[True], lines[1:] != lines[:-1]])] if len(lines) else lines
             quote_lines.extend(lines[lines >= first].tolist())
+            if not _few_slow_lines(len(quote_lines), count):
+                raise _NotColumnar  # a file that quotes (nearly) every line: csv reads it as fast
         self.quoted = self._quoted_records(data, delimiter, sorted(set(quote_lines)), count)
         for line, (spanned, _) in self.quoted.items():
             record[line + 1:line + spanned] = False
@@ -785,6 +804,10 @@ def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimit
     record_lines = np.flatnonzero(lines.record[after:]) + after
     if not len(record_lines):
         return None
+    if width > limits.max_columns or width * len(record_lines) > _MAX_ARROW_CELLS:
+        # Wider than the columns that may count: Excel's empty columns up to its used range,
+        # which `_collect` keeps as a length and Arrow as a full column each.
+        return None
     # Every record within `_max_record_chars`, counted in bytes (never fewer than characters),
     # blank lines after it included.
     bounds = lines.starts[np.append(record_lines, len(lines.record))]
@@ -799,6 +822,8 @@ def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimit
     def skip(row) -> str:  # a record of another width: read below, the way csv reads it
         nonlocal skipped
         skipped += 1
+        if not _few_slow_lines(skipped, len(record_lines)):
+            return "error"  # Arrow stops with ArrowInvalid: the general path reads it
         return "skip"
 
     try:

@@ -39,7 +39,10 @@ Decisions:
   Arrow's values for those records must equal csv's; rows of another width are skipped by Arrow
   and taken as csv reads them, through `_fit`). It is taken only when it gives exactly what the
   general path below gives: every limit kept, no value too long, no quoting error, not UTF-16
-  (other code pages are converted to UTF-8 first). Otherwise - or when
+  (other code pages are converted to UTF-8 first). It is also left, before the costly part, where
+  the general path is faster or lighter: quotes opening fields on more than 1,000 lines and a
+  32nd of them, as many rows of another width, a header wider than `max_columns` (Excel's empty
+  columns), over 40 million cells, or under 2 bytes a cell (rows of delimiters). Otherwise - or when
   Arrow raises - the file is read by the general path, which rejects or reads it as it always
   did: the fast path never rejects a file. `tests/patient_import/test_reader_fast_path.py`
   checks that both give the same result; `python -m bench.reader` times them.

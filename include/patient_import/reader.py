@@ -768,7 +768,7 @@ class _TextLines:
         """csv's records on the lines with a quote: one csv reader is handed each such line and,
         while its record is still open, the lines after it."""
         starts = self.starts
-        at = {"line": -1, "start": -1, "open": False}
+        at = {"line": -1, "start": -1, "open": False, "read": 0}
         queue = iter(quote_lines)
 
         def lines() -> Iterator[str]:
@@ -785,6 +785,9 @@ class _TextLines:
                         return
                     at.update(line=line, start=line, open=True)
                 i = at["line"]
+                at["read"] += 1
+                if not _few_slow_lines(at["read"], count):
+                    raise _NotColumnar  # few quotes, but values over many lines each: csv's work
                 yield data[starts[i]:starts[i + 1]].decode("utf-8")
 
         quoted: dict[int, tuple[int, list[str]]] = {}
@@ -811,9 +814,9 @@ def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimit
     record_lines = np.flatnonzero(lines.record[after:]) + after
     if not len(record_lines):
         return None
-    cells = width * len(record_lines)
-    if width > limits.max_columns or cells > _MAX_ARROW_CELLS \
-            or len(data) - int(lines.starts[after]) < _MIN_BYTES_PER_CELL * cells:
+    table_cells = width * len(record_lines)
+    if width > limits.max_columns or table_cells > _MAX_ARROW_CELLS \
+            or len(data) - int(lines.starts[after]) < _MIN_BYTES_PER_CELL * table_cells:
         # Wider than the columns that may count: Excel's empty columns up to its used range,
         # which `_collect` keeps as a length and Arrow as a full column each; or mostly empty cells.
         return None

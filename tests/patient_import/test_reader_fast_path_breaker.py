@@ -191,3 +191,37 @@ def test_a_table_of_mostly_empty_cells_goes_the_general_way(tmp_path):
     assert not takes_fast_path(path, LIMITS)
     parsed = read_both_ways(path, LIMITS)
     assert isinstance(parsed, ParsedExport) and len(parsed.frame) == 1
+
+
+def test_values_over_many_lines_on_every_row_go_the_general_way_after_a_few(tmp_path, monkeypatch):
+    """One quote a row, but a note of 40 lines in each: csv read every line for the fast path
+    (then the values were compared), the general path's whole work and more."""
+    note = '"' + "\n".join(["line"] * 40) + '"'
+    path = _write(tmp_path, H + "\n" + "".join(f"{i},Kent,Clark,{note}\n" for i in range(500)))
+    read = [0]
+    real = reader._TextLines._quoted_records
+
+    def counted(self, data, *args):
+        read[0] = 0
+        return real(self, _Counted(data, read), *args)
+
+    monkeypatch.setattr(reader._TextLines, "_quoted_records", counted)
+
+    assert not takes_fast_path(path, LIMITS)
+    assert read[0] <= reader._FEW_SLOW_LINES + 1
+    monkeypatch.undo()
+    read_both_ways(path, LIMITS)
+
+
+class _Counted(bytes):
+    """The text, counting the slices taken of it (one a line handed to csv)."""
+
+    def __new__(cls, data, read):
+        obj = super().__new__(cls, data)
+        obj.read = read
+        return obj
+
+    def __getitem__(self, key):
+        if isinstance(key, slice):
+            self.read[0] += 1
+        return super().__getitem__(key)

@@ -89,6 +89,12 @@ EDGES: dict[str, str | bytes] = {
     "quote_after_space": f'{H}\n1, "Kent",Clark,x\n',
     "quote_only_line": f'{H}\n"\n1,Kent,Clark,x\n"\n',
     "quote_pair_line": f'{H}\n""\n1,Kent,Clark,x\n',
+    "cell_at_default_limit": f"{H}\n1,{'k' * 1_000},Clark,x\n",
+    "cell_over_default_limit": f"{H}\n1,{'k' * 1_001},Clark,x\n",
+    **{f"ignored_cell_{n}": f"Account #,Last Name,Import Problem\n1,Kent,{'p' * n}\n2,W,q\n"
+       for n in (131_071, 131_072, 131_073)},
+    "ignored_cell_quoted_at_csv_limit": f'Account #,Last Name,Import Problem\n1,Kent,"{"p" * 131_072}"\n',
+    "blank_cell_over_csv_limit": f"{H}\n1,Kent,Clark,x,{' ' * 131_073}\n",
     "header_quoted_multiline": '"Account\n#",Last Name\n1,Kent\n',
     "blank_lines_before_header_quotes": f'""\n\n"",""\n{H}\n{ROWS}',
 }

@@ -33,6 +33,19 @@ Decisions:
 - **Rows**: `row_number` is the physical line the record starts on (blank lines and lines inside
   quoted values count), or the sheet's row for .xlsx. Rows whose cells are all blank are skipped
   and not counted. Values are kept as written (no trimming): normalising is a later step.
+- **Fast path** (issue #14): a text export is first offered to pyarrow.csv, which splits it into
+  columns in C; the row numbers come from the bytes (line breaks found with numpy; only the lines
+  where a quote opens a field go through the csv module, to learn where their records end, and
+  Arrow's values for those records must equal csv's; rows of another width are skipped by Arrow
+  and taken as csv reads them, through `_fit`). It is taken only when it gives exactly what the
+  general path below gives: every limit kept, no value too long, no quoting error, not UTF-16
+  (other code pages are converted to UTF-8 first). It is also left, before the costly part, where
+  the general path is faster or lighter: quotes opening fields on more than 1,000 lines and a
+  32nd of them, as many rows of another width, a header wider than `max_columns` (Excel's empty
+  columns), over 40 million cells, or under 2 bytes a cell (rows of delimiters). Otherwise - or when
+  Arrow raises - the file is read by the general path, which rejects or reads it as it always
+  did: the fast path never rejects a file. `tests/patient_import/test_reader_fast_path.py`
+  checks that both give the same result; `python -m bench.reader` times them.
 - **xlsx**: first sheet only, read with python_calamine after a zipfile check of the declared
   uncompressed sizes (total and per-member ratio) against zip bombs and the memory checks
   below. Numbers that are whole lose ".0"; other numbers keep Excel's 15 significant digits;
@@ -87,6 +100,7 @@ from itertools import chain
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from python_calamine import CalamineError, CalamineWorkbook
@@ -185,6 +199,12 @@ def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap 
     Raises:
         ExportRejected: for every file-level problem (type, encoding, quoting, limits, headers).
     """
+    return _read_export(path, limits, header_map)
+
+
+def _read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap = DEFAULT_HEADERS, *,
+                 fast: bool = True) -> ParsedExport:
+    """`read_export`; `fast=False` never tries the columnar path (the tests compare the two)."""
     limits = limits or Limits.from_env()
     path = Path(path)
     size = path.stat().st_size
@@ -200,7 +220,7 @@ def read_export(path: Path, limits: Limits | None = None, header_map: HeaderMap 
         head = f.read(_HEAD_BYTES)
     if detect_file_type(path, head) == "xlsx":
         return _read_xlsx(path, limits, header_map)
-    return _read_text(path, head, limits, header_map)
+    return _read_text(path, head, limits, header_map, fast)
 
 
 def detect_file_type(path: Path, head: bytes) -> str:
@@ -269,11 +289,15 @@ def _zip_kind(path: Path) -> str:
 # --- text ----------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap) -> ParsedExport:
+def _read_text(path: Path, head: bytes, limits: Limits, header_map: HeaderMap, fast: bool = True) -> ParsedExport:
     encoding = _text_encoding(path, head, header_map)
     try:
         try:
-            delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
+            read = _columnar_text(path, encoding, limits, header_map) if fast else None
+            if read is not None:
+                delimiter, parsed = read
+            else:
+                delimiter, parsed = _parse_text(path, encoding, limits, _csv_records, header_map)
         except _QuotingBroken as broken:
             if broken.delimiter != "\t":
                 raise
@@ -299,21 +323,29 @@ def _parse_text(path: Path, encoding: str, limits: Limits, read_records,
                 header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed]:
     """One pass over a text export with `read_records` (`_csv_records` or `_page_records`), every
     record bounded by `_max_record_chars` while it is read (SPEC §7)."""
-    budget = _RecordBudget(_max_record_chars(limits))
     with path.open("r", encoding=encoding, newline="") as f:
-        lines = _bounded_lines(f, budget)
-        try:
-            delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
-        except _Overlong as exc:
-            raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
-                                   None, limits) from None
-        records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
-                               budget=budget, limits=limits)
+        delimiter, _, records = _text_records(f, limits, read_records)
         try:
             return delimiter, _collect(records, limits, first_column=1, header_map=header_map)
         except _QuotingBroken as broken:
             broken.delimiter = delimiter
             raise
+
+
+def _text_records(f: io.TextIOBase, limits: Limits,
+                  read_records) -> tuple[str, int, Iterator[tuple[int, list[str]]]]:
+    """The delimiter, the blank lines dropped before the first line given to `read_records`, and
+    its records, every one bounded by `_max_record_chars` while it is read (SPEC §7)."""
+    budget = _RecordBudget(_max_record_chars(limits))
+    lines = _bounded_lines(f, budget)
+    try:
+        delimiter, leading, dropped = _find_delimiter(lines, limits.max_lines_before_header, budget)
+    except _Overlong as exc:
+        raise _overlong_record(exc.text, budget.line - budget.lines + 1, budget.lines > 0,
+                               None, limits) from None
+    records = read_records(chain(leading, lines), delimiter, first_line=dropped + 1,
+                           budget=budget, limits=limits)
+    return delimiter, dropped, records
 
 
 def _page_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
@@ -541,6 +573,419 @@ def _csv_records(lines: Iterable[str], delimiter: str, first_line: int = 1,
             ) from None
         # csv's messages name only quote and delimiter characters, never the data.
         raise _QuotingBroken(catalogue.message(UNREADABLE_FILE, "quoting", row=start, error=exc), row=start) from None
+
+
+# --- text, columnar ------------------------------------------------------------------------
+#
+# The fast path for text exports (issue #14). pyarrow.csv splits the data rows into columns in C;
+# what Arrow cannot say - the line each record starts on - comes from the bytes: line breaks are
+# found with numpy, and only the lines where a quote opens a field (where a record may run over
+# several lines) go through the csv module, the general path's own parser, so the spans and the
+# strictness of every quoted record are csv's, and Arrow's values for those records are checked
+# against csv's cells. Whatever this path cannot show to be what `_collect` would give - a limit reached,
+# a row `_fit` refuses, a long value, a quoting error, an Arrow error - returns None and the general path
+# reads the file and gives its own result or rejection: this path never rejects a file itself.
+
+# Python's whitespace (str.isspace, str.strip) as an RE2 class: a row whose cells hold only these
+# is blank (`_collect`); a headerless column holding only these holds no value (`_Parsed`).
+_PY_SPACE = ("\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(map(chr, range(0x2000, 0x200B)))
+             + "\u2028\u2029\u202f\u205f\u3000")
+_BLANK_PATTERN = "^[" + "".join(f"\\x{{{ord(c):x}}}" for c in _PY_SPACE) + "]*$"
+_SCAN_BYTES = 16 * 1024 * 1024  # bytes compared at a time: bounds the scan's temporary arrays
+# The fast path pays in Python for every line csv must read (a quote opens a field there) and
+# for every record of another width (Arrow calls back for each, `_fit` pads it): a few cost
+# nothing, but a file that quotes every value, or writes every row short, would be read several
+# times slower than the general path reads it. Past this many (or this share of the lines) the
+# general path reads the file, at once.
+_FEW_SLOW_LINES = 1_000
+_SLOW_LINE_SHARE = 32
+# Arrow holds every cell of the table, blank rows and Excel's empty headerless columns included
+# (about 25 bytes a cell at its peak), which `_collect` never keeps: past this many cells the
+# general path reads the file, within SPEC §7's memory bound.
+_MAX_ARROW_CELLS = 40_000_000
+# Arrow's cost goes with the cells, csv's with the bytes: a table of mostly empty cells (Excel's
+# rows of delimiters below the data, 200 columns of them) is read faster, and in a quarter of the
+# memory, by the general path, which drops a blank row as one string test.
+_MIN_BYTES_PER_CELL = 2
+
+
+def _few_slow_lines(slow: int, lines: int) -> bool:
+    """Whether `slow` lines of `lines` that go through Python keep the fast path fast."""
+    return slow <= max(_FEW_SLOW_LINES, lines // _SLOW_LINE_SHARE)
+
+
+def _columnar_text(path: Path, encoding: str, limits: Limits,
+                   header_map: HeaderMap = DEFAULT_HEADERS) -> tuple[str, _Parsed] | None:
+    """The text export as `_parse_text(..., _csv_records)` reads it, or None when this path
+    cannot show that cheaply (the caller then reads it that way)."""
+    if encoding == "utf-16":
+        return None
+    try:
+        with path.open("r", encoding=encoding, newline="") as f:
+            sep_hint = _SEP_LINE.match(f.readline(256)) is not None
+            f.seek(0)
+            # The general path's own first steps: delimiter, blank lines before, the header.
+            delimiter, dropped, records = _text_records(f, limits, _csv_records)
+            header_row, header = _find_header(records, limits)
+        parsed = _read_header(header, header_row, limits, 1, header_map)
+        data, carriage_returns = _utf8_bytes(path, encoding, _max_lines(limits))
+        # csv reads from the first line `_find_delimiter` kept; a "sep=" line stands as a blank line 1.
+        lines = _TextLines(data, delimiter, dropped + sep_hint, _max_lines(limits), carriage_returns,
+                           _max_record_chars(limits))
+    except (ExportRejected, UnicodeError, csv.Error, _NotColumnar):
+        return None
+    after = lines.end_of(header_row - 1)
+    read = None if after is None else _arrow_table(data, lines, after, delimiter, len(parsed.labels), limits)
+    del data  # Arrow holds its own copy of every value: the text need not wait for the rest
+    if after is None or read is None or not _arrow_rows(*read, lines, after, parsed, limits):
+        return None
+    return delimiter, parsed
+
+
+def _max_lines(limits: Limits) -> int:
+    # More lines than this may hold more than `max_rows` records, or is mostly blank lines or
+    # values over several lines: the general path reads it, and stops at the limit.
+    return limits.max_rows + limits.max_lines_before_header + max(1024, limits.max_rows // 8)
+
+
+class _NotColumnar(Exception):
+    """Seen while scanning: the file is for the general path (too many lines, a line too long)."""
+
+
+def _utf8_bytes(path: Path, encoding: str, max_lines: int) -> tuple[bytearray, int]:
+    """The file's text as UTF-8 without a byte-order mark, read 1 MB at a time, and how many
+    carriage returns it holds.
+
+    Raises:
+        UnicodeError: not text in `encoding`.
+        _NotColumnar: more than `max_lines` line breaks: stops there, so that a file far over
+            `max_rows` is never held whole (the general path stops reading it at the limit).
+    """
+    # The single-byte code pages of `encoding.CANDIDATES` are converted: bytes 0x0A and 0x0D stay
+    # the only line breaks, so the lines are those of the file.
+    lf = cr = 0
+
+    def count(chunk: bytes) -> None:
+        nonlocal lf, cr
+        lf, cr = lf + chunk.count(b"\n"), cr + chunk.count(b"\r")
+        if max(lf, cr) > max_lines:  # a line break is an \n, an \r, or both
+            raise _NotColumnar
+
+    with path.open("rb") as f:
+        if encoding == "utf-8-sig" and f.read(len(codecs.BOM_UTF8)) != codecs.BOM_UTF8:
+            f.seek(0)
+        decode = None if encoding in ("utf-8", "utf-8-sig") else \
+            codecs.getincrementaldecoder(encoding)("strict").decode
+        out = bytearray()  # grown, not made the file's size at once: a file may be given up early
+        while chunk := f.read(_CHUNK_BYTES):
+            if decode is not None:
+                chunk = decode(chunk).encode()
+            count(chunk)
+            out += chunk
+        if decode is not None:
+            out += decode(b"", True).encode()  # a single-byte code page leaves nothing pending
+    return out, cr
+
+
+class _TextLines:
+    """The physical lines of UTF-8 text as Python's universal newlines split them (\\r\\n, \\r, \\n),
+    and the records csv finds on them from line `first` on (`carriage_returns`: how many \\r the
+    text holds, counted while it was read).
+
+    Attributes (line numbers 0-based):
+        starts: int64 array, the byte offset of every line, then the text's length.
+        content_end: int64 array, the byte offset where each line's line break begins.
+        record: bool array, whether a record starts on the line: not empty, not inside a record
+            begun above, not before `first`.
+        quoted: {line: (lines spanned, cells)} for every record starting on a line with a quote
+            that opens a field.
+
+    Raises:
+        csv.Error: csv's strict quoting does not hold there (the general path says where).
+        UnicodeDecodeError: a line with a quote is not UTF-8.
+        _NotColumnar: more than `max_lines` line breaks, or a line of `max_record` bytes or more.
+    """
+
+    def __init__(self, data: bytes | bytearray, delimiter: str, first: int, max_lines: int,
+                 carriage_returns: int, max_record: int) -> None:
+        a = np.frombuffer(data, dtype=np.uint8)
+        n = len(a)
+        lf_parts, quote_parts = [], []
+        found = 0
+        for start in range(0, n, _SCAN_BYTES):
+            chunk = a[start:start + _SCAN_BYTES]
+            lf_parts.append(np.flatnonzero(chunk == 0x0A) + start)
+            found += len(lf_parts[-1])
+            if found > max_lines:
+                raise _NotColumnar
+            quote_parts.append(np.flatnonzero(chunk == 0x22) + start)
+        ends_parts = lf_parts
+        lf = np.concatenate(lf_parts) if lf_parts else np.zeros(0, dtype=np.int64)
+        # \r is a line break of its own unless \n follows: look for those only when there are some.
+        if carriage_returns != np.count_nonzero(a[lf[lf > 0] - 1] == 0x0D):
+            ends_parts = []
+            for part, start in zip(lf_parts, range(0, n, _SCAN_BYTES)):
+                cr = np.flatnonzero(a[start:start + _SCAN_BYTES] == 0x0D) + start
+                lone_cr = cr[a[np.minimum(cr + 1, n - 1)] != 0x0A]  # \r last in the text: a break
+                found += len(lone_cr)
+                if found > max_lines:
+                    raise _NotColumnar
+                ends_parts.append(np.sort(np.concatenate([part, lone_cr])))
+        ends = np.concatenate(ends_parts) if ends_parts else np.zeros(0, dtype=np.int64)
+        starts = np.concatenate([[0], ends + 1]).astype(np.int64)
+        if starts[-1] < n:  # a last line without a line break
+            starts = np.append(starts, n)
+        self.starts = starts
+        count = len(starts) - 1
+        if count > first and int(np.diff(starts[first:]).max()) >= max_record:
+            raise _NotColumnar  # a line over every record's budget: csv is not asked to read it
+        # A line's text ends at its break, one byte earlier for \r\n.
+        content_end = np.full(count, n, dtype=np.int64)
+        crlf = (a[ends] == 0x0A) & (ends > 0) & (a[np.maximum(ends - 1, 0)] == 0x0D)
+        content_end[:len(ends)] = ends - crlf
+        self.content_end = content_end
+        record = content_end > starts[:-1]
+        record[:first] = False
+        # Only a quote opening a field (first on its line or after a delimiter) can open a quoted
+        # value; a line whose quotes are all inside values (="00123") is one record, split at
+        # every delimiter. `_arrow_rows` checks Arrow kept every such quote.
+        quote_lines: list[int] = []
+        for quotes in quote_parts:  # a line's number is the count of line breaks before it
+            before = a[np.maximum(quotes - 1, 0)]
+            opening = (quotes == 0) | (before == ord(delimiter)) | (before == 0x0A) | (before == 0x0D)
+            lines = np.searchsorted(ends, quotes[opening], side="left")  # sorted: unique by neighbours
+            lines = lines[np.concatenate([[True], lines[1:] != lines[:-1]])] if len(lines) else lines
+            quote_lines.extend(lines[lines >= first].tolist())
+            if not _few_slow_lines(len(quote_lines), count):
+                raise _NotColumnar  # a file that quotes (nearly) every line: csv reads it as fast
+        self.quoted = self._quoted_records(data, delimiter, sorted(set(quote_lines)), count)
+        for line, (spanned, _) in self.quoted.items():
+            record[line + 1:line + spanned] = False
+        self.record = record
+
+    def _quoted_records(self, data: bytes | bytearray, delimiter: str, quote_lines: list[int],
+                        count: int) -> dict[int, tuple[int, list[str]]]:
+        """csv's records on the lines with a quote: one csv reader is handed each such line and,
+        while its record is still open, the lines after it."""
+        starts = self.starts
+        at = {"line": -1, "start": -1, "open": False, "read": 0}
+        queue = iter(quote_lines)
+
+        def lines() -> Iterator[str]:
+            while True:
+                if at["open"]:
+                    at["line"] += 1
+                    if at["line"] >= count:
+                        return
+                else:
+                    line = next(queue, None)
+                    while line is not None and line <= at["line"]:
+                        line = next(queue, None)  # inside a record read already
+                    if line is None:
+                        return
+                    at.update(line=line, start=line, open=True)
+                i = at["line"]
+                at["read"] += 1
+                if not _few_slow_lines(at["read"], count):
+                    raise _NotColumnar  # few quotes, but values over many lines each: csv's work
+                yield data[starts[i]:starts[i + 1]].decode("utf-8")
+
+        quoted: dict[int, tuple[int, list[str]]] = {}
+        for cells in csv.reader(lines(), delimiter=delimiter, quotechar='"', doublequote=True, strict=True):
+            quoted[at["start"]] = (at["line"] - at["start"] + 1, cells)
+            at["open"] = False
+        return quoted
+
+    def end_of(self, line: int) -> int | None:
+        """The line after the record starting on `line`, or None when no record starts there."""
+        if line >= len(self.record) or not self.record[line]:
+            return None
+        return line + self.quoted.get(line, (1, None))[0]
+
+
+def _arrow_table(data: bytes | bytearray, lines: _TextLines, after: int, delimiter: str, width: int,
+                 limits: Limits) -> tuple[pa.Table, np.ndarray, dict[int, list[str]]] | None:
+    """pyarrow.csv's table of the records from line `after` (the one after the header's record)
+    on that are as wide as the header, every column text; the line each of those starts on;
+    and the cells of the others (which `_fit` may accept) by line, as csv reads them. None when
+    Arrow cannot read them as the general path would."""
+    import pyarrow.csv as pa_csv
+
+    record_lines = np.flatnonzero(lines.record[after:]) + after
+    if not len(record_lines):
+        return None
+    table_cells = width * len(record_lines)
+    if width > limits.max_columns or table_cells > _MAX_ARROW_CELLS \
+            or len(data) - int(lines.starts[after]) < _MIN_BYTES_PER_CELL * table_cells:
+        # Wider than the columns that may count: Excel's empty columns up to its used range,
+        # which `_collect` keeps as a length and Arrow as a full column each; or mostly empty cells.
+        return None
+    # Every record within `_max_record_chars`, counted in bytes (never fewer than characters),
+    # blank lines after it included.
+    bounds = lines.starts[np.append(record_lines, len(lines.record))]
+    if int(np.diff(bounds).max()) >= _max_record_chars(limits):
+        return None
+    begin = int(lines.starts[after])
+    if data[begin:begin + len(codecs.BOM_UTF8)] == codecs.BOM_UTF8:
+        return None  # Arrow would drop it as a byte-order mark; for csv it is the first cell's text
+    names = [str(i) for i in range(width)]
+    skipped = 0
+
+    def skip(row) -> str:  # a record of another width: read below, the way csv reads it
+        nonlocal skipped
+        skipped += 1
+        if not _few_slow_lines(skipped, len(record_lines)):
+            return "error"  # Arrow stops with ArrowInvalid: the general path reads it
+        return "skip"
+
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(pa.py_buffer(data)[begin:]),
+            read_options=pa_csv.ReadOptions(column_names=names),
+            parse_options=pa_csv.ParseOptions(
+                delimiter=delimiter, quote_char='"', double_quote=True, escape_char=False,
+                newlines_in_values=any(spanned > 1 for spanned, _ in lines.quoted.values()),
+                ignore_empty_lines=True, invalid_row_handler=skip),
+            convert_options=pa_csv.ConvertOptions(
+                column_types=dict.fromkeys(names, pa.large_string()),
+                strings_can_be_null=False, quoted_strings_can_be_null=False),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None  # bytes that are not UTF-8, ...
+    other: dict[int, list[str]] = {}
+    if skipped:
+        widths = _cells_per_line(data, lines, delimiter)[record_lines]
+        for line, (_, cells) in lines.quoted.items():
+            if line >= after:
+                widths[np.searchsorted(record_lines, line)] = len(cells)
+        odd = record_lines[widths != width]
+        if len(odd) != skipped:
+            return None
+        for line in odd.tolist():
+            quoted = lines.quoted.get(line)
+            other[line] = quoted[1] if quoted else \
+                data[lines.starts[line]:lines.content_end[line]].decode("utf-8").split(delimiter)
+        record_lines = record_lines[widths == width]
+    if table.num_rows != len(record_lines):
+        return None
+    return table, record_lines, other
+
+
+def _cells_per_line(data: bytes | bytearray, lines: _TextLines, delimiter: str) -> np.ndarray:
+    """1 + the delimiters on each line: its cells, when no quote on it opens a field."""
+    a = np.frombuffer(data, dtype=np.uint8)
+    counts = np.ones(len(lines.starts) - 1, dtype=np.int64)
+    for start in range(0, len(a), _SCAN_BYTES):
+        found = np.flatnonzero(a[start:start + _SCAN_BYTES] == ord(delimiter)) + start
+        counts += np.bincount(np.searchsorted(lines.starts, found, side="right") - 1, minlength=len(counts))
+    return counts
+
+
+def _arrow_rows(table: pa.Table, record_lines: np.ndarray, other: dict[int, list[str]], lines: _TextLines,
+                after: int, parsed: _Parsed, limits: Limits) -> bool:
+    """Fill `parsed` (its header read) with Arrow's rows and the `other` records as `_collect`
+    would; False (and `parsed` unusable) when they are not shown to be the same."""
+    import pyarrow.compute as pc
+
+    width = len(parsed.labels)
+    # Arrow and csv agree on every record with a quote, or the general path reads the file.
+    checked = [line for line in lines.quoted if line >= after and line not in other]
+    if checked:
+        at = np.searchsorted(record_lines, checked)
+        if not np.array_equal(record_lines[np.minimum(at, len(record_lines) - 1)], checked):
+            return False
+        cells = [lines.quoted[line][1] for line in checked]
+        if any(len(row) != width for row in cells):
+            return False
+        indices = pa.array(at)
+        for column, values in zip(table.columns, zip(*cells)):
+            if not column.take(indices).combine_chunks().equals(pa.array(values, type=pa.large_string())):
+                return False
+    # The other records hold no quote that opens a field: each is its line split at every
+    # delimiter, so Arrow's values hold all of its bytes but the delimiters. A quote Arrow had
+    # taken for quoting would be missing (Arrow never splits more than that, and widths match).
+    plain = np.flatnonzero(~np.isin(record_lines, checked))
+    kept = sum(pc.binary_length(column).to_numpy() for column in table.columns)
+    expected = lines.content_end[record_lines[plain]] - lines.starts[record_lines[plain]] - (width - 1)
+    if not np.array_equal(np.asarray(kept)[plain], expected):
+        return False
+    # Lengths as `_check_lengths` (ignored columns excepted) and csv's own field limit (all); in
+    # bytes first, which are never fewer than characters and cost nothing to count.
+    csv_limit = csv.field_size_limit()
+    for position, column in enumerate(table.columns):
+        limit = csv_limit - 1 if parsed.names[position] is None else min(csv_limit - 1, limits.max_field_length)
+        if (pc.max(pc.binary_length(column)).as_py() or 0) > limit \
+                and (pc.max(pc.utf8_length(column)).as_py() or 0) > limit:
+            return False
+    # Blank rows: those whose first cell is blank, narrowed column by column (there are few).
+    blank = np.flatnonzero(pc.match_substring_regex(table.column(0), _BLANK_PATTERN).to_numpy())
+    for column in table.columns[1:]:
+        if not len(blank):
+            break
+        still = pc.match_substring_regex(column.take(pa.array(blank)), _BLANK_PATTERN)
+        blank = blank[still.to_numpy()]
+    numbers = np.delete(record_lines, blank) + 1
+    table = _without_rows(table, blank)
+    if other:
+        fitted = _fitted(other, parsed, limits)
+        if fitted is None:
+            return False
+        if fitted:
+            extra = pa.table([pa.array(values, type=pa.large_string()) for values in zip(*fitted.values())],
+                             names=table.column_names)
+            numbers = np.concatenate([numbers, np.fromiter(fitted, dtype=np.int64) + 1])
+            order = np.argsort(numbers, kind="stable")
+            table, numbers = pa.concat_tables([table, extra]).take(pa.array(order)), numbers[order]
+    if not 0 < table.num_rows <= limits.max_rows:
+        return False
+    parsed.row_numbers = [pa.array(numbers, type=pa.int64())]
+    for position, name in enumerate(parsed.names):
+        if name is None:
+            continue
+        column = table.column(position)
+        if position in parsed.headerless and pc.all(pc.match_substring_regex(column, _BLANK_PATTERN)).as_py():
+            parsed.chunks[position] = [len(column)]
+            continue
+        parsed.has_value.add(position)
+        parsed.chunks[position] = column.chunks or [pa.array([], type=pa.large_string())]
+    parsed.count = table.num_rows
+    return True
+
+
+def _fitted(records: dict[int, list[str]], parsed: _Parsed, limits: Limits) -> dict[int, list[str]] | None:
+    """The records not as wide as the header, as `_collect` keeps them: blank ones left out, the
+    others padded or cut by `_fit`; None when `_collect` would reject one (or csv's field limit)."""
+    width = len(parsed.labels)
+    csv_limit = csv.field_size_limit()
+    kept: dict[int, list[str]] = {}
+    for line, cells in records.items():
+        joined = "".join(cells)
+        if not joined or joined.isspace():
+            continue
+        if any(len(cell) >= csv_limit for cell in cells):
+            return None
+        try:
+            cells = _fit(cells, width, line + 1)
+        except ExportRejected:
+            return None
+        if any(len(cell) > limits.max_field_length and name is not None for cell, name in zip(cells, parsed.names)):
+            return None
+        kept[line] = cells
+    return kept
+
+
+def _without_rows(table: pa.Table, rows):
+    """`table` without `rows` (sorted positions): zero-copy slices around a few, a filter for many."""
+
+    if not len(rows):
+        return table
+    if len(rows) > 1_000:
+        keep = np.ones(table.num_rows, dtype=bool)
+        keep[rows] = False
+        return table.filter(pa.array(keep))
+    edges = [-1, *rows.tolist(), table.num_rows]
+    return pa.concat_tables([table.slice(0, 0)] + [table.slice(a + 1, b - a - 1)
+                                                   for a, b in zip(edges, edges[1:]) if b - a > 1])
 
 
 # --- xlsx ----------------------------------------------------------------------------------
@@ -1039,18 +1484,7 @@ class _Parsed:
 def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_column: int,
              header_map: HeaderMap = DEFAULT_HEADERS) -> _Parsed:
     """Header and data rows out of (row number, cells) records; enforces the limits as it goes."""
-    for header_row, header in records:
-        if header_row > limits.max_lines_before_header + 1:
-            raise ExportRejected(
-                UNREADABLE_FILE,
-                catalogue.message(UNREADABLE_FILE, "blank_lines_first", blank=header_row - 1,
-                                  within=limits.max_lines_before_header + 1),
-                row=header_row, details={"limit": limits.max_lines_before_header},
-            )
-        if not _is_blank(header):
-            break
-    else:
-        raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "blank_rows"))
+    header_row, header = _find_header(records, limits)
     parsed = _read_header(header, header_row, limits, first_column, header_map)
     width = len(parsed.labels)
     max_length, max_rows = limits.max_field_length, limits.max_rows
@@ -1081,6 +1515,21 @@ def _collect(records: Iterator[tuple[int, list[str]]], limits: Limits, first_col
     if not parsed.count:
         raise ExportRejected(NO_DATA_ROWS, catalogue.message(NO_DATA_ROWS))
     return parsed
+
+
+def _find_header(records: Iterator[tuple[int, list[str]]], limits: Limits) -> tuple[int, list[str]]:
+    """The first non-blank record: (its row number, its cells); `records` then continue after it."""
+    for header_row, header in records:
+        if header_row > limits.max_lines_before_header + 1:
+            raise ExportRejected(
+                UNREADABLE_FILE,
+                catalogue.message(UNREADABLE_FILE, "blank_lines_first", blank=header_row - 1,
+                                  within=limits.max_lines_before_header + 1),
+                row=header_row, details={"limit": limits.max_lines_before_header},
+            )
+        if not _is_blank(header):
+            return header_row, header
+    raise ExportRejected(EMPTY_FILE, catalogue.message(EMPTY_FILE, "blank_rows"))
 
 
 def _is_blank(cells: list[str]) -> bool:

@@ -97,7 +97,7 @@ def _child_code(imports: list[str], engine: str | None) -> str:
     lines = ["import json, sys, time", "t0 = time.perf_counter()", BASE_IMPORTS, "t1 = time.perf_counter()",
              *imports, "t2 = time.perf_counter()"]
     if engine:
-        lines += ["from include.patient_import.pipeline import open_store",
+        lines += ["from include.patient_import.records import open_store",
                   "from include.patient_import.store import airflow_store_url",
                   f"e = open_store(airflow_store_url(), prepare={engine == 'prepare'})",
                   "c = e.connect(); c.close(); e.dispose()"]

@@ -149,6 +149,22 @@ def test_the_task_overhead_reads_every_task_of_the_dag_and_what_it_imports():
     assert any("include.patient_import.transform" in line for line in tasks["transform_exports"]["imports"])
 
 
+def test_the_task_overhead_child_sets_up_the_store_as_a_task_does(tmp_path):
+    """The child process `measure` starts for every task: it must import and open the store (a
+    moved function broke `make bench` here while every other figure ran)."""
+    import os
+
+    from bench.common import PRACTICES_YAML
+    from bench.task_overhead import _child_code, _measure
+
+    (tmp_path / "practices.yml").write_text(PRACTICES_YAML, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PATIENT_IMPORT_", "AIRFLOW_CONN_"))}
+    env |= {"PYTHONPATH": str(ROOT), "PATIENT_IMPORT_HOME": str(tmp_path),
+            "PATIENT_IMPORT_PRACTICES": str(tmp_path / "practices.yml")}
+    measured = _measure(_child_code([], "prepare"), env)
+    assert measured["engine_seconds"] > 0 and (tmp_path / "patient_store.db").is_file()
+
+
 def test_the_floor_honours_rules_6_and_7_as_ours_does(tmp_path, monkeypatch):
     """An empty cell keeps the stored value; an older export changes nothing; a newer identical
     one advances last_seen_exported_on only (SPEC §3 rules 6 and 7)."""

@@ -120,9 +120,8 @@ lint: install
 # beside it at the lowest CPU priority, then the reliability figures: scripts/run_tests.sh.
 # TEST_WORKERS pytest-xdist processes share the suite; a module (and every test on the session's
 # Airflow stack) stays on one worker (tests/conftest.py, SHARED_STACK_MODULES).
-# One more worker than cores: about a fifth of the suite is spent waiting on its servers and
-# schedulers, which a third worker fills (two cores: 3).
-TEST_WORKERS ?= $(shell echo $$(( $$(nproc 2>/dev/null || echo 2) + 1 )))
+# Unset, the script's default: one more worker than cores (about a fifth of the suite is spent
+# waiting on its servers and schedulers, which a third worker fills on two cores).
 test: install
 	@TEST_WORKERS="$(TEST_WORKERS)" bash "$(ROOT)/scripts/run_tests.sh"
 

@@ -33,6 +33,9 @@ def _separators() -> dict[int, str | None]:
 
 
 _SEPARATORS = _separators()
+# The invisible format characters `plain_separators` drops; names and addresses lose them at their
+# edges only (normalize.normalize_name).
+FORMAT_CHARACTERS = "".join(chr(code) for code, plain in _SEPARATORS.items() if plain is None)
 
 
 def plain_separators(text: str) -> str:

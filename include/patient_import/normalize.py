@@ -52,6 +52,7 @@ from email_validator import EmailNotValidError, validate_email
 from include.patient_import import catalogue as c
 from include.patient_import.account_numbers import (  # noqa: F401 - normalize_account_number re-exported
     ASCII_DIGITS,
+    FORMAT_CHARACTERS,
     normalize_account_number,
     plain_separators,
     unfloat,
@@ -171,17 +172,11 @@ def normalize_name(raw: str) -> str | None:
     # are no spaces to it, but at a value's edge they are what a copied web page leaves there, not
     # part of the name: kept, a cell showing nothing would overwrite the stored value (SPEC §3
     # rule 6) and "Dover\u200b" would pass for a change. Inside a value (a joiner in a name) they stay.
-    text = " ".join(raw.split())
-    start, end = 0, len(text)
-    while start < end and _blank_edge(text[start]):
-        start += 1
-    while end > start and _blank_edge(text[end - 1]):
-        end -= 1
-    return " ".join(text[start:end].split()) or None
+    return " ".join(raw.split()).strip(_EDGE) or None
 
 
-def _blank_edge(char: str) -> bool:
-    return char.isspace() or unicodedata.category(char) == "Cf"
+# What a name or address loses at its edges once its spaces are single ASCII ones.
+_EDGE = " " + FORMAT_CHARACTERS
 
 
 def normalize_text(raw: str) -> Cleaned:

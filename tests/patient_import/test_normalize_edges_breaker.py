@@ -13,7 +13,11 @@ pytestmark = pytest.mark.unit
 
 ALL_FORMAT = [chr(code) for code in range(sys.maxunicode + 1) if unicodedata.category(chr(code)) == "Cf"]
 SUPPLEMENTARY_FORMAT = [char for char in ALL_FORMAT if ord(char) > 0xFFFF and not 0xE0000 <= ord(char) < 0xE0080]
-EDGE_MIX = "\u00a0\u2007\u3000\ufeff\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u180e\u00ad\U000e0001\U000e0020\U000e007f\U0001d173\t "
+EDGE_MIX = (
+    "\u00a0\u2007\u3000\ufeff\u200b\u200c\u200d\u200e\u200f\u2060\u2061\u2062\u2063\u2064"
+    "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\u180e\u00ad"
+    "\U000e0001\U000e0020\U000e007f\U0001d173\t "
+)
 
 
 def test_every_format_character_of_this_python_is_one_the_edges_lose():

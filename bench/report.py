@@ -309,7 +309,8 @@ def _scheduled_lines(scheduled: dict | None) -> list[str]:
         return []
     lines = ["", "Scheduled runs on the real scheduler (`python -m bench.scheduled`), "
                  f"{scheduled.get('rows_per_practice', 1000):,} rows per practice, the preloading "
-                 "LocalExecutor (include/executors.py) beside Airflow's plain one:", "",
+                 "LocalExecutor (include/executors.py) beside Airflow's plain one"
+                 + (f", measured {scheduled['measured_at']}" if scheduled.get("measured_at") else "") + ":", "",
              "| practices | patient_import (s) | same-shape empty DAG (s) | ratio | practices/min/core "
              "| plain LocalExecutor (s) | plain / preloading |",
              "|---:|---:|---:|---:|---:|---:|---:|"]

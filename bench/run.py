@@ -10,8 +10,10 @@ of issue #14 that the run measured is printed met / NOT MET, the others "not mea
 
 Each measured figure runs in a fresh process (`bench.worker`); its peak RSS is that process's
 own, read from its rusage when it ends. Results: `bench/results/<timestamp>.json` and
-`latest.json` (committed: every figure and target) / `latest.md`, the chart
-`docs/bench_rows_per_second.png`, and docs/performance.md's generated part (`--docs`).
+`latest.json` (committed: every figure and target; the scheduled runs of `python -m
+bench.scheduled --write` are kept from the previous latest.json) / `latest.md`, the chart
+`docs/bench_rows_per_second.png`, and docs/performance.md's generated part (`--docs`); a run with
+another `--out` writes its chart there and leaves the docs alone.
 """
 
 from __future__ import annotations
@@ -404,14 +406,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--figures", default=os.environ.get("BENCH_FIGURES") or ",".join(FIGURES))
     parser.add_argument("--airflow-rows", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
-    parser.add_argument("--chart", default=str(ROOT / "docs" / "bench_rows_per_second.png"))
+    parser.add_argument("--chart", default=None,
+                        help="the chart's path (default: docs/bench_rows_per_second.png when --out is the "
+                             "default bench/results; <out>/bench_rows_per_second.png otherwise)")
     parser.add_argument("--docs", default=None,
                         help="rewrite this file's generated part (default: docs/performance.md when --out "
                              "is the default bench/results; none otherwise)")
     parser.add_argument("--keep-work", action="store_true", help="keep the exports and stores under <out>/work")
     args = parser.parse_args(argv)
-    if args.docs is None and Path(args.out).resolve() == (ROOT / "bench" / "results").resolve():
+    # A run elsewhere (a trial, a test) leaves the committed docs and chart alone.
+    committed = Path(args.out).resolve() == (ROOT / "bench" / "results").resolve()
+    if args.docs is None and committed:
         args.docs = str(ROOT / "docs" / "performance.md")
+    if args.chart is None:
+        args.chart = str((ROOT / "docs" if committed else Path(args.out)) / "bench_rows_per_second.png")
     args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
@@ -424,15 +432,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _keep_scheduled(results: dict, previous: Path) -> None:
+    """The scheduled runs (`python -m bench.scheduled --write`, tens of minutes on the real
+    scheduler) are not part of this run: the figures already in `previous` are kept, with the
+    time they were measured, so that latest.json still holds every target."""
+    try:
+        scheduled = json.loads(previous.read_text(encoding="utf-8")).get("scheduled")
+    except (OSError, ValueError):
+        return
+    if scheduled:
+        results["scheduled"] = scheduled
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # A stopped bench (SIGTERM) unwinds like Ctrl-C: its PostgreSQL server is stopped, not orphaned.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     bench = Bench(args)
     results = bench.run()
+    out = Path(args.out)
+    _keep_scheduled(results, out / "latest.json")
     summary = report.summarise(results)
     results["summary"] = summary
-    out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     text = report.markdown(results)

@@ -229,3 +229,31 @@ def test_a_worker_imports_only_its_figures_module():
                           capture_output=True, text=True, timeout=300, check=True)
     assert done.stdout.strip() == "[]"
     assert all(callable(getattr(__import__(module, fromlist=[name]), name)) for module, name in FIGURES.values())
+
+
+def test_a_run_elsewhere_leaves_the_committed_chart_and_docs_alone(tmp_path):
+    from bench.run import parse_args
+
+    trial = parse_args(["--sizes", "300", "--out", str(tmp_path)])
+    assert Path(trial.chart) == tmp_path / "bench_rows_per_second.png"
+    assert trial.docs is None
+    committed = parse_args(["--sizes", "300"])
+    assert Path(committed.chart) == ROOT / "docs" / "bench_rows_per_second.png"
+    assert Path(committed.docs) == ROOT / "docs" / "performance.md"
+
+
+def test_the_scheduled_runs_are_kept_from_the_previous_results(tmp_path):
+    from bench.run import _keep_scheduled
+
+    scheduled = {"rows_per_practice": 1000, "measured_at": "2026-11-30T11:57:34+00:00",
+                 "practices": {"20": {"seconds": 150.0, "empty_seconds": 120.0, "ratio": 1.25,
+                                      "practices_per_minute_per_core": 4.0}}}
+    previous = tmp_path / "latest.json"
+    previous.write_text(json.dumps({"samples": [], "scheduled": scheduled}))
+    results: dict = {"samples": []}
+    _keep_scheduled(results, previous)
+    assert results["scheduled"] == scheduled
+    assert "measured 2026-11-30T11:57:34+00:00" in "\n".join(report._scheduled_lines(results["scheduled"]))
+    fresh: dict = {}
+    _keep_scheduled(fresh, tmp_path / "missing.json")  # no earlier run: nothing to keep
+    assert "scheduled" not in fresh

@@ -12,7 +12,7 @@ import pytest
 from include.patient_import import transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
-from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients, stored_as_text
+from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients
 from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW
 from tests.patient_import.frames import normalised
@@ -81,27 +81,6 @@ def test_vectorised_emails_warn_exactly_where_the_one_by_one_path_does():
                                                if normalize_email(raw)[1] is not None]
 
 
-# --- stored values as text ----------------------------------------------------------------------
-
-def test_stored_dates_become_the_same_text_as_isoformat_gives():
-    days = [datetime.date(1925, 2, 28), None, datetime.date(2024, 2, 29), datetime.date(1, 1, 1),
-            datetime.date(9999, 12, 31), datetime.date(2024, 2, 29)]
-    stored = pd.DataFrame({
-        "birth_date": pd.Series(days, dtype="object"),
-        "city": pd.Series(["Boise", None, "Nampa", "x", "y", "z"], dtype="object"),
-        "mixed": pd.Series([datetime.date(2020, 1, 2), "text", None, datetime.datetime(2020, 1, 2, 3, 4),
-                            np.nan, 5], dtype="object"),
-    })
-    per_value = stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, datetime.date) else v))
-
-    as_text = stored_as_text(stored)
-
-    def same_missing(frame: pd.DataFrame) -> dict:  # the per-value map turns None into NaN
-        return frame.astype("object").where(frame.notna(), None).to_dict("list")
-
-    assert same_missing(as_text) == same_missing(per_value)
-
-
 # --- duplicate counts ---------------------------------------------------------------------------
 
 def test_duplicate_counts_hashing_only_repeated_accounts_equal_hashing_every_row():
@@ -168,7 +147,7 @@ def test_new_patients_from_stored_accounts_alone_equal_the_full_decision(practic
                          for _ in range(200)])
     frame[CODE] = [rng.choice([None, None, None, "duplicate_row", "missing_required_field"]) for _ in range(200)]
     stored = pd.DataFrame({"third_party_acct_number": [str(n) for n in range(1, 20, 3)], "city": "Boise",
-                           "last_seen_exported_on": datetime.date(2026, 1, 1)}, dtype="object")
+                           "last_seen_exported_on": "2026-01-01"}, dtype="object")
     for column in [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]:
         stored[column] = stored.get(column)
     stored = stored.set_index(stored["third_party_acct_number"])

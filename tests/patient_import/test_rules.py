@@ -58,9 +58,9 @@ def test_new_patients_insert_and_changed_stored_patients_update():
     frame = normalised({"account_number": "1"}, {"account_number": "2", "city": "Nampa"},
                        {"account_number": "3", "city": "Boise"})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)},
+                    "status": "active", "last_seen_exported_on": "2026-01-01"},
                    {"third_party_acct_number": "3", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     decided = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
 
@@ -70,7 +70,7 @@ def test_new_patients_insert_and_changed_stored_patients_update():
 def test_empty_cell_is_not_a_change():
     frame = normalised({"account_number": "2", "city": None})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     assert decide_outcomes(frame, store, DRIP, date(2026, 2, 1))[OUTCOME].tolist() == [p.UNCHANGED]
 
@@ -78,7 +78,7 @@ def test_empty_cell_is_not_a_change():
 def test_older_export_is_skipped_and_same_date_applies():
     frame = normalised({"account_number": "2", "city": "Nampa"})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 2, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-02-01"})
 
     older = decide_outcomes(frame, store, DRIP, date(2026, 1, 31))
     tie = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
@@ -90,7 +90,7 @@ def test_older_export_is_skipped_and_same_date_applies():
 def test_inactive_new_patient_is_skipped_without_drip_but_stored_one_becomes_inactive():
     frame = normalised({"account_number": "1", "status": "inactive"}, {"account_number": "2", "status": "inactive"})
     store = stored({"third_party_acct_number": "2", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     decided = decide_outcomes(frame, store, NO_DRIP, date(2026, 2, 1))
     with_drip = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))

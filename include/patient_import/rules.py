@@ -211,10 +211,13 @@ def _field_names(by_field: np.ndarray, rows: np.ndarray, index: pd.Index) -> pd.
     None for the other rows."""
     names = np.full(len(by_field), None, dtype=object)
     if rows.any():
-        # Each distinct set of changed fields is named once: a file changes the same few sets.
-        patterns, positions = np.unique(by_field[rows], axis=0, return_inverse=True)
-        texts = object_array([",".join(f for f, flag in zip(DATA_COLUMNS, pattern) if flag) for pattern in patterns])
-        names[rows] = texts[positions.reshape(-1)]
+        # Each distinct set of changed fields is named once (a file changes the same few sets),
+        # found as one integer per row, a bit per field (DATA_COLUMNS has fewer than 63).
+        bits = by_field[rows].astype(np.int64) @ (np.int64(1) << np.arange(len(DATA_COLUMNS), dtype=np.int64))
+        patterns, positions = np.unique(bits, return_inverse=True)
+        texts = object_array([",".join(f for place, f in enumerate(DATA_COLUMNS) if pattern >> place & 1)
+                              for pattern in patterns.tolist()])
+        names[rows] = texts[positions]
     return pd.Series(names, index=index, dtype="object")
 
 

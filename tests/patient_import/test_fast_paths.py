@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from include.patient_import import problems as p
 from include.patient_import import transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
@@ -79,6 +80,48 @@ def test_vectorised_emails_warn_exactly_where_the_one_by_one_path_does():
 
     assert sorted(x.row for x in problems) == [row for row, raw in enumerate(EMAILS, start=2)
                                                if normalize_email(raw)[1] is not None]
+
+
+# --- the decision against the store -------------------------------------------------------------
+
+DAYS = [None, "1999-12-31", "2000-01-01", "2025-12-31", "2026-01-01", "2026-01-02"]
+VALUES = {"city": ["Boise", "Nampa", None, float("nan")], "birth_date": DAYS + [float("nan")],
+          "email": ["a@example.org", None], "home_phone_ext": ["12", None]}
+
+
+def one_by_one(row: dict, before: dict | None, day: str) -> tuple[str, str | None, str | None, bool]:
+    """SPEC §3 rules 6 and 7 for one row, the plain way: (outcome, code, changed fields, write)."""
+    if before is None:
+        return p.INSERTED, None, None, True
+    seen = before["last_seen_exported_on"]
+    if seen is not None and seen > day:
+        return p.SKIPPED, p.OLDER_THAN_STORED, None, False
+    changed = [c for c in DATA_COLUMNS if not pd.isna(row[c]) and row[c] != before[STORE_COLUMN.get(c, c)]]
+    if changed:
+        return p.UPDATED, None, ",".join(changed), True
+    return p.UNCHANGED, None, None, seen is None or seen < day
+
+
+def test_the_vectorised_decision_equals_deciding_each_row_one_by_one():
+    rng = random.Random(6)
+    day = "2026-01-01"
+    rows = [{"account_number": str(n), **{f: rng.choice(v) for f, v in VALUES.items()}}
+            for n in rng.sample(range(1, 600), 400)]
+    stored = {}
+    for n in rng.sample(range(1, 600), 350):
+        stored[str(n)] = {STORE_COLUMN.get(c, c): None for c in DATA_COLUMNS} | {
+            "third_party_acct_number": str(n), "first_name": "Ana", "last_name": "Lopez", "status": "active",
+            "last_seen_exported_on": rng.choice(DAYS),
+            **{f: rng.choice([v for v in values if isinstance(v, str) or v is None]) for f, values in VALUES.items()}}
+    frame = normalised(*rows)
+    store = pd.DataFrame(list(stored.values()), dtype="object").set_index("third_party_acct_number", drop=False)
+    store = store.astype("object").where(store.notna(), None)
+
+    decided = decide_outcomes(frame, store, Practice(id="c", name="C"), datetime.date.fromisoformat(day))
+
+    expected = [one_by_one(row, stored.get(row["account_number"]), day)
+                for row in frame.to_dict("records")]
+    assert list(zip(decided["outcome"], decided[CODE], decided["changed_fields"], decided["write"])) == expected
 
 
 # --- duplicate counts ---------------------------------------------------------------------------

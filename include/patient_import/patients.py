@@ -1,8 +1,9 @@
 """The practice's stored patients as the stages read them: one query for all of them.
 
-Validate reads the account numbers (which rows are new, for capacity), transform the store ids of
-the patients known before the import (Cash Practice's ClientID), load every column the sync rules
-compare (SPEC §3), under the practice's lock.
+Validate reads the account numbers (which rows are new, for capacity) with the names and birth
+dates (possible duplicates, SPEC §8), transform the store ids of the patients known before the
+import (Cash Practice's ClientID), load every column the sync rules compare (SPEC §3), under the
+practice's lock. Dates are read as ISO text, as the normaliser writes them (`iso_date_text`).
 """
 
 from __future__ import annotations

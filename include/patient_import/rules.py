@@ -302,8 +302,8 @@ def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> Pr
     Args:
         frame: the normalised rows with their suite `code`; rows with a row error are not matched.
         is_new: per row of `frame`, 1 (or True) when it would insert a patient (`new_patients`).
-        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`
-            (`patients.stored_patients`).
+        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`,
+            the birth date as ISO text like the frame's (`patients.stored_patients`).
 
     Returns the warnings (capped per code like every warning, problem_table). People are matched
     as integer codes with numpy and one join, not row by row; each person contributes at most

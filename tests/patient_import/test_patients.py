@@ -87,7 +87,7 @@ def test_stored_patients_are_object_columns_indexed_by_account_number(store):
 
     assert found.index.name == "third_party_acct_number" and found.index.dtype == object
     assert sorted(found.index) == ["12", "7"]  # a patient without an account number is not read
-    assert (found.dtypes == object).all()
+    assert all(dtype == "object" for dtype in found.dtypes)
     assert found.loc["7", "city"] == "Salem" and found.loc["12", "city"] is None
     assert all(type(value) is int for value in found["id"])
 

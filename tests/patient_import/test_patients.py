@@ -154,3 +154,20 @@ def test_rule_7_compares_stored_and_export_dates_across_a_year_boundary(store):
     assert decided["code"].tolist() == [None, p.OLDER_THAN_STORED, None, None]
     # Only an export date that moves the stored one forward is written (or a first one).
     assert decided[WRITE].tolist() == [False, False, True, True]
+
+
+def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store):
+    from types import SimpleNamespace
+
+    from include.patient_import.transform import _known_client_ids
+
+    put(store, {"third_party_acct_number": "1"}, {"third_party_acct_number": "2", "created_import_id": "imp_1"},
+        {"third_party_acct_number": "3"})
+    with store.connect() as conn:
+        ids = stored_patients(conn, PRACTICE.id, ["id"])["id"].to_dict()
+    job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
+
+    known = _known_client_ids(store, job, pd.Series(["1", "2", "4", None, "1"], dtype="object"))
+
+    assert known == {"1": ids["1"]}  # 2 is this import's own, 3 is not in the file, 4 is new
+    assert all(type(k) is str and type(v) is int for k, v in known.items())

@@ -31,10 +31,12 @@ def iso_date_text(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement[st
     the normaliser write it, so stored and exported dates compare as texts with no parsing.
 
     SQLite stores a DATE as that text already: it is read as it is. PostgreSQL's `to_char`, not a
-    cast to text: a cast follows the session's DateStyle ('SQL, DMY' gives 30/11/2026).
+    cast to text: a cast follows the session's DateStyle ('SQL, DMY' gives 30/11/2026). Of a
+    timestamp without time zone: `to_char` has no date form, and would otherwise take the date as
+    a `timestamptz` in the session's TimeZone.
     """
     if dialect == "postgresql":
-        return sa.func.to_char(column, "YYYY-MM-DD", type_=sa.String)
+        return sa.func.to_char(sa.cast(column, sa.DateTime(timezone=False)), "YYYY-MM-DD", type_=sa.String)
     return sa.type_coerce(column, sa.String)
 
 

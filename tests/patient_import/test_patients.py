@@ -66,13 +66,14 @@ def test_stored_dates_read_as_the_text_isoformat_gives_and_nulls_as_none(store):
         assert all(value is None or type(value) is str for value in found[column])
 
 
-def test_stored_dates_ignore_a_postgresql_sessions_date_style(store):
+def test_stored_dates_ignore_a_postgresql_sessions_date_style_and_time_zone(store):
     if make_url(str(store.url)).get_backend_name() != "postgresql":
         pytest.skip("DateStyle is PostgreSQL's")
     put(store, {"third_party_acct_number": "1", "birth_date": date(2026, 11, 30)})
 
     with store.connect() as conn:
         conn.exec_driver_sql("SET DateStyle = 'SQL, DMY'")  # a cast to text would give 30/11/2026
+        conn.exec_driver_sql("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: no day moves either
         found = stored_patients(conn, PRACTICE.id, ["birth_date"])
 
     assert found["birth_date"].tolist() == ["2026-11-30"]

@@ -115,24 +115,6 @@ def accountless_rejection(stored_without_account: int) -> p.ExportRejected | Non
     return None
 
 
-def _dates_as_text(column: pd.Series) -> pd.Series:
-    values = column.to_numpy(dtype=object)
-    if not any(issubclass(kind, date) for kind in set(map(type, values))):
-        return column
-    # Once per distinct value: a store repeats the same dates (birth days, export dates) endlessly.
-    positions, distinct = pd.factorize(values)
-    texts = object_array([v.isoformat() if isinstance(v, date) else v for v in distinct.tolist()])
-    out = values.copy()
-    present = positions >= 0  # None and NaN keep their place, as they are
-    out[present] = texts[positions[present]]
-    return pd.Series(out, index=column.index, dtype="object")
-
-
-def stored_as_text(stored: pd.DataFrame) -> pd.DataFrame:
-    """Stored values as the normaliser writes them (ISO dates), so they compare with the export's."""
-    return stored.apply(_dates_as_text) if len(stored) else stored
-
-
 def _practice_rule_codes(frame: pd.DataFrame, exists: pd.Series, practice: Practice) -> pd.Series:
     """The suite's codes, then the skips of rules 2 (new inactive patients) and 3 (payment-plan list)."""
     code = frame[CODE].astype("object")
@@ -164,34 +146,48 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
                     exported_on: date) -> pd.DataFrame:
     """Each row's outcome and code, given the store (SPEC §3 rules 2, 3, 7 and the sync rule 6).
 
-    `frame` holds the normalised rows and their suite `code` (row errors and duplicate copies);
-    `stored` the practice's stored patients indexed by account number, with
-    `last_seen_exported_on`. Returns `frame` with `outcome`, `code`, `changed` (rows whose
-    write changes a stored value) and `changed_fields` (SPEC §8: an updated row's changed field
-    names, comma-separated; None for every other row).
+    Args:
+        frame: the normalised rows (dates as ISO texts, None or NaN for an empty cell) and their
+            suite `code` (row errors and duplicate copies).
+        stored: the practice's stored patients indexed by their (unique) account number, with
+            `last_seen_exported_on` and the store column of every `DATA_COLUMNS` field, dates as
+            ISO texts, None for a null (`patients.stored_patients`); `date` objects do not compare.
+        exported_on: the export's date (rule 7).
+
+    Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes a stored value),
+    `changed_fields` (SPEC §8: an updated row's changed field names, comma-separated; None for
+    every other row), `is_new` and `write` (the rows the load writes).
     """
-    out = frame.copy()
-    stored = stored_as_text(stored)
+    out = frame.copy(deep=False)  # copy-on-write: the columns added below leave `frame` as it is
     account = out["account_number"]
-    exists = account.isin(stored.index)
+    # Where each row's patient is in `stored`; -1 for a new one. Plain numpy from here: pandas'
+    # object comparisons check every pair for NA, at ten times numpy's cost.
+    at = stored.index.get_indexer(account.to_numpy(dtype=object)) if len(stored) else np.full(len(out), -1)
+    found = at >= 0
+    exists = pd.Series(found, index=out.index)
     code = _practice_rule_codes(out, exists, practice)
     pending = code.isna()
 
-    last_seen = account.map(stored["last_seen_exported_on"]) if len(stored) else pd.Series(None, index=out.index)
-    older = pending & exists & last_seen.notna() & (last_seen.astype("object") > exported_on.isoformat())
+    # ISO dates compare as texts; "" for a stored patient never seen (or a new one) is before any.
+    last_seen = np.full(len(out), "", dtype=object)
+    if found.any():
+        seen = stored["last_seen_exported_on"].to_numpy(dtype=object)[at[found]]
+        last_seen[found] = np.where(pd.isna(seen), "", seen)
+    day = exported_on.isoformat()
+    older = pending & pd.Series(found & (last_seen > day), index=out.index)
     code = code.mask(older, p.OLDER_THAN_STORED)
     pending = code.isna()
 
-    # One comparison decides both whether a row changes a stored patient and which fields it changes.
-    by_field = pd.DataFrame(False, index=out.index, columns=list(DATA_COLUMNS))
-    if len(stored):
-        before = stored.reindex(account.where(exists))
-        before.index = out.index
-        for column in DATA_COLUMNS:
-            target = STORE_COLUMN.get(column, column)
-            new = out[column]
-            by_field[column] = new.notna() & (new.astype("object") != before[target].astype("object"))
-    changed = by_field.any(axis=1)
+    # One comparison decides both whether a row changes a stored patient and which fields it
+    # changes: a value the row has (an empty cell changes nothing) that differs from the stored one.
+    by_field = np.zeros((len(out), len(DATA_COLUMNS)), dtype=bool)
+    if found.any():
+        new = out[list(DATA_COLUMNS)].to_numpy(dtype=object)
+        present = pd.notna(new) & found[:, None]
+        new = np.where(present, new, None)  # no NaN or NA left to compare
+        before = stored[[STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]].to_numpy(dtype=object)[np.where(found, at, 0)]
+        by_field = present & (new != before)
+    changed = pd.Series(by_field.any(axis=1), index=out.index)
 
     outcome = pd.Series(p.UNCHANGED, index=out.index, dtype="object")
     outcome = outcome.mask(pending & ~exists, p.INSERTED)
@@ -201,26 +197,28 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     out[OUTCOME] = outcome
     out[CODE] = code
     out["changed"] = changed & pending
-    out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED))
+    out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED).to_numpy(), out.index)
     out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
     # What the load must write: new and changed patients, and an unchanged one only when its
     # export date moves the stored one forward (rule 7); any other write would change nothing.
-    advances = last_seen.isna() | (last_seen.astype("object") < exported_on.isoformat())
+    advances = pd.Series(last_seen < day, index=out.index)
     out[WRITE] = outcome.isin([p.INSERTED, p.UPDATED]) | (outcome.eq(p.UNCHANGED) & advances)
     return out
 
 
-def _field_names(by_field: pd.DataFrame, rows: pd.Series) -> pd.Series:
-    """"first_name,city" per row of `rows` from the per-field booleans; None for the other rows."""
-    names = object_array([None] * len(by_field))
+def _field_names(by_field: np.ndarray, rows: np.ndarray, index: pd.Index) -> pd.Series:
+    """"first_name,city" per row of `rows` from the per-field booleans (rows x DATA_COLUMNS);
+    None for the other rows."""
+    names = np.full(len(by_field), None, dtype=object)
     if rows.any():
-        flags = by_field[rows]
-        # One pass per field (a few dozen), not per row: each adds its name where it changed.
-        joined = pd.Series("", index=flags.index, dtype="object")
-        for column in flags.columns:
-            joined = joined.where(~flags[column], joined + column + ",")
-        names[rows.to_numpy()] = joined.str.rstrip(",").to_numpy(dtype=object)
-    return pd.Series(names, index=by_field.index, dtype="object")
+        # Each distinct set of changed fields is named once (a file changes the same few sets),
+        # found as one integer per row, a bit per field (DATA_COLUMNS has fewer than 63).
+        bits = by_field[rows].astype(np.int64) @ (np.int64(1) << np.arange(len(DATA_COLUMNS), dtype=np.int64))
+        patterns, positions = np.unique(bits, return_inverse=True)
+        texts = object_array([",".join(f for place, f in enumerate(DATA_COLUMNS) if pattern >> place & 1)
+                              for pattern in patterns.tolist()])
+        names[rows] = texts[positions]
+    return pd.Series(names, index=index, dtype="object")
 
 
 def field_counts(decided: pd.DataFrame) -> dict[str, int]:
@@ -275,7 +273,7 @@ def _person_codes(people: pd.DataFrame) -> np.ndarray:
     them, and the ISO birth date; -1 where any of the three is missing. Integers, not joined
     texts: a million rows are matched with numpy and integer joins."""
     parts = [pd.factorize(name_match_keys(people[name]).to_numpy(dtype=object))[0] for name in PERSON_FIELDS[:2]]
-    parts.append(pd.factorize(_dates_as_text(people["birth_date"].astype("object")).to_numpy(dtype=object))[0])
+    parts.append(pd.factorize(people["birth_date"].to_numpy(dtype=object))[0])
     missing = np.logical_or.reduce([part < 0 for part in parts])
     combined = np.zeros(len(people), dtype=np.int64)
     for part in parts:  # re-factorised at each step, so the product never outgrows the row count squared
@@ -304,8 +302,8 @@ def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> Pr
     Args:
         frame: the normalised rows with their suite `code`; rows with a row error are not matched.
         is_new: per row of `frame`, 1 (or True) when it would insert a patient (`new_patients`).
-        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`
-            (`patients.stored_patients`).
+        stored: the practice's stored patients indexed by account number, with `PERSON_FIELDS`,
+            the birth date as ISO text like the frame's (`patients.stored_patients`).
 
     Returns the warnings (capped per code like every warning, problem_table). People are matched
     as integer codes with numpy and one join, not row by row; each person contributes at most

@@ -152,5 +152,6 @@ def _known_client_ids(engine: Engine, job: Job, accounts: pd.Series) -> dict[str
     """Store ids of the patients known before this import: their ClientID in Cash Practice."""
     with engine.connect() as conn:
         ids = stored_patients(conn, job.practice_id, ["id"], not_created_by=job.import_id)["id"]
-    wanted = ids.index.intersection(pd.Index(accounts.dropna().unique(), dtype="object"))
-    return {str(acct): int(pid) for acct, pid in ids.loc[wanted].items()}
+    known = ids[ids.index.isin(accounts.dropna().unique())]
+    # Whole columns to Python values at once, not a str() and int() per patient.
+    return dict(zip(known.index.astype("object").tolist(), known.astype("int64").tolist()))

@@ -28,8 +28,8 @@ def rows(*people: tuple[str, str, str, str | None], codes: list[str | None] | No
     return frame
 
 
-def stored(*people: tuple[str, str, str, date | None]) -> pd.DataFrame:
-    """Stored patients as patients.stored_patients gives them: indexed by account, dates as dates."""
+def stored(*people: tuple[str, str, str, str | None]) -> pd.DataFrame:
+    """Stored patients as patients.stored_patients gives them: indexed by account, dates as ISO texts."""
     frame = pd.DataFrame(people, columns=["third_party_acct_number", "first_name", "last_name", "birth_date"],
                          dtype=object)
     return frame.set_index(frame["third_party_acct_number"])
@@ -67,7 +67,7 @@ def test_two_new_rows_of_one_person_under_two_accounts_warn_each_naming_the_othe
 
 def test_a_new_row_matching_a_stored_patient_is_warned_naming_the_stored_account():
     frame = rows(("300", "Renee", "LEFEVRE", "1975-06-30"))
-    store = stored(("77", "Renée", "Lefèvre", date(1975, 6, 30)), ("78", "Renée", "Lefèvre", date(1975, 7, 1)))
+    store = stored(("77", "Renée", "Lefèvre", "1975-06-30"), ("78", "Renée", "Lefèvre", "1975-07-01"))
 
     found = warned(possible_duplicates(frame, [1], store))
 
@@ -77,7 +77,7 @@ def test_a_new_row_matching_a_stored_patient_is_warned_naming_the_stored_account
 
 def test_namesakes_with_another_birth_date_are_not_warned():
     frame = rows(("101", "Mary", "Smith", "1980-01-02"), ("202", "Mary", "Smith", "1980-01-03"))
-    store = stored(("9", "Mary", "Smith", date(1990, 5, 5)))
+    store = stored(("9", "Mary", "Smith", "1990-05-05"))
 
     assert warned(possible_duplicates(frame, [1, 1], store)) == {}
 
@@ -85,7 +85,7 @@ def test_namesakes_with_another_birth_date_are_not_warned():
 def test_an_existing_patients_own_update_is_not_warned():
     # Account 77 is stored: its row updates it, even when a new row of the file matches it.
     frame = rows(("77", "Ann", "Lee", "1970-03-04"), ("88", "Ann", "Lee", "1970-03-04"))
-    store = stored(("77", "ANN", "LEE", date(1970, 3, 4)))
+    store = stored(("77", "ANN", "LEE", "1970-03-04"))
 
     found = warned(possible_duplicates(frame, [0, 1], store))
 
@@ -103,7 +103,7 @@ def test_copies_under_the_same_account_number_are_not_possible_duplicates():
     frame = rows(("5", "Ann", "Lee", "1970-03-04"), ("5", "Ann", "Lee", "1970-03-04"),
                  codes=[None, p.DUPLICATE_ROW])
 
-    assert warned(possible_duplicates(frame, [1, 0], stored(("5", "Ann", "Lee", date(1970, 3, 4))))) == {}
+    assert warned(possible_duplicates(frame, [1, 0], stored(("5", "Ann", "Lee", "1970-03-04")))) == {}
 
 
 def test_a_person_under_many_accounts_names_the_lowest_and_counts_the_rest():

@@ -5,14 +5,14 @@ from __future__ import annotations
 import datetime
 import random
 
-import numpy as np
 import pandas as pd
 import pytest
 
+from include.patient_import import problems as p
 from include.patient_import import transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
-from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients, stored_as_text
+from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients
 from include.patient_import.schema import STORE_COLUMN
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW
 from tests.patient_import.frames import normalised
@@ -81,25 +81,46 @@ def test_vectorised_emails_warn_exactly_where_the_one_by_one_path_does():
                                                if normalize_email(raw)[1] is not None]
 
 
-# --- stored values as text ----------------------------------------------------------------------
+# --- the decision against the store -------------------------------------------------------------
 
-def test_stored_dates_become_the_same_text_as_isoformat_gives():
-    days = [datetime.date(1925, 2, 28), None, datetime.date(2024, 2, 29), datetime.date(1, 1, 1),
-            datetime.date(9999, 12, 31), datetime.date(2024, 2, 29)]
-    stored = pd.DataFrame({
-        "birth_date": pd.Series(days, dtype="object"),
-        "city": pd.Series(["Boise", None, "Nampa", "x", "y", "z"], dtype="object"),
-        "mixed": pd.Series([datetime.date(2020, 1, 2), "text", None, datetime.datetime(2020, 1, 2, 3, 4),
-                            np.nan, 5], dtype="object"),
-    })
-    per_value = stored.apply(lambda col: col.map(lambda v: v.isoformat() if isinstance(v, datetime.date) else v))
+DAYS = [None, "1999-12-31", "2000-01-01", "2025-12-31", "2026-01-01", "2026-01-02"]
+VALUES = {"city": ["Boise", "Nampa", None, float("nan")], "birth_date": DAYS + [float("nan")],
+          "email": ["a@example.org", None], "home_phone_ext": ["12", None]}
 
-    as_text = stored_as_text(stored)
 
-    def same_missing(frame: pd.DataFrame) -> dict:  # the per-value map turns None into NaN
-        return frame.astype("object").where(frame.notna(), None).to_dict("list")
+def one_by_one(row: dict, before: dict | None, day: str) -> tuple[str, str | None, str | None, bool]:
+    """SPEC §3 rules 6 and 7 for one row, the plain way: (outcome, code, changed fields, write)."""
+    if before is None:
+        return p.INSERTED, None, None, True
+    seen = before["last_seen_exported_on"]
+    if seen is not None and seen > day:
+        return p.SKIPPED, p.OLDER_THAN_STORED, None, False
+    changed = [c for c in DATA_COLUMNS if not pd.isna(row[c]) and row[c] != before[STORE_COLUMN.get(c, c)]]
+    if changed:
+        return p.UPDATED, None, ",".join(changed), True
+    return p.UNCHANGED, None, None, seen is None or seen < day
 
-    assert same_missing(as_text) == same_missing(per_value)
+
+def test_the_vectorised_decision_equals_deciding_each_row_one_by_one():
+    rng = random.Random(6)
+    day = "2026-01-01"
+    rows = [{"account_number": str(n), **{f: rng.choice(v) for f, v in VALUES.items()}}
+            for n in rng.sample(range(1, 600), 400)]
+    stored = {}
+    for n in rng.sample(range(1, 600), 350):
+        stored[str(n)] = {STORE_COLUMN.get(c, c): None for c in DATA_COLUMNS} | {
+            "third_party_acct_number": str(n), "first_name": "Ana", "last_name": "Lopez", "status": "active",
+            "last_seen_exported_on": rng.choice(DAYS),
+            **{f: rng.choice([v for v in values if isinstance(v, str) or v is None]) for f, values in VALUES.items()}}
+    frame = normalised(*rows)
+    store = pd.DataFrame(list(stored.values()), dtype="object").set_index("third_party_acct_number", drop=False)
+    store = store.astype("object").where(store.notna(), None)
+
+    decided = decide_outcomes(frame, store, Practice(id="c", name="C"), datetime.date.fromisoformat(day))
+
+    expected = [one_by_one(row, stored.get(row["account_number"]), day)
+                for row in frame.to_dict("records")]
+    assert list(zip(decided["outcome"], decided[CODE], decided["changed_fields"], decided["write"])) == expected
 
 
 # --- duplicate counts ---------------------------------------------------------------------------
@@ -168,7 +189,7 @@ def test_new_patients_from_stored_accounts_alone_equal_the_full_decision(practic
                          for _ in range(200)])
     frame[CODE] = [rng.choice([None, None, None, "duplicate_row", "missing_required_field"]) for _ in range(200)]
     stored = pd.DataFrame({"third_party_acct_number": [str(n) for n in range(1, 20, 3)], "city": "Boise",
-                           "last_seen_exported_on": datetime.date(2026, 1, 1)}, dtype="object")
+                           "last_seen_exported_on": "2026-01-01"}, dtype="object")
     for column in [STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]:
         stored[column] = stored.get(column)
     stored = stored.set_index(stored["third_party_acct_number"])

@@ -1,5 +1,6 @@
 """SPEC §3 rules decided in code: duplicate columns for the suite, precedence, store-dependent outcomes."""
 
+import random
 from datetime import date
 
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice
 from include.patient_import.rules import (
+    CHANGED_FIELDS,
     CODE,
     DATA_COLUMNS,
     OUTCOME,
@@ -58,9 +60,9 @@ def test_new_patients_insert_and_changed_stored_patients_update():
     frame = normalised({"account_number": "1"}, {"account_number": "2", "city": "Nampa"},
                        {"account_number": "3", "city": "Boise"})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)},
+                    "status": "active", "last_seen_exported_on": "2026-01-01"},
                    {"third_party_acct_number": "3", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     decided = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
 
@@ -70,15 +72,63 @@ def test_new_patients_insert_and_changed_stored_patients_update():
 def test_empty_cell_is_not_a_change():
     frame = normalised({"account_number": "2", "city": None})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     assert decide_outcomes(frame, store, DRIP, date(2026, 2, 1))[OUTCOME].tolist() == [p.UNCHANGED]
+
+
+@pytest.mark.parametrize("empty", [None, float("nan"), pd.NA], ids=["None", "NaN", "NA"])
+def test_an_empty_cell_of_any_missing_kind_is_not_a_change(empty):
+    frame = normalised({"account_number": "2", "city": "Boise", "email": empty}, {"account_number": "3", "city": empty})
+    store = stored(*[{"third_party_acct_number": n, "city": "Boise", "email": "a@example.org", "first_name": "Ana",
+                      "last_name": "Lopez", "status": "active", "last_seen_exported_on": "2026-01-01"} for n in "23"])
+
+    assert decide_outcomes(frame, store, DRIP, date(2026, 2, 1))[OUTCOME].tolist() == [p.UNCHANGED] * 2
+
+
+def test_empty_cells_of_the_readers_string_dtype_are_not_changes():
+    frame = normalised({"account_number": "2", "city": None}, {"account_number": "3", "city": "Nampa"})
+    frame["city"] = frame["city"].astype("str")  # pandas' own string dtype: NaN for an empty cell
+    store = stored(*[{"third_party_acct_number": n, "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
+                      "status": "active", "last_seen_exported_on": "2026-01-01"} for n in "23"])
+
+    decided = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
+
+    assert decided[OUTCOME].tolist() == [p.UNCHANGED, p.UPDATED]
+    assert decided[CHANGED_FIELDS].tolist() == [None, "city"]
+
+
+def test_changed_field_names_equal_each_rows_changes_named_one_by_one():
+    rng = random.Random(6)
+    fields = ["first_name", "city", "zip", "email", "birth_date", "home_phone_ext", "last_visit"]
+    values = {"first_name": ["Ana", "Bea"], "city": ["Boise", "Nampa", None], "zip": ["83702", None],
+              "email": ["a@example.org", "b@example.org", None], "birth_date": ["1999-12-31", "2000-01-01", None],
+              "home_phone_ext": ["12", None], "last_visit": ["2025-12-31", "2026-01-01", None]}
+    stored_rows, rows = [], []
+    for n in range(1, 400):
+        before = {f: rng.choice([v for v in values[f] if v is not None] + [None]) for f in fields}
+        after = {f: rng.choice(values[f]) for f in fields}
+        stored_rows.append({"third_party_acct_number": str(n), "last_name": "Lopez", "status": "active",
+                            "last_seen_exported_on": "2026-01-01", **before})
+        rows.append({"account_number": str(n), **after})
+    frame, store = normalised(*rows), stored(*stored_rows)
+
+    decided = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
+
+    expected = []
+    for row, before in zip(rows, stored_rows):
+        merged = {c: None for c in DATA_COLUMNS} | {"last_name": "Lopez", "first_name": "Ana", "status": "active"} | row
+        changed = [c for c in DATA_COLUMNS
+                   if merged[c] is not None and merged[c] != before.get(STORE_COLUMN.get(c, c))]
+        expected.append(",".join(changed) or None)
+    assert decided[CHANGED_FIELDS].tolist() == expected
+    assert decided[OUTCOME].tolist() == [p.UPDATED if names else p.UNCHANGED for names in expected]
 
 
 def test_older_export_is_skipped_and_same_date_applies():
     frame = normalised({"account_number": "2", "city": "Nampa"})
     store = stored({"third_party_acct_number": "2", "city": "Boise", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 2, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-02-01"})
 
     older = decide_outcomes(frame, store, DRIP, date(2026, 1, 31))
     tie = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
@@ -90,7 +140,7 @@ def test_older_export_is_skipped_and_same_date_applies():
 def test_inactive_new_patient_is_skipped_without_drip_but_stored_one_becomes_inactive():
     frame = normalised({"account_number": "1", "status": "inactive"}, {"account_number": "2", "status": "inactive"})
     store = stored({"third_party_acct_number": "2", "first_name": "Ana", "last_name": "Lopez",
-                    "status": "active", "last_seen_exported_on": date(2026, 1, 1)})
+                    "status": "active", "last_seen_exported_on": "2026-01-01"})
 
     decided = decide_outcomes(frame, store, NO_DRIP, date(2026, 2, 1))
     with_drip = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))

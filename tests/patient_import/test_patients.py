@@ -1,0 +1,174 @@
+"""The stored-patient reads (patients.stored_patients) and the decision against the store, on both
+stores: dates come back as the same ISO text on SQLite and PostgreSQL, NULLs as None, and the sync
+rules (SPEC §3 rules 6 and 7) compare them with the export's values as texts."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from include.patient_import import problems as p
+from include.patient_import import records
+from include.patient_import.patients import COMPARED, decide_against_store, stored_patients
+from include.patient_import.practices import Practice
+from include.patient_import.rules import CHANGED_FIELDS, OUTCOME, WRITE
+from include.patient_import.store import Patient, create_store_engine
+from tests.patient_import.frames import normalised
+
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
+
+PRACTICE = Practice(id="demo_clinic", name="Demo", systems=frozenset({"drip_education"}))
+# Four-digit padding, leap days and the turns of a year and a millennium: where a date's text
+# form differs between one formatter and another.
+DAYS = [date(1, 1, 1), date(999, 12, 31), date(1999, 12, 31), date(2000, 1, 1), date(2024, 2, 29),
+        date(2025, 12, 31), date(2026, 1, 1), date(9999, 12, 31), None]
+
+
+@pytest.fixture
+def store(store_url):
+    engine = create_store_engine(store_url)
+    records.sync_practices(engine, {PRACTICE.id: PRACTICE})
+    yield engine
+    engine.dispose()
+
+
+def put(engine, *patients: dict) -> None:
+    """Store patients of PRACTICE as `normalised` rows name them; values by store column, dates as `date`s."""
+    rows = [{"practice_id": PRACTICE.id, "first_name": "Ana", "last_name": "Lopez", "status": "active", **patient}
+            for patient in patients]
+    keys = {key for row in rows for key in row}  # one executemany takes the first row's keys
+    rows = [{**dict.fromkeys(keys), **row} for row in rows]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Patient.__table__), rows)
+
+
+def iso(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
+
+
+# ---------------------------------------------------------------- what the read gives
+
+
+def test_stored_dates_read_as_the_text_isoformat_gives_and_nulls_as_none(store):
+    put(store, *[{"third_party_acct_number": str(n), "birth_date": day, "last_visit": day,
+                  "last_seen_exported_on": day} for n, day in enumerate(DAYS, start=1)])
+
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, ["birth_date", "last_visit", "last_seen_exported_on"])
+
+    expected = {str(n): iso(day) for n, day in enumerate(DAYS, start=1)}
+    for column in ("birth_date", "last_visit", "last_seen_exported_on"):
+        assert found[column].to_dict() == expected, column
+        assert all(value is None or type(value) is str for value in found[column])
+
+
+def test_stored_dates_ignore_a_postgresql_sessions_date_style_and_time_zone(store):
+    if make_url(str(store.url)).get_backend_name() != "postgresql":
+        pytest.skip("DateStyle is PostgreSQL's")
+    put(store, {"third_party_acct_number": "1", "birth_date": date(2026, 11, 30)})
+
+    with store.connect() as conn:
+        conn.exec_driver_sql("SET DateStyle = 'SQL, DMY'")  # a cast to text would give 30/11/2026
+        conn.exec_driver_sql("SET TimeZone = 'Pacific/Kiritimati'")  # UTC+14: no day moves either
+        found = stored_patients(conn, PRACTICE.id, ["birth_date"])
+
+    assert found["birth_date"].tolist() == ["2026-11-30"]
+
+
+def test_stored_patients_are_object_columns_indexed_by_account_number(store):
+    put(store, {"third_party_acct_number": "7", "city": "Salem"}, {"third_party_acct_number": "12", "city": None},
+        {"third_party_acct_number": None, "city": "Dover"})
+
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, ["id", "city"])
+
+    assert found.index.name == "third_party_acct_number" and found.index.dtype == object
+    assert sorted(found.index) == ["12", "7"]  # a patient without an account number is not read
+    assert all(dtype == "object" for dtype in found.dtypes)
+    assert found.loc["7", "city"] == "Salem" and found.loc["12", "city"] is None
+    assert all(type(value) is int for value in found["id"])
+
+
+def test_a_practice_without_patients_reads_as_an_empty_frame_of_the_columns(store):
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, COMPARED)
+
+    assert found.empty
+    assert list(found.columns) == list(COMPARED)  # the account number where COMPARED places it
+
+
+def test_patients_the_import_created_are_left_out_for_a_rerun_stage(store):
+    put(store, {"third_party_acct_number": "1"}, {"third_party_acct_number": "2", "created_import_id": "imp_1"})
+
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, ["id"], not_created_by="imp_1")
+
+    assert found.index.tolist() == ["1"]
+
+
+# ---------------------------------------------------------------- the decision against the store
+
+
+def decide(engine, *rows: dict, exported_on: date) -> pd.DataFrame:
+    with engine.connect() as conn:
+        return decide_against_store(conn, PRACTICE, normalised(*rows), exported_on)
+
+
+def test_stored_and_exported_dates_compare_as_equal_texts_at_year_boundaries(store):
+    put(store, *[{"third_party_acct_number": str(n), "birth_date": day, "last_visit": day}
+                 for n, day in enumerate(DAYS[:-1], start=1)])
+
+    decided = decide(store, *[{"account_number": str(n), "birth_date": iso(day), "last_visit": iso(day)}
+                              for n, day in enumerate(DAYS[:-1], start=1)], exported_on=date(2026, 1, 2))
+
+    assert decided[OUTCOME].tolist() == [p.UNCHANGED] * (len(DAYS) - 1)
+
+
+def test_a_stored_null_date_takes_the_exported_one_and_an_empty_cell_changes_nothing(store):
+    put(store, {"third_party_acct_number": "1", "birth_date": None},
+        {"third_party_acct_number": "2", "birth_date": date(1980, 2, 3)},
+        {"third_party_acct_number": "3", "birth_date": date(1999, 12, 31)},
+        {"third_party_acct_number": "4", "birth_date": None, "city": "Salem"})
+
+    decided = decide(store, {"account_number": "1", "birth_date": "1980-02-03"},
+                     {"account_number": "2", "birth_date": None},
+                     {"account_number": "3", "birth_date": "2000-01-01"},
+                     {"account_number": "4", "birth_date": None, "city": None}, exported_on=date(2026, 1, 2))
+
+    assert decided[OUTCOME].tolist() == [p.UPDATED, p.UNCHANGED, p.UPDATED, p.UNCHANGED]
+    assert decided[CHANGED_FIELDS].tolist() == ["birth_date", None, "birth_date", None]
+
+
+def test_rule_7_compares_stored_and_export_dates_across_a_year_boundary(store):
+    put(store, {"third_party_acct_number": "1", "last_seen_exported_on": date(2026, 1, 1)},  # same day
+        {"third_party_acct_number": "2", "last_seen_exported_on": date(2026, 1, 2)},  # a day later
+        {"third_party_acct_number": "3", "last_seen_exported_on": date(2025, 12, 31)},  # a day earlier
+        {"third_party_acct_number": "4", "last_seen_exported_on": None})  # never seen
+
+    decided = decide(store, *[{"account_number": str(n)} for n in range(1, 5)], exported_on=date(2026, 1, 1))
+
+    assert decided[OUTCOME].tolist() == [p.UNCHANGED, p.SKIPPED, p.UNCHANGED, p.UNCHANGED]
+    assert decided["code"].tolist() == [None, p.OLDER_THAN_STORED, None, None]
+    # Only an export date that moves the stored one forward is written (or a first one).
+    assert decided[WRITE].tolist() == [False, False, True, True]
+
+
+def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store):
+    from types import SimpleNamespace
+
+    from include.patient_import.transform import _known_client_ids
+
+    put(store, {"third_party_acct_number": "1"}, {"third_party_acct_number": "2", "created_import_id": "imp_1"},
+        {"third_party_acct_number": "3"})
+    with store.connect() as conn:
+        ids = stored_patients(conn, PRACTICE.id, ["id"])["id"].to_dict()
+    job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
+
+    known = _known_client_ids(store, job, pd.Series(["1", "2", "4", None, "1"], dtype="object"))
+
+    assert known == {"1": ids["1"]}  # 2 is this import's own, 3 is not in the file, 4 is new
+    assert all(type(k) is str and type(v) is int for k, v in known.items())

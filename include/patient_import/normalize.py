@@ -423,6 +423,57 @@ def normalize_birth_date(raw: str, *, today: datetime.date, field: str = "birth_
     return value, code
 
 
+# The shapes the vectorised path decides: Genesis' own m/d/yyyy and ISO yyyy-mm-dd, ASCII digits
+# and nothing else (no space, time or other separator). For text of these shapes pandas' parser with
+# the explicit format finds the date parse_date finds, or none (an impossible day, a year outside
+# pandas' range), and a value it finds none for goes to parse_date. The Python path stays the one
+# definition of every format (two-digit years, serials, times, Unicode separators): a library
+# parser (dateutil, pandas' inference) guesses between d/m and m/d and pivots two-digit years its
+# own way, where SPEC §2 fixes both. tests/patient_import/test_normalize_dates.py holds the two
+# paths to the same results.
+_FIRST_DAY = np.datetime64(datetime.date.min, "D")
+_FAST_DATE_FORMATS = (("[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}", "%m/%d/%Y"), ("[0-9]{4}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"))
+
+
+def normalize_dates(texts: pd.Series, kind: str, field: str, today: datetime.date) -> list[np.ndarray]:
+    """A date column's values and warning codes, as :func:`normalize_date` (kind ``date``) or
+    :func:`normalize_birth_date` (kind ``birth_date``) gives them for each cell: once per distinct
+    value, the common exact formats (``_FAST_DATE_FORMATS``) vectorised, the rest one by one.
+
+    Args:
+        texts: the column's text, ``""`` for empty (no missing values).
+    Returns:
+        [values, codes]: object arrays by position, ISO text or None, warning code or None.
+    """
+    positions, distinct = pd.factorize(texts)
+    distinct = pd.Series(object_array(distinct.tolist()), dtype="object")
+    values, codes = (np.full(len(distinct), None, dtype=object) for _ in range(2))
+    decided = np.zeros(len(distinct), dtype=bool)
+    latest = np.datetime64(today, "D")
+    earliest = np.datetime64(_years_before(today, _MAX_AGE_YEARS), "D") if kind == "birth_date" else None
+    for shape, layout in _FAST_DATE_FORMATS:
+        shaped = np.flatnonzero(distinct.str.fullmatch(shape).fillna(False).to_numpy(dtype=bool) & ~decided)
+        if not len(shaped):
+            continue
+        parsed = pd.to_datetime(distinct.iloc[shaped], format=layout, errors="coerce")
+        days = parsed.to_numpy().astype("datetime64[D]")
+        found = parsed.notna().to_numpy(dtype=bool) & (days >= _FIRST_DAY)  # numpy has a year 0, Python not
+        rows, days = shaped[found], days[found]
+        invalid = days > latest
+        if earliest is not None:
+            invalid |= days < earliest
+        values[rows[~invalid]] = np.datetime_as_string(days[~invalid], unit="D").tolist()
+        codes[rows[invalid]] = invalid_code(field)
+        decided[rows] = True
+    rest = np.flatnonzero(~decided)
+    if len(rest):
+        normalizer = _normalizer(kind, field, today)
+        results = [normalizer(raw) for raw in distinct.iloc[rest].tolist()]
+        values[rest] = object_array([value for value, _ in results])
+        codes[rest] = object_array([code for _, code in results])
+    return [values[positions], codes[positions]]
+
+
 # --- status and gender --------------------------------------------------------------------------
 
 INACTIVE = "inactive"
@@ -636,6 +687,9 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
             flagged.append((name, kind, codes))
         elif kind == "phone":
             columns[name], columns[EXTENSION_FIELDS[name]], codes = _normalize_phones(texts, name)
+            flagged.append((name, kind, codes))
+        elif kind in ("date", "birth_date"):
+            columns[name], codes = normalize_dates(texts, kind, name, today)
             flagged.append((name, kind, codes))
         else:
             columns[name], codes = _apply_distinct(texts, _normalizer(kind, name, today), 2)

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -283,8 +282,8 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> Non
 
 def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     """Plain inserts of many rows (`rows`' columns are the table's): COPY on PostgreSQL; on SQLite
-    one executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's `to_dict` and per-row parameter processing cost more than the
-    database's)."""
+    executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
+    `to_dict` and per-row parameter processing cost more than the database's)."""
     if rows.empty:
         return
     columns = {name: _python_values(values) for name, values in rows.items()}
@@ -315,8 +314,8 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
                 for start in range(0, len(csv_text), _COPY_BLOCK):
                     copy.write(csv_text[start:start + _COPY_BLOCK])
             else:
-                for values in zip(*columns.values()):
-                    copy.write_row(values)
+                for row in zip(*columns.values()):
+                    copy.write_row(row)
     except driver_error as error:
         # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
         # others (the server's context quotes the offending value), and wrapped the same way.

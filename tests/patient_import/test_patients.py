@@ -191,8 +191,10 @@ def put_raw(engine, column: str, values: list) -> None:
 # Kept as they are by SQLite (a DATE column has NUMERIC affinity: the numbers stay numbers). Each
 # would compare wrongly as a text: a datetime or an unpadded date sorts after the same day's ISO
 # text (rule 7 would skip a same-day export), 30/11/2026 before any (it would apply an older one).
+# numpy parses "NaT", year 0, " 202-11-30" and "0002026-11" as days: none is a `date`'s text.
 NOT_ISO_DATES = ["2026-11-30 00:00:00", "2026-11-30T00:00:00Z", "2026-11-3", "30/11/2026", "20261130",
-                 "2026-W48-1", " 2026-11-30", "", "2026-02-30", 2461009.5, 20261130]
+                 "2026-W48-1", " 2026-11-30", "", "2026-02-30", "NaT", "0000-01-01", " 202-11-30", "0002026-11",
+                 "10000-01-01", 2461009.5, 20261130]
 
 
 @pytest.mark.parametrize("column", ["birth_date", "last_visit", "last_seen_exported_on"])
@@ -210,6 +212,16 @@ def test_a_sqlite_date_column_holding_anything_but_an_iso_date_is_refused_withou
     assert f"{len(NOT_ISO_DATES)} stored patient(s) have a {column}" in message
     assert re.search(r"account numbers (1?[0-9], ){5}\.\.\.\)", message)  # five of them, no order
     assert "2026" not in message and "30/11" not in message  # no stored value in a message
+
+
+@pytest.mark.parametrize("value", NOT_ISO_DATES, ids=repr)
+def test_one_stored_date_that_is_not_iso_among_iso_ones_is_refused(store, value):
+    if make_url(str(store.url)).get_backend_name() != "sqlite":
+        pytest.skip("a PostgreSQL DATE column holds dates only")
+    put_raw(store, "birth_date", ["0001-01-01", "1999-12-31", "9999-12-31", None, value])
+
+    with store.connect() as conn, pytest.raises(StoredDateError, match=r"account numbers 5\)"):
+        stored_patients(conn, PRACTICE.id, ["birth_date"])
 
 
 @pytest.mark.parametrize("day", ["10000-01-01", "0044-03-15 BC", "infinity", "-infinity"])

@@ -80,6 +80,21 @@ def test_stored_dates_ignore_a_postgresql_sessions_date_style_and_time_zone(stor
     assert found["birth_date"].tolist() == ["2026-11-30"]
 
 
+@pytest.mark.parametrize("style", ["SQL, DMY", "German", "Postgres, MDY", "ISO, YMD"])
+def test_the_date_range_check_and_the_years_edges_hold_in_every_postgresql_date_style(store, style):
+    if make_url(str(store.url)).get_backend_name() != "postgresql":
+        pytest.skip("DateStyle is PostgreSQL's")
+    put(store, *[{"third_party_acct_number": str(n), "last_seen_exported_on": day}
+                 for n, day in enumerate(DAYS, start=1)])
+
+    with store.connect() as conn:
+        conn.exec_driver_sql(f"SET DateStyle = '{style}'")
+        conn.exec_driver_sql("SET TimeZone = 'America/Adak'")  # UTC-10 (-9 in summer)
+        found = stored_patients(conn, PRACTICE.id, ["last_seen_exported_on"])
+
+    assert found["last_seen_exported_on"].to_dict() == {str(n): iso(day) for n, day in enumerate(DAYS, start=1)}
+
+
 def test_stored_patients_are_object_columns_indexed_by_account_number(store):
     put(store, {"third_party_acct_number": "7", "city": "Salem"}, {"third_party_acct_number": "12", "city": None},
         {"third_party_acct_number": None, "city": "Dover"})

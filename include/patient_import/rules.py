@@ -155,9 +155,9 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
             ISO texts, None for a null (`patients.stored_patients`); `date` objects do not compare.
         exported_on: the export's date (rule 7).
 
-    Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes a stored value),
-    `changed_fields` (SPEC §8: an updated row's changed field names, comma-separated; None for
-    every other row), `is_new` and `write` (the rows the load writes).
+    Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes the store: an
+    insert, or a stored value), `changed_fields` (SPEC §8: an updated row's changed field names,
+    comma-separated; None for every other row), `is_new` and `write` (the rows the load writes).
     """
     out = frame.copy(deep=False)  # copy-on-write: the columns added below leave `frame` as it is
     account = out["account_number"]
@@ -197,7 +197,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     outcome = outcome.mask(code.isin(p.ROW_ERROR_CODES), p.REJECTED)
     out[OUTCOME] = outcome
     out[CODE] = code
-    out["changed"] = (changed | ~exists) & pending  # an insert changes the store too
+    out["changed"] = (changed | ~exists) & pending
     out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED).to_numpy(), out.index)
     out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
     # What the load must write: new and changed patients, and an unchanged one only when its

@@ -8,6 +8,7 @@ practice's lock. Dates are read as ISO text, as the normaliser writes them (`iso
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from datetime import date
 
@@ -24,6 +25,13 @@ from include.patient_import.store import Patient, postgres_error_message
 ACCOUNT_COLUMN = "third_party_acct_number"
 # The stored columns the sync rules compare (SPEC §3) and the bookkeeping they advance.
 COMPARED = ("last_seen_exported_on", *(STORE_COLUMN.get(c, c) for c in DATA_COLUMNS))
+# What `iso_date_text` gives for a PostgreSQL date no `date` holds: never a valid ISO date.
+OUT_OF_RANGE = "out of range"
+
+
+class StoredDateError(ValueError):
+    """A stored date column holds a value that is not a date as YYYY-MM-DD (written by hand or by
+    another program: a datetime text, another format, a number, a date no `date` holds)."""
 
 
 def iso_date_text(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement[str]:
@@ -34,9 +42,15 @@ def iso_date_text(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement[st
     cast to text: a cast follows the session's DateStyle ('SQL, DMY' gives 30/11/2026). Of a
     timestamp without time zone: `to_char` has no date form, and would otherwise take the date as
     a `timestamptz` in the session's TimeZone.
+
+    A PostgreSQL date outside years 1 to 9999 (BC, 10000 and later, +-infinity), which `to_char`
+    would give as a misleading text or NULL, is read as `OUT_OF_RANGE`: not a date, so
+    `stored_patients` refuses it, as the driver refused to load it as a `date` before.
     """
     if dialect == "postgresql":
-        return sa.func.to_char(sa.cast(column, sa.DateTime(timezone=False)), "YYYY-MM-DD", type_=sa.String)
+        in_range = column.between(sa.literal(date.min, sa.Date), sa.literal(date.max, sa.Date))
+        text = sa.func.to_char(sa.cast(column, sa.DateTime(timezone=False)), "YYYY-MM-DD", type_=sa.String)
+        return sa.case((in_range, text), (column.is_not(None), sa.literal(OUT_OF_RANGE, sa.String)))
     return sa.type_coerce(column, sa.String)
 
 
@@ -53,6 +67,10 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
     Returns a frame of object columns, one row per patient, indexed by the account number (object
     dtype; empty when the practice has no patient). Values are as stored, texts and integers, with
     None for a null, except dates: ISO texts, YYYY-MM-DD (`iso_date_text`), never `date` objects.
+
+    Raises StoredDateError when a date column holds anything else: compared as a text, a
+    '2026-11-30 00:00:00' or '30/11/2026' would make rule 7 (SPEC §3) skip or apply rows wrongly
+    and every import report the date changed.
     """
     table = Patient.__table__
     names = list(columns) if ACCOUNT_COLUMN in columns else [ACCOUNT_COLUMN, *columns]
@@ -63,8 +81,59 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
     if not_created_by is not None:
         query = query.where(sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != not_created_by))
     values = _fetched(conn, query, len(names))
+    for position, name in enumerate(names):
+        if isinstance(table.c[name].type, sa.Date):
+            _check_iso_dates(values, position, names.index(ACCOUNT_COLUMN), name, practice_id)
     frame = pd.DataFrame(values, columns=names, dtype="object", copy=False)
     return frame.set_index(pd.Index(frame[ACCOUNT_COLUMN].to_numpy(), dtype="object", name=ACCOUNT_COLUMN))
+
+
+def _is_iso_date(value: object) -> bool:
+    """`value` is a date's text exactly as `date.isoformat()` gives it (YYYY-MM-DD, a real day)."""
+    if type(value) is not str or len(value) != 10:
+        return False
+    try:
+        # fromisoformat alone also takes 20261130 and 2026-W48-1: the round trip keeps the one form.
+        return date.fromisoformat(value).isoformat() == value
+    except ValueError:
+        return False
+
+
+def _not_iso_dates(distinct: np.ndarray) -> set:
+    """The values of `distinct` (an object array, no repeats) that are neither None nor ISO dates.
+
+    numpy parses them all at once first (four times faster than `date` per value; a store holds tens
+    of thousands of distinct birth dates); what its parse and its text of the parsed day do not
+    match exactly, in `date`'s years, is looked at one by one."""
+    present = distinct[pd.notna(distinct)]
+    if pd.api.types.infer_dtype(present, skipna=False) in ("string", "empty"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # a text with a time zone: not ISO anyway
+                days = present.astype("datetime64[D]")
+        except ValueError:
+            pass
+        else:
+            same = np.datetime_as_string(days) == present.astype(str)
+            if (same & (days >= np.datetime64(date.min)) & (days <= np.datetime64(date.max))).all():
+                return set()
+    return {v for v in present.tolist() if not _is_iso_date(v)}
+
+
+def _check_iso_dates(values: np.ndarray, position: int, account_position: int, column: str,
+                     practice_id: str) -> None:
+    """Raise StoredDateError unless column `position` of `values` holds ISO dates or None only.
+
+    Each distinct value is checked once (a store repeats its dates). The message names the column
+    and a few account numbers, never the values (birth dates are patient data)."""
+    texts = values[:, position]
+    wrong = _not_iso_dates(pd.unique(texts))
+    if wrong:
+        rows = [row for row, v in enumerate(texts.tolist()) if v is not None and v in wrong]
+        accounts = ", ".join(str(a) for a in values[rows[:5], account_position].tolist())
+        raise StoredDateError(
+            f"practice {practice_id}: {len(rows)} stored patient(s) have a {column} that is not a date as "
+            f"YYYY-MM-DD (account numbers {accounts}{', ...' if len(rows) > 5 else ''}); correct them in the store")
 
 
 def _fetched(conn: Connection, query: sa.Select, width: int) -> np.ndarray:

@@ -10,6 +10,7 @@ builds each decision's problem with the catalogue's message.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from enum import StrEnum
 
@@ -154,9 +155,9 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
             ISO texts, None for a null (`patients.stored_patients`); `date` objects do not compare.
         exported_on: the export's date (rule 7).
 
-    Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes a stored value),
-    `changed_fields` (SPEC §8: an updated row's changed field names, comma-separated; None for
-    every other row), `is_new` and `write` (the rows the load writes).
+    Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes the store: an
+    insert, or a stored value), `changed_fields` (SPEC §8: an updated row's changed field names,
+    comma-separated; None for every other row), `is_new` and `write` (the rows the load writes).
     """
     out = frame.copy(deep=False)  # copy-on-write: the columns added below leave `frame` as it is
     account = out["account_number"]
@@ -196,7 +197,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     outcome = outcome.mask(code.isin(p.ROW_ERROR_CODES), p.REJECTED)
     out[OUTCOME] = outcome
     out[CODE] = code
-    out["changed"] = changed & pending
+    out["changed"] = (changed | ~exists) & pending
     out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED).to_numpy(), out.index)
     out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
     # What the load must write: new and changed patients, and an unchanged one only when its
@@ -206,18 +207,22 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     return out
 
 
-def _field_names(by_field: np.ndarray, rows: np.ndarray, index: pd.Index) -> pd.Series:
-    """"first_name,city" per row of `rows` from the per-field booleans (rows x DATA_COLUMNS);
+def _field_names(by_field: np.ndarray, rows: np.ndarray, index: pd.Index,
+                 fields: Sequence[str] = DATA_COLUMNS) -> pd.Series:
+    """"first_name,city" per row of `rows` from the per-field booleans (rows x `fields`);
     None for the other rows."""
     names = np.full(len(by_field), None, dtype=object)
     if rows.any():
         # Each distinct set of changed fields is named once (a file changes the same few sets),
-        # found as one integer per row, a bit per field (DATA_COLUMNS has fewer than 63).
-        bits = by_field[rows].astype(np.int64) @ (np.int64(1) << np.arange(len(DATA_COLUMNS), dtype=np.int64))
-        patterns, positions = np.unique(bits, return_inverse=True)
-        texts = object_array([",".join(f for place, f in enumerate(DATA_COLUMNS) if pattern >> place & 1)
-                              for pattern in patterns.tolist()])
-        names[rows] = texts[positions]
+        # found as one key per row: its flags packed 8 to a byte, compared as raw bytes. Not an
+        # int64 with a bit per field: the 64th field would shift out of it and go unnamed.
+        flags = by_field[rows]
+        packed = np.ascontiguousarray(np.packbits(flags, axis=1))
+        keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()
+        _, first, positions = np.unique(keys, return_index=True, return_inverse=True)
+        texts = object_array([",".join(f for f, on in zip(fields, flags[row].tolist()) if on)
+                              for row in first.tolist()])
+        names[rows] = texts[positions.ravel()]
     return pd.Series(names, index=index, dtype="object")
 
 

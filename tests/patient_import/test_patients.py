@@ -4,6 +4,7 @@ rules (SPEC §3 rules 6 and 7) compare them with the export's values as texts.""
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 import pandas as pd
@@ -13,7 +14,7 @@ from sqlalchemy.engine import make_url
 
 from include.patient_import import problems as p
 from include.patient_import import records
-from include.patient_import.patients import COMPARED, decide_against_store, stored_patients
+from include.patient_import.patients import COMPARED, StoredDateError, decide_against_store, stored_patients
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CHANGED_FIELDS, OUTCOME, WRITE
 from include.patient_import.store import Patient, create_store_engine
@@ -77,6 +78,21 @@ def test_stored_dates_ignore_a_postgresql_sessions_date_style_and_time_zone(stor
         found = stored_patients(conn, PRACTICE.id, ["birth_date"])
 
     assert found["birth_date"].tolist() == ["2026-11-30"]
+
+
+@pytest.mark.parametrize("style", ["SQL, DMY", "German", "Postgres, MDY", "ISO, YMD"])
+def test_the_date_range_check_and_the_years_edges_hold_in_every_postgresql_date_style(store, style):
+    if make_url(str(store.url)).get_backend_name() != "postgresql":
+        pytest.skip("DateStyle is PostgreSQL's")
+    put(store, *[{"third_party_acct_number": str(n), "last_seen_exported_on": day}
+                 for n, day in enumerate(DAYS, start=1)])
+
+    with store.connect() as conn:
+        conn.exec_driver_sql(f"SET DateStyle = '{style}'")
+        conn.exec_driver_sql("SET TimeZone = 'America/Adak'")  # UTC-10 (-9 in summer)
+        found = stored_patients(conn, PRACTICE.id, ["last_seen_exported_on"])
+
+    assert found["last_seen_exported_on"].to_dict() == {str(n): iso(day) for n, day in enumerate(DAYS, start=1)}
 
 
 def test_stored_patients_are_object_columns_indexed_by_account_number(store):
@@ -172,3 +188,78 @@ def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_imp
 
     assert known == {"1": ids["1"]}  # 2 is this import's own, 3 is not in the file, 4 is new
     assert all(type(k) is str and type(v) is int for k, v in known.items())
+
+
+# ---------------------------------------------------------------- stored dates that are not dates
+
+
+def put_raw(engine, column: str, values: list) -> None:
+    """Patients 1, 2, ... of PRACTICE with `column` set to `values` as the driver takes them, no
+    Date type in between: what another program or a hand edit leaves in the store."""
+    with engine.begin() as conn:
+        for n, value in enumerate(values, start=1):
+            conn.execute(sa.text(f"INSERT INTO patients (practice_id, third_party_acct_number, first_name, last_name,"
+                                 f" status, {column}) VALUES (:practice, :account, 'Ana', 'Lopez', 'active', :value)"),
+                         {"practice": PRACTICE.id, "account": str(n), "value": value})
+
+
+# Kept as they are by SQLite (a DATE column has NUMERIC affinity: the numbers stay numbers). Each
+# would compare wrongly as a text: a datetime or an unpadded date sorts after the same day's ISO
+# text (rule 7 would skip a same-day export), 30/11/2026 before any (it would apply an older one).
+# numpy parses "NaT", year 0, " 202-11-30" and "0002026-11" as days: none is a `date`'s text.
+NOT_ISO_DATES = ["2026-11-30 00:00:00", "2026-11-30T00:00:00Z", "2026-11-3", "30/11/2026", "20261130",
+                 "2026-W48-1", " 2026-11-30", "", "2026-02-30", "NaT", "0000-01-01", " 202-11-30", "0002026-11",
+                 "10000-01-01", 2461009.5, 20261130]
+
+
+@pytest.mark.parametrize("column", ["birth_date", "last_visit", "last_seen_exported_on"])
+def test_a_sqlite_date_column_holding_anything_but_an_iso_date_is_refused_without_its_value(store, column):
+    if make_url(str(store.url)).get_backend_name() != "sqlite":
+        pytest.skip("a PostgreSQL DATE column holds dates only (out of range: the next test)")
+    put_raw(store, column, [*NOT_ISO_DATES, "2026-11-30", None])
+
+    with store.connect() as conn, pytest.raises(StoredDateError) as raised:
+        stored_patients(conn, PRACTICE.id, [column])
+    with store.connect() as conn, pytest.raises(StoredDateError):
+        decide_against_store(conn, PRACTICE, normalised({"account_number": "1"}), date(2026, 11, 30))
+
+    message = str(raised.value)
+    assert f"{len(NOT_ISO_DATES)} stored patient(s) have a {column}" in message
+    assert re.search(r"account numbers (1?[0-9], ){5}\.\.\.\)", message)  # five of them, no order
+    assert "2026" not in message and "30/11" not in message  # no stored value in a message
+
+
+@pytest.mark.parametrize("value", NOT_ISO_DATES, ids=repr)
+def test_one_stored_date_that_is_not_iso_among_iso_ones_is_refused(store, value):
+    if make_url(str(store.url)).get_backend_name() != "sqlite":
+        pytest.skip("a PostgreSQL DATE column holds dates only")
+    put_raw(store, "birth_date", ["0001-01-01", "1999-12-31", "9999-12-31", None, value])
+
+    with store.connect() as conn, pytest.raises(StoredDateError, match=r"account numbers 5\)"):
+        stored_patients(conn, PRACTICE.id, ["birth_date"])
+
+
+@pytest.mark.parametrize("day", ["10000-01-01", "0044-03-15 BC", "infinity", "-infinity"])
+def test_a_postgresql_date_no_date_holds_is_refused_not_read_as_another_day_or_null(store, day):
+    if make_url(str(store.url)).get_backend_name() != "postgresql":
+        pytest.skip("SQLite has no date range (the previous test)")
+    put_raw(store, "last_seen_exported_on", [None, day])
+
+    with store.connect() as conn, pytest.raises(StoredDateError, match=r"1 stored patient\(s\).*account numbers 2\)"):
+        # to_char gives 10000-01-01 (a text before 2026-...), 0044-03-15 for a BC day, NULL for infinity
+        decide_against_store(conn, PRACTICE, normalised({"account_number": "2"}), date(2026, 11, 30))
+
+
+def test_stored_dates_of_another_practice_are_not_checked(store):
+    other = Practice(id="other_clinic", name="Other", systems=frozenset())
+    records.sync_practices(store, {PRACTICE.id: PRACTICE, other.id: other})
+    put(store, {"third_party_acct_number": "1", "birth_date": date(1980, 2, 3)})
+    with store.begin() as conn:
+        conn.execute(sa.text("INSERT INTO patients (practice_id, third_party_acct_number, first_name, last_name, "
+                             "status, birth_date) VALUES ('other_clinic', '1', 'Bo', 'Li', 'active', NULL)"))
+        if store.dialect.name == "sqlite":
+            conn.execute(sa.text("UPDATE patients SET birth_date = '03/02/1980' WHERE practice_id = 'other_clinic'"))
+
+    decided = decide(store, {"account_number": "1", "birth_date": "1980-02-03"}, exported_on=date(2026, 1, 2))
+
+    assert decided[OUTCOME].tolist() == [p.UNCHANGED]  # the other practice's account 1 is not this one

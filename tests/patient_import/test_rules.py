@@ -3,6 +3,7 @@
 import random
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,6 +14,7 @@ from include.patient_import.rules import (
     CODE,
     DATA_COLUMNS,
     OUTCOME,
+    _field_names,
     capacity_parameters,
     check_frame,
     decide_outcomes,
@@ -123,6 +125,30 @@ def test_changed_field_names_equal_each_rows_changes_named_one_by_one():
         expected.append(",".join(changed) or None)
     assert decided[CHANGED_FIELDS].tolist() == expected
     assert decided[OUTCOME].tolist() == [p.UPDATED if names else p.UNCHANGED for names in expected]
+
+
+def test_changed_field_names_hold_for_more_fields_than_a_64_bit_integer_has_bits():
+    fields = [f"field_{n}" for n in range(70)]  # DATA_COLUMNS may grow: the names must not wrap
+    by_field = np.zeros((4, len(fields)), dtype=bool)
+    by_field[0, [0, 64]] = True
+    by_field[1, [63, 69]] = True
+    by_field[2, 64] = True
+    by_field[3, 0] = True
+
+    names = _field_names(by_field, np.array([True, True, True, False]), pd.RangeIndex(4), fields)
+
+    assert names.tolist() == ["field_0,field_64", "field_63,field_69", "field_64", None]
+
+
+def test_a_new_patients_insert_is_a_change_and_an_identical_stored_one_is_not():
+    frame = normalised({"account_number": "1"}, {"account_number": "2"}, {"account_number": "3", "city": "Nampa"})
+    store = stored(*[{"third_party_acct_number": n, "first_name": "Ana", "last_name": "Lopez", "status": "active",
+                      "last_seen_exported_on": "2026-01-01"} for n in "23"])
+
+    decided = decide_outcomes(frame, store, DRIP, date(2026, 2, 1))
+
+    assert decided[OUTCOME].tolist() == [p.INSERTED, p.UNCHANGED, p.UPDATED]
+    assert decided["changed"].tolist() == [True, False, True]
 
 
 def test_older_export_is_skipped_and_same_date_applies():

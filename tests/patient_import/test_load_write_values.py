@@ -169,3 +169,16 @@ def test_a_load_of_every_kind_of_value_across_batches_is_stored_logged_and_undon
 
     undo_import(store, import_b, by="test")
     assert {a: p["city"] for a, p in stored(store, BIG.id).items()} == {a: p["city"] for a, p in patients.items()}
+
+
+def test_rows_sharing_a_row_number_write_nothing(store):
+    """The reader numbers rows uniquely; should two rows to write share a number, the load fails
+    whole on both stores (SQLite's staging table is keyed by it, and every store's import rows
+    are), not writes one of them."""
+    frame = export({"account_number": "1", "last_name": "A", "first_name": "B"},
+                   {"account_number": "2", "last_name": "C", "first_name": "D"})
+    frame[ROW_NUMBER] = [2, 2]
+
+    with pytest.raises(sa.exc.IntegrityError):
+        load(store, BIG, frame)
+    assert stored(store, BIG.id) == {}

@@ -198,7 +198,7 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     for column in _DATE_COLUMNS:
         frame[column] = iso_dates(frame[column])
     frame["practice_id"] = practice_id
-    frame["last_seen_exported_on"] = exported_on.isoformat()
+    frame["last_seen_exported_on"] = _date_text(exported_on)  # the day of a datetime too
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)

@@ -182,3 +182,15 @@ def test_rows_sharing_a_row_number_write_nothing(store):
     with pytest.raises(sa.exc.IntegrityError):
         load(store, BIG, frame)
     assert stored(store, BIG.id) == {}
+
+
+@pytest.mark.parametrize("exported_on", [datetime(2025, 3, 1, 12, 30), pd.Timestamp("2025-03-01 23:59")])
+def test_an_export_date_given_as_a_datetime_is_stored_as_its_day(store, exported_on):
+    """Its ISO text (`2025-03-01T12:30:00`) bound as it is would sort after the day itself, and
+    SPEC §3 rule 7 compares the stored export dates."""
+    load(store, BIG, export({"account_number": "1", "last_name": "A", "first_name": "B"}), exported_on)
+
+    assert stored(store, BIG.id)["1"]["last_seen_exported_on"] == date(2025, 3, 1)
+    with store.connect() as conn:
+        assert conn.exec_driver_sql("SELECT CAST(last_seen_exported_on AS TEXT) FROM patients").scalar() \
+            == "2025-03-01"

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
@@ -197,7 +198,7 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     for column in _DATE_COLUMNS:
         frame[column] = iso_dates(frame[column])
     frame["practice_id"] = practice_id
-    frame["last_seen_exported_on"] = exported_on.isoformat()
+    frame["last_seen_exported_on"] = _date_text(exported_on)  # the day of a datetime too
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)
@@ -228,6 +229,8 @@ def _is_iso_date(text: str) -> bool:
 def _date_text(value: Any) -> str | None:
     if isinstance(value, str):
         return value if _ISO_SHAPE.fullmatch(value) and _is_iso_date(value) else None
+    if isinstance(value, np.datetime64):  # any unit, days before pandas' oldest timestamp too
+        return None if np.isnat(value) else _date_text(str(np.datetime_as_string(value, unit="D")))
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
@@ -291,10 +294,19 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     target = f"{quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)})"
     if conn.dialect.name != "postgresql":
         for name, values in columns.items():
-            bind = table.c[name].type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-            if bind is not None and pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-                # Text is bound as it is (the dates' ISO text is SQLite's own representation);
-                # other values (date and datetime objects) go through the type's processor.
+            column_type = table.c[name].type
+            bind = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+            if bind is None:
+                continue
+            if not isinstance(column_type, sa.Date):  # (sa.DateTime is no Date)
+                # Every value through the type's processor, text too: text bound as it is would
+                # skip its rendering (a DateTime's microseconds, a JSON's quoting) or check.
+                columns[name] = [None if v is None else bind(v) for v in values]
+                continue
+            # A Date's ISO text is bound as it is (it is SQLite's own representation of a date),
+            # once checked; other values (date and datetime objects) go through the processor.
+            _refuse_non_iso_text(name, values)
+            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
                 columns[name] = [v if v is None or isinstance(v, str) else bind(v) for v in values]
         placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
         insert, feed = f"INSERT INTO {target} VALUES ({placeholders})", zip(*columns.values())
@@ -335,11 +347,27 @@ _SQLITE_BATCH = 5_000
 
 
 def _python_values(values: pd.Series) -> list:
-    """A column as a list of Python values with None for every empty cell (pandas' NaN would be
-    stored as the text 'NaN'), in one pass and without copying the frame."""
-    if values.dtype.kind in "iub":
+    """A column as a list of plain Python values, None for every missing cell whatever the dtype
+    (pandas' NaN would be stored as the text 'NaN'; its NA and NaT are refused by the type
+    processors), in one pass and without copying the frame. Numpy numbers in an object column
+    become Python ones: sqlite3 would store a numpy integer as an 8-byte BLOB."""
+    missing = values.isna().to_numpy(dtype=bool)
+    if values.dtype.kind in "iub" and not missing.any():
         return values.to_numpy().tolist()
-    return values.to_numpy(dtype=object, na_value=None).tolist()
+    objects = values.to_numpy(dtype=object)  # may be a read-only view of the frame's own array
+    if missing.any():
+        objects = np.where(missing, None, objects)
+    if pd.api.types.infer_dtype(objects, skipna=True) in ("string", "empty"):
+        return objects.tolist()
+    return [v.item() if isinstance(v, (np.number, np.bool_)) else v for v in objects.tolist()]
+
+
+def _refuse_non_iso_text(name: str, values: list) -> None:
+    """Raises TypeError (as SQLite's `Date` processor does for text) when a text in `values` is
+    not a `YYYY-MM-DD` day: bound as it is, it would be stored, and every read of the row fail.
+    Each distinct text checked once; the message names the column, never the value."""
+    if any(isinstance(v, str) and _date_text(v) is None for v in set(values)):
+        raise TypeError(f"{name}: a text that is not a YYYY-MM-DD day, for a Date column")
 
 
 def _copy_csv(columns: dict[str, list]) -> memoryview | None:

@@ -53,6 +53,20 @@ FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 def defuse(value: object) -> str:
     """The cell as text that no spreadsheet runs as a formula: a leading apostrophe before one of
-    `FORMULA_STARTS`; None (and a float NaN) as ""."""
-    text = "" if value is None or (isinstance(value, float) and value != value) else str(value)
+    `FORMULA_STARTS`; a missing value (`_missing`) as ""."""
+    text = "" if _missing(value) else str(value)
     return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def _missing(value: object) -> bool:
+    """None, and a cell that is not equal to itself: a float NaN (numpy's too), pandas' NaT and
+    numpy's; and pandas' NA, whose comparisons are NA, which has no truth value. (Not pandas'
+    isna: this module is imported where pandas is not.) Each would be written as its name."""
+    if value is None:
+        return True
+    if isinstance(value, str):  # most cells: no comparison needed
+        return False
+    try:
+        return bool(value != value)
+    except TypeError:  # pandas' NA
+        return True

@@ -44,7 +44,7 @@ from include.patient_import import changes, files
 from include.patient_import import problems as p
 from include.patient_import.catalogue import PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
-from include.patient_import.normalize import ACTIVE, object_array
+from include.patient_import.normalize import ACTIVE, is_iso_date, object_array
 from include.patient_import.patients import count_patients, decide_against_store
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
@@ -206,9 +206,6 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     return frame[[ROW_NUMBER, *_WRITTEN]]
 
 
-_ISO_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-
-
 def iso_dates(values: pd.Series) -> pd.Series:
     """A column of dates as `YYYY-MM-DD` text (object dtype, same index), None where a cell holds
     no valid date. ISO text is kept as it is, `date` objects are formatted, anything else (a
@@ -218,17 +215,9 @@ def iso_dates(values: pd.Series) -> pd.Series:
     return pd.Series(texts[positions], index=values.index, dtype="object")  # -1 (empty) reads the None
 
 
-def _is_iso_date(text: str) -> bool:
-    try:
-        date.fromisoformat(text)
-    except ValueError:  # 2023-02-30, month 13
-        return False
-    return True
-
-
 def _date_text(value: Any) -> str | None:
     if isinstance(value, str):
-        return value if _ISO_SHAPE.fullmatch(value) and _is_iso_date(value) else None
+        return value if is_iso_date(value) else None
     if isinstance(value, np.datetime64):  # any unit, days before pandas' oldest timestamp too
         return None if np.isnat(value) else _date_text(str(np.datetime_as_string(value, unit="D")))
     if isinstance(value, datetime):

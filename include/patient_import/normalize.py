@@ -418,6 +418,19 @@ def normalize_date(raw: str, *, today: datetime.date, field: str = "last_visit")
     return day.isoformat(), None
 
 
+def is_iso_date(value: object) -> bool:
+    """`value` is a day's text exactly as `date.isoformat()` writes it (YYYY-MM-DD, a real day):
+    what the normaliser writes and the store keeps, the one form dates are compared in (SPEC §3
+    rule 7). `date.fromisoformat` alone also takes 20261130 and 2026-W48-1: the round trip keeps
+    the one form."""
+    if type(value) is not str or len(value) != 10:
+        return False
+    try:
+        return datetime.date.fromisoformat(value).isoformat() == value
+    except ValueError:  # 2023-02-30, month 13
+        return False
+
+
 def normalize_birth_date(raw: str, *, today: datetime.date, field: str = "birth_date") -> Cleaned:
     """An ISO birth date, not in the future and not more than 120 years before ``today``."""
     value, code = normalize_date(raw, today=today, field=field)

@@ -17,6 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
+from include.patient_import.normalize import is_iso_date
 from include.patient_import.practices import Practice
 from include.patient_import.rules import DATA_COLUMNS, decide_outcomes
 from include.patient_import.schema import STORE_COLUMN
@@ -88,17 +89,6 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
     return frame.set_index(pd.Index(frame[ACCOUNT_COLUMN].to_numpy(), dtype="object", name=ACCOUNT_COLUMN))
 
 
-def _is_iso_date(value: object) -> bool:
-    """`value` is a date's text exactly as `date.isoformat()` gives it (YYYY-MM-DD, a real day)."""
-    if type(value) is not str or len(value) != 10:
-        return False
-    try:
-        # fromisoformat alone also takes 20261130 and 2026-W48-1: the round trip keeps the one form.
-        return date.fromisoformat(value).isoformat() == value
-    except ValueError:
-        return False
-
-
 def _not_iso_dates(distinct: np.ndarray) -> set:
     """The values of `distinct` (an object array, no repeats) that are neither None nor ISO dates.
 
@@ -117,7 +107,7 @@ def _not_iso_dates(distinct: np.ndarray) -> set:
             same = np.datetime_as_string(days) == present.astype(str)
             if (same & (days >= np.datetime64(date.min)) & (days <= np.datetime64(date.max))).all():
                 return set()
-    return {v for v in present.tolist() if not _is_iso_date(v)}
+    return {v for v in present.tolist() if not is_iso_date(v)}
 
 
 def _check_iso_dates(values: np.ndarray, position: int, account_position: int, column: str,

@@ -309,18 +309,19 @@ def _scheduled_lines(scheduled: dict | None) -> list[str]:
         return []
     lines = ["", "Scheduled runs on the real scheduler (`python -m bench.scheduled`), "
                  f"{scheduled.get('rows_per_practice', 1000):,} rows per practice, the preloading "
-                 "LocalExecutor (include/executors.py) beside Airflow's plain one"
-                 + (f", measured {scheduled['measured_at']}" if scheduled.get("measured_at") else "") + ":", "",
+                 "LocalExecutor (include/executors.py) beside Airflow's plain one (— where a run left "
+                 "it out):", "",
              "| practices | patient_import (s) | same-shape empty DAG (s) | ratio | practices/min/core "
-             "| plain LocalExecutor (s) | plain / preloading |",
-             "|---:|---:|---:|---:|---:|---:|---:|"]
+             "| plain LocalExecutor (s) | plain / preloading | measured |",
+             "|---:|---:|---:|---:|---:|---:|---:|---|"]
     for n, p in sorted(scheduled["practices"].items(), key=lambda kv: int(kv[0])):
         empty = f"{p['empty_seconds']:.1f}" if p.get("empty_seconds") else "—"
         ratio = f"{p['ratio']:.2f}×" if p.get("ratio") else "—"
         plain = p.get("plain_local_executor_seconds")
         plain_cells = f"{plain:.1f} | {plain / p['seconds']:.2f}×" if plain else "— | —"
+        measured = p.get("measured_at") or scheduled.get("measured_at") or "—"
         lines.append(f"| {int(n):,} | {p['seconds']:.1f} | {empty} | {ratio} | "
-                     f"{p['practices_per_minute_per_core']:.2f} | {plain_cells} |")
+                     f"{p['practices_per_minute_per_core']:.2f} | {plain_cells} | {measured} |")
     return lines
 
 

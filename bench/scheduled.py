@@ -3,7 +3,8 @@ each, beside the same-shape empty DAG (`bench/dags/empty_import_shape.py`), with
 LocalExecutor (`include/executors.py`, what `make up` runs) and, as the baseline, Airflow's plain
 LocalExecutor.
 
-    python -m bench.scheduled [--practices 1,20] [--rows 1000] [--executors preloading,local] [--write]
+    python -m bench.scheduled [--practices 1,20] [--rows 1000] [--executors preloading,local]
+                              [--without-empty] [--write]
 
 For each executor one `airflow standalone` stack starts in a temporary home (the machine's
 sizing, as `make up`), with a registry of max(N) practices. For each N, a fresh export of R
@@ -11,9 +12,11 @@ generated patients lands in each of N inboxes; one `patient_import` run imports 
 run of the empty DAG maps over N. A figure is the run's own start-to-end seconds as the API reports
 it (scheduling before the start is not in it). It prints one line per figure and, per N, the ratios
 patient_import / empty DAG and plain / preloading executor, measured in the same process.
-`--write` adds the preloading figures to bench/results/latest.json (`scheduled`) for
-`python -m bench.report`, which shows them against the target (≤ 2× the empty DAG at 20
-practices) in docs/performance.md.
+`--without-empty` leaves the empty DAG out (at 200 practices its run alone takes about 20 minutes
+on 2 cores): such a figure has seconds and practices per minute per core, no ratio. `--write` adds
+the preloading figures to bench/results/latest.json (`scheduled`), each practice count replacing
+only its own earlier figure, for `python -m bench.report`, which shows them against the targets
+(≤ 2× the empty DAG at 20 practices; 200 practices measured) in docs/performance.md.
 """
 
 from __future__ import annotations
@@ -72,8 +75,9 @@ def run_seconds(stack, token: str, dag_id: str, conf: dict) -> float:
     raise TimeoutError(f"{dag_id} run {run_id} not done within {RUN_TIMEOUT_SECONDS} s")
 
 
-def measure(executor: str, practices: list[int], rows: int) -> dict[int, dict]:
-    """{N: {"seconds", "empty_seconds"}} for one executor, on a stack of its own."""
+def measure(executor: str, practices: list[int], rows: int, with_empty: bool = True) -> dict[int, dict]:
+    """{N: {"seconds", "empty_seconds"}} for one executor, on a stack of its own (`empty_seconds`
+    None without the empty DAG)."""
     from scripts.airflow_stack import start_stack, unpause
 
     base = Path(tempfile.mkdtemp(prefix="bench_scheduled_"))
@@ -96,10 +100,10 @@ def measure(executor: str, practices: list[int], rows: int) -> dict[int, dict]:
         for round_, count in enumerate(practices, start=1):
             land_exports(home, count, rows, round_)
             seconds = run_seconds(stack, token, "patient_import", {})
-            empty = run_seconds(stack, token, "empty_import_shape", {"practices": count})
+            empty = run_seconds(stack, token, "empty_import_shape", {"practices": count}) if with_empty else None
             figures[count] = {"seconds": seconds, "empty_seconds": empty}
-            print(f"  {executor}: {count} practices × {rows:,} rows: patient_import {seconds:.1f} s, "
-                  f"empty DAG {empty:.1f} s, ratio {seconds / empty:.2f}×", flush=True)
+            print(f"  {executor}: {count} practices × {rows:,} rows: patient_import {seconds:.1f} s"
+                  + (f", empty DAG {empty:.1f} s, ratio {seconds / empty:.2f}×" if empty else ""), flush=True)
     finally:
         stack.stop()
         shutil.rmtree(base, ignore_errors=True)
@@ -111,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--practices", default="1,20", help="practice counts, comma-separated (default 1,20)")
     parser.add_argument("--rows", type=int, default=1000, help="patients per export (default 1000)")
     parser.add_argument("--executors", default="preloading,local", help="of: " + ", ".join(EXECUTORS))
+    parser.add_argument("--without-empty", action="store_true",
+                        help="do not run the same-shape empty DAG (no ratio; saves its run's time)")
     parser.add_argument("--write", action="store_true", help="add the figures to bench/results/latest.json")
     args = parser.parse_args(argv)
     practices = sorted({int(n) for n in args.practices.split(",")})
@@ -118,32 +124,43 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and "preloading" not in executors:
         parser.error("--write records the preloading executor's figures: measure it (--executors preloading,...)")
     cores = os.cpu_count() or 1
-    found = {executor: measure(executor, practices, args.rows) for executor in executors}
+    found = {executor: measure(executor, practices, args.rows, not args.without_empty) for executor in executors}
     for count in practices:
         line = []
         for executor, figures in found.items():
             f = figures[count]
-            line.append(f"{executor} {f['seconds']:.1f} s ({f['seconds'] / f['empty_seconds']:.2f}× the empty DAG, "
+            ratio = f"{f['seconds'] / f['empty_seconds']:.2f}× the empty DAG, " if f["empty_seconds"] else ""
+            line.append(f"{executor} {f['seconds']:.1f} s ({ratio}"
                         f"{count / (f['seconds'] / 60) / cores:.2f} practices/min/core)")
         if {"preloading", "local"} <= found.keys():
             plain, preloading = found["local"][count]["seconds"], found["preloading"][count]["seconds"]
             line.append(f"plain / preloading executor {plain / preloading:.2f}×")
         print(f"BENCH_SCHEDULED {count} practices: " + "; ".join(line))
     if args.write:
-        chosen = found["preloading"]
         results = json.loads(RESULTS.read_text(encoding="utf-8")) if RESULTS.exists() else {}
-        results["scheduled"] = {
-            "rows_per_practice": args.rows, "cores": cores, "executors": executors,
-            "measured_at": datetime.now().astimezone().isoformat(timespec="seconds"),
-            "practices": {str(n): {**f, "ratio": f["seconds"] / f["empty_seconds"],
-                                   "practices_per_minute_per_core": n / (f["seconds"] / 60) / cores,
-                                   **({"plain_local_executor_seconds": found["local"][n]["seconds"]}
-                                      if "local" in found else {})}
-                          for n, f in chosen.items()},
-        }
+        measured_at = datetime.now().astimezone().isoformat(timespec="seconds")
+        results["scheduled"] = recorded(results.get("scheduled"), found, executors, args.rows, cores, measured_at)
         RESULTS.write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
         print(f"written to {RESULTS}; `python -m bench.report` regenerates docs/performance.md")
     return 0
+
+
+def recorded(previous: dict | None, found: dict[str, dict[int, dict]], executors: list[str], rows: int,
+             cores: int, measured_at: str) -> dict:
+    """latest.json's `scheduled` after a run: the preloading executor's figure per practice count
+    measured now (seconds, the ratio to the empty DAG when it ran, practices per minute per core,
+    the plain executor's seconds when it ran, when it was measured), beside the earlier figures of
+    the counts not measured now. An earlier run of other rows per practice is not kept."""
+    kept = previous.get("practices", {}) if previous and previous.get("rows_per_practice") == rows else {}
+    # Figures written before each carried its own date were all measured at the run's.
+    practices = {n: {"measured_at": previous.get("measured_at"), **f} for n, f in kept.items()} if previous else {}
+    for n, f in found["preloading"].items():
+        practices[str(n)] = {
+            **f, "ratio": f["seconds"] / f["empty_seconds"] if f["empty_seconds"] else None,
+            "practices_per_minute_per_core": n / (f["seconds"] / 60) / cores, "measured_at": measured_at,
+            **({"plain_local_executor_seconds": found["local"][n]["seconds"]} if "local" in found else {})}
+    return {"rows_per_practice": rows, "cores": cores, "executors": executors, "measured_at": measured_at,
+            "practices": dict(sorted(practices.items(), key=lambda kv: int(kv[0])))}
 
 
 if __name__ == "__main__":

@@ -253,7 +253,30 @@ def test_the_scheduled_runs_are_kept_from_the_previous_results(tmp_path):
     results: dict = {"samples": []}
     _keep_scheduled(results, previous)
     assert results["scheduled"] == scheduled
-    assert "measured 2026-11-30T11:57:34+00:00" in "\n".join(report._scheduled_lines(results["scheduled"]))
+    assert "| 2026-11-30T11:57:34+00:00 |" in "\n".join(report._scheduled_lines(results["scheduled"]))
     fresh: dict = {}
     _keep_scheduled(fresh, tmp_path / "missing.json")  # no earlier run: nothing to keep
     assert "scheduled" not in fresh
+
+
+def test_a_scheduled_run_replaces_only_the_practice_counts_it_measured():
+    from bench.scheduled import recorded
+
+    earlier = {"rows_per_practice": 1000, "measured_at": "2026-11-30T11:57:34+00:00",
+               "practices": {"20": {"seconds": 150.0, "empty_seconds": 120.0, "ratio": 1.25,
+                                    "practices_per_minute_per_core": 4.0,
+                                    "plain_local_executor_seconds": 500.0}}}
+    # 200 practices without the empty DAG and without the plain executor.
+    now = recorded(earlier, {"preloading": {200: {"seconds": 1500.0, "empty_seconds": None}}},
+                   ["preloading"], 1000, 2, "2026-11-30T21:00:00+00:00")
+    assert now["practices"]["20"] == {**earlier["practices"]["20"], "measured_at": "2026-11-30T11:57:34+00:00"}
+    assert now["practices"]["200"]["ratio"] is None
+    assert now["practices"]["200"]["practices_per_minute_per_core"] == 200 / 25 / 2
+    assert list(now["practices"]) == ["20", "200"]
+    lines = "\n".join(report._scheduled_lines(now))
+    assert "| 200 | 1500.0 | — | — | 4.00 | — | — | 2026-11-30T21:00:00+00:00 |" in lines
+    assert "| 20 | 150.0 | 120.0 | 1.25× | 4.00 | 500.0 | 3.33× | 2026-11-30T11:57:34+00:00 |" in lines
+    # Figures of another export size are not mixed in.
+    other = recorded({**earlier, "rows_per_practice": 5000}, {"preloading": {200: {"seconds": 1500.0,
+                     "empty_seconds": None}}}, ["preloading"], 1000, 2, "2026-11-30T21:00:00+00:00")
+    assert list(other["practices"]) == ["200"]

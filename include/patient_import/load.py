@@ -75,7 +75,7 @@ from include.patient_import.store import (
     Patient,
     analyze_patient_keys,
     lock_practice,
-    postgres_error_message,
+    wrapped_driver_error,
 )
 
 log = logging.getLogger(__name__)
@@ -321,11 +321,7 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
         # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
         # others (the server's context quotes the offending value), and wrapped the same way.
         failed = _copy_line(error)
-        message = postgres_error_message(error)
-        if message is not None:
-            error.args = (message,)
-        wrapped = sa.exc.DBAPIError.instance(copy_sql, None, error, driver_error, hide_parameters=True,
-                                             dialect=conn.dialect)
+        wrapped = wrapped_driver_error(conn, copy_sql, error)
         if failed and ROW_NUMBER in rows.columns and failed <= len(rows):
             wrapped.add_note(f"COPY into {table.name} failed at spreadsheet row {rows[ROW_NUMBER].iloc[failed - 1]}")
         raise wrapped from error
@@ -355,7 +351,7 @@ def _refuse_non_iso_text(name: str, values: list) -> None:
     """Raises TypeError (as SQLite's `Date` processor does for text) when a text in `values` is
     not a `YYYY-MM-DD` day: bound as it is, it would be stored, and every read of the row fail.
     Each distinct text checked once; the message names the column, never the value."""
-    if any(isinstance(v, str) and _date_text(v) is None for v in set(values)):
+    if any(isinstance(v, str) and not is_iso_date(v) for v in set(values)):
         raise TypeError(f"{name}: a text that is not a YYYY-MM-DD day, for a Date column")
 
 

@@ -21,7 +21,7 @@ from include.patient_import.normalize import is_iso_date
 from include.patient_import.practices import Practice
 from include.patient_import.rules import DATA_COLUMNS, decide_outcomes
 from include.patient_import.schema import STORE_COLUMN
-from include.patient_import.store import Patient, postgres_error_message
+from include.patient_import.store import Patient, wrapped_driver_error
 
 ACCOUNT_COLUMN = "third_party_acct_number"
 # The stored columns the sync rules compare (SPEC §3) and the bookkeeping they advance.
@@ -140,11 +140,7 @@ def _fetched(conn: Connection, query: sa.Select, width: int) -> np.ndarray:
         rows = result.cursor.fetchall()
     except driver_error as error:
         # Raised by the driver, not through SQLAlchemy: scrubbed and wrapped as the engine does.
-        message = postgres_error_message(error)
-        if message is not None:
-            error.args = (message,)
-        raise sa.exc.DBAPIError.instance(str(query), None, error, driver_error, hide_parameters=True,
-                                         dialect=conn.dialect) from error
+        raise wrapped_driver_error(conn, str(query), error) from error
     finally:
         result.close()
     # Values are scalars (texts, integers, None), so numpy makes a 2-D array of the row tuples.

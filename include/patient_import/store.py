@@ -324,6 +324,18 @@ def postgres_error_message(error: Exception) -> str | None:
     return f"{message} [SQLSTATE {sqlstate}{'; ' + where if where else ''}]"
 
 
+def wrapped_driver_error(conn: Connection, statement: str, error: Exception) -> sa.exc.StatementError:
+    """A driver error raised outside SQLAlchemy's execution (a COPY, a fetch straight from the
+    driver's cursor) as SQLAlchemy would have raised it: scrubbed of patient values
+    (`postgres_error_message`) and wrapped in a `DBAPIError` that hides the parameters. `conn` is
+    the SQLAlchemy connection the driver belongs to; raise the result `from error`."""
+    message = postgres_error_message(error)
+    if message is not None:
+        error.args = (message,)
+    return sa.exc.DBAPIError.instance(statement, None, error, conn.dialect.loaded_dbapi.Error,
+                                      hide_parameters=True, dialect=conn.dialect)
+
+
 def _without_patient_values(context):  # noqa: ANN001 - sqlalchemy.engine.ExceptionContext
     error = context.original_exception
     message = postgres_error_message(error)

@@ -3,10 +3,10 @@
 Which fields an updated row changes is decided with its outcome, by the one comparison of incoming
 with stored values (`rules.decide_outcomes`); the load records the names per row
 (`import_rows.changed_fields`) and the counts per field (`imports.field_changes`). This module keeps
-the values: in the load's transaction, one `INSERT ... SELECT` reads the before-image of every
-patient the import is about to write from the staging table joined to the store into a temporary
-table, and one `INSERT ... SELECT` after the write logs each entry whole, with what it wrote (the
-after-image). Dry runs write neither.
+the values: in the load's transaction, an `INSERT ... SELECT` per staging table (the whole rows
+written; the keys of the patients only seen again) reads the before-image of every patient the
+import is about to write, joined to the store, into a temporary table, and one `INSERT ... SELECT`
+after the write logs each entry whole, with what it wrote (the after-image). Dry runs write neither.
 
 The values are patient data: they stay in the store and in the changes file (`changes_csv`),
 served role-gated by Import Results; reports, logs and XComs carry field names and counts only.
@@ -51,23 +51,32 @@ def _before_images() -> sa.Table:
                     prefixes=["TEMPORARY"])
 
 
-def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
-    """Read, before the write, every staged patient with the stored values it will replace.
-
-    `staging` is the load's staging table (the written patient columns). The action is `inserted`
-    for an account not stored yet, `updated` for a row the rules decided changes the patient
-    (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on` moves forward, so
-    only the bookkeeping is kept (a daily full export would otherwise copy every patient's values
-    into the log on every import). The images wait in a temporary table for `log_after`, which
-    writes each log entry once, whole: an entry inserted now and updated after the write would
-    cost the store's table and its indexes every row twice.
-    """
-    changes, stored = PatientChange.__table__, Patient.__table__.alias("stored")
+def start_log(conn: Connection, import_id: str) -> None:
+    """Before the load's first write: drop what an earlier try of the import logged and create the
+    temporary table of before-images that `log_before` fills and `log_after` reads and drops."""
+    changes = PatientChange.__table__
     conn.execute(sa.delete(changes).where(changes.c.import_id == import_id))
+    _before_images().create(conn)
+
+
+def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
+    """Read, before the write, every staged patient with the stored values it will replace
+    (`start_log` first; callable once per staging table, the tables naming different patients).
+
+    `staging` is one of the load's staging tables: the written patient columns, or only the
+    patient key (`practice_id`, `third_party_acct_number`) for the patients an import only saw.
+    The action is `inserted` for an account not stored yet, `updated` for a row the rules decided
+    changes the patient (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on`
+    moves forward, so only the bookkeeping is kept (a daily full export would otherwise copy every
+    patient's values into the log on every import). The images wait in a temporary table for
+    `log_after`, which writes each log entry once, whole: an entry inserted now and updated after
+    the write would cost the store's table and its indexes every row twice.
+    """
+    stored = Patient.__table__.alias("stored")
     before = _before_images()
-    before.create(conn)
     inserted = stored.c.id.is_(None)
-    updated = staging.c.updated_import_id.is_not(None)
+    updated = (staging.c.updated_import_id.is_not(None) if "updated_import_id" in staging.c
+               else sa.false())
     action = sa.case((inserted, INSERTED), (updated, UPDATED), else_=SEEN)
     rows = sa.select(
         sa.literal(import_id, sa.String), staging.c.practice_id, staging.c.third_party_acct_number,
@@ -78,14 +87,14 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
     conn.execute(sa.insert(before).from_select(
         ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
          *[f"before_{c}" for c in IMAGE_COLUMNS]], rows))
-    if conn.dialect.name == "postgresql":
-        analyze_patient_keys(conn, before)
 
 
 def log_after(conn: Connection, import_id: str) -> None:
     """After the write: the log entries of `log_before`'s images, each with its patient's id (new
     ones have theirs now) and what the patient holds (for `seen` entries, the bookkeeping only)."""
     changes, patients, before = PatientChange.__table__, Patient.__table__, _before_images()
+    if conn.dialect.name == "postgresql":
+        analyze_patient_keys(conn, before)
     changed = before.c.action != SEEN
     columns = ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
                *[f"before_{c}" for c in IMAGE_COLUMNS], *[f"after_{c}" for c in IMAGE_COLUMNS]]

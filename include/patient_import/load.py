@@ -20,6 +20,11 @@ The write is set-based on both databases: the rows to write go into a temporary 
   MERGE, and its upsert is already a B-tree probe per row, the same work an UPDATE and an INSERT
   would do in two passes.
 
+A stored patient an export only sees again on a later day (unchanged, rule 7: most rows of a
+daily full export) is not staged whole: its key goes into a narrow staging table and one `UPDATE`
+moves its `last_seen_exported_on` forward (`seen_statement`), which is all the whole-row write
+changed for it.
+
 The change log's entries (changes.log_before / log_after) and the row outcomes (`import_rows`, one
 COPY of a narrow frame: the staging table holds only the rows written, and the outcomes are
 decided in pandas anyway) are written in the same transaction.
@@ -251,25 +256,76 @@ def _refuse_unkeyed_rows(rows: pd.DataFrame) -> None:
                                 f"{shown}; nothing was written")
 
 
-def _write_patients(conn: Connection, rows: pd.DataFrame, import_id: str) -> None:
-    if rows.empty:
+def _write_patients(conn: Connection, rows: pd.DataFrame, seen: pd.DataFrame, import_id: str,
+                    exported_on: date) -> None:
+    """Write an import's patients and log the change (SPEC §3 rules 6 and 7, §8).
+
+    `rows` are the staging table's rows of the new and changed patients (`_patient_rows`); `seen`
+    the (row number, practice, account number) of the stored patients an export only saw again on
+    a later day (`_seen_rows`): for those only `last_seen_exported_on` moves forward. A daily full
+    export is mostly such patients, and staging each one's every column to rewrite it with the
+    values it already holds cost the load most of its time (docs/performance.md).
+    Raises UnkeyedStagedRows before anything is written."""
+    if rows.empty and seen.empty:
         return  # nothing would change: no staging table, no statement
-    _refuse_unkeyed_rows(rows)
-    staging = _staging_table(conn.dialect.name)
-    staging.create(conn)
-    _bulk_insert(conn, staging, rows)
+    _refuse_unkeyed_rows(pd.concat([rows[list(seen.columns)], seen], ignore_index=True))
     postgres = conn.dialect.name == "postgresql"
-    if postgres:
-        analyze_patient_keys(conn, staging)
-    # The change log's before-images are read before the write, its after-images after it (SPEC §8).
-    changes.log_before(conn, staging, import_id)
-    if postgres and POSTGRES_WRITE == "update_insert":
-        for statement in update_insert_statements(staging):
-            conn.execute(statement)
-    else:
-        conn.execute(upsert_statement(conn.dialect.name, staging))
+    changes.start_log(conn, import_id)
+    if not rows.empty:
+        staging = _staging_table(conn.dialect.name)
+        staging.create(conn)
+        _bulk_insert(conn, staging, rows)
+        if postgres:
+            analyze_patient_keys(conn, staging)
+        # The change log's before-images are read before the write, its after-images after it.
+        changes.log_before(conn, staging, import_id)
+        if postgres and POSTGRES_WRITE == "update_insert":
+            for statement in update_insert_statements(staging):
+                conn.execute(statement)
+        else:
+            conn.execute(upsert_statement(conn.dialect.name, staging))
+        staging.drop(conn)
+    if not seen.empty:
+        keys = _seen_table()
+        keys.create(conn)
+        _bulk_insert(conn, keys, seen.drop(columns=[ROW_NUMBER]))
+        if postgres:
+            analyze_patient_keys(conn, keys)
+        changes.log_before(conn, keys, import_id)
+        conn.execute(seen_statement(keys, seen["practice_id"].iloc[0], exported_on))
+        keys.drop(conn)
     changes.log_after(conn, import_id)
-    staging.drop(conn)
+
+
+def _seen_table() -> sa.Table:
+    """A temporary table of patient keys: the stored patients an import only saw again."""
+    patients = Patient.__table__
+    return sa.Table("patient_seen_staging", sa.MetaData(),
+                    *[sa.Column(c, patients.c[c].type) for c in ("practice_id", "third_party_acct_number")],
+                    prefixes=["TEMPORARY"])
+
+
+def seen_statement(keys: sa.Table, practice_id: str, exported_on: date) -> sa.Update:
+    """The one `UPDATE` that moves `last_seen_exported_on` forward to `exported_on` for the
+    practice's patients `keys` names (`_seen_table`), and only forward (SPEC §3 rule 7, as
+    `_updated_values` has it for a whole row). `IN (SELECT ...)`: a hash semi-join on PostgreSQL;
+    on SQLite a probe of the patients' unique key per account."""
+    table = Patient.__table__
+    day = sa.literal(date.fromisoformat(_date_text(exported_on) or ""), table.c.last_seen_exported_on.type)
+    last_seen = table.c.last_seen_exported_on
+    return (sa.update(table)
+            .where(table.c.practice_id == practice_id,
+                   table.c.third_party_acct_number.in_(sa.select(keys.c.third_party_acct_number)),
+                   sa.or_(last_seen.is_(None), last_seen < day))
+            .values(last_seen_exported_on=day))
+
+
+def _seen_rows(decided: pd.DataFrame, practice_id: str) -> pd.DataFrame:
+    """(row number, practice, account number) of the rows the load writes that change no value:
+    their stored patient is only seen again on a later day (`rules.decide_outcomes`' `write`)."""
+    seen = decided[decided[WRITE] & decided[OUTCOME].eq(p.UNCHANGED)]
+    return pd.DataFrame({ROW_NUMBER: seen[ROW_NUMBER].astype("int64"), "practice_id": practice_id,
+                         "third_party_acct_number": seen["account_number"].astype("object")})
 
 
 def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
@@ -491,8 +547,9 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if warning:
                 problems += [warning]
             if not dry_run:
-                _write_patients(conn, _patient_rows(decided[decided[WRITE]], practice.id, import_id, exported_on),
-                                import_id)
+                changing = decided[decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED])]
+                _write_patients(conn, _patient_rows(changing, practice.id, import_id, exported_on),
+                                _seen_rows(decided, practice.id), import_id, exported_on)
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)

@@ -84,6 +84,25 @@ def backfill(airflow, start: date, end: date) -> list[str]:
     return [r["dag_run_id"] for r in runs if r["run_type"] == "backfill"]
 
 
+def planning_tries(airflow, run_ids: list[str]) -> dict[str, int]:
+    """Each run's `plan_imports` try number: a run a backfill reprocesses plans again (one more)."""
+    return {run_id: next(t["try_number"] for t in airflow.task_instances(run_id) if t["task_id"] == "plan_imports")
+            for run_id in run_ids}
+
+
+def reprocess(airflow, start: date, end: date, runs: list[str]) -> list[str]:
+    """Backfill `runs` again and wait until each has planned again and finished, not only until
+    the DAG is idle: a failure then says which run was not re-run (the tries and states)."""
+    before = planning_tries(airflow, runs)
+    again = backfill(airflow, start, end)
+    deadline = time.monotonic() + 300
+    while (tries := planning_tries(airflow, runs)) and any(tries[r] <= before[r] for r in runs):
+        assert time.monotonic() < deadline, f"not re-run: tries before {before}, now {tries}, runs {airflow.runs()}"
+        time.sleep(2)
+        airflow.wait_until_idle()
+    return again
+
+
 def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
     drop_exports(airflow.home)
 
@@ -122,7 +141,10 @@ def test_scheduled_sync_then_backfills_never_lose_duplicate_or_regress(airflow):
     assert patients(airflow.home) == synced
 
     # Reprocessing the same range re-runs those runs: new imports, and still no patient changes.
-    second = backfill(airflow, DATES[1], DATES[2])
+    second = reprocess(airflow, DATES[1], DATES[2], first)
     assert set(second) == set(first)
-    assert len(imports(airflow.home, second)) == 4 * len(PRACTICES)
+    reimported = imports(airflow.home, second)
+    assert len(reimported) == 4 * len(PRACTICES), (
+        planning_tries(airflow, second),
+        [(r["dag_run_id"], r["practice_id"], r["id"], r["status"]) for r in reimported])
     assert patients(airflow.home) == synced

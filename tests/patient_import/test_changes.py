@@ -164,6 +164,50 @@ def test_change_log_keeps_what_each_write_replaced_and_wrote(imports):
     assert all(seen[f"{side}_{c}"] is None for c in changes.VALUE_COLUMNS for side in ("before", "after"))
 
 
+def test_patients_only_seen_again_have_only_their_export_date_written(imports, monkeypatch):
+    """A daily full export is mostly patients seen again: their write stages their key alone and
+    moves `last_seen_exported_on` forward, never their every value (docs/performance.md)."""
+    from include.patient_import import load
+
+    imports.run("a")
+    before = imports.patients()
+    staged: dict[str, int] = {}
+    real = load._bulk_insert
+
+    def counting(conn, table, rows):
+        staged[table.name] = staged.get(table.name, 0) + len(rows)
+        staged[f"{table.name} columns"] = len(rows.columns)
+        return real(conn, table, rows)
+
+    monkeypatch.setattr(load, "_bulk_insert", counting)
+    imports.run("b")
+    after = imports.patients()
+
+    assert staged["patient_staging"] == g.UPDATED + g.NEW
+    assert staged["patient_seen_staging"] == g.PATIENTS - g.UPDATED
+    assert staged["patient_seen_staging columns"] == 2  # practice and account number
+    seen = [a for a in before if a in after and after[a]["updated_import_id"] == before[a]["updated_import_id"]]
+    assert len(seen) == g.PATIENTS - g.UPDATED
+    for account in seen:
+        assert after[account] == {**before[account], "last_seen_exported_on": after[account]["last_seen_exported_on"]}
+        assert str(after[account]["last_seen_exported_on"]) == str(g.B_ON)
+
+
+def test_a_day_of_patients_only_seen_again_stages_no_patient_values(imports, monkeypatch):
+    """The same file a day later (the bench's "newer identical" case): every row is seen again."""
+    from include.patient_import import load
+
+    imports.run("b")
+    staged: list[str] = []
+    real = load._bulk_insert
+    monkeypatch.setattr(load, "_bulk_insert", lambda conn, table, rows: (staged.append(table.name),
+                                                                         real(conn, table, rows))[1])
+    report = imports.run("b_again").report
+    assert report["counts"]["unchanged"] == g.PATIENTS + g.NEW
+    assert "patient_staging" not in staged and "patient_seen_staging" in staged
+    assert {str(p["last_seen_exported_on"]) for p in imports.patients().values()} == {str(g.B_AGAIN_ON)}
+
+
 def test_changes_file_lists_account_field_before_and_after(imports):
     imports.run("a")
     before = imports.patients()

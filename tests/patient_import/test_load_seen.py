@@ -358,3 +358,13 @@ def test_more_than_a_batch_of_patients_seen_again(two_stores, monkeypatch):
     assert seen_keys == whole
     assert {p["last_seen_exported_on"] for p in seen_keys["patients"]} == {"2025-04-01"}
     assert sum(c["action"] == "seen" for c in seen_keys["patient_changes"]) == 7_500 - 8
+
+
+def test_a_dry_run_of_patients_seen_again_changes_no_patient_and_logs_nothing(store):
+    load(store, DRIP, export(ANN, BOB), MARCH)
+    before = stored(store, DRIP.id)
+    _, _, import_id = load(store, DRIP, export(ANN, BOB, DORA), APRIL, dry_run=True)
+
+    assert outcomes(store, import_id) == {2: ("unchanged", None), 3: ("unchanged", None), 4: ("inserted", None)}
+    assert stored(store, DRIP.id) == before
+    assert _logged(store, import_id) == {}

@@ -27,7 +27,8 @@ from tests.patient_import.test_load_paths import _contents
 # Tier: unit, PostgreSQL (`postgres`).
 
 # Account numbers a key-only staging table and an `IN (SELECT ...)` must carry exactly.
-ODD_ACCOUNTS = ["0101", "101", " 7 ", "a'b\"c", "Zoë-ß", "9" * 32, "1,2", "e\u0301", "\\N", "N\\N", "007", "x;--"]
+ODD_ACCOUNTS = ["a\nb", "t\tb", "0101", "101", " 7 ", "a'b\"c", "Zoë-ß", "9" * 32, "1,2", "e\u0301", "\\N",
+                "N\\N", "007", "x;--"]
 SAME_DAY_LATER = datetime.datetime(2025, 4, 1, 13, 5)  # an export date given as a datetime
 JUNE = datetime.date(2025, 6, 1)
 BIG = Practice(id="drip_clinic", name="Big", capacity=100_000, systems=frozenset({"drip_education"}))

@@ -14,7 +14,6 @@ served role-gated by Import Results; reports, logs and XComs carry field names a
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from collections.abc import Iterator, Mapping
@@ -31,7 +30,7 @@ from include.patient_import.store import (
     PatientChange,
     analyze_patient_keys,
 )
-from include.patient_import.untrusted import defuse
+from include.patient_import.untrusted import defuse, quoted_csv_writer
 
 INSERTED, UPDATED, SEEN = "inserted", "updated", "seen"
 # The values an export sets, as the changes file names them: the bookkeeping columns are left out.
@@ -202,7 +201,7 @@ def changes_csv(conn: Connection, import_id: str) -> Iterator[str]:
     field quoted, cells defused like the upload file's (SPEC §5), header
     `account_number,field,before,after`; an empty value is an empty cell."""
     buffer = io.StringIO()
-    writer = csv.writer(buffer, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+    writer = quoted_csv_writer(buffer)
     buffer.write("\ufeff")
     writer.writerow(CHANGES_HEADER)
     for count, (account, field, before, after) in enumerate(value_changes(conn, import_id), start=1):

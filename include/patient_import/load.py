@@ -203,12 +203,17 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     for column in _DATE_COLUMNS:
         frame[column] = iso_dates(frame[column])
     frame["practice_id"] = practice_id
-    frame["last_seen_exported_on"] = _date_text(exported_on)  # the day of a datetime too
+    frame["last_seen_exported_on"] = _day_of(exported_on).isoformat()
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)
     frame.insert(0, ROW_NUMBER, applied[ROW_NUMBER].astype("int64"))
     return frame[[ROW_NUMBER, *_WRITTEN]]
+
+
+def _day_of(exported_on: date) -> date:
+    """The export's day, of a datetime too: the store keeps days."""
+    return exported_on.date() if isinstance(exported_on, datetime) else exported_on
 
 
 def iso_dates(values: pd.Series) -> pd.Series:
@@ -256,8 +261,8 @@ def _refuse_unkeyed_rows(rows: pd.DataFrame) -> None:
                                 f"{shown}; nothing was written")
 
 
-def _write_patients(conn: Connection, rows: pd.DataFrame, seen: pd.DataFrame, import_id: str,
-                    exported_on: date) -> None:
+def _write_patients(conn: Connection, rows: pd.DataFrame, seen: pd.DataFrame, practice_id: str,
+                    import_id: str, exported_on: date) -> None:
     """Write an import's patients and log the change (SPEC §3 rules 6 and 7, §8).
 
     `rows` are the staging table's rows of the new and changed patients (`_patient_rows`); `seen`
@@ -292,7 +297,7 @@ def _write_patients(conn: Connection, rows: pd.DataFrame, seen: pd.DataFrame, im
         if postgres:
             analyze_patient_keys(conn, keys)
         changes.log_before(conn, keys, import_id)
-        conn.execute(seen_statement(keys, seen["practice_id"].iloc[0], exported_on))
+        conn.execute(seen_statement(keys, practice_id, exported_on))
         keys.drop(conn)
     changes.log_after(conn, import_id)
 
@@ -311,7 +316,7 @@ def seen_statement(keys: sa.Table, practice_id: str, exported_on: date) -> sa.Up
     `_updated_values` has it for a whole row). `IN (SELECT ...)`: a hash semi-join on PostgreSQL;
     on SQLite a probe of the patients' unique key per account."""
     table = Patient.__table__
-    day = sa.literal(date.fromisoformat(_date_text(exported_on) or ""), table.c.last_seen_exported_on.type)
+    day = sa.literal(_day_of(exported_on), table.c.last_seen_exported_on.type)
     last_seen = table.c.last_seen_exported_on
     return (sa.update(table)
             .where(table.c.practice_id == practice_id,
@@ -320,10 +325,9 @@ def seen_statement(keys: sa.Table, practice_id: str, exported_on: date) -> sa.Up
             .values(last_seen_exported_on=day))
 
 
-def _seen_rows(decided: pd.DataFrame, practice_id: str) -> pd.DataFrame:
-    """(row number, practice, account number) of the rows the load writes that change no value:
-    their stored patient is only seen again on a later day (`rules.decide_outcomes`' `write`)."""
-    seen = decided[decided[WRITE] & decided[OUTCOME].eq(p.UNCHANGED)]
+def _seen_rows(seen: pd.DataFrame, practice_id: str) -> pd.DataFrame:
+    """(row number, practice, account number) of the decided rows `seen`: written rows that change
+    no value, their stored patient only seen again on a later day (`rules.decide_outcomes`)."""
     return pd.DataFrame({ROW_NUMBER: seen[ROW_NUMBER].astype("int64"), "practice_id": practice_id,
                          "third_party_acct_number": seen["account_number"].astype("object")})
 
@@ -547,9 +551,10 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if warning:
                 problems += [warning]
             if not dry_run:
-                changing = decided[decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED])]
-                _write_patients(conn, _patient_rows(changing, practice.id, import_id, exported_on),
-                                _seen_rows(decided, practice.id), import_id, exported_on)
+                written = decided[decided[WRITE]]
+                only_seen = written[OUTCOME].eq(p.UNCHANGED)  # rule 7: the export date alone moves
+                _write_patients(conn, _patient_rows(written[~only_seen], practice.id, import_id, exported_on),
+                                _seen_rows(written[only_seen], practice.id), practice.id, import_id, exported_on)
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
         counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
         _record_outcomes(conn, import_id, decided, problems)

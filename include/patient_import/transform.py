@@ -8,7 +8,6 @@ shows `MÃ¼ller`, which the office would then save back garbled.
 from __future__ import annotations
 
 import codecs
-import csv
 import io
 import logging
 from collections.abc import Iterable, Mapping
@@ -36,7 +35,7 @@ from include.patient_import.schema import (
 )
 from include.patient_import.staging import Job, load_validation, staged_upload
 from include.patient_import.storage import StoragePath
-from include.patient_import.untrusted import FORMULA_STARTS, defuse
+from include.patient_import.untrusted import FORMULA_STARTS, defuse, quoted_csv_writer
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +63,7 @@ def _defused_array(values: pd.Series) -> pa.Array:
 
 def _write_defused(path: StoragePath, header: list[str], rows: Iterable[Iterable[str]]) -> StoragePath:
     with storage.writing(path, "w", encoding="utf-8-sig", newline="") as handle:
-        writer = csv.writer(handle, quoting=csv.QUOTE_ALL, lineterminator="\r\n")
+        writer = quoted_csv_writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
     return path
@@ -115,7 +114,7 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
 
 def _csv_line(cells: list[str]) -> str:
     line = io.StringIO()
-    csv.writer(line, quoting=csv.QUOTE_ALL, lineterminator="\r\n").writerow(cells)
+    quoted_csv_writer(line).writerow(cells)
     return line.getvalue()
 
 

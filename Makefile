@@ -40,7 +40,7 @@ help:
 	@echo "  make lint         ruff (with its Airflow rules) on the repository and mypy on include/"
 	@echo "  make test         ruff, the whole test suite (mypy and the hostile-memory figures beside it), then make reliability"
 	@echo "  make reliability  hostile inputs, rows lost or duplicated, faults and markers: the figures"
-	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3]   the throughput benchmark (docs/performance.md)"
+	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3] [BENCH_OUT=dir]   the throughput benchmark (docs/performance.md)"
 	@echo "  make suites       rewrite the Great Expectations suites in expectations/ from suites.py"
 	@echo "  make install      uv (when missing) and the locked dependencies into .venv"
 	@echo "  make airflow-db   create or migrate the local Airflow database (skipped when current)"
@@ -53,6 +53,7 @@ help:
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
+	@echo "  BENCH_OUT          make bench: results elsewhere (default bench/results, which also rewrites docs/performance.md)"
 	@echo "  TEST_WORKERS       make test: test processes (default cores + 1, pytest-xdist; 1 runs the suite in one process)"
 	@echo "Settings (environment; README.md, Settings, has the whole table):"
 	@echo "  PATIENT_IMPORT_HOME=$(PATIENT_IMPORT_HOME)"
@@ -141,7 +142,8 @@ reliability: install
 bench:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
 	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --compile-bytecode --group bench
-	@$(PY) -m bench.run $(if $(BENCH_SIZES),--sizes "$(BENCH_SIZES)") $(if $(BENCH_REPEAT),--repeat "$(BENCH_REPEAT)")
+	@$(PY) -m bench.run $(if $(BENCH_SIZES),--sizes "$(BENCH_SIZES)") $(if $(BENCH_REPEAT),--repeat "$(BENCH_REPEAT)") \
+		$(if $(BENCH_OUT),--out "$(BENCH_OUT)")
 
 suites: install
 	@$(PY) -m include.patient_import.suites

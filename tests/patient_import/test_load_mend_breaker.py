@@ -10,6 +10,7 @@ import io
 import pandas as pd
 import pytest
 
+from include.patient_import import changes, transform
 from include.patient_import import load as load_module
 from include.patient_import.rules import OUTCOME, WRITE
 from include.patient_import.store import create_store_engine
@@ -135,3 +136,20 @@ def test_the_office_csv_writer_keeps_its_bytes_on_odd_cells(cells, expected):
     """Every field quoted, quotes doubled, CR and LF kept inside the quotes, CRLF ends, a formula
     start defused and no empty value written as `nan`/`<NA>`/`NaT` (SPEC §5)."""
     assert _line(cells) == expected
+
+
+def test_the_rejected_rows_file_keeps_its_bytes(tmp_path):
+    """A byte-order mark for Excel, then every field quoted, CRLF line ends, CR/LF kept inside cells."""
+    written = transform.write_csv(tmp_path / "rejected.csv", ["row", "=why"],
+                                  [[2, 'a"b\r\nc'], [3, None], [4, "-1"]])
+    assert written.read_bytes() == ('\ufeff"row","\'=why"\r\n"2","a""b\r\nc"\r\n"3",""\r\n"4","\'-1"\r\n').encode()
+
+
+def test_the_changes_file_keeps_its_bytes(store):
+    load(store, DRIP, export(BOB), MARCH)
+    _, _, import_id = load(store, DRIP, export({**BOB, "city": "=1+1", "first_name": 'B"o\r\nb'}), APRIL)
+    with store.connect() as conn:
+        text = "".join(changes.changes_csv(conn, import_id))
+    assert text.encode() == ('\ufeff"account_number","field","before","after"\r\n'
+                             '"102","first_name","Bob","B""o\r\nb"\r\n'
+                             '"102","city","Dover","\'=1+1"\r\n').encode()

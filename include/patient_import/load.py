@@ -65,6 +65,7 @@ from include.patient_import.rules import (
     approval_rejection,
     capacity_parameters,
     capacity_rejection,
+    export_day,
     field_counts,
     landing_time_warning,
     payment_plan_warning,
@@ -203,17 +204,12 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
     for column in _DATE_COLUMNS:
         frame[column] = iso_dates(frame[column])
     frame["practice_id"] = practice_id
-    frame["last_seen_exported_on"] = _day_of(exported_on).isoformat()
+    frame["last_seen_exported_on"] = export_day(exported_on).isoformat()
     frame["created_import_id"] = import_id
     frame["updated_import_id"] = applied[OUTCOME].map({"updated": import_id}).where(
         applied[OUTCOME].eq("updated"), None)
     frame.insert(0, ROW_NUMBER, applied[ROW_NUMBER].astype("int64"))
     return frame[[ROW_NUMBER, *_WRITTEN]]
-
-
-def _day_of(exported_on: date) -> date:
-    """The export's day, of a datetime too: the store keeps days."""
-    return exported_on.date() if isinstance(exported_on, datetime) else exported_on
 
 
 def iso_dates(values: pd.Series) -> pd.Series:
@@ -316,7 +312,7 @@ def seen_statement(keys: sa.Table, practice_id: str, exported_on: date) -> sa.Up
     `_updated_values` has it for a whole row). `IN (SELECT ...)`: a hash semi-join on PostgreSQL;
     on SQLite a probe of the patients' unique key per account."""
     table = Patient.__table__
-    day = sa.literal(_day_of(exported_on), table.c.last_seen_exported_on.type)
+    day = sa.literal(export_day(exported_on), table.c.last_seen_exported_on.type)
     last_seen = table.c.last_seen_exported_on
     return (sa.update(table)
             .where(table.c.practice_id == practice_id,
@@ -551,7 +547,9 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             if warning:
                 problems += [warning]
             if not dry_run:
-                written = decided[decided[WRITE]]
+                # Only an outcome that writes is written, whatever `write` says (the rules set it
+                # for no other): a skipped or rejected row must never reach the store.
+                written = decided[decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
                 only_seen = written[OUTCOME].eq(p.UNCHANGED)  # rule 7: the export date alone moves
                 _write_patients(conn, _patient_rows(written[~only_seen], practice.id, import_id, exported_on),
                                 _seen_rows(written[only_seen], practice.id), practice.id, import_id, exported_on)

@@ -11,7 +11,7 @@ builds each decision's problem with the catalogue's message.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from enum import StrEnum
 
 import numpy as np
@@ -143,6 +143,13 @@ def new_patients(frame: pd.DataFrame, stored_accounts, practice: Practice) -> pd
     return (_practice_rule_codes(frame, exists, practice).isna() & ~exists).astype("int64")
 
 
+def export_day(exported_on: date) -> date:
+    """The export's day (SPEC §3 rule 7): a `datetime`'s (a pandas Timestamp's) own date, in the
+    time zone it carries, else `exported_on`. The store keeps days and rule 7 compares days: a
+    datetime's ISO text is later than its day's, so the same day would look newer."""
+    return exported_on.date() if isinstance(exported_on, datetime) else exported_on
+
+
 def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practice,
                     exported_on: date) -> pd.DataFrame:
     """Each row's outcome and code, given the store (SPEC §3 rules 2, 3, 7 and the sync rule 6).
@@ -153,7 +160,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
         stored: the practice's stored patients indexed by their (unique) account number, with
             `last_seen_exported_on` and the store column of every `DATA_COLUMNS` field, dates as
             ISO texts, None for a null (`patients.stored_patients`); `date` objects do not compare.
-        exported_on: the export's date (rule 7).
+        exported_on: the export's date (rule 7), a datetime taken as its day (`export_day`).
 
     Returns `frame` with `outcome`, `code`, `changed` (rows whose write changes the store: an
     insert, or a stored value), `changed_fields` (SPEC §8: an updated row's changed field names,
@@ -174,7 +181,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     if found.any():
         seen = stored["last_seen_exported_on"].to_numpy(dtype=object)[at[found]]
         last_seen[found] = np.where(pd.isna(seen), "", seen)
-    day = exported_on.isoformat()
+    day = export_day(exported_on).isoformat()
     older = pending & pd.Series(found & (last_seen > day), index=out.index)
     code = code.mask(older, p.OLDER_THAN_STORED)
     pending = code.isna()

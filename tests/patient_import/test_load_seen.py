@@ -181,7 +181,8 @@ CASES = {
          MAY),
         (DRIP, [ANN], MARCH)],
     "the same day again, as a date and as a datetime": [
-        (DRIP, [ANN, BOB], APRIL), (DRIP, [ANN, BOB], APRIL), (DRIP, [ANN, BOB], SAME_DAY_LATER)],
+        (DRIP, [ANN, BOB], APRIL), (DRIP, [ANN, BOB], APRIL), (DRIP, [ANN, BOB], SAME_DAY_LATER),
+        (DRIP, [ANN, BOB], datetime.datetime(2025, 5, 1, 8, 0))],  # a later day, as a datetime: seen
     "stored export dates emptied, then seen": [(DRIP, [ANN, BOB], MARCH), NULL_SEEN, (DRIP, [ANN, BOB], MARCH)],
     "empty cells only, a later day": [
         (DRIP, [ANN, BOB], MARCH), (DRIP, [{**ANN, "city": None, "email": None}, {**BOB, "city": None}], APRIL)],

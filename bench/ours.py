@@ -90,9 +90,13 @@ def _peak_mb() -> float:
 
 def _stage_peak_reset() -> bool:
     """Start a stage's own peak RSS: give the memory earlier stages freed back to the system (glibc
-    keeps it otherwise, and a task process would not have it), then reset the kernel's high-water
-    mark (VmHWM) to the RSS now (Linux: writing 5 to /proc/self/clear_refs). A DAG runs each stage
-    in a task process of its own; this is as near as one process comes. False where it cannot."""
+    and Arrow's pool keep it otherwise, and a task process would not have it), then reset the
+    kernel's high-water mark (VmHWM) to the RSS now (Linux: writing 5 to /proc/self/clear_refs). A
+    DAG runs each stage in a task process of its own; this is as near as one process comes. False
+    where it cannot."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
     libc_name = ctypes.util.find_library("c")
     try:
         if libc_name:

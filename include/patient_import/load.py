@@ -331,35 +331,47 @@ def _seen_rows(seen: pd.DataFrame, practice_id: str) -> pd.DataFrame:
 def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     """Plain inserts of many rows (`rows`' columns are the table's): COPY on PostgreSQL; on SQLite
     executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
-    `to_dict` and per-row parameter processing cost more than the database's)."""
-    if rows.empty:
-        return
-    columns = {name: _python_values(values) for name, values in rows.items()}
+    `to_dict` and per-row parameter processing cost more than the database's).
+
+    `_INSERT_CHUNK` rows at a time become Python values (and COPY's CSV): a million rows' cells as
+    Python objects at once would take gigabytes beside the frame."""
     quote = conn.dialect.identifier_preparer
-    target = f"{quote.format_table(table)} ({', '.join(quote.quote(c) for c in columns)})"
-    if conn.dialect.name != "postgresql":
-        for name, values in columns.items():
-            column_type = table.c[name].type
-            bind = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
-            if bind is None:
-                continue
-            if not isinstance(column_type, sa.Date):  # (sa.DateTime is no Date)
-                # Every value through the type's processor, text too: text bound as it is would
-                # skip its rendering (a DateTime's microseconds, a JSON's quoting) or check.
-                columns[name] = [None if v is None else bind(v) for v in values]
-                continue
-            # A Date's ISO text is bound as it is (it is SQLite's own representation of a date),
-            # once checked; other values (date and datetime objects) go through the processor.
-            _refuse_non_iso_text(name, values)
-            if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-                columns[name] = [v if v is None or isinstance(v, str) else bind(v) for v in values]
-        placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
-        insert, feed = f"INSERT INTO {target} VALUES ({placeholders})", zip(*columns.values())
-        # A batch at a time: a list of every row's tuple would be that many more live objects,
-        # and the garbage collector's full passes over the process's heap grow with them.
-        while batch := list(itertools.islice(feed, _SQLITE_BATCH)):
-            conn.exec_driver_sql(insert, batch)
-        return
+    target = f"{quote.format_table(table)} ({', '.join(quote.quote(str(c)) for c in rows.columns)})"
+    for start in range(0, len(rows), _INSERT_CHUNK):
+        chunk = rows.iloc[start:start + _INSERT_CHUNK]
+        if conn.dialect.name == "postgresql":
+            _copy_rows(conn, table, target, chunk)
+        else:
+            _insert_sqlite_rows(conn, table, target, chunk)
+
+
+def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame) -> None:
+    columns = {name: _python_values(values) for name, values in rows.items()}
+    for name, values in columns.items():
+        column_type = table.c[name].type
+        bind = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
+        if bind is None:
+            continue
+        if not isinstance(column_type, sa.Date):  # (sa.DateTime is no Date)
+            # Every value through the type's processor, text too: text bound as it is would
+            # skip its rendering (a DateTime's microseconds, a JSON's quoting) or check.
+            columns[name] = [None if v is None else bind(v) for v in values]
+            continue
+        # A Date's ISO text is bound as it is (it is SQLite's own representation of a date),
+        # once checked; other values (date and datetime objects) go through the processor.
+        _refuse_non_iso_text(name, values)
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            columns[name] = [v if v is None or isinstance(v, str) else bind(v) for v in values]
+    placeholders = ", ".join("?" * len(columns))  # sqlite3's paramstyle
+    insert, feed = f"INSERT INTO {target} VALUES ({placeholders})", zip(*columns.values())
+    # A batch at a time: a list of every row's tuple would be that many more live objects,
+    # and the garbage collector's full passes over the process's heap grow with them.
+    while batch := list(itertools.islice(feed, _SQLITE_BATCH)):
+        conn.exec_driver_sql(insert, batch)
+
+
+def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame) -> None:
+    columns = {name: _python_values(values) for name, values in rows.items()}
     csv_text = _copy_csv(columns)
     copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
     driver_error = conn.dialect.loaded_dbapi.Error
@@ -383,6 +395,7 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
         raise wrapped from error
 
 
+_INSERT_CHUNK = 100_000
 _COPY_BLOCK = 8 * 1024 * 1024
 _SQLITE_BATCH = 5_000
 

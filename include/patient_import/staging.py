@@ -15,6 +15,7 @@ Every file is written whole before the next stage may read it (`validation.json`
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import date
 
@@ -26,6 +27,9 @@ from include.patient_import import files, storage
 from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import ROW_NUMBER
+
+# Rows per block of `validated_row_blocks`.
+ROW_BLOCK = 100_000
 
 
 @dataclass
@@ -66,7 +70,8 @@ class Validation:
     """What the validate stage found; `frame` is None when the file could not be read."""
 
     frame: pd.DataFrame | None = None  # normalised rows with their suite `code`
-    raw: pd.DataFrame | None = None  # the rows as read
+    # The rows as read: what validate read; not read back by `load_validation` (`load_raw_rows`).
+    raw: pd.DataFrame | None = None
     headers: list[str] = field(default_factory=list)
     columns: list[str] = field(default_factory=list)
     problems: ProblemTable = field(default_factory=ProblemTable)
@@ -101,10 +106,38 @@ def save_validation(import_id: str, validation: Validation) -> None:
     storage.write_text(stage / "validation.json", json.dumps(doc))
 
 
-def _read_objects(path) -> pd.DataFrame:
-    """A Parquet file as object columns holding Python values and None for every empty cell."""
+def _validated_rows(table: pa.Table) -> pd.DataFrame:
+    """Staged validated rows (`rows.parquet`, or a batch of it) as `Validation.frame` holds them:
+    object columns of Python values, None for every empty cell, the row numbers as int64."""
+    frame = _objects(table)
+    if ROW_NUMBER in frame.columns:
+        frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
+    return frame
+
+
+def validated_row_blocks(import_id: str, columns: list[str] | None = None, *,
+                         rows: int | None = None) -> Iterator[pd.DataFrame]:
+    """The validated rows (`Validation.frame`) `rows` (default `ROW_BLOCK`) at a time, in file order, each block as
+    `load_validation` gives the whole (index from 0 in every block); only `columns` when given.
+    Nothing when validate kept no rows (the file could not be read).
+
+    For a stage that needs one row at a time: the whole of a million rows as Python values takes
+    about a gigabyte; a block of them a tenth of that."""
+    path = files.staging_dir(import_id) / "rows.parquet"
+    if not path.exists():
+        return
     with path.open("rb") as handle:
-        table = pq.read_table(handle)
+        for batch in pq.ParquetFile(handle).iter_batches(batch_size=rows or ROW_BLOCK, columns=columns):
+            yield _validated_rows(pa.Table.from_batches([batch]))
+
+
+def has_validated_rows(import_id: str) -> bool:
+    """Whether validate kept rows (`Validation.frame` is not None): False when the file could not be read."""
+    return (files.staging_dir(import_id) / "rows.parquet").exists()
+
+
+def _objects(table: pa.Table) -> pd.DataFrame:
+    """An Arrow table as object columns holding Python values and None for every empty cell."""
     columns = {}
     for name, column in zip(table.column_names, table.columns):
         if pa.types.is_large_string(column.type) or pa.types.is_string(column.type) or pa.types.is_null(column.type):
@@ -115,26 +148,42 @@ def _read_objects(path) -> pd.DataFrame:
     return pd.DataFrame(columns, dtype="object")
 
 
-def _read_frame(path) -> pd.DataFrame:
+def _read_frame(path, filters=None) -> pd.DataFrame:
     with path.open("rb") as handle:
-        return pd.read_parquet(handle)
+        return pd.read_parquet(handle, filters=filters)
 
 
-def load_validation(import_id: str) -> Validation:
-    """The validation `save_validation` wrote; FileNotFoundError before validate ran."""
+def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
+    """The rows as read (`Validation.raw`) whose spreadsheet row number is in `rows`, in file
+    order; None when validate kept none (the file could not be read).
+
+    Only those rows are read: the rejected-rows file needs a few of a file's rows, and the whole
+    file as read is the largest thing staging holds (a million rows take gigabytes as a frame)."""
+    path = files.staging_dir(import_id) / "raw.parquet"
+    if not path.exists():
+        return None
+    wanted = sorted({int(row) for row in rows})
+    frame = _read_frame(path, filters=[(ROW_NUMBER, "in", wanted)] if wanted else None)
+    return frame if wanted else frame.iloc[:0]
+
+
+def load_validation(import_id: str, *, rows: bool = True) -> Validation:
+    """The validation `save_validation` wrote, without the rows as read (`load_raw_rows` reads
+    those that are needed), and without the validated rows when not `rows` (`frame` None; a stage
+    reading them a block at a time: `validated_row_blocks`). FileNotFoundError before validate ran."""
     stage = files.staging_dir(import_id)
     doc = json.loads((stage / "validation.json").read_text(encoding="utf-8"))
-    frame = _read_objects(stage / "rows.parquet") if (stage / "rows.parquet").exists() else None
-    raw = _read_frame(stage / "raw.parquet") if (stage / "raw.parquet").exists() else None
-    if frame is not None:
-        frame[ROW_NUMBER] = frame[ROW_NUMBER].astype("int64")
+    frame = None
+    if rows and (stage / "rows.parquet").exists():
+        with (stage / "rows.parquet").open("rb") as handle:
+            frame = _validated_rows(pq.read_table(handle))
     rejection = doc["rejection"]
     if (stage / "problems.parquet").exists():
         listed = _read_frame(stage / "problems.parquet")
     else:  # staged before problems were columns: {"code": [...], "row": [...], ...} in the JSON
         listed = pd.DataFrame(doc.get("problems") or {})
     return Validation(
-        frame=frame, raw=raw, headers=doc["headers"], columns=doc["columns"],
+        frame=frame, headers=doc["headers"], columns=doc["columns"],
         problems=ProblemTable.from_omitted_columns(listed, doc.get("problems_omitted")),
         rejection=p.ExportRejected(**rejection) if rejection else None,
         docs_index=storage.path_of(doc["docs_index"]) if doc["docs_index"] else None)

@@ -33,7 +33,14 @@ from include.patient_import.schema import (
     UPLOAD_COLUMNS,
     UPLOAD_EXTRA_COLUMNS,
 )
-from include.patient_import.staging import Job, load_validation, staged_upload
+from include.patient_import.staging import (
+    Job,
+    has_validated_rows,
+    load_raw_rows,
+    load_validation,
+    staged_upload,
+    validated_row_blocks,
+)
 from include.patient_import.storage import StoragePath
 from include.patient_import.untrusted import FORMULA_STARTS, defuse, quoted_csv_writer
 
@@ -83,33 +90,42 @@ def upload_rows(decided: pd.DataFrame, practice: Practice) -> pd.DataFrame:
     return decided[passes_practice_rules(decided, practice)]
 
 
-def write_upload_file(path: StoragePath, rows: pd.DataFrame, practice: Practice,
+def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFrame], practice: Practice,
                       client_ids: Mapping[str, int]) -> StoragePath:
     """The Cash Practice import file. ClientID is the store's id of a patient known before this
-    import; empty for a new patient."""
+    import; empty for a new patient. `rows`: the upload rows (`upload_rows`), whole or as blocks in
+    file order (a stage reading them a block at a time never holds them all)."""
     columns = list(UPLOAD_COLUMNS) + [(name, UPLOAD_EXTRA_COLUMNS[name]) for name in practice.upload_extra_columns]
-    # The ids as text, so that a file mixing known and new patients never says "12.0".
-    ids = {account: str(client_id) for account, client_id in client_ids.items()}
-    known = rows["account_number"].map(ids).astype("object")
-    # An unfilled column holds None, not NaN (a NaN-filled object column would take defusing's
-    # cell-by-cell path).
-    unfilled = pd.Series(np.full(len(rows), None, dtype=object), index=rows.index, dtype="object")
-    table = pd.DataFrame({name: known.where(known.notna(), None) if source is None and name == "ClientID"
-                          else (rows[source] if source else unfilled)
-                          for name, source in columns})
-
+    # The ids as text, so that a file mixing known and new patients never says "12.0"; a Series
+    # built once (`Series.map` of a dict builds one from it on every call, once per block).
+    ids = pd.Series([str(client_id) for client_id in client_ids.values()],
+                    index=pd.Index(list(client_ids), dtype="object"), dtype="object")
+    blocks = ([rows.iloc[start:start + _BLOCK_ROWS] for start in range(0, len(rows), _BLOCK_ROWS)]
+              if isinstance(rows, pd.DataFrame) else rows)
     header = [defuse(name) for name, _ in columns]
     with storage.writing(path, "wb") as handle:
         # The header through the csv module, the cells through Arrow's writer a block at a time
         # (the cells of a million rows as Python strings would take gigabytes): the same bytes as
         # `write_csv` (every field quoted, quotes doubled, CRLF), which a test holds them to.
         handle.write(codecs.BOM_UTF8 + _csv_line(header).encode("utf-8"))
-        for start in range(0, len(table), _BLOCK_ROWS):
-            block = table.iloc[start:start + _BLOCK_ROWS]
-            cells = pa.table([_defused_array(block[name]) for name in block.columns],
-                             names=[str(n) for n in range(len(block.columns))])
-            pa_csv.write_csv(cells, handle, _UPLOAD_CSV)
+        for block in blocks:
+            for start in range(0, len(block), _BLOCK_ROWS):
+                part = block.iloc[start:start + _BLOCK_ROWS]
+                cells = [_defused_array(values) for values in _upload_columns(part, columns, ids)]
+                pa_csv.write_csv(pa.table(cells, names=[str(n) for n in range(len(cells))]), handle, _UPLOAD_CSV)
     return path
+
+
+def _upload_columns(rows: pd.DataFrame, columns: list[tuple[str, str | None]],
+                    ids: pd.Series) -> list[pd.Series]:
+    """The upload file's columns of `rows`, in order: ClientID from `ids`, the rest from their source."""
+    known = rows["account_number"].map(ids).astype("object")
+    # An unfilled column holds None, not NaN (a NaN-filled object column would take defusing's
+    # cell-by-cell path).
+    unfilled = pd.Series(np.full(len(rows), None, dtype=object), index=rows.index, dtype="object")
+    return [known.where(known.notna(), None) if source is None and name == "ClientID"
+            else (rows[source] if source else unfilled)
+            for name, source in columns]
 
 
 def _csv_line(cells: list[str]) -> str:
@@ -150,22 +166,36 @@ def transform_import(engine: Engine, import_id: str) -> dict:
     Returns {"import_id", "upload": staged path or None, "rejected_rows": path or None}.
     """
     job = Job.load(import_id)
-    validation = load_validation(import_id)
-    if job.dry_run or validation.frame is None or job.practice_id not in (practices := load_practices()):
+    validation = load_validation(import_id, rows=False)
+    if job.dry_run or not has_validated_rows(import_id) or job.practice_id not in (practices := load_practices()):
         return {"import_id": import_id, "upload": None, "rejected_rows": None}
     practice = practices[job.practice_id]
     outbox = settings.area("outbox", files.practice_folder(job.practice_id))
-    rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", validation.raw,
-                                        validation.headers, validation.columns,
-                                        validation.problems.with_codes(p.ROW_ERROR_CODES))
-    upload = None
+    row_errors = validation.problems.with_codes(p.ROW_ERROR_CODES)
+    rejected_rows = None
+    if len(row_errors):
+        # Only the rejected rows as read come back from staging, not the whole file.
+        raw = load_raw_rows(import_id, row_errors.listed["row"].dropna())
+        rejected_rows = write_rejected_rows(outbox / f"{import_id}_rejected_rows.csv", raw,
+                                            validation.headers, validation.columns, row_errors)
+    upload, written = None, 0
     if validation.rejection is None:
-        rows = upload_rows(validation.frame, practice)
-        upload = write_upload_file(staged_upload(import_id), rows, practice,
-                                   _known_client_ids(engine, job, rows["account_number"]))
+        # The rows a block at a time (staging.validated_row_blocks): no rule here needs the whole
+        # file, and a million rows as Python values would take about a gigabyte.
+        def upload_blocks():
+            nonlocal written
+            for block in validated_row_blocks(import_id):
+                kept = upload_rows(block, practice)
+                written += len(kept)
+                yield kept
+
+        accounts = [block["account_number"] for block in validated_row_blocks(import_id, ["account_number"])]
+        accounts = pd.concat(accounts) if accounts else pd.Series([], dtype="object")
+        upload = write_upload_file(staged_upload(import_id), upload_blocks(), practice,
+                                   _known_client_ids(engine, job, accounts))
     records.update_import(engine, import_id, rejected_rows_path=str(rejected_rows) if rejected_rows else None)
     log.info("import %s: upload file %s; rejected-rows file %s", import_id,
-             f"with {len(rows)} rows" if upload else "not written (the file was rejected)",
+             f"with {written} rows" if upload else "not written (the file was rejected)",
              "written" if rejected_rows else "not needed")
     return {"import_id": import_id, "upload": str(upload) if upload else None,
             "rejected_rows": str(rejected_rows) if rejected_rows else None}

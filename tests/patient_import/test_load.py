@@ -405,6 +405,23 @@ def test_a_value_too_long_for_its_column_is_reported_by_row_without_the_value(st
     assert stored(store, DRIP.id) == {}
 
 
+def test_a_value_too_long_in_a_later_chunk_of_the_write_is_reported_by_its_own_row(store, monkeypatch):
+    """The rows reach the store `_INSERT_CHUNK` at a time (one COPY each on PostgreSQL); the
+    server counts lines within a COPY, and the note must still name the row's spreadsheet row."""
+    if make_url(store.url).get_backend_name() == "sqlite":
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    from include.patient_import import load as load_module
+
+    monkeypatch.setattr(load_module, "_INSERT_CHUNK", 2)
+    rows = [{**BOB, "account_number": str(700 + n)} for n in range(4)]
+    with pytest.raises(sa.exc.DataError) as raised:
+        load(store, DRIP, export(*rows, {**SECRET, "state": SECRET["last_name"]}))
+
+    printed = "".join(traceback.format_exception(raised.value))
+    assert "spreadsheet row 6" in printed and _leaks(printed) == []
+    assert stored(store, DRIP.id) == {}
+
+
 def test_a_store_error_on_postgresql_quotes_no_failing_row(store, request):
     if make_url(store.url).get_backend_name() == "sqlite":
         pytest.skip("PostgreSQL's DETAIL (`Failing row contains ...`) is what is scrubbed")

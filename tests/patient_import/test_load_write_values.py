@@ -171,6 +171,27 @@ def test_a_load_of_every_kind_of_value_across_batches_is_stored_logged_and_undon
     assert {a: p["city"] for a, p in stored(store, BIG.id).items()} == {a: p["city"] for a, p in patients.items()}
 
 
+def test_a_load_written_in_chunks_stores_logs_and_records_what_one_write_does(store, monkeypatch):
+    """`_bulk_insert` sends `_INSERT_CHUNK` rows at a time (memory: a million rows' cells as Python
+    values at once take gigabytes). Chunks of 7 rows against one chunk of all, for the patients,
+    the change log and the row outcomes of an insert and of an update."""
+    def run(practice_id: str, chunk: int) -> tuple:
+        monkeypatch.setattr(load_module, "_INSERT_CHUNK", chunk)
+        practice = Practice(id=practice_id, name="Chunk Clinic", capacity=100_000,
+                            systems=frozenset({"drip_education"}))
+        imports = [load(store, practice, _export(50))[2], load(store, practice, _export(50, city_offset=1), APRIL)[2]]
+        patients = stored(store, practice_id)
+        # The same file order, hence the same order of ids.
+        order = sorted(patients, key=lambda a: patients[a]["id"])
+        values = {a: {k: v for k, v in p.items() if k not in ("id", "practice_id", "created_import_id",
+                                                                "updated_import_id")} for a, p in patients.items()}
+        with store.connect() as conn:
+            logged = [sorted(changes.value_changes(conn, i), key=repr) for i in imports]
+        return order, values, [outcomes(store, i) for i in imports], logged
+
+    assert run("chunked_clinic", 7) == run("whole_clinic", 1_000_000)
+
+
 def test_rows_sharing_a_row_number_write_nothing(store):
     """The reader numbers rows uniquely; should two rows to write share a number, the load fails
     whole on both stores (SQLite's staging table is keyed by it, and every store's import rows

@@ -72,3 +72,18 @@ def test_the_upload_file_is_the_csv_modules_at_every_block_boundary(tmp_path, mo
     expected = [[{"2": 20}.get(row["account_number"]) if name == "ClientID" else (row[source] if source else None)
                  for name, source in columns] for _, row in rows.iterrows()]
     assert written == transform.write_csv(tmp_path / "expected.csv", [n for n, _ in columns], expected).read_bytes()
+
+
+@pytest.mark.parametrize("sizes", [[], [0], [3, 0, 6], [1] * 9, [9], [4, 5]], ids=repr)
+def test_the_upload_file_of_row_blocks_is_that_of_their_rows_whole(tmp_path, monkeypatch, sizes):
+    """transform reads the staged rows a block at a time (staging.validated_row_blocks): the
+    blocks, each indexed from 0, of any sizes, empty ones too, give the file the whole rows give."""
+    cells = ["007", "=1", "a\r\nb", None, 12, "ü"]
+    rows = _rows([cells[n % len(cells)] for n in range(sum(sizes))])
+    monkeypatch.setattr(transform, "_BLOCK_ROWS", 4)
+    starts = np.cumsum([0, *sizes])
+    blocks = (rows.iloc[start:start + size].reset_index(drop=True) for start, size in zip(starts, sizes))
+
+    in_blocks = transform.write_upload_file(tmp_path / "blocks.csv", blocks, PRACTICE, {"2": 20, "7": 70})
+    whole = transform.write_upload_file(tmp_path / "whole.csv", rows, PRACTICE, {"2": 20, "7": 70})
+    assert in_blocks.read_bytes() == whole.read_bytes()

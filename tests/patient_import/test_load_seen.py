@@ -195,7 +195,8 @@ CASES = {
         (UNDO, 1), (UNDO, 2), (UNDO, 1), (UNDO, 1), (UNDO, 2)],
     "a load of seen rows dies and is retried": [
         (DRIP, [ANN, BOB], MARCH), (DRIP, [ANN, BOB], APRIL, DIES), (DRIP, [ANN, BOB], MAY, DIES)],
-    **{f"seeded mix {seed}": _random_steps(seed) for seed in range(8)},
+    # Four seeds here (180 per database agreed when the path was written; each costs 1-3 s).
+    **{f"seeded mix {seed}": _random_steps(seed) for seed in range(4)},
 }
 
 

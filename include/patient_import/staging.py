@@ -117,9 +117,9 @@ def _validated_rows(table: pa.Table) -> pd.DataFrame:
 
 def validated_row_blocks(import_id: str, columns: list[str] | None = None, *,
                          rows: int | None = None) -> Iterator[pd.DataFrame]:
-    """The validated rows (`Validation.frame`) `rows` (default `ROW_BLOCK`) at a time, in file order, each block as
-    `load_validation` gives the whole (index from 0 in every block); only `columns` when given.
-    Nothing when validate kept no rows (the file could not be read).
+    """The validated rows (`Validation.frame`) `rows` (default `ROW_BLOCK`) at a time, in file
+    order, each block as `load_validation` gives the whole (index from 0 in every block); only
+    `columns` when given. Nothing when validate kept no rows (the file could not be read).
 
     For a stage that needs one row at a time: the whole of a million rows as Python values takes
     about a gigabyte; a block of them a tenth of that."""
@@ -162,9 +162,7 @@ def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
     path = files.staging_dir(import_id) / "raw.parquet"
     if not path.exists():
         return None
-    wanted = sorted({int(row) for row in rows})
-    frame = _read_frame(path, filters=[(ROW_NUMBER, "in", wanted)] if wanted else None)
-    return frame if wanted else frame.iloc[:0]
+    return _read_frame(path, filters=[(ROW_NUMBER, "in", sorted({int(row) for row in rows}))])
 
 
 def load_validation(import_id: str, *, rows: bool = True) -> Validation:

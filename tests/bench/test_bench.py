@@ -109,11 +109,10 @@ def test_every_target_of_issue_14_is_reported_met_not_met_or_not_measured(tiny_r
     # Measured at 300 rows: shown, but the target is about 1,000,000 rows.
     rss = targets["peak RSS of any stage ≤ 1024 MB at 1,000,000 rows"]
     assert rss["value"] > 0 and rss["met"] is None
-    # The figure is the largest stage's own peak, below the whole process's (every stage in it).
+    # The figure is the largest stage's own peak (not the whole process's, every stage in it).
     ours = [f for f in results["summary"]["figures"] if f["figure"] == "ours"]
     assert all({"validate", "transform", "load"} <= set(f["stage_peak_rss_mb"]) for f in ours), ours
     assert rss["value"] == max(max(f["stage_peak_rss_mb"].values()) for f in ours)
-    assert rss["value"] <= max(f["peak_rss_mb_max"] for f in ours)
     assert "Ours' peak RSS by stage" in tiny_run["table"]
     # Not measured by this run (no Airflow figure, no scheduler): said so, never guessed.
     for name, target in targets.items():

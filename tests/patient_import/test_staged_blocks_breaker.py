@@ -1,0 +1,177 @@
+"""Breaking the staged hand-over's reads (issue #14, memory): transform reads only the rejected rows
+as read (`staging.load_raw_rows`, a Parquet filter) and the validated rows a block at a time
+(`staging.validated_row_blocks`); the load inserts `_INSERT_CHUNK` rows at a time.
+
+The reference is the whole-file behaviour they replaced: the same import with blocks and chunks
+larger than any file here and the rejected-rows file written from every row as read (what transform
+did before). The upload file, the rejected-rows file, the store, the change log and the row
+outcomes must come out the same, byte for byte and row for row, with blocks of 1, 2 or 3 rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from include.patient_import import files, load, staging, transform
+from include.patient_import.schema import ROW_NUMBER
+from tools import corpus
+from tools.generator import add_problems, generate_patients, write_export
+from tools.harness.registry import practice, registry_yaml
+
+pytestmark = [pytest.mark.unit, pytest.mark.timeout(180)]
+
+TODAY = date(2026, 11, 1)
+WHOLE = 10**9  # larger than any file here: one block, one chunk
+REGISTRY = registry_yaml(corpus.CORPUS_PRACTICE, practice("other_clinic", "Other Clinic",
+                                                           systems=["drip_education"]))
+
+
+def _set_blocks(monkeypatch, rows: int) -> None:
+    for module, name in ((staging, "ROW_BLOCK"), (transform, "_BLOCK_ROWS"), (load, "_INSERT_CHUNK"),
+                         (load, "_SQLITE_BATCH")):
+        monkeypatch.setattr(module, name, rows)
+
+
+def _whole_raw_rows(import_id: str, rows) -> pd.DataFrame | None:
+    """What transform gave `write_rejected_rows` before: every row as read (it picks the rejected)."""
+    path = files.staging_dir(import_id) / "raw.parquet"
+    if not path.exists():
+        return None
+    with path.open("rb") as handle:
+        return pd.read_parquet(handle)
+
+
+def _tables(engine, home: Path, import_ids: list[str]) -> dict[str, list[tuple]]:
+    """Every store table an import writes rows of, as rows in key order: import ids by their
+    import's position, the home as HOME, times left out (they are the run's)."""
+    meta = sa.MetaData()
+    meta.reflect(engine)
+    names = {import_id: f"import#{n}" for n, import_id in enumerate(import_ids)}
+
+    def plain(value):
+        if isinstance(value, str):
+            value = value.replace(str(home), "HOME")
+            return re.sub("|".join(map(re.escape, names)), lambda m: names[m.group(0)], value) if names else value
+        return value
+
+    out = {}
+    with engine.connect() as conn:
+        for name in ("patients", "patient_changes", "import_rows", "import_problems", "import_problem_counts"):
+            table = meta.tables[name]
+            kept = [c for c in table.columns if not isinstance(c.type, sa.DateTime)]
+            rows = conn.execute(sa.select(*kept).order_by(*table.primary_key.columns)).all()
+            out[name] = [tuple(plain(v) for v in row) for row in rows]
+    return out
+
+
+def _run(tmp_path: Path, monkeypatch, exports: list[tuple[Path, date]], block: int, *,
+         whole_raw: bool = False, practice_id: str = corpus.PRACTICE_ID, before=None) -> dict:
+    """The exports imported one after the other into a fresh home; every file and table they left."""
+    home = tmp_path / f"home_{block}_{whole_raw}"
+    with monkeypatch.context() as patch:
+        engine = corpus.prepare_home(home, patch, limits=False, practices_yaml=REGISTRY)
+        _set_blocks(patch, block)
+        if whole_raw:
+            patch.setattr(transform, "load_raw_rows", _whole_raw_rows)
+        if before:
+            before(engine, home)
+        reports = []
+        for n, (path, exported_on) in enumerate(exports):
+            [imported] = corpus.run_import(engine, path, run_id=f"r{n}", exported_on=exported_on,
+                                           practice_id=practice_id)
+            reports.append(imported.report)
+        ids = [r["import_id"] for r in reports]
+        written = [{kind: Path(r["files"][kind]).read_bytes() if r["files"].get(kind) else None
+                    for kind in ("upload", "rejected_rows")} for r in reports]
+        result = {"files": written, "counts": [r["counts"] for r in reports],
+                  "status": [r["status"] for r in reports], "tables": _tables(engine, home, ids)}
+        engine.dispose()
+    return result
+
+
+def _hostile_rejected(frame: pd.DataFrame, rows: list[int]) -> pd.DataFrame:
+    """`rows` (positions) rejected, each carrying what the rejected-rows file must keep as it was
+    read or repair: a double-decoded first name, a formula, a line break; some with two errors."""
+    frame = frame.copy()
+    for n, at in enumerate(rows):
+        frame.loc[at, "account_number"] = ""
+        frame.loc[at, "first_name"] = "MÃ¼ller" if n % 2 else "JosÃ©"
+        frame.loc[at, "address1"] = "=HYPERLINK(\"http://x\")" if n % 3 else "+1 Main\r\nSt"
+        frame.loc[at, "address2"] = "-a\nb" if n % 2 else "@c\rd"
+        if n % 2:
+            frame.loc[at, "last_name"] = ""  # a second row error on the same row
+    return frame
+
+
+def _exports(tmp_path: Path) -> dict[str, list[tuple[Path, date]]]:
+    folder = tmp_path / "exports"
+    folder.mkdir(exist_ok=True)
+
+    def written(name: str, frame: pd.DataFrame, fmt: str = "csv", artefacts: bool = True, seed: int = 0) -> Path:
+        return write_export(frame, folder / name, fmt=fmt, excel_artefacts=artefacts, seed=seed)
+
+    a = add_problems(generate_patients(40, seed=1, today=TODAY), seed=2, bad_share=0.15,
+                     duplicate_share=0.05, today=TODAY)
+    b = generate_patients(50, seed=1, today=TODAY).sample(frac=1, random_state=3)
+    new = generate_patients(6, seed=9, first_account=70001, today=TODAY)
+    b = pd.concat([b.iloc[:20], new, b.iloc[20:]], ignore_index=True)  # new patients between stored ones
+    b = add_problems(b, seed=5, bad_share=0.1, today=TODAY)
+    clean = generate_patients(12, seed=4, today=TODAY).assign(status="Active")
+    # 12 rows, 2 rejected (under the 25 % rule), the blocks' boundaries fall on and around them.
+    hostile = _hostile_rejected(clean, [2, 3])
+    return {
+        "csv_twice": [(written("a.csv", a), date(2026, 11, 2)), (written("b.csv", b, seed=1), date(2026, 11, 3))],
+        "xlsx_twice": [(written("a.xlsx", a, "xlsx"), date(2026, 11, 2)),
+                       (written("b.xlsx", b, "xlsx", seed=1), date(2026, 11, 3))],
+        "hostile_rejected_rows": [(written("h.csv", hostile, artefacts=False), date(2026, 11, 2))],
+        "hostile_rejected_rows_xlsx": [(written("h.xlsx", hostile, "xlsx"), date(2026, 11, 2))],
+        "header_only": [(written("e.csv", clean.iloc[:0], artefacts=False), date(2026, 11, 2))],
+        "one_row": [(written("o.csv", clean.iloc[:1], artefacts=False), date(2026, 11, 2))],
+        "six_rows": [(written("s.csv", clean.iloc[:6], artefacts=False), date(2026, 11, 2))],  # 2 and 3 blocks exactly
+        "every_row_rejected": [(written("z.csv", _hostile_rejected(clean, list(range(12))), artefacts=False),
+                                date(2026, 11, 2))],
+    }
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[str, list[tuple[Path, date]]]:
+    return _exports(tmp_path_factory.mktemp("staged_blocks_exports"))
+
+
+CASES = {"csv_twice": (1, 3), "xlsx_twice": (2,), "hostile_rejected_rows": (1, 2, 3),
+         "hostile_rejected_rows_xlsx": (1,), "header_only": (1,), "one_row": (1, 2), "six_rows": (2, 3),
+         "every_row_rejected": (1,)}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_blocks_of_one_two_or_three_rows_give_what_the_whole_file_gave(name, exports, tmp_path, monkeypatch):
+    whole = _run(tmp_path, monkeypatch, exports[name], WHOLE, whole_raw=True)
+    for block in CASES[name]:
+        assert _run(tmp_path, monkeypatch, exports[name], block) == whole, f"blocks of {block}"
+    # The cases are what their names say (the reference is not vacuous).
+    statuses, counts = whole["status"], whole["counts"]
+    if name == "header_only":
+        assert whole["files"] == [{"upload": None, "rejected_rows": None}]
+    elif name == "every_row_rejected":
+        assert statuses == ["rejected"] and counts[0]["rejected"] == 12
+        assert whole["files"][0]["upload"] is None and whole["files"][0]["rejected_rows"] is not None
+    elif name.startswith("hostile"):
+        lines = _csv(whole["files"][0]["rejected_rows"])
+        # Two rejected rows, in file order (a line break in a cell moves the later rows' numbers on).
+        assert len(lines) == 3 and int(lines[1][-1]) < int(lines[2][-1])
+        assert any("Müller" in cell for cell in lines[2])  # repaired
+        assert any(cell.startswith("'=") or cell.startswith("'+") for line in lines[1:] for cell in line)
+    else:
+        assert all(f["upload"] for f in whole["files"])
+
+
+def _csv(data: bytes) -> list[list[str]]:
+    return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))

@@ -163,8 +163,9 @@ def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
     if not path.exists():
         return None
     wanted = sorted({int(row) for row in rows})
-    frame = _read_frame(path, filters=[(ROW_NUMBER, "in", wanted)] if wanted else None)
-    return frame if wanted else frame.iloc[:0]
+    # The filter even when nothing is wanted (an empty "in" matches no row): without it the whole
+    # file would be read, only to be cut to none of its rows.
+    return _read_frame(path, filters=[(ROW_NUMBER, "in", wanted)])
 
 
 def load_validation(import_id: str, *, rows: bool = True) -> Validation:

@@ -26,7 +26,8 @@ from tools import corpus
 from tools.generator import add_problems, generate_patients, write_export
 from tools.harness.registry import practice, registry_yaml
 
-pytestmark = [pytest.mark.unit, pytest.mark.timeout(180)]
+# Tier: unit, object_store or postgres by the fixtures a test uses (tests/conftest.py).
+pytestmark = pytest.mark.timeout(180)
 
 TODAY = date(2026, 11, 1)
 WHOLE = 10**9  # larger than any file here: one block, one chunk
@@ -175,3 +176,122 @@ def test_blocks_of_one_two_or_three_rows_give_what_the_whole_file_gave(name, exp
 
 def _csv(data: bytes) -> list[list[str]]:
     return list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+
+
+def test_client_ids_in_blocks_of_one_row_are_the_stores_ids_of_this_practices_patients(tmp_path, monkeypatch):
+    """ClientIDs (SPEC §5) from a Series built once and looked up block by block: a second import
+    in another order with new patients between the stored ones, an account number stored as "007"
+    and exported again as "7", and account numbers another practice stores (not this one's ids)."""
+    folder = tmp_path / "client_ids"
+    folder.mkdir()
+    people = generate_patients(9, seed=11, today=TODAY).assign(status="Active")
+
+    def export(name: str, accounts: list[str], first: int) -> Path:
+        frame = people.iloc[first:first + len(accounts)].assign(account_number=accounts)
+        return write_export(frame, folder / name, excel_artefacts=False)
+
+    first = export("first.csv", ["007", "8", "9", "12"], 0)
+    # 5 is stored by the other practice only; 100 and 101 are new.
+    second = export("second.csv", ["12", "100", "7", "5", "101", "9", "8"], 0)
+
+    def other_practice(engine, home) -> None:
+        path = export("other.csv", ["5", "7", "8"], 4)
+        corpus.run_import(engine, path, run_id="other", exported_on=date(2026, 11, 1), practice_id="other_clinic")
+
+    runs = {block: _run(tmp_path, monkeypatch, [(first, date(2026, 11, 2)), (second, date(2026, 11, 3))], block,
+                        whole_raw=block == WHOLE, before=other_practice)
+            for block in (1, WHOLE)}
+    assert runs[1] == runs[WHOLE]
+    ids = {(row[1], row[2]): row[0] for row in runs[1]["tables"]["patients"]}  # (practice, account) -> id
+    upload = _csv(runs[1]["files"][1]["upload"])
+    assert upload[0][:2] == ["ClientID", "TPSID"]
+    expected = {a: str(ids[(corpus.PRACTICE_ID, a)]) if a in ("7", "8", "9", "12") else "" for a in
+                ("12", "100", "7", "5", "101", "9", "8")}
+    assert {line[1]: line[0] for line in upload[1:]} == expected
+    assert [line[1] for line in upload[1:]] == ["12", "100", "7", "5", "101", "9", "8"]  # file order
+    # The other practice's ids are not this practice's ids.
+    assert ids[("other_clinic", "7")] != ids[(corpus.PRACTICE_ID, "7")]
+
+
+# ---------------------------------------------------------------- the staged reads themselves
+
+def _raw_frame() -> pd.DataFrame:
+    """Rows as read with the gaps of an .xlsx export (blank rows, a header below the top)."""
+    return pd.DataFrame({ROW_NUMBER: pd.Series([3, 4, 7, 8, 12, 13], dtype="int64"),
+                         "Account #": ["1", "", "3", "=4", "5", None],
+                         "Last Name": ["a\r\nb", "MÃ¼ller", None, "x", "", "z"]})
+
+
+def _staged(import_id: str, raw: pd.DataFrame | None, frame: pd.DataFrame | None) -> None:
+    staging.save_validation(import_id, staging.Validation(frame=frame, raw=raw, headers=["Account #", "Last Name"],
+                                                          columns=["account_number", "last_name"]))
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.object_store)])
+def staged_area(request, tmp_path, monkeypatch) -> str:
+    """A home whose file areas are on the local disk, or in the session's object store."""
+    corpus.prepare_home(tmp_path / "home", monkeypatch, limits=False).dispose()
+    if request.param == "s3":
+        monkeypatch.setenv("PATIENT_IMPORT_STORAGE", request.getfixturevalue("s3_storage"))
+    return request.param
+
+
+@pytest.mark.parametrize("asked", [[12, 4, 4, 99], [3.0, 13.0], list(range(1, 20)), [99]], ids=repr)
+def test_the_rows_as_read_asked_for_are_those_the_whole_file_gives(staged_area, asked):
+    """Any order, repeats, row numbers as floats (a problem table's row column with gaps), numbers
+    no row has: the rows the whole file has under those numbers, once each, in file order, as read."""
+    raw = _raw_frame()
+    _staged("raw_rows", raw, None)
+    got = staging.load_raw_rows("raw_rows", asked)
+    expected = raw[raw[ROW_NUMBER].isin(asked)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(got.reset_index(drop=True), expected)
+
+
+def test_no_rows_asked_for_reads_no_row_as_read(staged_area, monkeypatch):
+    """Every row-error problem without a row: no row is read (the whole file as read is the
+    largest thing staging holds), and what comes back still has the file's columns."""
+    raw = _raw_frame()
+    _staged("no_raw_rows", raw, None)
+    reads = []
+    real = staging._read_frame
+
+    def recorded(path, filters=None):
+        reads.append(filters)
+        got = real(path, filters)
+        assert len(got) == 0, "rows were read"
+        return got
+
+    monkeypatch.setattr(staging, "_read_frame", recorded)
+    got = staging.load_raw_rows("no_raw_rows", [])
+    assert len(got) == 0 and list(got.columns) == list(raw.columns)
+    assert reads and reads[0] is not None
+
+
+def test_no_rows_as_read_staged_gives_none(staged_area):
+    _staged("unread", None, None)
+    assert staging.load_raw_rows("unread", [2, 3]) is None
+    assert not staging.has_validated_rows("unread")
+    assert list(staging.validated_row_blocks("unread")) == []
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 6, 7])
+def test_the_validated_rows_in_blocks_are_the_whole_validated_rows(staged_area, block):
+    """Blocks of any size, a block boundary exactly at the end too, one column empty in some
+    blocks only: together the frame `load_validation` gives whole, value for value and type for type."""
+    frame = pd.DataFrame({ROW_NUMBER: [2, 3, 5, 6, 9, 10],
+                          "account_number": ["1", "2", "3", "4", "5", "6"],
+                          "email": [None, None, "a@b.c", None, None, "=x"],
+                          "birth_date": ["1987-03-14", None, None, None, "2001-01-01", None],
+                          "code": [None, None, "missing_last_name", None, None, None]}).astype(
+        {ROW_NUMBER: "int64", "account_number": object, "email": object, "birth_date": object, "code": object})
+    _staged("validated", _raw_frame(), frame)
+    whole = staging.load_validation("validated").frame
+    blocks = list(staging.validated_row_blocks("validated", rows=block))
+    assert [len(b) for b in blocks] == [min(block, 6 - start) for start in range(0, 6, block)]
+    assert all(list(b.index) == list(range(len(b))) for b in blocks)
+    pd.testing.assert_frame_equal(pd.concat(blocks, ignore_index=True), whole)
+    assert all(type(v) is str or v is None for b in blocks for v in b["email"])
+    accounts = pd.concat(staging.validated_row_blocks("validated", ["account_number"], rows=block), ignore_index=True)
+    pd.testing.assert_frame_equal(accounts, whole[["account_number"]])
+    assert staging.load_validation("validated", rows=False).frame is None
+    assert staging.has_validated_rows("validated")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import traceback
 from datetime import date
 from pathlib import Path
 
@@ -295,3 +296,93 @@ def test_the_validated_rows_in_blocks_are_the_whole_validated_rows(staged_area, 
     pd.testing.assert_frame_equal(accounts, whole[["account_number"]])
     assert staging.load_validation("validated", rows=False).frame is None
     assert staging.has_validated_rows("validated")
+
+
+# ---------------------------------------------------------------- the load's chunks, both stores
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("name", ["csv_twice", "hostile_rejected_rows"])
+def test_on_postgresql_chunks_of_one_row_give_what_one_copy_gave(name, exports, tmp_path, monkeypatch,
+                                                                 postgres_server, _postgres_store_template):
+    """One COPY per row against one COPY of all rows: the same store, change log and row outcomes."""
+    runs = []
+    for block in (1, WHOLE):
+        url = postgres_server.create_database(f"blocks_{block}_{name}", template=_postgres_store_template)
+        try:
+            monkeypatch.setattr(corpus, "prepare_home", _on_store(corpus.prepare_home, url))
+            runs.append(_run(tmp_path, monkeypatch, exports[name], block, whole_raw=block == WHOLE))
+        finally:
+            monkeypatch.undo()
+            postgres_server.drop_database(f"blocks_{block}_{name}")
+    assert runs[0] == runs[1]
+    assert runs[0]["tables"]["patients"] and runs[0]["tables"]["import_rows"]
+
+
+def _on_store(prepare, url: str):
+    def prepared(home, patch, **options):
+        return prepare(home, patch, **options, url=url)
+    return prepared
+
+
+def _mixed_rows() -> pd.DataFrame:
+    """Row numbers from 2; `note` mixes texts and numbers in rows 4-5 only (a chunk's COPY then
+    renders row by row), `day` mixes `date` objects and ISO texts, `n` has gaps."""
+    return pd.DataFrame({
+        ROW_NUMBER: pd.Series(range(2, 9), dtype="int64"),
+        "note": pd.Series(["a", None, 7, "b\r\nc", "", "'=x", None], dtype="object"),
+        "day": pd.Series(["2026-01-02", date(2026, 1, 3), None, "2026-01-05", date(2026, 1, 6), None, None],
+                         dtype="object"),
+        "n": pd.Series([1, None, 3, None, 5, 6, None], dtype="object"),
+    })
+
+
+def _mixed_table(length: int = 32) -> sa.Table:
+    return sa.Table("breaker_chunks", sa.MetaData(), sa.Column(ROW_NUMBER, sa.Integer, primary_key=True),
+                    sa.Column("note", sa.String(length)), sa.Column("day", sa.Date), sa.Column("n", sa.Integer))
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 4, WHOLE])
+def test_a_column_mixing_types_in_some_chunks_only_is_stored_as_one_insert_stores_it(store_url, chunk, monkeypatch):
+    """`_bulk_insert` chunk by chunk: a chunk whose column mixes types (PostgreSQL: COPY row by row)
+    beside chunks whose columns do not (COPY's CSV); SQLite's date processor on some chunks only."""
+    from include.patient_import.store import create_store_engine
+
+    monkeypatch.setattr(load, "_INSERT_CHUNK", chunk)
+    engine = create_store_engine(store_url)
+    table = _mixed_table()
+    try:
+        with engine.begin() as conn:
+            table.create(conn)
+            load._bulk_insert(conn, table, _mixed_rows())
+        with engine.connect() as conn:
+            stored = conn.execute(sa.select(table).order_by(table.c[ROW_NUMBER])).all()
+    finally:
+        engine.dispose()
+    note = ["a", None, "7", "b\r\nc", "", "'=x", None]
+    days = [date(2026, 1, 2), date(2026, 1, 3), None, date(2026, 1, 5), date(2026, 1, 6), None, None]
+    assert [tuple(r) for r in stored] == list(zip(range(2, 9), note, days, [1, None, 3, None, 5, 6, None]))
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("chunk", [2, 3])
+def test_a_copy_error_in_a_later_chunk_rendered_row_by_row_names_its_own_row(store_url, chunk, monkeypatch):
+    """The failing row in a chunk after the first, whose COPY goes row by row (a column mixing
+    types): the note names that row's spreadsheet row, never the value."""
+    from include.patient_import.store import create_store_engine
+
+    if not store_url.startswith("postgresql"):
+        pytest.skip("SQLite does not enforce VARCHAR lengths")
+    monkeypatch.setattr(load, "_INSERT_CHUNK", chunk)
+    rows = _mixed_rows()
+    rows.loc[5, "note"] = "Quillwort" * 4  # row 7, too long for String(32); its chunk mixes types
+    rows.loc[4, "note"] = 12
+    engine = create_store_engine(store_url)
+    try:
+        with pytest.raises(sa.exc.DataError) as raised, engine.begin() as conn:
+            table = _mixed_table()
+            table.create(conn)
+            load._bulk_insert(conn, table, rows)
+    finally:
+        engine.dispose()
+    printed = "".join(traceback.format_exception(raised.value))
+    assert "spreadsheet row 7" in printed and "Quillwort" not in printed

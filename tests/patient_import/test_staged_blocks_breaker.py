@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from include.patient_import import files, load, staging, transform
+from include.patient_import import files, load, staging, storage, transform
 from include.patient_import.schema import ROW_NUMBER
 from tools import corpus
 from tools.generator import add_problems, generate_patients, write_export
@@ -84,14 +84,14 @@ def _run(tmp_path: Path, monkeypatch, exports: list[tuple[Path, date]], block: i
         if whole_raw:
             patch.setattr(transform, "load_raw_rows", _whole_raw_rows)
         if before:
-            before(engine, home)
+            before(engine, patch)
         reports = []
         for n, (path, exported_on) in enumerate(exports):
             [imported] = corpus.run_import(engine, path, run_id=f"r{n}", exported_on=exported_on,
                                            practice_id=practice_id)
             reports.append(imported.report)
         ids = [r["import_id"] for r in reports]
-        written = [{kind: Path(r["files"][kind]).read_bytes() if r["files"].get(kind) else None
+        written = [{kind: storage.path_of(r["files"][kind]).read_bytes() if r["files"].get(kind) else None
                     for kind in ("upload", "rejected_rows")} for r in reports]
         result = {"files": written, "counts": [r["counts"] for r in reports],
                   "status": [r["status"] for r in reports], "tables": _tables(engine, home, ids)}
@@ -195,7 +195,7 @@ def test_client_ids_in_blocks_of_one_row_are_the_stores_ids_of_this_practices_pa
     # 5 is stored by the other practice only; 100 and 101 are new.
     second = export("second.csv", ["12", "100", "7", "5", "101", "9", "8"], 0)
 
-    def other_practice(engine, home) -> None:
+    def other_practice(engine, patch) -> None:
         path = export("other.csv", ["5", "7", "8"], 4)
         corpus.run_import(engine, path, run_id="other", exported_on=date(2026, 11, 1), practice_id="other_clinic")
 
@@ -212,6 +212,20 @@ def test_client_ids_in_blocks_of_one_row_are_the_stores_ids_of_this_practices_pa
     assert [line[1] for line in upload[1:]] == ["12", "100", "7", "5", "101", "9", "8"]  # file order
     # The other practice's ids are not this practice's ids.
     assert ids[("other_clinic", "7")] != ids[(corpus.PRACTICE_ID, "7")]
+
+
+@pytest.mark.object_store
+@pytest.mark.parametrize("name", ["csv_twice", "hostile_rejected_rows_xlsx"])
+def test_on_the_object_store_blocks_of_two_rows_give_what_the_whole_file_gave_on_disk(name, exports, tmp_path,
+                                                                                     monkeypatch, object_store):
+    """The Parquet filter and the block reader on an object store's handles: the files and the
+    store an import in blocks of 2 leaves there are those of the whole-file import on a local disk."""
+    def on_object_store(engine, patch) -> None:
+        patch.setenv("PATIENT_IMPORT_STORAGE", object_store.new_root())
+
+    whole = _run(tmp_path, monkeypatch, exports[name], WHOLE, whole_raw=True)
+    assert _run(tmp_path, monkeypatch, exports[name], 2, before=on_object_store) == whole
+    assert whole["files"][0]["rejected_rows"]
 
 
 # ---------------------------------------------------------------- the staged reads themselves

@@ -22,7 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from include.patient_import import files, load, staging, storage, transform
-from include.patient_import.schema import ROW_NUMBER
+from include.patient_import.schema import ROW_NUMBER, UPLOAD_EXTRA_COLUMNS
 from tools import corpus
 from tools.generator import add_problems, generate_patients, write_export
 from tools.harness.registry import practice, registry_yaml
@@ -32,8 +32,14 @@ pytestmark = pytest.mark.timeout(180)
 
 TODAY = date(2026, 11, 1)
 WHOLE = 10**9  # larger than any file here: one block, one chunk
-REGISTRY = registry_yaml(corpus.CORPUS_PRACTICE, practice("other_clinic", "Other Clinic",
-                                                           systems=["drip_education"]))
+EXTRAS = sorted(UPLOAD_EXTRA_COLUMNS)  # every column a practice may add to the upload file
+PLAN_ACCOUNTS = [str(a) for a in range(10001, 10051, 2)]
+REGISTRY = registry_yaml({**corpus.CORPUS_PRACTICE, "upload_extra_columns": EXTRAS},
+                         practice("other_clinic", "Other Clinic", systems=["drip_education"]),
+                         # Rules 2 and 3 applied block by block: no drip education (new inactive
+                         # patients skipped), a payment-plan list.
+                         practice("plan_clinic", "Plan Clinic", systems=["auto_debit"],
+                                  payment_plan_accounts=PLAN_ACCOUNTS, upload_extra_columns=EXTRAS))
 
 
 def _set_blocks(monkeypatch, rows: int) -> None:
@@ -173,6 +179,16 @@ def test_blocks_of_one_two_or_three_rows_give_what_the_whole_file_gave(name, exp
         assert any(cell.startswith("'=") or cell.startswith("'+") for line in lines[1:] for cell in line)
     else:
         assert all(f["upload"] for f in whole["files"])
+        assert _csv(whole["files"][0]["upload"])[0][-len(EXTRAS):] == EXTRAS
+
+
+def test_a_payment_plan_practice_in_blocks_of_one_row_gives_what_the_whole_file_gave(exports, tmp_path, monkeypatch):
+    """Rules 2 (new inactive patients, no drip education) and 3 (the payment-plan list) decide the
+    upload rows of each block alone: the same files and store as the whole file."""
+    whole = _run(tmp_path, monkeypatch, exports["csv_twice"], WHOLE, whole_raw=True, practice_id="plan_clinic")
+    assert _run(tmp_path, monkeypatch, exports["csv_twice"], 1, practice_id="plan_clinic") == whole
+    uploaded = [line[1] for line in _csv(whole["files"][0]["upload"])[1:]]
+    assert uploaded and set(uploaded) <= set(PLAN_ACCOUNTS)
 
 
 def _csv(data: bytes) -> list[list[str]]:

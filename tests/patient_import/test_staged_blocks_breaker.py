@@ -146,6 +146,10 @@ def _exports(tmp_path: Path) -> dict[str, list[tuple[Path, date]]]:
         "six_rows": [(written("s.csv", clean.iloc[:6], artefacts=False), date(2026, 11, 2))],  # 2 and 3 blocks exactly
         "every_row_rejected": [(written("z.csv", _hostile_rejected(clean, list(range(12))), artefacts=False),
                                 date(2026, 11, 2))],
+        # 24 of 100 rows rejected, just under the 25 % rule, on and across the blocks' boundaries.
+        "just_under_a_quarter_rejected": [(written("q.csv", _hostile_rejected(
+            generate_patients(100, seed=6, today=TODAY).assign(status="Active"),
+            sorted({*range(0, 100, 5), 1, 2, 97, 99})), artefacts=False), date(2026, 11, 2))],
     }
 
 
@@ -156,7 +160,7 @@ def exports(tmp_path_factory) -> dict[str, list[tuple[Path, date]]]:
 
 CASES = {"csv_twice": (1, 3), "xlsx_twice": (2,), "hostile_rejected_rows": (1, 2, 3),
          "hostile_rejected_rows_xlsx": (1,), "header_only": (1,), "one_row": (1, 2), "six_rows": (2, 3),
-         "every_row_rejected": (1,)}
+         "every_row_rejected": (1,), "just_under_a_quarter_rejected": (7,)}
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -171,6 +175,9 @@ def test_blocks_of_one_two_or_three_rows_give_what_the_whole_file_gave(name, exp
     elif name == "every_row_rejected":
         assert statuses == ["rejected"] and counts[0]["rejected"] == 12
         assert whole["files"][0]["upload"] is None and whole["files"][0]["rejected_rows"] is not None
+    elif name == "just_under_a_quarter_rejected":
+        assert statuses == ["completed_with_errors"] and counts[0]["rejected"] == 24
+        assert len(_csv(whole["files"][0]["rejected_rows"])) == 1 + 24
     elif name.startswith("hostile"):
         lines = _csv(whole["files"][0]["rejected_rows"])
         # Two rejected rows, in file order (a line break in a cell moves the later rows' numbers on).
@@ -416,3 +423,63 @@ def test_a_copy_error_in_a_later_chunk_rendered_row_by_row_names_its_own_row(sto
         engine.dispose()
     printed = "".join(traceback.format_exception(raised.value))
     assert "spreadsheet row 7" in printed and "Quillwort" not in printed
+
+
+# ---------------------------------------------------------------- decide_outcomes, field by field
+
+@pytest.mark.parametrize("seed", range(4))
+def test_changes_compared_field_by_field_are_those_of_the_whole_table_comparison(seed):
+    """`decide_outcomes` compares the file's and the store's cells one field at a time (memory): the
+    changed fields and outcomes of the whole 2-D comparison it replaced, with empty cells of every
+    kind (None, NaN, pandas' NA, NaT), texts that only differ in case or spaces, and dates as texts."""
+    import numpy as np
+
+    from include.patient_import import problems as p
+    from include.patient_import import rules
+    from include.patient_import.practices import Practice
+    from include.patient_import.rules import CODE
+    from include.patient_import.schema import DATA_COLUMNS, STORE_COLUMN
+
+    rng = np.random.default_rng(seed)
+    pool = np.array([None, np.nan, pd.NA, pd.NaT, "", "x", "X", "x ", "y", "2026-01-02", "2026-1-2"], dtype=object)
+    stored_pool = np.array([None, "", "x", "X", "y", "2026-01-02"], dtype=object)
+    rows = 60
+    accounts = [str(a) for a in rng.integers(1, 40, rows)]
+    frame = pd.DataFrame({field: pool[rng.integers(0, len(pool), rows)] for field in DATA_COLUMNS}, dtype=object)
+    frame["account_number"] = accounts
+    frame = frame.drop_duplicates("account_number").reset_index(drop=True)
+    frame[ROW_NUMBER] = range(2, 2 + len(frame))
+    frame[CODE] = None
+    stored_accounts = [str(a) for a in range(1, 40, 2)]
+    stored = pd.DataFrame({STORE_COLUMN.get(f, f): stored_pool[rng.integers(0, len(stored_pool), len(stored_accounts))]
+                           for f in DATA_COLUMNS}, dtype=object)
+    stored[STORE_COLUMN.get("account_number", "account_number")] = stored_accounts
+    stored["last_seen_exported_on"] = None
+    stored.index = pd.Index(stored_accounts, dtype=object)
+    # Some known patients exported as stored, with some cells empty (an empty cell changes nothing).
+    for position in range(0, len(frame), 3):
+        account = frame.at[position, "account_number"]
+        if account in stored.index:
+            for field in DATA_COLUMNS:
+                if field != "account_number":
+                    empty = rng.random() < 0.3
+                    frame.at[position, field] = pool[rng.integers(0, 4)] if empty else \
+                        stored.at[account, STORE_COLUMN.get(field, field)]
+    practice = Practice(id="p", name="P", systems=frozenset({"drip_education"}))
+
+    decided = rules.decide_outcomes(frame, stored, practice, date(2026, 11, 2))
+
+    # The comparison as it was: both tables whole, as 2-D object arrays.
+    at = stored.index.get_indexer(frame["account_number"].to_numpy(dtype=object))
+    found = at >= 0
+    new = frame[list(DATA_COLUMNS)].to_numpy(dtype=object)
+    present = pd.notna(new) & found[:, None]
+    new = np.where(present, new, None)
+    before = stored[[STORE_COLUMN.get(c, c) for c in DATA_COLUMNS]].to_numpy(dtype=object)[np.where(found, at, 0)]
+    by_field = present & (new != before)
+    updated = decided["outcome"].eq(p.UPDATED).to_numpy()
+    assert updated.any() and (decided["outcome"] == p.UNCHANGED).any() and (decided["outcome"] == p.INSERTED).any()
+    assert list(decided["outcome"]) == [p.INSERTED if not f else (p.UPDATED if c else p.UNCHANGED)
+                                        for f, c in zip(found, by_field.any(axis=1))]
+    expected = rules._field_names(by_field, updated, decided.index)
+    assert list(decided[rules.CHANGED_FIELDS]) == list(expected)

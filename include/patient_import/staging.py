@@ -162,6 +162,8 @@ def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
     path = files.staging_dir(import_id) / "raw.parquet"
     if not path.exists():
         return None
+    # The filter even when nothing is wanted (an empty "in" matches no row): without it the whole
+    # file would be read, only to be cut to none of its rows.
     return _read_frame(path, filters=[(ROW_NUMBER, "in", sorted({int(row) for row in rows}))])
 
 

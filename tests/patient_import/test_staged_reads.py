@@ -1,7 +1,7 @@
 """What the stages after validate read back from staging (staging.py): the rows as read, the
 largest staged file (a million rows take gigabytes as a frame), are read by transform alone, and
 only the rows it writes to the rejected-rows file; the load and approval read none of them.
-Transform reads the validated rows a block at a time, and its files are those of one block."""
+(Blocks and chunks of every size against the whole file: test_staged_blocks_breaker.py.)"""
 
 from __future__ import annotations
 
@@ -20,8 +20,7 @@ pytestmark = [pytest.mark.unit, pytest.mark.timeout(120)]
 
 PRACTICE = "staged_clinic"
 # Approval with the default thresholds, which these imports are under: the approval stage reads staging.
-REGISTRY = registry_yaml(practice(PRACTICE, "Staged Clinic", approval={}),
-                         practice("blocks_clinic", "Blocks Clinic"))
+REGISTRY = registry_yaml(practice(PRACTICE, "Staged Clinic", approval={}))
 VALID = {"account_number": "1", "last_name": "Doe", "first_name": "Jan", "middle_initial": "",
          "address1": "1 Main St", "address2": "", "city": "Springfield", "state": "IL", "zip": "62704",
          "home_phone": "", "cell_phone": "", "email": "", "birth_date": "03/14/1987", "gender": "F",
@@ -61,33 +60,3 @@ def test_only_transform_reads_the_rows_as_read_and_only_the_rejected_ones(tmp_pa
     assert [line[0] for line in lines[1:]] == [str(100 + row) for row in rejected]
     assert [line[-1] for line in lines[1:]] == [str(row) for row in rejected]
 
-
-def _imported(engine, tmp_path, name: str, rows: list[list[str]]) -> dict:
-    export = tmp_path / f"{name}.csv"
-    export.write_text(csv_text(rows, header=[f.header for f in FIELDS]), encoding="utf-8")
-    [imported] = run_import(engine, export, run_id=name, practice_id="blocks_clinic")
-    return imported.report
-
-
-def test_transform_in_blocks_of_three_rows_writes_the_files_of_one_block(tmp_path, monkeypatch):
-    """Blocks of 3 rows against one block of all 16 (`staging.ROW_BLOCK`): the same upload file,
-    ClientIDs of the patients stored before included, and the same rejected-rows file."""
-    def rows(day: int) -> list[list[str]]:
-        out = []
-        for row in range(2, 18):
-            values = dict(VALID, account_number=str(100 + row + 5 * day), city=f"City{day}",
-                          last_name="" if row in (4, 11) else f"Doe{row}")
-            out.append([values[f.name] for f in FIELDS])
-        return out[::-1] if day == 2 else out  # the second file: some patients stored, in another order
-
-    files = {}
-    for name, block in (("blocks", 3), ("whole", 1_000)):
-        monkeypatch.setattr(staging, "ROW_BLOCK", block)
-        engine = prepare_home(tmp_path / name, monkeypatch, practices_yaml=REGISTRY)
-        reports = [_imported(engine, tmp_path, f"{name}_{day}", rows(day)) for day in (1, 2)]
-        engine.dispose()
-        assert [r["counts"]["rejected"] for r in reports] == [2, 2]
-        files[name] = [Path(report["files"][kind]).read_bytes() for report in reports
-                       for kind in ("upload", "rejected_rows")]
-    assert files["blocks"] == files["whole"]
-    assert files["blocks"][2].count(b"\r\n") == 1 + 14  # the header and the rows uploaded

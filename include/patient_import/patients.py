@@ -9,7 +9,7 @@ practice's lock. Dates are read as ISO text, as the normaliser writes them (`iso
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import date
 
 import numpy as np
@@ -56,7 +56,7 @@ def iso_date_text(column: sa.ColumnElement, dialect: str) -> sa.ColumnElement[st
 
 
 def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] = (), *,
-                    not_created_by: str | None = None) -> pd.DataFrame:
+                    not_created_by: str | None = None, born_on: Iterable[object] | None = None) -> pd.DataFrame:
     """The practice's patients that carry an account number, indexed by it.
 
     Args:
@@ -64,6 +64,8 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
             is always there (first, unless `columns` places it).
         not_created_by: leave out the patients this import inserted, so that a re-run stage sees the
             store as it was before the import.
+        born_on: only the patients born on one of these days (ISO texts, `YYYY-MM-DD`; anything
+            else, None included, matches nobody), read `_BORN_ON_BATCH` days per query.
 
     Returns a frame of object columns, one row per patient, indexed by the account number (object
     dtype; empty when the practice has no patient). Values are as stored, texts and integers, with
@@ -81,12 +83,22 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
     query = sa.select(*selected).where(table.c.practice_id == practice_id, table.c[ACCOUNT_COLUMN].is_not(None))
     if not_created_by is not None:
         query = query.where(sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != not_created_by))
-    values = _fetched(conn, query, len(names))
+    if born_on is None:
+        values = _fetched(conn, query, len(names))
+    else:
+        days = sorted({date.fromisoformat(d) for d in born_on if isinstance(d, str) and is_iso_date(d)})
+        batches = [_fetched(conn, query.where(table.c.birth_date.in_(days[start:start + _BORN_ON_BATCH])), len(names))
+                   for start in range(0, len(days), _BORN_ON_BATCH)]
+        values = np.concatenate(batches) if batches else np.empty((0, len(names)), dtype=object)
     for position, name in enumerate(names):
         if isinstance(table.c[name].type, sa.Date):
             _check_iso_dates(values, position, names.index(ACCOUNT_COLUMN), name, practice_id)
     frame = pd.DataFrame(values, columns=names, dtype="object", copy=False)
     return frame.set_index(pd.Index(frame[ACCOUNT_COLUMN].to_numpy(), dtype="object", name=ACCOUNT_COLUMN))
+
+
+# Days per query of `stored_patients(born_on=...)`: well under the bound parameters SQLite allows.
+_BORN_ON_BATCH = 500
 
 
 def _not_iso_dates(distinct: np.ndarray) -> set:

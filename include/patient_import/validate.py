@@ -144,16 +144,21 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
             raise too_many_rejected(frame[CODE])
 
         with engine.connect() as conn:
-            # The people's fields are store columns of the same names (schema.STORE_COLUMN).
-            stored = stored_patients(conn, practice.id, PERSON_FIELDS)
+            # Capacity counts new patients only: the stored account numbers decide them (load
+            # decides every outcome again, under the practice's lock).
+            is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER],
+                                   IS_NEW: new_patients(frame, stored_patients(conn, practice.id).index, practice)})
             stored_count = count_patients(conn, practice.id)
-        # Capacity counts new patients only: the stored account numbers decide them (load decides
-        # every outcome again, under the practice's lock).
-        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER], IS_NEW: new_patients(frame, stored.index, practice)})
+            # A possible duplicate shares a new row's birth date (SPEC §8): only the stored people
+            # born on one of those days can match, not every stored patient (a daily export has a
+            # few new rows; a practice, tens of thousands of patients). The people's fields are
+            # store columns of the same names (schema.STORE_COLUMN).
+            people = stored_patients(conn, practice.id, PERSON_FIELDS,
+                                     born_on=frame.loc[is_new[IS_NEW].to_numpy(dtype=bool), "birth_date"])
         new = int(is_new[IS_NEW].sum())
         if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
             raise capacity_rejection(practice, stored_count, new)
-        result.problems += possible_duplicates(frame, is_new[IS_NEW], stored)
+        result.problems += possible_duplicates(frame, is_new[IS_NEW], people)
     except p.ExportRejected as exc:
         result.rejection = exc
     finally:

@@ -263,3 +263,62 @@ def test_stored_dates_of_another_practice_are_not_checked(store):
     decided = decide(store, {"account_number": "1", "birth_date": "1980-02-03"}, exported_on=date(2026, 1, 2))
 
     assert decided[OUTCOME].tolist() == [p.UNCHANGED]  # the other practice's account 1 is not this one
+
+
+# ---------------------------------------------------------------- the people born on given days
+
+def test_the_people_born_on_given_days_are_the_whole_reads_people_born_on_them(store):
+    """`stored_patients(born_on=...)` (validate's read for possible duplicates, SPEC §8): the rows
+    of the whole read whose birth date is one of the days, over more days than one query takes
+    (`_BORN_ON_BATCH`); None, NaN and texts that are no ISO day match nobody."""
+    from datetime import timedelta
+
+    from include.patient_import.patients import _BORN_ON_BATCH
+
+    first = date(1950, 1, 1)
+    put(store, *[{"third_party_acct_number": str(n), "first_name": f"F{n % 7}", "last_name": "L",
+                  "birth_date": None if n % 11 == 0 else first + timedelta(days=n % 1_300)} for n in range(1, 1_600)])
+    asked = [iso(first + timedelta(days=d)) for d in range(0, 2 * _BORN_ON_BATCH + 7, 2)]
+    asked += [asked[0], None, float("nan"), "not a day", "1950-02-30", "1950/01/03", "1899-01-01", DAYS[0].isoformat()]
+    fields = ["first_name", "last_name", "birth_date"]
+
+    with store.connect() as conn:
+        whole = stored_patients(conn, PRACTICE.id, fields)
+        born = stored_patients(conn, PRACTICE.id, fields, born_on=asked)
+        nobody = stored_patients(conn, PRACTICE.id, fields, born_on=[None, "", "x"])
+
+    expected = whole[whole["birth_date"].isin([d for d in asked if isinstance(d, str)])]
+    assert len(expected) > _BORN_ON_BATCH  # more than one query's days found people
+    assert born.sort_index().equals(expected.sort_index())
+    assert nobody.empty and list(nobody.columns) == list(whole.columns)
+
+
+def test_possible_duplicates_against_the_people_born_on_new_rows_days_are_those_against_everyone(store):
+    """Validate reads only the stored people born on a new row's day: a possible duplicate shares
+    the birth date, so the warnings are those of the whole read (retyped names, namesakes born on
+    other days, stored patients without a birth date, an existing patient's own update)."""
+    from include.patient_import.rules import CODE, PERSON_FIELDS, new_patients, possible_duplicates
+
+    people = [("Ana", "Lopez"), ("José", "O'Brien"), ("Zoë", "Smith"), ("Li", "Wu")]
+    put(store, *[{"third_party_acct_number": str(100 + n), "first_name": people[n % 4][0],
+                  "last_name": people[n % 4][1], "birth_date": None if n % 9 == 0 else date(1980, 1, 1 + n % 20)}
+                 for n in range(60)])
+    rows = [(str(100 + n), people[n % 4][0], people[n % 4][1], f"1980-01-{1 + n % 20:02d}") for n in range(0, 60, 5)]
+    rows += [(str(900 + n), people[n % 4][0].upper(), people[n % 4][1].lower(), f"1980-01-{1 + n % 20:02d}")
+             for n in range(0, 60, 3)]  # the same people under new accounts, names retyped
+    rows += [(str(990 + n), "Ana", "Lopez", f"1990-02-{1 + n:02d}") for n in range(5)]  # namesakes
+    frame = pd.DataFrame(rows, columns=["account_number", "first_name", "last_name", "birth_date"], dtype=object)
+    frame.insert(0, "row_number", range(2, 2 + len(frame)))
+    frame[CODE] = None
+    frame["status"] = None
+
+    with store.connect() as conn:
+        is_new = new_patients(frame, stored_patients(conn, PRACTICE.id).index, PRACTICE)
+        everyone = stored_patients(conn, PRACTICE.id, PERSON_FIELDS)
+        born = stored_patients(conn, PRACTICE.id, PERSON_FIELDS,
+                               born_on=frame.loc[is_new.to_numpy(dtype=bool), "birth_date"])
+
+    assert len(born) < len(everyone)
+    warned = possible_duplicates(frame, is_new, born).listed
+    assert warned.equals(possible_duplicates(frame, is_new, everyone).listed)
+    assert set(warned["code"]) == {p.POSSIBLE_DUPLICATE_PATIENT} and len(warned) >= 15

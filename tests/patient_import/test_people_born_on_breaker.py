@@ -1,0 +1,168 @@
+"""Breaking validate's narrowed read for possible duplicates (SPEC §8): the stored people born on a
+new row's birth date only (`stored_patients(born_on=...)`) must give exactly the warnings of the
+whole read, on SQLite and PostgreSQL, and a malformed stored birth date must still stop the import
+saying which column and accounts, never a value."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from datetime import date, timedelta
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from include.patient_import import problems as p
+from include.patient_import import records
+from include.patient_import.patients import StoredDateError, stored_patients
+from include.patient_import.practices import PAYMENT_PLAN_SYSTEMS, Practice
+from include.patient_import.rules import CODE, PERSON_FIELDS, new_patients, possible_duplicates
+from include.patient_import.schema import ROW_NUMBER
+from include.patient_import.store import Patient, create_store_engine
+
+# Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
+
+
+PRACTICE = Practice(id="demo_clinic", name="Demo", systems=frozenset({"drip_education"}))
+TODAY = date(2026, 11, 30)
+# Four-digit padding, leap days, the turns of a year and a millennium, the ends of `date`.
+EDGE_DAYS = [date(1, 1, 1), date(999, 12, 31), date(1899, 12, 31), date(1900, 2, 28), date(1999, 12, 31),
+             date(2000, 1, 1), date(2000, 2, 29), date(2024, 2, 29), date(9999, 12, 31)]
+NAMES = [("Ana", "Lopez"), ("José", "O'Brien"), ("Zoë", "Smith"), ("Li", "Wu"), ("Renée", "Lefèvre")]
+RETYPED = {"Ana": " ANA", "José": "jose", "Zoë": "ZOE", "Li": "li ", "Renée": "Renee",
+           "Lopez": "LOPEZ", "O'Brien": "obrien", "Smith": "smith", "Wu": "WU", "Lefèvre": "LEFEVRE"}
+
+
+@pytest.fixture
+def store(store_url):
+    engine = create_store_engine(store_url)
+    records.sync_practices(engine, {PRACTICE.id: PRACTICE})
+    yield engine
+    engine.dispose()
+
+
+def put(engine, patients: list[dict]) -> None:
+    rows = [{"practice_id": PRACTICE.id, "status": "active", "birth_date": None, **patient} for patient in patients]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Patient.__table__), rows)
+
+
+def frame_of(rows: list[tuple], codes: list | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["account_number", "first_name", "last_name", "birth_date"], dtype=object)
+    frame.insert(0, ROW_NUMBER, range(2, 2 + len(frame)))
+    frame[CODE] = codes if codes is not None else [None] * len(frame)
+    frame["status"] = None
+    return frame
+
+
+def both_reads(engine, frame: pd.DataFrame, practice: Practice = PRACTICE):
+    """(is_new, whole read's warnings, narrowed read's warnings, narrowed people), as validate on
+    `main` and on this branch read them."""
+    with engine.connect() as conn:
+        is_new = new_patients(frame, stored_patients(conn, practice.id).index, practice)
+        everyone = stored_patients(conn, practice.id, PERSON_FIELDS)
+        born = stored_patients(conn, practice.id, PERSON_FIELDS,
+                               born_on=frame.loc[is_new.to_numpy(dtype=bool), "birth_date"])
+    whole = possible_duplicates(frame, is_new, everyone).listed
+    narrowed = possible_duplicates(frame, is_new, born).listed
+    return is_new, whole, narrowed, born, everyone
+
+
+def _store_and_export(seed: int, days: list[date]):
+    """A store of people on `days` (several per day, some without a birth date, accounts with
+    leading zeros) and an export mixing: the same people retyped under new accounts, their own
+    updates, namesakes born on other days, rejected rows, rows without a birth date (None, NaN,
+    empty), and copies of new rows under other new accounts."""
+    rnd = random.Random(seed)
+    stored = []
+    for n, day in enumerate(days):
+        for k in range(rnd.randint(1, 3)):
+            first, last = NAMES[(n + k) % len(NAMES)]
+            account = f"{n:05d}{k}" if k == 2 else f"{n}-{k}"
+            stored.append({"third_party_acct_number": account, "first_name": first, "last_name": last,
+                           "birth_date": None if rnd.random() < 0.05 else day})
+    rows, codes = [], []
+    for patient in rnd.sample(stored, min(len(stored), 900)):
+        day = patient["birth_date"]
+        iso = day.isoformat() if day else rnd.choice([None, float("nan"), ""])
+        first, last = RETYPED[patient["first_name"]], RETYPED[patient["last_name"]]
+        kind = rnd.random()
+        if kind < 0.2:  # the patient's own update: never warned
+            rows.append((patient["third_party_acct_number"], first, last, iso))
+        elif kind < 0.3:  # the stored account without its leading zeros: a new account
+            rows.append((patient["third_party_acct_number"].lstrip("0") + "x", first, last, iso))
+        elif kind < 0.4:  # a namesake born the next day
+            nxt = (day + timedelta(days=1)).isoformat() if day and day < date.max else None
+            rows.append((f"N{len(rows)}", first, last, nxt))
+        else:
+            rows.append((f"{len(rows):07d}", first, last, iso))  # leading zeros too
+        codes.append(rnd.choice([None] * 8 + sorted(p.ROW_ERROR_CODES)[:1]))
+    for i in range(0, 60, 3):  # another new row of the same new person under another new account
+        acct, first, last, iso = rows[i]
+        rows.append((f"C{i}", first.upper(), last, iso))
+        codes.append(None)
+    return stored, frame_of(rows, codes)
+
+
+def test_whole_and_narrowed_reads_warn_the_same_over_edge_days_and_several_queries(store):
+    """More than two queries' worth of new birth dates (`_BORN_ON_BATCH`), the ends of `date`,
+    leap days and pre-1900 days, retyped names, updates, rejected rows, leading zeros: the warnings
+    of the narrowed read are those of the whole read, message for message."""
+    from include.patient_import.patients import _BORN_ON_BATCH
+
+    days = EDGE_DAYS + [date(1930, 1, 1) + timedelta(days=3 * d) for d in range(2 * _BORN_ON_BATCH + 50)]
+    stored, frame = _store_and_export(1, days)
+    put(store, stored)
+
+    is_new, whole, narrowed, born, everyone = both_reads(store, frame)
+
+    assert frame.loc[is_new.to_numpy(dtype=bool), "birth_date"].nunique() > 2 * _BORN_ON_BATCH // 3
+    assert len(born) < len(everyone)
+    assert len(whole) > 100 and set(whole["code"]) == {p.POSSIBLE_DUPLICATE_PATIENT}
+    assert narrowed.equals(whole)
+    # The ends of `date` were among the matches.
+    warned_days = set(frame.set_index(ROW_NUMBER).loc[whole["row"].astype("int64"), "birth_date"])
+    assert {"0001-01-01", "9999-12-31", "2000-02-29"} & warned_days
+
+
+def test_the_narrowed_read_does_not_depend_on_the_stored_order(store):
+    """The narrowed read comes back query by query, not in the whole read's order: the warnings
+    (which name the lowest account numbers first) must not depend on it."""
+    stored, frame = _store_and_export(2, EDGE_DAYS * 3)
+    put(store, list(reversed(stored)))
+
+    is_new, whole, narrowed, born, everyone = both_reads(store, frame)
+
+    shuffled = born.sample(frac=1.0, random_state=3)
+    assert possible_duplicates(frame, is_new, shuffled).listed.equals(whole)
+    assert narrowed.equals(whole)
+
+
+def is_stored(engine, frame: pd.DataFrame):
+    with engine.connect() as conn:
+        return frame["account_number"].isin(stored_patients(conn, PRACTICE.id).index).to_numpy()
+
+
+@pytest.mark.parametrize("rule", ["payment_plan", "inactive_without_drip"])
+def test_rules_2_and_3_decide_which_rows_are_read_and_warn_the_same_with_either_read(store, rule):
+    """Rules 2 (new inactive patients without drip education) and 3 (payment-plan list) decide
+    which rows are new: a skipped row's birth date is not read, and the warnings are still those of
+    the whole read (other rows matching a skipped one included)."""
+    stored, frame = _store_and_export(4, EDGE_DAYS * 2)
+    put(store, stored)
+    if rule == "payment_plan":
+        plan = frozenset(frame["account_number"].iloc[::4].astype(str))
+        practice = replace(PRACTICE, systems=PAYMENT_PLAN_SYSTEMS, payment_plan_accounts=plan)
+        skipped = ~frame["account_number"].isin(plan).to_numpy() & ~is_stored(store, frame)
+    else:
+        frame.loc[frame.index[1::3], "status"] = "inactive"
+        practice = replace(PRACTICE, systems=frozenset())
+        skipped = frame["status"].eq("inactive").to_numpy() & ~is_stored(store, frame)
+
+    is_new, whole, narrowed, _, _ = both_reads(store, frame, practice)
+
+    assert skipped.any() and not is_new[skipped].any() and is_new.any()
+    assert narrowed.equals(whole)

@@ -166,3 +166,75 @@ def test_rules_2_and_3_decide_which_rows_are_read_and_warn_the_same_with_either_
 
     assert skipped.any() and not is_new[skipped].any() and is_new.any()
     assert narrowed.equals(whole)
+
+
+# ---------------------------------------------------------------- the whole import
+
+REGISTRY = "practices:\n  - id: demo_clinic\n    name: Demo\n    capacity: 5000\n    systems: [drip_education]\n"
+
+
+def raw_patients(engine) -> list[tuple]:
+    """Every stored row as the driver gives it (no Date type: a malformed stored date reads too)."""
+    with engine.connect() as conn:
+        return [tuple(row) for row in conn.execute(sa.text("SELECT * FROM patients ORDER BY id"))]
+
+
+@pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry_run"])
+def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_account_only(
+        tmp_path, monkeypatch, dry_run):
+    """On `main` validate read every stored birth date and raised StoredDateError; the narrowed read
+    does not read a date no new row is born on. The import must still stop before writing anything,
+    saying the column and the account number, never the stored value."""
+    from tools.corpus import prepare_home, run_import
+    from tools.generator import generate_patients, write_export
+
+    engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, practices_yaml=REGISTRY)
+    first = generate_patients(60, seed=8, first_account=10_001, today=TODAY)
+    [a] = run_import(engine, write_export(first, tmp_path / "first.csv", seed=1), run_id="manual__a",
+                     exported_on=TODAY)
+    assert a.report["counts"]["inserted"] == 60
+    with engine.begin() as conn:  # a hand edit: a datetime text where a day belongs
+        conn.execute(sa.text("UPDATE patients SET birth_date = '1961-07-04 00:00:00' "
+                             "WHERE third_party_acct_number = '10007'"))
+    before = raw_patients(engine)
+    again = generate_patients(60, seed=8, first_account=50_001, today=TODAY).iloc[:20]
+
+    with pytest.raises(StoredDateError) as raised:
+        run_import(engine, write_export(again, tmp_path / "again.csv", seed=2), run_id="manual__b",
+                   exported_on=TODAY, dry_run=dry_run)
+
+    message = str(raised.value)
+    assert "birth_date" in message and "account numbers 10007)" in message
+    assert "1961" not in message and "00:00" not in message
+    assert raw_patients(engine) == before
+    engine.dispose()
+
+
+def test_generated_near_duplicates_against_the_store_warn_as_the_whole_read_does(tmp_path, monkeypatch):
+    """The whole pipeline with the generator's near-duplicates (retyped names, namesakes) against a
+    store: validate's warnings are exactly those of `possible_duplicates` over the whole read."""
+    from tools.corpus import prepare_home, run_import
+    from tools.generator import add_problems, generate_patients, write_export
+
+    engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, practices_yaml=REGISTRY)
+    first = generate_patients(200, seed=5, first_account=10_001, today=TODAY)
+    run_import(engine, write_export(first, tmp_path / "first.csv", seed=1), run_id="manual__a", exported_on=TODAY)
+    again = generate_patients(200, seed=5, first_account=60_001, today=TODAY).iloc[:50]
+    mixed = pd.concat([first.iloc[100:140], again], ignore_index=True)
+    mixed = add_problems(mixed, seed=6, bad_share=0.05, duplicate_share=0.02, near_duplicate_share=0.1, today=TODAY)
+    path = write_export(mixed, tmp_path / "mixed.csv", seed=3)
+
+    from include.patient_import import pipeline, staging
+
+    # Validate alone, its staged rows kept (the report stage cleans them up).
+    [done] = pipeline.run_import(engine, "demo_clinic", pipeline.RunInfo(dag_id="t", run_id="manual__b", map_index=0),
+                                 export_file=str(path), exported_on=TODAY, stages=["validate"], report=False)
+    validation = staging.load_validation(done["import_id"])
+    listed = validation.problems.listed
+    warned = listed[listed["code"] == p.POSSIBLE_DUPLICATE_PATIENT].reset_index(drop=True)
+    _, whole, narrowed, _, _ = both_reads(engine, validation.frame)
+
+    assert len(warned) >= 40
+    assert narrowed.equals(whole)
+    assert warned[list(whole.columns)].equals(whole.reset_index(drop=True))
+    engine.dispose()

@@ -168,6 +168,26 @@ def test_rules_2_and_3_decide_which_rows_are_read_and_warn_the_same_with_either_
     assert narrowed.equals(whole)
 
 
+def test_a_person_under_more_accounts_than_named_counts_the_same_rest_with_either_read(store):
+    """A person stored under more accounts than a warning names (`DUPLICATE_ACCOUNTS_NAMED`), and
+    namesakes on every other day: the named accounts and the count of the rest come from that
+    birth date alone, so the narrowed read gives the same messages."""
+    from include.patient_import.rules import DUPLICATE_ACCOUNTS_NAMED
+
+    day = date(2000, 2, 29)
+    many = DUPLICATE_ACCOUNTS_NAMED + 4
+    put(store, [{"third_party_acct_number": f"{n:03d}", "first_name": "Zoë", "last_name": "Smith",
+                 "birth_date": day if n % 2 else day + timedelta(days=n)} for n in range(1, 2 * many + 1)])
+    frame = frame_of([("900", "zoe", "SMITH", day.isoformat()), ("0900", "ZOË", "smith", day.isoformat()),
+                      ("001", "Zoe", "Smith", day.isoformat()), ("901", "Zoe", "Smith", "2000-03-01")])
+
+    is_new, whole, narrowed, born, everyone = both_reads(store, frame)
+
+    assert len(born) == many and len(everyone) == 2 * many
+    assert list(whole["row"]) == [2, 3] and whole["message"].str.contains("more").all()
+    assert narrowed.equals(whole)
+
+
 # ---------------------------------------------------------------- the whole import
 
 REGISTRY = "practices:\n  - id: demo_clinic\n    name: Demo\n    capacity: 5000\n    systems: [drip_education]\n"

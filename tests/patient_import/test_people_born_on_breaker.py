@@ -230,9 +230,11 @@ def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_
     engine.dispose()
 
 
-def test_generated_near_duplicates_against_the_store_warn_as_the_whole_read_does(tmp_path, monkeypatch):
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_generated_near_duplicates_against_the_store_warn_as_the_whole_read_does(tmp_path, monkeypatch, fmt):
     """The whole pipeline with the generator's near-duplicates (retyped names, namesakes) against a
-    store: validate's warnings are exactly those of `possible_duplicates` over the whole read."""
+    store, birth dates as Excel leaves them (m/d/yy, mm/dd/yyyy, ISO, serial numbers, typed xlsx
+    cells): validate's warnings are exactly those of `possible_duplicates` over the whole read."""
     from tools.corpus import prepare_home, run_import
     from tools.generator import add_problems, generate_patients, write_export
 
@@ -242,7 +244,7 @@ def test_generated_near_duplicates_against_the_store_warn_as_the_whole_read_does
     again = generate_patients(200, seed=5, first_account=60_001, today=TODAY).iloc[:50]
     mixed = pd.concat([first.iloc[100:140], again], ignore_index=True)
     mixed = add_problems(mixed, seed=6, bad_share=0.05, duplicate_share=0.02, near_duplicate_share=0.1, today=TODAY)
-    path = write_export(mixed, tmp_path / "mixed.csv", seed=3)
+    path = write_export(mixed, tmp_path / f"mixed.{fmt}", fmt=fmt, seed=3)
 
     from include.patient_import import pipeline, staging
 

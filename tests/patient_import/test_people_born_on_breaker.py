@@ -203,8 +203,10 @@ def raw_patients(engine) -> list[tuple]:
 def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_account_only(
         tmp_path, monkeypatch, dry_run):
     """On `main` validate read every stored birth date and raised StoredDateError; the narrowed read
-    does not read a date no new row is born on. The import must still stop before writing anything,
-    saying the column and the account number, never the stored value."""
+    does not read a date no new row is born on, so validate, transform and approval pass and the
+    load's whole read (`decide_against_store`) raises instead, on a dry run too. The import must
+    still stop before writing any patient or publishing an upload file, saying the column and the
+    account number, never the stored value."""
     from tools.corpus import prepare_home, run_import
     from tools.generator import generate_patients, write_export
 
@@ -227,6 +229,12 @@ def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_
     assert "birth_date" in message and "account numbers 10007)" in message
     assert "1961" not in message and "00:00" not in message
     assert raw_patients(engine) == before
+    # The failed import's report says nothing of the value, and no upload file was published for it.
+    home = tmp_path / "home"
+    written = [f for area in ("reports", "outbox") for f in (home / area).rglob("*") if f.is_file()]
+    assert len(list((home / "reports").rglob("*.json"))) == 2
+    assert not [f for f in written if "1961-07-04" in f.read_text(encoding="utf-8-sig")]
+    assert len(list((home / "outbox").rglob("*.csv"))) == 1  # the first import's upload only
     engine.dispose()
 
 

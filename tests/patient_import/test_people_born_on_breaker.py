@@ -188,6 +188,33 @@ def test_a_person_under_more_accounts_than_named_counts_the_same_rest_with_eithe
     assert narrowed.equals(whole)
 
 
+RAW_BIRTH_DATES = ["01/02/1980", "1/2/80", "1980-01-02", "29221", "2/29/00", "02/29/2000", "  1/2/1980 ", 29221,
+                   29221.0, pd.Timestamp("1980-01-02"), date(1980, 1, 2), "", None, "12/31/1899", "2/30/2000"]
+
+
+def test_every_birth_date_form_the_normaliser_takes_reaches_the_narrowed_read(store):
+    """The narrowed read takes only plain `str` ISO days (`is_iso_date`): every form the
+    normaliser accepts (m/d/yy, mm/dd/yyyy, ISO, Excel serials as text and numbers, typed cells)
+    must come out as one, or its stored namesakes would silently not be read."""
+    from include.patient_import.normalize import normalize_export
+
+    put(store, [{"third_party_acct_number": f"S{n}", "first_name": "Ana", "last_name": "Lopez", "birth_date": day}
+                for n, day in enumerate([date(1980, 1, 1), date(1980, 1, 2), date(2000, 2, 29), date(1899, 12, 31)])])
+    count = len(RAW_BIRTH_DATES)
+    raw = pd.DataFrame({ROW_NUMBER: range(2, 2 + count), "account_number": [f"N{n}" for n in range(count)],
+                        "first_name": ["ana"] * count, "last_name": ["LOPEZ"] * count, "birth_date": RAW_BIRTH_DATES},
+                       dtype=object)
+    frame = normalize_export(raw, today=TODAY).frame
+    frame[CODE] = None
+    frame["status"] = None
+
+    assert all(type(v) is str or v is None for v in frame["birth_date"])
+    _, whole, narrowed, born, _ = both_reads(store, frame)
+
+    assert len(whole) >= 11 and set(born.index) == {"S0", "S1", "S2"}
+    assert narrowed.equals(whole)
+
+
 # ---------------------------------------------------------------- the whole import
 
 REGISTRY = "practices:\n  - id: demo_clinic\n    name: Demo\n    capacity: 5000\n    systems: [drip_education]\n"

@@ -5,7 +5,6 @@ saying which column and accounts, never a value."""
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import replace
 from datetime import date, timedelta
@@ -186,6 +185,49 @@ def test_a_person_under_more_accounts_than_named_counts_the_same_rest_with_eithe
     assert len(born) == many and len(everyone) == 2 * many
     assert list(whole["row"]) == [2, 3] and whole["message"].str.contains("more").all()
     assert narrowed.equals(whole)
+
+
+def selects_of_patients(engine) -> list[str]:
+    """The statements reading the patients table, as the engine runs them (appended to as it goes)."""
+    seen: list[str] = []
+
+    @sa.event.listens_for(engine, "before_cursor_execute")
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("SELECT") and "FROM patients" in statement:
+            seen.append(statement)
+
+    return seen
+
+
+@pytest.mark.parametrize("spread", ["one_query", "many_days"])
+def test_many_new_birth_dates_are_read_in_one_query_with_the_same_people(store, spread):
+    """Defect found: more than `_BORN_ON_BATCH` new birth dates (a large export) made one `IN`
+    query per 500 days, each scanning every patient of the practice (no index on birth_date): 88
+    queries over 100,000 patients took 18 times main's one read. Now any number of days is one
+    query, with the same people: those born on the days; None, NaN, non-ISO texts and stored
+    patients without a birth date (or, on SQLite, with a stored text that is no ISO day) match none."""
+    from include.patient_import.patients import _BORN_ON_BATCH
+
+    first = date(1920, 1, 1)
+    count = 3 * _BORN_ON_BATCH if spread == "many_days" else _BORN_ON_BATCH
+    put(store, [{"third_party_acct_number": str(n), "first_name": "Ana", "last_name": "Lopez",
+                 "birth_date": None if n % 13 == 0 else first + timedelta(days=n % (count + 40))}
+                for n in range(1, 2 * count)])
+    sqlite = make_url(str(store.url)).get_backend_name() == "sqlite"
+    if sqlite:
+        with store.begin() as conn:  # a hand edit on a day that is asked for
+            conn.execute(sa.text("UPDATE patients SET birth_date = birth_date || ' 00:00:00' "
+                                 "WHERE third_party_acct_number = '2'"))
+    asked = [(first + timedelta(days=d)).isoformat() for d in range(count)] + [None, float("nan"), "x", "1920-13-01"]
+    fields = ["first_name", "last_name", "birth_date"]
+    seen = selects_of_patients(store)
+
+    with store.connect() as conn:
+        born = stored_patients(conn, PRACTICE.id, fields, born_on=asked)
+
+    assert len(seen) == 1
+    expected = {str(n) for n in range(1, 2 * count) if n % 13 and n % (count + 40) < count and not (sqlite and n == 2)}
+    assert set(born.index) == expected and set(born["birth_date"]) <= set(asked)
 
 
 RAW_BIRTH_DATES = ["01/02/1980", "1/2/80", "1980-01-02", "29221", "2/29/00", "02/29/2000", "  1/2/1980 ", 29221,

@@ -106,8 +106,8 @@ def _store_and_export(seed: int, days: list[date]):
     return stored, frame_of(rows, codes)
 
 
-def test_whole_and_narrowed_reads_warn_the_same_over_edge_days_and_several_queries(store):
-    """More than two queries' worth of new birth dates (`_BORN_ON_BATCH`), the ends of `date`,
+def test_whole_and_narrowed_reads_warn_the_same_over_edge_days_and_more_days_than_one_in_query(store):
+    """More new birth dates than one `IN` query takes (`_BORN_ON_BATCH`), the ends of `date`,
     leap days and pre-1900 days, retyped names, updates, rejected rows, leading zeros: the warnings
     of the narrowed read are those of the whole read, message for message."""
     from include.patient_import.patients import _BORN_ON_BATCH

@@ -15,17 +15,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
 from include.patient_import import problems as p
-from include.patient_import import records
 from include.patient_import.patients import StoredDateError, stored_patients
 from include.patient_import.practices import PAYMENT_PLAN_SYSTEMS, Practice
 from include.patient_import.rules import CODE, PERSON_FIELDS, new_patients, possible_duplicates
 from include.patient_import.schema import ROW_NUMBER
-from include.patient_import.store import Patient, create_store_engine
+from include.patient_import.store import Patient
+from tests.patient_import import test_patients
 
 # Tier: unit, the PostgreSQL variants `postgres` (tests/conftest.py).
 
 
-PRACTICE = Practice(id="demo_clinic", name="Demo", systems=frozenset({"drip_education"}))
+# test_patients' practice, and its fixture: a fresh store on each database with the practice synced.
+PRACTICE = test_patients.PRACTICE
+store = test_patients.store
 TODAY = date(2026, 11, 30)
 # Four-digit padding, leap days, the turns of a year and a millennium, the ends of `date`.
 EDGE_DAYS = [date(1, 1, 1), date(999, 12, 31), date(1899, 12, 31), date(1900, 2, 28), date(1999, 12, 31),
@@ -34,13 +36,6 @@ NAMES = [("Ana", "Lopez"), ("José", "O'Brien"), ("Zoë", "Smith"), ("Li", "Wu")
 RETYPED = {"Ana": " ANA", "José": "jose", "Zoë": "ZOE", "Li": "li ", "Renée": "Renee",
            "Lopez": "LOPEZ", "O'Brien": "obrien", "Smith": "smith", "Wu": "WU", "Lefèvre": "LEFEVRE"}
 
-
-@pytest.fixture
-def store(store_url):
-    engine = create_store_engine(store_url)
-    records.sync_practices(engine, {PRACTICE.id: PRACTICE})
-    yield engine
-    engine.dispose()
 
 
 def put(engine, patients: list[dict]) -> None:

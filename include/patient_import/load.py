@@ -337,16 +337,15 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     Python objects at once would take gigabytes beside the frame."""
     quote = conn.dialect.identifier_preparer
     target = f"{quote.format_table(table)} ({', '.join(quote.quote(str(c)) for c in rows.columns)})"
+    write = _copy_rows if conn.dialect.name == "postgresql" else _insert_sqlite_rows
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows.iloc[start:start + _INSERT_CHUNK]
-        if conn.dialect.name == "postgresql":
-            _copy_rows(conn, table, target, chunk)
-        else:
-            _insert_sqlite_rows(conn, table, target, chunk)
+        write(conn, table, target, chunk, {name: _python_values(values) for name, values in chunk.items()})
 
 
-def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame) -> None:
-    columns = {name: _python_values(values) for name, values in rows.items()}
+def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame,
+                        columns: dict[str, list]) -> None:
+    """`rows` by executemany; `columns` are their cells as Python values (`_python_values`)."""
     for name, values in columns.items():
         column_type = table.c[name].type
         bind = column_type.dialect_impl(conn.dialect).bind_processor(conn.dialect)
@@ -370,8 +369,9 @@ def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd
         conn.exec_driver_sql(insert, batch)
 
 
-def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame) -> None:
-    columns = {name: _python_values(values) for name, values in rows.items()}
+def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame,
+               columns: dict[str, list]) -> None:
+    """`rows` by one COPY; `columns` are their cells as Python values (`_python_values`)."""
     csv_text = _copy_csv(columns)
     copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
     driver_error = conn.dialect.loaded_dbapi.Error

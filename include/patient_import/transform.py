@@ -100,8 +100,7 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFr
     # built once (`Series.map` of a dict builds one from it on every call, once per block).
     ids = pd.Series([str(client_id) for client_id in client_ids.values()],
                     index=pd.Index(list(client_ids), dtype="object"), dtype="object")
-    blocks = ([rows.iloc[start:start + _BLOCK_ROWS] for start in range(0, len(rows), _BLOCK_ROWS)]
-              if isinstance(rows, pd.DataFrame) else rows)
+    blocks = [rows] if isinstance(rows, pd.DataFrame) else rows
     header = [defuse(name) for name, _ in columns]
     with storage.writing(path, "wb") as handle:
         # The header through the csv module, the cells through Arrow's writer a block at a time

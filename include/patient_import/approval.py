@@ -23,11 +23,11 @@ from sqlalchemy.engine import Engine
 
 from include.patient_import import audit, records
 from include.patient_import import problems as p
-from include.patient_import.patients import count_patients, decide_against_store
+from include.patient_import.patients import count_patients, decided_rows
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problems import Counts
-from include.patient_import.rules import OUTCOME, Answer, approval_reasons, field_counts
-from include.patient_import.staging import Job, load_validation
+from include.patient_import.rules import CHANGED_FIELDS, OUTCOME, Answer, approval_reasons, field_counts
+from include.patient_import.staging import Job, has_validated_rows, load_validation, validated_row_blocks
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,15 @@ def assess(engine: Engine, job: Job, practice: Practice | None,
         return _not_waiting(job.import_id, job.practice_id, "the practice sets no approval thresholds"), _NOBODY
     if job.dry_run:
         return _not_waiting(job.import_id, job.practice_id, "a dry run changes no patient"), _NOBODY
-    validation = load_validation(job.import_id)
-    if validation.rejection is not None or validation.frame is None:
+    validation = load_validation(job.import_id, rows=False)  # the rows a block at a time, below
+    if validation.rejection is not None or not has_validated_rows(job.import_id):
         return (_not_waiting(job.import_id, job.practice_id, "the import is rejected; nothing would be loaded"),
                 _NOBODY)
     with engine.connect() as conn:
-        decided = decide_against_store(conn, practice, validation.frame, job.export_date)
+        # Decided a block at a time against each block's stored patients, as the load decides;
+        # only what the counts read is kept of each block.
+        decided = decided_rows(conn, practice, validated_row_blocks(job.import_id), job.export_date,
+                               [OUTCOME, "account_number", CHANGED_FIELDS])
         stored = count_patients(conn, practice.id)
         previous = records.last_completed_columns(conn, practice.id, before=job.import_id)
     counts = Counts.of(decided[OUTCOME])

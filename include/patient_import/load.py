@@ -36,8 +36,10 @@ import itertools
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -47,10 +49,10 @@ from sqlalchemy.engine import Connection, Engine
 
 from include.patient_import import changes, files
 from include.patient_import import problems as p
-from include.patient_import.catalogue import PRACTICE_CAPACITY
+from include.patient_import.catalogue import IS_NEW, PRACTICE_CAPACITY
 from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import ACTIVE, is_iso_date, object_array
-from include.patient_import.patients import count_patients, decide_against_store
+from include.patient_import.patients import count_patients, decided_rows
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable, identifying
 from include.patient_import.problems import Counts
@@ -72,7 +74,7 @@ from include.patient_import.rules import (
     skip_messages,
 )
 from include.patient_import.schema import ROW_NUMBER, STORE_COLUMN
-from include.patient_import.staging import Job, load_validation
+from include.patient_import.staging import Job, load_validation, validated_row_blocks
 from include.patient_import.store import (
     Import,
     ImportProblem,
@@ -257,45 +259,75 @@ def _refuse_unkeyed_rows(rows: pd.DataFrame) -> None:
                                 f"{shown}; nothing was written")
 
 
-def _write_patients(conn: Connection, rows: pd.DataFrame, seen: pd.DataFrame, practice_id: str,
-                    import_id: str, exported_on: date) -> None:
-    """Write an import's patients and log the change (SPEC §3 rules 6 and 7, §8).
+class _PatientWrite:
+    """An import's patient write (SPEC §3 rules 6 and 7, §8), staged a block of the export at a time
+    as the blocks are decided (`stage`) and applied once, whole, when all are (`apply`), in the
+    load's transaction: no block's patients are in the store before the capacity check has seen
+    every block's new ones.
 
-    `rows` are the staging table's rows of the new and changed patients (`_patient_rows`); `seen`
-    the (row number, practice, account number) of the stored patients an export only saw again on
-    a later day (`_seen_rows`): for those only `last_seen_exported_on` moves forward. A daily full
-    export is mostly such patients, and staging each one's every column to rewrite it with the
-    values it already holds cost the load most of its time (docs/performance.md).
-    Raises UnkeyedStagedRows before anything is written."""
-    if rows.empty and seen.empty:
-        return  # nothing would change: no staging table, no statement
-    _refuse_unkeyed_rows(pd.concat([rows[list(seen.columns)], seen], ignore_index=True))
-    postgres = conn.dialect.name == "postgresql"
-    changes.start_log(conn, import_id)
-    if not rows.empty:
-        staging = _staging_table(conn.dialect.name)
-        staging.create(conn)
-        _bulk_insert(conn, staging, rows)
-        if postgres:
-            analyze_patient_keys(conn, staging)
-        # The change log's before-images are read before the write, its after-images after it.
-        changes.log_before(conn, staging, import_id)
-        if postgres and POSTGRES_WRITE == "update_insert":
-            for statement in update_insert_statements(staging):
-                conn.execute(statement)
-        else:
-            conn.execute(upsert_statement(conn.dialect.name, staging))
-        staging.drop(conn)
-    if not seen.empty:
-        keys = _seen_table()
-        keys.create(conn)
-        _bulk_insert(conn, keys, seen.drop(columns=[ROW_NUMBER]))
-        if postgres:
-            analyze_patient_keys(conn, keys)
-        changes.log_before(conn, keys, import_id)
-        conn.execute(seen_statement(keys, practice_id, exported_on))
-        keys.drop(conn)
-    changes.log_after(conn, import_id)
+    The new and changed patients go whole into a temporary staging table (`_staging_table`,
+    `_patient_rows`); the stored patients an export only saw again on a later day go into a
+    narrow one of keys (`_seen_table`, `_seen_rows`): for those only `last_seen_exported_on` moves
+    forward. A daily full export is mostly such patients, and staging each one's every column to
+    rewrite it with the values it already holds cost the load most of its time
+    (docs/performance.md). The tables are made when a block first needs them."""
+
+    def __init__(self, conn: Connection, practice_id: str, import_id: str, exported_on: date) -> None:
+        self.conn, self.practice_id, self.import_id, self.exported_on = conn, practice_id, import_id, exported_on
+        self.rows: sa.Table | None = None
+        self.seen: sa.Table | None = None
+        self._keys: list[pd.DataFrame] = []  # (row number, practice, account number) of every staged row
+
+    def stage(self, rows: pd.DataFrame, seen: pd.DataFrame) -> None:
+        """Add one block's rows: `rows` the staging table's (`_patient_rows`), `seen` the keys of
+        the patients only seen again (`_seen_rows`)."""
+        if not rows.empty:
+            if self.rows is None:
+                self.rows = _staging_table(self.conn.dialect.name)
+                self.rows.create(self.conn)
+            _bulk_insert(self.conn, self.rows, rows)
+        if not seen.empty:
+            if self.seen is None:
+                self.seen = _seen_table()
+                self.seen.create(self.conn)
+            _bulk_insert(self.conn, self.seen, seen.drop(columns=[ROW_NUMBER]))
+        if not (rows.empty and seen.empty):
+            self._keys.append(pd.concat([rows[list(seen.columns)], seen], ignore_index=True))
+
+    def apply(self) -> None:
+        """Write the staged patients and log the change; nothing when nothing was staged (no
+        statement). Raises UnkeyedStagedRows before the store is written."""
+        if not self._keys:
+            return
+        _refuse_unkeyed_rows(pd.concat(self._keys, ignore_index=True))
+        conn, import_id = self.conn, self.import_id
+        postgres = conn.dialect.name == "postgresql"
+        changes.start_log(conn, import_id)
+        if self.rows is not None:
+            if postgres:
+                analyze_patient_keys(conn, self.rows)
+            # The change log's before-images are read before the write, its after-images after it.
+            changes.log_before(conn, self.rows, import_id)
+            if postgres and POSTGRES_WRITE == "update_insert":
+                for statement in update_insert_statements(self.rows):
+                    conn.execute(statement)
+            else:
+                conn.execute(upsert_statement(conn.dialect.name, self.rows))
+        if self.seen is not None:
+            if postgres:
+                analyze_patient_keys(conn, self.seen)
+            changes.log_before(conn, self.seen, import_id)
+            conn.execute(seen_statement(self.seen, self.practice_id, self.exported_on))
+        changes.log_after(conn, import_id)
+        self.discard()
+
+    def discard(self) -> None:
+        """Drop the staging tables (the connection outlives the transaction in the engine's pool)."""
+        for table in (self.rows, self.seen):
+            if table is not None:
+                table.drop(self.conn)
+        self.rows = self.seen = None
+        self._keys = []
 
 
 def _seen_table() -> sa.Table:
@@ -505,14 +537,58 @@ def _file_rejection_outcomes(frame: pd.DataFrame, rejection: p.ExportRejected) -
     return decided
 
 
+# An export's rows a block at a time, in file order: called with the columns wanted (None: all),
+# as `staging.validated_row_blocks(import_id, columns)` is.
+RowBlocks = Callable[[Sequence[str] | None], Iterable[pd.DataFrame]]
+# What the load keeps of each decided row once its block is staged (`patients.decided_rows`):
+# what the outcomes, the problems, the counts and the capacity check read (`rules.decide_outcomes`'
+# other columns, the row's data above all, go with the block).
+_DECIDED = (ROW_NUMBER, "account_number", OUTCOME, CODE, CHANGED_FIELDS, IS_NEW, WRITE)
+# The columns a rejected file's outcomes need (`_file_rejection_outcomes`).
+_REJECTED = (ROW_NUMBER, "account_number", CODE)
+
+
+def _blocks_of(frame: pd.DataFrame | RowBlocks | None) -> RowBlocks:
+    """`load_import`'s rows as RowBlocks: a whole frame is one block (a test's, a small file's);
+    None (the file could not be read) none."""
+    if frame is None or isinstance(frame, pd.DataFrame):
+        whole = frame
+
+        def blocks(columns: Sequence[str] | None) -> Iterable[pd.DataFrame]:
+            if whole is not None:
+                yield whole if columns is None else whole[[c for c in columns if c in whole]]
+        return blocks
+    return frame
+
+
+def _stager(write: _PatientWrite | None, practice: Practice,
+            exported_on: date) -> Callable[[pd.DataFrame], None] | None:
+    """What the load does with each decided block (`patients.decided_rows`): stage the rows to
+    write into `write` (None: a dry run, nothing staged)."""
+    if write is None:
+        return None
+
+    def stage(decided: pd.DataFrame) -> None:
+        # Only an outcome that writes is written, whatever `write` says (the rules set it for no
+        # other): a skipped or rejected row must never reach the store.
+        written = decided[decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
+        only_seen = written[OUTCOME].eq(p.UNCHANGED)  # rule 7: the export date alone moves
+        write.stage(_patient_rows(written[~only_seen], practice.id, write.import_id, exported_on),
+                    _seen_rows(written[only_seen], practice.id))
+    return stage
+
+
 def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_on: date,
-                frame: pd.DataFrame | None, problems: ProblemTable | list[p.Problem],
+                frame: pd.DataFrame | RowBlocks | None, problems: ProblemTable | list[p.Problem],
                 rejection: p.ExportRejected | None, dry_run: bool,
                 runner: SuiteRunner | None = None) -> tuple[LoadResult, ProblemTable]:
     """Apply one import's rows, or record its rejection, in one transaction.
 
     Args:
-        frame: the normalised rows with their suite `code`; None when the file could not be read.
+        frame: the normalised rows with their suite `code`, whole or a block at a time
+            (`RowBlocks`: the load stage reads a million rows 100,000 at a time, and holds only
+            each decided row's outcome columns between blocks); None when the file could not be
+            read.
         problems: what validation found (warnings, row errors, duplicate copies).
         rejection: a file-level rejection decided before the load, if any.
         dry_run: decide and record every outcome, but change no patient.
@@ -521,6 +597,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
     the cap per code and field are counted, not listed).
     """
     runner = runner or SuiteRunner()
+    blocks = _blocks_of(frame)
     with engine.begin() as conn:
         lock_practice(conn, practice.id)
         if conn.dialect.name == "postgresql":
@@ -536,21 +613,27 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
         if done is not None:
             return done, import_problems(conn, import_id)
 
-        frame = frame if frame is not None else pd.DataFrame({ROW_NUMBER: [], "account_number": [], CODE: []})
         if rejection is None:
             rejection = accountless_rejection(count_patients(conn, practice.id, without_account=True))
         decided = None
+        write = None if dry_run else _PatientWrite(conn, practice.id, import_id, exported_on)
         if rejection is None:
-            decided = decide_against_store(conn, practice, frame, exported_on)
+            decided = decided_rows(conn, practice, blocks(None), exported_on, _DECIDED,
+                                   each=_stager(write, practice, exported_on))
             new = int((decided[OUTCOME] == p.INSERTED).sum())
             if new:
                 stored = count_patients(conn, practice.id)
-                if runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, "is_new"]],
+                if runner.run(PRACTICE_CAPACITY, decided[[ROW_NUMBER, IS_NEW]],
                               capacity_parameters(practice, stored)):
                     rejection = capacity_rejection(practice, stored, new)
         problems = ProblemTable.of(problems)
         if rejection is not None:
-            decided = _file_rejection_outcomes(frame, rejection)
+            if write is not None:
+                write.discard()  # staged before capacity refused the file: nothing is written
+            if decided is None:
+                parts = list(blocks(list(_REJECTED)))
+                decided = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(_REJECTED))
+            decided = _file_rejection_outcomes(decided, rejection)
             problems += [rejection.problem()]
             status = p.Status.REJECTED
         else:
@@ -559,15 +642,10 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
             warning = payment_plan_warning(practice, int((decided[OUTCOME] == p.INSERTED).sum()))
             if warning:
                 problems += [warning]
-            if not dry_run:
-                # Only an outcome that writes is written, whatever `write` says (the rules set it
-                # for no other): a skipped or rejected row must never reach the store.
-                written = decided[decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])]
-                only_seen = written[OUTCOME].eq(p.UNCHANGED)  # rule 7: the export date alone moves
-                _write_patients(conn, _patient_rows(written[~only_seen], practice.id, import_id, exported_on),
-                                _seen_rows(written[only_seen], practice.id), practice.id, import_id, exported_on)
+            if write is not None:
+                write.apply()
             status = p.Status.COMPLETED_WITH_ERRORS if (decided[OUTCOME] == p.REJECTED).any() else p.Status.COMPLETED
-        counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(frame))
+        counts = Counts.of(decided[OUTCOME]) if rejection is None else Counts.all_rejected(len(decided))
         _record_outcomes(conn, import_id, decided, problems)
         _finish_load(conn, import_id, str(status), counts, rejection.details if rejection else None,
                      field_counts(decided) if rejection is None else None)
@@ -593,7 +671,7 @@ def load_patients(engine: Engine, import_id: str) -> dict:
     job = Job.load(import_id)
     practices = load_practices()
     practice = practices.get(job.practice_id) or Practice(id=job.practice_id, name=job.practice_id)
-    validation = load_validation(import_id)
+    validation = load_validation(import_id, rows=False)  # the rows a block at a time, below
     problems = validation.problems
     if job.exported_on_source == files.FROM_LANDING:
         problems = problems + [landing_time_warning(job.exported_on)]
@@ -602,7 +680,7 @@ def load_patients(engine: Engine, import_id: str) -> dict:
         with engine.connect() as conn:
             rejection = approval_rejection(approval_of(conn, import_id))
     result, recorded = load_import(engine, import_id=import_id, practice=practice, exported_on=job.export_date,
-                                   frame=validation.frame, problems=problems,
+                                   frame=partial(validated_row_blocks, import_id), problems=problems,
                                    rejection=rejection, dry_run=job.dry_run)
     if rejection is not None and validation.rejection is None and not job.dry_run:
         withdraw_rejected_rows(engine, import_id)  # rejected at approval: the whole file

@@ -9,7 +9,6 @@ import random
 import shutil
 import uuid
 
-import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -63,21 +62,15 @@ def home(tmp_path, monkeypatch):
 def _whole_rows(monkeypatch) -> None:
     """The write before the seen path: every row the load writes staged whole and written by the
     upsert / UPDATE+INSERT (`changes.log_before` names the unchanged ones `seen`)."""
-    decided: dict[str, pd.DataFrame] = {}
-    real_decide, real_rows, real_seen = (load_module.decide_against_store, load_module._patient_rows,
-                                         load_module._seen_rows)
 
-    def deciding(conn, practice, frame, exported_on):
-        decided["frame"] = real_decide(conn, practice, frame, exported_on)
-        return decided["frame"]
+    def whole_rows_stager(write, practice, exported_on):
+        def stage(decided):
+            written = decided[decided[WRITE]]
+            write.stage(load_module._patient_rows(written, practice.id, write.import_id, exported_on),
+                        load_module._seen_rows(written.iloc[:0], practice.id))
+        return None if write is None else stage
 
-    def every_written_row(applied, practice_id, import_id, exported_on):
-        frame = decided["frame"]
-        return real_rows(frame[frame[WRITE]], practice_id, import_id, exported_on)
-
-    monkeypatch.setattr(load_module, "decide_against_store", deciding)
-    monkeypatch.setattr(load_module, "_patient_rows", every_written_row)
-    monkeypatch.setattr(load_module, "_seen_rows", lambda frame, practice_id: real_seen(frame.iloc[:0], practice_id))
+    monkeypatch.setattr(load_module, "_stager", whole_rows_stager)
 
 
 class Died(Exception):

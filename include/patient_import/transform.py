@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -91,15 +91,15 @@ def upload_rows(decided: pd.DataFrame, practice: Practice) -> pd.DataFrame:
 
 
 def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFrame], practice: Practice,
-                      client_ids: Mapping[str, int]) -> StoragePath:
+                      client_ids: Mapping[str, int] | Callable[[pd.DataFrame], Mapping[str, int]]) -> StoragePath:
     """The Cash Practice import file. ClientID is the store's id of a patient known before this
     import; empty for a new patient. `rows`: the upload rows (`upload_rows`), whole or as blocks in
-    file order (a stage reading them a block at a time never holds them all)."""
+    file order (a stage reading them a block at a time never holds them all); `client_ids`: the ids
+    by account number, or a function giving them for one block's rows (the stage reads each
+    block's from the store, not the whole practice's)."""
     columns = list(UPLOAD_COLUMNS) + [(name, UPLOAD_EXTRA_COLUMNS[name]) for name in practice.upload_extra_columns]
-    # The ids as text, so that a file mixing known and new patients never says "12.0"; a Series
-    # built once (`Series.map` of a dict builds one from it on every call, once per block).
-    ids = pd.Series([str(client_id) for client_id in client_ids.values()],
-                    index=pd.Index(list(client_ids), dtype="object"), dtype="object")
+    ids_of = client_ids if callable(client_ids) else None
+    ids = None if ids_of else _id_texts(client_ids)  # built once, not once per block
     blocks = [rows] if isinstance(rows, pd.DataFrame) else rows
     header = [defuse(name) for name, _ in columns]
     with storage.writing(path, "wb") as handle:
@@ -108,11 +108,19 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFr
         # `write_csv` (every field quoted, quotes doubled, CRLF), which a test holds them to.
         handle.write(codecs.BOM_UTF8 + _csv_line(header).encode("utf-8"))
         for block in blocks:
+            block_ids = _id_texts(ids_of(block)) if ids_of else ids
             for start in range(0, len(block), _BLOCK_ROWS):
                 part = block.iloc[start:start + _BLOCK_ROWS]
-                cells = [_defused_array(values) for values in _upload_columns(part, columns, ids)]
+                cells = [_defused_array(values) for values in _upload_columns(part, columns, block_ids)]
                 pa_csv.write_csv(pa.table(cells, names=[str(n) for n in range(len(cells))]), handle, _UPLOAD_CSV)
     return path
+
+
+def _id_texts(client_ids: Mapping[str, int]) -> pd.Series:
+    """The ids as text indexed by account number, so that a file mixing known and new patients
+    never says "12.0"; a Series (`Series.map` of a dict builds one from it on every call)."""
+    return pd.Series([str(client_id) for client_id in client_ids.values()],
+                     index=pd.Index(list(client_ids), dtype="object"), dtype="object")
 
 
 def _upload_columns(rows: pd.DataFrame, columns: list[tuple[str, str | None]],
@@ -188,10 +196,8 @@ def transform_import(engine: Engine, import_id: str) -> dict:
                 written += len(kept)
                 yield kept
 
-        accounts = [block["account_number"] for block in validated_row_blocks(import_id, ["account_number"])]
-        accounts = pd.concat(accounts) if accounts else pd.Series([], dtype="object")
         upload = write_upload_file(staged_upload(import_id), upload_blocks(), practice,
-                                   _known_client_ids(engine, job, accounts))
+                                   lambda block: _known_client_ids(engine, job, block["account_number"]))
     records.update_import(engine, import_id, rejected_rows_path=str(rejected_rows) if rejected_rows else None)
     log.info("import %s: upload file %s; rejected-rows file %s", import_id,
              f"with {written} rows" if upload else "not written (the file was rejected)",
@@ -201,9 +207,11 @@ def transform_import(engine: Engine, import_id: str) -> dict:
 
 
 def _known_client_ids(engine: Engine, job: Job, accounts: pd.Series) -> dict[str, int]:
-    """Store ids of the patients known before this import: their ClientID in Cash Practice."""
+    """Store ids of the patients of `accounts` known before this import: their ClientID in Cash
+    Practice. Only those patients are read (`stored_patients(accounts=...)`), one block's, each
+    in a read of its own (no transaction left open while the file is written)."""
     with engine.connect() as conn:
-        ids = stored_patients(conn, job.practice_id, ["id"], not_created_by=job.import_id)["id"]
-    known = ids[ids.index.isin(accounts.dropna().unique())]
+        ids = stored_patients(conn, job.practice_id, ["id"], not_created_by=job.import_id,
+                              accounts=accounts.tolist())["id"]
     # Whole columns to Python values at once, not a str() and int() per patient.
-    return dict(zip(known.index.astype("object").tolist(), known.astype("int64").tolist()))
+    return dict(zip(ids.index.astype("object").tolist(), ids.astype("int64").tolist()))

@@ -87,3 +87,26 @@ def test_the_upload_file_of_row_blocks_is_that_of_their_rows_whole(tmp_path, mon
     in_blocks = transform.write_upload_file(tmp_path / "blocks.csv", blocks, PRACTICE, {"2": 20, "7": 70})
     whole = transform.write_upload_file(tmp_path / "whole.csv", rows, PRACTICE, {"2": 20, "7": 70})
     assert in_blocks.read_bytes() == whole.read_bytes()
+
+
+@pytest.mark.parametrize("sizes", [[], [3, 0, 6], [1] * 9, [4, 5]], ids=repr)
+def test_each_blocks_own_client_ids_give_the_file_all_the_ids_give(tmp_path, sizes):
+    """transform reads the ClientIDs of each block's patients only (`_known_client_ids` per block):
+    a function asked for one block's ids, and given only those, writes the file the whole mapping
+    writes; it is asked once per block, with that block's rows."""
+    ids = {"2": 20, "7": 70, "9": 90}
+    rows = _rows(["x"] * sum(sizes))
+    rows["account_number"] = [str(n) for n in range(len(rows))]
+    starts = np.cumsum([0, *sizes])
+    asked: list[list[str]] = []
+
+    def ids_of(block: pd.DataFrame) -> dict[str, int]:
+        asked.append(block["account_number"].tolist())
+        return {a: ids[a] for a in block["account_number"] if a in ids}
+
+    blocks = (rows.iloc[start:start + size].reset_index(drop=True) for start, size in zip(starts, sizes))
+    by_block = transform.write_upload_file(tmp_path / "by_block.csv", blocks, PRACTICE, ids_of)
+    whole = transform.write_upload_file(tmp_path / "whole.csv", rows, PRACTICE, ids)
+
+    assert by_block.read_bytes() == whole.read_bytes()
+    assert asked == [rows["account_number"].iloc[start:start + size].tolist() for start, size in zip(starts, sizes)]

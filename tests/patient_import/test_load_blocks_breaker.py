@@ -1,0 +1,156 @@
+"""Breaker tests for the block-wise load and approval (issue #14): where deciding an export a
+block at a time against only each block's stored patients (`patients.stored_patients(accounts=...)`,
+`patients.decided_rows`, `load._PatientWrite`) differs from the whole frame at once, or loses,
+duplicates or leaks anything, on both databases."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from include.patient_import import load as load_module
+from include.patient_import import patients as patients_module
+from include.patient_import import problems as p
+from include.patient_import.catalogue import DUPLICATE_ROW, INVALID_ACCOUNT_NUMBER, MISSING_REQUIRED_FIELD
+from include.patient_import.practices import Practice
+from include.patient_import.records import import_problems
+from include.patient_import.store import create_store_engine
+from tests.patient_import.test_load import ANN, APRIL, BOB, DRIP, MARCH, MAY, export, load, outcomes, stored
+from tests.patient_import.test_load_blocks import _in_blocks_of
+from tests.patient_import.test_load_paths import _contents
+from tests.patient_import.test_load_seen import _comparable, two_stores  # noqa: F401 - the fixture
+
+# Tier: unit, PostgreSQL (`postgres`).
+
+
+def _row(account, **values) -> dict:
+    return {"account_number": account, "last_name": "L", "first_name": "F", **values}
+
+
+# Stored first: account numbers that differ from the next file's only by case, spaces or Unicode
+# normalisation must stay other patients (Python's `get_indexer` matched exactly; so must `IN`).
+STORED = [_row(a) for a in ["abc", " 7", "\u00e9", "0101", "a\nb", "x" * 32, "Zoë-ß"]]
+VARIANTS = [_row(a, city="Rye") for a in ["ABC", "7", "7 ", "e\u0301", "101", "a\r\nb", "ZOË-SS", "abc", "Zoë-ß"]]
+# Rows the load must record and never write or match: marked copies of one account in blocks far
+# apart, rows without an account number, invalid account cells (a whole row's text, longer than
+# the column; the rejected row keeps it).
+MARKED = [_row("555", city="Salem"), _row("0101", city="Dover"), _row("555", city="Salem", code=DUPLICATE_ROW),
+          _row(None, code=MISSING_REQUIRED_FIELD), _row("", code=MISSING_REQUIRED_FIELD),
+          _row("Avery,Ann,Salem,1/2/1990," * 8, code=INVALID_ACCOUNT_NUMBER),
+          _row("x" * 33, code=INVALID_ACCOUNT_NUMBER), _row("555", city="Salem", code=DUPLICATE_ROW)]
+
+
+def _steps() -> list:
+    """(practice, rows, export date, dry run) loads."""
+    small = Practice(id=DRIP.id, name="Small", capacity=len(STORED) + 2, systems=DRIP.systems)
+    return [(DRIP, STORED, MARCH, False),
+            (DRIP, VARIANTS + MARKED, APRIL, True),  # a dry run: outcomes recorded, store unchanged
+            (small, VARIANTS + MARKED, APRIL, False),  # refused by capacity after every block was staged
+            (DRIP, VARIANTS + MARKED, APRIL, False),
+            (DRIP, MARKED + STORED[1:3] + STORED[4:6] + VARIANTS, MAY, False)]  # seen, updated, marked, later
+
+
+def _loaded(url: str, steps: list) -> dict:
+    engine = create_store_engine(url)
+    try:
+        problems = {}
+        for number, (practice, rows, exported_on, dry_run) in enumerate(steps):
+            import_id = f"{practice.id}_{number:012d}"
+            result, _, _ = load(engine, practice, export(*rows), exported_on, import_id=import_id, dry_run=dry_run)
+            with engine.connect() as conn:
+                listed = import_problems(conn, import_id)
+            problems[import_id] = (str(result.status), listed.listed.to_dict("records"), listed.counts())
+        return {**_comparable(_contents(engine)), "problems": problems}
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize("size", [1, 7])
+def test_case_space_and_unicode_variants_and_marked_rows_load_in_blocks_as_whole(size, two_stores, monkeypatch):  # noqa: F811
+    """Whole against blocks of `size` rows, with 2 account numbers to an `IN` query: the same
+    patients (ids too), import rows, problems, counts, field counts and change log."""
+    steps = _steps()
+    whole = _loaded(two_stores[0], steps)
+    with monkeypatch.context() as patched:
+        _in_blocks_of(size, patched)
+        patched.setattr(patients_module, "_ACCOUNT_BATCH", 2)
+        in_blocks = _loaded(two_stores[1], steps)
+
+    assert in_blocks == whole
+    statuses = [status for status, _, _ in whole["problems"].values()]
+    assert statuses[2] == str(p.Status.REJECTED) and statuses[3] == str(p.Status.COMPLETED_WITH_ERRORS)
+
+
+@pytest.fixture
+def engine(store_url):
+    engine = create_store_engine(store_url)
+    yield engine
+    engine.dispose()
+
+
+def test_a_rejected_rows_account_cell_holding_nul_is_recorded_not_looked_up(engine, monkeypatch):
+    """An .xlsx cell `12_x0000_3` reads as "12\\x003" (calamine unescapes it): an invalid account
+    number, its row rejected. The whole-frame load never sent it to the database; the block path
+    asks the store for it, and PostgreSQL refuses any text holding NUL."""
+    load(engine, DRIP, export(ANN), MARCH)
+    _in_blocks_of(2, monkeypatch)
+
+    result, _, import_id = load(engine, DRIP, export({**ANN, "city": "Rye"}, _row("12\x003", code=INVALID_ACCOUNT_NUMBER),
+                                                     BOB), APRIL)
+
+    assert (result.counts.updated, result.counts.inserted, result.counts.rejected) == (1, 1, 1)
+    assert outcomes(engine, import_id)[3] == (p.REJECTED, INVALID_ACCOUNT_NUMBER)
+    assert set(stored(engine, DRIP.id)) == {"101", "102"}
+
+
+class Died(Exception):
+    """A load killed inside its transaction."""
+
+
+def _temporary_tables(conn) -> set[str]:
+    if conn.dialect.name == "sqlite":
+        return {r[0] for r in conn.exec_driver_sql("SELECT name FROM sqlite_temp_master WHERE type = 'table'")}
+    return {r[0] for r in conn.exec_driver_sql(
+        "SELECT relname FROM pg_class WHERE relpersistence = 't' AND relkind = 'r' AND pg_table_is_visible(oid)")}
+
+
+@pytest.mark.parametrize("where", ["deciding block 3", "writing"])
+def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_loads(where, engine, monkeypatch):
+    """Blocks 1 and 2 are staged when the load dies (deciding block 3, or in the write itself):
+    the store and change log as before, no staging table left on the pooled connection, and the
+    retry under the same import id, on the same engine, loads the whole file once."""
+    engine.pool.dispose()
+    load(engine, DRIP, export(ANN, BOB), MARCH)
+    before = _contents(engine)
+    rows = export({**ANN, "city": "Rye"}, _row("103"), _row("104"), _row("105"), {**BOB, "city": "Hull"})
+    _in_blocks_of(2, monkeypatch)
+    with monkeypatch.context() as patched:
+        if where == "deciding block 3":
+            real, calls = patients_module.decide_against_store, []
+
+            def decide(*args, **kwargs):
+                calls.append(1)
+                if len(calls) == 3:
+                    raise Died()
+                return real(*args, **kwargs)
+
+            patched.setattr(patients_module, "decide_against_store", decide)
+        else:
+            def apply(self):
+                raise Died()
+
+            patched.setattr(load_module._PatientWrite, "apply", apply)
+        with pytest.raises(Died):
+            load(engine, DRIP, rows, APRIL, import_id="drip_clinic_retried")
+
+    after = _contents(engine)
+    assert (after["patients"], after["patient_changes"], after["import_rows"]) == (
+        before["patients"], before["patient_changes"], before["import_rows"])
+    with engine.connect() as conn:
+        assert not _temporary_tables(conn)
+    result, _ = load_module.load_import(engine, import_id="drip_clinic_retried", practice=DRIP, exported_on=APRIL,
+                                        frame=rows, problems=[], rejection=None, dry_run=False)
+    assert (result.counts.inserted, result.counts.updated) == (3, 2)
+    with engine.connect() as conn:
+        assert not _temporary_tables(conn)
+    assert stored(engine, DRIP.id)["102"]["city"] == "Hull"

@@ -5,6 +5,8 @@ duplicates or leaks anything, on both databases."""
 
 from __future__ import annotations
 
+import datetime
+
 import pytest
 import sqlalchemy as sa
 
@@ -14,7 +16,7 @@ from include.patient_import import problems as p
 from include.patient_import.catalogue import DUPLICATE_ROW, INVALID_ACCOUNT_NUMBER, MISSING_REQUIRED_FIELD
 from include.patient_import.practices import Practice
 from include.patient_import.records import import_problems
-from include.patient_import.store import create_store_engine
+from include.patient_import.store import Patient, create_store_engine
 from tests.patient_import.test_load import ANN, APRIL, BOB, DRIP, MARCH, MAY, export, load, outcomes, stored
 from tests.patient_import.test_load_blocks import _in_blocks_of
 from tests.patient_import.test_load_paths import _contents
@@ -154,3 +156,80 @@ def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_load
     with engine.connect() as conn:
         assert not _temporary_tables(conn)
     assert stored(engine, DRIP.id)["102"]["city"] == "Hull"
+
+
+
+@pytest.mark.parametrize("block", [None, 1])
+def test_a_header_only_export_through_approval_and_load_in_blocks(block, tmp_path, monkeypatch):
+    """A header-only export, staged and read whole or a row at a time: validation rejects it, the
+    approval step does not wait and the load records the rejection, writing nobody."""
+    from include.patient_import import approval, pipeline, staging
+    from include.patient_import.extract import RunInfo
+    from include.patient_import.records import get_import
+    from tests.patient_import.test_approval import DAY, PRACTICE_ID, home_with
+    from tools.corpus import patients_snapshot
+
+    if block:
+        monkeypatch.setattr(staging, "ROW_BLOCK", block)
+    engine = home_with(tmp_path, monkeypatch, "    approval: {max_update_share: 0.0, max_inserts: 0}")
+    try:
+        path = tmp_path / "Patients.csv"
+        path.write_text("Account Number,Last Name,First Name,Birth Date\n", encoding="utf-8")
+        [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id="empty", map_index=0),
+                                               export_file=str(path), exported_on=DAY)
+        pipeline.run_stages(engine, import_id, ("validate", "transform"), report=False)
+        decided = approval.assess_import(engine, import_id)
+        pipeline.run_stages(engine, import_id, ("load",), report=False)
+        with engine.connect() as conn:
+            record = dict(get_import(conn, import_id))
+        assert not decided["waits"] and decided["counts"] is None
+        assert (record["status"], record["read"], record["inserted"]) == (str(p.Status.REJECTED), 0, 0)
+        assert not patients_snapshot(engine)
+    finally:
+        engine.dispose()
+
+
+def test_approval_counts_every_block_against_one_state_of_the_store(store_url, tmp_path, monkeypatch):
+    """Approval holds no lock: another import of the practice may commit while it reads (here it
+    moves every stored patient to another account number). Its counts must be of one state of the
+    store, before that commit or after it, not block 1's before and block 2's after (the whole
+    frame was one query, one snapshot)."""
+    if store_url.startswith("sqlite"):
+        pytest.skip("SQLite's approval reads in one transaction of the database's write lock")
+    from include.patient_import import approval, pipeline, staging
+    from include.patient_import.extract import RunInfo
+    from tests.patient_import.test_approval import DAY, PRACTICE_ID, registry
+    from tests.patient_import.test_approval import export as export_file
+    from tools.corpus import prepare_home, run_import
+
+    engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, url=store_url,
+                          practices_yaml=registry("    approval: {max_update_share: 1.0, max_inserts: 1000}"))
+    try:
+        first, _ = export_file(tmp_path, "Patients 1.csv", rows=20)
+        run_import(engine, first, run_id="first", exported_on=DAY - datetime.timedelta(days=1))
+        second, _ = export_file(tmp_path, "Patients 2.csv", rows=30)
+        [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id="second", map_index=0),
+                                               export_file=str(second), exported_on=DAY)
+        pipeline.run_stages(engine, import_id, ("validate", "transform"), report=False)
+        monkeypatch.setattr(staging, "ROW_BLOCK", 10)
+        real, calls = patients_module.decide_against_store, []
+
+        def decide(*args, **kwargs):
+            decided = real(*args, **kwargs)
+            calls.append(1)
+            if len(calls) == 1:  # another import of the practice commits between blocks 1 and 2
+                table = Patient.__table__
+                with engine.begin() as other:  # every stored patient under another account number
+                    other.execute(sa.update(table).values(
+                        third_party_acct_number=sa.literal("9") + table.c.third_party_acct_number))
+            return decided
+
+        monkeypatch.setattr(patients_module, "decide_against_store", decide)
+        decided = approval.assess_import(engine, import_id)
+        with engine.connect() as conn:  # the pooled connection is handed back at the default level
+            assert conn.get_isolation_level() == "READ COMMITTED"
+    finally:
+        engine.dispose()
+
+    assert len(calls) == 3
+    assert decided["counts"]["inserted"] in (10, 30), decided["counts"]  # 20: block 1 before, blocks 2-3 after

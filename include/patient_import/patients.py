@@ -71,9 +71,9 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
             else, None included, matches nobody): one `IN` query for up to `_BORN_ON_BATCH` days,
             else one read of everyone filtered here.
         accounts: only the patients with one of these account numbers (texts; anything else, None
-            included, and on PostgreSQL a text holding NUL, matches nobody), `_ACCOUNT_BATCH` to a query through the practice's unique
-            key: a block of an export needs its own patients, not the whole practice. Not with
-            `born_on`.
+            included, and on PostgreSQL a text holding NUL, matches nobody), `_ACCOUNT_BATCH` to
+            a query through the practice's unique key: a block of an export needs its own
+            patients, not the whole practice. Not with `born_on`.
 
     Returns a frame of object columns, one row per patient, indexed by the account number (object
     dtype; empty when the practice has no patient). Values are as stored, texts and integers, with

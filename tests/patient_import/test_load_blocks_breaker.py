@@ -97,8 +97,8 @@ def test_a_rejected_rows_account_cell_holding_nul_is_recorded_not_looked_up(engi
     load(engine, DRIP, export(ANN), MARCH)
     _in_blocks_of(2, monkeypatch)
 
-    result, _, import_id = load(engine, DRIP, export({**ANN, "city": "Rye"}, _row("12\x003", code=INVALID_ACCOUNT_NUMBER),
-                                                     BOB), APRIL)
+    nul = _row("12\x003", code=INVALID_ACCOUNT_NUMBER)
+    result, _, import_id = load(engine, DRIP, export({**ANN, "city": "Rye"}, nul, BOB), APRIL)
 
     assert (result.counts.updated, result.counts.inserted, result.counts.rejected) == (1, 1, 1)
     assert outcomes(engine, import_id)[3] == (p.REJECTED, INVALID_ACCOUNT_NUMBER)

@@ -233,3 +233,28 @@ def test_approval_counts_every_block_against_one_state_of_the_store(store_url, t
 
     assert len(calls) == 3
     assert decided["counts"]["inserted"] in (10, 30), decided["counts"]  # 20: block 1 before, blocks 2-3 after
+
+
+def test_an_xlsx_account_cell_holding_nul_goes_through_approval_and_the_load(store_url, tmp_path, monkeypatch):
+    """Through the stages, read 2 rows at a time: the .xlsx cell `12_x0000_3` (NUL once read) is an
+    invalid account number; its row is rejected and reported, the others load, approval decides."""
+    from include.patient_import import staging
+    from tests.patient_import.test_approval import DAY, registry
+    from tools.corpus import patients_snapshot, prepare_home, run_import
+    from tools.generator import generate_patients, write_export
+
+    monkeypatch.setattr(staging, "ROW_BLOCK", 2)
+    engine = prepare_home(tmp_path / "home", monkeypatch, limits=False, url=store_url,
+                          practices_yaml=registry("    approval: {max_update_share: 1.0, max_inserts: 1000}"))
+    try:
+        patients = generate_patients(5, seed=3, inactive_share=0.0)
+        patients.loc[2, "account_number"] = "12_x0000_3"
+        path = write_export(patients, tmp_path / "Patients.xlsx", fmt="xlsx", excel_artefacts=False)
+        [done] = run_import(engine, path, run_id="nul", exported_on=DAY)
+        stored_accounts = set(patients_snapshot(engine))
+    finally:
+        engine.dispose()
+
+    assert done.summary["counts"]["inserted"] == 4 and done.summary["counts"]["rejected"] == 1, done.summary
+    assert INVALID_ACCOUNT_NUMBER in {x["code"] for x in done.report["problems"]}
+    assert len(stored_accounts) == 4 and not any("\x00" in a for a in stored_accounts)

@@ -280,3 +280,46 @@ def test_an_xlsx_name_cell_holding_nul_never_reaches_the_store(store_url, tmp_pa
 
     assert done.summary["status"] != "failed", done.summary
     assert not any(isinstance(v, str) and "\x00" in v for v in values)
+
+
+def test_an_import_rejected_at_approval_records_every_row_in_blocks_as_whole(tmp_path, monkeypatch):
+    """Rejected at approval, the load reads only the rows' numbers, account numbers and codes, 3
+    rows at a time: the same import rows, counts and problems as whole, a row error keeping its code."""
+    from include.patient_import import approval, pipeline, staging
+    from include.patient_import.extract import RunInfo
+    from tests.patient_import.test_approval import DAY, PRACTICE_ID, home_with
+    from tests.patient_import.test_approval import export as export_file
+
+    def break_some(patients):
+        patients.loc[1, "last_name"] = ""  # a row error: missing_required_field
+        patients.loc[4, "account_number"] = "not a number"
+        return patients
+
+    seen = []
+    for block in (None, 3):
+        with monkeypatch.context() as patched:
+            if block:
+                patched.setattr(staging, "ROW_BLOCK", block)
+            home = tmp_path / f"block_{block}"
+            home.mkdir()
+            engine = home_with(home, patched, "    approval: {max_inserts: 1}")
+            try:
+                path, _ = export_file(home, "Patients.csv", rows=8, change=break_some)
+                [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id="r", map_index=0),
+                                                       export_file=str(path), exported_on=DAY)
+                pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
+                approval.record_answers(engine, [import_id], "rejected", by="office_manager")
+                done = pipeline.run_stages(engine, import_id, ("load",), report=False)
+                with engine.connect() as conn:
+                    rows = conn.execute(sa.text("select row_number, account_number, outcome, code from import_rows "
+                                                "order by row_number")).all()
+                    problems = import_problems(conn, import_id)
+                seen.append((done["load"]["status"], done["load"]["counts"], [tuple(r) for r in rows],
+                             problems.listed.drop(columns=["message"]).to_dict("records"), problems.counts()))
+            finally:
+                engine.dispose()
+
+    assert seen[0] == seen[1]
+    status, counts, rows, _, _ = seen[0]
+    assert status == p.Status.REJECTED and counts["rejected"] == counts["read"] == 8
+    assert {code for *_, code in rows} == {p.NOT_APPROVED, MISSING_REQUIRED_FIELD, INVALID_ACCOUNT_NUMBER}

@@ -305,8 +305,8 @@ def test_an_import_rejected_at_approval_records_every_row_in_blocks_as_whole(tmp
             engine = home_with(home, patched, "    approval: {max_inserts: 1}")
             try:
                 path, _ = export_file(home, "Patients.csv", rows=8, change=break_some)
-                [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, RunInfo(dag_id="t", run_id="r", map_index=0),
-                                                       export_file=str(path), exported_on=DAY)
+                run = RunInfo(dag_id="t", run_id="r", map_index=0)
+                [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, run, export_file=str(path), exported_on=DAY)
                 pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
                 approval.record_answers(engine, [import_id], "rejected", by="office_manager")
                 done = pipeline.run_stages(engine, import_id, ("load",), report=False)

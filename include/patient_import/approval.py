@@ -59,6 +59,12 @@ def assess(engine: Engine, job: Job, practice: Practice | None,
         return (_not_waiting(job.import_id, job.practice_id, "the import is rejected; nothing would be loaded"),
                 _NOBODY)
     with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            # One snapshot for every block's read and the counts: approval takes no lock, and
+            # under READ COMMITTED an import of the practice committing between two blocks would
+            # have the first counted against the store before it and the rest against the store
+            # after. (SQLite's transaction already reads one state of the database.)
+            conn.execution_options(isolation_level="REPEATABLE READ")
         # Decided a block at a time against each block's stored patients, as the load decides;
         # only what the counts read is kept of each block.
         decided = decided_rows(conn, practice, validated_row_blocks(job.import_id), job.export_date,

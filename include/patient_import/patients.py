@@ -71,9 +71,9 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
             else, None included, matches nobody): one `IN` query for up to `_BORN_ON_BATCH` days,
             else one read of everyone filtered here.
         accounts: only the patients with one of these account numbers (texts; anything else, None
-            included, matches nobody), `_ACCOUNT_BATCH` to a query through the practice's unique
-            key: a block of an export needs its own patients, not the whole practice. Not with
-            `born_on`.
+            included, and on PostgreSQL a text holding NUL, matches nobody), `_ACCOUNT_BATCH` to
+            a query through the practice's unique key: a block of an export needs its own
+            patients, not the whole practice. Not with `born_on`.
 
     Returns a frame of object columns, one row per patient, indexed by the account number (object
     dtype; empty when the practice has no patient). Values are as stored, texts and integers, with
@@ -97,7 +97,12 @@ def stored_patients(conn: Connection, practice_id: str, columns: Sequence[str] =
         # `IN` alone, no `IS NOT NULL` beside it: with both, SQLite takes the not-null test as a
         # range of the unique key and scans all the practice's patients for every query (2.0 s
         # against 0.48 s for 100,000 accounts out of 976,000 patients).
-        wanted = pd.unique(np.fromiter((a for a in accounts if isinstance(a, str)), dtype=object))
+        # PostgreSQL's text holds no NUL, so no stored patient has such an account number, and
+        # the driver refuses to send one: a rejected row's invalid cell may hold it (an .xlsx
+        # cell's `_x0000_` reads as NUL), and asking for it would fail the whole load.
+        nul = "\x00" if dialect == "postgresql" else None
+        wanted = pd.unique(np.fromiter((a for a in accounts if isinstance(a, str) and (nul is None or nul not in a)),
+                                       dtype=object))
         parts = [_fetched(conn, query.where(table.c[ACCOUNT_COLUMN].in_(wanted[start:start + _ACCOUNT_BATCH].tolist())),
                           len(names)) for start in range(0, len(wanted), _ACCOUNT_BATCH)]
         values = np.concatenate(parts) if parts else np.empty((0, len(names)), dtype=object)

@@ -138,7 +138,7 @@ def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_load
 
             patched.setattr(patients_module, "decide_against_store", decide)
         else:
-            def apply(self):
+            def apply(self, written):
                 raise Died()
 
             patched.setattr(load_module._PatientWrite, "apply", apply)

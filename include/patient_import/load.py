@@ -543,7 +543,7 @@ RowBlocks = Callable[[Sequence[str] | None], Iterable[pd.DataFrame]]
 # What the load keeps of each decided row once its block is staged (`patients.decided_rows`):
 # what the outcomes, the problems, the counts and the capacity check read (`rules.decide_outcomes`'
 # other columns, the row's data above all, go with the block).
-_DECIDED = (ROW_NUMBER, OUTCOME, CODE, CHANGED_FIELDS, IS_NEW, WRITE)  # and `_account_numbers`
+_DECIDED = (ROW_NUMBER, "account_number", OUTCOME, CODE, CHANGED_FIELDS, IS_NEW, WRITE)
 # The columns a rejected file's outcomes need (`_file_rejection_outcomes`).
 _REJECTED = (ROW_NUMBER, "account_number", CODE)
 
@@ -566,14 +566,6 @@ def _written(decided: pd.DataFrame) -> pd.Series:
     `write` says (the rules set it for no other): a skipped or rejected row must never reach the
     store."""
     return decided[WRITE] & decided[OUTCOME].isin([p.INSERTED, p.UPDATED, p.UNCHANGED])
-
-
-def _account_numbers(blocks: RowBlocks) -> pd.Series:
-    """Every row's account number, in file order, index from 0: read again once the blocks are
-    decided rather than kept from each block (a few strings kept from every block pin the memory
-    of the whole block: about 30 MB per 100,000 rows, measured)."""
-    parts = [block["account_number"] for block in blocks(["account_number"])]
-    return pd.concat(parts, ignore_index=True).astype("object") if parts else pd.Series([], dtype="object")
 
 
 def _stager(write: _PatientWrite | None, practice: Practice,
@@ -633,7 +625,6 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
         if rejection is None:
             decided = decided_rows(conn, practice, blocks(None), exported_on, _DECIDED,
                                    each=_stager(write, practice, exported_on))
-            decided.insert(1, "account_number", _account_numbers(blocks))
             new = int((decided[OUTCOME] == p.INSERTED).sum())
             if new:
                 stored = count_patients(conn, practice.id)

@@ -75,6 +75,7 @@ def test_the_stored_patients_of_given_accounts_are_the_whole_reads_rows_of_them(
     """Over more accounts than one query takes; None, NaN, a number, a repeat, an unknown account,
     another practice's and one differing by a leading zero match only what they name."""
     monkeypatch.setattr(patients_module, "_ACCOUNT_BATCH", 3)
+    monkeypatch.setattr(patients_module, "_ACCOUNT_ARRAY", 3)
     other = Practice(id="other_clinic", name="Other", systems=frozenset({"drip_education"}))
     load(engine, DRIP, export(*[{**ANN, "account_number": f"{n:03d}", "city": f"C{n}"} for n in range(1, 11)]))
     load(engine, other, export({**ANN, "account_number": "999"}, {**ANN, "account_number": "001"}))

@@ -76,6 +76,7 @@ def test_case_space_and_unicode_variants_and_marked_rows_load_in_blocks_as_whole
     with monkeypatch.context() as patched:
         _in_blocks_of(size, patched)
         patched.setattr(patients_module, "_ACCOUNT_BATCH", 2)
+        patched.setattr(patients_module, "_ACCOUNT_ARRAY", 2)
         in_blocks = _loaded(two_stores[1], steps)
 
     assert in_blocks == whole

@@ -17,8 +17,9 @@ from include.patient_import.catalogue import DUPLICATE_ROW, INVALID_ACCOUNT_NUMB
 from include.patient_import.practices import Practice
 from include.patient_import.records import import_problems
 from include.patient_import.store import Patient, create_store_engine
+from tests.patient_import import test_load
 from tests.patient_import.test_load import ANN, APRIL, BOB, DRIP, MARCH, MAY, export, load, outcomes, stored
-from tests.patient_import.test_load_blocks import _in_blocks_of
+from tests.patient_import.test_load_blocks import _in_blocks_of, home_reading_blocks_of
 from tests.patient_import.test_load_paths import _contents
 from tests.patient_import.test_load_seen import _comparable, two_stores  # noqa: F401 - the fixture
 
@@ -84,26 +85,22 @@ def test_case_space_and_unicode_variants_and_marked_rows_load_in_blocks_as_whole
     assert statuses[2] == str(p.Status.REJECTED) and statuses[3] == str(p.Status.COMPLETED_WITH_ERRORS)
 
 
-@pytest.fixture
-def engine(store_url):
-    engine = create_store_engine(store_url)
-    yield engine
-    engine.dispose()
+store = test_load.store  # the fixture, shared
 
 
-def test_a_rejected_rows_account_cell_holding_nul_is_recorded_not_looked_up(engine, monkeypatch):
+def test_a_rejected_rows_account_cell_holding_nul_is_recorded_not_looked_up(store, monkeypatch):
     """An .xlsx cell `12_x0000_3` reads as "12\\x003" (calamine unescapes it): an invalid account
     number, its row rejected. The whole-frame load never sent it to the database; the block path
     asks the store for it, and PostgreSQL refuses any text holding NUL."""
-    load(engine, DRIP, export(ANN), MARCH)
+    load(store, DRIP, export(ANN), MARCH)
     _in_blocks_of(2, monkeypatch)
 
     nul = _row("12\x003", code=INVALID_ACCOUNT_NUMBER)
-    result, _, import_id = load(engine, DRIP, export({**ANN, "city": "Rye"}, nul, BOB), APRIL)
+    result, _, import_id = load(store, DRIP, export({**ANN, "city": "Rye"}, nul, BOB), APRIL)
 
     assert (result.counts.updated, result.counts.inserted, result.counts.rejected) == (1, 1, 1)
-    assert outcomes(engine, import_id)[3] == (p.REJECTED, INVALID_ACCOUNT_NUMBER)
-    assert set(stored(engine, DRIP.id)) == {"101", "102"}
+    assert outcomes(store, import_id)[3] == (p.REJECTED, INVALID_ACCOUNT_NUMBER)
+    assert set(stored(store, DRIP.id)) == {"101", "102"}
 
 
 class Died(Exception):
@@ -118,13 +115,13 @@ def _temporary_tables(conn) -> set[str]:
 
 
 @pytest.mark.parametrize("where", ["deciding block 3", "writing"])
-def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_loads(where, engine, monkeypatch):
+def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_loads(where, store, monkeypatch):
     """Blocks 1 and 2 are staged when the load dies (deciding block 3, or in the write itself):
     the store and change log as before, no staging table left on the pooled connection, and the
-    retry under the same import id, on the same engine, loads the whole file once."""
-    engine.pool.dispose()
-    load(engine, DRIP, export(ANN, BOB), MARCH)
-    before = _contents(engine)
+    retry under the same import id, on the same store, loads the whole file once."""
+    store.pool.dispose()
+    load(store, DRIP, export(ANN, BOB), MARCH)
+    before = _contents(store)
     rows = export({**ANN, "city": "Rye"}, _row("103"), _row("104"), _row("105"), {**BOB, "city": "Hull"})
     _in_blocks_of(2, monkeypatch)
     with monkeypatch.context() as patched:
@@ -144,19 +141,19 @@ def test_a_load_that_dies_after_staging_blocks_leaves_nothing_and_its_retry_load
 
             patched.setattr(load_module._PatientWrite, "apply", apply)
         with pytest.raises(Died):
-            load(engine, DRIP, rows, APRIL, import_id="drip_clinic_retried")
+            load(store, DRIP, rows, APRIL, import_id="drip_clinic_retried")
 
-    after = _contents(engine)
+    after = _contents(store)
     assert (after["patients"], after["patient_changes"], after["import_rows"]) == (
         before["patients"], before["patient_changes"], before["import_rows"])
-    with engine.connect() as conn:
+    with store.connect() as conn:
         assert not _temporary_tables(conn)
-    result, _ = load_module.load_import(engine, import_id="drip_clinic_retried", practice=DRIP, exported_on=APRIL,
+    result, _ = load_module.load_import(store, import_id="drip_clinic_retried", practice=DRIP, exported_on=APRIL,
                                         frame=rows, problems=[], rejection=None, dry_run=False)
     assert (result.counts.inserted, result.counts.updated) == (3, 2)
-    with engine.connect() as conn:
+    with store.connect() as conn:
         assert not _temporary_tables(conn)
-    assert stored(engine, DRIP.id)["102"]["city"] == "Hull"
+    assert stored(store, DRIP.id)["102"]["city"] == "Hull"
 
 
 
@@ -286,9 +283,9 @@ def test_an_xlsx_name_cell_holding_nul_never_reaches_the_store(store_url, tmp_pa
 def test_an_import_rejected_at_approval_records_every_row_in_blocks_as_whole(tmp_path, monkeypatch):
     """Rejected at approval, the load reads only the rows' numbers, account numbers and codes, 3
     rows at a time: the same import rows, counts and problems as whole, a row error keeping its code."""
-    from include.patient_import import approval, pipeline, staging
+    from include.patient_import import approval, pipeline
     from include.patient_import.extract import RunInfo
-    from tests.patient_import.test_approval import DAY, PRACTICE_ID, home_with
+    from tests.patient_import.test_approval import DAY, PRACTICE_ID
     from tests.patient_import.test_approval import export as export_file
 
     def break_some(patients):
@@ -298,27 +295,19 @@ def test_an_import_rejected_at_approval_records_every_row_in_blocks_as_whole(tmp
 
     seen = []
     for block in (None, 3):
-        with monkeypatch.context() as patched:
-            if block:
-                patched.setattr(staging, "ROW_BLOCK", block)
-            home = tmp_path / f"block_{block}"
-            home.mkdir()
-            engine = home_with(home, patched, "    approval: {max_inserts: 1}")
-            try:
-                path, _ = export_file(home, "Patients.csv", rows=8, change=break_some)
-                run = RunInfo(dag_id="t", run_id="r", map_index=0)
-                [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, run, export_file=str(path), exported_on=DAY)
-                pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
-                approval.record_answers(engine, [import_id], "rejected", by="office_manager")
-                done = pipeline.run_stages(engine, import_id, ("load",), report=False)
-                with engine.connect() as conn:
-                    rows = conn.execute(sa.text("select row_number, account_number, outcome, code from import_rows "
-                                                "order by row_number")).all()
-                    problems = import_problems(conn, import_id)
-                seen.append((done["load"]["status"], done["load"]["counts"], [tuple(r) for r in rows],
-                             problems.listed.drop(columns=["message"]).to_dict("records"), problems.counts()))
-            finally:
-                engine.dispose()
+        with home_reading_blocks_of(block, tmp_path, monkeypatch, "    approval: {max_inserts: 1}") as (home, engine):
+            path, _ = export_file(home, "Patients.csv", rows=8, change=break_some)
+            run = RunInfo(dag_id="t", run_id="r", map_index=0)
+            [import_id] = pipeline.extract_exports(engine, PRACTICE_ID, run, export_file=str(path), exported_on=DAY)
+            pipeline.run_stages(engine, import_id, ("validate", "transform", "approval"), report=False)
+            approval.record_answers(engine, [import_id], "rejected", by="office_manager")
+            done = pipeline.run_stages(engine, import_id, ("load",), report=False)
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("select row_number, account_number, outcome, code from import_rows "
+                                            "order by row_number")).all()
+                problems = import_problems(conn, import_id)
+            seen.append((done["load"]["status"], done["load"]["counts"], [tuple(r) for r in rows],
+                         problems.listed.drop(columns=["message"]).to_dict("records"), problems.counts()))
 
     assert seen[0] == seen[1]
     status, counts, rows, _, _ = seen[0]

@@ -1,9 +1,12 @@
 """Loads one validated export into the patient store, in one transaction, exactly once.
 
-The transaction takes the practice's lock, re-reads the store, decides every row's outcome
-(rules.decide_outcomes), re-checks capacity under the lock with the `practice_capacity` suite,
-upserts the patients keyed on (practice, account number), and records the row outcomes and
-problems. `imports.loaded_at` is set in the same transaction: a retried load finds it and
+The transaction takes the practice's lock, decides every row's outcome (rules.decide_outcomes) a
+block of the export at a time against the stored patients that block names
+(`patients.decided_rows`: a million rows and a practice's million patients never in memory at
+once), stages each block's rows to write into temporary tables as it is decided
+(`_PatientWrite`), re-checks capacity under the lock with the `practice_capacity` suite on all
+the new ones, then upserts the staged patients keyed on (practice, account number) and records
+the row outcomes and problems. `imports.loaded_at` is set in the same transaction: a retried load finds it and
 returns the recorded result instead of applying the rows twice.
 
 The write is set-based on both databases: the rows to write go into a temporary staging table

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from include.patient_import import changes, transform
-from include.patient_import import load as load_module
+from include.patient_import import patients as patients_module
 from include.patient_import.rules import OUTCOME, WRITE
 from include.patient_import.store import create_store_engine
 from include.patient_import.undo import undo_import
@@ -95,7 +95,7 @@ def test_a_row_marked_for_writing_with_an_outcome_that_writes_nothing_is_never_w
     values, a rejected row and a new account."""
     load(store, DRIP, export(ANN, BOB), MAY)
     before = stored(store, DRIP.id)
-    real = load_module.decide_against_store
+    real = patients_module.decide_against_store  # what the load's decided_rows calls, block by block
 
     def every_row_written(conn, practice, frame, exported_on):
         decided = real(conn, practice, frame, exported_on)
@@ -103,7 +103,7 @@ def test_a_row_marked_for_writing_with_an_outcome_that_writes_nothing_is_never_w
         decided[OUTCOME] = decided[OUTCOME].mask(decided["account_number"].isin(["101", "103"]), outcome)
         return decided
 
-    monkeypatch.setattr(load_module, "decide_against_store", every_row_written)
+    monkeypatch.setattr(patients_module, "decide_against_store", every_row_written)
     rows = export({**ANN, "city": "Rye", "last_name": "Older"}, BOB,
                   {"account_number": "103", "last_name": "Cole", "first_name": "Carl"})
     _, _, import_id = load(store, DRIP, rows, APRIL)

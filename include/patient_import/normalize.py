@@ -657,22 +657,24 @@ def _normalize_emails(texts: pd.Series) -> list[np.ndarray]:
     plain = texts.str.fullmatch(_PLAIN_EMAIL).to_numpy(dtype=bool)
     if plain.any():
         rows = np.flatnonzero(plain)
-        parts = texts[plain].str.partition("@")
-        # The parts stay Arrow text until the address is joined: a million addresses as Python
-        # strings, local parts and domains too, took ~150 MB more at validate's peak (issue #14).
-        local = pa.array(parts[0])
-        positions, domains = pd.factorize(parts[2])
-        checked = [_checked_domain(domain) for domain in domains.tolist()]
+        # Split and joined as Arrow text, made Python strings once at the end: pandas' partition
+        # of a million addresses took seconds and ~200 MB at validate's peak (issue #14). A plain
+        # address holds exactly one "@".
+        parts = pc.extract_regex(pa.array(texts).filter(pa.array(plain)), r"(?P<local>[^@]*)@(?P<domain>.*)")
+        local, domain_texts = pc.struct_field(parts, "local"), pc.struct_field(parts, "domain")
+        distinct = pc.unique(domain_texts)
+        found = pc.index_in(domain_texts, value_set=distinct)
+        positions, domains = found.to_numpy(), distinct.to_pylist()
+        checked = [_checked_domain(domain) for domain in domains]
         valid_domain = np.array([c is not None for c in checked], dtype=bool)
-        lowered = object_array([c[0].lower() if c else None for c in checked])
+        lowered = pa.array([c[0].lower() if c else None for c in checked], type=local.type)
         # email_validator's length rule, in UTF-8 bytes, on the address as written, normalised and
         # IDNA-encoded (as in normalize_email).
         longest = np.array([max(len(d), len(c[0].encode()), len(c[1])) if c else 0
-                            for d, c in zip(domains.tolist(), checked)], dtype=np.int64)
+                            for d, c in zip(domains, checked)], dtype=np.int64)
         local_length = pc.utf8_length(local).to_numpy()
         good = valid_domain[positions] & (local_length + 1 + longest[positions] <= _MAX_ADDRESS_BYTES)
-        joined = pc.binary_join_element_wise(local, pa.array(lowered[positions], type=local.type),
-                                             pa.scalar("@", type=local.type))
+        joined = pc.binary_join_element_wise(local, lowered.take(found), pa.scalar("@", type=local.type))
         joined = joined.to_numpy(zero_copy_only=False)
         values[rows[good]] = joined[good]
         codes[rows[~good]] = invalid_code("email")
@@ -746,6 +748,10 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
         else:
             columns[name], codes = _apply_distinct(texts, _normalizer(kind, name, today), 2)
             warned.append(_warned(name, kind, codes))
+        if consume:
+            # The column as read goes with `texts`; Arrow's pool keeps what was freed until asked.
+            del texts
+            pa.default_memory_pool().release_unused()
 
     # Not copied: a copy of every column took 150 MB more at a million rows.
     result = pd.DataFrame({ROW_NUMBER: pd.Series(frame[ROW_NUMBER].to_numpy()),

@@ -711,11 +711,11 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
             Other columns (``__extra_N``) are ignored; a missing field is None in every row.
         today: the day that decides future dates, two-digit years and the 120-year limit.
         consume: drop each field's column from `frame` once it is read, for a caller that needs
-            them no more: the columns as read of a million rows are freed as the normalised ones
-            grow, not after (~250 MB less at validate's peak, issue #14).
+            them no more: the columns as read are freed as the normalised ones grow, not after
+            (a million rows as read hold ~350 MB; issue #14).
 
     Returns:
-        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings as codes by position
+        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings, the warned rows' codes
         (:meth:`NormalizedExport.warnings` makes them problems once the rows' outcomes are known).
     """
     count = len(frame)

@@ -116,8 +116,8 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     try:
         with storage.local_file(storage.path_of(job.source)) as source:
             parsed = read_export(source, settings.Limits.from_env(), practice.header_map)
-        # The rows as read are kept as the bytes of raw.parquet, and their frame is dropped once
-        # normalised: a million rows as read hold ~350 MB as a frame, ~55 MB as Parquet (issue #14).
+        # The rows as read are kept as the bytes of raw.parquet and their frame is consumed while
+        # normalising: a million rows as read hold ~350 MB as a frame, ~55 MB as Parquet (issue #14).
         result.raw, result.headers, result.columns = parquet_bytes(parsed.frame), parsed.headers, parsed.columns
         result.problems += parsed.problems
         if runner.run(EXPORT_COLUMNS, parsed.frame.head(0)):

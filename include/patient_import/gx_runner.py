@@ -100,6 +100,7 @@ class SuiteRunner:
             from great_expectations.data_context.types.base import ProgressBarsConfig
 
             _quiet_gx_logs()
+            _no_data_fingerprint()
 
             # In memory: a file context rewrites and re-reads its project's YAML on every `add` and
             # every setting it looks up, which cost a small import more than its validation.
@@ -218,6 +219,17 @@ def _quiet_gx_logs() -> None:
         if name.startswith("great_expectations.") and isinstance(logger, logging.Logger) \
                 and logging.NOTSET < logger.level < logging.WARNING:
             logger.setLevel(logging.WARNING)
+
+
+def _no_data_fingerprint() -> None:
+    """Stop GX fingerprinting every batch: it hashes every cell of a frame under a gigabyte (an
+    MD5 of pandas' hash of each value) only to show the digest in the results and Data Docs as
+    `pandas_data_fingerprint`. At a million rows that cost 1.3 s and ~300 MB at validate's peak
+    (issue #14), and a digest of patient values has no place on an office's page (SPEC §4).
+    GX has no setting for it: its threshold, a module constant read at each batch, is set to 0."""
+    from great_expectations.execution_engine import pandas_execution_engine
+
+    pandas_execution_engine.HASH_THRESHOLD = 0
 
 
 def _row_numbers(index_list) -> set[int]:

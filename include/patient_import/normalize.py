@@ -85,9 +85,20 @@ class NormalizedExport:
     """
 
     frame: pd.DataFrame
-    # (field, kind, warning code or None by position): the warnings, kept as columns until the
-    # rows' outcomes are known, since a rejected row carries none (`warnings`).
-    flagged: list[tuple[str, str, np.ndarray]] = dataclasses.field(default_factory=list, repr=False)
+    # (field, kind, positions, the warning codes at those positions): the warnings, kept until the
+    # rows' outcomes are known, since a rejected row carries none (`warnings`). Only the rows
+    # warned: a column of a million Nones takes 8 MB, one per field 120 MB (issue #14).
+    warned: list[tuple[str, str, np.ndarray, np.ndarray]] = dataclasses.field(default_factory=list, repr=False)
+
+    @property
+    def flagged(self) -> list[tuple[str, str, np.ndarray]]:
+        """(field, kind, warning code or None by position) of each field `warned` holds."""
+        out = []
+        for name, kind, positions, codes in self.warned:
+            column = np.full(len(self.frame), None, dtype=object)
+            column[positions] = codes
+            out.append((name, kind, column))
+        return out
 
     @property
     def problems(self) -> ProblemTable:
@@ -105,14 +116,13 @@ class NormalizedExport:
         row_numbers = self.frame[ROW_NUMBER].to_numpy()
         accounts = self.frame["account_number"].to_numpy(dtype=object)
         problems = ProblemTable()
-        for name, kind, codes in self.flagged:
-            present = pd.notna(codes)
+        for name, kind, positions, codes in self.warned:
             if rejected is not None:
-                present &= ~rejected
-            positions = np.flatnonzero(present)
+                kept = ~rejected[positions]
+                positions, codes = positions[kept], codes[kept]
             if not len(positions):
                 continue
-            found = pd.Series(codes[positions], dtype="object")
+            found = pd.Series(codes, dtype="object")
             distinct = set(found)
             problems += ProblemTable.of_rows(
                 row_numbers[positions], code=found, field=name, account_numbers=accounts[positions],
@@ -647,19 +657,25 @@ def _normalize_emails(texts: pd.Series) -> list[np.ndarray]:
     plain = texts.str.fullmatch(_PLAIN_EMAIL).to_numpy(dtype=bool)
     if plain.any():
         rows = np.flatnonzero(plain)
-        parts = texts[plain].str.partition("@")
-        local = parts[0].to_numpy(dtype=object)
-        positions, domains = pd.factorize(parts[2].to_numpy(dtype=object))
-        checked = [_checked_domain(domain) for domain in domains.tolist()]
+        # Split and joined as Arrow text, made Python strings once at the end: pandas' partition
+        # of a million addresses took seconds and ~200 MB at validate's peak (issue #14). A plain
+        # address holds exactly one "@".
+        parts = pc.extract_regex(pa.array(texts).filter(pa.array(plain)), r"(?P<local>[^@]*)@(?P<domain>.*)")
+        local, domain_texts = pc.struct_field(parts, "local"), pc.struct_field(parts, "domain")
+        distinct = pc.unique(domain_texts)
+        found = pc.index_in(domain_texts, value_set=distinct)
+        positions, domains = found.to_numpy(), distinct.to_pylist()
+        checked = [_checked_domain(domain) for domain in domains]
         valid_domain = np.array([c is not None for c in checked], dtype=bool)
-        lowered = object_array([c[0].lower() if c else None for c in checked])
+        lowered = pa.array([c[0].lower() if c else None for c in checked], type=local.type)
         # email_validator's length rule, in UTF-8 bytes, on the address as written, normalised and
         # IDNA-encoded (as in normalize_email).
         longest = np.array([max(len(d), len(c[0].encode()), len(c[1])) if c else 0
-                            for d, c in zip(domains.tolist(), checked)], dtype=np.int64)
-        local_length = pd.Series(local).str.len().to_numpy(dtype=np.int64)
+                            for d, c in zip(domains, checked)], dtype=np.int64)
+        local_length = pc.utf8_length(local).to_numpy()
         good = valid_domain[positions] & (local_length + 1 + longest[positions] <= _MAX_ADDRESS_BYTES)
-        joined = (pd.Series(local, dtype=object) + "@" + pd.Series(lowered[positions], dtype=object)).to_numpy()
+        joined = pc.binary_join_element_wise(local, lowered.take(found), pa.scalar("@", type=local.type))
+        joined = joined.to_numpy(zero_copy_only=False)
         values[rows[good]] = joined[good]
         codes[rows[~good]] = invalid_code("email")
     if not plain.all():
@@ -687,21 +703,24 @@ def _normalizer(kind: str, field: str, today: datetime.date) -> Callable[[str], 
     raise ValueError(f"no normaliser for field kind {kind!r}")
 
 
-def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> NormalizedExport:
+def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool = False) -> NormalizedExport:
     """Normalise every canonical field of an export read by the reader.
 
     Args:
         frame: ``row_number`` and some canonical field columns, text with ``""`` for empty.
             Other columns (``__extra_N``) are ignored; a missing field is None in every row.
         today: the day that decides future dates, two-digit years and the 120-year limit.
+        consume: drop each field's column from `frame` once it is read, for a caller that needs
+            them no more: the columns as read are freed as the normalised ones grow, not after
+            (a million rows as read hold ~350 MB; issue #14).
 
     Returns:
-        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings as codes by position
+        The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings, the warned rows' codes
         (:meth:`NormalizedExport.warnings` makes them problems once the rows' outcomes are known).
     """
     count = len(frame)
     columns: dict[str, np.ndarray] = {}
-    flagged: list[tuple[str, str, np.ndarray]] = []
+    warned: list[tuple[str, str, np.ndarray, np.ndarray]] = []
     for field in FIELDS:
         name, kind = field.name, field.kind
         if name not in frame.columns:
@@ -710,26 +729,38 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date) -> Normalized
                 columns[EXTENSION_FIELDS[name]] = np.full(count, None, dtype=object)
             continue
         texts = _texts(frame, name)
+        if consume:
+            del frame[name]
         if kind == "account_number":
             columns[name] = _normalize_accounts(texts)
         elif kind == "name":
             columns[name], codes = _apply_distinct(texts, normalize_text, 2)
-            flagged.append((name, kind, codes))
+            warned.append(_warned(name, kind, codes))
         elif kind == "email":
             columns[name], codes = _normalize_emails(texts)
-            flagged.append((name, kind, codes))
+            warned.append(_warned(name, kind, codes))
         elif kind == "phone":
             columns[name], columns[EXTENSION_FIELDS[name]], codes = _normalize_phones(texts, name)
-            flagged.append((name, kind, codes))
+            warned.append(_warned(name, kind, codes))
         elif kind in ("date", "birth_date"):
             columns[name], codes = normalize_dates(texts, kind, name, today)
-            flagged.append((name, kind, codes))
+            warned.append(_warned(name, kind, codes))
         else:
             columns[name], codes = _apply_distinct(texts, _normalizer(kind, name, today), 2)
-            flagged.append((name, kind, codes))
+            warned.append(_warned(name, kind, codes))
+        if consume:
+            # The column as read goes with `texts`; Arrow's pool keeps what was freed until asked.
+            del texts
+            pa.default_memory_pool().release_unused()
 
-    row_numbers = frame[ROW_NUMBER].to_numpy()
-    result = pd.DataFrame({ROW_NUMBER: pd.Series(row_numbers)})
-    for column in OUTPUT_COLUMNS[1:]:
-        result[column] = pd.Series(columns[column], dtype=object)
-    return NormalizedExport(frame=result, flagged=flagged)
+    # Not copied: a copy of every column took 150 MB more at a million rows.
+    result = pd.DataFrame({ROW_NUMBER: pd.Series(frame[ROW_NUMBER].to_numpy()),
+                           **{column: pd.Series(columns[column], dtype=object, copy=False)
+                              for column in OUTPUT_COLUMNS[1:]}}, copy=False)
+    return NormalizedExport(frame=result, warned=warned)
+
+
+def _warned(name: str, kind: str, codes: np.ndarray) -> tuple[str, str, np.ndarray, np.ndarray]:
+    """`NormalizedExport.warned`'s entry for a field's warning codes by position (None: no warning)."""
+    positions = np.flatnonzero(pd.notna(codes))
+    return name, kind, positions, codes[positions]

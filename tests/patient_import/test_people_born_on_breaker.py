@@ -266,11 +266,11 @@ def raw_patients(engine) -> list[tuple]:
 @pytest.mark.parametrize("dry_run", [False, True], ids=["import", "dry_run"])
 def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_account_only(
         tmp_path, monkeypatch, dry_run):
-    """On `main` validate read every stored birth date and raised StoredDateError; the narrowed read
-    does not read a date no new row is born on, so validate, transform and approval pass and the
-    load's whole read (`decide_against_store`) raises instead, on a dry run too. The import must
-    still stop before writing any patient or publishing an upload file, saying the column and the
-    account number, never the stored value."""
+    """Validate reads no date no new row is born on, and the load reads only the patients the export
+    names (`decide_against_store`, a block at a time): an export naming the patient stops at the
+    load, on a dry run too, before writing any patient or publishing an upload file, saying the
+    column and the account number, never the stored value; an export not naming it imports, and
+    leaves the value as it is."""
     from tools.corpus import prepare_home, run_import
     from tools.generator import generate_patients, write_export
 
@@ -283,7 +283,7 @@ def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_
         conn.execute(sa.text("UPDATE patients SET birth_date = '1961-07-04 00:00:00' "
                              "WHERE third_party_acct_number = '10007'"))
     before = raw_patients(engine)
-    again = generate_patients(60, seed=8, first_account=50_001, today=TODAY).iloc[:20]
+    again = first.iloc[:20]  # names account 10007 among others
 
     with pytest.raises(StoredDateError) as raised:
         run_import(engine, write_export(again, tmp_path / "again.csv", seed=2), run_id="manual__b",
@@ -299,6 +299,14 @@ def test_a_malformed_stored_birth_date_still_stops_the_import_naming_column_and_
     assert len(list((home / "reports").rglob("*.json"))) == 2
     assert not [f for f in written if "1961-07-04" in f.read_text(encoding="utf-8-sig")]
     assert len(list((home / "outbox").rglob("*.csv"))) == 1  # the first import's upload only
+
+    others = generate_patients(60, seed=8, first_account=50_001, today=TODAY).iloc[:20]
+    [c] = run_import(engine, write_export(others, tmp_path / "others.csv", seed=3), run_id="manual__c",
+                     exported_on=TODAY, dry_run=dry_run)
+    assert c.report["counts"]["inserted"] == 20
+    with engine.connect() as conn:
+        kept = conn.execute(sa.text("SELECT birth_date FROM patients WHERE third_party_acct_number = '10007'")).scalar()
+    assert kept == "1961-07-04 00:00:00"
     engine.dispose()
 
 

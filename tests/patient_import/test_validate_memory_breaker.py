@@ -22,6 +22,7 @@ import pyarrow as pa
 import pytest
 
 from include.patient_import import files, staging
+from include.patient_import import problems as p
 from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import (
     _MAX_ADDRESS_BYTES,
@@ -37,7 +38,6 @@ from include.patient_import.normalize import (
 )
 from include.patient_import.practices import Practice
 from include.patient_import.problem_table import ProblemTable
-from include.patient_import import problems as p
 from include.patient_import.problems import severity_of
 from include.patient_import.reader import read_export
 from include.patient_import.rules import check_frame
@@ -165,8 +165,8 @@ def test_many_rows_of_few_domains_over_many_chunks_equal_the_pandas_split():
     rng = np.random.default_rng(4)
     domains = np.array(["Example.ORG", "x.co", "XN--BCHER-KVA.DE", "-bad.com", "gmail.com"])
     locals_ = np.array(["a", "b.c", "d+e", "f" * 64, "g" * 65, "h_i"])
-    values = [f"{l}@{d}" for l, d in zip(locals_[rng.integers(0, len(locals_), 60_000)],
-                                          domains[rng.integers(0, len(domains), 60_000)])]
+    values = [f"{local}@{domain}" for local, domain in zip(locals_[rng.integers(0, len(locals_), 60_000)],
+                                                           domains[rng.integers(0, len(domains), 60_000)])]
     values[::97] = ["bad@@x"] * len(values[::97])
     chunks = [pa.array(values[i:i + 7_919], type=pa.large_string()) for i in range(0, len(values), 7_919)]
     texts = pd.Series(pd.arrays.ArrowStringArray(pa.chunked_array(chunks)))

@@ -98,8 +98,7 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFr
     by account number, or a function giving them for one block's rows (the stage reads each
     block's from the store, not the whole practice's)."""
     columns = list(UPLOAD_COLUMNS) + [(name, UPLOAD_EXTRA_COLUMNS[name]) for name in practice.upload_extra_columns]
-    ids_of = client_ids if callable(client_ids) else None
-    ids = None if ids_of else _id_texts(client_ids)  # built once, not once per block
+    ids_of = _ids_by_block(client_ids)
     blocks = [rows] if isinstance(rows, pd.DataFrame) else rows
     header = [defuse(name) for name, _ in columns]
     with storage.writing(path, "wb") as handle:
@@ -108,12 +107,22 @@ def write_upload_file(path: StoragePath, rows: pd.DataFrame | Iterable[pd.DataFr
         # `write_csv` (every field quoted, quotes doubled, CRLF), which a test holds them to.
         handle.write(codecs.BOM_UTF8 + _csv_line(header).encode("utf-8"))
         for block in blocks:
-            block_ids = _id_texts(ids_of(block)) if ids_of else ids
+            block_ids = ids_of(block)
             for start in range(0, len(block), _BLOCK_ROWS):
                 part = block.iloc[start:start + _BLOCK_ROWS]
                 cells = [_defused_array(values) for values in _upload_columns(part, columns, block_ids)]
                 pa_csv.write_csv(pa.table(cells, names=[str(n) for n in range(len(cells))]), handle, _UPLOAD_CSV)
     return path
+
+
+def _ids_by_block(client_ids: Mapping[str, int] | Callable[[pd.DataFrame], Mapping[str, int]]
+                  ) -> Callable[[pd.DataFrame], pd.Series]:
+    """`write_upload_file`'s ids of one block's rows (`_id_texts`): from the function, or the
+    whole mapping's, built once rather than once per block."""
+    if callable(client_ids):
+        return lambda block: _id_texts(client_ids(block))
+    whole = _id_texts(client_ids)
+    return lambda block: whole
 
 
 def _id_texts(client_ids: Mapping[str, int]) -> pd.Series:

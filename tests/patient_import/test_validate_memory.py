@@ -18,8 +18,8 @@ from include.patient_import.normalize import normalize_email, normalize_export
 from include.patient_import.practices import Practice
 from include.patient_import.reader import read_export
 from include.patient_import.staging import Job, Validation, parquet_bytes, save_validation
-from include.patient_import.store import create_store_engine, migrate
 from include.patient_import.validate import validate_export
+from tests.patient_import import test_validate
 
 pytestmark = pytest.mark.unit
 
@@ -38,13 +38,7 @@ EXPORT = (
 )
 
 
-@pytest.fixture
-def area(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
-    monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    migrate(engine)
-    return tmp_path, engine
+area = test_validate.area  # the fixture, shared: a home and a migrated SQLite store
 
 
 def _validate(area, text: str) -> tuple[Validation, Path]:

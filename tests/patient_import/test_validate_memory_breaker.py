@@ -43,8 +43,8 @@ from include.patient_import.reader import read_export
 from include.patient_import.rules import check_frame
 from include.patient_import.schema import ROW_NUMBER
 from include.patient_import.staging import Job, Validation, parquet_bytes, save_validation
-from include.patient_import.store import create_store_engine, migrate
 from include.patient_import.validate import validate_export
+from tests.patient_import import test_validate
 from tools.generator import generate_export
 
 pytestmark = pytest.mark.unit
@@ -203,13 +203,7 @@ def test_sparse_warnings_equal_the_dense_columns_for_any_rejected_rows(generated
 
 # ---------------------------------------------------------------- validate: consumed frame, raw bytes
 
-@pytest.fixture
-def area(tmp_path, monkeypatch):
-    monkeypatch.setenv("PATIENT_IMPORT_HOME", str(tmp_path))
-    monkeypatch.delenv("PATIENT_IMPORT_STORAGE", raising=False)
-    engine = create_store_engine(f"sqlite:///{tmp_path / 'store.db'}")
-    migrate(engine)
-    return tmp_path, engine
+area = test_validate.area  # the fixture, shared: a home and a migrated SQLite store
 
 
 def _validate(engine, path: Path, capacity: int = 100_000) -> Validation:

@@ -53,6 +53,7 @@ help:
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
+	@echo "  BENCH_LARGEST_FIGURES, BENCH_LARGEST_REPEAT, BENCH_LARGEST_DATABASES   make bench: the largest size's own"
 	@echo "  BENCH_OUT          make bench: results elsewhere (default bench/results, which also rewrites docs/performance.md)"
 	@echo "  TEST_WORKERS       make test: test processes (default cores + 1, pytest-xdist; 1 runs the suite in one process)"
 	@echo "Settings (environment; README.md, Settings, has the whole table):"

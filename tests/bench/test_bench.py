@@ -285,3 +285,30 @@ def test_a_scheduled_run_replaces_only_the_practice_counts_it_measured():
     other = recorded({**earlier, "rows_per_practice": 5000}, {"preloading": {200: {"seconds": 1500.0,
                      "empty_seconds": None}}}, ["preloading"], 1000, 2, "2026-11-30T21:00:00+00:00")
     assert list(other["practices"]) == ["200"]
+
+
+def test_each_comparison_headlines_the_largest_size_it_was_measured_at():
+    """`--largest-figures ours,floor`: the peers are left out at the largest size, so their
+    targets headline the size below it while the floor's headline the largest."""
+    def sample(figure, rows, seconds):
+        return {"figure": figure, "database": "postgresql", "rows": rows, "mode": "insert", "seconds": seconds,
+                "process_seconds": seconds, "process_cpu_seconds": seconds, "peak_rss_mb": 1.0, "stages": {}}
+
+    results = {"sizes": [10, 100], "databases": ["postgresql"], "samples": [
+        sample("ours", 10, 2.0), sample("floor:merge", 10, 1.0), sample("dlt", 10, 4.0),
+        sample("ours", 100, 30.0), sample("floor:merge", 100, 10.0)]}
+    targets = report.summarise(results)["targets"]
+    headline = {t["target"]: (t["rows"], t["ratio"]) for t in targets if t["headline"] and t["rows"]}
+    assert headline["ours ≤ 1.5× the floor (insert)"] == (100, 3.0)
+    assert headline["ours faster than dlt merge (insert)"] == (10, 0.5)
+    assert [t["rows"] for t in targets if t["target"] == "ours ≤ 1.5× the floor (insert)"] == [10, 100]
+
+
+def test_the_largest_size_takes_its_own_figures():
+    from bench.run import parse_args
+
+    args = parse_args(["--sizes", "10,100", "--figures", "ours,floor,dlt", "--largest-figures", "ours,floor"])
+    assert (args.figures, args.largest_figures) == (("ours", "floor", "dlt"), ("ours", "floor"))
+    assert parse_args(["--sizes", "10", "--figures", "ours"]).largest_figures == ("ours",)
+    with pytest.raises(SystemExit):
+        parse_args(["--sizes", "10", "--largest-figures", "ours,nothing"])

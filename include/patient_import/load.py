@@ -594,7 +594,7 @@ def load_import(engine: Engine, *, import_id: str, practice: Practice, exported_
 
     Args:
         frame: the normalised rows with their suite `code`, whole or a block at a time
-            (`RowBlocks`: the load stage reads a million rows 100,000 at a time, and holds only
+            (`RowBlocks`: the load stage reads a million rows `staging.ROW_BLOCK` at a time, and holds only
             each decided row's outcome columns between blocks); None when the file could not be
             read.
         problems: what validation found (warnings, row errors, duplicate copies).

@@ -29,8 +29,12 @@ from include.patient_import import problems as p
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import ROW_NUMBER
 
-# Rows per block of `validated_row_blocks`.
-ROW_BLOCK = 100_000
+# Rows per block of `validated_row_blocks`. A block's working set (its rows as Python values, the
+# stored patients it names, the decision) is what the load's and transform's peaks are made of: at
+# 1,000,000 rows on PostgreSQL the load stage alone peaked at about 880 MB over 10 blocks of
+# 100,000 and 695 MB over 20 of 50,000, in the same seconds (the per-block reads of the store
+# return the same rows either way; docs/performance.md).
+ROW_BLOCK = 50_000
 
 
 @dataclass

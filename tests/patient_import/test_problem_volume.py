@@ -314,3 +314,39 @@ def test_staging_keeps_the_listed_problems_and_the_counts_of_the_others(tmp_path
     assert staged == table and len(staged) == CAP + 1
     assert staged.counts() == table.counts() and staged.counts()[0]["total"] == 1_400
     assert len(load_validation("demo_none").problems) == 0
+
+
+@pytest.mark.parametrize("reject_every", [0, 3])
+def test_an_exports_warnings_in_one_table_are_those_of_each_field_added_in_turn(reject_every):
+    """`NormalizedExport.warnings` builds every field's warnings as one table, sorted and capped
+    once (issue #14): the same listed problems, in the same order, and the same counts as a
+    table per field added one after another, with fields over the cap and rows rejected."""
+    import numpy as np
+
+    from include.patient_import.normalize import _message, normalize_export
+    from include.patient_import.problems import severity_of
+    from tools.generator import generate_patients
+
+    raw = generate_patients(3_000, seed=14, today=date(2026, 11, 1))
+    raw.insert(0, ROW_NUMBER, range(2, 2 + len(raw)))
+    raw["zip"] = ["123" if n % 2 else "x" for n in range(len(raw))]  # padded and invalid, over the cap
+    raw["gender"] = ["?" if n % 5 else "F" for n in range(len(raw))]
+    normalized = normalize_export(raw, today=date(2026, 11, 30))
+    rejected = (np.arange(len(raw)) % reject_every == 0) if reject_every else None
+
+    expected = ProblemTable()
+    rows, accounts = normalized.frame[ROW_NUMBER].to_numpy(), normalized.frame["account_number"].to_numpy(object)
+    for name, kind, positions, codes in normalized.warned:
+        if rejected is not None:
+            positions, codes = positions[~rejected[positions]], codes[~rejected[positions]]
+        if len(positions):
+            found = pd.Series(codes, dtype="object")
+            expected += ProblemTable.of_rows(rows[positions], code=found, field=name,
+                                             account_numbers=accounts[positions],
+                                             message=found.map(lambda c, f=name, k=kind: _message(f, k, c)),
+                                             severity=found.map(lambda c: str(severity_of(c))))
+    found = normalized.warnings(rejected)
+
+    assert len(expected.omitted) and len(expected.listed) > CAP
+    pd.testing.assert_frame_equal(found.listed, expected.listed)
+    pd.testing.assert_frame_equal(found.omitted, expected.omitted)

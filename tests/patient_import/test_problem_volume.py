@@ -350,3 +350,34 @@ def test_an_exports_warnings_in_one_table_are_those_of_each_field_added_in_turn(
     assert len(expected.omitted) and len(expected.listed) > CAP
     pd.testing.assert_frame_equal(found.listed, expected.listed)
     pd.testing.assert_frame_equal(found.omitted, expected.omitted)
+
+
+def test_the_suites_failures_in_one_table_are_those_of_each_failure_added_in_turn():
+    """validate's `_row_problems` makes every failure's rows one table, sorted and capped once
+    (issue #14): the same table as one per failure added in turn, a failure with no row among them."""
+    from include.patient_import.gx_runner import SuiteFailure
+    from include.patient_import.schema import FIELDS_BY_NAME
+    from include.patient_import.validate import _row_messages, _row_problems
+
+    accounts = pd.Series([str(n) if n % 7 else f"{n}e5" for n in range(2, 1_602)], index=range(2, 1_602),
+                         dtype="object")
+    failures = [SuiteFailure(p.MISSING_REQUIRED_FIELD, "last_name", tuple(range(1_600, 1, -3))),
+                SuiteFailure(p.INVALID_ACCOUNT_NUMBER, "account_number", tuple(range(9, 1_600, 7))),
+                SuiteFailure(p.DUPLICATE_ACCOUNT_NUMBER, "account_number", ()),
+                SuiteFailure(p.DUPLICATE_ROW, "account_number", tuple(range(2, 1_402))),
+                SuiteFailure(p.MISSING_REQUIRED_FIELD, "first_name", (5, 4, 3))]
+
+    expected = ProblemTable()
+    for failure in failures:
+        rows = pd.Series(list(failure.rows), dtype="int64")
+        found = accounts.reindex(rows)
+        expected += ProblemTable.of_rows(rows, code=failure.code, field=failure.field,
+                                         message=_row_messages(failure.code, FIELDS_BY_NAME[failure.field].header,
+                                                               found),
+                                         account_numbers=found.to_numpy())
+    by_row, table = _row_problems(failures, accounts)
+
+    assert len(expected.listed) == 533 + 228 + 1_400 + 3 and by_row[9] == {p.INVALID_ACCOUNT_NUMBER, p.DUPLICATE_ROW}
+    pd.testing.assert_frame_equal(table.listed, expected.listed)
+    pd.testing.assert_frame_equal(table.omitted, expected.omitted)
+    assert _row_problems([], accounts)[1] == ProblemTable()

@@ -115,7 +115,11 @@ class NormalizedExport:
         """
         row_numbers = self.frame[ROW_NUMBER].to_numpy()
         accounts = self.frame["account_number"].to_numpy(dtype=object)
-        problems = ProblemTable()
+        # Every field's warnings as one table, sorted and capped once: a table per field added one
+        # after another sorted and capped the growing whole again for each (issue #14). The same
+        # table: the cap is per code and field, and the sort is stable (a test holds them equal).
+        parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # positions, codes, fields
+        messages: list[pd.Series] = []
         for name, kind, positions, codes in self.warned:
             if rejected is not None:
                 kept = ~rejected[positions]
@@ -123,12 +127,16 @@ class NormalizedExport:
             if not len(positions):
                 continue
             found = pd.Series(codes, dtype="object")
-            distinct = set(found)
-            problems += ProblemTable.of_rows(
-                row_numbers[positions], code=found, field=name, account_numbers=accounts[positions],
-                message=found.map({c: _message(name, kind, c) for c in distinct}),
-                severity=found.map({c: str(severity_of(c)) for c in distinct}))
-        return problems
+            messages.append(found.map({c: _message(name, kind, c) for c in set(found)}))
+            parts.append((positions, codes, np.full(len(positions), name, dtype=object)))
+        if not parts:
+            return ProblemTable()
+        positions, codes, fields = (np.concatenate(column) for column in zip(*parts))
+        found = pd.Series(codes, dtype="object")
+        return ProblemTable.of_rows(
+            row_numbers[positions], code=found, field=fields, account_numbers=accounts[positions],
+            message=pd.concat(messages, ignore_index=True),
+            severity=found.map({c: str(severity_of(c)) for c in set(found)}))
 
 
 # Result of an optional value: the cleaned value (None = left out) and a warning code, if any.

@@ -87,10 +87,11 @@ class ProblemTable:
         return cls._capped(_typed(problems))
 
     @classmethod
-    def of_rows(cls, rows, *, code, message, account_numbers=None, field: str | None = None,
+    def of_rows(cls, rows, *, code, message, account_numbers=None, field: str | np.ndarray | None = None,
                 severity: str | None = None) -> "ProblemTable":
-        """Problems of many rows at once: `rows` and `account_numbers` are arrays, `code` and
-        `message` an array or one value for all; the severity follows from the code (SPEC §4)."""
+        """Problems of many rows at once: `rows` and `account_numbers` are arrays, `code`,
+        `message` and `field` an array or one value for all; the severity follows from the code
+        (SPEC §4)."""
         rows = np.asarray(rows, dtype="int64")
         count = len(rows)
         codes = pd.Series(code if not isinstance(code, str) else [code] * count, dtype="object")

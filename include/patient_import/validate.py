@@ -11,6 +11,7 @@ import json
 import logging
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from sqlalchemy.engine import Engine
@@ -56,17 +57,25 @@ def _row_messages(code: str, header: str, accounts: pd.Series):
 def _row_problems(failures: list[SuiteFailure], accounts: pd.Series) -> tuple[dict[int, set[str]], ProblemTable]:
     """Each failing row's codes, and the failures as problems (`accounts`: account number by row)."""
     by_row: dict[int, set[str]] = {}
-    found = ProblemTable()
+    # Every failure's rows as one table, sorted and capped once (issue #14); the same table as
+    # one per failure added in turn (the cap is per code and field, the sort stable).
+    rows, codes, fields, messages = [], [], [], []
     for failure in failures:
         header = FIELDS_BY_NAME[failure.field].header if failure.field else ""
         for row in failure.rows:
             by_row.setdefault(row, set()).add(failure.code)
-        rows = pd.Series(list(failure.rows), dtype="int64")
-        found_accounts = accounts.reindex(rows)
-        found += ProblemTable.of_rows(rows, code=failure.code, field=failure.field,
-                                      message=_row_messages(failure.code, header, found_accounts),
-                                      account_numbers=found_accounts.to_numpy())
-    return by_row, found
+        failed = pd.Series(list(failure.rows), dtype="int64")
+        message = _row_messages(failure.code, header, accounts.reindex(failed))
+        rows.append(failed.to_numpy())
+        codes.append(np.full(len(failed), failure.code, dtype=object))
+        fields.append(np.full(len(failed), failure.field, dtype=object))
+        messages.append(np.full(len(failed), message, dtype=object) if isinstance(message, str) else message)
+    if not any(len(part) for part in rows):
+        return by_row, ProblemTable()
+    failed = pd.Series(np.concatenate(rows), dtype="int64")
+    return by_row, ProblemTable.of_rows(failed, code=np.concatenate(codes), field=np.concatenate(fields),
+                                        message=np.concatenate(messages),
+                                        account_numbers=accounts.reindex(failed).to_numpy())
 
 
 # Title lines above the header are looked for among the first rows only.

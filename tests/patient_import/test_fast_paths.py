@@ -6,10 +6,11 @@ import datetime
 import random
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from include.patient_import import problems as p
-from include.patient_import import transform
+from include.patient_import import staging, transform
 from include.patient_import.normalize import normalize_account_number, normalize_email, normalize_export
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CODE, DATA_COLUMNS, check_frame, decide_outcomes, new_patients
@@ -157,6 +158,38 @@ def test_vectorised_defusing_agrees_with_defusing_each_cell(dtype):
     values = pd.Series(CELLS, dtype=dtype)
 
     assert transform.defuse_column(values) == [transform.defuse(v) for v in values.astype("object")]
+
+
+def test_defusing_arrow_text_agrees_with_defusing_its_python_strings():
+    """transform keeps the columns it only writes out as Arrow text (`staging.validated_row_blocks(texts=...)`)."""
+    values = pd.Series(HOSTILE_CELLS, dtype=pd.ArrowDtype(pa.large_string()))
+
+    assert transform.defuse_column(values) == [transform.defuse(v) for v in HOSTILE_CELLS]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64])
+def test_the_upload_file_of_arrow_text_blocks_is_that_of_python_values(tmp_path, monkeypatch, block):
+    """The staged rows as transform reads them (the upload's text columns as Arrow, a column with
+    no value at all among them) write the file the rows as Python values write."""
+    rng = random.Random(block)
+    fields = ["first_name", "last_name", "address1", "city", "email", "home_phone", "zip", "birth_date", "status"]
+    rows = normalised(*[{"account_number": str(n), **{f: rng.choice(HOSTILE_CELLS) for f in fields}}
+                        for n in range(1, 150)])
+    rows[CODE] = [rng.choice([None, None, p.INVALID_ACCOUNT_NUMBER]) for _ in range(len(rows))]
+    rows["gender"] = None  # staged as an all-null column
+    practice = Practice(id="c", name="C", upload_extra_columns=tuple(UPLOAD_EXTRA_COLUMNS))
+    ids = {str(n): n * 10 for n in range(1, 150, 3)}
+    monkeypatch.setattr(transform, "_BLOCK_ROWS", block)
+    table = pa.Table.from_pandas(rows, preserve_index=False)
+    texts = set(rows.columns) - {CODE, "status", "account_number", "row_number"}
+    as_arrow = staging._validated_rows(table, texts)
+    assert all(isinstance(as_arrow[name].dtype, pd.ArrowDtype) for name in texts)
+
+    def upload(frame, name):
+        return transform.write_upload_file(tmp_path / name, transform.upload_rows(frame, practice), practice,
+                                           ids).read_bytes()
+
+    assert upload(as_arrow, "arrow.csv") == upload(staging._validated_rows(table), "objects.csv")
 
 
 def test_defusing_a_column_of_numbers_takes_each_cell_as_text():

@@ -173,7 +173,10 @@ def test_rule_7_compares_stored_and_export_dates_across_a_year_boundary(store):
     assert decided[WRITE].tolist() == [False, False, True, True]
 
 
-def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store):
+# The stage's count of the practice's patients (`stored`): none given, the whole practice read for
+# the ids (at most twice the block's rows), and each account number probed.
+@pytest.mark.parametrize("stored", [None, 3, 1_000])
+def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store, stored):
     from types import SimpleNamespace
 
     from include.patient_import.transform import _known_client_ids
@@ -184,10 +187,20 @@ def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_imp
         ids = stored_patients(conn, PRACTICE.id, ["id"])["id"].to_dict()
     job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
 
-    known = _known_client_ids(store, job, pd.Series(["1", "2", "4", None, "1"], dtype="object"))
+    known = _known_client_ids(store, job, pd.Series(["1", "2", "4", None, "1"], dtype="object"), stored)
 
     assert known == {"1": ids["1"]}  # 2 is this import's own, 3 is not in the file, 4 is new
     assert all(type(k) is str and type(v) is int for k, v in known.items())
+
+
+def test_a_practice_with_no_patient_has_no_client_ids_to_read(store):
+    from types import SimpleNamespace
+
+    from include.patient_import.transform import _known_client_ids
+
+    job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
+    assert _known_client_ids(store, job, pd.Series(["1"], dtype="object"), 0) == {}
+    assert _known_client_ids(store, job, pd.Series(["1"], dtype="object")) == {}
 
 
 # ---------------------------------------------------------------- stored dates that are not dates

@@ -314,3 +314,70 @@ def test_staging_keeps_the_listed_problems_and_the_counts_of_the_others(tmp_path
     assert staged == table and len(staged) == CAP + 1
     assert staged.counts() == table.counts() and staged.counts()[0]["total"] == 1_400
     assert len(load_validation("demo_none").problems) == 0
+
+
+@pytest.mark.parametrize("reject_every", [0, 3])
+def test_an_exports_warnings_in_one_table_are_those_of_each_field_added_in_turn(reject_every):
+    """`NormalizedExport.warnings` builds every field's warnings as one table, sorted and capped
+    once (issue #14): the same listed problems, in the same order, and the same counts as a
+    table per field added one after another, with fields over the cap and rows rejected."""
+    import numpy as np
+
+    from include.patient_import.normalize import _message, normalize_export
+    from include.patient_import.problems import severity_of
+    from tools.generator import generate_patients
+
+    raw = generate_patients(3_000, seed=14, today=date(2026, 11, 1))
+    raw.insert(0, ROW_NUMBER, range(2, 2 + len(raw)))
+    raw["zip"] = ["123" if n % 2 else "x" for n in range(len(raw))]  # padded and invalid, over the cap
+    raw["gender"] = ["?" if n % 5 else "F" for n in range(len(raw))]
+    normalized = normalize_export(raw, today=date(2026, 11, 30))
+    rejected = (np.arange(len(raw)) % reject_every == 0) if reject_every else None
+
+    expected = ProblemTable()
+    rows, accounts = normalized.frame[ROW_NUMBER].to_numpy(), normalized.frame["account_number"].to_numpy(object)
+    for name, kind, positions, codes in normalized.warned:
+        if rejected is not None:
+            positions, codes = positions[~rejected[positions]], codes[~rejected[positions]]
+        if len(positions):
+            found = pd.Series(codes, dtype="object")
+            expected += ProblemTable.of_rows(rows[positions], code=found, field=name,
+                                             account_numbers=accounts[positions],
+                                             message=found.map(lambda c, f=name, k=kind: _message(f, k, c)),
+                                             severity=found.map(lambda c: str(severity_of(c))))
+    found = normalized.warnings(rejected)
+
+    assert len(expected.omitted) and len(expected.listed) > CAP
+    pd.testing.assert_frame_equal(found.listed, expected.listed)
+    pd.testing.assert_frame_equal(found.omitted, expected.omitted)
+
+
+def test_the_suites_failures_in_one_table_are_those_of_each_failure_added_in_turn():
+    """validate's `_row_problems` makes every failure's rows one table, sorted and capped once
+    (issue #14): the same table as one per failure added in turn, a failure with no row among them."""
+    from include.patient_import.gx_runner import SuiteFailure
+    from include.patient_import.schema import FIELDS_BY_NAME
+    from include.patient_import.validate import _row_messages, _row_problems
+
+    accounts = pd.Series([str(n) if n % 7 else f"{n}e5" for n in range(2, 1_602)], index=range(2, 1_602),
+                         dtype="object")
+    failures = [SuiteFailure(p.MISSING_REQUIRED_FIELD, "last_name", tuple(range(1_600, 1, -3))),
+                SuiteFailure(p.INVALID_ACCOUNT_NUMBER, "account_number", tuple(range(9, 1_600, 7))),
+                SuiteFailure(p.DUPLICATE_ACCOUNT_NUMBER, "account_number", ()),
+                SuiteFailure(p.DUPLICATE_ROW, "account_number", tuple(range(2, 1_402))),
+                SuiteFailure(p.MISSING_REQUIRED_FIELD, "first_name", (5, 4, 3))]
+
+    expected = ProblemTable()
+    for failure in failures:
+        rows = pd.Series(list(failure.rows), dtype="int64")
+        found = accounts.reindex(rows)
+        expected += ProblemTable.of_rows(rows, code=failure.code, field=failure.field,
+                                         message=_row_messages(failure.code, FIELDS_BY_NAME[failure.field].header,
+                                                               found),
+                                         account_numbers=found.to_numpy())
+    by_row, table = _row_problems(failures, accounts)
+
+    assert len(expected.listed) == 533 + 228 + 1_400 + 3 and by_row[9] == {p.INVALID_ACCOUNT_NUMBER, p.DUPLICATE_ROW}
+    pd.testing.assert_frame_equal(table.listed, expected.listed)
+    pd.testing.assert_frame_equal(table.omitted, expected.omitted)
+    assert _row_problems([], accounts)[1] == ProblemTable()

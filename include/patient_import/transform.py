@@ -245,10 +245,9 @@ def _known_client_ids(engine: Engine, job: Job, accounts: pd.Series, stored: int
     Practice. One block's, in a read of its own (no transaction left open while the file is
     written): those patients only (`stored_patients(accounts=...)`), or, when the practice holds
     at most `_WHOLE_READ_RATIO` times the block's rows (`stored`: its patients, counted once per
-    stage), all its ids filtered here to the same ones; nothing when it holds none."""
+    stage), all its ids filtered here to the same ones. The count only chooses the read: what a
+    block gets is what the store holds when its read runs."""
     wanted = accounts.tolist()
-    if stored == 0:
-        return {}
     with engine.connect() as conn:
         if stored is not None and stored <= _WHOLE_READ_RATIO * len(wanted):
             ids = stored_patients(conn, job.practice_id, ["id"], not_created_by=job.import_id)["id"]

@@ -148,16 +148,24 @@ def _targets(by_key: dict, results: dict) -> list[dict]:
             checks += [(f"ours faster than {_LABELS[peer]} ({mode})", mode, peer, 1.0)
                        for peer in ("dlt", "duckdb") for mode in MODES]
         for name, mode, other, limit in checks:
-            # A comparison's headline is the largest size it was measured at: a run may take a
-            # reference at fewer sizes than ours (--largest-figures ours,floor leaves the peers out).
-            measured = [(size, ("ours", db, size, mode), (other, db, size, mode)) for size in sizes]
-            measured = [(size, a, b, _ratio(by_key, a, b)) for size, a, b in measured]
-            measured = [m for m in measured if m[3] is not None]
-            for size, a, b, ratio in measured:
-                targets.append(_target(name, db, size, ratio=ratio, limit=limit, headline=size == measured[-1][0],
-                                       bound=bool(by_key[b]["did_not_finish_in"]),
-                                       ours_seconds=by_key[a]["seconds"], other_seconds=by_key[b]["seconds"],
-                                       method=by_key[b].get("method")))
+            # A comparison's headline is the largest size at which both ran, finished or stopped: a
+            # run may take a reference at fewer sizes than ours (--largest-figures ours,floor leaves
+            # the peers out), and ours stopped at the timeout there is a lower bound, never skipped.
+            ran = [(size, ("ours", db, size, mode), (other, db, size, mode)) for size in sizes]
+            ran = [(size, a, b) for size, a, b in ran if a in by_key and b in by_key]
+            if not ran and any(k[0] == "ours" and k[1] == db for k in by_key):
+                targets.append(_target(name, db, None, limit=limit, headline=True))  # not measured
+            for size, a, b in ran:
+                ratio, lower = _ratio(by_key, a, b), False
+                if ratio is None and by_key[a]["did_not_finish_in"] and by_key[b]["seconds"]:
+                    ratio, lower = by_key[a]["did_not_finish_in"] / by_key[b]["seconds"], True
+                target = _target(name, db, size, ratio=ratio, limit=limit, headline=size == ran[-1][0],
+                                 bound=bool(by_key[b]["did_not_finish_in"]), lower_bound=lower,
+                                 ours_seconds=by_key[a]["seconds"], other_seconds=by_key[b]["seconds"],
+                                 method=by_key[b].get("method"))
+                if lower and ratio is not None and ratio <= limit:
+                    target["met"] = None  # stopped before the limit was reached: not known
+                targets.append(target)
     ours_memory = [(size, _peak_of_any_stage(by_key[("ours", db, size, mode)]))
                    for db in results["databases"] for size in sizes for mode in MODES
                    if ("ours", db, size, mode) in by_key]
@@ -212,8 +220,9 @@ def markdown(results: dict) -> str:
     if results.get("largest_repeat", results["repeat"]) != results["repeat"]:
         runs += f" ({results['largest_repeat']} at {max(results['sizes']):,} rows)"
     largest_figures = [f for f in results.get("largest_figures", []) if f in _LABELS]
-    if largest_figures and set(largest_figures) != set(results.get("figures", _LABELS)) & set(_LABELS):
-        runs += f"; at {max(results['sizes']):,} rows only " + ", ".join(_LABELS[f] for f in largest_figures)
+    if (len(results["sizes"]) > 1 and largest_figures
+            and set(largest_figures) != set(results.get("figures", _LABELS)) & set(_LABELS)):
+        runs += f"; at {max(results['sizes']):,} rows the figures " + ", ".join(_LABELS[f] for f in largest_figures)
     lines = [f"Machine: {machine_line(results['machine'])[len('machine: '):]}.",
              f"{runs}; rows/s counts the export's data rows "
              "(the floor and the peers load the clean CSV those rows become).", ""]
@@ -285,7 +294,8 @@ def markdown(results: dict) -> str:
 
 def _measured(t: dict) -> str:
     if t.get("ratio") is not None:
-        return f"{'≤ ' if t.get('bound') else ''}{t['ratio']:.2f}× (limit {t['limit']}×)"
+        sign = "≥ " if t.get("lower_bound") else "≤ " if t.get("bound") else ""
+        return f"{sign}{t['ratio']:.2f}× (limit {t['limit']}×)"
     if t.get("value") is not None:
         limit = f" (limit {t['limit']:.0f})" if t.get("limit") else ""
         at = f" at {t['rows']:,} rows" if t.get("met") is None and t.get("rows") else ""

@@ -38,6 +38,7 @@ from bench.common import PRACTICE_ID, PRACTICES_YAML, RESULT_PREFIX, ROOT
 
 DATABASES = ("postgresql", "sqlite")
 FIGURES = ("floor", "pandas", "duckdb", "dlt", "ours", "airflow", "tasks")
+IMPORT_FIGURES = FIGURES[:5]  # measured per export size; --largest-figures chooses among them
 # The cases every import figure runs in, in this order on one store: the export into an empty
 # store, the same file again, the same rows exported a day later (rule 7 advances every
 # patient's last_seen_exported_on, nothing else changes).
@@ -406,8 +407,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="databases at the largest size (default: --databases)")
     parser.add_argument("--figures", default=os.environ.get("BENCH_FIGURES") or ",".join(FIGURES))
     parser.add_argument("--largest-figures", default=os.environ.get("BENCH_LARGEST_FIGURES") or "",
-                        help="import figures at the largest size (default: --figures), e.g. ours,floor for "
-                             "the 1,000,000-row memory and floor targets without the slower peers")
+                        help="import figures at the largest size (default: --figures; with one size, that "
+                             "size's), e.g. ours,floor for the 1,000,000-row memory and floor targets "
+                             "without the slower peers")
     parser.add_argument("--airflow-rows", type=int, default=1000)
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--chart", default=None,
@@ -429,11 +431,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.figures = tuple(_csv_list(args.figures))
     args.largest_repeat = args.largest_repeat or args.repeat
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
-    args.largest_figures = tuple(_csv_list(args.largest_figures)) or args.figures
+    args.largest_figures = (tuple(_csv_list(args.largest_figures))
+                            or tuple(f for f in args.figures if f in IMPORT_FIGURES))
     unknown = ((set(args.databases) - set(DATABASES)) | (set(args.largest_databases) - set(DATABASES))
                | (set(args.figures) - set(FIGURES)) | (set(args.largest_figures) - set(FIGURES)))
     if unknown or args.repeat < 1 or not args.sizes:
         parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat < 1")
+    not_imports = set(args.largest_figures) - set(IMPORT_FIGURES)
+    if not_imports:  # Airflow's and the tasks' figures are not by size
+        parser.error(f"--largest-figures takes import figures only ({', '.join(IMPORT_FIGURES)}), "
+                     f"not {', '.join(sorted(not_imports))}")
     return args
 
 

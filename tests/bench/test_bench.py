@@ -312,3 +312,24 @@ def test_the_largest_size_takes_its_own_figures():
     assert parse_args(["--sizes", "10", "--figures", "ours"]).largest_figures == ("ours",)
     with pytest.raises(SystemExit):
         parse_args(["--sizes", "10", "--largest-figures", "ours,nothing"])
+
+
+def test_the_largest_size_takes_import_figures_only():
+    from bench.run import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--sizes", "10,100", "--largest-figures", "ours,airflow"])
+
+
+def test_ours_stopped_where_the_floor_finished_is_a_lower_bound_not_met_beyond_the_limit():
+    def sample(figure, rows, seconds):
+        return {"figure": figure, "database": "sqlite", "rows": rows, "mode": "insert", "seconds": seconds,
+                "process_seconds": 1.0, "process_cpu_seconds": 1.0, "peak_rss_mb": 1.0, "stages": {}}
+
+    results = {"sizes": [100, 1000], "databases": ["sqlite"], "figure_timeout_seconds": 900, "samples": [
+        sample("ours", 100, 1.0), sample("floor:on_conflict", 100, 1.0),
+        sample("ours", 1000, None), sample("floor:on_conflict", 1000, 10.0)]}
+    summary = report.summarise(results)
+    [headline] = [t for t in summary["targets"] if t["target"] == "ours ≤ 2.0× the floor (insert)" and t["headline"]]
+    assert (headline["rows"], headline["ratio"], headline["lower_bound"], headline["met"]) == (1000, 90.0, True, False)
+    assert "≥ 90.00×" in "\n".join(report.target_lines(summary))

@@ -42,7 +42,7 @@ import datetime
 import functools
 import re
 import unicodedata
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,10 +81,13 @@ class NormalizedExport:
     """The export with every value normalised, and the warnings that cost a value.
 
     ``frame`` has :data:`OUTPUT_COLUMNS`, index 0..n-1: ``row_number`` as read, every other column
-    object dtype holding ``str`` or ``None`` (no value).
+    object dtype holding ``str`` or ``None`` (no value); but for the columns in ``arrow``, which
+    hold the same values as Arrow arrays (text, or null where a column has no value at all).
     """
 
     frame: pd.DataFrame
+    # The columns asked for as Arrow (`normalize_export(arrow=...)`), by name, not in `frame`.
+    arrow: dict[str, pa.Array] = dataclasses.field(default_factory=dict, repr=False)
     # (field, kind, positions, the warning codes at those positions): the warnings, kept until the
     # rows' outcomes are known, since a rejected row carries none (`warnings`). Only the rows
     # warned: a column of a million Nones takes 8 MB, one per field 120 MB (issue #14).
@@ -628,7 +631,8 @@ def _normalize_phones(texts: pd.Series, field: str) -> list[np.ndarray]:
         positions, distinct = pd.factorize(prefixes)
         valid = np.array([p[0] not in "01" and _valid_nanp_prefix(p) for p in distinct.tolist()],
                          dtype=bool)[positions]
-        values[rows[valid]] = digits.to_numpy(dtype=object)[valid]
+        del long_prefix, prefixes, positions  # before the Python strings come (issue #14)
+        values[rows[valid]] = digits[valid].to_numpy(dtype=object)
         codes[rows[~valid]] = invalid_code(field)
     if not clean.all():
         rows = np.flatnonzero(~clean)
@@ -683,6 +687,9 @@ def _normalize_emails(texts: pd.Series) -> list[np.ndarray]:
         local_length = pc.utf8_length(local).to_numpy()
         good = valid_domain[positions] & (local_length + 1 + longest[positions] <= _MAX_ADDRESS_BYTES)
         joined = pc.binary_join_element_wise(local, lowered.take(found), pa.scalar("@", type=local.type))
+        # The parts go before the Python strings come: ~50 MB less at validate's peak (issue #14).
+        del parts, local, domain_texts, found
+        pa.default_memory_pool().release_unused()
         joined = joined.to_numpy(zero_copy_only=False)
         values[rows[good]] = joined[good]
         codes[rows[~good]] = invalid_code("email")
@@ -711,7 +718,8 @@ def _normalizer(kind: str, field: str, today: datetime.date) -> Callable[[str], 
     raise ValueError(f"no normaliser for field kind {kind!r}")
 
 
-def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool = False) -> NormalizedExport:
+def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool = False,
+                     arrow: Collection[str] = ()) -> NormalizedExport:
     """Normalise every canonical field of an export read by the reader.
 
     Args:
@@ -721,6 +729,11 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
         consume: drop each field's column from `frame` once it is read, for a caller that needs
             them no more: the columns as read are freed as the normalised ones grow, not after
             (a million rows as read hold ~350 MB; issue #14).
+        arrow: output columns (:data:`OUTPUT_COLUMNS`) given as Arrow arrays in
+            ``NormalizedExport.arrow``, not in ``frame``: each is converted as soon as it is
+            normalised, as ``DataFrame.to_parquet`` converts an object column, and its Python
+            values freed (a million phone numbers or e-mails hold ~60 MB as Python strings,
+            ~12-22 MB as Arrow; issue #14).
 
     Returns:
         The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings, the warned rows' codes
@@ -728,6 +741,7 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
     """
     count = len(frame)
     columns: dict[str, np.ndarray] = {}
+    arrays: dict[str, pa.Array] = {}
     warned: list[tuple[str, str, np.ndarray, np.ndarray]] = []
     for field in FIELDS:
         name, kind = field.name, field.kind
@@ -760,12 +774,21 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
             # The column as read goes with `texts`; Arrow's pool keeps what was freed until asked.
             del texts
             pa.default_memory_pool().release_unused()
+        _to_arrow(columns, arrays, arrow)
+    _to_arrow(columns, arrays, arrow)
 
     # Not copied: a copy of every column took 150 MB more at a million rows.
     result = pd.DataFrame({ROW_NUMBER: pd.Series(frame[ROW_NUMBER].to_numpy()),
                            **{column: pd.Series(columns[column], dtype=object, copy=False)
-                              for column in OUTPUT_COLUMNS[1:]}}, copy=False)
-    return NormalizedExport(frame=result, warned=warned)
+                              for column in OUTPUT_COLUMNS[1:] if column in columns}}, copy=False)
+    return NormalizedExport(frame=result, arrow={c: arrays[c] for c in OUTPUT_COLUMNS if c in arrays}, warned=warned)
+
+
+def _to_arrow(columns: dict[str, np.ndarray], arrays: dict[str, pa.Array], wanted: Collection[str]) -> None:
+    """Move the normalised `columns` named in `wanted` to `arrays` as Arrow, freeing their objects."""
+    for name in [name for name in columns if name in wanted]:
+        # As pyarrow's `Table.from_pandas` (`DataFrame.to_parquet`) converts an object column.
+        arrays[name] = pa.array(columns.pop(name), from_pandas=True)
 
 
 def _warned(name: str, kind: str, codes: np.ndarray) -> tuple[str, str, np.ndarray, np.ndarray]:

@@ -16,6 +16,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -224,6 +225,27 @@ def _fetched(conn: Connection, query: sa.Select, width: int) -> np.ndarray:
         result.close()
     # Values are scalars (texts, integers, None), so numpy makes a 2-D array of the row tuples.
     return np.array(rows, dtype=object) if rows else np.empty((0, width), dtype=object)
+
+
+def stored_account_numbers(conn: Connection, practice_id: str, *, block: int = 100_000) -> pa.ChunkedArray:
+    """The practice's stored account numbers (those not null; the index of `stored_patients`),
+    as Arrow text, fetched `block` rows at a time: the rows of one block are Python values at
+    once, not a million row tuples and texts (~120 MB at validate's peak; issue #14)."""
+    table = Patient.__table__
+    query = sa.select(table.c[ACCOUNT_COLUMN]).where(table.c.practice_id == practice_id,
+                                                     table.c[ACCOUNT_COLUMN].is_not(None))
+    result = conn.execute(query)
+    driver_error = conn.dialect.loaded_dbapi.Error
+    chunks = []
+    try:
+        while rows := result.cursor.fetchmany(block):
+            chunks.append(pa.array([row[0] for row in rows], type=pa.string()))
+    except driver_error as error:
+        # Raised by the driver, not through SQLAlchemy: scrubbed and wrapped as the engine does.
+        raise wrapped_driver_error(conn, str(query), error) from error
+    finally:
+        result.close()
+    return pa.chunked_array(chunks, type=pa.string())
 
 
 def count_patients(conn: Connection, practice_id: str, *, without_account: bool = False) -> int:

@@ -10,12 +10,14 @@ builds each decision's problem with the catalogue's message.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from enum import StrEnum
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from include.patient_import import catalogue as c
 from include.patient_import import problems as p
@@ -43,12 +45,15 @@ WRITE = "write"  # the row must be written to the store (see decide_outcomes)
 CHANGED_FIELDS = "changed_fields"
 
 
-def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
+def check_frame(normalized: pd.DataFrame, arrow: Mapping[str, pa.Array] | None = None) -> pd.DataFrame:
     """The frame the `patient_rows` suite validates: required fields plus duplicate counts.
 
     Rows are compared on all their normalised data; rows without an account number are left to
     the missing-field check. Only rows whose account number appears more than once are hashed:
     the others have one variant and no earlier copy.
+
+    `arrow`: the normalised columns `normalized` holds as Arrow arrays instead
+    (`NormalizedExport.arrow`); only the repeated rows' values are taken from them.
     """
     frame = normalized[[ROW_NUMBER, "account_number", "last_name", "first_name"]].copy()
     account = normalized["account_number"]
@@ -56,7 +61,7 @@ def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
     variants = pd.Series(1, index=frame.index, dtype="int64")
     copies = pd.Series(0, index=frame.index, dtype="int64")
     if repeated.any():
-        data = normalized.loc[repeated, list(DATA_COLUMNS)]
+        data = _rows_data(normalized, arrow or {}, repeated.to_numpy(dtype=bool))
         digest = pd.util.hash_pandas_object(data.astype("object").fillna("\x00"), index=False)
         keyed = pd.DataFrame({"account": account[repeated], "digest": digest})
         variants[repeated] = keyed.groupby("account")["digest"].transform("nunique").astype("int64")
@@ -64,6 +69,15 @@ def check_frame(normalized: pd.DataFrame) -> pd.DataFrame:
     frame[ACCOUNT_DATA_VARIANTS] = variants
     frame[EARLIER_COPIES] = copies
     return frame
+
+
+def _rows_data(normalized: pd.DataFrame, arrow: Mapping[str, pa.Array], rows: np.ndarray) -> pd.DataFrame:
+    """`normalized.loc[rows, DATA_COLUMNS]`, a column `normalized` lacks taken from `arrow` (as
+    Python values, None for null)."""
+    positions = np.flatnonzero(rows)
+    return pd.DataFrame({name: normalized[name].to_numpy()[positions] if name in normalized.columns
+                         else arrow[name].take(pa.array(positions)).to_numpy(zero_copy_only=False)
+                         for name in DATA_COLUMNS}, index=normalized.index[positions])
 
 
 def winning_codes(row_numbers: pd.Series, failures: dict[int, set[str]]) -> pd.Series:
@@ -138,8 +152,17 @@ def passes_practice_rules(frame: pd.DataFrame, practice: Practice) -> pd.Series:
 def new_patients(frame: pd.DataFrame, stored_accounts, practice: Practice) -> pd.Series:
     """`decide_outcomes(...)[IS_NEW]` from the stored account numbers alone: 1 for each row that
     would insert a patient. Enough for the capacity check, and far cheaper than reading and
-    comparing every stored value (only stored patients can be skipped as older or be unchanged)."""
-    exists = frame["account_number"].isin(stored_accounts)
+    comparing every stored value (only stored patients can be skipped as older or be unchanged).
+
+    `stored_accounts`: the stored account numbers, list-like or Arrow text
+    (`patients.stored_account_numbers`)."""
+    accounts = frame["account_number"]
+    if isinstance(stored_accounts, pa.Array | pa.ChunkedArray):
+        found = pc.is_in(pa.array(accounts.to_numpy(dtype=object), type=pa.string(), from_pandas=True),
+                         value_set=stored_accounts)
+        exists = pd.Series(found.to_numpy(zero_copy_only=False), index=frame.index, dtype=bool)
+    else:
+        exists = accounts.isin(stored_accounts)
     return (_practice_rule_codes(frame, exists, practice).isna() & ~exists).astype("int64")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 import numpy as np
@@ -21,7 +23,7 @@ from include.patient_import import problems as p
 from include.patient_import import records, settings, storage
 from include.patient_import.catalogue import EXPORT_COLUMNS, IS_NEW, PATIENT_ROWS, PRACTICE_CAPACITY, REJECTED_SHARE
 from include.patient_import.gx_runner import SuiteFailure, SuiteRunner
-from include.patient_import.patients import count_patients, stored_patients
+from include.patient_import.patients import count_patients, stored_account_numbers, stored_patients
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.rules import (
@@ -37,10 +39,23 @@ from include.patient_import.rules import (
     unknown_practice,
     winning_codes,
 )
-from include.patient_import.schema import DEFAULT_HEADERS, FIELDS_BY_NAME, REQUIRED_FIELDS, ROW_NUMBER, HeaderMap
-from include.patient_import.staging import Job, Validation, parquet_bytes, save_validation
+from include.patient_import.schema import (
+    DATA_COLUMNS,
+    DEFAULT_HEADERS,
+    FIELDS_BY_NAME,
+    REQUIRED_FIELDS,
+    ROW_NUMBER,
+    HeaderMap,
+)
+from include.patient_import.staging import Job, Validation, parquet_bytes, save_validation, validated_table
 
 log = logging.getLogger(__name__)
+
+# The normalised columns validate computes on as Python values (the suites, capacity, possible
+# duplicates); the others it keeps as Arrow from normalising on (`normalize_export(arrow=...)`):
+# a million phone numbers and e-mails hold ~160 MB as Python strings, ~45 MB as Arrow (issue #14).
+_COMPUTED_ON = frozenset({ROW_NUMBER, "account_number", "status", *PERSON_FIELDS})
+_KEPT_AS_ARROW = tuple(column for column in DATA_COLUMNS if column not in _COMPUTED_ON)
 
 
 def _row_messages(code: str, header: str, accounts: pd.Series):
@@ -136,14 +151,15 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
                 result.problems = result.problems.without(p.UNKNOWN_COLUMN)
             raise _missing_columns(parsed, practice.header_map)
 
-        normalized = normalize_export(parsed.frame, today=today, consume=True)
+        # The columns validate does not compute on are Arrow from the start (issue #14).
+        normalized = normalize_export(parsed.frame, today=today, consume=True, arrow=_KEPT_AS_ARROW)
         del parsed
         # Arrow's pool keeps what it freed until asked: the rows as read go back to the system
         # now, not after the suites.
         pa.default_memory_pool().release_unused()
         frame = normalized.frame
         accounts = pd.Series(frame["account_number"].to_numpy(dtype=object), index=frame[ROW_NUMBER].astype("int64"))
-        by_row, row_problems = _row_problems(runner.run(PATIENT_ROWS, check_frame(frame)), accounts)
+        by_row, row_problems = _row_problems(runner.run(PATIENT_ROWS, check_frame(frame, normalized.arrow)), accounts)
         frame[CODE] = winning_codes(frame[ROW_NUMBER], by_row)
         # Every row error is reported, so the office fixes them all at once; a skip only when it decided.
         winners = pd.Series(frame[CODE].to_numpy(dtype=object), index=frame[ROW_NUMBER].astype("int64"))
@@ -152,29 +168,12 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
         result.problems += row_problems.where(listed["code"].isin(p.ROW_ERROR_CODES).to_numpy() | decided)
         # A rejected row reports why it was rejected, not what importing it would have left out.
         result.problems += normalized.warnings(rejected=frame[CODE].isin(p.ROW_ERROR_CODES).to_numpy(dtype=bool))
-        result.frame = frame
-
-        flags = rejected_flags(frame[CODE])
-        flags[ROW_NUMBER] = frame[ROW_NUMBER]
-        if runner.run(REJECTED_SHARE, flags):
-            raise too_many_rejected(frame[CODE])
-
-        with engine.connect() as conn:
-            # Capacity counts new patients only: the stored account numbers decide them (load
-            # decides every outcome again, under the practice's lock).
-            is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER],
-                                   IS_NEW: new_patients(frame, stored_patients(conn, practice.id).index, practice)})
-            stored_count = count_patients(conn, practice.id)
-            # A possible duplicate shares a new row's birth date (SPEC §8): only the stored people
-            # born on one of those days can match, not every stored patient (a daily export has a
-            # few new rows; a practice, tens of thousands of patients). The people's fields are
-            # store columns of the same names (schema.STORE_COLUMN).
-            people = stored_patients(conn, practice.id, PERSON_FIELDS,
-                                     born_on=frame.loc[is_new[IS_NEW].to_numpy(dtype=bool), "birth_date"])
-        new = int(is_new[IS_NEW].sum())
-        if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
-            raise capacity_rejection(practice, stored_count, new)
-        result.problems += possible_duplicates(frame, is_new[IS_NEW], people)
+        try:
+            _file_checks(engine, runner, practice, frame, result)
+        finally:
+            # The rows are staged whatever the file checks decided; as Arrow, their Python values
+            # freed a column at a time (`frame` is this function's own).
+            result.rows = validated_table(frame, normalized.arrow, (ROW_NUMBER, *DATA_COLUMNS, CODE))
     except p.ExportRejected as exc:
         result.rejection = exc
     finally:
@@ -182,7 +181,49 @@ def validate_export(engine: Engine, job, practice: Practice | None, *, today: da
     return result
 
 
+def _file_checks(engine: Engine, runner: SuiteRunner, practice: Practice, frame: pd.DataFrame,
+                 result: Validation) -> None:
+    """The checks on the whole file once each row has its code: the share of rejected rows (SPEC
+    §3 rule 5), the practice's capacity, possible duplicates (SPEC §8). Raises ExportRejected."""
+    flags = rejected_flags(frame[CODE])
+    flags[ROW_NUMBER] = frame[ROW_NUMBER]
+    if runner.run(REJECTED_SHARE, flags):
+        raise too_many_rejected(frame[CODE])
+
+    with engine.connect() as conn:
+        # Capacity counts new patients only: the stored account numbers decide them (load
+        # decides every outcome again, under the practice's lock).
+        is_new = pd.DataFrame({ROW_NUMBER: frame[ROW_NUMBER],
+                               IS_NEW: new_patients(frame, stored_account_numbers(conn, practice.id), practice)})
+        stored_count = count_patients(conn, practice.id)
+        # A possible duplicate shares a new row's birth date (SPEC §8): only the stored people
+        # born on one of those days can match, not every stored patient (a daily export has a
+        # few new rows; a practice, tens of thousands of patients). The people's fields are
+        # store columns of the same names (schema.STORE_COLUMN).
+        people = stored_patients(conn, practice.id, PERSON_FIELDS,
+                                 born_on=frame.loc[is_new[IS_NEW].to_numpy(dtype=bool), "birth_date"])
+    new = int(is_new[IS_NEW].sum())
+    if new and runner.run(PRACTICE_CAPACITY, is_new, capacity_parameters(practice, stored_count)):
+        raise capacity_rejection(practice, stored_count, new)
+    result.problems += possible_duplicates(frame, is_new[IS_NEW], people)
+
+
 # ---------------------------------------------------------------- the stage
+
+@contextmanager
+def _arrow_on_the_c_heap() -> Iterator[None]:
+    """Arrow's buffers from the C heap Python's values use (`pa.system_memory_pool`), not from
+    Arrow's own allocator (mimalloc), until the block ends. Validate turns Arrow text into Python
+    strings and Python strings into Arrow columns, column after column, and what one heap frees
+    the other cannot reuse: at a million rows its peak is ~80 MB lower so (issue #14)."""
+    previous = pa.default_memory_pool()
+    pa.set_memory_pool(pa.system_memory_pool())
+    try:
+        yield
+    finally:
+        pa.set_memory_pool(previous)
+
+
 
 def validate_import(engine: Engine, import_id: str) -> dict:
     """The validate stage: read, normalise and validate one export with the suites, keep the
@@ -192,8 +233,9 @@ def validate_import(engine: Engine, import_id: str) -> dict:
     """
     job = Job.load(import_id)
     practices = load_practices()
-    outcome = validate_export(engine, job, practices.get(job.practice_id), today=settings.today())
-    save_validation(import_id, outcome)
+    with _arrow_on_the_c_heap():
+        outcome = validate_export(engine, job, practices.get(job.practice_id), today=settings.today())
+        save_validation(import_id, outcome)
     recorded: dict = {"export_columns": json.dumps(outcome.columns)} if outcome.columns else {}
     if outcome.docs_index:
         recorded["data_docs_path"] = str(outcome.docs_index)

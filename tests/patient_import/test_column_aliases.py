@@ -136,7 +136,7 @@ def test_validate_reads_the_export_with_the_practices_aliases(tmp_path, monkeypa
     result = validate_export(engine, job, practice, today=date(2026, 11, 27))
 
     assert result.rejection is None
-    assert result.frame["account_number"].tolist() == ["77341"]
+    assert result.rows_frame()["account_number"].tolist() == ["77341"]
     without = validate_export(engine, job, Practice(id="c", name="C"), today=date(2026, 11, 27))
     assert without.rejection.code == p.MISSING_REQUIRED_COLUMNS
 

@@ -59,7 +59,8 @@ def test_row_errors_come_from_the_row_suite_with_every_duplicate(area):
     result = run(area, HEADER + rows + ",Lopez,Ana,,\n7,Smith,Ana,,\n7,Smyth,Ana,,\n9,Lopez,Ana,,\n9,Lopez,Ana,,\n")
 
     assert result.rejection is None
-    by_row = dict(zip(result.frame["row_number"], result.frame[CODE]))
+    frame = result.rows_frame()
+    by_row = dict(zip(frame["row_number"], frame[CODE]))
     assert by_row[22] == p.MISSING_REQUIRED_FIELD
     assert by_row[23] == by_row[24] == p.DUPLICATE_ACCOUNT_NUMBER
     assert by_row[25] is None and by_row[26] == p.DUPLICATE_ROW

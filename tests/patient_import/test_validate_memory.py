@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+import sqlalchemy as sa
 
-from include.patient_import import files, staging
+from include.patient_import import files, records, staging
 from include.patient_import.gx_runner import SuiteRunner
 from include.patient_import.normalize import normalize_email, normalize_export
 from include.patient_import.practices import Practice
@@ -69,7 +70,7 @@ def test_validate_keeps_the_rows_as_read_as_the_bytes_raw_parquet_had_from_their
 def test_validate_keeps_the_rows_as_read_of_a_file_rejected_for_its_columns(area):
     result, export = _validate(area, "Account #,Last Name\n1,Lopez\n")
 
-    assert result.rejection is not None and result.frame is None
+    assert result.rejection is not None and result.frame is None and result.rows is None
     assert result.raw == parquet_bytes(read_export(export).frame)
 
 
@@ -149,3 +150,85 @@ def test_suite_results_and_data_docs_carry_no_fingerprint_of_the_rows(tmp_path):
     pages = [path.read_text(encoding="utf-8") for path in Path(str(index)).parent.rglob("*.html")]
     assert len(pages) > 1
     assert not any("fingerprint" in page for page in pages)
+
+
+# ---------------------------------------------------------------- the validated rows as Arrow
+
+def test_validate_keeps_the_validated_rows_as_arrow_and_stages_the_bytes_of_their_frame(area):
+    result, _ = _validate(area, EXPORT)
+
+    assert isinstance(result.rows, pa.Table) and result.frame is None  # not held twice
+    assert result.read == 7 == result.rows.num_rows
+    save_validation("imp1", result)
+    staged = (files.staging_dir("imp1") / "rows.parquet").read_bytes()
+    save_validation("imp1", Validation(frame=result.rows_frame()))  # as validate kept them before
+    assert staged == (files.staging_dir("imp1") / "rows.parquet").read_bytes()
+    pd.testing.assert_frame_equal(staging.load_validation("imp1").frame, result.rows_frame())
+
+
+def test_normalising_to_arrow_gives_the_values_of_the_object_columns(tmp_path):
+    kept = normalize_export(_as_read(EXPORT, tmp_path), today=TODAY)
+    wanted = ("email", "home_phone", "home_phone_ext", "zip", "address2")
+    split = normalize_export(_as_read(EXPORT, tmp_path), today=TODAY, consume=True, arrow=wanted)
+
+    assert set(split.arrow) == set(wanted) and not set(wanted) & set(split.frame.columns)
+    pd.testing.assert_frame_equal(split.frame, kept.frame.drop(columns=list(wanted)))
+    for name in wanted:
+        assert split.arrow[name].to_pylist() == kept.frame[name].tolist()
+        assert split.arrow[name].type == pa.Table.from_pandas(kept.frame[[name]]).schema.field(name).type
+    assert split.arrow["address2"].type == pa.null()  # no such column: no value at all
+    pd.testing.assert_frame_equal(split.warnings().listed, kept.warnings().listed)
+
+
+def test_validated_table_is_to_parquets_table_and_consumes_only_what_it_converted():
+    frame = pd.DataFrame({"row_number": np.array([2, 3], dtype="int64"), "a": np.array(["x", None], dtype=object),
+                          "b": np.array([None, None], dtype=object), "code": np.array([None, "dup"], dtype=object)})
+    expected = pa.Table.from_pandas(frame, preserve_index=False)
+    arrow = {"b": pa.array(frame.pop("b").to_numpy(), from_pandas=True)}
+    table = staging.validated_table(frame, arrow, ("row_number", "a", "b", "code"))
+
+    assert table.equals(expected, check_metadata=True)
+    assert frame.empty and list(frame.columns) == []
+
+
+def test_stored_account_numbers_as_arrow_decide_the_new_patients_the_stored_index_decides(area):
+    from include.patient_import.patients import stored_account_numbers, stored_patients
+    from include.patient_import.rules import new_patients
+    from include.patient_import.store import Patient
+
+    _, engine = area
+    practice = Practice(id="c", name="C", capacity=100, systems=frozenset())
+    records.sync_practices(engine, {"c": practice, "d": Practice(id="d", name="D")})
+    with engine.begin() as conn:
+        conn.execute(sa.insert(Patient.__table__), [
+            {"practice_id": practice, "third_party_acct_number": account, "last_name": "Lee", "first_name": "Bo",
+             "status": "active"} for practice, account in (("c", "1"), ("c", "5"), ("d", "7"))])
+    frame = normalize_export(pd.DataFrame({"row_number": [2, 3, 4, 5, 6], "account_number": ["1", "", "5", "7", "9"],
+                                           "status": ["", "", "", "", "inactive"]}), today=TODAY).frame
+    frame["code"] = None
+    with engine.connect() as conn:
+        stored = stored_account_numbers(conn, "c", block=1)
+        index = stored_patients(conn, "c").index
+
+    assert isinstance(stored, pa.ChunkedArray) and sorted(stored.to_pylist()) == sorted(index) == ["1", "5"]
+    assert new_patients(frame, stored, practice).tolist() == new_patients(frame, index, practice).tolist() \
+        == [0, 1, 0, 1, 0]
+
+
+def test_the_validate_stage_takes_arrows_buffers_from_the_c_heap_and_gives_the_pool_back(area, monkeypatch):
+    from include.patient_import import validate
+
+    _, engine = area
+    Job(import_id="imp3", practice_id="c", source="x.csv", export_name="x.csv", sha256="0" * 64, size=1,
+        exported_on="2026-11-20", dry_run=False).save()
+    before = pa.default_memory_pool().backend_name
+    seen = []
+
+    def validated(*_args, **_kwargs):
+        seen.append(pa.default_memory_pool().backend_name)
+        return Validation()
+
+    monkeypatch.setattr(validate, "validate_export", validated)
+    monkeypatch.setattr(validate, "load_practices", dict)
+    assert validate.validate_import(engine, "imp3")["read"] == 0
+    assert seen == ["system"] and pa.default_memory_pool().backend_name == before

@@ -221,9 +221,9 @@ def test_validate_gives_the_rows_and_warnings_of_normalising_the_file_unconsumed
     kept = normalize_export(as_read.copy(), today=TODAY)
 
     assert result.rejection is None
-    pd.testing.assert_frame_equal(result.frame.drop(columns="code"), kept.frame)
+    pd.testing.assert_frame_equal(result.rows_frame().drop(columns="code"), kept.frame)
     assert result.raw == parquet_bytes(as_read)
-    rejected = result.frame["code"].isin(p.ROW_ERROR_CODES).to_numpy(dtype=bool)
+    rejected = result.rows_frame()["code"].isin(p.ROW_ERROR_CODES).to_numpy(dtype=bool)
     warned = result.problems.listed[result.problems.listed["severity"] == "warning"]
     expected = _dense_warnings(kept, rejected).listed
     for code in set(expected["code"]):  # every warning code reported for exactly the same rows

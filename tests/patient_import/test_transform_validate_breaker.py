@@ -104,19 +104,19 @@ def _import(engine, home, name: str, practice_id: str, rows: list[list[str]], ex
     return import_id
 
 
-def test_the_stages_upload_file_is_that_of_the_whole_validated_rows_as_python_values(tmp_path, monkeypatch):
+def test_the_stages_upload_file_is_that_of_the_whole_validated_rows_as_python_values(tmp_path, monkeypatch, store_url):
     """transform reads only the columns it needs, the written-only ones as Arrow text, and each
     block's ClientIDs from the practice (whole or probed): byte for byte the file the whole
     validated frame as Python values and every id of the patients known before the import write,
     for hostile cells in every upload column (every extra column), stored, new, repeated and
     invalid account numbers, another practice's patient and, after the load, this import's own.
-    Blocks of 3 rows against 6 stored patients: some blocks' ids read whole, others probed."""
+    Blocks of 3 rows against 6 stored patients: some blocks' ids read whole, others probed; both stores."""
     yaml = registry_yaml(practice("demo_clinic", "Demo", systems=["drip_education"],
                                   upload_extra_columns=list(UPLOAD_EXTRA_COLUMNS)),
                          practice("other_clinic", "Other", systems=["drip_education"]))
     home = tmp_path / "home"
     monkeypatch.setenv("PATIENT_IMPORT_EXPORT_ROOTS", str(home / "drop"))
-    engine = prepare_home(home, monkeypatch, limits=False, practices_yaml=yaml)
+    engine = prepare_home(home, monkeypatch, limits=False, practices_yaml=yaml, url=store_url)
     try:
         records.sync_practices(engine, load_practices())
         with engine.begin() as conn:  # stored before the import: 1001-1006 here, 3001 in another practice

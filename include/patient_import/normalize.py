@@ -733,12 +733,16 @@ def normalize_export(frame: pd.DataFrame, *, today: datetime.date, consume: bool
             ``NormalizedExport.arrow``, not in ``frame``: each is converted as soon as it is
             normalised, as ``DataFrame.to_parquet`` converts an object column, and its Python
             values freed (a million phone numbers or e-mails hold ~60 MB as Python strings,
-            ~12-22 MB as Arrow; issue #14).
+            ~12-22 MB as Arrow; issue #14). Not the row number or the account number, which
+            the warnings name each row by (ValueError).
 
     Returns:
         The normalised frame (:data:`OUTPUT_COLUMNS`) and its warnings, the warned rows' codes
         (:meth:`NormalizedExport.warnings` makes them problems once the rows' outcomes are known).
     """
+    refused = sorted(set(arrow) & {ROW_NUMBER, "account_number"} | set(arrow) - set(OUTPUT_COLUMNS))
+    if refused:  # `NormalizedExport.warnings` names each row by these, as Python values
+        raise ValueError(f"normalize_export cannot give {refused} as Arrow")
     count = len(frame)
     columns: dict[str, np.ndarray] = {}
     arrays: dict[str, pa.Array] = {}

@@ -10,7 +10,7 @@ change replaced is rebuilt here as the reference, on hostile input.
   export's account holding NUL);
 - the validate stage's switch to the system memory pool: given back when validate or the save
   raises (a BaseException too), buffers freed to the pool that made them after the switch back,
-  and (xfail) two stages overlapping in threads of one process.
+  and two stages overlapping in threads of one process.
 """
 
 from __future__ import annotations
@@ -196,11 +196,6 @@ def test_nested_switches_give_each_level_its_pool_back():
     assert pa.default_memory_pool().backend_name == before
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "pa.set_memory_pool is process-wide and _arrow_on_the_c_heap restores the pool it saw on entry: "
-    "two validate stages overlapping in threads of one process (A enters, B enters and saves 'system', "
-    "A leaves, B leaves) leave the process on the system pool for good, and B's tail runs on the "
-    "previous pool"))
 def test_two_validate_stages_overlapping_in_threads_give_the_pool_back(area, monkeypatch):
     _, engine = area
     _job("impA")

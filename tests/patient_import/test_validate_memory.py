@@ -232,3 +232,9 @@ def test_the_validate_stage_takes_arrows_buffers_from_the_c_heap_and_gives_the_p
     monkeypatch.setattr(validate, "load_practices", dict)
     assert validate.validate_import(engine, "imp3")["read"] == 0
     assert seen == ["system"] and pa.default_memory_pool().backend_name == before
+
+
+@pytest.mark.parametrize("asked", [["account_number"], ["row_number", "email"], ["no_such_column"]])
+def test_normalize_export_refuses_arrow_for_what_its_warnings_name_rows_by(asked, tmp_path):
+    with pytest.raises(ValueError, match="as Arrow"):
+        normalize_export(_as_read(EXPORT, tmp_path), today=TODAY, arrow=asked)

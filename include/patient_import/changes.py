@@ -3,10 +3,12 @@
 Which fields an updated row changes is decided with its outcome, by the one comparison of incoming
 with stored values (`rules.decide_outcomes`); the load records the names per row
 (`import_rows.changed_fields`) and the counts per field (`imports.field_changes`). This module keeps
-the values: in the load's transaction, an `INSERT ... SELECT` per staging table (the whole rows
-written; the keys of the patients only seen again) reads the before-image of every patient the
-import is about to write, joined to the store, into a temporary table, and one `INSERT ... SELECT`
-after the write logs each entry whole, with what it wrote (the after-image). Dry runs write neither.
+the values: in the load's transaction, an `INSERT ... SELECT` of the staging table of whole rows
+reads the before-image of every patient the import is about to write, joined to the store, into a
+temporary table, and one `INSERT ... SELECT` after the write logs each entry whole, with what it
+wrote (the after-image). The patients only seen again (the load's table of their keys) are logged
+by one `INSERT ... SELECT` of their keys joined to the store, before their export date moves: their
+after-image is known without reading it back (`log_seen`). Dry runs write neither.
 
 The values are patient data: they stay in the store and in the changes file (`changes_csv`),
 served role-gated by Import Results; reports, logs and XComs carry field names and counts only.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Iterator, Mapping
+from datetime import date
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
@@ -39,6 +42,8 @@ VALUE_COLUMNS: tuple[str, ...] = tuple(c for c in IMAGE_COLUMNS if c not in ("la
 CHANGES_HEADER = ("account_number", "field", "before", "after")
 _UNDOABLE = frozenset({Status.COMPLETED.value, Status.COMPLETED_WITH_ERRORS.value, Status.UNDONE.value})
 _STREAM_BATCH = 5_000
+# What a `seen` entry keeps (its value columns are NULL in both images).
+_BOOKKEEPING = ("last_seen_exported_on", "updated_import_id")
 
 
 def _before_images() -> sa.Table:
@@ -63,7 +68,8 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
     (`start_log` first; callable once per staging table, the tables naming different patients).
 
     `staging` is one of the load's staging tables: the written patient columns, or only the
-    patient key (`practice_id`, `third_party_acct_number`) for the patients an import only saw.
+    patient key (`practice_id`, `third_party_acct_number`) for the patients an import only saw
+    (the load logs those with `log_seen`, which needs no temporary table).
     The action is `inserted` for an account not stored yet, `updated` for a row the rules decided
     changes the patient (its `updated_import_id` is set), else `seen`: only `last_seen_exported_on`
     moves forward, so only the bookkeeping is kept (a daily full export would otherwise copy every
@@ -86,6 +92,35 @@ def log_before(conn: Connection, staging: sa.Table, import_id: str) -> None:
     conn.execute(sa.insert(before).from_select(
         ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
          *[f"before_{c}" for c in IMAGE_COLUMNS]], rows))
+
+
+def log_seen(conn: Connection, keys: sa.Table, import_id: str, day: date) -> None:
+    """Log the patients an import only saw again (`seen` entries), each whole, before the load's
+    `UPDATE` of their `last_seen_exported_on` (load.seen_statement) and after `log_after`, so that
+    they follow the written patients' entries as when all went through the temporary table.
+
+    `keys` is the load's narrow staging table (`practice_id`, `third_party_acct_number`) of stored
+    patients, `day` the export day the `UPDATE` moves them to. A seen entry keeps the bookkeeping
+    only, and its after-image needs no read after the write: `last_seen_exported_on` becomes
+    `day` where it was older or NULL (SPEC §3 rule 7) and `updated_import_id` stays. One
+    `INSERT ... SELECT` of the keys joined to the store: no temporary table of before-images
+    (a daily full export's million patients went through it, and through a second join with the
+    store after the write)."""
+    changes, stored = PatientChange.__table__, Patient.__table__
+    moved = sa.literal(day, stored.c.last_seen_exported_on.type)
+    last_seen = stored.c.last_seen_exported_on
+    after = {"last_seen_exported_on": sa.case((sa.or_(last_seen.is_(None), last_seen < moved), moved),
+                                              else_=last_seen),
+             "updated_import_id": stored.c.updated_import_id}
+    rows = sa.select(
+        sa.literal(import_id, sa.String), keys.c.practice_id, keys.c.third_party_acct_number, stored.c.id,
+        sa.literal(SEEN, sa.String), *[stored.c[c] for c in _BOOKKEEPING], *[after[c] for c in _BOOKKEEPING],
+    ).select_from(keys.join(stored, sa.and_(
+        stored.c.practice_id == keys.c.practice_id,
+        stored.c.third_party_acct_number == keys.c.third_party_acct_number)))
+    conn.execute(sa.insert(changes).from_select(
+        ["import_id", "practice_id", "third_party_acct_number", "patient_id", "action",
+         *[f"before_{c}" for c in _BOOKKEEPING], *[f"after_{c}" for c in _BOOKKEEPING]], rows))
 
 
 def log_after(conn: Connection, import_id: str) -> None:

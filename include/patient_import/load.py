@@ -28,9 +28,10 @@ daily full export) is not staged whole: its key goes into a narrow staging table
 moves its `last_seen_exported_on` forward (`seen_statement`), which is all the whole-row write
 changed for it.
 
-The change log's entries (changes.log_before / log_after) and the row outcomes (`import_rows`, one
-COPY of a narrow frame: the staging table holds only the rows written, and the outcomes are
-decided in pandas anyway) are written in the same transaction.
+The change log's entries (changes.log_before / log_after for the patients written whole,
+changes.log_seen for those only seen again) and the row outcomes (`import_rows`, one COPY of a
+narrow frame: the staging table holds only the rows written, and the outcomes are decided in
+pandas anyway) are written in the same transaction.
 """
 
 from __future__ import annotations
@@ -317,12 +318,12 @@ class _PatientWrite:
                     conn.execute(statement)
             else:
                 conn.execute(upsert_statement(conn.dialect.name, self.rows))
+        changes.log_after(conn, import_id)
         if self.seen is not None:
             if postgres:
                 analyze_patient_keys(conn, self.seen)
-            changes.log_before(conn, self.seen, import_id)
+            changes.log_seen(conn, self.seen, import_id, export_day(self.exported_on))
             conn.execute(seen_statement(self.seen, self.practice_id, self.exported_on))
-        changes.log_after(conn, import_id)
         self.discard()
 
     def discard(self) -> None:

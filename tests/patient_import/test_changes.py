@@ -208,6 +208,34 @@ def test_a_day_of_patients_only_seen_again_stages_no_patient_values(imports, mon
     assert {str(p["last_seen_exported_on"]) for p in imports.patients().values()} == {str(g.B_AGAIN_ON)}
 
 
+def test_patients_only_seen_again_are_logged_from_their_keys_after_the_written_ones(imports, monkeypatch):
+    """The `seen` entries come from the table of keys and the store in one statement before the
+    export date moves (`changes.log_seen`), not through the temporary table of before-images and a
+    second join with the store after the write; they follow the written patients' entries, with the
+    after-image the store then holds (docs/performance.md)."""
+    imports.run("a")
+    through_before_images: list[str] = []
+    real = changes.log_before
+    monkeypatch.setattr(changes, "log_before", lambda conn, staging, import_id: (
+        through_before_images.append(staging.name), real(conn, staging, import_id))[1])
+    import_id = imports.run("b").report["import_id"]
+    after = imports.patients()
+    table = PatientChange.__table__
+    with imports.engine.connect() as conn:
+        log = conn.execute(sa.select(table).where(table.c.import_id == import_id).order_by(table.c.id)).mappings().all()
+
+    assert through_before_images == ["patient_staging"]
+    actions = [entry["action"] for entry in log]
+    assert actions == sorted(actions, key=lambda action: action == "seen")  # the written ones first
+    seen = [entry for entry in log if entry["action"] == "seen"]
+    assert len(seen) == g.PATIENTS - g.UPDATED
+    for entry in seen:
+        stored = after[entry["third_party_acct_number"]]
+        assert entry["patient_id"] == stored["id"]
+        assert entry["after_last_seen_exported_on"] == stored["last_seen_exported_on"]
+        assert entry["after_updated_import_id"] == entry["before_updated_import_id"] == stored["updated_import_id"]
+
+
 def test_changes_file_lists_account_field_before_and_after(imports):
     imports.run("a")
     before = imports.patients()

@@ -78,7 +78,8 @@ class Died(Exception):
 
 
 def _dying(monkeypatch, after_log: bool) -> None:
-    """The next load dies after its seen UPDATE: before (`after_log` False) or after the change log."""
+    """The next load dies at the change log's after-images (`log_after`, after the patients' whole
+    write, before the seen UPDATE): before (`after_log` False) or after writing them."""
     real = changes_module.log_after
 
     def log_after(conn, import_id):

@@ -20,7 +20,6 @@ from include.patient_import import pipeline, problem_table, records, staging, tr
 from include.patient_import.extract import RunInfo, extract_exports
 from include.patient_import.patients import stored_patients
 from include.patient_import.practices import Practice, load_practices
-from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import ROW_NUMBER, UPLOAD_EXTRA_COLUMNS
 from include.patient_import.store import Patient
 from tests.patient_import.test_patients import (
@@ -168,8 +167,8 @@ def test_warnings_in_one_table_at_and_over_a_small_cap_are_each_fields_added_in_
     """With a cap of 3 per code and field, many fields and codes at once, exactly at the cap and one
     over, shuffled row numbers and rejected rows: the one table's listed problems, order, counts and
     omitted totals are those of a table per field added in turn (the algorithm it replaced)."""
-    from include.patient_import.normalize import _message, normalize_export
-    from include.patient_import.problems import severity_of
+    from include.patient_import.normalize import normalize_export
+    from tests.patient_import.test_problem_volume import warnings_field_by_field
 
     monkeypatch.setattr(problem_table, "LISTED_PER_CODE_AND_FIELD", 3)
     rng = random.Random(seed)
@@ -185,17 +184,7 @@ def test_warnings_in_one_table_at_and_over_a_small_cap_are_each_fields_added_in_
     normalized = normalize_export(raw, today=date(2026, 11, 30))
     rejected = None if seed % 2 else np.array([rng.random() < 0.3 for _ in range(count)])
 
-    expected = ProblemTable()
-    rows, accounts = normalized.frame[ROW_NUMBER].to_numpy(), normalized.frame["account_number"].to_numpy(object)
-    for name, kind, positions, codes in normalized.warned:
-        if rejected is not None:
-            positions, codes = positions[~rejected[positions]], codes[~rejected[positions]]
-        if len(positions):
-            found = pd.Series(codes, dtype="object")
-            expected += ProblemTable.of_rows(rows[positions], code=found, field=name,
-                                             account_numbers=accounts[positions],
-                                             message=found.map(lambda c, f=name, k=kind: _message(f, k, c)),
-                                             severity=found.map(lambda c: str(severity_of(c))))
+    expected = warnings_field_by_field(normalized, rejected)
     found = normalized.warnings(rejected)
 
     pd.testing.assert_frame_equal(found.listed, expected.listed)

@@ -173,34 +173,36 @@ def test_rule_7_compares_stored_and_export_dates_across_a_year_boundary(store):
     assert decided[WRITE].tolist() == [False, False, True, True]
 
 
-# The stage's count of the practice's patients (`stored`): none given, the whole practice read for
-# the ids (at most twice the block's rows), and each account number probed.
-@pytest.mark.parametrize("stored", [None, 3, 1_000])
-def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store, stored):
+# The file's rows: the practice's 3 patients probed for each block (more than twice the file's 1
+# row), or read whole once for the stage (at most twice the file's 1,000).
+@pytest.mark.parametrize("rows", [1, 1_000], ids=["probed", "read whole"])
+def test_client_ids_are_the_store_ids_of_the_files_patients_known_before_the_import(store, rows):
     from types import SimpleNamespace
 
-    from include.patient_import.transform import _known_client_ids
+    from include.patient_import.transform import _client_ids_reader
 
     put(store, {"third_party_acct_number": "1"}, {"third_party_acct_number": "2", "created_import_id": "imp_1"},
         {"third_party_acct_number": "3"})
     with store.connect() as conn:
         ids = stored_patients(conn, PRACTICE.id, ["id"])["id"].to_dict()
     job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
+    ids_of = _client_ids_reader(store, job, rows)
 
-    known = _known_client_ids(store, job, pd.Series(["1", "2", "4", None, "1"], dtype="object"), stored)
+    known = ids_of(pd.DataFrame({"account_number": pd.Series(["1", "2", "4", None, "1"], dtype="object")}))
 
     assert known == {"1": ids["1"]}  # 2 is this import's own, 3 is not in the file, 4 is new
     assert all(type(k) is str and type(v) is int for k, v in known.items())
+    assert ids_of(pd.DataFrame({"account_number": pd.Series([], dtype="object")})) == {}
 
 
-def test_a_practice_with_no_patient_has_no_client_ids_to_read(store):
+@pytest.mark.parametrize("rows", [0, 1])
+def test_a_practice_with_no_patient_has_no_client_ids_to_read(store, rows):
     from types import SimpleNamespace
 
-    from include.patient_import.transform import _known_client_ids
+    from include.patient_import.transform import _client_ids_reader
 
     job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
-    assert _known_client_ids(store, job, pd.Series(["1"], dtype="object"), 0) == {}
-    assert _known_client_ids(store, job, pd.Series(["1"], dtype="object")) == {}
+    assert _client_ids_reader(store, job, rows)(pd.DataFrame({"account_number": ["1"]})) == {}
 
 
 # ---------------------------------------------------------------- stored dates that are not dates

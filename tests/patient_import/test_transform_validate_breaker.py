@@ -1,6 +1,6 @@
 """Breaker tests for transform's and validate's speed changes (issue #14): the upload file of the
 stage's column-limited, Arrow-text read (`staging.validated_row_blocks(columns=, texts=)`) and its
-ClientIDs from one read of the practice (`transform._known_client_ids`, `_WHOLE_READ_RATIO`), and
+ClientIDs from one read of the practice (`transform._client_ids_reader`, `_WHOLE_READ_RATIO`), and
 the warnings as one table capped once (`NormalizedExport.warnings`), held to the slower paths
 they replaced at their boundaries."""
 
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from include.patient_import import patients as patients_module
 from include.patient_import import pipeline, problem_table, records, staging, transform
 from include.patient_import.extract import RunInfo, extract_exports
-from include.patient_import.patients import stored_patients
+from include.patient_import.patients import stored_client_ids, stored_patients
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.schema import ROW_NUMBER, UPLOAD_EXTRA_COLUMNS
 from include.patient_import.store import Patient
@@ -38,23 +38,30 @@ OTHER = Practice(id="other_clinic", name="Other", systems=frozenset({"drip_educa
 # ---------------------------------------------------------------- ClientIDs at the ratio's boundary
 
 
-def _reads(monkeypatch) -> list[bool]:
-    """Whether each `stored_patients` call of transform named its accounts (False: the whole practice)."""
-    seen: list[bool] = []
+def _reads(monkeypatch) -> list[str]:
+    """How transform read the ClientIDs: "whole" for each read of the practice's, "probe" for each
+    block's own."""
+    seen: list[str] = []
 
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("accounts") is not None)
+    def whole(*args, **kwargs):
+        seen.append("whole")
+        return stored_client_ids(*args, **kwargs)
+
+    def probe(*args, **kwargs):
+        seen.append("probe" if kwargs.get("accounts") is not None else "other")
         return stored_patients(*args, **kwargs)
 
-    monkeypatch.setattr(transform, "stored_patients", spy)
+    monkeypatch.setattr(transform, "stored_client_ids", whole)
+    monkeypatch.setattr(transform, "stored_patients", probe)
     return seen
 
 
-@pytest.mark.parametrize("over", [0, 1], ids=["exactly twice the block", "twice the block and one"])
+@pytest.mark.parametrize("over", [0, 1], ids=["exactly twice the file", "twice the file and one"])
 def test_client_ids_at_the_whole_read_boundary_are_the_probed_ones(store, monkeypatch, over):  # noqa: F811
-    """A block of 4 rows (a repeated account, this import's own patient, another practice's, a new
-    one) against a practice of 8 (+1) stored patients, one of them created by this import: the
-    whole read at 8, the probe at 9, and the same ids either way."""
+    """A file of 4 rows in two blocks (a repeated account, this import's own patient, another
+    practice's, a new one) against a practice of 8 (+1) stored patients, one of them created by
+    this import: one whole read for the stage at 8, a probe per block at 9, and the same ids
+    either way."""
     records.sync_practices(store, {PRACTICE.id: PRACTICE, OTHER.id: OTHER})
     put(store, *[{"third_party_acct_number": str(n)} for n in range(1, 8 + over)],
         {"third_party_acct_number": "50", "created_import_id": "imp_1"})
@@ -64,14 +71,16 @@ def test_client_ids_at_the_whole_read_boundary_are_the_probed_ones(store, monkey
         ids = stored_patients(conn, PRACTICE.id, ["id"])["id"].to_dict()
     assert count == 8 + over
     job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
-    block = pd.Series(["3", "50", "77", "3"], dtype="object")
+    blocks = [pd.DataFrame({"account_number": pd.Series(accounts, dtype="object")})
+              for accounts in (["3", "50"], ["77", "3", "2"])]
     reads = _reads(monkeypatch)
 
-    at_boundary = transform._known_client_ids(store, job, block, count)
-    probed = transform._known_client_ids(store, job, block)
+    ids_of = transform._client_ids_reader(store, job, 4)
+    found = [ids_of(block) for block in blocks]
+    probed = [transform._known_client_ids(store, job, block["account_number"]) for block in blocks]
 
-    assert reads == [bool(over), True]
-    assert at_boundary == probed == {"3": ids["3"]}
+    assert reads == (["probe", "probe"] if over else ["whole"]) + ["probe", "probe"]
+    assert found == probed == [{"3": ids["3"]}, {"3": ids["3"], "2": ids["2"]}]
 
 
 # ---------------------------------------------------------------- the stage's upload file
@@ -109,7 +118,7 @@ def test_the_stages_upload_file_is_that_of_the_whole_validated_rows_as_python_va
     validated frame as Python values and every id of the patients known before the import write,
     for hostile cells in every upload column (every extra column), stored, new, repeated and
     invalid account numbers, another practice's patient and, after the load, this import's own.
-    Blocks of 3 rows against 6 stored patients: some blocks' ids read whole, others probed; both stores."""
+    Blocks of 3 rows against 6 stored patients, the ids read whole once and probed per block; both stores."""
     yaml = registry_yaml(practice("demo_clinic", "Demo", systems=["drip_education"],
                                   upload_extra_columns=list(UPLOAD_EXTRA_COLUMNS)),
                          practice("other_clinic", "Other", systems=["drip_education"]))
@@ -136,17 +145,22 @@ def test_the_stages_upload_file_is_that_of_the_whole_validated_rows_as_python_va
             tmp_path / "expected.csv", transform.upload_rows(staging.load_validation(import_id).frame, demo), demo,
             {str(a): int(i) for a, i in known.items()}).read_bytes()
 
-        reads, whole_blocks = _reads(monkeypatch), staging.ROW_BLOCK
+        reads, whole_blocks, ratio = _reads(monkeypatch), staging.ROW_BLOCK, transform._WHOLE_READ_RATIO
         monkeypatch.setattr(staging, "ROW_BLOCK", 3)  # the transform's blocks only
         pipeline.run_stages(engine, import_id, ("transform",), report=False)
         first = storage_bytes(import_id)
-        assert set(reads) == {False, True}  # both reads
+        monkeypatch.setattr(transform, "_WHOLE_READ_RATIO", 0)  # every block probed
+        pipeline.run_stages(engine, import_id, ("transform",), report=False)
+        probed = storage_bytes(import_id)
+        blocks = -(-len(rows) // 3)
+        assert reads == ["whole"] + ["probe"] * blocks  # one read for the stage, then one per block
+        monkeypatch.setattr(transform, "_WHOLE_READ_RATIO", ratio)
         monkeypatch.setattr(staging, "ROW_BLOCK", whole_blocks)
         pipeline.run_stages(engine, import_id, ("approval", "load"), report=False)
         monkeypatch.setattr(staging, "ROW_BLOCK", 3)
         pipeline.run_stages(engine, import_id, ("transform",), report=False)  # again, its patients stored
 
-        assert first == expected == storage_bytes(import_id)
+        assert first == probed == expected == storage_bytes(import_id)
         assert expected.count(b"\r\n") == 1 + len(CELLS) + 4 + 2  # header, hostile, stored 1001-1004, 3001, 1005
         assert b'"\'+1"' in expected and b'"\'@x"' in expected  # defused
     finally:

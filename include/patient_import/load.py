@@ -242,13 +242,17 @@ def iso_dates(values: pd.Series) -> pd.Series:
 
 def _iso_texts(objects: np.ndarray) -> np.ndarray:
     """Which cells of `objects` (a 1-D object array) are texts `is_iso_date` takes, as a bool
-    array; all False unless every cell is a `str` or None (a numpy or other text type is not
+    array; all False unless every cell is a `str`, None, NaN or NA (a numpy or other text type is not
     ISO text to `is_iso_date`). Arrow parses the texts and writes the days back: a text is kept
     when that is the text itself (which refuses 2023-02-30, which Arrow rolls over into March,
     and every non-canonical spelling) and its year is `date`'s."""
-    if not set(map(type, objects)) <= {str, type(None)}:
-        return np.zeros(len(objects), dtype=bool)
-    texts = pa.array(objects, type=pa.string())
+    nothing = np.zeros(len(objects), dtype=bool)
+    if not set(map(type, objects)) <= {str, type(None), float, type(pd.NA)}:
+        return nothing
+    try:
+        texts = pa.array(objects, type=pa.string(), from_pandas=True)  # NaN, NA as null; 1.5 refused
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return nothing
     days = pc.strptime(texts, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
     same = pc.and_(pc.equal(days.cast(pa.string()), texts),
                    pc.and_(pc.greater_equal(days, pa.scalar(date.min)), pc.less_equal(days, pa.scalar(date.max))))
@@ -562,16 +566,15 @@ _ARROW_OF_KIND = {"string": pa.string(), "integer": pa.int64(), "boolean": pa.bo
 
 
 def _arrow_of_objects(values: pd.Series) -> pa.Array | None:
-    missing = values.isna().to_numpy(dtype=bool)
+    # infer_dtype skips None, NaN and NA, and calls NaT or a float32 NaN beside texts "mixed":
+    # Arrow's `from_pandas` takes the same three as null, and refuses what it does not know.
     objects = values.to_numpy(dtype=object)
-    if missing.any():
-        objects = np.where(missing, None, objects)
     kind = pd.api.types.infer_dtype(objects, skipna=True)
     if kind == "empty":
         return pa.nulls(len(objects))
     if kind not in _ARROW_OF_KIND:
         return None
-    return pa.array(objects, type=_ARROW_OF_KIND[kind])
+    return pa.array(objects, type=_ARROW_OF_KIND[kind], from_pandas=True)
 
 
 def _copy_line(error: Exception) -> int | None:

@@ -42,7 +42,7 @@ FAST = {
     "boolean": lambda: pd.Series([True, None, False], dtype="boolean"),
     "int64[pyarrow]": lambda: pd.Series([7, None], dtype="int64[pyarrow]"),
     "bool[pyarrow]": lambda: pd.Series([True, None], dtype="bool[pyarrow]"),
-    "numpy ints in objects": lambda: pd.Series([np.int64(5), 7, None, np.int32(-2), np.nan, np.uint8(3)],
+    "numpy ints in objects": lambda: pd.Series([np.int64(5), 2**53 + 1, None, np.int32(-2), np.nan, np.uint8(3)],
                                                dtype="object"),
     "bools in objects": lambda: pd.Series([np.True_, False, None], dtype="object"),
     "numpy texts in objects": lambda: pd.Series([np.str_("x,y"), "z", None], dtype="object"),
@@ -59,6 +59,11 @@ SLOW = {
     "uint64": lambda: pd.Series([1, 2**62], dtype="uint64"),
     "Float64": lambda: pd.Series([1.5, None], dtype="Float64"),
     "category": lambda: pd.Series(["a", None, "b"], dtype="category"),
+    # missing markers that infer_dtype or Arrow does not take as no value
+    "texts and NaT": lambda: pd.Series(["a", pd.NaT, None], dtype="object"),
+    "texts and a float32 NaN": lambda: pd.Series(["a", np.float32("nan"), None], dtype="object"),
+    "ints and a float32 NaN": lambda: pd.Series([1, np.float32("nan"), None], dtype="object"),
+    "ints and NaT": lambda: pd.Series([1, pd.NaT], dtype="object"),
 }
 
 
@@ -142,7 +147,7 @@ def _by_value(values: list) -> list:
     return [None if pd.isna(v) else load_module._date_text(v) for v in values]
 
 
-@pytest.mark.parametrize("extra", [[], [float("nan")], [np.str_("2025-01-05")], [date(2025, 1, 3)],
+@pytest.mark.parametrize("extra", [[], [float("nan")], [1.5], [np.str_("2025-01-05")], [date(2025, 1, 3)],
                                    [datetime(2025, 1, 4, 5, 6)], [pd.NaT]], ids=repr)
 def test_iso_dates_checked_by_arrow_are_those_checked_one_by_one(extra):
     values = pd.Series(DATE_TEXTS + extra, index=range(5, 5 + len(DATE_TEXTS) + len(extra)), dtype="object")
@@ -152,11 +157,12 @@ def test_iso_dates_checked_by_arrow_are_those_checked_one_by_one(extra):
     assert found.index.tolist() == values.index.tolist() and found.dtype == object
 
 
-def test_iso_dates_of_iso_text_ask_nothing_of_any_value_one_by_one(monkeypatch):
-    values = pd.Series(["2025-01-02", None, "1950-06-30"] * 4, dtype="object")
+@pytest.mark.parametrize("dtype", ["object", "str", pd.ArrowDtype(pa.large_string())])
+def test_iso_dates_of_iso_text_ask_nothing_of_any_value_one_by_one(monkeypatch, dtype):
+    values = pd.Series(["2025-01-02", None, "1950-06-30", np.nan] * 4, dtype=dtype)
     monkeypatch.setattr(load_module, "_date_text", lambda value: pytest.fail("decided value by value"))
 
-    assert load_module.iso_dates(values).tolist() == ["2025-01-02", None, "1950-06-30"] * 4
+    assert load_module.iso_dates(values).tolist() == ["2025-01-02", None, "1950-06-30", None] * 4
 
 
 def test_iso_dates_of_a_numpy_text_keep_refusing_it():

@@ -229,23 +229,20 @@ def iso_dates(values: pd.Series) -> pd.Series:
     A column of texts (and None) is checked at once by Arrow (`_iso_texts`): the normaliser wrote
     ISO text, so that is nearly every cell. What it does not keep, and any other column, is
     decided once per distinct value (`_date_text`)."""
-    objects = values.to_numpy(dtype=object)
-    kept = _iso_texts(objects)
-    if kept.all():
-        return pd.Series(objects, index=values.index, dtype="object", copy=True)
-    texts = np.where(kept, objects, None)
-    rest = ~kept
-    positions, distinct = pd.factorize(objects[rest])
-    texts[rest] = object_array([_date_text(value) for value in distinct.tolist()] + [None])[positions]
+    texts = values.to_numpy(dtype=object, copy=True)
+    rest = ~_iso_texts(texts)
+    if rest.any():
+        positions, distinct = pd.factorize(texts[rest])
+        texts[rest] = object_array([_date_text(value) for value in distinct.tolist()] + [None])[positions]
     return pd.Series(texts, index=values.index, dtype="object")  # -1 (empty) reads the None
 
 
 def _iso_texts(objects: np.ndarray) -> np.ndarray:
     """Which cells of `objects` (a 1-D object array) are texts `is_iso_date` takes, as a bool
-    array; all False unless every cell is a `str`, None, NaN or NA (a numpy or other text type is not
-    ISO text to `is_iso_date`). Arrow parses the texts and writes the days back: a text is kept
-    when that is the text itself (which refuses 2023-02-30, which Arrow rolls over into March,
-    and every non-canonical spelling) and its year is `date`'s."""
+    array; all False unless every cell is a `str`, None, NaN or NA (a numpy or other text type
+    is not ISO text to `is_iso_date`). Arrow parses the texts and writes the days back: a text is
+    kept when that is the text itself (which refuses 2023-02-30, which Arrow rolls over into
+    March, and every non-canonical spelling) and its year is `date`'s."""
     nothing = np.zeros(len(objects), dtype=bool)
     if not set(map(type, objects)) <= {str, type(None), float, type(pd.NA)}:
         return nothing
@@ -566,8 +563,9 @@ _ARROW_OF_KIND = {"string": pa.string(), "integer": pa.int64(), "boolean": pa.bo
 
 
 def _arrow_of_objects(values: pd.Series) -> pa.Array | None:
-    # infer_dtype skips None, NaN and NA, and calls NaT or a float32 NaN beside texts "mixed":
-    # Arrow's `from_pandas` takes the same three as null, and refuses what it does not know.
+    # infer_dtype skips None, NaN and NA (NaT among texts makes the column "mixed"), and Arrow's
+    # `from_pandas` takes those three as null; what else it skips (a float32 NaN) Arrow refuses,
+    # and the column goes by its Python values.
     objects = values.to_numpy(dtype=object)
     kind = pd.api.types.infer_dtype(objects, skipna=True)
     if kind == "empty":

@@ -48,6 +48,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -221,10 +224,36 @@ def _patient_rows(applied: pd.DataFrame, practice_id: str, import_id: str, expor
 def iso_dates(values: pd.Series) -> pd.Series:
     """A column of dates as `YYYY-MM-DD` text (object dtype, same index), None where a cell holds
     no valid date. ISO text is kept as it is, `date` objects are formatted, anything else (a
-    malformed or impossible date such as 2023-02-30) is None; decided once per distinct value."""
-    positions, distinct = pd.factorize(values.to_numpy(dtype=object))
-    texts = object_array([_date_text(value) for value in distinct.tolist()] + [None])
-    return pd.Series(texts[positions], index=values.index, dtype="object")  # -1 (empty) reads the None
+    malformed or impossible date such as 2023-02-30) is None.
+
+    A column of texts (and None) is checked at once by Arrow (`_iso_texts`): the normaliser wrote
+    ISO text, so that is nearly every cell. What it does not keep, and any other column, is
+    decided once per distinct value (`_date_text`)."""
+    texts = values.to_numpy(dtype=object, copy=True)
+    rest = ~_iso_texts(texts)
+    if rest.any():
+        positions, distinct = pd.factorize(texts[rest])
+        texts[rest] = object_array([_date_text(value) for value in distinct.tolist()] + [None])[positions]
+    return pd.Series(texts, index=values.index, dtype="object")  # -1 (empty) reads the None
+
+
+def _iso_texts(objects: np.ndarray) -> np.ndarray:
+    """Which cells of `objects` (a 1-D object array) are texts `is_iso_date` takes, as a bool
+    array; all False unless every cell is a `str`, None, NaN or NA (a numpy or other text type
+    is not ISO text to `is_iso_date`). Arrow parses the texts and writes the days back: a text is
+    kept when that is the text itself (which refuses 2023-02-30, which Arrow rolls over into
+    March, and every non-canonical spelling) and its year is `date`'s."""
+    nothing = np.zeros(len(objects), dtype=bool)
+    if not set(map(type, objects)) <= {str, type(None), float, type(pd.NA)}:
+        return nothing
+    try:
+        texts = pa.array(objects, type=pa.string(), from_pandas=True)  # NaN, NA as null; 1.5 refused
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return nothing
+    days = pc.strptime(texts, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
+    same = pc.and_(pc.equal(days.cast(pa.string()), texts),
+                   pc.and_(pc.greater_equal(days, pa.scalar(date.min)), pc.less_equal(days, pa.scalar(date.max))))
+    return same.fill_null(False).to_numpy(zero_copy_only=False)
 
 
 def _date_text(value: Any) -> str | None:
@@ -369,14 +398,17 @@ def _bulk_insert(conn: Connection, table: sa.Table, rows: pd.DataFrame) -> None:
     executemany of positional rows, which skips SQLAlchemy's per-value work (a DataFrame's
     `to_dict` and per-row parameter processing cost more than the database's).
 
-    `_INSERT_CHUNK` rows at a time become Python values (and COPY's CSV): a million rows' cells as
-    Python objects at once would take gigabytes beside the frame."""
+    `_INSERT_CHUNK` rows at a time become COPY's CSV (or SQLite's Python values): a million rows'
+    cells as Python objects at once would take gigabytes beside the frame."""
     quote = conn.dialect.identifier_preparer
     target = f"{quote.format_table(table)} ({', '.join(quote.quote(str(c)) for c in rows.columns)})"
-    write = _copy_rows if conn.dialect.name == "postgresql" else _insert_sqlite_rows
     for start in range(0, len(rows), _INSERT_CHUNK):
         chunk = rows.iloc[start:start + _INSERT_CHUNK]
-        write(conn, table, target, chunk, {name: _python_values(values) for name, values in chunk.items()})
+        if conn.dialect.name == "postgresql":
+            _copy_rows(conn, table, target, chunk)
+        else:
+            _insert_sqlite_rows(conn, table, target, chunk,
+                                {name: _python_values(values) for name, values in chunk.items()})
 
 
 def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame,
@@ -405,10 +437,10 @@ def _insert_sqlite_rows(conn: Connection, table: sa.Table, target: str, rows: pd
         conn.exec_driver_sql(insert, batch)
 
 
-def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame,
-               columns: dict[str, list]) -> None:
-    """`rows` by one COPY; `columns` are their cells as Python values (`_python_values`)."""
-    csv_text = _copy_csv(columns)
+def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFrame) -> None:
+    """`rows` by one COPY: the CSV Arrow renders (`_copy_csv`), or, when a column mixes Python
+    types, the rows' Python values (`_python_values`) rendered by the driver."""
+    csv_text = _copy_csv(rows)
     copy_sql = f"COPY {target} FROM STDIN" + (" (FORMAT csv)" if csv_text is not None else "")
     driver_error = conn.dialect.loaded_dbapi.Error
     try:
@@ -419,7 +451,7 @@ def _copy_rows(conn: Connection, table: sa.Table, target: str, rows: pd.DataFram
                 for start in range(0, len(csv_text), _COPY_BLOCK):
                     copy.write(csv_text[start:start + _COPY_BLOCK])
             else:
-                for row in zip(*columns.values()):
+                for row in zip(*(_python_values(values) for _, values in rows.items())):
                     copy.write_row(row)
     except driver_error as error:
         # Raised by the driver, not through SQLAlchemy: scrubbed here as the engine scrubs the
@@ -460,20 +492,87 @@ def _refuse_non_iso_text(name: str, values: list) -> None:
         raise TypeError(f"{name}: a text that is not a YYYY-MM-DD day, for a Date column")
 
 
-def _copy_csv(columns: dict[str, list]) -> memoryview | None:
+def _copy_csv(rows: pd.DataFrame, column: Callable[[pd.Series], pa.Array] | None = None) -> memoryview | None:
     """The rows as COPY's CSV, rendered by Arrow in one pass: a null is an empty unquoted field
     and every text is quoted, so NULL and '' stay apart. None when a column mixes Python types
-    (then the driver renders row by row)."""
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
+    (then the driver renders row by row).
 
+    Each column becomes Arrow by `column`: `_arrow_column` (the frame's own arrays, no Python
+    values where the dtype allows), or `_python_column` (the column's Python values, the
+    reference: both give the same CSV)."""
+    column = column or _arrow_column
     try:
-        table = pa.table({name: pa.array(values) for name, values in columns.items()})
+        table = pa.table({name: column(values) for name, values in rows.items()})
     except (pa.ArrowInvalid, pa.ArrowTypeError):
         return None
     sink = pa.BufferOutputStream()
     pa_csv.write_csv(table, sink, pa_csv.WriteOptions(include_header=False, quoting_style="needed"))
     return memoryview(sink.getvalue())
+
+
+def _python_column(values: pd.Series) -> pa.Array:
+    """The column as Arrow by way of its Python values (`_python_values`): Arrow infers the type
+    (str → string, int → int64, float → double, bool, all None → null). Raises ArrowInvalid or
+    ArrowTypeError when the values mix Python types."""
+    return pa.array(_python_values(values))
+
+
+def _arrow_column(values: pd.Series) -> pa.Array:
+    """The column as Arrow, the array `_python_column` makes (same type where it matters to the
+    CSV, same values, same nulls: NaN, None, NA and NaT), built from the frame's own arrays without
+    a Python value per cell where the dtype allows: numpy numbers and bools, nullable integers and
+    bools, pandas' and Arrow's text, object columns of only texts, only integers or only bools.
+    Any other column (dates, mixed types, floats in an object column, ...) goes by
+    `_python_column`, as does one whose conversion Arrow refuses (an integer beyond int64)."""
+    try:
+        array = _arrow_of_dtype(values)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError, ValueError):
+        array = None
+    return _python_column(values) if array is None else array
+
+
+def _arrow_of_dtype(values: pd.Series) -> pa.Array | None:
+    dtype = values.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind == "O":
+            return _arrow_of_objects(values)
+        numbers = values.to_numpy()
+        if dtype.kind == "b":
+            return pa.array(numbers)
+        if dtype.kind == "i" or (dtype.kind == "u" and dtype.itemsize < 8):
+            return pa.array(numbers.astype(np.int64, copy=False))
+        if dtype.kind == "f":  # Python floats are doubles; NaN is no value
+            doubles = numbers.astype(np.float64, copy=False)
+            return pa.array(doubles, mask=np.isnan(doubles))
+        return None
+    array = pa.array(values.array)  # an extension dtype: Arrow's, pandas' text, nullable numbers, ...
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        return array.cast(pa.string())
+    if pa.types.is_signed_integer(kind) or (pa.types.is_unsigned_integer(kind) and kind.bit_width < 64):
+        return array.cast(pa.int64())
+    if pa.types.is_boolean(kind) or pa.types.is_null(kind):
+        return array
+    return None  # floats (NaN and NA apart in Arrow), dates, ...: by their Python values
+
+
+# What Arrow makes of an object column's Python values of one kind (pandas' infer_dtype).
+_ARROW_OF_KIND = {"string": pa.string(), "integer": pa.int64(), "boolean": pa.bool_()}
+
+
+def _arrow_of_objects(values: pd.Series) -> pa.Array | None:
+    # infer_dtype skips None, NaN and NA (NaT among texts makes the column "mixed"), and Arrow's
+    # `from_pandas` takes those three as null; what else it skips (a float32 NaN) Arrow refuses,
+    # and the column goes by its Python values.
+    objects = values.to_numpy(dtype=object)
+    kind = pd.api.types.infer_dtype(objects, skipna=True)
+    if kind == "empty":
+        return pa.nulls(len(objects))
+    if kind not in _ARROW_OF_KIND:
+        return None
+    return pa.array(objects, type=_ARROW_OF_KIND[kind], from_pandas=True)
 
 
 def _copy_line(error: Exception) -> int | None:

@@ -248,7 +248,7 @@ def _iso_texts(objects: np.ndarray) -> np.ndarray:
         return nothing
     try:
         texts = pa.array(objects, type=pa.string(), from_pandas=True)  # NaN, NA as null; 1.5 refused
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
+    except (pa.ArrowInvalid, pa.ArrowTypeError, UnicodeEncodeError):  # a lone surrogate is no UTF-8
         return nothing
     days = pc.strptime(texts, format="%Y-%m-%d", unit="s", error_is_null=True).cast(pa.date32())
     same = pc.and_(pc.equal(days.cast(pa.string()), texts),

@@ -148,7 +148,7 @@ def _by_value(values: list) -> list:
 
 
 @pytest.mark.parametrize("extra", [[], [float("nan")], [1.5], [np.str_("2025-01-05")], [date(2025, 1, 3)],
-                                   [datetime(2025, 1, 4, 5, 6)], [pd.NaT]], ids=repr)
+                                   [datetime(2025, 1, 4, 5, 6)], [pd.NaT], ["2025-01-06\ud800"]], ids=ascii)
 def test_iso_dates_checked_by_arrow_are_those_checked_one_by_one(extra):
     values = pd.Series(DATE_TEXTS + extra, index=range(5, 5 + len(DATE_TEXTS) + len(extra)), dtype="object")
     found = load_module.iso_dates(values)

@@ -243,10 +243,16 @@ def stored_client_ids(conn: Connection, practice_id: str, *, not_created_by: str
     `third_party_acct_number` (string) and `id` (int64, the store's id: Cash Practice's ClientID,
     SPEC §5), in no particular order, one row per patient; fetched `block` rows at a time as
     `stored_account_numbers` is (a million patients take ~20 MB so, ~150 MB as Python values).
-    `not_created_by` as for `stored_patients`."""
+    `not_created_by` as for `stored_patients`.
+
+    Only account numbers stored as text: SQLite keeps a BLOB written by hand as it is, which no
+    text equals (`stored_patients(accounts=...)` never finds it), while Arrow would read b'abc' as
+    the text 'abc' (and refuse a BLOB that is no UTF-8)."""
     table = Patient.__table__
-    query = sa.select(table.c[ACCOUNT_COLUMN], table.c.id).where(table.c.practice_id == practice_id,
-                                                                 table.c[ACCOUNT_COLUMN].is_not(None))
+    account = table.c[ACCOUNT_COLUMN]
+    query = sa.select(account, table.c.id).where(table.c.practice_id == practice_id, account.is_not(None))
+    if conn.dialect.name == "sqlite":
+        query = query.where(sa.func.typeof(account) == "text")
     if not_created_by is not None:
         query = query.where(sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != not_created_by))
     return _arrow_columns(conn, query, pa.schema([(ACCOUNT_COLUMN, pa.string()), ("id", pa.int64())]), block)

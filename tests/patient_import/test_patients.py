@@ -205,6 +205,29 @@ def test_a_practice_with_no_patient_has_no_client_ids_to_read(store, rows):
     assert _client_ids_reader(store, job, rows)(pd.DataFrame({"account_number": ["1"]})) == {}
 
 
+@pytest.mark.parametrize("rows", [0, 1_000], ids=["probed", "read whole"])
+def test_an_account_number_stored_as_a_sqlite_blob_has_no_client_id_either_way(store, rows):
+    """A BLOB written by hand in SQLite's account column equals no text: the probe never finds it,
+    and the whole read (Arrow takes b'abc' as 'abc', refuses b'\\xff') must not either."""
+    from types import SimpleNamespace
+
+    from include.patient_import.transform import _client_ids_reader
+
+    if store.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's text column holds no BLOB")
+    put(store, {"third_party_acct_number": "1"})
+    with store.begin() as conn:
+        for blob in (b"abc", b"\xff"):
+            conn.execute(sa.text("INSERT INTO patients (practice_id, third_party_acct_number, first_name, last_name,"
+                                 " status) VALUES (:practice, :account, 'Ana', 'Lopez', 'active')"),
+                         {"practice": PRACTICE.id, "account": blob})
+    job = SimpleNamespace(practice_id=PRACTICE.id, import_id="imp_1")
+
+    known = _client_ids_reader(store, job, rows)(pd.DataFrame({"account_number": ["abc", "1", "\xff"]}))
+
+    assert list(known) == ["1"]
+
+
 # ---------------------------------------------------------------- stored dates that are not dates
 
 

@@ -92,8 +92,9 @@ def test_the_upload_file_of_row_blocks_is_that_of_their_rows_whole(tmp_path, mon
 @pytest.mark.parametrize("sizes", [[], [3, 0, 6], [1] * 9, [4, 5]], ids=repr)
 def test_each_blocks_own_client_ids_give_the_file_all_the_ids_give(tmp_path, sizes):
     """transform gives the writer each block's ClientIDs (`_client_ids_reader`: a block's own probed,
-    or those of one read of the practice, filtered to the block's): a function asked for one block's ids, and given only those, writes the file the whole mapping
-    writes; it is asked once per block, with that block's rows."""
+    or those of one read of the practice, filtered to the block's): a function asked for one
+    block's ids, and given only those, writes the file the whole mapping writes; it is asked once
+    per block, with that block's rows."""
     ids = {"2": 20, "7": 70, "9": 90}
     rows = _rows(["x"] * sum(sizes))
     rows["account_number"] = [str(n) for n in range(len(rows))]

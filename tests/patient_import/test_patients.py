@@ -373,3 +373,128 @@ def test_account_numbers_a_joined_text_cannot_carry_are_asked_for_as_a_list(stor
     assert sorted(joined.index) == ["", "1", "a"]  # an empty one among others is an element
     assert "string_to_array" not in str(_account_array(asked))
     assert "string_to_array" in str(_account_array(["1", "", "a", "z"]))
+
+
+# ---------------------------------------------------------------- PostgreSQL's read by COPY
+
+# Texts a CSV reader can mistake: separators, quotes, line ends, spaces, the texts of a null,
+# escapes, characters beyond the BMP, and one longer than Arrow's default block (1 MB).
+HOSTILE_TEXTS = ["a,b", '"', '""', 'say "hi"', "x\r\ny", "\n", "lone\rcr", " lead", "trail ", "", "NULL", r"\N",
+                 "back\\slash", "\\", "\\.", "😀𝄞 Zoë", "\t", ",", "=\"00123\"", "x" * 1_500_000, None]
+
+
+def postgres_only(engine) -> None:
+    if make_url(str(engine.url)).get_backend_name() != "postgresql":
+        pytest.skip("COPY is PostgreSQL's")
+
+
+def same_values(copied, tuples) -> None:
+    """Value for value and type for type (str, int, None): equal texts are not enough."""
+    assert copied.shape == tuples.shape and copied.dtype == tuples.dtype == object
+    for row, (got, expected) in enumerate(zip(copied.tolist(), tuples.tolist())):
+        assert [type(v) for v in got] == [type(v) for v in expected], row
+        assert got == expected, row
+
+
+def both_reads(engine, query, width: int):
+    from include.patient_import.patients import _copied, _row_tuples
+
+    with engine.connect() as conn:
+        copied = _copied(conn, query, width)
+        assert copied is not None  # read by COPY, not left to the tuples
+        return copied, _row_tuples(conn, query, width)
+
+
+def test_the_copy_read_gives_the_row_tuples_values_for_hostile_texts(store):
+    postgres_only(store)
+    put(store, *[{"third_party_acct_number": str(n), "address1": text, "city": text, "email": text}
+                 for n, text in enumerate(HOSTILE_TEXTS, start=1)])
+    table = Patient.__table__
+    # An integer with nulls: the id where the city is null, and where it is not.
+    some_ids = sa.case((table.c.city.is_(None), sa.null()), else_=table.c.id).label("some_id")
+    query = (sa.select(table.c.third_party_acct_number, table.c.id, table.c.address1, some_ids, table.c.city,
+                       table.c.email, table.c.middle_initial).where(table.c.practice_id == PRACTICE.id)
+             .order_by(table.c.id))
+
+    copied, tuples = both_reads(store, query, 7)
+
+    same_values(copied, tuples)
+    assert copied[:, 2].tolist() == HOSTILE_TEXTS and copied[-1, 3] is None and type(copied[0, 3]) is int
+
+
+def test_the_copy_read_gives_the_row_tuples_dates_null_and_out_of_range(store):
+    postgres_only(store)
+    put_raw(store, "last_seen_exported_on", [None, "2026-11-30", "0001-01-01", "9999-12-31", "10000-01-01",
+                                             "0044-03-15 BC", "infinity", "-infinity"])
+    from include.patient_import.patients import OUT_OF_RANGE, iso_date_text
+
+    table = Patient.__table__
+    query = sa.select(table.c.third_party_acct_number,
+                      iso_date_text(table.c.last_seen_exported_on, "postgresql").label("day")).order_by(table.c.id)
+
+    copied, tuples = both_reads(store, query, 2)
+
+    same_values(copied, tuples)
+    assert copied[:, 1].tolist() == [None, "2026-11-30", "0001-01-01", "9999-12-31", *[OUT_OF_RANGE] * 4]
+
+
+@pytest.mark.parametrize("patients", [0, 1])
+def test_the_copy_read_of_no_row_and_of_one_row_is_the_row_tuples(store, patients):
+    postgres_only(store)
+    if patients:
+        put(store, {"third_party_acct_number": "7", "city": ""})
+    table = Patient.__table__
+    query = sa.select(table.c.id, table.c.city, table.c.zip).where(table.c.practice_id == PRACTICE.id)
+
+    copied, tuples = both_reads(store, query, 3)
+
+    same_values(copied, tuples)
+    assert copied.shape == (patients, 3)
+
+
+def test_stored_patients_by_account_read_by_copy_are_those_of_the_row_tuples(store, monkeypatch):
+    """The load's read (`accounts=`): the same frame through COPY as through the row tuples, for
+    account numbers a CSV or an array literal can mistake, asked for as they are stored."""
+    postgres_only(store)
+    from include.patient_import import patients
+
+    accounts = ["1", "a,b", '"q"', "{x}", "NULL", " 2 ", "back\\slash", "😀", "'", "x" * 32]
+    put(store, *[{"third_party_acct_number": account, "city": text, "birth_date": date(2000, 1, 1 + n % 28),
+                  "last_seen_exported_on": None if n % 2 else date(2026, 1, 1)}
+                 for n, (account, text) in enumerate(zip(accounts, HOSTILE_TEXTS))])
+    asked = [*accounts, "not stored", None, 5, "nul\x00"]
+
+    def read(columns, **kwargs):
+        with store.connect() as conn:
+            return patients.stored_patients(conn, PRACTICE.id, columns, **kwargs)
+
+    def reads():
+        return [read(COMPARED, accounts=asked), read(["id", "city"]),
+                read(["id", "birth_date"], born_on=["2000-01-03"])]
+
+    with monkeypatch.context() as patched:
+        patched.setattr(patients, "_row_tuples", None)  # a read through the tuples would fail
+        copied = reads()
+    with monkeypatch.context() as patched:
+        patched.setattr(patients, "_copied", lambda conn, query, width: None)
+        tuples = reads()
+
+    assert sorted(copied[0].index) == sorted(accounts)
+    for got, expected in zip(copied, tuples):
+        assert got.index.equals(expected.index) and list(got.columns) == list(expected.columns)
+        same_values(got.to_numpy(), expected.to_numpy())
+
+
+def test_a_server_error_during_the_copy_read_is_wrapped_without_the_stored_value(store):
+    postgres_only(store)
+    put(store, {"third_party_acct_number": "1", "city": "Salem"})
+    from include.patient_import.patients import _fetched
+
+    table = Patient.__table__
+    query = sa.select(table.c.third_party_acct_number, sa.cast(table.c.city, sa.Integer))  # 'Salem' is no integer
+
+    with store.connect() as conn, pytest.raises(sa.exc.DBAPIError) as raised:
+        _fetched(conn, query, 2)
+
+    assert "COPY" in str(raised.value) and "SQLSTATE 22P02" in str(raised.value)
+    assert "Salem" not in str(raised.value) and "Salem" not in str(raised.value.__cause__)

@@ -17,7 +17,6 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
@@ -229,19 +228,7 @@ def _check_iso_dates(values: np.ndarray, position: int, account_position: int, c
 
 
 def _fetched(conn: Connection, query: sa.Select, width: int) -> np.ndarray:
-    """The rows of `query` as one 2-D object array (rows x `width`): texts, Python integers, None
-    for a null, as the driver gives them. On PostgreSQL by one COPY parsed by Arrow (`_copied`),
-    elsewhere, or for a column type COPY's text does not say, as the driver's row tuples
-    (`_row_tuples`); both give the same values of the same types."""
-    if conn.dialect.name == "postgresql":
-        copied = _copied(conn, query, width)
-        if copied is not None:
-            return copied
-    return _row_tuples(conn, query, width)
-
-
-def _row_tuples(conn: Connection, query: sa.Select, width: int) -> np.ndarray:
-    """`_fetched` by the driver's row tuples.
+    """The rows of `query` as one 2-D object array (rows x `width`), values as the driver gives them.
 
     Executed through SQLAlchemy (its events and error scrubbing apply), fetched from the driver's
     cursor: SQLAlchemy's `Row`s cost more than the driver's own fetch for a narrow query (the
@@ -259,69 +246,6 @@ def _row_tuples(conn: Connection, query: sa.Select, width: int) -> np.ndarray:
         result.close()
     # Values are scalars (texts, integers, None), so numpy makes a 2-D array of the row tuples.
     return np.array(rows, dtype=object) if rows else np.empty((0, width), dtype=object)
-
-
-def _copy_types(query: sa.Select) -> list[pa.DataType] | None:
-    """The Arrow type of each of `query`'s columns in `_copied`'s CSV: int64 for an integer, text for
-    a text; None when a column is of another type (a date, a number, a boolean: the driver's
-    objects, not texts), which `_copied` leaves to the row tuples."""
-    types = []
-    for column in query.selected_columns:
-        kind = column.type
-        if isinstance(kind, sa.Integer):
-            types.append(pa.int64())
-        elif isinstance(kind, sa.String) and not isinstance(kind, sa.Enum):
-            types.append(pa.string())
-        else:
-            return None
-    return types
-
-
-def _copied(conn: Connection, query: sa.Select, width: int) -> np.ndarray | None:
-    """`_fetched` on PostgreSQL by `COPY (query) TO STDOUT` as CSV, parsed by Arrow: a million rows
-    of the sync rules' columns in about a fifth of the time of psycopg's row tuples (issue #14).
-    None when a column is of a type `_copy_types` leaves out, or the connection's encoding is not
-    UTF-8 (Arrow reads UTF-8).
-
-    The query is compiled by the connection's dialect (its placeholders, no value in the SQL) and
-    psycopg merges the parameters client-side, each quoted as a literal by libpq: COPY takes no
-    server-side parameter. Every non-null value is quoted (FORCE_QUOTE *), so a NULL is the one
-    unquoted empty field and an empty text a quoted one: Arrow keeps them apart. A driver error is
-    scrubbed and wrapped as `_row_tuples` does (`wrapped_driver_error`)."""
-    types = _copy_types(query)
-    driver = conn.connection.driver_connection  # psycopg's connection, open while `conn` is
-    assert driver is not None
-    if types is None or driver.info.encoding != "utf-8":
-        return None
-    compiled = query.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
-    # The values as SQLAlchemy's execution would bind them: its type's bind processor applied.
-    processors: dict[str, Callable] = dict(compiled._bind_processors)  # type: ignore[arg-type]
-    params = {name: processors[name](value) if name in processors else value
-              for name, value in compiled.construct_params().items()}
-    statement = f"COPY ({compiled}) TO STDOUT (FORMAT csv, FORCE_QUOTE *)"
-    driver_error = conn.dialect.loaded_dbapi.Error
-    try:
-        with driver.cursor() as cursor, cursor.copy(statement, params) as copy:
-            data = b"".join(copy)
-    except driver_error as error:
-        # Raised by the driver, not through SQLAlchemy: scrubbed and wrapped as the engine does.
-        raise wrapped_driver_error(conn, statement, error) from error
-    if not data:
-        return np.empty((0, width), dtype=object)
-    names = [f"c{n}" for n in range(width)]
-    table = pa_csv.read_csv(
-        pa.py_buffer(data),
-        # One block: Arrow refuses a row that straddles blocks, and a stored text has no length bound.
-        read_options=pa_csv.ReadOptions(column_names=names, block_size=len(data) + 1),
-        parse_options=pa_csv.ParseOptions(newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(column_types=dict(zip(names, types)), null_values=[""],
-                                              strings_can_be_null=True, quoted_strings_can_be_null=False))
-    values = np.empty((table.num_rows, width), dtype=object)
-    for position, (column, kind) in enumerate(zip(table.columns, types)):
-        # An integer column with a null would be floats as numpy: Python ints and None instead.
-        values[:, position] = (column.to_pylist() if kind == pa.int64()
-                               else column.to_numpy(zero_copy_only=False))
-    return values
 
 
 def stored_account_numbers(conn: Connection, practice_id: str, *, block: int = 100_000) -> pa.ChunkedArray:

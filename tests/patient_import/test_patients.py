@@ -360,3 +360,39 @@ def test_possible_duplicates_against_the_people_born_on_new_rows_days_are_those_
     warned = possible_duplicates(frame, is_new, born).listed
     assert warned.equals(possible_duplicates(frame, is_new, everyone).listed)
     assert set(warned["code"]) == {p.POSSIBLE_DUPLICATE_PATIENT} and len(warned) >= 15
+
+
+# ---------------------------------------------------------------- the account numbers asked for
+
+# Account numbers a joined text or an array literal could mistake: separators, quotes, braces,
+# spaces, escapes, the texts of a null, characters beyond the BMP, the longest the column holds.
+ODD_ACCOUNTS = ["1", "a,b", '"q"', "{x}", "NULL", " 2 ", "back\\slash", "\\", "😀", "'", ";", "x" * 32]
+
+
+def test_stored_patients_are_found_by_account_numbers_of_any_text(store):
+    put(store, *[{"third_party_acct_number": account} for account in ODD_ACCOUNTS])
+    asked = [*ODD_ACCOUNTS, "not stored", "a", "b", None, 5, float("nan")]
+
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, ["id"], accounts=asked)
+
+    assert sorted(found.index) == sorted(ODD_ACCOUNTS)
+
+
+@pytest.mark.parametrize("asked", [[""], ["1", "a\x1fb"], ["a\x1fb"]], ids=repr)
+def test_account_numbers_a_joined_text_cannot_carry_are_asked_for_as_a_list(store, asked):
+    """On PostgreSQL a block's account numbers go as one text the server splits
+    (`patients._account_array`); the empty text alone, or one holding the separator, would be lost
+    or split: such a block goes as a list, and its patients are found all the same."""
+    from include.patient_import.patients import _account_array
+
+    put(store, *[{"third_party_acct_number": account} for account in ("1", "a", "b", "", "a\x1fb")])
+
+    with store.connect() as conn:
+        found = stored_patients(conn, PRACTICE.id, ["id"], accounts=asked)
+        joined = stored_patients(conn, PRACTICE.id, ["id"], accounts=["1", "", "a", "z"])
+
+    assert sorted(found.index) == sorted(asked)
+    assert sorted(joined.index) == ["", "1", "a"]  # an empty one among others is an element
+    assert "string_to_array" not in str(_account_array(asked))
+    assert "string_to_array" in str(_account_array(["1", "", "a", "z"]))

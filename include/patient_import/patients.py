@@ -252,10 +252,9 @@ def stored_account_numbers(conn: Connection, practice_id: str, *, block: int = 1
     """The practice's stored account numbers (those not null; the index of `stored_patients`),
     as Arrow text, fetched `block` rows at a time: the rows of one block are Python values at
     once, not a million row tuples and texts (~120 MB at validate's peak; issue #14)."""
-    table = Patient.__table__
-    query = sa.select(table.c[ACCOUNT_COLUMN]).where(table.c.practice_id == practice_id,
-                                                     table.c[ACCOUNT_COLUMN].is_not(None))
-    return _arrow_columns(conn, query, pa.schema([(ACCOUNT_COLUMN, pa.string())]), block)[ACCOUNT_COLUMN]
+    query = sa.select(Patient.__table__.c[ACCOUNT_COLUMN])
+    return _arrow_columns(conn, _with_text_accounts(conn, query, practice_id),
+                          pa.schema([(ACCOUNT_COLUMN, pa.string())]), block)[ACCOUNT_COLUMN]
 
 
 def stored_client_ids(conn: Connection, practice_id: str, *, not_created_by: str | None = None,
@@ -264,19 +263,22 @@ def stored_client_ids(conn: Connection, practice_id: str, *, not_created_by: str
     `third_party_acct_number` (string) and `id` (int64, the store's id: Cash Practice's ClientID,
     SPEC §5), in no particular order, one row per patient; fetched `block` rows at a time as
     `stored_account_numbers` is (a million patients take ~20 MB so, ~150 MB as Python values).
-    `not_created_by` as for `stored_patients`.
-
-    Only account numbers stored as text: SQLite keeps a BLOB written by hand as it is, which no
-    text equals (`stored_patients(accounts=...)` never finds it), while Arrow would read b'abc' as
-    the text 'abc' (and refuse a BLOB that is no UTF-8)."""
+    `not_created_by` as for `stored_patients`."""
     table = Patient.__table__
-    account = table.c[ACCOUNT_COLUMN]
-    query = sa.select(account, table.c.id).where(table.c.practice_id == practice_id, account.is_not(None))
-    if conn.dialect.name == "sqlite":
-        query = query.where(sa.func.typeof(account) == "text")
+    query = _with_text_accounts(conn, sa.select(table.c[ACCOUNT_COLUMN], table.c.id), practice_id)
     if not_created_by is not None:
         query = query.where(sa.or_(table.c.created_import_id.is_(None), table.c.created_import_id != not_created_by))
     return _arrow_columns(conn, query, pa.schema([(ACCOUNT_COLUMN, pa.string()), ("id", pa.int64())]), block)
+
+
+def _with_text_accounts(conn: Connection, query: sa.Select, practice_id: str) -> sa.Select:
+    """`query` kept to the practice's patients whose account number is a text, as the Arrow reads
+    (`_arrow_columns`) need it: SQLite keeps a BLOB written by hand as it is, which no text equals
+    (`stored_patients(accounts=...)` never finds it), while Arrow would read b'abc' as the text
+    'abc' (and refuse a BLOB that is no UTF-8)."""
+    account = Patient.__table__.c[ACCOUNT_COLUMN]
+    query = query.where(Patient.__table__.c.practice_id == practice_id, account.is_not(None))
+    return query.where(sa.func.typeof(account) == "text") if conn.dialect.name == "sqlite" else query
 
 
 def _arrow_columns(conn: Connection, query: sa.Select, schema: pa.Schema, block: int) -> pa.Table:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 
 from include.patient_import import problems as p
 from include.patient_import import records
+from include.patient_import import patients as patients_module
 from include.patient_import.patients import COMPARED, StoredDateError, decide_against_store, stored_patients
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CHANGED_FIELDS, OUTCOME, WRITE
@@ -286,6 +287,21 @@ def test_a_postgresql_date_no_date_holds_is_refused_not_read_as_another_day_or_n
     with store.connect() as conn, pytest.raises(StoredDateError, match=r"1 stored patient\(s\).*account numbers 2\)"):
         # to_char gives 10000-01-01 (a text before 2026-...), 0044-03-15 for a BC day, NULL for infinity
         decide_against_store(conn, PRACTICE, normalised({"account_number": "2"}), date(2026, 11, 30))
+
+
+def test_a_postgresql_date_is_read_as_iso_text_so_only_out_of_range_needs_looking_for(store):
+    """On PostgreSQL `_check_iso_dates` looks only for OUT_OF_RANGE: the general check of each
+    distinct value must agree that every date a DATE column holds in `date`'s years reads as ISO
+    text, the first and last days included (to_char pads the year to four digits)."""
+    if make_url(str(store.url)).get_backend_name() != "postgresql":
+        pytest.skip("SQLite keeps whatever text was written (the tests above)")
+    days = ["0001-01-01", "0099-12-31", "1999-12-31", "2024-02-29", "9999-12-31"]
+    put_raw(store, "birth_date", [*days, None])
+
+    with store.connect() as conn:
+        read = stored_patients(conn, PRACTICE.id, ["birth_date"])["birth_date"].to_numpy(dtype=object)
+    assert sorted(v for v in read.tolist() if v is not None) == days
+    assert patients_module._not_iso_dates(pd.unique(read)) == set()
 
 
 def test_stored_dates_of_another_practice_are_not_checked(store):

@@ -222,22 +222,26 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
             before = stored[STORE_COLUMN.get(field, field)].to_numpy(dtype=object)[stored_at]
             # No NaN or NA left to compare (NA's comparison has no truth value).
             by_field[:, position] = present & (np.where(present, new, None) != before)
-    changed = pd.Series(by_field.any(axis=1), index=out.index)
+    changed = by_field.any(axis=1)
 
-    outcome = pd.Series(p.UNCHANGED, index=out.index, dtype="object")
-    outcome = outcome.mask(pending & ~exists, p.INSERTED)
-    outcome = outcome.mask(pending & exists & changed, p.UPDATED)
-    outcome = outcome.mask(code.isin(p.SKIP_CODES), p.SKIPPED)
-    outcome = outcome.mask(code.isin(p.ROW_ERROR_CODES), p.REJECTED)
-    out[OUTCOME] = outcome
+    # Each outcome as a mask, a later one winning (a row error over a skip over a write); numpy
+    # booleans, not pandas' comparisons of the outcome texts (issue #14). `inserted` and `updated`
+    # are rows without a code, so no skip or row error overrides them.
+    pending = pending.to_numpy(dtype=bool)
+    inserted, updated = pending & ~found, pending & found & changed
+    outcome = np.full(len(out), p.UNCHANGED, dtype=object)
+    for mask, name in ((inserted, p.INSERTED), (updated, p.UPDATED), (code.isin(p.SKIP_CODES), p.SKIPPED),
+                       (code.isin(p.ROW_ERROR_CODES), p.REJECTED)):
+        outcome[np.asarray(mask, dtype=bool)] = name
+    unchanged = outcome == p.UNCHANGED
+    out[OUTCOME] = pd.Series(outcome, index=out.index, dtype="object")
     out[CODE] = code
-    out["changed"] = (changed | ~exists) & pending
-    out[CHANGED_FIELDS] = _field_names(by_field, outcome.eq(p.UPDATED).to_numpy(), out.index)
-    out[IS_NEW] = outcome.eq(p.INSERTED).astype("int64")
+    out["changed"] = pd.Series((changed | ~found) & pending, index=out.index)
+    out[CHANGED_FIELDS] = _field_names(by_field, updated, out.index)
+    out[IS_NEW] = pd.Series(inserted.astype("int64"), index=out.index)
     # What the load must write: new and changed patients, and an unchanged one only when its
     # export date moves the stored one forward (rule 7); any other write would change nothing.
-    advances = pd.Series(last_seen < day, index=out.index)
-    out[WRITE] = outcome.isin([p.INSERTED, p.UPDATED]) | (outcome.eq(p.UNCHANGED) & advances)
+    out[WRITE] = pd.Series(inserted | updated | (unchanged & (last_seen < day)), index=out.index)
     return out
 
 

@@ -12,9 +12,9 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from include.patient_import import patients as patients_module
 from include.patient_import import problems as p
 from include.patient_import import records
-from include.patient_import import patients as patients_module
 from include.patient_import.patients import COMPARED, StoredDateError, decide_against_store, stored_patients
 from include.patient_import.practices import Practice
 from include.patient_import.rules import CHANGED_FIELDS, OUTCOME, WRITE

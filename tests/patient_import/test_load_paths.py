@@ -194,3 +194,22 @@ def test_an_unknown_dialect_has_no_upsert():
     with pytest.raises(ValueError, match="does not support"):
         load_module.upsert_statement("mysql", load_module._staging_table())
 
+
+
+# What SQLite's executemany binds as it is into a Date column: checked by Arrow at once
+# (`load._refuse_non_iso_text`), the same verdict as `normalize.is_iso_date` on each value.
+DATE_TEXTS = ["2026-11-30", "0001-01-01", "9999-12-31", "2024-02-29", "2023-02-29", "2026-11-3", "2026-11-30 ",
+              " 2026-11-30", "20261130", "2026-W48-1", "30/11/2026", "", "NaT", "0000-01-01", "10000-01-01",
+              "2026-11-30T00:00:00", "２０２６-11-30", "2026-11-3\ud800", "2026\u221211\u221230"]
+
+
+@pytest.mark.parametrize("text", DATE_TEXTS, ids=repr)
+def test_the_sqlite_date_check_refuses_exactly_what_is_iso_date_refuses(text):
+    from include.patient_import.normalize import is_iso_date
+
+    values = ["2026-11-30", None, text, "1999-12-31", date(2026, 11, 30)]
+    if is_iso_date(text):
+        load_module._refuse_non_iso_text("birth_date", values)
+    else:
+        with pytest.raises(TypeError, match="birth_date: a text that is not a YYYY-MM-DD day"):
+            load_module._refuse_non_iso_text("birth_date", values)

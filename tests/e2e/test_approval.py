@@ -36,8 +36,10 @@ def _quoted(run_id: str) -> str:
     return urllib.parse.quote(run_id, safe="")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def browser():
+    # Closed after the one test that uses it: left open on Airflow's approval page through the
+    # module's other tests (about a minute), its renderer kept polling the UI (14% of a core).
     with launch() as chromium:
         yield chromium
 

@@ -124,34 +124,38 @@ def airflow_db(tmp_path_factory):
     """Airflow's own metadata database (DagBag, `dag.test()`), migrated once per session.
 
     Under pytest-xdist every worker has an Airflow home of its own, yet `airflow db migrate` (a
-    process importing Airflow and every model: 10 to 20 s of CPU) runs once per `make test`: the
+    process importing Airflow and every model: about 4 s of CPU each) runs once per `make test`: the
     first worker to need it migrates its home and leaves a copy in the run's shared temporary
     folder; the others copy that (SQLite's backup API: a consistent copy of the same database).
     """
     import fcntl
-    import subprocess
 
     from scripts.airflow_db import sqlite_path
 
-    home = Path(os.environ["AIRFLOW_HOME"])
-    database = sqlite_path(home)
-    # A folder of this run only under xdist (pytest-<n>/popen-gw<i>'s parent); without it, one process.
-    template = (tmp_path_factory.getbasetemp().parent / "airflow_db_template.db"
-                if os.environ.get("PYTEST_XDIST_WORKER") and database is not None else None)
-    with (open(f"{template}.lock", "w") if template else open(os.devnull)) as lock:
-        if template:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        if template and template.exists():
+    database = sqlite_path(Path(os.environ["AIRFLOW_HOME"]))
+    if not os.environ.get("PYTEST_XDIST_WORKER") or database is None:  # one process: nothing to share
+        _migrate_airflow_db()
+        return os.environ["AIRFLOW_HOME"]
+    # The run's shared temporary folder (pytest-<n>, popen-gw<i>'s parent), one worker at a time.
+    template = tmp_path_factory.getbasetemp().parent / "airflow_db_template.db"
+    with open(f"{template}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if template.exists():
             _sqlite_copy(template, database)
-            return os.environ["AIRFLOW_HOME"]
-        result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
-                                capture_output=True, text=True, env=os.environ.copy())
-        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-        if template:
+        else:
+            _migrate_airflow_db()
             partial = template.with_suffix(".partial")
             _sqlite_copy(database, partial)
             partial.replace(template)  # whole or not at all
     return os.environ["AIRFLOW_HOME"]
+
+
+def _migrate_airflow_db() -> None:
+    import subprocess
+
+    result = subprocess.run([str(Path(sys.executable).with_name("airflow")), "db", "migrate"],
+                            capture_output=True, text=True, env=os.environ.copy())
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
 
 
 def _sqlite_copy(source: Path, target: Path) -> None:

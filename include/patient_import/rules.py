@@ -227,16 +227,16 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     # Each outcome as a mask, a later one winning (a row error over a skip over a write); numpy
     # booleans, not pandas' comparisons of the outcome texts (issue #14). `inserted` and `updated`
     # are rows without a code, so no skip or row error overrides them.
-    pending = pending.to_numpy(dtype=bool)
-    inserted, updated = pending & ~found, pending & found & changed
+    uncoded = pending.to_numpy(dtype=bool)
+    inserted, updated = uncoded & ~found, uncoded & found & changed
+    skipped, rejected = code.isin(p.SKIP_CODES).to_numpy(bool), code.isin(p.ROW_ERROR_CODES).to_numpy(bool)
     outcome = np.full(len(out), p.UNCHANGED, dtype=object)
-    for mask, name in ((inserted, p.INSERTED), (updated, p.UPDATED), (code.isin(p.SKIP_CODES), p.SKIPPED),
-                       (code.isin(p.ROW_ERROR_CODES), p.REJECTED)):
-        outcome[np.asarray(mask, dtype=bool)] = name
-    unchanged = outcome == p.UNCHANGED
+    for mask, name in ((inserted, p.INSERTED), (updated, p.UPDATED), (skipped, p.SKIPPED), (rejected, p.REJECTED)):
+        outcome[mask] = name
+    unchanged = ~(inserted | updated | skipped | rejected)
     out[OUTCOME] = pd.Series(outcome, index=out.index, dtype="object")
     out[CODE] = code
-    out["changed"] = pd.Series((changed | ~found) & pending, index=out.index)
+    out["changed"] = pd.Series((changed | ~found) & uncoded, index=out.index)
     out[CHANGED_FIELDS] = _field_names(by_field, updated, out.index)
     out[IS_NEW] = pd.Series(inserted.astype("int64"), index=out.index)
     # What the load must write: new and changed patients, and an unchanged one only when its

@@ -132,8 +132,12 @@ def airflow_db(tmp_path_factory):
 
     from scripts.airflow_db import sqlite_path
 
-    database = sqlite_path(Path(os.environ["AIRFLOW_HOME"]))
-    if not os.environ.get("PYTEST_XDIST_WORKER") or database is None:  # one process: nothing to share
+    home = Path(os.environ["AIRFLOW_HOME"])
+    database = sqlite_path(home)
+    # Shared only between workers' own databases: one named by an inherited
+    # AIRFLOW__DATABASE__SQL_ALCHEMY_CONN is one file for every worker (or a user's own), which a
+    # copy would roll back under the others; `airflow db migrate` leaves a current one as it is.
+    if not os.environ.get("PYTEST_XDIST_WORKER") or database is None or not database.is_relative_to(home):
         _migrate_airflow_db()
         return os.environ["AIRFLOW_HOME"]
     # The run's shared temporary folder (pytest-<n>, popen-gw<i>'s parent), one worker at a time.

@@ -347,7 +347,7 @@ class _PatientWrite:
                     conn.execute(statement)
             else:
                 conn.execute(upsert_statement(conn.dialect.name, self.rows))
-        changes.log_after(conn, import_id)
+        changes.log_after(conn)
         if self.seen is not None:
             if postgres:
                 analyze_patient_keys(conn, self.seen)

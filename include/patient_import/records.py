@@ -14,7 +14,14 @@ from include.patient_import import audit, storage
 from include.patient_import import problems as p
 from include.patient_import.practices import Practice, load_practices
 from include.patient_import.problems import PROBLEM_COLUMNS
-from include.patient_import.store import Import, ImportProblem, ImportProblemCount, create_store_engine, migrate
+from include.patient_import.store import (
+    Import,
+    ImportProblem,
+    ImportProblemCount,
+    create_store_engine,
+    migrate,
+    streamed_rows,
+)
 from include.patient_import.store import Practice as PracticeRow
 
 if TYPE_CHECKING:
@@ -182,9 +189,7 @@ def import_problems(conn: Connection, import_id: str) -> ProblemTable:
 def iter_problems(conn: Connection, import_id: str) -> Iterator[dict]:
     """The import's listed problems in report order, as the report's dicts, read in batches (a
     server-side cursor on PostgreSQL): memory stays flat however many there are (SPEC §7)."""
-    result = conn.execution_options(stream_results=True, yield_per=_STREAM_BATCH).execute(
-        _problems_in_order(import_id))
-    for row in result:
+    for row in streamed_rows(conn, _problems_in_order(import_id), _STREAM_BATCH):
         yield dict(zip(PROBLEM_COLUMNS, row))
 
 

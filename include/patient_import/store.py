@@ -360,6 +360,16 @@ def analyze_patient_keys(conn: Connection, table: sa.Table) -> None:
                          f"({quote.quote('practice_id')}, {quote.quote('third_party_acct_number')})")
 
 
+def streamed_rows(conn: Connection, query: sa.Executable, batch: int) -> sa.CursorResult:
+    """The rows of `query`, fetched `batch` at a time (a server-side cursor on PostgreSQL), so that
+    memory stays flat however many there are.
+
+    The options go with this one statement: `Connection.execution_options()` sets them on the
+    connection itself (SQLAlchemy 2), and every later statement on it would then run through a
+    server-side cursor too, which PostgreSQL refuses for anything but a query."""
+    return conn.execute(query, execution_options={"stream_results": True, "yield_per": batch})
+
+
 def lock_practice(conn: Connection, practice_id: str) -> None:
     """Serialise imports of one practice until the transaction ends (SPEC §3 rule 1, issue #3).
 

@@ -82,10 +82,10 @@ def _dying(monkeypatch, after_log: bool) -> None:
     write, before the seen UPDATE): before (`after_log` False) or after writing them."""
     real = changes_module.log_after
 
-    def log_after(conn, import_id):
+    def log_after(conn):
         if after_log:
-            real(conn, import_id)
-        raise Died(import_id)
+            real(conn)
+        raise Died("at the change log's after-images")
 
     monkeypatch.setattr(changes_module, "log_after", log_after)
 

@@ -412,3 +412,20 @@ def test_account_numbers_a_joined_text_cannot_carry_are_asked_for_as_a_list(stor
     assert sorted(joined.index) == ["", "1", "a"]  # an empty one among others is an element
     assert "string_to_array" not in str(_account_array(asked))
     assert "string_to_array" in str(_account_array(["1", "", "a", "z"]))
+
+
+def test_the_streamed_reads_leave_their_connection_as_it_was(store):
+    """The problems, changed rows and value changes are read through a server-side cursor on
+    PostgreSQL, set for their own query only (`store.streamed_rows`): set on the connection, every
+    later statement on it would go through one as well, and PostgreSQL refuses that for DDL."""
+    from include.patient_import import changes
+
+    with store.connect() as conn:
+        before = dict(conn.get_execution_options())
+        assert list(records.iter_problems(conn, "imp_none")) == []
+        assert list(changes.changed_rows(conn, "imp_none")) == []
+        assert list(changes.value_changes(conn, "imp_none")) == []
+
+        assert dict(conn.get_execution_options()) == before
+        conn.execute(sa.text("CREATE TEMPORARY TABLE after_streamed_reads (x integer)"))
+        conn.execute(sa.text("DROP TABLE after_streamed_reads"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bench import report
+from bench.report import LOAD_PARTS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +49,11 @@ def test_the_bench_runs_every_figure_through_the_real_stages(tiny_run):
     assert ours["newer"]["detail"]["counts"]["inserted"] == 0
     # The newer export changes no value: every patient comes out unchanged, only its date advances.
     assert ours["newer"]["detail"]["counts"]["unchanged"] == ours["insert"]["detail"]["counts"]["inserted"]
-    assert set(ours["insert"]["stages"]) >= {"read", "normalise", "gx_suites", "transform", "load", "report"}
+    assert set(ours["insert"]["stages"]) >= {"read", "normalise", "gx_suites", "transform", "load", "report",
+                                             *LOAD_PARTS}
+    # The newer export's patients are only seen again: their date moves, logged as seen entries.
+    assert set(ours["newer"]["stages"]) >= {"decide", "staging", "write", "change_log", "outcomes"}
+    assert "| load | decide | staging | write | change_log | outcomes | report | total |" in tiny_run["table"]
     assert all(s["seconds"] > 0 and s["peak_rss_mb"] > 0 for s in results["samples"])
     assert "| 300 | sqlite | ours | empty (inserts) |" in tiny_run["table"]
     assert "Targets (issue #14):" in tiny_run["table"] and "machine:" in tiny_run["stdout"]

@@ -34,8 +34,17 @@ def run_ours(url: str, export: str, exported_on: str, profile: str | None = None
     # Airflow figures measure them.
     import great_expectations  # noqa: F401
 
-    from include.patient_import import changes, gx_runner, normalize, patients, pipeline, reader, records  # noqa: F401
-    from include.patient_import import transform, validate  # noqa: F401
+    from include.patient_import import (  # noqa: F401
+        changes,
+        gx_runner,
+        normalize,
+        patients,
+        pipeline,
+        reader,
+        records,
+        transform,
+        validate,
+    )
     from include.patient_import import load as load_module
 
     imports = time.perf_counter() - started

@@ -94,9 +94,9 @@ def _run(url: str, steps: list, write: str, monkeypatch) -> dict:
             if dies:
                 real = changes_module.log_after
 
-                def dying(conn, import_id):
-                    real(conn, import_id)
-                    raise Died(import_id)
+                def dying(conn):
+                    real(conn)
+                    raise Died(last[0])
 
                 monkeypatch.setattr(changes_module, "log_after", dying)
                 with pytest.raises(Died):
@@ -260,7 +260,7 @@ def test_the_loads_settings_and_tables_stay_inside_its_transaction(ending, postg
     if ending == "already loaded":
         load(postgres_store, DRIP, export(ANN), MARCH, import_id=import_id)
     if ending == "died":
-        monkeypatch.setattr(changes_module, "log_after", lambda conn, import_id: (_ for _ in ()).throw(Died()))
+        monkeypatch.setattr(changes_module, "log_after", lambda conn: (_ for _ in ()).throw(Died()))
         with pytest.raises(Died):
             load(postgres_store, DRIP, export(ANN, BOB), MARCH, import_id=import_id)
     elif ending == "already loaded":

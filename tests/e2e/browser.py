@@ -119,8 +119,15 @@ def launch() -> Iterator[Browser]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         active = profile / "DevToolsActivePort"
-        port = wait("Chromium's DevTools port", lambda: active.exists() and active.read_text().split("\n")[0],
-                    timeout=30)
+
+        def devtools_port() -> str | None:
+            if process.poll() is not None:
+                pytest.fail(f"Chromium exited with {process.returncode} before opening its DevTools port")
+            return active.exists() and active.read_text().split("\n")[0]
+
+        # 90 s, not 30: a first start on two cores beside the shared Airflow stack and the other
+        # workers' tests once took longer than 30 s (a CI-like run, 2026-12-02).
+        port = wait("Chromium's DevTools port", devtools_port, timeout=90)
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=5) as response:
             page = next(t for t in json.load(response) if t["type"] == "page")
         with connect(page["webSocketDebuggerUrl"], max_size=None, open_timeout=10) as ws:

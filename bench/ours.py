@@ -54,7 +54,8 @@ def run_ours(url: str, export: str, exported_on: str, profile: str | None = None
     timer.wrap(gx_runner.SuiteRunner, "run", "gx_suites")
     timer.wrap(gx_runner.SuiteRunner, "build_docs", "gx_docs")
     # The load's parts (`LOAD_PARTS`), each timed apart from the stage: what is left under "load"
-    # is reading the validated blocks and the load's own bookkeeping.
+    # is reading the validated blocks and the load's own bookkeeping. (Approval's own decision, for
+    # a practice with an approval threshold, would count under "decide" too; the bench's has none.)
     timer.wrap(patients, "decide_against_store", "decide")
     timer.wrap(load_module._PatientWrite, "stage", "staging")
     timer.wrap(load_module._PatientWrite, "apply", "write")

@@ -197,7 +197,6 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     found = at >= 0
     exists = pd.Series(found, index=out.index)
     code = _practice_rule_codes(out, exists, practice)
-    pending = code.isna()
 
     # ISO dates compare as texts; "" for a stored patient never seen (or a new one) is before any.
     last_seen = np.full(len(out), "", dtype=object)
@@ -205,9 +204,8 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
         seen = stored["last_seen_exported_on"].to_numpy(dtype=object)[at[found]]
         last_seen[found] = np.where(pd.isna(seen), "", seen)
     day = export_day(exported_on).isoformat()
-    older = pending & pd.Series(found & (last_seen > day), index=out.index)
+    older = code.isna() & pd.Series(found & (last_seen > day), index=out.index)
     code = code.mask(older, p.OLDER_THAN_STORED)
-    pending = code.isna()
 
     # One comparison decides both whether a row changes a stored patient and which fields it
     # changes: a value the row has (an empty cell changes nothing) that differs from the stored one.
@@ -227,7 +225,7 @@ def decide_outcomes(frame: pd.DataFrame, stored: pd.DataFrame, practice: Practic
     # Each outcome as a mask, a later one winning (a row error over a skip over a write); numpy
     # booleans, not pandas' comparisons of the outcome texts (issue #14). `inserted` and `updated`
     # are rows without a code, so no skip or row error overrides them.
-    uncoded = pending.to_numpy(dtype=bool)
+    uncoded = code.isna().to_numpy(dtype=bool)
     inserted, updated = uncoded & ~found, uncoded & found & changed
     skipped, rejected = code.isin(p.SKIP_CODES).to_numpy(bool), code.isin(p.ROW_ERROR_CODES).to_numpy(bool)
     outcome = np.full(len(out), p.UNCHANGED, dtype=object)

@@ -120,7 +120,7 @@ def launch() -> Iterator[Browser]:
     try:
         active = profile / "DevToolsActivePort"
 
-        def devtools_port() -> str | None:
+        def devtools_port() -> str | bool:
             if process.poll() is not None:
                 pytest.fail(f"Chromium exited with {process.returncode} before opening its DevTools port")
             return active.exists() and active.read_text().split("\n")[0]

@@ -305,6 +305,26 @@ def running_url(pid: int) -> str | None:
     return None
 
 
+def running_stack(airflow_home: Path) -> int | None:
+    """The process group of the stack `make up` started with `airflow_home`, while it runs (its
+    `standalone.pid`); None when none does. A pid file left by a stack that is gone is removed."""
+    pid_file = airflow_home / "standalone.pid"
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text())
+        os.killpg(pid, 0)
+    except (ProcessLookupError, ValueError):
+        pid_file.unlink(missing_ok=True)
+        return None
+    return pid
+
+
+def default_airflow_home() -> Path:
+    """The Airflow home `make up`, `make run` and `make import` use: $AIRFLOW_HOME, else var/airflow."""
+    return Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow")
+
+
 def _main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("action", choices=["up", "down"])
@@ -315,7 +335,7 @@ def _main() -> int:
               file=sys.stderr)
         return 2
     args.port = int(args.port)
-    airflow_home = Path(os.environ.get("AIRFLOW_HOME") or ROOT / "var" / "airflow")
+    airflow_home = default_airflow_home()
     pid_file = airflow_home / "standalone.pid"
     if args.action == "down":
         if not pid_file.exists():
@@ -325,16 +345,12 @@ def _main() -> int:
         pid_file.unlink(missing_ok=True)
         print("Airflow stopped")
         return 0
-    if pid_file.exists():
-        try:
-            pid = int(pid_file.read_text())
-            os.killpg(pid, 0)
-            where = running_url(pid)
-            print(f"Airflow is already running{f' at {where}' if where else ''} (pid {pid}; login in "
-                  f"{airflow_home / 'passwords.json'}); `make down` stops it")
-            return 1
-        except (ProcessLookupError, ValueError):
-            pid_file.unlink()
+    pid = running_stack(airflow_home)
+    if pid is not None:
+        where = running_url(pid)
+        print(f"Airflow is already running{f' at {where}' if where else ''} (pid {pid}; login in "
+              f"{airflow_home / 'passwords.json'}); `make down` stops it")
+        return 1
     try:
         stack = start_stack(airflow_home, args.port)
     except StackError as exc:

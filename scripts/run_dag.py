@@ -35,6 +35,17 @@ def _parse() -> argparse.Namespace:
 
 def main() -> int:
     args = _parse()
+    from scripts.airflow_stack import default_airflow_home, running_stack
+
+    pid = running_stack(default_airflow_home())
+    if pid is not None:
+        # `dag.test()` shares the stack's metadata database: the stack's scheduler would take this
+        # run's tasks and run them in its own environment (without this run's FILE among its export
+        # roots), and the run would fail for a reason that is not the file's (a newcomer's find).
+        print(f"error: the local Airflow (`make up`, pid {pid}) is running and would take this run's tasks; "
+              "`make down` first, or drop the file into var/inbox/<practice_id>/ and trigger a run from "
+              "the UI", file=sys.stderr)
+        return 2
     conf: dict = {"practice_id": args.practice or None, "dry_run": args.dry_run}
     if args.file:
         if not args.practice:

@@ -67,8 +67,10 @@ CodeFilter = Annotated[str, Query(pattern=r"^[a-z0-9_]{0,64}$")]
 # A DAG run id as Airflow makes them ("manual__2026-11-20T09:00:00+00:00", "backfill__…"); printable only.
 RunIdFilter = Annotated[str, Query(max_length=250, pattern=r"^[^\x00-\x1f\x7f]*$")]
 DagIdFilter = Annotated[str, Query(max_length=250, pattern=r"^[A-Za-z0-9_.-]*$")]
-# Typed as the office writes it ("#00123", " 123 "): normalised as the import stores it.
-AccountSearch = Annotated[str, Query(max_length=64)]
+# Typed as the office writes it ("#00123", " 123 "): normalised as the import stores it. The page's
+# Account # box holds no more (`account_search_length`), so the form never meets the API's 422.
+ACCOUNT_SEARCH_LENGTH = 64
+AccountSearch = Annotated[str, Query(max_length=ACCOUNT_SEARCH_LENGTH)]
 
 _read_access = requires_access_dag(method="GET", param_dag_id=DAG_ID)
 _run_access = requires_access_dag(method="POST", access_entity=DagAccessEntity.RUN, param_dag_id=DAG_ID)
@@ -79,6 +81,7 @@ app = FastAPI(title="Import Results", dependencies=[Depends(_read_access)],
 _templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(FilePath(__file__).with_name("templates")),
     autoescape=True, undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+_templates.globals["account_search_length"] = ACCOUNT_SEARCH_LENGTH
 
 
 # ---------------------------------------------------------------- the store

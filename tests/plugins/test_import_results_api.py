@@ -551,3 +551,14 @@ def test_data_docs_signed_links_refuse_forgery_expiry_and_escapes(client, viewer
     for escape in ("..%2F..%2F..%2F..%2Foutside.csv", "validations/../../../../../outside.csv"):
         response = client.get(f"/import-results-docs/{import_id}/{expires}/{signature}/{escape}")
         assert response.status_code == 404 and "secret" not in response.text
+
+
+def test_the_account_box_holds_no_more_than_the_api_takes(client, viewer):
+    """A longer account number typed into the page's box would come back as the API's raw 422 JSON
+    inside the page (a newcomer's find): the box stops at the same length."""
+    from plugins.import_results.app import ACCOUNT_SEARCH_LENGTH
+
+    page = client.get(DETAIL, headers=viewer).text
+    assert re.search(rf'<input[^>]*name="account"[^>]*maxlength="{ACCOUNT_SEARCH_LENGTH}"', page)
+    too_long = "1" * (ACCOUNT_SEARCH_LENGTH + 1)
+    assert client.get(API_DETAIL, headers=viewer, params={"account": too_long}).status_code == 422

@@ -201,3 +201,26 @@ def test_up_while_running_names_the_running_stacks_url(tmp_path):
     assert done.returncode == 1
     assert "already running at http://127.0.0.1:18765" in done.stdout
     assert str(tmp_path / "passwords.json") in done.stdout
+
+
+def test_make_run_and_make_import_refuse_while_the_local_stack_runs(tmp_path):
+    """`dag.test()` beside a running `make up` had its tasks taken by that stack's scheduler and
+    failed in its environment (a newcomer's find): run_dag.py refuses first, in one line, and
+    goes ahead once the stack is gone (its stale pid file removed)."""
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path)}
+    command = [sys.executable, str(ROOT / "scripts" / "run_dag.py"), "--check-only", "--practice", "demo_clinic",
+               "--file", str(tmp_path / "no such export.csv")]
+    try:
+        (tmp_path / "standalone.pid").write_text(str(stand_in.pid))
+        refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
+    finally:
+        stand_in.kill()
+        stand_in.wait()
+    assert refused.returncode == 2
+    assert f"the local Airflow (`make up`, pid {stand_in.pid}) is running" in refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+    after = subprocess.run(command, env=env, capture_output=True, text=True, timeout=90)
+    assert "the local Airflow" not in after.stderr
+    assert not (tmp_path / "standalone.pid").exists()

@@ -35,6 +35,7 @@ from pathlib import Path
 from bench import report, task_overhead
 from bench.airflow_overhead import PATIENT_IMPORT_DAG, TRIVIAL_DAG
 from bench.common import PRACTICE_ID, PRACTICES_YAML, RESULT_PREFIX, ROOT
+from include.patient_import.settings import DEFAULT_MAX_ROWS
 
 DATABASES = ("postgresql", "sqlite")
 FIGURES = ("floor", "pandas", "duckdb", "dlt", "ours", "airflow", "tasks")
@@ -190,26 +191,31 @@ class Bench:
         finally:
             self.drop(kind, name)
 
-    def sizes_round(self, size: int, export: Path, kind: str, repeat: int) -> None:
-        """Every figure of one size on one database, each in its three cases (MODES) on one store:
-        the export into an empty store, the same export again, then the same rows exported a day
-        later. After the last case each store's contents are digested (not measured): ours, the
-        floor and the peers must leave the same patients."""
-        figures = self.args.largest_figures if size == max(self.args.sizes) else self.args.figures
+    def sizes_round(self, size: int, export: Path, kind: str, repeat: int,
+                    figures: tuple[str, ...] | None = None) -> None:
+        """Every figure of one size on one database (`figures`; default: the run's for that size),
+        each in its three cases (MODES) on one store: the export into an empty store, the same
+        export again, then the same rows exported a day later. After the last case each store's
+        contents are digested (not measured): ours, the floor and the peers must leave the same
+        patients."""
+        if figures is None:
+            figures = self.args.largest_figures if size == max(self.args.sizes) else self.args.figures
+        # The clean CSV the floor and the peers load; ours alone (a memory size) needs none.
+        needs_clean = any(f in figures for f in IMPORT_FIGURES if f != "ours")
         tag = f"{kind[:2]}_{size}_{repeat}"
         clean = {"insert": self.work / "exports" / f"clean_{size}.csv",
                  "newer": self.work / "exports" / f"clean_newer_{size}.csv"}
         clean["unchanged"] = clean["insert"]
         digests = self.digests.setdefault(f"{kind} {size:,} rows, run {repeat + 1}", {})
 
-        if "ours" in figures or not clean["insert"].exists():
+        if "ours" in figures or (needs_clean and not clean["insert"].exists()):
             with self.prepared_store(f"ours_{tag}", kind) as (url, _, env):
                 for mode in MODES:
                     done = self.worker("ours", env, f"ours {mode} {tag}", url=url, export=str(export),
                                        exported_on=self.exported_on[mode])
                     if "ours" in figures:
                         self.record("ours", kind, size, mode, done)
-                    if mode == "insert" and not clean["insert"].exists():
+                    if mode == "insert" and needs_clean and not clean["insert"].exists():
                         self.worker("clean_csv", env, f"clean csv {size}", url=url, out=str(clean["insert"]))
                         self.worker("clean_csv", env, f"clean newer csv {size}", url=url, out=str(clean["newer"]),
                                     last_seen_exported_on=self.exported_on["newer"])
@@ -344,6 +350,13 @@ class Bench:
                 for repeat in range(repeats):
                     for kind in kinds:
                         self.sizes_round(size, export, kind, repeat)
+            for size in self.args.memory_sizes:
+                # Issue #14's "flat beyond" 1,000,000 rows: ours alone, its time and each stage's peak.
+                print(f"{size:,} rows (ours only: memory beyond {report.PEAK_RSS_ROWS:,} rows)", flush=True)
+                export = self.generate(size)
+                for repeat in range(self.args.largest_repeat):
+                    for kind in self.args.largest_databases:
+                        self.sizes_round(size, export, kind, repeat, figures=("ours",))
             if "airflow" in self.args.figures:
                 print("Airflow", flush=True)
                 self.airflow()
@@ -359,7 +372,8 @@ class Bench:
             if not self.args.keep_work:
                 shutil.rmtree(self.work, ignore_errors=True)
         return {"started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
-                "machine": machine, "sizes": self.args.sizes, "repeat": self.args.repeat,
+                "machine": machine, "sizes": self.args.sizes, "memory_sizes": self.args.memory_sizes,
+                "repeat": self.args.repeat,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "figures": list(self.args.figures), "largest_figures": list(self.args.largest_figures),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
@@ -400,6 +414,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="export sizes in rows, comma-separated")
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT") or 3),
                         help="runs of each figure; the median is reported")
+    parser.add_argument("--memory-sizes", default=os.environ.get("BENCH_MEMORY_SIZES") or "",
+                        help="sizes beyond the memory target's 1,000,000 rows at which ours alone runs (its "
+                             "three cases, --largest-databases, --largest-repeat times), for the target's "
+                             "'flat beyond it'; 'none' for none. Default: 2,000,000, the most rows an export "
+                             "may hold (PATIENT_IMPORT_MAX_ROWS), when --sizes reaches 1,000,000; none otherwise")
     parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES") or ",".join(DATABASES))
     parser.add_argument("--largest-repeat", type=int, default=int(os.environ.get("BENCH_LARGEST_REPEAT") or 0),
                         help="runs of each figure at the largest size (default: --repeat)")
@@ -427,6 +446,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.chart is None:
         args.chart = str((ROOT / "docs" if committed else Path(args.out)) / "bench_rows_per_second.png")
     args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
+    if args.memory_sizes == "":
+        args.memory_sizes = str(DEFAULT_MAX_ROWS) if max(args.sizes, default=0) >= report.PEAK_RSS_ROWS else "none"
+    args.memory_sizes = [] if args.memory_sizes == "none" else [int(s.replace("_", "")) for s in
+                                                                  _csv_list(args.memory_sizes)]
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
     args.largest_repeat = args.largest_repeat or args.repeat
@@ -437,6 +460,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                | (set(args.figures) - set(FIGURES)) | (set(args.largest_figures) - set(FIGURES)))
     if unknown or args.repeat < 1 or not args.sizes:
         parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat < 1")
+    if any(size <= report.PEAK_RSS_ROWS for size in args.memory_sizes):
+        parser.error(f"--memory-sizes are sizes beyond {report.PEAK_RSS_ROWS:,} rows")
     not_imports = set(args.largest_figures) - set(IMPORT_FIGURES)
     if not_imports:  # Airflow's and the tasks' figures are not by size
         parser.error(f"--largest-figures takes import figures only ({', '.join(IMPORT_FIGURES)}), "

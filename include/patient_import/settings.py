@@ -83,6 +83,10 @@ def default_store_url() -> str:
     return f"sqlite:///{home() / 'patient_store.db'}"
 
 
+# The most data rows an export may hold unless PATIENT_IMPORT_MAX_ROWS says otherwise (`too_many_rows`).
+DEFAULT_MAX_ROWS = 2_000_000
+
+
 @dataclass(frozen=True)
 class Limits:
     """What an export may hold before it is refused (SPEC §4 file codes); all configurable."""
@@ -100,7 +104,7 @@ class Limits:
     def from_env(cls) -> "Limits":
         return cls(
             max_file_bytes=_int_env("PATIENT_IMPORT_MAX_FILE_MB", 200) * 1024 * 1024,
-            max_rows=_int_env("PATIENT_IMPORT_MAX_ROWS", 2_000_000),
+            max_rows=_int_env("PATIENT_IMPORT_MAX_ROWS", DEFAULT_MAX_ROWS),
             max_columns=_int_env("PATIENT_IMPORT_MAX_COLUMNS", 200),
             max_field_length=_int_env("PATIENT_IMPORT_MAX_FIELD_LENGTH", 1_000),
             max_uncompressed_bytes=_int_env("PATIENT_IMPORT_MAX_UNCOMPRESSED_MB", 1_000) * 1024 * 1024,

@@ -338,3 +338,38 @@ def test_ours_stopped_where_the_floor_finished_is_a_lower_bound_not_met_beyond_t
     [headline] = [t for t in summary["targets"] if t["target"] == "ours ≤ 2.0× the floor (insert)" and t["headline"]]
     assert (headline["rows"], headline["ratio"], headline["lower_bound"], headline["met"]) == (1000, 90.0, True, False)
     assert "≥ 90.00×" in "\n".join(report.target_lines(summary))
+
+
+def test_the_memory_target_is_read_at_a_million_rows_and_flat_beyond_it():
+    """Issue #14: each stage ≤ 1 GB at 1,000,000 rows, "and flat beyond it": a figure at a larger
+    size (`--memory-sizes`) that goes over the limit fails the second target, not the first."""
+    def sample(rows, mode, validate_mb):
+        return {"figure": "ours", "database": "sqlite", "rows": rows, "mode": mode, "seconds": 1.0,
+                "process_seconds": 1.0, "process_cpu_seconds": 1.0, "peak_rss_mb": validate_mb, "stages": {},
+                "detail": {"stage_peak_rss_mb": {"validate": validate_mb, "load": 500.0}}}
+
+    def memory_targets(samples):
+        results = {"sizes": [100_000, 1_000_000], "databases": ["sqlite"], "samples": samples}
+        targets = report.summarise(results)["targets"]
+        return [(t["rows"], t["value"], t["met"]) for t in targets if t["target"].startswith("peak RSS")]
+
+    measured = [sample(100_000, "insert", 400.0), sample(1_000_000, "insert", 900.0),
+                sample(1_000_000, "newer", 1000.0)]
+    assert memory_targets(measured) == [(1_000_000, 1000.0, True), (None, None, None)]
+    assert memory_targets(measured + [sample(2_000_000, "insert", 1600.0)]) == [
+        (1_000_000, 1000.0, True), (2_000_000, 1600.0, False)]
+    assert memory_targets(measured + [sample(2_000_000, "unchanged", 1000.0)])[1] == (2_000_000, 1000.0, True)
+    # A run that stops short of 1,000,000 rows shows its largest size's figure, never "met".
+    assert memory_targets(measured[:1]) == [(100_000, 500.0, None), (None, None, None)]  # its load's 500
+
+
+def test_a_run_that_reaches_a_million_rows_measures_memory_at_the_most_rows_an_export_may_hold():
+    from bench.run import parse_args
+    from include.patient_import.settings import DEFAULT_MAX_ROWS
+
+    assert parse_args(["--sizes", "1000,100000,1000000"]).memory_sizes == [DEFAULT_MAX_ROWS]
+    assert parse_args(["--sizes", "1000"]).memory_sizes == []
+    assert parse_args(["--sizes", "1000000", "--memory-sizes", "none"]).memory_sizes == []
+    assert parse_args(["--sizes", "1000", "--memory-sizes", "1_500_000"]).memory_sizes == [1_500_000]
+    with pytest.raises(SystemExit):
+        parse_args(["--sizes", "1000", "--memory-sizes", "1000000"])  # not beyond the target's size

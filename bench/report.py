@@ -239,8 +239,9 @@ def markdown(results: dict) -> str:
         runs += f"; at {max(results['sizes']):,} rows the figures " + ", ".join(_LABELS[f] for f in largest_figures)
     memory_sizes = results.get("memory_sizes") or []
     if memory_sizes:
-        runs += (f"; at {', '.join(f'{n:,}' for n in memory_sizes)} rows ours alone "
-                 f"(its memory beyond {PEAK_RSS_ROWS:,} rows, `--memory-sizes`)")
+        repeat = results.get("largest_repeat", results["repeat"])
+        runs += (f"; at {', '.join(f'{n:,}' for n in memory_sizes)} rows ours alone, {repeat} run"
+                 f"{'s' if repeat != 1 else ''} (its memory beyond {PEAK_RSS_ROWS:,} rows, `--memory-sizes`)")
     lines = [f"Machine: {machine_line(results['machine'])[len('machine: '):]}.",
              f"{runs}; rows/s counts the export's data rows "
              "(the floor and the peers load the clean CSV those rows become).", ""]
@@ -387,8 +388,8 @@ def _scheduled_lines(scheduled: dict | None) -> list[str]:
 def _bar_chart(results: dict, path: Path, plt) -> Path:
     """One export size: seconds per figure and case, one panel per database (a rate-by-size line
     chart needs two sizes at least)."""
-    figures = [f for f in results["summary"]["figures"]
-               if f["figure"] in _LABELS and not f["figure"].startswith("floor:")]
+    figures = [f for f in results["summary"]["figures"]  # not a memory size's (ours alone)
+               if f["figure"] in _LABELS and not f["figure"].startswith("floor:") and f["rows"] in results["sizes"]]
     databases = results["databases"]
     fig, axes = plt.subplots(1, len(databases), figsize=(6.2 * len(databases), 4.6), squeeze=False)
     colors = {"insert": "tab:blue", "unchanged": "tab:cyan", "newer": "tab:purple"}
@@ -434,7 +435,8 @@ def chart(results: dict, path: Path) -> Path | None:
 
     figures = results["summary"]["figures"]
     databases = results["databases"]
-    if len({f["rows"] for f in figures if f["figure"] in _LABELS}) == 1:
+    # One size of every figure (a memory size has ours alone): bars, not lines of one point.
+    if len(results["sizes"]) == 1:
         return _bar_chart(results, path, plt)
     fig, axes = plt.subplots(1, len(databases), figsize=(6.2 * len(databases), 4.6), squeeze=False)
     series = (("floor", "insert", "floor (SQL), inserts", "k", "--"),

@@ -355,7 +355,7 @@ class Bench:
                 print(f"{size:,} rows (ours only: memory beyond {report.PEAK_RSS_ROWS:,} rows)", flush=True)
                 export = self.generate(size)
                 for repeat in range(self.args.largest_repeat):
-                    for kind in self.args.largest_databases:
+                    for kind in [k for k in databases if k in self.args.largest_databases]:
                         self.sizes_round(size, export, kind, repeat, figures=("ours",))
             if "airflow" in self.args.figures:
                 print("Airflow", flush=True)
@@ -415,10 +415,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT") or 3),
                         help="runs of each figure; the median is reported")
     parser.add_argument("--memory-sizes", default=os.environ.get("BENCH_MEMORY_SIZES") or "",
-                        help="sizes beyond the memory target's 1,000,000 rows at which ours alone runs (its "
-                             "three cases, --largest-databases, --largest-repeat times), for the target's "
-                             "'flat beyond it'; 'none' for none. Default: 2,000,000, the most rows an export "
-                             "may hold (PATIENT_IMPORT_MAX_ROWS), when --sizes reaches 1,000,000; none otherwise")
+                        help="sizes beyond the memory target's 1,000,000 rows, up to 2,000,000 (the most rows "
+                             "an export may hold, PATIENT_IMPORT_MAX_ROWS' default), at which ours alone runs "
+                             "(its three cases, --largest-databases, --largest-repeat times), for the target's "
+                             "'flat beyond it'; 'none' for none. Default: 2,000,000 when --sizes reaches "
+                             "1,000,000 and --figures holds ours; none otherwise")
     parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES") or ",".join(DATABASES))
     parser.add_argument("--largest-repeat", type=int, default=int(os.environ.get("BENCH_LARGEST_REPEAT") or 0),
                         help="runs of each figure at the largest size (default: --repeat)")
@@ -446,12 +447,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.chart is None:
         args.chart = str((ROOT / "docs" if committed else Path(args.out)) / "bench_rows_per_second.png")
     args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
-    if args.memory_sizes == "":
-        args.memory_sizes = str(DEFAULT_MAX_ROWS) if max(args.sizes, default=0) >= report.PEAK_RSS_ROWS else "none"
-    args.memory_sizes = [] if args.memory_sizes == "none" else [int(s.replace("_", "")) for s in
-                                                                  _csv_list(args.memory_sizes)]
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
+    if args.memory_sizes == "":
+        reaches = "ours" in args.figures and max(args.sizes, default=0) >= report.PEAK_RSS_ROWS
+        args.memory_sizes = str(DEFAULT_MAX_ROWS) if reaches else "none"
+    # Each once, and not a size --sizes measures already.
+    args.memory_sizes = [] if args.memory_sizes.lower() == "none" else sorted(
+        {int(s.replace("_", "")) for s in _csv_list(args.memory_sizes)} - set(args.sizes))
     args.largest_repeat = args.largest_repeat or args.repeat
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
     args.largest_figures = (tuple(_csv_list(args.largest_figures))
@@ -460,8 +463,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                | (set(args.figures) - set(FIGURES)) | (set(args.largest_figures) - set(FIGURES)))
     if unknown or args.repeat < 1 or not args.sizes:
         parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat < 1")
-    if any(size <= report.PEAK_RSS_ROWS for size in args.memory_sizes):
-        parser.error(f"--memory-sizes are sizes beyond {report.PEAK_RSS_ROWS:,} rows")
+    if any(not report.PEAK_RSS_ROWS < size <= DEFAULT_MAX_ROWS for size in args.memory_sizes):
+        # Beyond DEFAULT_MAX_ROWS ours refuses the export (too_many_rows): its figure would be a refusal's.
+        parser.error(f"--memory-sizes are sizes beyond {report.PEAK_RSS_ROWS:,} rows, up to {DEFAULT_MAX_ROWS:,} "
+                     "(the most an export may hold: PATIENT_IMPORT_MAX_ROWS' default)")
+    if args.memory_sizes and "ours" not in args.figures:
+        parser.error("--memory-sizes run ours: --figures must include it")
     not_imports = set(args.largest_figures) - set(IMPORT_FIGURES)
     if not_imports:  # Airflow's and the tasks' figures are not by size
         parser.error(f"--largest-figures takes import figures only ({', '.join(IMPORT_FIGURES)}), "

@@ -370,6 +370,13 @@ def test_a_run_that_reaches_a_million_rows_measures_memory_at_the_most_rows_an_e
     assert parse_args(["--sizes", "1000,100000,1000000"]).memory_sizes == [DEFAULT_MAX_ROWS]
     assert parse_args(["--sizes", "1000"]).memory_sizes == []
     assert parse_args(["--sizes", "1000000", "--memory-sizes", "none"]).memory_sizes == []
-    assert parse_args(["--sizes", "1000", "--memory-sizes", "1_500_000"]).memory_sizes == [1_500_000]
-    with pytest.raises(SystemExit):
-        parse_args(["--sizes", "1000", "--memory-sizes", "1000000"])  # not beyond the target's size
+    assert parse_args(["--sizes", "1000", "--memory-sizes", "1_500_000,2000000,1500000"]).memory_sizes == [
+        1_500_000, 2_000_000]
+    # A size --sizes measures already is not run again; a run without ours runs no memory size.
+    assert parse_args(["--sizes", "1000,2000000"]).memory_sizes == []
+    assert parse_args(["--sizes", "1000000", "--figures", "floor,airflow"]).memory_sizes == []
+    for refused in (["--memory-sizes", "1000000"],  # not beyond the target's size
+                    ["--memory-sizes", "2000001"],  # refused by the pipeline (too_many_rows): no figure
+                    ["--memory-sizes", "2000000", "--figures", "floor"]):
+        with pytest.raises(SystemExit):
+            parse_args(["--sizes", "1000", *refused])

@@ -14,6 +14,7 @@ Every file is written whole before the next stage may read it (`validation.json`
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
@@ -23,6 +24,7 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from include.patient_import import files, storage
@@ -197,18 +199,24 @@ def validated_row_blocks(import_id: str, columns: list[str] | None = None, *,
     path = files.staging_dir(import_id) / "rows.parquet"
     if not path.exists():
         return
-    # On an object store, one download first: the reads below hop between column chunks
-    # `_READ_BUFFER` at a time, and fsspec's read-ahead (s3fs: 50 MiB past each miss) would fetch
-    # most of the file again at every hop (1,966 MB fetched for a 171 MB file).
-    with storage.local_file(path) as local, local.open("rb") as handle:
-        # Not pyarrow's default pre-buffering: it keeps every range it has read for the reader's
-        # life, so a stage reading a block at a time held the whole file's column chunks by its
-        # end (about 300 MB at a million rows, 450 MB at two, more than the blocks themselves;
-        # issue #14's "flat beyond" a million rows). Reads of `_READ_BUFFER` a column chunk
-        # instead, as fast on a local disk.
-        reader = pq.ParquetFile(handle, pre_buffer=False, buffer_size=_READ_BUFFER)
+    with _parquet_reader(path) as reader:
         for batch in reader.iter_batches(batch_size=rows or ROW_BLOCK, columns=columns):
             yield _validated_rows(pa.Table.from_batches([batch]), texts)
+
+
+@contextlib.contextmanager
+def _parquet_reader(path: storage.StoragePath) -> Iterator[pq.ParquetFile]:
+    """A staged Parquet file opened to be read a block at a time, in memory bounded by the block.
+
+    On an object store it is downloaded once first: the reads hop between column chunks
+    `_READ_BUFFER` at a time, and fsspec's read-ahead (s3fs: 50 MiB past each miss) would fetch
+    most of the file again at every hop (1,966 MB fetched for a 171 MB file). Not pyarrow's default
+    pre-buffering: it keeps every range it has read for the reader's life, so a stage reading a
+    block at a time held the whole file's column chunks by its end (about 300 MB at a million rows,
+    450 MB at two, more than the blocks themselves; issue #14's "flat beyond" a million rows);
+    reads of `_READ_BUFFER` a column chunk instead, as fast on a local disk."""
+    with storage.local_file(path) as local, local.open("rb") as handle:
+        yield pq.ParquetFile(handle, pre_buffer=False, buffer_size=_READ_BUFFER)
 
 
 def has_validated_rows(import_id: str) -> bool:
@@ -235,9 +243,9 @@ def _objects(table: pa.Table, texts: Collection[str] = ()) -> pd.DataFrame:
                          for name, values in columns.items()})
 
 
-def _read_frame(path, filters=None) -> pd.DataFrame:
+def _read_frame(path) -> pd.DataFrame:
     with path.open("rb") as handle:
-        return pd.read_parquet(handle, filters=filters)
+        return pd.read_parquet(handle)
 
 
 def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
@@ -249,9 +257,19 @@ def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
     path = files.staging_dir(import_id) / "raw.parquet"
     if not path.exists():
         return None
-    # The filter even when nothing is wanted (an empty "in" matches no row): without it the whole
-    # file would be read, only to be cut to none of its rows.
-    return _read_frame(path, filters=[(ROW_NUMBER, "in", sorted({int(row) for row in rows}))])
+    wanted = sorted({int(row) for row in rows})
+    with _parquet_reader(path) as reader:
+        # A block at a time, each cut to the rows wanted at once: a Parquet filter decodes every
+        # row group whole before it filters (the rows as read of a million rows: 358 MB of the
+        # transform stage's peak, which reads only a few of them; issue #14).
+        kept = pa.Table.from_batches(
+            [batch.filter(pc.is_in(batch.column(ROW_NUMBER), value_set=pa.array(wanted, batch.schema.field(
+                ROW_NUMBER).type))) for batch in reader.iter_batches(batch_size=ROW_BLOCK)] if wanted else [],
+            schema=reader.schema_arrow)
+    # Made a frame as pandas reads the Parquet file (by its metadata: dtypes, index), of those rows alone.
+    out = io.BytesIO()
+    pq.write_table(kept, out)
+    return pd.read_parquet(io.BytesIO(out.getvalue()))
 
 
 def load_validation(import_id: str, *, rows: bool = True) -> Validation:

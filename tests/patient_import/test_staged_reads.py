@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from include.patient_import import staging
+from include.patient_import import staging, transform
 from include.patient_import.schema import FIELDS, ROW_NUMBER
 from tools.corpus import csv_text, prepare_home, run_import
 from tools.harness.registry import practice, registry_yaml
@@ -36,19 +36,29 @@ def test_only_transform_reads_the_rows_as_read_and_only_the_rejected_ones(tmp_pa
         rows.append([values[f.name] for f in FIELDS])
     export = tmp_path / "export.csv"
     export.write_text(csv_text(rows, header=[f.header for f in FIELDS]), encoding="utf-8")
-    reads: list[tuple[str, object]] = []
-    real = staging._read_frame
+    opened: list[str] = []  # the staged files read a block at a time (`staging._parquet_reader`)
+    real_reader = staging._parquet_reader
 
-    def recorded(path, filters=None):
-        reads.append((Path(str(path)).name, filters))
-        return real(path, filters)
+    def recorded_reader(path):
+        opened.append(Path(str(path)).name)
+        return real_reader(path)
 
-    monkeypatch.setattr(staging, "_read_frame", recorded)
+    raw_rows: list[list[int]] = []  # the rows as read that transform got back
+    real_raw_rows = staging.load_raw_rows
+
+    def recorded_raw_rows(import_id, rows):
+        got = real_raw_rows(import_id, rows)
+        raw_rows.append(got[ROW_NUMBER].tolist())
+        return got
+
+    monkeypatch.setattr(staging, "_parquet_reader", recorded_reader)
+    monkeypatch.setattr(transform, "load_raw_rows", recorded_raw_rows)
     [imported] = run_import(engine, export, run_id="staged_reads", practice_id=PRACTICE)
     engine.dispose()
 
-    raw_reads = [filters for name, filters in reads if name == "raw.parquet"]
-    assert raw_reads == ([[(ROW_NUMBER, "in", rejected)]] if rejected else [])
+    # Read once, by transform alone, and only when a row was rejected; only those rows kept.
+    assert opened.count("raw.parquet") == (1 if rejected else 0)
+    assert raw_rows == ([rejected] if rejected else [])
     assert imported.report["counts"]["rejected"] == len(rejected)
     assert imported.report["counts"]["inserted"] == 16 - len(rejected)
     written = imported.report["files"]["rejected_rows"]

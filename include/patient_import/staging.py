@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import tempfile
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
@@ -180,7 +181,7 @@ def _validated_rows(table: pa.Table, texts: Collection[str] = ()) -> pd.DataFram
     return frame
 
 
-# What `validated_row_blocks` reads of a column chunk at a time (pyarrow's `buffer_size`).
+# What `_parquet_reader` reads of a column chunk at a time (pyarrow's `buffer_size`).
 _READ_BUFFER = 1 << 20
 
 
@@ -252,24 +253,32 @@ def load_raw_rows(import_id: str, rows: Iterable[int]) -> pd.DataFrame | None:
     """The rows as read (`Validation.raw`) whose spreadsheet row number is in `rows`, in file
     order; None when validate kept none (the file could not be read).
 
-    Only those rows are read: the rejected-rows file needs a few of a file's rows, and the whole
-    file as read is the largest thing staging holds (a million rows take gigabytes as a frame)."""
+    Only those rows are kept: the file is decoded a block at a time and each block cut to them at
+    once (none when none is asked for); the rejected-rows file needs a few of a file's rows, and the
+    whole file as read is the largest thing staging holds (a million rows take gigabytes as a frame)."""
     path = files.staging_dir(import_id) / "raw.parquet"
     if not path.exists():
         return None
     wanted = sorted({int(row) for row in rows})
-    with _parquet_reader(path) as reader:
-        # A block at a time, each cut to the rows wanted at once: a Parquet filter decodes every
-        # row group whole before it filters (the rows as read of a million rows: 358 MB of the
-        # transform stage's peak, which reads only a few of them; issue #14).
-        kept = pa.Table.from_batches(
-            [batch.filter(pc.is_in(batch.column(ROW_NUMBER), value_set=pa.array(wanted, batch.schema.field(
-                ROW_NUMBER).type))) for batch in reader.iter_batches(batch_size=ROW_BLOCK)] if wanted else [],
-            schema=reader.schema_arrow)
-    # Made a frame as pandas reads the Parquet file (by its metadata: dtypes, index), of those rows alone.
-    out = io.BytesIO()
-    pq.write_table(kept, out)
-    return pd.read_parquet(io.BytesIO(out.getvalue()))
+    # The rows kept are written as they are found to a temporary file, not to memory: read back
+    # by pandas, the file's bytes are never held beside the frame made of them (nor copied).
+    with tempfile.TemporaryFile() as out:
+        if not wanted:  # the file's columns alone, from its footer: not even downloaded
+            with path.open("rb") as handle:
+                pq.ParquetWriter(out, pq.read_schema(handle)).close()
+        else:
+            with _parquet_reader(path) as reader, pq.ParquetWriter(out, reader.schema_arrow) as writer:
+                values = pa.array(wanted, reader.schema_arrow.field(ROW_NUMBER).type)
+                # A block at a time, each cut to the rows wanted at once: a Parquet filter decodes
+                # every row group whole before it filters (the rows as read of a million rows:
+                # 358 MB of the transform stage's peak, which reads only a few of them; issue #14).
+                for batch in reader.iter_batches(batch_size=ROW_BLOCK):
+                    kept = batch.filter(pc.is_in(batch.column(ROW_NUMBER), value_set=values))
+                    if kept.num_rows:
+                        writer.write_batch(kept)
+        out.seek(0)
+        # A frame as pandas reads the Parquet file (by its metadata: dtypes, index), of those rows alone.
+        return pd.read_parquet(out)
 
 
 def load_validation(import_id: str, *, rows: bool = True) -> Validation:

@@ -1,5 +1,5 @@
 """Breaking the staged hand-over's reads (issue #14, memory): transform reads only the rejected rows
-as read (`staging.load_raw_rows`, a Parquet filter) and the validated rows a block at a time
+as read (`staging.load_raw_rows`, a block at a time) and the validated rows a block at a time
 (`staging.validated_row_blocks`); the load inserts `_INSERT_CHUNK` rows at a time.
 
 The reference is the whole-file behaviour they replaced: the same import with blocks and chunks
@@ -321,9 +321,12 @@ def test_no_rows_asked_for_reads_no_row_as_read(staged_area, monkeypatch):
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(pq.ParquetFile, "iter_batches", recorded)
+    downloads = []  # an object-store file is downloaded whole before it is read a block at a time
+    monkeypatch.setattr(staging.storage, "local_file", lambda path: downloads.append(path))
     got = staging.load_raw_rows("no_raw_rows", [])
     assert len(got) == 0 and list(got.columns) == list(raw.columns)
     assert batches == [], "rows were read"
+    assert downloads == [], "the file as read was downloaded for no row"
 
 
 def test_no_rows_as_read_staged_gives_none(staged_area):

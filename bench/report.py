@@ -171,14 +171,13 @@ def _targets(by_key: dict, results: dict) -> list[dict]:
                 if lower and ratio is not None and ratio <= limit:
                     target["met"] = None  # stopped before the limit was reached: not known
                 targets.append(target)
-    measured_sizes = sorted({key[2] for key in by_key if key[0] == "ours"})
-    ours_memory = [(size, _peak_of_any_stage(by_key[("ours", db, size, mode)]))
-                   for db in results["databases"] for size in measured_sizes for mode in MODES
-                   if ("ours", db, size, mode) in by_key]
-    if ours_memory:
-        # Each stage's own peak (a DAG runs each in a task process of its own), the largest of any
-        # database and case at a size.
-        by_size = {size: max(mb for s, mb in ours_memory if s == size) for size, _ in ours_memory}
+    # Each stage's own peak (a DAG runs each in a task process of its own), the largest of any
+    # database and case at a size, at every size ours ran (the memory sizes included).
+    by_size: dict[int, float] = {}
+    for (figure, _, size, _), measured in by_key.items():
+        if figure == "ours":
+            by_size[size] = max(by_size.get(size, 0.0), _peak_of_any_stage(measured))
+    if by_size:
         # At PEAK_RSS_ROWS; a run that stops short shows its largest size's figure, never "met".
         at = (PEAK_RSS_ROWS if PEAK_RSS_ROWS in by_size
               else max((s for s in by_size if s < PEAK_RSS_ROWS), default=None))

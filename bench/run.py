@@ -400,6 +400,15 @@ def _commit() -> str | None:
     return (head + ("+changes" if dirty else "")) or None
 
 
+def _row_counts(parser: argparse.ArgumentParser, option: str, text: str) -> list[int]:
+    """`text`'s comma-separated row counts (1_000_000 allowed); a usage error, not a traceback, for
+    anything else."""
+    try:
+        return [int(s.replace("_", "")) for s in _csv_list(text)]
+    except ValueError:
+        parser.error(f"{option}: row counts separated by commas, not {text!r}")
+
+
 def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
@@ -442,7 +451,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.docs = str(ROOT / "docs" / "performance.md")
     if args.chart is None:
         args.chart = str((ROOT / "docs" if committed else Path(args.out)) / "bench_rows_per_second.png")
-    args.sizes = [int(s.replace("_", "")) for s in _csv_list(args.sizes)]
+    args.sizes = _row_counts(parser, "--sizes", args.sizes)
     args.databases = tuple(d for d in _csv_list(args.databases))
     args.figures = tuple(_csv_list(args.figures))
     if args.memory_sizes == "":
@@ -450,7 +459,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.memory_sizes = str(DEFAULT_MAX_ROWS) if reaches else "none"
     # Each once, and not a size --sizes measures already.
     args.memory_sizes = [] if args.memory_sizes.lower() == "none" else sorted(
-        {int(s.replace("_", "")) for s in _csv_list(args.memory_sizes)} - set(args.sizes))
+        set(_row_counts(parser, "--memory-sizes", args.memory_sizes)) - set(args.sizes))
     args.largest_repeat = args.largest_repeat or args.repeat
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
     args.largest_figures = (tuple(_csv_list(args.largest_figures))

@@ -377,6 +377,7 @@ def test_a_run_that_reaches_a_million_rows_measures_memory_at_the_most_rows_an_e
     assert parse_args(["--sizes", "1000000", "--figures", "floor,airflow"]).memory_sizes == []
     for refused in (["--memory-sizes", "1000000"],  # not beyond the target's size
                     ["--memory-sizes", "2000001"],  # refused by the pipeline (too_many_rows): no figure
-                    ["--memory-sizes", "2000000", "--figures", "floor"]):
+                    ["--memory-sizes", "2000000", "--figures", "floor"],
+                    ["--memory-sizes", "bogus"]):  # a usage error, not a traceback
         with pytest.raises(SystemExit):
             parse_args(["--sizes", "1000", *refused])

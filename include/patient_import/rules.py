@@ -323,6 +323,16 @@ def _person_codes(people: pd.DataFrame) -> np.ndarray:
     return combined
 
 
+def _sorted_distinct(keys: np.ndarray) -> np.ndarray:
+    """`np.unique(keys)` for a 1-D integer array: its distinct values in ascending order.
+
+    Not `np.unique`: numpy 2.4 finds the distinct values of an integer array by hashing, then
+    sorts them, and for a million keys that are nearly all distinct (an export of new patients)
+    that took ~3.7 s against ~0.04 s for one sort and a comparison of neighbours (issue #14)."""
+    ordered = np.sort(keys, kind="stable")
+    return ordered[np.concatenate(([True], ordered[1:] != ordered[:-1]))] if len(ordered) else ordered
+
+
 def _account_ranks(accounts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(rank of each account number in numeric order, the distinct numbers in that order);
     normalised account numbers are digits without leading zeros, so shorter is lower."""
@@ -370,7 +380,7 @@ def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> Pr
     # As one integer per pair: numpy's unique of rows (axis=0) sorts them as records, several
     # times slower. Both below the row count, so the key is in int64 and sorts as the pairs do.
     width = np.int64(len(rank) + 1)
-    keys = np.unique(person[candidate].astype(np.int64) * width + rank)
+    keys = _sorted_distinct(person[candidate].astype(np.int64) * width + rank)
     pairs = np.stack([keys // width, keys % width], axis=1)
     accounts_per_person = np.bincount(pairs[:, 0], minlength=len(wanted))
     shared = accounts_per_person > 1

@@ -248,3 +248,30 @@ def test_generated_exports_keep_account_numbers_unique_across_blocks_with_near_d
 
     accounts = [row["Account #"] for row in _written_rows(path)]
     assert len(accounts) == 2_000 and len(set(accounts)) == 2_000
+
+
+@pytest.mark.parametrize("keys", [
+    [], [5], [3, 3, 3], [9, -2, 9, 0, -2, 7], list(range(1000, 0, -1)) * 2,
+    [2**62, -(2**62), 0, 2**62],
+])
+def test_the_distinct_person_keys_are_numpys_unique_in_ascending_order(keys):
+    # possible_duplicates finds each person's distinct account numbers by one sort, not np.unique
+    # (numpy 2.4 hashes first: ~100 times slower for a million new patients, issue #14).
+    import numpy as np
+
+    from include.patient_import.rules import _sorted_distinct
+
+    values = np.array(keys, dtype=np.int64)
+    assert np.array_equal(_sorted_distinct(values), np.unique(values))
+    assert _sorted_distinct(values).dtype == np.int64
+
+
+def test_distinct_keys_of_random_people_agree_with_numpy():
+    import numpy as np
+
+    from include.patient_import.rules import _sorted_distinct
+
+    generator = np.random.default_rng(14)
+    for size, high in ((10, 3), (1000, 50), (50_000, 10**12)):
+        values = generator.integers(-high, high, size)
+        assert np.array_equal(_sorted_distinct(values), np.unique(values))

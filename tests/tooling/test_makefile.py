@@ -13,8 +13,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]  # runs make, u
 ROOT = Path(__file__).resolve().parents[2]
 MAKEFILE = (ROOT / "Makefile").read_text(encoding="utf-8")
 # Variables of the Makefile's own plumbing, not settings a user passes.
-INTERNAL = {"ROOT", "PY", "SHELL", "MAKEFILE_LIST", "PYTHONPATH", "HOME", "IMPORT_USAGE", "PATIENT_IMPORT_HOME",
-            "AIRFLOW_HOME", "MAKE"}
+INTERNAL = {"ROOT", "PY", "PROJECT_PACKAGES", "SHELL", "MAKEFILE_LIST", "PYTHONPATH", "HOME", "IMPORT_USAGE",
+            "PATIENT_IMPORT_HOME", "AIRFLOW_HOME", "MAKE"}
 
 
 def _make(*args: str, home: Path | None = None, **kwargs) -> subprocess.CompletedProcess:

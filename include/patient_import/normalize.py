@@ -586,15 +586,15 @@ def name_match_key(text: str) -> str:
     return "".join(char for char in decomposed if char.isalnum())  # combining marks are not alphanumeric
 
 
-def name_match_keys(names: pd.Series) -> pd.Series:
-    """`name_match_key` of every value (once per distinct value); None where the value is None
-    or leaves nothing to compare."""
-    positions, distinct = pd.factorize(names.astype("object"))
+def name_match_codes(names) -> np.ndarray:
+    """One integer per value of `names` (a 1-D array or Series of texts and None), equal where
+    `name_match_key` makes the values equal; -1 where the value is None or leaves nothing to
+    compare. The key is made once per distinct value, and the values are never copied as keys:
+    a million rows' names are two integer arrays (issue #14)."""
+    positions, distinct = pd.factorize(np.asarray(names, dtype=object))
     keys = object_array([name_match_key(str(v)) or None for v in distinct.tolist()])
-    out = np.full(len(names), None, dtype=object)
-    present = positions >= 0
-    out[present] = keys[positions[present]]
-    return pd.Series(out, index=names.index, dtype="object")
+    key_codes = pd.factorize(keys)[0]  # -1 for a None key
+    return np.where(positions >= 0, key_codes[np.maximum(positions, 0)] if len(keys) else -1, -1)
 
 
 def object_array(items) -> np.ndarray:

@@ -33,7 +33,7 @@ from include.patient_import.catalogue import (
     REJECTED,
     UPDATES_OVER_SHARE,
 )
-from include.patient_import.normalize import name_match_keys, object_array
+from include.patient_import.normalize import name_match_codes, object_array
 from include.patient_import.practices import LARGE_PAYMENT_PLAN_IMPORT, Approval, Practice
 from include.patient_import.problem_table import ProblemTable
 from include.patient_import.schema import DATA_COLUMNS, ROW_NUMBER, STORE_COLUMN
@@ -309,15 +309,19 @@ PERSON_FIELDS: tuple[str, ...] = ("first_name", "last_name", "birth_date")
 DUPLICATE_ACCOUNTS_NAMED = 3
 
 
-def _person_codes(people: pd.DataFrame) -> np.ndarray:
-    """One integer per person: first name and last name as `normalize.name_match_key` compares
-    them, and the ISO birth date; -1 where any of the three is missing. Integers, not joined
-    texts: a million rows are matched with numpy and integer joins."""
-    parts = [pd.factorize(name_match_keys(people[name]).to_numpy(dtype=object))[0] for name in PERSON_FIELDS[:2]]
-    parts.append(pd.factorize(people["birth_date"].to_numpy(dtype=object))[0])
-    missing = np.logical_or.reduce([part < 0 for part in parts])
-    combined = np.zeros(len(people), dtype=np.int64)
-    for part in parts:  # re-factorised at each step, so the product never outgrows the row count squared
+def _person_codes(*parts: pd.DataFrame) -> np.ndarray:
+    """One integer per row of `parts`, in order (each with `PERSON_FIELDS`): first name and last
+    name as `normalize.name_match_key` compares them, and the ISO birth date; -1 where any of the
+    three is missing. Integers, not joined texts: a million rows are matched with numpy and integer
+    joins. A field's values are gathered one field at a time, never all three fields' at once."""
+    codes = []
+    for name in PERSON_FIELDS:
+        values = np.concatenate([part[name].to_numpy(dtype=object) for part in parts])
+        codes.append(name_match_codes(values) if name in PERSON_FIELDS[:2] else pd.factorize(values)[0])
+        del values
+    missing = np.logical_or.reduce([part < 0 for part in codes])
+    combined = np.zeros(len(missing), dtype=np.int64)
+    for part in codes:  # re-factorised at each step, so the product never outgrows the row count squared
         combined = pd.factorize(combined * (int(part.max(initial=0)) + 1) + np.maximum(part, 0))[0]
     combined[missing] = -1
     return combined
@@ -362,13 +366,11 @@ def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> Pr
     date under a million account numbers stays linear.
     """
     count = len(frame)
-    people = pd.concat([frame[list(PERSON_FIELDS)].astype("object"),
-                        stored[list(PERSON_FIELDS)].astype("object")], ignore_index=True)
-    person = _person_codes(people)
+    person = _person_codes(frame, stored)
     accounts = np.concatenate([frame["account_number"].to_numpy(dtype=object), stored.index.to_numpy(dtype=object)])
     usable = person >= 0
     usable[:count] &= frame["account_number"].notna().to_numpy() & ~frame[CODE].isin(p.ROW_ERROR_CODES).to_numpy()
-    new = np.zeros(len(people), dtype=bool)
+    new = np.zeros(len(person), dtype=bool)
     new[:count] = usable[:count] & np.asarray(is_new, dtype=bool)
     if not new.any():
         return ProblemTable()
@@ -391,7 +393,7 @@ def possible_duplicates(frame: pd.DataFrame, is_new, stored: pd.DataFrame) -> Pr
     place = np.arange(len(pairs)) - np.repeat(first_of_person, np.diff(np.r_[first_of_person, len(pairs)]))
     named = pd.DataFrame({"person": pairs[:, 0], "other": pairs[:, 1]})[place <= DUPLICATE_ACCOUNTS_NAMED]
 
-    own_rank = np.full(len(people), -1, dtype=np.int64)
+    own_rank = np.full(len(person), -1, dtype=np.int64)
     own_rank[candidate] = rank
     warned_at = np.flatnonzero(new & shared[np.maximum(person, 0)])
     warned = pd.DataFrame({"position": warned_at, "person": person[warned_at], "own": own_rank[warned_at]})

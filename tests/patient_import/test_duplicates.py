@@ -8,6 +8,7 @@ import csv
 import json
 from datetime import date
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -257,8 +258,6 @@ def test_generated_exports_keep_account_numbers_unique_across_blocks_with_near_d
 def test_the_distinct_person_keys_are_numpys_unique_in_ascending_order(keys):
     # possible_duplicates finds each person's distinct account numbers by one sort, not np.unique
     # (numpy 2.4 hashes first: ~100 times slower for a million new patients, issue #14).
-    import numpy as np
-
     from include.patient_import.rules import _sorted_distinct
 
     values = np.array(keys, dtype=np.int64)
@@ -267,11 +266,25 @@ def test_the_distinct_person_keys_are_numpys_unique_in_ascending_order(keys):
 
 
 def test_distinct_keys_of_random_people_agree_with_numpy():
-    import numpy as np
-
     from include.patient_import.rules import _sorted_distinct
 
     generator = np.random.default_rng(14)
     for size, high in ((10, 3), (1000, 50), (50_000, 10**12)):
         values = generator.integers(-high, high, size)
         assert np.array_equal(_sorted_distinct(values), np.unique(values))
+
+
+def test_name_match_codes_are_equal_exactly_where_the_match_keys_are():
+    from include.patient_import.normalize import name_match_codes
+
+    names = ["  O'Brien-Núñez ", "OBRIEN NUNEZ", None, "Zoë", "zoe", "---", "Straße", "STRASSE", "Ann", None, "ann"]
+    codes = name_match_codes(pd.Series(names, dtype=object))
+    keys = [name_match_key(n) or None if n is not None else None for n in names]
+    assert codes.dtype.kind == "i" and len(codes) == len(names)
+    for i, key in enumerate(keys):
+        assert (codes[i] == -1) == (key is None)
+        for j, other in enumerate(keys):
+            if key is not None and other is not None:
+                assert (codes[i] == codes[j]) == (key == other)
+    assert list(name_match_codes(np.array([], dtype=object))) == []
+    assert list(name_match_codes(np.array([None, None], dtype=object))) == [-1, -1]

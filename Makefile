@@ -78,7 +78,7 @@ help:
 install:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
 	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --compile-bytecode
-	@cd "$(ROOT)" && .venv/bin/python -m compileall -q -j 0 $(PROJECT_PACKAGES) \
+	@cd "$(ROOT)" && $(PY) -m compileall -q -j 0 $(PROJECT_PACKAGES) \
 		|| echo "make install: the files named above were not compiled to bytecode (Python compiles them when imported)" >&2
 
 # The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated; skipped in

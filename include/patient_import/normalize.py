@@ -593,8 +593,8 @@ def name_match_codes(names) -> np.ndarray:
     a million rows' names are two integer arrays (issue #14)."""
     positions, distinct = pd.factorize(np.asarray(names, dtype=object))
     keys = object_array([name_match_key(str(v)) or None for v in distinct.tolist()])
-    key_codes = pd.factorize(keys)[0]  # -1 for a None key
-    return np.where(positions >= 0, key_codes[np.maximum(positions, 0)] if len(keys) else -1, -1)
+    # Each distinct value's key code (-1 for a None key), then -1 for position -1 (a None value).
+    return np.append(pd.factorize(keys)[0], -1)[positions]
 
 
 def object_array(items) -> np.ndarray:

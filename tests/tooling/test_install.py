@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +25,6 @@ def test_the_heavy_dependencies_are_installed_with_their_bytecode(module):
 def test_make_install_compiles_every_folder_of_the_projects_own_python():
     # Airflow's task processes, the DAG processor and every script import them: from source, where
     # PYTHONDONTWRITEBYTECODE is set, ~0.3 s of CPU a process (the Makefile says so).
-    import re
-
     root = Path(__file__).resolve().parents[2]
     makefile = (root / "Makefile").read_text(encoding="utf-8")
     compiled = set(re.search(r"^PROJECT_PACKAGES := (.*)$", makefile, re.M).group(1).split())
@@ -34,11 +37,6 @@ def test_make_install_compiles_every_folder_of_the_projects_own_python():
 def test_a_project_file_that_does_not_compile_is_named_and_does_not_stop_make_install(tmp_path):
     # A work-in-progress file or a hostile fixture must not stop `make install`, and with it every
     # target that runs it; the others are still compiled.
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     root = Path(__file__).resolve().parents[2]
     project = tmp_path / "project"
     project.mkdir()

@@ -44,7 +44,7 @@ help:
 	@echo "  make reliability  hostile inputs, rows lost or duplicated, faults and markers: the figures"
 	@echo "  make bench [BENCH_SIZES=1000,10000] [BENCH_REPEAT=3] [BENCH_OUT=dir]   the throughput benchmark (docs/performance.md)"
 	@echo "  make suites       rewrite the Great Expectations suites in expectations/ from suites.py"
-	@echo "  make install      uv (when missing) and the locked dependencies into .venv"
+	@echo "  make install      uv (when missing) and the locked dependencies into .venv; all compiled to bytecode, the project's own folders too"
 	@echo "  make airflow-db   create or migrate the local Airflow database (skipped when current)"
 	@echo "  make demo         drop the demo export into the demo practice's inbox"
 	@echo "  make clean        delete var/ (the local Airflow home, store and file areas)"
@@ -79,7 +79,7 @@ install:
 	@command -v uv >/dev/null 2>&1 || test -x "$(HOME)/.local/bin/uv" || python3 -m pip install --quiet --user uv
 	@PATH="$(HOME)/.local/bin:$$PATH" uv sync --frozen --inexact --quiet --compile-bytecode
 	@cd "$(ROOT)" && $(PY) -m compileall -q -j 0 $(PROJECT_PACKAGES) \
-		|| echo "make install: the files named above were not compiled to bytecode (Python compiles them when imported)" >&2
+		|| echo "make install: the files or folders named above were not compiled to bytecode (Python compiles them when imported)" >&2
 
 # The local Airflow metadata database (SQLite under $$AIRFLOW_HOME), created or migrated; skipped in
 # milliseconds when it is already at the installed Airflow's head revision (scripts/airflow_db.py).

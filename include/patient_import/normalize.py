@@ -591,7 +591,7 @@ def name_match_codes(names) -> np.ndarray:
     `name_match_key` makes the values equal; -1 where the value is None or leaves nothing to
     compare. The key is made once per distinct value, and the values are never copied as keys:
     a million rows' names are two integer arrays (issue #14)."""
-    positions, distinct = pd.factorize(np.asarray(names, dtype=object))
+    positions, distinct = pd.factorize(object_array(list(names)))  # never 2-D, whatever the values
     keys = object_array([name_match_key(str(v)) or None for v in distinct.tolist()])
     # Each distinct value's key code (-1 for a None key), then -1 for position -1 (a None value).
     return np.append(pd.factorize(keys)[0], -1)[positions]

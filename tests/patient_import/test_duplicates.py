@@ -288,3 +288,11 @@ def test_name_match_codes_are_equal_exactly_where_the_match_keys_are():
                 assert (codes[i] == codes[j]) == (key == other)
     assert list(name_match_codes(np.array([], dtype=object))) == []
     assert list(name_match_codes(np.array([None, None], dtype=object))) == [-1, -1]
+
+
+def test_name_match_codes_take_any_one_dimensional_sequence():
+    # A list of pairs must stay one value per pair (np.asarray would make it 2-D: helper-67).
+    from include.patient_import.normalize import name_match_codes
+
+    assert list(name_match_codes([("A", "B"), ("a", "b"), None])) == [0, 0, -1]
+    assert list(name_match_codes(pd.Series(["Ann", "ANN", None], index=[5, 1, 9]))) == [0, 0, -1]

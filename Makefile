@@ -56,6 +56,7 @@ help:
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
 	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
 	@echo "  BENCH_LARGEST_FIGURES, BENCH_LARGEST_REPEAT, BENCH_LARGEST_DATABASES   make bench: the largest size's own"
+	@echo "  BENCH_AIRFLOW_REPEAT   make bench: runs of each Airflow figure (default BENCH_REPEAT, at least 3)"
 	@echo "  BENCH_MEMORY_SIZES make bench: sizes beyond 1,000,000 rows, up to 2,000,000, at which ours alone runs"
 	@echo "                     (default 2000000 when BENCH_SIZES reaches 1,000,000; none to leave them out)"
 	@echo "  BENCH_OUT          make bench: results elsewhere (default bench/results, which also rewrites docs/performance.md)"

@@ -105,6 +105,8 @@ def stores_agree(results: dict) -> dict:
     """Per size and database: whether every figure left the same patients (store digests)."""
     verdict = {}
     for where, digests in results.get("store_digests", {}).items():
+        if not digests:  # no figure of that size and database ran its three cases
+            continue
         distinct = {(d["rows"], d["sha256"]) for d in digests.values()}
         verdict[where] = {"agree": len(distinct) == 1, "figures": sorted(digests),
                           "rows": sorted(r for r, _ in distinct)}
@@ -289,7 +291,9 @@ def markdown(results: dict) -> str:
                                           for s in staged) + f" | {f['peak_rss_mb']:.0f} |")
     airflow = [f for f in figures if f["figure"].startswith(("dags_test:", "parse:"))]
     if airflow:
-        lines += ["", "Through Airflow (`airflow dags test`: the whole command, Airflow's start included; "
+        runs = results.get("airflow_repeat", results["repeat"])
+        lines += ["", f"Through Airflow (median of {runs} run{'s' if runs != 1 else ''} each, the two DAGs "
+                      "alternating; `airflow dags test`: the whole command, Airflow's start included; "
                       "parse: one DagBag of the file, Airflow already imported):", "",
                   "| what | DAG | seconds | peak RSS (MB) |", "|---|---|---:|---:|"]
         for f in sorted(airflow, key=lambda f: f["figure"]):
@@ -434,6 +438,9 @@ def chart(results: dict, path: Path) -> Path | None:
 
     figures = results["summary"]["figures"]
     databases = results["databases"]
+    if not any(f["figure"] in _LABELS and f["rows"] in results["sizes"] for f in figures):
+        print("no import figure in this run (--figures): no chart")
+        return None
     # One size of every figure (a memory size has ours alone): bars, not lines of one point.
     if len(results["sizes"]) == 1:
         return _bar_chart(results, path, plt)

@@ -45,6 +45,9 @@ IMPORT_FIGURES = FIGURES[:5]  # measured per export size; --largest-figures choo
 # patient's last_seen_exported_on, nothing else changes).
 MODES = ("insert", "unchanged", "newer")
 FLOOR_METHODS = ("merge", "on_conflict")
+# The Airflow figures' fewest runs (`--airflow-repeat`): one `dags test` moves 10-20 % from run to
+# run, as much as its target's margin, so the ratio is read on a median of three at least.
+AIRFLOW_MIN_REPEAT = 3
 # A peer's figure still running after this is stopped (SIGKILL: dlt defers SIGTERM) and reported
 # as "did not finish": a lower bound on its time, never a guess. Our own figures get the safety limit.
 FIGURE_TIMEOUT_SECONDS = int(os.environ.get("BENCH_FIGURE_TIMEOUT") or 1800)
@@ -293,7 +296,7 @@ class Bench:
             raise FigureFailed(f"airflow db migrate failed; see {self.log}")
         # One unmeasured round first: the first `dags test` after a migration pays one-off costs
         # (bytecode, the DAG bundle's first sync) that would land on whichever DAG ran first.
-        for repeat in range(-1, self.args.repeat):
+        for repeat in range(-1, self.args.airflow_repeat):
             for dag_id, dag_file in (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG)):
                 if repeat < 0:
                     continue
@@ -333,7 +336,10 @@ class Bench:
         started = datetime.now(timezone.utc)
         databases = self.args.databases
         server_cm = None
-        if "postgresql" in databases:
+        # No import figure (--figures airflow, tasks): no size is measured, no store is compared,
+        # no PostgreSQL server is needed.
+        imports = any(f in IMPORT_FIGURES for f in self.args.figures)
+        if "postgresql" in databases and imports:
             sys.path.insert(0, str(ROOT))
             from tools.harness.postgres import PostgresServer
 
@@ -343,7 +349,8 @@ class Bench:
         try:
             # The sizes, then the memory sizes (issue #14's "flat beyond" 1,000,000 rows): ours alone,
             # run as the largest size is (its repeats, its databases).
-            rounds = [(size, None) for size in self.args.sizes] + [(size, ("ours",)) for size in self.args.memory_sizes]
+            rounds = ([(size, None) for size in self.args.sizes if imports]
+                      + [(size, ("ours",)) for size in self.args.memory_sizes])
             for size, figures in rounds:
                 print(f"{size:,} rows" + (" (ours only: its memory)" if figures else ""), flush=True)
                 export = self.generate(size)
@@ -369,7 +376,7 @@ class Bench:
                 shutil.rmtree(self.work, ignore_errors=True)
         return {"started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
                 "machine": machine, "sizes": self.args.sizes, "memory_sizes": self.args.memory_sizes,
-                "repeat": self.args.repeat,
+                "repeat": self.args.repeat, "airflow_repeat": self.args.airflow_repeat,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "figures": list(self.args.figures), "largest_figures": list(self.args.largest_figures),
                 "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
@@ -436,6 +443,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "size's), e.g. ours,floor for the 1,000,000-row memory and floor targets "
                              "without the slower peers")
     parser.add_argument("--airflow-rows", type=int, default=1000)
+    parser.add_argument("--airflow-repeat", type=int, default=int(os.environ.get("BENCH_AIRFLOW_REPEAT") or 0),
+                        help="runs of each Airflow figure, alternating the two DAGs (default: --repeat, at "
+                             "least 3: a `dags test` takes ~15 s and moves 10-20 %% from run to run, so its "
+                             "target is read on a median)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--chart", default=None,
                         help="the chart's path (default: docs/bench_rows_per_second.png when --out is the "
@@ -461,13 +472,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.memory_sizes = [] if args.memory_sizes.lower() == "none" else sorted(
         set(_row_counts(parser, "--memory-sizes", args.memory_sizes)) - set(args.sizes))
     args.largest_repeat = args.largest_repeat or args.repeat
+    args.airflow_repeat = args.airflow_repeat or max(args.repeat, AIRFLOW_MIN_REPEAT)
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
     args.largest_figures = (tuple(_csv_list(args.largest_figures))
                             or tuple(f for f in args.figures if f in IMPORT_FIGURES))
     unknown = ((set(args.databases) - set(DATABASES)) | (set(args.largest_databases) - set(DATABASES))
                | (set(args.figures) - set(FIGURES)) | (set(args.largest_figures) - set(FIGURES)))
-    if unknown or args.repeat < 1 or not args.sizes:
-        parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat < 1")
+    if unknown or args.repeat < 1 or args.airflow_repeat < 1 or not args.sizes:
+        parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat or "
+                     "--airflow-repeat < 1")
     if any(not report.PEAK_RSS_ROWS < size <= DEFAULT_MAX_ROWS for size in args.memory_sizes):
         # Beyond DEFAULT_MAX_ROWS ours refuses the export (too_many_rows): its figure would be a refusal's.
         parser.error(f"--memory-sizes are sizes beyond {report.PEAK_RSS_ROWS:,} rows, up to {DEFAULT_MAX_ROWS:,} "

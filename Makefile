@@ -54,9 +54,11 @@ help:
 	@echo "  IMPORT             make undo: the import's id (Import Results, its report's import_id)"
 	@echo "  DAYS               make purge: keep files younger than DAYS days, at least 1 (default PATIENT_IMPORT_RETENTION_DAYS)"
 	@echo "  ARGS               make airflow: the Airflow CLI command and its options"
-	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per figure"
+	@echo "  BENCH_SIZES, BENCH_REPEAT   make bench: export sizes and runs per import figure"
+	@echo "  BENCH_FIGURES, BENCH_DATABASES   make bench: which figures and databases (README \"Performance\")"
 	@echo "  BENCH_LARGEST_FIGURES, BENCH_LARGEST_REPEAT, BENCH_LARGEST_DATABASES   make bench: the largest size's own"
-	@echo "  BENCH_AIRFLOW_REPEAT   make bench: runs of each Airflow figure (default BENCH_REPEAT, at least 3)"
+	@echo "  BENCH_AIRFLOW_REPEAT        make bench: runs of each Airflow figure (default BENCH_REPEAT, at least 3)"
+	@echo "  BENCH_FIGURE_TIMEOUT        make bench: seconds before one figure's process is stopped (default 1800)"
 	@echo "  BENCH_MEMORY_SIZES make bench: sizes beyond 1,000,000 rows, up to 2,000,000, at which ours alone runs"
 	@echo "                     (default 2000000 when BENCH_SIZES reaches 1,000,000; none to leave them out)"
 	@echo "  BENCH_OUT          make bench: results elsewhere (default bench/results, which also rewrites docs/performance.md)"
@@ -149,7 +151,8 @@ reliability: install
 # DuckDB, matplotlib, pyinstrument) beside the rest, then runs every figure in its three cases and
 # prints issue #14's targets met / NOT MET; writes bench/results/latest.json, the chart and the
 # tables of docs/performance.md. BENCH_SIZES=1000,10000 and BENCH_REPEAT=3 override the defaults
-# (1000,100000,1000000 rows; 3 runs, the median reported). A run that reaches 1,000,000 rows also
+# (1000,100000,1000000 rows; 3 runs of each import figure, the median reported; the Airflow figures
+# BENCH_AIRFLOW_REPEAT, at least 3). A run that reaches 1,000,000 rows also
 # runs ours alone at 2,000,000 (the most rows an export may hold), for the memory target's "flat
 # beyond it"; BENCH_MEMORY_SIZES=none leaves that out.
 bench:

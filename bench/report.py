@@ -231,7 +231,7 @@ def _fmt_rate(value: float | None) -> str:
 def markdown(results: dict) -> str:
     summary = results["summary"]
     figures = summary["figures"]
-    runs = f"Median of {results['repeat']} runs per figure"
+    runs = f"Median of {results['repeat']} run{'s' if results['repeat'] != 1 else ''} per figure"
     if results.get("largest_repeat", results["repeat"]) != results["repeat"]:
         runs += f" ({results['largest_repeat']} at {max(results['sizes']):,} rows)"
     largest_figures = [f for f in results.get("largest_figures", []) if f in _LABELS]
@@ -243,11 +243,12 @@ def markdown(results: dict) -> str:
         repeat = results.get("largest_repeat", results["repeat"])
         runs += (f"; at {', '.join(f'{n:,}' for n in memory_sizes)} rows ours alone, {repeat} run"
                  f"{'s' if repeat != 1 else ''} (its memory beyond {PEAK_RSS_ROWS:,} rows, `--memory-sizes`)")
-    lines = [f"Machine: {machine_line(results['machine'])[len('machine: '):]}.",
-             f"{runs}; rows/s counts the export's data rows "
-             "(the floor and the peers load the clean CSV those rows become).", ""]
-    lines += ["| rows | database | figure | store | seconds | rows/s | peak RSS (MB) |",
-              "|---:|---|---|---|---:|---:|---:|"]
+    lines = [f"Machine: {machine_line(results['machine'])[len('machine: '):]}."]
+    if any(f["figure"] in _LABELS for f in figures):  # the Airflow or tasks' figures alone: no import table
+        lines += [f"{runs}; rows/s counts the export's data rows "
+                      "(the floor and the peers load the clean CSV those rows become).", "",
+                      "| rows | database | figure | store | seconds | rows/s | peak RSS (MB) |",
+                      "|---:|---|---|---|---:|---:|---:|"]
     # A database with one floor variant (SQLite: no MERGE) shows the floor only.
     variants = defaultdict(set)
     for f in figures:
@@ -291,10 +292,11 @@ def markdown(results: dict) -> str:
                                           for s in staged) + f" | {f['peak_rss_mb']:.0f} |")
     airflow = [f for f in figures if f["figure"].startswith(("dags_test:", "parse:"))]
     if airflow:
-        runs = results.get("airflow_repeat", results["repeat"])
-        lines += ["", f"Through Airflow (median of {runs} run{'s' if runs != 1 else ''} each, the two DAGs "
-                      "alternating; `airflow dags test`: the whole command, Airflow's start included; "
-                      "parse: one DagBag of the file, Airflow already imported):", "",
+        runs = results.get("airflow_repeat") or results["repeat"]
+        how = ("one run each" if runs == 1 else
+               f"median of {runs} runs each, the two DAGs in turn, each round in the other order")
+        lines += ["", f"Through Airflow ({how}; `airflow dags test`: the whole command, Airflow's start "
+                      "included; parse: one DagBag of the file, Airflow already imported):", "",
                   "| what | DAG | seconds | peak RSS (MB) |", "|---|---|---:|---:|"]
         for f in sorted(airflow, key=lambda f: f["figure"]):
             what, dag_id = f["figure"].split(":")

@@ -50,7 +50,8 @@ FLOOR_METHODS = ("merge", "on_conflict")
 AIRFLOW_MIN_REPEAT = 3
 # A peer's figure still running after this is stopped (SIGKILL: dlt defers SIGTERM) and reported
 # as "did not finish": a lower bound on its time, never a guess. Our own figures get the safety limit.
-FIGURE_TIMEOUT_SECONDS = int(os.environ.get("BENCH_FIGURE_TIMEOUT") or 1800)
+DEFAULT_FIGURE_TIMEOUT_SECONDS = 1800
+FIGURE_TIMEOUT_SECONDS = int(os.environ.get("BENCH_FIGURE_TIMEOUT") or DEFAULT_FIGURE_TIMEOUT_SECONDS)
 SAFETY_TIMEOUT_SECONDS = 3 * 3600
 _PEERS = ("pandas", "dlt", "duckdb")
 SEED = 6
@@ -258,6 +259,8 @@ class Bench:
                         break
                 if finished:
                     digests[peer] = self.digest(env, url, **self.peer_table(peer, kind, home))
+        if not digests:  # no figure ran its three cases (a peer stopped, or none asked for)
+            return
         distinct = {(d["rows"], d["sha256"]) for d in digests.values()}
         print(f"  stores after the three cases: {'the same' if len(distinct) <= 1 else 'DIFFER'} "
               + "(" + ", ".join(f"{k} {d['rows']} rows {d['sha256'][:8]}" for k, d in digests.items()) + ")",
@@ -296,13 +299,17 @@ class Bench:
             raise FigureFailed(f"airflow db migrate failed; see {self.log}")
         # One unmeasured round first: the first `dags test` after a migration pays one-off costs
         # (bytecode, the DAG bundle's first sync) that would land on whichever DAG ran first.
+        dags = (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG))
         for repeat in range(-1, self.args.airflow_repeat):
-            for dag_id, dag_file in (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG)):
+            # Each round in the other order (ABBA...): what running second costs or saves falls on
+            # both DAGs alike.
+            ordered = dags if repeat % 2 == 0 else dags[::-1]
+            for dag_id, dag_file in ordered:
                 if repeat < 0:
                     continue
                 done = self.worker("parse", self.env(**base), f"parse {dag_id}", dag_file=str(dag_file))
                 self.record(f"parse:{dag_id}", None, None, "parse", done)
-            for dag_id, dag_file in (("trivial_five_tasks", TRIVIAL_DAG), ("patient_import", PATIENT_IMPORT_DAG)):
+            for dag_id, dag_file in ordered:
                 home = self.work / "homes" / f"airflow_{dag_id}_{repeat}"
                 shutil.rmtree(home, ignore_errors=True)
                 home.mkdir(parents=True)
@@ -338,7 +345,7 @@ class Bench:
         server_cm = None
         # No import figure (--figures airflow, tasks): no size is measured, no store is compared,
         # no PostgreSQL server is needed.
-        imports = any(f in IMPORT_FIGURES for f in self.args.figures)
+        imports = _measures_imports(self.args)
         if "postgresql" in databases and imports:
             sys.path.insert(0, str(ROOT))
             from tools.harness.postgres import PostgresServer
@@ -376,10 +383,11 @@ class Bench:
                 shutil.rmtree(self.work, ignore_errors=True)
         return {"started_at": started.isoformat(), "finished_at": datetime.now(timezone.utc).isoformat(),
                 "machine": machine, "sizes": self.args.sizes, "memory_sizes": self.args.memory_sizes,
-                "repeat": self.args.repeat, "airflow_repeat": self.args.airflow_repeat,
+                "repeat": self.args.repeat,
+                "airflow_repeat": self.args.airflow_repeat if "airflow" in self.args.figures else None,
                 "largest_repeat": self.args.largest_repeat, "largest_databases": list(self.args.largest_databases),
                 "figures": list(self.args.figures), "largest_figures": list(self.args.largest_figures),
-                "command": " ".join(["python -m bench.run", *sys.argv[1:]]),
+                "command": reproducing_command(self.args),
                 "figure_timeout_seconds": FIGURE_TIMEOUT_SECONDS, "commit": self.commit,
                 "databases": list(databases), "samples": self.samples, "store_digests": self.digests,
                 "task_overhead": self.task_overhead}
@@ -424,8 +432,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES") or "1000,100000,1000000",
                         help="export sizes in rows, comma-separated")
-    parser.add_argument("--repeat", type=int, default=int(os.environ.get("BENCH_REPEAT") or 3),
-                        help="runs of each figure; the median is reported")
+    # The BENCH_* numbers go through argparse as texts: a bad one is a usage error naming the option.
+    parser.add_argument("--repeat", type=int, default=os.environ.get("BENCH_REPEAT") or "3",
+                        help="runs of each import figure (BENCH_REPEAT); the median is reported")
     parser.add_argument("--memory-sizes", default=os.environ.get("BENCH_MEMORY_SIZES") or "",
                         help="sizes beyond the memory target's 1,000,000 rows, up to 2,000,000 (the most rows "
                              "an export may hold, PATIENT_IMPORT_MAX_ROWS' default), at which ours alone runs "
@@ -433,7 +442,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "'flat beyond it'; 'none' for none. Default: 2,000,000 when --sizes reaches "
                              "1,000,000 and --figures holds ours; none otherwise")
     parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES") or ",".join(DATABASES))
-    parser.add_argument("--largest-repeat", type=int, default=int(os.environ.get("BENCH_LARGEST_REPEAT") or 0),
+    parser.add_argument("--largest-repeat", type=int, default=os.environ.get("BENCH_LARGEST_REPEAT") or "0",
                         help="runs of each figure at the largest size (default: --repeat)")
     parser.add_argument("--largest-databases", default=os.environ.get("BENCH_LARGEST_DATABASES") or "",
                         help="databases at the largest size (default: --databases)")
@@ -443,10 +452,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "size's), e.g. ours,floor for the 1,000,000-row memory and floor targets "
                              "without the slower peers")
     parser.add_argument("--airflow-rows", type=int, default=1000)
-    parser.add_argument("--airflow-repeat", type=int, default=int(os.environ.get("BENCH_AIRFLOW_REPEAT") or 0),
-                        help="runs of each Airflow figure, alternating the two DAGs (default: --repeat, at "
-                             "least 3: a `dags test` takes ~15 s and moves 10-20 %% from run to run, so its "
-                             "target is read on a median)")
+    parser.add_argument("--airflow-repeat", type=int, default=os.environ.get("BENCH_AIRFLOW_REPEAT") or None,
+                        help="runs of each Airflow figure (BENCH_AIRFLOW_REPEAT), the two DAGs in turn, each "
+                             "round in the other order (default: --repeat, at least 3: a `dags test` takes "
+                             "~15 s and moves 10-20 %% from run to run, so its target is read on a median)")
     parser.add_argument("--out", default=str(ROOT / "bench" / "results"))
     parser.add_argument("--chart", default=None,
                         help="the chart's path (default: docs/bench_rows_per_second.png when --out is the "
@@ -472,7 +481,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.memory_sizes = [] if args.memory_sizes.lower() == "none" else sorted(
         set(_row_counts(parser, "--memory-sizes", args.memory_sizes)) - set(args.sizes))
     args.largest_repeat = args.largest_repeat or args.repeat
-    args.airflow_repeat = args.airflow_repeat or max(args.repeat, AIRFLOW_MIN_REPEAT)
+    if args.airflow_repeat is None:
+        args.airflow_repeat = max(args.repeat, AIRFLOW_MIN_REPEAT)
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
     args.largest_figures = (tuple(_csv_list(args.largest_figures))
                             or tuple(f for f in args.figures if f in IMPORT_FIGURES))
@@ -491,7 +501,37 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if not_imports:  # Airflow's and the tasks' figures are not by size
         parser.error(f"--largest-figures takes import figures only ({', '.join(IMPORT_FIGURES)}), "
                      f"not {', '.join(sorted(not_imports))}")
+    if committed and not _measures_imports(args):
+        # The committed results hold every figure and target (issue #14): a run of the Airflow or
+        # the tasks' figures alone would replace them with its own few.
+        parser.error("a run without an import figure (--figures " + ",".join(args.figures) + ") would replace "
+                     "the committed results: write it elsewhere with --out (make bench BENCH_OUT=...)")
     return args
+
+
+def reproducing_command(args: argparse.Namespace) -> str:
+    """The command that runs this bench again, every setting spelled out: the BENCH_* variables
+    `make bench` passes through the environment are not in the command line (issue #14: the
+    committed run's command must repeat it)."""
+    def listed(values) -> str:
+        return ",".join(str(v) for v in values)
+
+    options = [("--sizes", listed(args.sizes)), ("--repeat", args.repeat), ("--databases", listed(args.databases)),
+               ("--figures", listed(args.figures)), ("--largest-repeat", args.largest_repeat),
+               ("--largest-databases", listed(args.largest_databases)),
+               ("--largest-figures", listed(args.largest_figures)),
+               ("--memory-sizes", listed(args.memory_sizes) or "none"),
+               ("--airflow-repeat", args.airflow_repeat), ("--airflow-rows", args.airflow_rows)]
+    if Path(args.out).resolve() != (ROOT / "bench" / "results").resolve():
+        options.append(("--out", args.out))
+    timeout = ("" if FIGURE_TIMEOUT_SECONDS == DEFAULT_FIGURE_TIMEOUT_SECONDS
+               else f"BENCH_FIGURE_TIMEOUT={FIGURE_TIMEOUT_SECONDS} ")
+    return timeout + " ".join(["python -m bench.run", *(f"{name} {value}" for name, value in options)])
+
+
+def _measures_imports(args: argparse.Namespace) -> bool:
+    """Whether the run measures an import figure at some size (--figures or --largest-figures)."""
+    return any(f in IMPORT_FIGURES for f in (*args.figures, *args.largest_figures))
 
 
 def _keep_scheduled(results: dict, previous: Path) -> None:
@@ -532,7 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     for where, verdict in summary["stores_agree"].items():
         print(f"  stores after the three cases, {where}: {'the same' if verdict['agree'] else 'DIFFER'} "
               f"({', '.join(verdict['figures'])})")
-    print(f"results: {out / 'latest.json'}  table: {out / 'latest.md'}  chart: {chart}")
+    print(f"results: {out / 'latest.json'}  table: {out / 'latest.md'}  chart: {chart or 'none'}")
     return 0
 
 

@@ -407,8 +407,77 @@ def test_the_airflow_figures_are_a_median_of_three_runs_at_least(monkeypatch):
     assert parse_args(["--sizes", "300", "--repeat", "1", "--airflow-repeat", "1"]).airflow_repeat == 1
     monkeypatch.setenv("BENCH_AIRFLOW_REPEAT", "2")
     assert parse_args(["--sizes", "300", "--repeat", "1"]).airflow_repeat == 2
-    with pytest.raises(SystemExit):
-        parse_args(["--sizes", "300", "--airflow-repeat", "-1"])
+    monkeypatch.setenv("BENCH_AIRFLOW_REPEAT", "")
+    assert parse_args(["--sizes", "300", "--repeat", "1"]).airflow_repeat == 3
+
+
+@pytest.mark.parametrize("argv, env", [
+    (["--airflow-repeat", "0"], {}), (["--airflow-repeat", "-1"], {}),
+    ([], {"BENCH_AIRFLOW_REPEAT": "abc"}), ([], {"BENCH_REPEAT": "2.5"}), ([], {"BENCH_LARGEST_REPEAT": "x"})],
+    ids=["zero", "negative", "env-text", "env-repeat-float", "env-largest-text"])
+def test_a_bad_number_of_runs_is_a_usage_error_not_a_traceback(monkeypatch, capsys, tmp_path, argv, env):
+    from bench.run import parse_args
+
+    for name in ("BENCH_AIRFLOW_REPEAT", "BENCH_REPEAT", "BENCH_LARGEST_REPEAT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--sizes", "300", "--out", str(tmp_path), *argv])
+    assert exit_.value.code == 2
+    assert "usage:" in capsys.readouterr().err
+
+
+def test_a_run_without_an_import_figure_never_replaces_the_committed_results(tmp_path, capsys):
+    """The committed latest.json holds every figure and target: the Airflow or the tasks' figures
+    alone go elsewhere (--out)."""
+    from bench.run import parse_args
+
+    for figures in ("airflow", "tasks", "airflow,tasks"):
+        with pytest.raises(SystemExit):
+            parse_args(["--sizes", "300", "--figures", figures])
+        assert "write it elsewhere with --out" in capsys.readouterr().err
+        assert parse_args(["--sizes", "300", "--figures", figures, "--out", str(tmp_path)]).docs is None
+    # An import figure at the largest size alone is a measured size.
+    assert parse_args(["--sizes", "300", "--figures", "tasks", "--largest-figures", "ours"]).docs
+
+
+def test_the_recorded_command_runs_the_same_bench_again(monkeypatch, tmp_path):
+    """make bench passes its BENCH_* settings through the environment: the command recorded in
+    latest.json (and docs/performance.md) spells every one out, so that it repeats the run."""
+    from bench.run import parse_args, reproducing_command
+
+    monkeypatch.setenv("BENCH_LARGEST_FIGURES", "ours,floor")
+    monkeypatch.setenv("BENCH_LARGEST_REPEAT", "1")
+    monkeypatch.setenv("BENCH_AIRFLOW_REPEAT", "4")
+    args = parse_args(["--sizes", "100000,1000000", "--repeat", "1", "--out", str(tmp_path)])
+    command = reproducing_command(args)
+    assert "--largest-figures ours,floor" in command and "--largest-repeat 1" in command
+    assert "--airflow-repeat 4" in command and "--memory-sizes 2000000" in command
+    for name in ("BENCH_LARGEST_FIGURES", "BENCH_LARGEST_REPEAT", "BENCH_AIRFLOW_REPEAT"):
+        monkeypatch.delenv(name)
+    again = parse_args(command.split()[3:])
+    assert vars(again) == vars(args)
+    assert reproducing_command(again) == command
+
+
+def test_each_round_of_the_airflow_figures_runs_the_two_dags_in_the_other_order(tmp_path, monkeypatch):
+    """What running first or second costs falls on both DAGs alike (ABBA)."""
+    from bench.run import Bench, parse_args
+
+    bench = Bench(parse_args(["--sizes", "300", "--figures", "airflow", "--airflow-repeat", "4",
+                              "--out", str(tmp_path)]))
+    ran: list[str] = []
+    monkeypatch.setattr(bench, "generate", lambda rows: tmp_path / "export.csv")
+    monkeypatch.setattr(bench, "worker", lambda figure, env, label, **kwargs: {"returncode": 0, "result": {}})
+    monkeypatch.setattr(bench, "record", lambda figure, *args: ran.append(figure))
+
+    def spawn(command, env, label, *args):
+        return {"returncode": 0}
+    monkeypatch.setattr(bench, "spawn", spawn)
+    bench.airflow()
+    tests = [f.split(":")[1] for f in ran if f.startswith("dags_test:")]
+    assert tests == ["trivial_five_tasks", "patient_import", "patient_import", "trivial_five_tasks"] * 2
 
 
 def test_the_airflow_table_says_how_many_runs_its_medians_are_of():
@@ -417,8 +486,11 @@ def test_the_airflow_table_says_how_many_runs_its_medians_are_of():
     results = {"summary": {"figures": figures, "targets": []}, "databases": [], "sizes": [1000],
                "machine": report.machine(), "repeat": 1, "airflow_repeat": 3}
     text = report.markdown(results)
-    assert "Through Airflow (median of 3 runs each" in text
+    assert "Through Airflow (median of 3 runs each, the two DAGs in turn" in text
     assert "| airflow dags test | patient_import (1,000 rows) | 15.000 | 500 |" in text
+    # No import figure ran: no import table, no "Median of 1 run per figure" above it.
+    assert "per figure" not in text and "| rows | database | figure |" not in text
+    assert "Through Airflow (one run each;" in report.markdown({**results, "airflow_repeat": 1})
 
 
 def test_a_size_no_figure_ran_at_is_no_disagreement_of_stores():

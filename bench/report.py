@@ -101,6 +101,16 @@ def _best_floor(figures: list[dict]) -> list[dict]:
     return best
 
 
+def _runs(count: int) -> str:
+    return f"{count} run{'s' if count != 1 else ''}"
+
+
+def _has_import_figures(results: dict) -> bool:
+    """Whether the run measured an import figure at one of its sizes (not the Airflow or the tasks'
+    figures alone, which have no import table and no chart)."""
+    return any(f["figure"] in _LABELS and f["rows"] in results["sizes"] for f in results["summary"]["figures"])
+
+
 def stores_agree(results: dict) -> dict:
     """Per size and database: whether every figure left the same patients (store digests)."""
     verdict = {}
@@ -231,7 +241,7 @@ def _fmt_rate(value: float | None) -> str:
 def markdown(results: dict) -> str:
     summary = results["summary"]
     figures = summary["figures"]
-    runs = f"Median of {results['repeat']} run{'s' if results['repeat'] != 1 else ''} per figure"
+    runs = f"Median of {_runs(results['repeat'])} per figure"
     if results.get("largest_repeat", results["repeat"]) != results["repeat"]:
         runs += f" ({results['largest_repeat']} at {max(results['sizes']):,} rows)"
     largest_figures = [f for f in results.get("largest_figures", []) if f in _LABELS]
@@ -241,10 +251,10 @@ def markdown(results: dict) -> str:
     memory_sizes = results.get("memory_sizes") or []
     if memory_sizes:
         repeat = results.get("largest_repeat", results["repeat"])
-        runs += (f"; at {', '.join(f'{n:,}' for n in memory_sizes)} rows ours alone, {repeat} run"
-                 f"{'s' if repeat != 1 else ''} (its memory beyond {PEAK_RSS_ROWS:,} rows, `--memory-sizes`)")
+        runs += (f"; at {', '.join(f'{n:,}' for n in memory_sizes)} rows ours alone, {_runs(repeat)} "
+                 f"(its memory beyond {PEAK_RSS_ROWS:,} rows, `--memory-sizes`)")
     lines = [f"Machine: {machine_line(results['machine'])[len('machine: '):]}."]
-    if any(f["figure"] in _LABELS for f in figures):  # the Airflow or tasks' figures alone: no import table
+    if _has_import_figures(results):
         lines += [f"{runs}; rows/s counts the export's data rows "
                       "(the floor and the peers load the clean CSV those rows become).", "",
                       "| rows | database | figure | store | seconds | rows/s | peak RSS (MB) |",
@@ -292,9 +302,9 @@ def markdown(results: dict) -> str:
                                           for s in staged) + f" | {f['peak_rss_mb']:.0f} |")
     airflow = [f for f in figures if f["figure"].startswith(("dags_test:", "parse:"))]
     if airflow:
-        runs = results.get("airflow_repeat") or results["repeat"]
-        how = ("one run each" if runs == 1 else
-               f"median of {runs} runs each, the two DAGs in turn, each round in the other order")
+        airflow_runs = results.get("airflow_repeat") or results["repeat"]
+        how = ("one run each" if airflow_runs == 1 else
+               f"median of {airflow_runs} runs each, the two DAGs in turn, each round in the other order")
         lines += ["", f"Through Airflow ({how}; `airflow dags test`: the whole command, Airflow's start "
                       "included; parse: one DagBag of the file, Airflow already imported):", "",
                   "| what | DAG | seconds | peak RSS (MB) |", "|---|---|---:|---:|"]
@@ -421,7 +431,7 @@ def _bar_chart(results: dict, path: Path, plt) -> Path:
     rows = next(f["rows"] for f in figures)
     m = results["machine"]
     fig.suptitle(f"patient import, {rows:,} rows, {m['cores']} cores, {m['memory_gb']:.0f} GB "
-                 f"(median of {results['repeat']} run(s))", fontsize=11)
+                 f"(median of {_runs(results['repeat'])})", fontsize=11)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -430,6 +440,9 @@ def _bar_chart(results: dict, path: Path, plt) -> Path:
 
 
 def chart(results: dict, path: Path) -> Path | None:
+    if not _has_import_figures(results):
+        print("no import figure in this run (--figures): no chart")
+        return None
     try:
         import matplotlib
     except ImportError:
@@ -440,9 +453,6 @@ def chart(results: dict, path: Path) -> Path | None:
 
     figures = results["summary"]["figures"]
     databases = results["databases"]
-    if not any(f["figure"] in _LABELS and f["rows"] in results["sizes"] for f in figures):
-        print("no import figure in this run (--figures): no chart")
-        return None
     # One size of every figure (a memory size has ours alone): bars, not lines of one point.
     if len(results["sizes"]) == 1:
         return _bar_chart(results, path, plt)
@@ -481,7 +491,7 @@ def chart(results: dict, path: Path) -> Path | None:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     m = results["machine"]
-    runs = f"median of {results['repeat']} runs"
+    runs = f"median of {_runs(results['repeat'])}"
     if results.get("largest_repeat", results["repeat"]) != results["repeat"]:
         runs += f", {results['largest_repeat']} at {max(results['sizes']):,} rows"
     fig.suptitle(f"patient import throughput, {m['cores']} cores, {m['memory_gb']:.0f} GB ({runs})", fontsize=11)

@@ -259,12 +259,10 @@ class Bench:
                         break
                 if finished:
                     digests[peer] = self.digest(env, url, **self.peer_table(peer, kind, home))
-        if not digests:  # no figure ran its three cases (a peer stopped, or none asked for)
-            return
-        distinct = {(d["rows"], d["sha256"]) for d in digests.values()}
-        print(f"  stores after the three cases: {'the same' if len(distinct) <= 1 else 'DIFFER'} "
-              + "(" + ", ".join(f"{k} {d['rows']} rows {d['sha256'][:8]}" for k, d in digests.items()) + ")",
-              flush=True)
+        for verdict in report.stores_agree({"store_digests": {"this round": digests}}).values():
+            print(f"  stores after the three cases: {'the same' if verdict['agree'] else 'DIFFER'} ("
+                  + ", ".join(f"{k} {d['rows']} rows {d['sha256'][:8]}" for k, d in digests.items()) + ")",
+                  flush=True)
 
     def peer_table(self, peer: str, kind: str, home: Path) -> dict:
         """Where a peer's patients are: dlt writes its own dataset (a schema on PostgreSQL, an
@@ -428,7 +426,7 @@ def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default=os.environ.get("BENCH_SIZES") or "1000,100000,1000000",
                         help="export sizes in rows, comma-separated")
@@ -442,7 +440,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              "'flat beyond it'; 'none' for none. Default: 2,000,000 when --sizes reaches "
                              "1,000,000 and --figures holds ours; none otherwise")
     parser.add_argument("--databases", default=os.environ.get("BENCH_DATABASES") or ",".join(DATABASES))
-    parser.add_argument("--largest-repeat", type=int, default=os.environ.get("BENCH_LARGEST_REPEAT") or "0",
+    parser.add_argument("--largest-repeat", type=int, default=os.environ.get("BENCH_LARGEST_REPEAT") or None,
                         help="runs of each figure at the largest size (default: --repeat)")
     parser.add_argument("--largest-databases", default=os.environ.get("BENCH_LARGEST_DATABASES") or "",
                         help="databases at the largest size (default: --databases)")
@@ -464,6 +462,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="rewrite this file's generated part (default: docs/performance.md when --out "
                              "is the default bench/results; none otherwise)")
     parser.add_argument("--keep-work", action="store_true", help="keep the exports and stores under <out>/work")
+    return parser
+
+
+# Where the results go, not what is measured: left out of the recorded command but --out elsewhere.
+_NOT_SETTINGS = frozenset({"help", "out", "chart", "docs", "keep_work"})
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = _parser()
     args = parser.parse_args(argv)
     # A run elsewhere (a trial, a test) leaves the committed docs and chart alone.
     committed = Path(args.out).resolve() == (ROOT / "bench" / "results").resolve()
@@ -480,7 +487,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Each once, and not a size --sizes measures already.
     args.memory_sizes = [] if args.memory_sizes.lower() == "none" else sorted(
         set(_row_counts(parser, "--memory-sizes", args.memory_sizes)) - set(args.sizes))
-    args.largest_repeat = args.largest_repeat or args.repeat
+    if args.largest_repeat is None:
+        args.largest_repeat = args.repeat
     if args.airflow_repeat is None:
         args.airflow_repeat = max(args.repeat, AIRFLOW_MIN_REPEAT)
     args.largest_databases = tuple(_csv_list(args.largest_databases)) or args.databases
@@ -488,9 +496,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             or tuple(f for f in args.figures if f in IMPORT_FIGURES))
     unknown = ((set(args.databases) - set(DATABASES)) | (set(args.largest_databases) - set(DATABASES))
                | (set(args.figures) - set(FIGURES)) | (set(args.largest_figures) - set(FIGURES)))
-    if unknown or args.repeat < 1 or args.airflow_repeat < 1 or not args.sizes:
-        parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat or "
-                     "--airflow-repeat < 1")
+    if unknown or min(args.repeat, args.largest_repeat, args.airflow_repeat) < 1 or not args.sizes:
+        parser.error(f"unknown databases or figures {sorted(unknown)}, or no sizes, or --repeat, "
+                     "--largest-repeat or --airflow-repeat < 1")
     if any(not report.PEAK_RSS_ROWS < size <= DEFAULT_MAX_ROWS for size in args.memory_sizes):
         # Beyond DEFAULT_MAX_ROWS ours refuses the export (too_many_rows): its figure would be a refusal's.
         parser.error(f"--memory-sizes are sizes beyond {report.PEAK_RSS_ROWS:,} rows, up to {DEFAULT_MAX_ROWS:,} "
@@ -510,23 +518,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def reproducing_command(args: argparse.Namespace) -> str:
-    """The command that runs this bench again, every setting spelled out: the BENCH_* variables
-    `make bench` passes through the environment are not in the command line (issue #14: the
-    committed run's command must repeat it)."""
-    def listed(values) -> str:
-        return ",".join(str(v) for v in values)
-
-    options = [("--sizes", listed(args.sizes)), ("--repeat", args.repeat), ("--databases", listed(args.databases)),
-               ("--figures", listed(args.figures)), ("--largest-repeat", args.largest_repeat),
-               ("--largest-databases", listed(args.largest_databases)),
-               ("--largest-figures", listed(args.largest_figures)),
-               ("--memory-sizes", listed(args.memory_sizes) or "none"),
-               ("--airflow-repeat", args.airflow_repeat), ("--airflow-rows", args.airflow_rows)]
+    """The command that runs this bench again, every setting of the parser spelled out with the
+    value this run took: the BENCH_* variables `make bench` passes through the environment are not
+    in the command line (issue #14: the committed run's command must repeat it)."""
+    options = []
+    for action in _parser()._actions:
+        if action.dest in _NOT_SETTINGS:
+            continue
+        value = getattr(args, action.dest)
+        if isinstance(value, list | tuple):
+            value = ",".join(str(v) for v in value) or "none"  # (only --memory-sizes may be empty)
+        options.append(f"{action.option_strings[0]} {value}")
     if Path(args.out).resolve() != (ROOT / "bench" / "results").resolve():
-        options.append(("--out", args.out))
+        options.append(f"--out {args.out}")
     timeout = ("" if FIGURE_TIMEOUT_SECONDS == DEFAULT_FIGURE_TIMEOUT_SECONDS
                else f"BENCH_FIGURE_TIMEOUT={FIGURE_TIMEOUT_SECONDS} ")
-    return timeout + " ".join(["python -m bench.run", *(f"{name} {value}" for name, value in options)])
+    return timeout + " ".join(["python -m bench.run", *options])
 
 
 def _measures_imports(args: argparse.Namespace) -> bool:

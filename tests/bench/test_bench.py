@@ -412,9 +412,9 @@ def test_the_airflow_figures_are_a_median_of_three_runs_at_least(monkeypatch):
 
 
 @pytest.mark.parametrize("argv, env", [
-    (["--airflow-repeat", "0"], {}), (["--airflow-repeat", "-1"], {}),
+    (["--airflow-repeat", "0"], {}), (["--airflow-repeat", "-1"], {}), (["--largest-repeat", "0"], {}),
     ([], {"BENCH_AIRFLOW_REPEAT": "abc"}), ([], {"BENCH_REPEAT": "2.5"}), ([], {"BENCH_LARGEST_REPEAT": "x"})],
-    ids=["zero", "negative", "env-text", "env-repeat-float", "env-largest-text"])
+    ids=["zero", "negative", "largest-zero", "env-text", "env-repeat-float", "env-largest-text"])
 def test_a_bad_number_of_runs_is_a_usage_error_not_a_traceback(monkeypatch, capsys, tmp_path, argv, env):
     from bench.run import parse_args
 

@@ -22,12 +22,21 @@ def test_the_heavy_dependencies_are_installed_with_their_bytecode(module):
     assert Path(importlib.util.cache_from_source(source)).is_file(), f"{module}: no bytecode; run `make install`"
 
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _project_packages() -> list[str]:
+    """The Makefile's PROJECT_PACKAGES: the folders `make install` compiles."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    return re.search(r"^PROJECT_PACKAGES := (.*)$", makefile, re.M).group(1).split()
+
+
 def test_make_install_compiles_every_folder_of_the_projects_own_python():
     # Airflow's task processes, the DAG processor and every script import them: from source, where
     # PYTHONDONTWRITEBYTECODE is set, ~0.3 s of CPU a process (the Makefile says so).
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     makefile = (root / "Makefile").read_text(encoding="utf-8")
-    compiled = set(re.search(r"^PROJECT_PACKAGES := (.*)$", makefile, re.M).group(1).split())
+    compiled = set(_project_packages())
     install = re.search(r"^install:.*?(?=^\S)", makefile, re.M | re.S).group(0)
     assert "compileall" in install and "$(PROJECT_PACKAGES)" in install
     with_python = {d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and any(d.rglob("*.py"))}
@@ -37,13 +46,13 @@ def test_make_install_compiles_every_folder_of_the_projects_own_python():
 def test_a_project_file_that_does_not_compile_is_named_and_does_not_stop_make_install(tmp_path):
     # A work-in-progress file or a hostile fixture must not stop `make install`, and with it every
     # target that runs it; the others are still compiled.
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     project = tmp_path / "project"
     project.mkdir()
     shutil.copy(root / "Makefile", project / "Makefile")
     (project / ".venv" / "bin").mkdir(parents=True)
     (project / ".venv" / "bin" / "python").symlink_to(sys.executable)
-    for folder in ("include", "dags", "plugins", "tools", "scripts", "bench", "tests"):
+    for folder in _project_packages():
         (project / folder).mkdir()
     (project / "include" / "fine.py").write_text("VALUE = 1\n", encoding="utf-8")
     (project / "tests" / "broken.py").write_text("def broken(:\n", encoding="utf-8")
